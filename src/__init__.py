@@ -1,0 +1,1 @@
+"""Image-competition pipeline: folds -> train -> oof -> thresholds -> submit, around one model."""
