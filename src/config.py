@@ -1,0 +1,223 @@
+"""Experiment configuration: YAML -> typed, validated objects; `key.path=value` overrides.
+
+Unknown keys and wrong types are errors that name the file, the line and the key.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from src.errors import PipelineError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    root: Path = Field(description="the competition folder, e.g. input/imet-2019")
+    image_size: int = Field(64, ge=8, description="side of the square image the model sees")
+    n_folds: int = Field(5, ge=2)
+    fold_seed: int = 42
+    solution: list[Path] = Field([], description="held-apart test answers in submission format (demo) to print a test score")
+    skip_unreadable: bool = Field(False, description="skip (and log) unreadable training images instead of stopping")
+
+
+    @field_validator("solution", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [] if value is None else [value] if isinstance(value, (str, Path)) else value
+
+
+class ModelConfig(Section):
+    name: str = "resnet18"
+    weights: Optional[Path] = Field(None, description="local weight file; null trains from scratch (never a hub download)")
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    forbid_pretrained: bool = Field(False, description="competition rules forbid pretrained weights: refuse any weight file")
+
+
+class LossConfig(Section):
+    name: Literal["bce", "focal", "asl"] = "bce"
+    focal_gamma: float = 2.0
+    asl_gamma_neg: float = 4.0
+    asl_gamma_pos: float = 0.0
+    asl_clip: float = 0.05
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="for softmax heads")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    head_warmup_epochs: int = Field(0, ge=0, description="epochs that train only the heads (backbone lr = 0)")
+    accumulate_steps: int = Field(1, ge=1)
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1)
+    early_stopping_patience: Optional[int] = Field(None, ge=1)
+    num_workers: int = Field(0, ge=0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; null = torch's default")
+    loss: LossConfig = LossConfig()
+
+
+class AugmentConfig(Section):
+    train: list[dict[str, Any]] = [{"name": "HorizontalFlip", "p": 0.5}]
+    eval: list[dict[str, Any]] = []
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+class PredictConfig(Section):
+    tta_flip: bool = True
+    batch_size: int = Field(128, ge=1)
+
+
+class ThresholdsConfig(Section):
+    method: Literal["exact", "optuna", "global"] = Field("exact", description="the thresholds submit uses")
+    optuna_trials: int = Field(200, ge=1)
+    storage: Optional[str] = Field(None, description="Optuna storage URL; null = SQLite under oof/<exp>/")
+    shrink_strength: float = Field(10.0, ge=0, description="pseudo-count pulling rare classes toward the global threshold")
+    honest_folds: int = Field(5, ge=2)
+    min_labels: int = Field(0, ge=0)
+    max_labels: Optional[int] = Field(None, ge=1)
+
+
+class SubmitConfig(Section):
+    checkpoint: str = Field("full", description="'full' (the --full fit) or 'fold-K': ONE model, never a list")
+    message: str = "single model"
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _one_checkpoint(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            raise ValueError("a list of checkpoints is an ensemble, which the one-model rule forbids; name one: 'full' or 'fold-K'")
+        if isinstance(value, str) and not (value == "full" or (value.startswith("fold-") and value[5:].isdigit())):
+            raise ValueError(f"'{value}' is not 'full' or 'fold-K'")
+        return value
+
+
+class Config(Section):
+    competition: str = Field(description="the Kaggle competition slug")
+    format: str = Field(description="competition format name: imet, deepfashion, celeba, folder")
+    format_options: dict[str, Any] = {}
+    output_dir: Path = Field(Path("."), description="where oof/, submissions/ and kernels/ live")
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    augment: AugmentConfig = AugmentConfig()
+    predict: PredictConfig = PredictConfig()
+    thresholds: ThresholdsConfig = ThresholdsConfig()
+    submit: SubmitConfig = SubmitConfig()
+
+    # Set by load_config, not by the YAML: outputs are named after the config file.
+    experiment: str = Field("", exclude=True)
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read `path`, apply `key.path=value` overrides, validate; raise PipelineError naming file, line and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: config file not found; pass an existing file, e.g. --config configs/demo-imet.yaml")
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise PipelineError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: the top level must be a mapping of keys (competition:, format:, data:, ...)")
+    override_keys = set()
+    for item in overrides:
+        override_keys.add(_apply_override(raw, item))
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise PipelineError(_describe_error(exc, path, text, override_keys)) from None
+    config.experiment = path.stem
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as plain data (for saving beside artifacts)."""
+    return config.model_dump(mode="json")
+
+
+def _apply_override(raw: dict, item: str) -> str:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise PipelineError(f"override '{item}': expected key.path=value, e.g. train.epochs=3")
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise PipelineError(f"override '{item}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    return key
+
+
+def _describe_error(exc: ValidationError, path: Path, text: str, override_keys: set[str]) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    if key in override_keys:
+        where = f"command-line override {key}"
+    else:
+        line = _key_lines(text).get(key)
+        where = f"{path} line {line}: {key}" if line else f"{path}: {key}"
+    if error["type"] == "extra_forbidden":
+        parent = error["loc"][:-1]
+        known = _known_keys(parent)
+        guess = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"known keys here: {', '.join(known)}"
+        return f"{where}: unknown key; {hint}"
+    if error["type"] == "missing":
+        return f"{where}: required key is missing; add it to the config"
+    got = error.get("input")
+    return f"{where}: {error['msg']} (got {got!r}); fix the value"
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = field.annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [name for name in model.model_fields if name != "experiment"]
+    return []
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map dotted key paths to their 1-based line in the YAML text."""
+    lines: dict[str, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{prefix}{key_node.value}"
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key + ".")
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[f"{prefix}{index}"] = item.start_mark.line + 1
+                walk(item, f"{prefix}{index}.")
+
+    walk(root, "")
+    return lines

@@ -1,0 +1,1 @@
+"""Data: image loading, transforms from config, datasets and folds."""

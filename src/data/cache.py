@@ -1,0 +1,99 @@
+"""One-time cache of decoded images resized to the training resolution (uint8, memory-mapped).
+
+Reused across folds, epochs and experiments. Invalidation rule: the cache file's name is a hash of
+the image size and, for every image, its path, byte size and modification time; change any image
+(or the size) and a new cache is built. Builds are atomic and serialised by a file lock, so two
+trainers starting together build it once and never read a torn file.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from src.atomic import atomic_path
+from src.data.images import load_rgb
+from src.errors import PipelineError
+
+CACHE_VERSION = 1  # bump when the decode/resize recipe changes
+
+
+@dataclass
+class ImageCache:
+    """Decoded images [n, size, size, 3] uint8 and the rows that could not be read."""
+
+    images: np.ndarray
+    unreadable: dict[int, str]
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size (area filter when shrinking, cubic when enlarging)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    shrinking = image.shape[0] * image.shape[1] > size * size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def cache_key(paths: list[Path], size: int) -> str:
+    digest = hashlib.sha1(f"v{CACHE_VERSION}:{size}".encode())
+    for path in paths:
+        try:
+            stat = path.stat()
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            digest.update(f"{path}|missing\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def load_or_build(paths: list[Path], size: int, cache_dir: Path | None, skip_unreadable: bool, quiet: bool = False,
+                  label: str = "images") -> ImageCache:
+    """Decoded, resized images for `paths`, from `cache_dir` when present there (None = no disk cache)."""
+    if cache_dir is None:
+        images, unreadable = _decode_all(paths, size, skip_unreadable, quiet, label)
+        return ImageCache(images, unreadable)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(paths, size)
+    array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    with open(cache_dir / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (array_path.exists() and meta_path.exists()):
+            images, unreadable = _decode_all(paths, size, skip_unreadable, quiet, label)
+            with atomic_path(array_path) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.save(handle, images)
+            with atomic_path(meta_path) as tmp:
+                tmp.write_text(json.dumps({"size": size, "count": len(paths), "unreadable": unreadable}))
+    meta = json.loads(meta_path.read_text())
+    unreadable = {int(row): reason for row, reason in meta["unreadable"].items()}
+    if unreadable and not skip_unreadable:
+        raise PipelineError(next(iter(unreadable.values())))
+    return ImageCache(np.load(array_path, mmap_mode="r"), unreadable)
+
+
+def _decode_all(paths: list[Path], size: int, skip_unreadable: bool, quiet: bool, label: str) -> tuple[np.ndarray, dict[int, str]]:
+    images = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+    unreadable: dict[int, str] = {}
+
+    def decode(row: int) -> None:
+        try:
+            images[row] = resize_square(load_rgb(paths[row]), size)
+        except PipelineError as exc:
+            unreadable[row] = str(exc)
+
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in tqdm(pool.map(decode, range(len(paths))), total=len(paths), desc=f"decode {label} @{size}px",
+                      disable=quiet, leave=False):
+            pass
+    if unreadable and not skip_unreadable:
+        first = min(unreadable)
+        raise PipelineError(unreadable[first])
+    return images, unreadable

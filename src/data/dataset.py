@@ -1,0 +1,37 @@
+"""Torch dataset over cached uint8 images, with augmentation seeded per (seed, epoch, row)."""
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class CachedImageDataset(Dataset):
+    """Items are (image tensor C x H x W, {head: target tensor}, row index).
+
+    Augmentation randomness is a function of (seed, epoch, row) only, so a run is reproducible
+    whatever the worker count, and a resumed run sees exactly the augmentations it would have.
+    """
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray, targets: dict[str, np.ndarray] | None,
+                 transform: A.Compose, seed: int = 0):
+        self.images = images
+        self.rows = np.asarray(rows)
+        self.targets = targets or {}
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        row = int(self.rows[index])
+        self.transform.set_random_seed((self.seed * 1_000_003 + self.epoch * 7_919 + row) % (2**32))
+        image = self.transform(image=np.ascontiguousarray(self.images[row]))["image"]
+        targets = {name: torch.as_tensor(values[row]) for name, values in self.targets.items()}
+        return image, targets, row

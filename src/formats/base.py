@@ -1,0 +1,295 @@
+"""The interface every competition format implements, and the generic parts they share.
+
+A format knows a competition's files: it reads training labels into per-head targets, lists the
+test images, describes the model heads, scores predictions, and writes + validates the submission.
+Heads are either `multilabel` (sigmoid, per-class thresholds) or `softmax` (one label, argmax).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from src import metrics
+from src.errors import PipelineError
+from src.thresholds import ThresholdObjective, apply_thresholds, best_global_threshold
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One output head of the shared backbone."""
+
+    name: str
+    kind: Literal["multilabel", "softmax"]
+    class_names: tuple[str, ...]
+    objective: Optional[ThresholdObjective] = None  # multilabel heads: what thresholds maximise
+    loss_weight: float = 1.0
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def thresholded(self) -> bool:
+        return self.kind == "multilabel"
+
+
+@dataclass
+class ImageTable:
+    """Images with ids, and (for training data) per-head targets.
+
+    Targets: multilabel head -> uint8 [n, c]; softmax head -> int64 [n].
+    `split` holds an official partition where the competition has one (e.g. CelebA 0/1), else None.
+    """
+
+    ids: list[str]
+    paths: list[Path]
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+    split: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, rows: np.ndarray) -> "ImageTable":
+        return ImageTable(
+            ids=[self.ids[i] for i in rows],
+            paths=[self.paths[i] for i in rows],
+            targets={name: values[rows] for name, values in self.targets.items()},
+            split=None if self.split is None else self.split[rows],
+        )
+
+
+@dataclass(frozen=True)
+class DecisionRules:
+    """How probabilities become labels: per-head class thresholds and label-count limits."""
+
+    thresholds: dict[str, np.ndarray]
+    min_labels: int = 0
+    max_labels: Optional[int] = None
+
+
+class CompetitionFormat(ABC):
+    """Base class: subclasses implement the file I/O; scoring and decisions are generic over heads."""
+
+    name: ClassVar[str]
+    main_metric: ClassVar[str] = "score"
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, root: Path, options: dict[str, Any] | None = None):
+        self.root = Path(root)
+        try:
+            self.options = self.Options.model_validate(options or {})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = ".".join(str(part) for part in error["loc"])
+            raise PipelineError(f"config format_options.{key}: {error['msg']} for format '{self.name}'; fix the value") from None
+        if not self.root.is_dir():
+            raise PipelineError(f"{self.root}: competition folder not found; set data.root to the folder holding the competition's files")
+
+    # --- files -------------------------------------------------------------------------------
+    @abstractmethod
+    def heads(self) -> list[HeadSpec]:
+        """The model heads this competition needs (class names read from the label files)."""
+
+    @abstractmethod
+    def read_train(self) -> ImageTable:
+        """Training images with targets for every head."""
+
+    @abstractmethod
+    def read_test(self) -> ImageTable:
+        """Test images (no targets), in submission order."""
+
+    @abstractmethod
+    def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]) -> list[Path]:
+        """Write the submission file(s) into `out_dir` (atomically) and return their paths."""
+
+    @abstractmethod
+    def read_submission(self, files: list[Path]) -> tuple[list[str], dict[str, Any]]:
+        """Read submission files back into (ids, labels per head); validate them against the competition."""
+
+    def submission_names(self) -> list[str]:
+        """File names the submission consists of."""
+        return ["submission.csv"]
+
+    # --- folds -------------------------------------------------------------------------------
+    def stratify_matrix(self, table: ImageTable) -> np.ndarray:
+        """A 0/1 matrix whose columns the folds should balance: every head's labels, one-hot for softmax."""
+        blocks = []
+        for head in self.heads():
+            values = table.targets[head.name]
+            blocks.append(values if head.kind == "multilabel" else np.eye(head.n_outputs, dtype=np.uint8)[values])
+        return np.concatenate(blocks, axis=1)
+
+    def assign_folds(self, table: ImageTable, n_splits: int, seed: int) -> np.ndarray:
+        """Fold of every training row (-1 = never held out). Default: iterative stratification on all labels."""
+        from src.data.folds import make_folds
+
+        return make_folds(self.stratify_matrix(table), n_splits, seed)
+
+    # --- decisions and scores ----------------------------------------------------------------
+    def decide(self, probs: dict[str, np.ndarray], rules: DecisionRules | None) -> dict[str, np.ndarray]:
+        """Labels per head: thresholded bool matrix for multilabel heads, argmax for softmax heads."""
+        labels = {}
+        for head in self.heads():
+            head_probs = probs[head.name]
+            if head.thresholded:
+                thresholds = rules.thresholds[head.name] if rules else 0.5
+                min_labels = rules.min_labels if rules else 0
+                max_labels = rules.max_labels if rules else None
+                labels[head.name] = apply_thresholds(head_probs, thresholds, min_labels, max_labels)
+            else:
+                labels[head.name] = np.asarray(head_probs).argmax(axis=1)
+        return labels
+
+    def score_labels(self, targets: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
+        """Metrics of decided labels against targets; includes `self.main_metric` (mean of the heads' main scores)."""
+        scores: dict[str, float] = {}
+        main_parts = []
+        for head in self.heads():
+            true, pred = targets[head.name], labels[head.name]
+            if head.thresholded:
+                objective = head.objective or ThresholdObjective("samples_fbeta", 1.0)
+                value = labels_score(true, pred, objective)
+                key = _objective_key(head.name, objective)
+                scores[key] = value
+                scores[f"{head.name}_macro_f1"] = float(metrics.macro_fbeta(true, pred, beta=1.0))
+            else:
+                value = float(metrics.accuracy(true, pred))
+                scores[f"{head.name}_accuracy"] = value
+                scores[f"{head.name}_macro_f1"] = float(metrics.macro_f1_single(true, pred, head.n_outputs))
+            main_parts.append(value)
+        scores[self.main_metric] = float(np.mean(main_parts))
+        return scores
+
+    def evaluate(self, targets: dict[str, np.ndarray], probs: dict[str, np.ndarray], rules: DecisionRules | None) -> dict[str, float]:
+        """Metrics of probabilities under decision rules (None = threshold 0.5)."""
+        return self.score_labels(targets, self.decide(probs, rules))
+
+    def validation_score(self, targets: dict[str, np.ndarray], probs: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
+        """The score that picks the best epoch: main metric with each multilabel head at its best global threshold."""
+        thresholds = {}
+        for head in self.heads():
+            if head.thresholded:
+                objective = head.objective or ThresholdObjective("samples_fbeta", 1.0)
+                thresholds[head.name], _ = best_global_threshold(probs[head.name], targets[head.name], objective)
+        scores = self.evaluate(targets, probs, DecisionRules(thresholds))
+        at_half = self.evaluate(targets, probs, None)
+        report = {f"{key}@0.5": value for key, value in at_half.items()}
+        report.update({f"{key}@global": value for key, value in scores.items()})
+        return scores[self.main_metric], report
+
+    def score_submission(self, submission_files: list[Path], solution_files: list[Path]) -> dict[str, float]:
+        """Score a written submission against held-apart answers in the same format (demo test score)."""
+        sub_ids, sub_labels = self.read_submission(submission_files)
+        sol_ids, sol_labels = self.read_submission(solution_files)
+        if sub_ids != sol_ids:
+            raise PipelineError(f"{submission_files[0]}: ids differ from the solution's {solution_files[0]}")
+        return self.score_labels(sol_labels, sub_labels)
+
+
+def labels_score(true: np.ndarray, pred: np.ndarray, objective: ThresholdObjective) -> float:
+    """The objective's metric for decided 0/1 labels."""
+    if objective.kind == "samples_fbeta":
+        return float(metrics.fbeta_samples(true, pred, beta=objective.beta))
+    if objective.kind == "column_accuracy":
+        return float(metrics.mean_accuracy(true, pred))
+    return float(metrics.macro_fbeta(true, pred, beta=objective.beta))
+
+
+def _objective_key(head_name: str, objective: ThresholdObjective) -> str:
+    if objective.kind == "column_accuracy":
+        return f"{head_name}_accuracy"
+    beta = f"{objective.beta:g}"
+    return f"{head_name}_f{beta}"
+
+
+# --- shared readers: strict and kind ------------------------------------------------------------
+
+def read_csv_rows(path: Path, required_columns: list[str]) -> list[dict[str, str]]:
+    """Read a CSV (BOM, CRLF and stray spaces accepted) into rows; refuse missing columns or ragged rows.
+
+    Each returned row also carries `__line__`, its 1-based line in the file.
+    """
+    if not path.is_file():
+        raise PipelineError(f"{path}: file not found; check data.root points at the competition folder")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise PipelineError(f"{path} line {reader.line_num}: malformed CSV ({exc}); fix the quoting") from None
+    rows = [[cell.strip() for cell in row] for row in rows]
+    if not rows or not any(rows[0]):
+        raise PipelineError(f"{path}: empty file; expected a header with columns {', '.join(required_columns)}")
+    header = rows[0]
+    missing = [column for column in required_columns if column not in header]
+    if missing:
+        raise PipelineError(f"{path} line 1: missing column(s) {', '.join(missing)}; the header must name {', '.join(required_columns)}")
+    records = []
+    for line_number, row in enumerate(rows[1:], start=2):
+        if not any(row):
+            continue  # blank line (often a trailing one)
+        if len(row) != len(header):
+            raise PipelineError(f"{path} line {line_number}: {len(row)} columns, expected {len(header)} ({', '.join(header)}); fix the row")
+        record = dict(zip(header, row))
+        record["__line__"] = str(line_number)
+        records.append(record)
+    return records
+
+
+def parse_id_list(text: str, known: set[int], path: Path, line: str, column: str) -> list[int]:
+    """Parse space-separated integer class ids; refuse non-integers and ids outside `known`."""
+    values = []
+    for token in text.split():
+        try:
+            value = int(token)
+        except ValueError:
+            raise PipelineError(f"{path} line {line}: {column} '{token}' is not an integer id; use space-separated ids") from None
+        if value not in known:
+            raise PipelineError(f"{path} line {line}: {column} id {value} is not a known class; check the labels file")
+        values.append(value)
+    return values
+
+
+def refuse_duplicates(ids: list[str], path: Path, lines: list[str] | None = None) -> None:
+    """Stop at the first repeated id, naming both lines."""
+    seen: dict[str, int] = {}
+    for index, image_id in enumerate(ids):
+        if image_id in seen:
+            first = lines[seen[image_id]] if lines else seen[image_id] + 2
+            here = lines[index] if lines else index + 2
+            raise PipelineError(f"{path} line {here}: duplicate id '{image_id}' (first on line {first}); ids must be unique")
+        seen[image_id] = index
+
+
+def safe_child(root: Path, relative: str, path: Path, line: str) -> Path:
+    """`root / relative`, refusing absolute paths and `..` that would escape the competition folder."""
+    candidate = Path(relative)
+    if candidate.is_absolute() or ".." in candidate.parts:
+        raise PipelineError(f"{path} line {line}: path '{relative}' escapes the competition folder; use a path relative to it")
+    return root / candidate
+
+
+def require_images(paths: list[Path], source: Path, lines: list[str] | None = None) -> None:
+    """Stop at the first missing image file (one directory listing per folder, not one stat per file)."""
+    listings: dict[Path, set[str]] = {}
+    for index, image_path in enumerate(paths):
+        folder = image_path.parent
+        if folder not in listings:
+            listings[folder] = {entry.name for entry in folder.iterdir()} if folder.is_dir() else set()
+        if image_path.name not in listings[folder]:
+            where = f" line {lines[index]}" if lines else ""
+            raise PipelineError(f"{source}{where}: image {image_path} is missing; restore the file or remove the row")

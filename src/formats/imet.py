@@ -1,0 +1,145 @@
+"""iMet Collection 2019: 1103-class multi-label, `id,attribute_ids`, metric = F2 per image averaged.
+
+Layout: `labels.csv` (attribute_id,attribute_name), `train.csv` (id,attribute_ids), `train/<id>.png`,
+`sample_submission.csv` (id,attribute_ids), `test/<id>.png`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from src.atomic import atomic_path
+from src.errors import PipelineError
+from src.formats import register
+from src.formats.base import (
+    CompetitionFormat,
+    HeadSpec,
+    ImageTable,
+    parse_id_list,
+    read_csv_rows,
+    refuse_duplicates,
+    require_images,
+)
+from src.thresholds import ThresholdObjective
+
+HEAD = "attributes"
+
+
+class ImetOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_ext: str = ".png"
+    beta: float = 2.0
+
+
+@register
+class ImetFormat(CompetitionFormat):
+    name = "imet"
+    main_metric = "f2"
+    Options = ImetOptions
+
+    def __init__(self, root: Path, options: dict[str, Any] | None = None):
+        super().__init__(root, options)
+        self._class_ids: list[int] | None = None
+        self._class_names: list[str] | None = None
+
+    def _load_labels(self) -> None:
+        if self._class_ids is not None:
+            return
+        path = self.root / "labels.csv"
+        rows = read_csv_rows(path, ["attribute_id", "attribute_name"])
+        ids = []
+        for row in rows:
+            try:
+                ids.append(int(row["attribute_id"]))
+            except ValueError:
+                raise PipelineError(f"{path} line {row['__line__']}: attribute_id '{row['attribute_id']}' is not an integer") from None
+        refuse_duplicates([str(i) for i in ids], path, [row["__line__"] for row in rows])
+        order = np.argsort(ids, kind="stable")
+        self._class_ids = [ids[i] for i in order]
+        self._class_names = [rows[i]["attribute_name"] for i in order]
+
+    @property
+    def class_ids(self) -> list[int]:
+        self._load_labels()
+        return list(self._class_ids)
+
+    def heads(self) -> list[HeadSpec]:
+        self._load_labels()
+        objective = ThresholdObjective("samples_fbeta", self.options.beta)
+        return [HeadSpec(HEAD, "multilabel", tuple(self._class_names), objective)]
+
+    def read_train(self) -> ImageTable:
+        path = self.root / "train.csv"
+        rows = read_csv_rows(path, ["id", "attribute_ids"])
+        ids, lines = [row["id"] for row in rows], [row["__line__"] for row in rows]
+        for row in rows:
+            if not row["id"]:
+                raise PipelineError(f"{path} line {row['__line__']}: empty id; every row needs an image id")
+        refuse_duplicates(ids, path, lines)
+        targets = self._ids_to_matrix([row["attribute_ids"] for row in rows], path, lines)
+        paths = [self.root / "train" / f"{image_id}{self.options.image_ext}" for image_id in ids]
+        require_images(paths, path, lines)
+        return ImageTable(ids, paths, {HEAD: targets})
+
+    def read_test(self) -> ImageTable:
+        path = self.root / "sample_submission.csv"
+        rows = read_csv_rows(path, ["id", "attribute_ids"])
+        ids = [row["id"] for row in rows]
+        refuse_duplicates(ids, path, [row["__line__"] for row in rows])
+        paths = [self.root / "test" / f"{image_id}{self.options.image_ext}" for image_id in ids]
+        require_images(paths, path, [row["__line__"] for row in rows])
+        test_dir = self.root / "test"
+        extra = sorted({p.stem for p in test_dir.glob(f"*{self.options.image_ext}")} - set(ids))
+        if extra:
+            raise PipelineError(
+                f"{test_dir}: {len(extra)} image(s) not in {path.name} (e.g. {extra[0]}{self.options.image_ext}); "
+                "the test folder must match the sample submission"
+            )
+        return ImageTable(ids, paths)
+
+    def _ids_to_matrix(self, cells: list[str], path: Path, lines: list[str]) -> np.ndarray:
+        column_of = {class_id: column for column, class_id in enumerate(self.class_ids)}
+        known = set(column_of)
+        matrix = np.zeros((len(cells), len(column_of)), dtype=np.uint8)
+        for row_index, (cell, line) in enumerate(zip(cells, lines)):
+            for class_id in parse_id_list(cell, known, path, line, "attribute_ids"):
+                matrix[row_index, column_of[class_id]] = 1
+        return matrix
+
+    # --- submission ------------------------------------------------------------------------
+    def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]) -> list[Path]:
+        class_ids = np.asarray(self.class_ids)
+        lines = ["id,attribute_ids"]
+        for image_id, row in zip(ids, labels[HEAD]):
+            lines.append(f"{image_id},{' '.join(str(c) for c in np.sort(class_ids[np.flatnonzero(row)]))}")
+        final_path = Path(out_dir) / "submission.csv"
+        with atomic_path(final_path) as tmp_path:
+            tmp_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            self._validate(tmp_path, final_path)
+        return [final_path]
+
+    def read_submission(self, files: list[Path]) -> tuple[list[str], dict[str, Any]]:
+        path = Path(files[0])
+        ids, matrix = self._validate(path, path)
+        return ids, {HEAD: matrix.astype(bool)}
+
+    def _validate(self, path: Path, shown_as: Path) -> tuple[list[str], np.ndarray]:
+        """Check a submission against sample_submission.csv: same ids in the same order, known class ids."""
+        rows = read_csv_rows(path, ["id", "attribute_ids"])
+        expected = [row["id"] for row in read_csv_rows(self.root / "sample_submission.csv", ["id", "attribute_ids"])]
+        ids = [row["id"] for row in rows]
+        lines = [row["__line__"] for row in rows]
+        for row in rows:
+            if not row["id"]:
+                raise PipelineError(f"{shown_as} line {row['__line__']}: empty id")
+        refuse_duplicates(ids, shown_as, lines)
+        if len(ids) != len(expected):
+            raise PipelineError(f"{shown_as}: {len(ids)} rows, sample_submission.csv has {len(expected)}; predict every test image")
+        for index, (got, want) in enumerate(zip(ids, expected)):
+            if got != want:
+                raise PipelineError(f"{shown_as} line {index + 2}: id '{got}' where sample_submission.csv has '{want}'; keep its ids and order")
+        matrix = self._ids_to_matrix([row["attribute_ids"] for row in rows], shown_as, lines)
+        return ids, matrix

@@ -1,0 +1,99 @@
+"""Command line: `python -m src.stage <stage> --config configs/<exp>.yaml [key.path=value ...]`.
+
+The only module that knows about argv; each stage is a short call into src/steps/.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+# No hub downloads, ever: weights come from local files (as on an offline Kaggle kernel).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TIMM_DISABLE_DOWNLOAD", "1")
+
+STAGES = {
+    "folds": "K folds balanced on every label (iterative stratification) -> <data.root>/folds-k<K>-seed<S>.csv",
+    "train": "train one fold (--fold K), all folds (--fold all) or a full fit (--full) -> oof/<exp>/fold-K/",
+    "oof": "predict every training image with the fold model that held it out -> oof/<exp>/oof.npz",
+    "thresholds": "per-class thresholds on OOF (global, exact, Optuna), optimistic vs honest -> oof/<exp>/thresholds.json",
+    "submit": "ONE model predicts the test images; write + validate the submission -> submissions/<exp>/",
+    "demo": "build the demo competition and run folds -> train -> oof -> thresholds -> submit on it",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m src.stage",
+        description="Image-competition pipeline around one model: folds -> train -> oof -> thresholds -> submit.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: python -m src.stage train --config configs/demo-imet.yaml --fold 0 train.epochs=3",
+    )
+    subparsers = parser.add_subparsers(dest="stage", required=True, metavar="stage")
+    for name, summary in STAGES.items():
+        sub = subparsers.add_parser(name, help=summary, description=summary)
+        sub.add_argument("--config", required=True, help="experiment YAML, e.g. configs/demo-imet.yaml (outputs are named after it)")
+        sub.add_argument("overrides", nargs="*", metavar="key.path=value", help="override config values, e.g. data.root=/other/copy")
+        sub.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+        sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+        if name == "train":
+            which = sub.add_mutually_exclusive_group(required=True)
+            which.add_argument("--fold", help="fold number, or 'all'")
+            which.add_argument("--full", action="store_true", help="fit on all training data (no validation)")
+            sub.add_argument("--resume", action="store_true", help="continue from last.pt exactly where the run stopped")
+            sub.add_argument("--stop-after-epochs", type=int, metavar="N",
+                             help="stop after N epochs this call (e.g. to fit a time limit); continue later with --resume")
+        if name == "submit":
+            sub.add_argument("--kaggle", action="store_true", help="then upload with `kaggle competitions submit`")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may come before or after flags; anything else unknown is a usage error.
+    stray = [item for item in extra if item.startswith("-") or "=" not in item]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides = list(args.overrides) + extra
+    from src.errors import PipelineError
+
+    try:
+        return _dispatch(args)
+    except PipelineError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished epochs are saved; continue with --resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from src.config import load_config
+    from src.experiment import Experiment
+    from src.steps import demo, folds, oof, submit, thresholds, train
+
+    config = load_config(args.config, args.overrides)
+    exp = Experiment(config, Path(args.config))
+    if args.stage == "folds":
+        folds.run(exp)
+    elif args.stage == "train":
+        train.run(exp, args.fold, full=args.full, resume=args.resume, stop_after_epochs=args.stop_after_epochs, quiet=args.quiet)
+    elif args.stage == "oof":
+        oof.run(exp, quiet=args.quiet)
+    elif args.stage == "thresholds":
+        thresholds.run(exp, quiet=args.quiet)
+    elif args.stage == "submit":
+        submit.run(exp, to_kaggle=args.kaggle, quiet=args.quiet)
+    elif args.stage == "demo":
+        demo.run(exp, quiet=args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

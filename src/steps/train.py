@@ -1,0 +1,54 @@
+"""Stage `train`: one fold, all folds, or a full fit on all training data."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from src.data.folds import read_folds
+from src.errors import PipelineError
+from src.experiment import Experiment
+from src.steps.common import decoded_images
+from src.train import train_run
+
+
+def fold_numbers(exp: Experiment) -> list[int]:
+    """The folds in the folds file (those with held-out rows)."""
+    table = exp.fmt.read_train()
+    fold_of_row = read_folds(exp.require(exp.folds_path, "folds"), table.ids)
+    return sorted(int(k) for k in np.unique(fold_of_row) if k >= 0)
+
+
+def run(exp: Experiment, fold: str, full: bool = False, resume: bool = False, stop_after_epochs: Optional[int] = None,
+        quiet: bool = False, log: Callable[[str], None] = print) -> None:
+    """`fold` is 'all' or a fold number; `full` trains one model on every training image instead."""
+    table = exp.fmt.read_train()
+    if full:
+        targets = [None]
+        fold_of_row = np.full(len(table), -1)
+    else:
+        fold_of_row = read_folds(exp.require(exp.folds_path, "folds"), table.ids)
+        available = sorted(int(k) for k in np.unique(fold_of_row) if k >= 0)
+        if fold == "all":
+            targets = available
+        else:
+            if not str(fold).isdigit() or int(fold) not in available:
+                raise PipelineError(f"--fold {fold}: not a fold of {exp.folds_path} (folds: {', '.join(map(str, available))}, or 'all')")
+            targets = [int(fold)]
+    tc = exp.config.train
+    log(f"train {exp.name}: {exp.config.model.name} ({'scratch' if exp.config.model.weights is None else exp.config.model.weights}), "
+        f"{exp.config.data.image_size}px, batch {tc.batch_size}x{tc.accumulate_steps}, {tc.epochs} epochs, loss {tc.loss.name}, "
+        f"runs: {', '.join('full' if k is None else f'fold {k}' for k in targets)} -> {exp.oof_dir}")
+    images, readable = decoded_images(exp, table, quiet, log, "train images")
+    for k in targets:
+        train_rows = np.flatnonzero(readable & (fold_of_row != k)) if k is not None else np.flatnonzero(readable)
+        valid_rows = np.flatnonzero(readable & (fold_of_row == k)) if k is not None else None
+        run_dir = exp.run_dir(k)
+        log(f"--- {'full fit' if k is None else f'fold {k}'}: {len(train_rows)} train / "
+            f"{0 if valid_rows is None else len(valid_rows)} valid images -> {run_dir}")
+        state = train_run(exp.config, exp.fmt, images, table.targets, train_rows, valid_rows, run_dir, resume=resume,
+                          stop_after_epochs=stop_after_epochs, quiet=quiet, log=log)
+        if state.finished and k is not None:
+            log(f"fold {k}: best epoch {state.best_epoch}, {exp.fmt.main_metric} {state.best_score:.4f} -> {run_dir / 'best.pt'}")
+        elif state.finished:
+            log(f"full fit done: {state.next_epoch} epochs -> {run_dir / 'best.pt'}")
