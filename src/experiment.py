@@ -66,7 +66,7 @@ class Experiment:
 
     def command(self, stage: str, extra: str = "") -> str:
         """The command line that makes an artifact (for 'run this first' messages)."""
-        return f"python -m src.stage {stage} --config {self.config_path}{(' ' + extra) if extra else ''}"
+        return f"python -m src.stage {stage}{(' ' + extra) if extra else ''} --config {self.config_path}"
 
     def require(self, path: Path, stage: str, extra: str = "") -> Path:
         """Refuse to start when a previous stage's artifact is missing; name the command that makes it."""

@@ -226,7 +226,7 @@ def _train_one_epoch(model, ema, loader, loss_fn, optimizer, scheduler, scaler, 
             scheduler.step()
             if ema is not None:
                 ema.update(model)
-        loss_sum += float(loss) * len(images)
+        loss_sum += float(loss.detach()) * len(images)
         seen += len(images)
         progress.set_postfix(loss=f"{loss_sum / seen:.4f}")
     if not math.isfinite(loss_sum):

@@ -9,3 +9,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_imet_root(tmp_path_factory) -> tuple[Path, Path]:
+    """A small iMet-layout demo competition (real digit images) and its held-apart answers folder."""
+    from src.demo import build_demo
+
+    base = tmp_path_factory.mktemp("imet-data")
+    paths = build_demo("imet", base / "demo-imet", n_train=150, n_test=40, seed=3)
+    return paths.root, paths.solution_files[0]

@@ -1,0 +1,41 @@
+"""Test helpers: tiny configs for fast CPU runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+TINY_TRAIN = {
+    "model": {"name": "test_resnet"},
+    "train": {"epochs": 2, "batch_size": 16, "lr": 0.003, "warmup_epochs": 0.5, "threads": 2},
+    "predict": {"tta_flip": True, "batch_size": 64},
+    "thresholds": {"optuna_trials": 8, "honest_folds": 3},
+}
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def write_config(directory: Path, name: str, body: dict) -> Path:
+    """Write `body` as `<directory>/<name>.yaml` and return its path (the experiment is named after it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def tiny_config(tmp: Path, format_name: str, data_root: Path, extra: dict | None = None, name: str = "tiny") -> Path:
+    """A config for a fast CPU run of `format_name` on `data_root`, outputs under `tmp`."""
+    body = {
+        "competition": f"demo-{format_name}",
+        "format": format_name,
+        "output_dir": str(tmp / "out"),
+        "data": {"root": str(data_root), "image_size": 32, "n_folds": 3},
+        **TINY_TRAIN,
+    }
+    return write_config(tmp / "configs", name, _merge(body, extra or {}))
+
