@@ -1,0 +1,64 @@
+"""A run stopped after an epoch and resumed ends with exactly the weights of an uninterrupted run (CPU, same seed)."""
+from __future__ import annotations
+
+import torch
+
+from helpers import tiny_config
+from src.stage import main
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_resume_matches_uninterrupted(tiny_imet_root, tmp_path):
+    root, _ = tiny_imet_root
+    extra = {"train": {"epochs": 3, "ema_decay": 0.9, "accumulate_steps": 2, "head_warmup_epochs": 1},
+             "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.5}]}}
+    straight = tiny_config(tmp_path / "a", "imet", root, extra, name="straight")
+    resumed = tiny_config(tmp_path / "b", "imet", root, extra, name="resumed")
+    assert main(["folds", "--config", str(straight), "--quiet"]) == 0
+
+    assert main(["train", "--config", str(straight), "--fold", "1", "--quiet"]) == 0
+    assert main(["train", "--config", str(resumed), "--fold", "1", "--quiet", "--stop-after-epochs", "1"]) == 0
+    # without --resume an existing run is refused, not overwritten
+    assert main(["train", "--config", str(resumed), "--fold", "1", "--quiet"]) == 2
+    assert main(["train", "--config", str(resumed), "--fold", "1", "--quiet", "--resume"]) == 0
+
+    a = _weights(tmp_path / "a" / "out" / "oof" / "straight" / "fold-1" / "last.pt")
+    b = _weights(tmp_path / "b" / "out" / "oof" / "resumed" / "fold-1" / "last.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    best_a = _weights(tmp_path / "a" / "out" / "oof" / "straight" / "fold-1" / "best.pt")
+    best_b = _weights(tmp_path / "b" / "out" / "oof" / "resumed" / "fold-1" / "best.pt")
+    for key in best_a:
+        assert torch.equal(best_a[key], best_b[key]), key
+    csv_a = (tmp_path / "a" / "out" / "oof" / "straight" / "fold-1" / "epochs.csv").read_text().splitlines()
+    csv_b = (tmp_path / "b" / "out" / "oof" / "resumed" / "fold-1" / "epochs.csv").read_text().splitlines()
+    strip = lambda lines: [",".join(line.split(",")[:-2]) for line in lines]  # drop seconds, images/s  # noqa: E731
+    assert strip(csv_a) == strip(csv_b)
+
+
+def test_head_warmup_leaves_backbone_untouched_in_first_epoch(tiny_imet_root, tmp_path):
+    root, _ = tiny_imet_root
+    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 2, "head_warmup_epochs": 1, "weight_decay": 0.0}})
+    assert main(["folds", "--config", str(config), "--quiet"]) == 0
+    assert main(["train", "--config", str(config), "--fold", "0", "--quiet", "--stop-after-epochs", "1"]) == 0
+    trained = torch.load(tmp_path / "out" / "oof" / "tiny" / "fold-0" / "last.pt", map_location="cpu", weights_only=True)["model"]
+    initial = _initial_state(root)
+    conv_keys = [k for k in trained if k.startswith("backbone.") and trained[k].ndim == 4]
+    head_keys = [k for k in trained if k.startswith("heads.")]
+    assert conv_keys and head_keys
+    # Backbone convolutions keep their seeded initial values; the heads moved.
+    assert all(torch.equal(trained[k], initial[k]) for k in conv_keys)
+    assert any(not torch.equal(trained[k], initial[k]) for k in head_keys)
+
+
+def _initial_state(root):
+    from src.formats import create_format
+    from src.model import build_model
+    from src.runtime import seed_everything
+
+    seed_everything(0)  # train.seed defaults to 0: the same initial weights the run started from
+    return build_model("test_resnet", create_format("imet", root).heads()).state_dict()
