@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import timm
+from timm.models import load_state_dict
 import torch
 from torch import nn
 
@@ -31,8 +32,9 @@ def build_model(name: str, heads: list[HeadSpec], weights: Path | None = None, d
                 forbid_pretrained: bool = False) -> MultiHeadModel:
     """Create `name` from timm with no classifier; load backbone weights from a LOCAL file if given.
 
-    `weights` may be a timm-compatible file (.pth/.bin/.safetensors, loaded through timm's
-    `pretrained_cfg_overlay=dict(file=...)`) or any state dict whose keys match the backbone.
+    `weights` is a local .pth/.bin/.safetensors state dict (timm's own release files, or a
+    `{'state_dict': ...}` / `{'model': ...}` checkpoint). The classifier's keys are dropped; every other
+    key must match the backbone exactly, so a wrong file fails loudly instead of training from noise.
     """
     if name not in timm.list_models() and not timm.is_model(name):
         raise PipelineError(f"config model.name: '{name}' is not a timm model; see timm.list_models() (e.g. resnet18)")
@@ -42,14 +44,26 @@ def build_model(name: str, heads: list[HeadSpec], weights: Path | None = None, d
                                 "(this competition forbids pretrained weights); set model.weights=null")
         if not Path(weights).is_file():
             raise PipelineError(f"config model.weights: {weights} not found; point it at a local weight file or null for scratch")
-    try:
-        backbone = timm.create_model(
-            name, pretrained=weights is not None, num_classes=0,
-            pretrained_cfg_overlay=dict(file=str(weights)) if weights is not None else None,
-        )
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise PipelineError(f"config model.weights: {weights} does not fit {name} ({str(exc).splitlines()[0][:160]})") from None
+    backbone = timm.create_model(name, pretrained=False, num_classes=0)
+    if weights is not None:
+        _load_backbone_weights(backbone, Path(weights), name)
     return MultiHeadModel(backbone, heads, drop_rate)
+
+
+def _load_backbone_weights(backbone: nn.Module, path: Path, name: str) -> None:
+    try:
+        state = load_state_dict(str(path), weights_only=True)
+    except Exception as exc:
+        raise PipelineError(f"config model.weights: {path} is not a readable state dict ({str(exc).splitlines()[0][:120]})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    classifier = backbone.pretrained_cfg.get("classifier") or ""
+    classifiers = classifier if isinstance(classifier, (list, tuple)) else [classifier]
+    state = {k: v for k, v in state.items() if not any(c and (k == c or k.startswith(c + ".")) for c in classifiers)}
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise PipelineError(f"config model.weights: {path} does not fit {name} ({detail}); use weights made for this model")
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -1,0 +1,82 @@
+"""Config: YAML -> typed objects; unknown keys and wrong types named by file, line and key."""
+from __future__ import annotations
+
+import pytest
+
+from src.config import load_config
+from src.errors import PipelineError
+
+BASE = """competition: imet-2019
+format: imet
+data:
+  root: input/x
+train:
+  epochs: 3
+  lr: 0.001
+"""
+
+
+def write(tmp_path, text, name="exp"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_loads_typed_values_and_names_experiment_after_file(tmp_path):
+    config = load_config(write(tmp_path, BASE, "my-exp"))
+    assert config.experiment == "my-exp"
+    assert config.train.epochs == 3 and isinstance(config.train.lr, float)
+    assert config.thresholds.method == "exact"
+
+
+def test_overrides_set_nested_values_with_yaml_types(tmp_path):
+    config = load_config(write(tmp_path, BASE), ["train.epochs=7", "data.root=/other/copy", "predict.tta_flip=false"])
+    assert config.train.epochs == 7
+    assert str(config.data.root) == "/other/copy"
+    assert config.predict.tta_flip is False
+
+
+def test_misspelled_key_names_file_line_and_suggestion(tmp_path):
+    path = write(tmp_path, BASE.replace("  lr: 0.001", "  lrr: 0.001"))
+    with pytest.raises(PipelineError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert f"{path} line 7: train.lrr" in message and "did you mean 'lr'" in message
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    path = write(tmp_path, BASE.replace("epochs: 3", "epochs: three"))
+    with pytest.raises(PipelineError, match=r"line 6: train.epochs: .*'three'"):
+        load_config(path)
+
+
+def test_bad_override_is_named_as_override(tmp_path):
+    with pytest.raises(PipelineError, match="command-line override train.epochs"):
+        load_config(write(tmp_path, BASE), ["train.epochs=abc"])
+    with pytest.raises(PipelineError, match="expected key.path=value"):
+        load_config(write(tmp_path, BASE), ["train.epochs"])
+
+
+def test_missing_required_key_and_bad_yaml(tmp_path):
+    with pytest.raises(PipelineError, match="data: required key is missing"):
+        load_config(write(tmp_path, "competition: x\nformat: imet\n"))
+    with pytest.raises(PipelineError, match="line 2: not valid YAML"):
+        load_config(write(tmp_path, "competition: x\n  bad: [\n"))
+    with pytest.raises(PipelineError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_checkpoint_list_is_refused_as_ensemble(tmp_path):
+    with pytest.raises(PipelineError, match="ensemble"):
+        load_config(write(tmp_path, BASE + "submit:\n  checkpoint: [fold-0, fold-1]\n"))
+    with pytest.raises(PipelineError, match="'best' is not 'full' or 'fold-K'"):
+        load_config(write(tmp_path, BASE + "submit:\n  checkpoint: best\n"))
+
+
+def test_every_shipped_config_is_valid():
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))
+    assert configs
+    for path in configs:
+        load_config(path)
