@@ -1,0 +1,42 @@
+"""The command line as a user meets it: --help everywhere, one-line errors without tracebacks."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.stage import STAGES, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_has_help(stage, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([stage, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--config" in out and "key.path=value" in out
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    config = tmp_path / "exp.yaml"
+    config.write_text("competition: x\nformat: imet\ndata:\n  root: input/x\ntrain:\n  epochz: 3\n")
+    result = subprocess.run([sys.executable, "-m", "src.stage", "folds", "--config", str(config)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"error: {config} line 6: train.epochz: unknown key; did you mean 'epochs'?"]
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_traceback_and_unknown_flags_are_usage_errors(tmp_path, capsys):
+    config = tmp_path / "exp.yaml"
+    config.write_text("competition: x\nformat: nope\ndata:\n  root: .\n")
+    assert main(["folds", "--config", str(config), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "unknown format 'nope'" in err
+    with pytest.raises(SystemExit):
+        main(["folds", "--config", str(config), "--bogus"])

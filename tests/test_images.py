@@ -1,0 +1,70 @@
+"""Image decoding of every mode, refusal of broken files, and the decoded-image cache's invalidation rule."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from src.data.cache import load_or_build
+from src.data.images import load_rgb
+from src.errors import PipelineError
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGB", ".png"), ("L", ".jpg"), ("RGBA", ".png"), ("CMYK", ".jpg"),
+                                          ("P", ".png"), ("I;16", ".png"), ("LA", ".png")])
+def test_every_mode_becomes_rgb_uint8(tmp_path, mode, suffix):
+    path = tmp_path / f"image{suffix}"
+    Image.new(mode, (13, 7)).save(path)
+    array = load_rgb(path)
+    assert array.shape == (7, 13, 3) and array.dtype == np.uint8
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(path)
+    assert (load_rgb(path) == 255).all()
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", "truncated"])
+def test_broken_files_are_refused_with_the_path(tmp_path, content):
+    path = tmp_path / "bad.jpg"
+    if content == "truncated":
+        Image.new("RGB", (64, 64), (200, 10, 10)).save(path, quality=95)
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(PipelineError, match=r"bad.jpg: unreadable image .*skip_unreadable"):
+        load_rgb(path)
+    with pytest.raises(PipelineError, match="is missing"):
+        load_rgb(tmp_path / "none.png")
+
+
+def test_cache_is_reused_and_rebuilt_when_an_image_changes(tmp_path):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (20, 10), (i * 50, 0, 0)).save(paths[-1])
+    cache_dir = tmp_path / "cache"
+    first = load_or_build(paths, 8, cache_dir, skip_unreadable=False, quiet=True)
+    assert first.images.shape == (3, 8, 8, 3) and first.images[1, 0, 0, 0] == 50
+    assert len(list(cache_dir.glob("*.npy"))) == 1
+    load_or_build(paths, 8, cache_dir, skip_unreadable=False, quiet=True)
+    assert len(list(cache_dir.glob("*.npy"))) == 1  # reused
+    Image.new("RGB", (20, 10), (99, 0, 0)).save(paths[1])
+    os.utime(paths[1], ns=(1, 1))
+    rebuilt = load_or_build(paths, 8, cache_dir, skip_unreadable=False, quiet=True)
+    assert rebuilt.images[1, 0, 0, 0] == 99
+    assert len(list(cache_dir.glob("*.npy"))) == 2
+
+
+def test_unreadable_training_images_stop_or_are_skipped(tmp_path):
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.new("RGB", (8, 8)).save(good)
+    bad.write_bytes(b"")
+    with pytest.raises(PipelineError, match="bad.png"):
+        load_or_build([good, bad], 8, tmp_path / "c1", skip_unreadable=False, quiet=True)
+    assert not list((tmp_path / "c1").glob("*.npy"))
+    cache = load_or_build([good, bad], 8, tmp_path / "c2", skip_unreadable=True, quiet=True)
+    assert list(cache.unreadable) == [1]
