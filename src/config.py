@@ -47,6 +47,10 @@ class LossConfig(Section):
     asl_gamma_pos: float = 0.0
     asl_clip: float = 0.05
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="for softmax heads")
+    head_weighting: Literal["fixed", "uncertainty"] = Field(
+        "fixed", description="multi-head total: 'fixed' = sum of loss_weight * loss; 'uncertainty' = learned per-head "
+                             "log-variances s (Kendall et al. 2018): sum of loss_weight * (exp(-s) * loss + s)")
+    uncertainty_lr: float = Field(0.01, gt=0, description="Adam step size of the learned log-variances")
 
 
 class TrainConfig(Section):
@@ -65,6 +69,7 @@ class TrainConfig(Section):
     amp: bool = True
     channels_last: bool = True
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; null = torch's default")
+    tensorboard: bool = Field(False, description="also write TensorBoard event files beside epochs.csv")
     loss: LossConfig = LossConfig()
 
 
@@ -104,6 +109,24 @@ class SubmitConfig(Section):
         return value
 
 
+_KAGGLE_SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+
+
+class KaggleConfig(Section):
+    """Names of the offline kernel and its weights dataset on Kaggle (`kernel` stage); nothing secret goes here."""
+
+    username: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                    description="owner of the kernel and dataset; null = KAGGLE_USERNAME or kaggle.json's username")
+    kernel_slug: Optional[str] = Field(None, min_length=5, max_length=50, pattern=_KAGGLE_SLUG,
+                                       description="null = '<experiment>-inference'")
+    kernel_title: Optional[str] = Field(None, min_length=5, description="must slugify to kernel_slug; null = the slug with spaces")
+    dataset_slug: Optional[str] = Field(None, min_length=6, max_length=50, pattern=_KAGGLE_SLUG,
+                                        description="weights dataset; null = '<experiment>-weights'")
+    dataset_title: Optional[str] = Field(None, min_length=6, max_length=50, description="null = '<experiment> weights'")
+    dataset_license: str = Field("CC0-1.0", min_length=1, description="one Kaggle license name, e.g. CC0-1.0")
+    enable_gpu: bool = Field(True, description="run the kernel on a GPU machine")
+
+
 class Config(Section):
     competition: str = Field(description="the Kaggle competition slug")
     format: str = Field(description="competition format name: imet, deepfashion, celeba, folder")
@@ -116,6 +139,7 @@ class Config(Section):
     predict: PredictConfig = PredictConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
     submit: SubmitConfig = SubmitConfig()
+    kaggle: KaggleConfig = KaggleConfig()
 
     # Set by load_config, not by the YAML: outputs are named after the config file.
     experiment: str = Field("", exclude=True)

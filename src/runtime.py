@@ -35,7 +35,8 @@ class Runtime:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
 
-def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = True, threads: int | None = None) -> Runtime:
+def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = True, threads: int | None = None,
+                 local_rank: int = 0) -> Runtime:
     """CUDA (with AMP: bf16 where supported, else fp16; channels_last) when available, else CPU fp32."""
     if threads:
         torch.set_num_threads(threads)
@@ -46,7 +47,16 @@ def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = T
         return Runtime(torch.device("cpu"), None, False)
     torch.backends.cudnn.benchmark = True
     amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else None
-    return Runtime(torch.device("cuda"), amp_dtype, channels_last)
+    return Runtime(torch.device("cuda", local_rank), amp_dtype, channels_last)
+
+
+def peak_memory_mb(runtime: Runtime) -> float:
+    """Peak memory of this process: CUDA allocator peak on GPU, resident set size on CPU."""
+    if runtime.on_cuda:
+        return torch.cuda.max_memory_allocated(runtime.device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def seed_everything(seed: int) -> None:

@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 from timm.utils import ModelEmaV3
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from src.atomic import atomic_path, write_text
@@ -29,9 +30,10 @@ from src.data.transforms import build_transform
 from src.errors import PipelineError
 from src.formats.base import CompetitionFormat
 from src.losses import MultiHeadLoss
-from src.model import MultiHeadModel, build_model
+from src.model import MultiHeadModel, build_model, count_parameters
 from src.predict import predict_probs
-from src.runtime import Runtime, make_runtime, rng_state, seed_everything, set_rng_state
+from src.distributed import all_sum, barrier, gather_predictions, init_from_env
+from src.runtime import Runtime, make_runtime, peak_memory_mb, rng_state, seed_everything, set_rng_state
 
 
 @dataclass
@@ -93,14 +95,22 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
               train_rows: np.ndarray, valid_rows: Optional[np.ndarray], run_dir: Path, resume: bool = False,
               stop_after_epochs: Optional[int] = None, quiet: bool = False,
               log: Callable[[str], None] = print) -> RunState:
-    """Train one model (a fold, or a full fit when `valid_rows` is None); return the final run state."""
+    """Train one model (a fold, or a full fit when `valid_rows` is None); return the final run state.
+
+    Under `torchrun` this is DDP: every rank trains on its shard of each batch (the global batch stays
+    `train.batch_size`), validation predictions are gathered across ranks, and only rank 0 writes.
+    """
     run_dir = Path(run_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if last_path.exists() and not resume:
         raise PipelineError(f"{run_dir}: a run is already there; add --resume to continue it, or delete the folder to start over")
     tc = config.train
     heads = fmt.heads()
-    runtime = make_runtime(tc.device, tc.amp, tc.channels_last, tc.threads)
+    wants_cuda = tc.device == "cuda" or (tc.device == "auto" and torch.cuda.is_available())
+    context = init_from_env(use_cuda=wants_cuda)
+    runtime = make_runtime(tc.device, tc.amp, tc.channels_last, tc.threads, context.local_rank)
+    if not context.is_main:
+        quiet, log = True, (lambda message: None)
     seed_everything(tc.seed)
 
     model = build_model(config.model.name, heads, config.model.weights, config.model.drop_rate, config.model.forbid_pretrained)
@@ -109,19 +119,30 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
         model.to(memory_format=torch.channels_last)
     ema = ModelEmaV3(model, decay=tc.ema_decay) if tc.ema_decay else None
     loss_fn = MultiHeadLoss(heads, tc.loss).to(runtime.device)
+    trained_model = model
+    if context.enabled:
+        trained_model = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.on_cuda else None)
 
     aug = config.augment
     size = config.data.image_size
     train_set = CachedImageDataset(images, train_rows, targets, build_transform(aug.train, size, aug.mean, aug.std, "augment.train"), tc.seed)
     sampler_generator = torch.Generator().manual_seed(tc.seed)
+    per_rank_batch = max(1, tc.batch_size // context.world_size)
     drop_last = len(train_rows) > tc.batch_size
-    train_loader = DataLoader(train_set, batch_size=tc.batch_size, sampler=RandomSampler(train_set, generator=sampler_generator),
+    if context.enabled:
+        train_sampler = DistributedSampler(train_set, context.world_size, context.rank, shuffle=True, seed=tc.seed, drop_last=True)
+    else:
+        train_sampler = RandomSampler(train_set, generator=sampler_generator)
+    train_loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=train_sampler,
                               num_workers=tc.num_workers, pin_memory=runtime.on_cuda, drop_last=drop_last,
                               generator=sampler_generator)
-    valid_loader = None
+    valid_loader, valid_positions, rank_valid_rows = None, {}, None
     if valid_rows is not None:
         valid_set = CachedImageDataset(images, valid_rows, targets, build_transform(aug.eval, size, aug.mean, aug.std, "augment.eval"))
-        valid_loader = DataLoader(valid_set, batch_size=config.predict.batch_size, shuffle=False,
+        valid_sampler = DistributedSampler(valid_set, context.world_size, context.rank, shuffle=False) if context.enabled else None
+        rank_valid_rows = valid_rows[list(valid_sampler)] if valid_sampler is not None else valid_rows
+        valid_positions = {int(row): position for position, row in enumerate(valid_rows)}
+        valid_loader = DataLoader(valid_set, batch_size=config.predict.batch_size, shuffle=False, sampler=valid_sampler,
                                   num_workers=tc.num_workers, pin_memory=runtime.on_cuda)
     valid_targets = {name: values[valid_rows] for name, values in targets.items()} if valid_rows is not None else None
 
@@ -148,8 +169,10 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
         set_rng_state(checkpoint["rng"])
         state = RunState(**checkpoint["state"])
         log(f"resumed {run_dir} at epoch {state.next_epoch}" + (" (already finished)" if state.finished else ""))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.json", json.dumps(config_to_dict(config), indent=2))
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.json", json.dumps(config_to_dict(config), indent=2))
+    board = _tensorboard(run_dir, tc.tensorboard and context.is_main)
 
     epochs_this_call = 0
     while not state.finished and state.next_epoch < tc.epochs:
@@ -159,20 +182,24 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
         epoch = state.next_epoch
         started = time.perf_counter()
         train_set.set_epoch(epoch)
-        train_loss = _train_one_epoch(model, ema, train_loader, loss_fn, optimizer, scheduler, scaler, runtime,
-                                      tc.accumulate_steps, quiet, f"epoch {epoch + 1}/{tc.epochs}")
+        if context.enabled:
+            train_sampler.set_epoch(epoch)
+        loss_sum, seen = _train_one_epoch(trained_model, ema, train_loader, loss_fn, optimizer, scheduler, scaler, runtime,
+                                          tc.accumulate_steps, quiet, f"epoch {epoch + 1}/{tc.epochs}")
+        loss_sum, seen = all_sum(context, loss_sum, seen)
         train_seconds = time.perf_counter() - started
-        row = {"epoch": epoch + 1, "train_loss": train_loss}
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
         eval_model = ema.module if ema is not None else model
         if valid_loader is not None:
             probs, valid_loss = predict_probs(eval_model, valid_loader, heads, runtime, loss_fn=loss_fn, quiet=quiet, desc="validate")
+            probs = gather_predictions(context, rank_valid_rows, probs, len(valid_rows), valid_positions)
+            valid_loss_sum, valid_seen = all_sum(context, (valid_loss or 0.0) * len(rank_valid_rows), len(rank_valid_rows))
             score, report = fmt.validation_score(valid_targets, probs)
-            row.update({"valid_loss": valid_loss, "score": score, **report})
+            row.update({"valid_loss": valid_loss_sum / max(valid_seen, 1), "score": score, **report})
         else:
             score = float(epoch)  # full fit: the last epoch is the one kept
         seconds = time.perf_counter() - started
-        row.update({"lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
-                    "images_per_s": len(train_loader) * tc.batch_size / max(train_seconds, 1e-9)})
+        row.update({"lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "images_per_s": seen / max(train_seconds, 1e-9)})
         state.history.append(row)
         state.next_epoch = epoch + 1
         improved = score > state.best_score
@@ -186,27 +213,56 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
             log(f"early stop: no improvement for {patience} epoch(s); best epoch {state.best_epoch}")
         if state.next_epoch >= tc.epochs:
             state.finished = True
-        if improved:  # best before last: a crash between the two re-runs this epoch and rewrites both
-            save_checkpoint(best_path, _inference_payload(eval_model, config, fmt, epoch + 1, score))
-        save_checkpoint(last_path, {
-            "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "sampler_rng": sampler_generator.get_state(), "rng": rng_state(), "state": asdict(state),
-        })
-        _write_epochs_csv(run_dir / "epochs.csv", state.history)
+        if context.is_main:
+            if improved:  # best before last: a crash between the two re-runs this epoch and rewrites both
+                save_checkpoint(best_path, _inference_payload(eval_model, config, fmt, epoch + 1, score))
+            save_checkpoint(last_path, {
+                "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "sampler_rng": sampler_generator.get_state(), "rng": rng_state(), "state": asdict(state),
+            })
+            _write_epochs_csv(run_dir / "epochs.csv", state.history)
+            if board is not None:
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, (int, float)):
+                        board.add_scalar(key, value, epoch + 1)
+                board.flush()
+        barrier(context)
         epochs_this_call += 1
         if not quiet:
             log(_epoch_line(row, tc.epochs, improved))
-    write_text(run_dir / "summary.json", json.dumps({
-        "best_epoch": state.best_epoch, "best_score": state.best_score, "epochs_run": state.next_epoch,
-        "finished": state.finished, "train_images": int(len(train_rows)),
-        "valid_images": int(len(valid_rows)) if valid_rows is not None else 0,
-    }, indent=2))
+    if context.is_main:
+        total, trainable = count_parameters(model)
+        write_text(run_dir / "summary.json", json.dumps({
+            "best_epoch": state.best_epoch, "best_score": state.best_score, "epochs_run": state.next_epoch,
+            "finished": state.finished, "train_images": int(len(train_rows)),
+            "valid_images": int(len(valid_rows)) if valid_rows is not None else 0,
+            "model": config.model.name, "parameters": total, "trainable_parameters": trainable,
+            "batch_size": tc.batch_size, "image_size": size, "device": _device_name(runtime),
+            "processes": context.world_size, "peak_memory_mb": round(peak_memory_mb(runtime), 1),
+            "train_seconds": round(sum(row["seconds"] for row in state.history), 2),
+        }, indent=2))
+    if board is not None:
+        board.close()
     return state
 
 
+def _tensorboard(run_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def _device_name(runtime: Runtime) -> str:
+    if runtime.on_cuda:
+        return torch.cuda.get_device_name(runtime.device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def _train_one_epoch(model, ema, loader, loss_fn, optimizer, scheduler, scaler, runtime: Runtime, accumulate: int,
-                     quiet: bool, desc: str) -> float:
+                     quiet: bool, desc: str) -> tuple[float, int]:
     model.train()
     loss_sum, seen = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
@@ -231,7 +287,7 @@ def _train_one_epoch(model, ema, loader, loss_fn, optimizer, scheduler, scaler, 
         progress.set_postfix(loss=f"{loss_sum / seen:.4f}")
     if not math.isfinite(loss_sum):
         raise PipelineError("training loss became NaN/inf; lower train.lr or disable train.amp")
-    return loss_sum / max(seen, 1)
+    return loss_sum, seen
 
 
 def _inference_payload(model: nn.Module, config: Config, fmt: CompetitionFormat, epoch: int, score: float) -> dict:
