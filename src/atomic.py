@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from src.errors import PipelineError
 
 
 @contextlib.contextmanager
@@ -15,19 +18,32 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
     On any exception the temporary file is removed and `final_path` is left untouched.
     """
     final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent)
+    try:
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent)
+    except OSError as exc:
+        raise _unwritable(final_path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp_name)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, final_path)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp_path, final_path)
+        except OSError as exc:
+            raise _unwritable(final_path, exc) from None
         _fsync_dir(final_path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _unwritable(path: Path, exc: OSError) -> PipelineError:
+    reason = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
+              errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}.get(exc.errno, exc.strerror or str(exc))
+    return PipelineError(f"{path}: cannot write ({reason}); free space or point output_dir at a writable folder "
+                         "(the previous file, if any, is intact)")
 
 
 def write_text(final_path: str | os.PathLike, text: str) -> None:

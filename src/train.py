@@ -6,7 +6,6 @@ the best epoch by the competition metric), `epochs.csv` and `summary.json`.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -28,6 +27,8 @@ from src.config import Config, config_to_dict
 from src.data.dataset import CachedImageDataset
 from src.data.transforms import build_transform
 from src.errors import PipelineError
+from src.checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
+from src.faults import crash_point
 from src.formats.base import CompetitionFormat
 from src.losses import MultiHeadLoss
 from src.model import MultiHeadModel, build_model, count_parameters
@@ -63,23 +64,6 @@ class WarmupCosine:
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def load_checkpoint(path: Path) -> dict:
-    """torch.load with weights_only=True; a damaged file is reported, not crashed on."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: checkpoint not found") from None
-    except Exception as exc:
-        raise PipelineError(f"{path}: damaged checkpoint ({str(exc).splitlines()[0][:120]}); delete it and re-run train") from None
-
-
-def save_checkpoint(path: Path, payload: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-
-
 def _param_groups(model: MultiHeadModel, weight_decay: float) -> list[dict]:
     """Backbone and head parameters in separate groups (head warm-up); no decay on biases and norms."""
     groups = []
@@ -102,7 +86,7 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     """
     run_dir = Path(run_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if last_path.exists() and not resume:
+    if checkpoint_exists(last_path) and not resume:
         raise PipelineError(f"{run_dir}: a run is already there; add --resume to continue it, or delete the folder to start over")
     tc = config.train
     heads = fmt.heads()
@@ -157,8 +141,8 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler())
 
     state = RunState()
-    if resume and last_path.exists():
-        checkpoint = load_checkpoint(last_path)
+    if resume and checkpoint_exists(last_path):
+        checkpoint = load_checkpoint(last_path, fallback=True, log=log)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -191,6 +175,7 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
         eval_model = ema.module if ema is not None else model
         if valid_loader is not None:
+            crash_point("validation")
             probs, valid_loss = predict_probs(eval_model, valid_loader, heads, runtime, loss_fn=loss_fn, quiet=quiet, desc="validate")
             probs = gather_predictions(context, rank_valid_rows, probs, len(valid_rows), valid_positions)
             valid_loss_sum, valid_seen = all_sum(context, (valid_loss or 0.0) * len(rank_valid_rows), len(rank_valid_rows))
@@ -216,7 +201,7 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
         if context.is_main:
             if improved:  # best before last: a crash between the two re-runs this epoch and rewrites both
                 save_checkpoint(best_path, _inference_payload(eval_model, config, fmt, epoch + 1, score))
-            save_checkpoint(last_path, {
+            save_checkpoint(last_path, keep_previous=True, payload={
                 "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "sampler_rng": sampler_generator.get_state(), "rng": rng_state(), "state": asdict(state),
@@ -275,6 +260,7 @@ def _train_one_epoch(model, ema, loader, loss_fn, optimizer, scheduler, scaler, 
             outputs = model(images)
         loss, _ = loss_fn(outputs, targets)
         scaler.scale(loss / accumulate).backward()
+        crash_point("batch")
         if (index + 1) % accumulate == 0 or index + 1 == batches:
             scaler.step(optimizer)
             scaler.update()
