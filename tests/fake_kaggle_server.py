@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import stat
 import threading
@@ -20,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import pytest
 
 # Recognisable fake credentials: tests assert these never leak into output or errors.
 FAKE_USER = "fakeuser"
@@ -368,3 +371,31 @@ class _Handler(BaseHTTPRequestHandler):
         status, payload, headers = self.fake._rpc(rpc, body)
         data = b"" if payload is None else json.dumps(payload).encode()
         self._send(status, data, "application/json", headers)
+
+
+# ---- pytest wiring (import `fake_kaggle` into a test module to use it) -----------------------------
+
+def use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """Make `env` the whole process environment (the CLI subprocess inherits it)."""
+    for name in list(os.environ):
+        if name not in env:
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def fake_kaggle(tmp_path, monkeypatch, caplog, capfd):
+    """The fake server, with this process pointed at it through dummy credentials in a temp HOME.
+
+    On teardown it checks that no planted credential reached a log line or the captured output.
+    """
+    caplog.set_level(logging.DEBUG, logger="src.kaggle")
+    with FakeKaggle() as server:
+        use_env(monkeypatch, server.env(tmp_path / "home"))
+        yield server
+    out, err = capfd.readouterr()
+    for secret in (FAKE_KEY, FAKE_TOKEN):
+        assert secret not in caplog.text + out + err
+    for request in server.requests:
+        assert "authorization" not in {name.lower() for name in request.headers}

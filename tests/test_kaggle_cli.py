@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-import os
 import socket
 import sys
 import zipfile
@@ -13,7 +11,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_kaggle_server import FAKE_KEY, FAKE_TOKEN, FAKE_USER, FakeKaggle  # noqa: E402
+from fake_kaggle_server import FAKE_KEY, FAKE_TOKEN, FAKE_USER, fake_kaggle  # noqa: E402,F401 (fixture)
+from fake_kaggle_server import use_env as _use_env  # noqa: E402
 
 from src.errors import PipelineError  # noqa: E402
 from src.kaggle import cli  # noqa: E402
@@ -21,32 +20,6 @@ from src.kaggle import cli  # noqa: E402
 SLUG = "imet-2019-fgvc6"
 KERNEL = f"{FAKE_USER}/imet-inference"
 DATASET = f"{FAKE_USER}/imet-weights"
-
-
-def _use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    """Make `env` the whole process environment (the CLI subprocess inherits it)."""
-    for name in list(os.environ):
-        if name not in env:
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
-def fake_kaggle(tmp_path, monkeypatch, caplog, capfd):
-    """The fake server, with this process pointed at it through dummy credentials in a temp HOME.
-
-    On teardown it checks that no planted credential reached a log line or the captured output.
-    """
-    caplog.set_level(logging.DEBUG, logger=cli.__name__)
-    with FakeKaggle() as server:
-        _use_env(monkeypatch, server.env(tmp_path / "home"))
-        yield server
-    out, err = capfd.readouterr()
-    for secret in (FAKE_KEY, FAKE_TOKEN):
-        assert secret not in caplog.text + out + err
-    for request in server.requests:
-        assert "authorization" not in {name.lower() for name in request.headers}
 
 
 def _error(call, *args) -> str:

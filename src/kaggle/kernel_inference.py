@@ -1,0 +1,195 @@
+"""What the offline kernel runs on Kaggle: find the inputs, load the ONE model, write the submission.
+
+The script built from `kernel_template.py` unpacks this package and calls `run_kernel` with the
+settings the builder embedded. It makes an Experiment over the attached competition folder whose
+artifacts (checkpoint, thresholds, resolved config) come from the weights dataset, and then makes
+the same calls as `src.steps.submit.run`: predict_test -> decide -> write_submission (which validates).
+Only the standard library is imported at module level, so the builder can import the names below.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import itertools
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+MODEL_FILE = "model.pt"
+THRESHOLDS_FILE = "thresholds.json"
+CONFIG_FILE = "config.yaml"
+# Where a Kaggle machine mounts data, relative to the input root (newer layouts nest by kind).
+_SEARCH_DEPTH = 3
+
+
+def run_kernel(settings: dict, input_root: str, working_root: str, code_dir: str | None = None,
+               log: Callable[[str], None] | None = None) -> int:
+    """Write the submission into `working_root`; return the exit status (0, or 2 after printing one error line)."""
+    from src.errors import PipelineError
+
+    log = log or _print
+    started = time.perf_counter()
+    try:
+        _check_own_code(code_dir)
+        for line in version_drift(settings.get("versions", {}), settings.get("python", "")):
+            log(f"warning: {line}")
+        competition_dir = find_competition_dir(Path(input_root), settings["competition"])
+        dataset_dir = find_dataset_dir(Path(input_root), settings["dataset_ref"], settings["dataset_files"])
+        log(f"kernel {settings['experiment']}: competition data {competition_dir}, weights {dataset_dir}")
+        with tempfile.TemporaryDirectory(prefix="kernel-scratch-") as scratch:
+            exp = kernel_experiment(settings["experiment"], dataset_dir, competition_dir, Path(scratch))
+            files = predict_submission(exp, dataset_dir / MODEL_FILE, Path(working_root), log)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    log(f"wrote (validated against the competition's format): {', '.join(str(f) for f in files)} "
+        f"in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def predict_submission(exp, checkpoint: Path, out_dir: Path, log: Callable[[str], None], quiet: bool = True) -> list[Path]:
+    """The submit stage's calls, writing into `out_dir`: one model, tuned thresholds, the format's writer."""
+    from src.errors import PipelineError
+    from src.steps.submit import predict_test
+    from src.steps.thresholds import load_rules
+
+    rules = load_rules(exp)
+    if rules is None and any(head.thresholded for head in exp.fmt.heads()):
+        raise PipelineError(f"{exp.thresholds_path}: the weights dataset has no thresholds: rebuild the kernel "
+                            "after running the thresholds stage")
+    ids, probs = predict_test(exp, checkpoint, quiet, log)
+    labels = exp.fmt.decide(probs, rules)
+    return exp.fmt.write_submission(out_dir, ids, labels, probs)
+
+
+def kernel_experiment(name: str, dataset_dir: Path, competition_dir: Path, scratch_dir: Path):
+    """An Experiment over `competition_dir` that reads its config and thresholds from the weights dataset
+    and keeps every scratch file (the decoded-image cache) under `scratch_dir`."""
+    import yaml
+    from pydantic import ValidationError
+
+    from src.config import Config
+    from src.errors import PipelineError
+    from src.experiment import Experiment
+
+    @dataclass
+    class KernelExperiment(Experiment):
+        thresholds_file: Path = Path(THRESHOLDS_FILE)
+
+        @property
+        def thresholds_path(self) -> Path:
+            return self.thresholds_file
+
+    config_path = dataset_dir / CONFIG_FILE
+    raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    raw["data"]["root"] = str(competition_dir)
+    raw["output_dir"] = str(scratch_dir)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise PipelineError(f"{config_path}: not a config this code can read ({exc.errors()[0]['msg']}): "
+                            "rebuild the kernel and push it again") from None
+    config.experiment = name
+    return KernelExperiment(config, config_path, dataset_dir / THRESHOLDS_FILE)
+
+
+def find_competition_dir(input_root: Path, competition: str) -> Path:
+    """The attached competition's folder: input/<slug>, input/competitions/<slug>, or a folder of that name."""
+    from src.errors import PipelineError
+
+    for candidate in (input_root / competition, input_root / "competitions" / competition):
+        if candidate.is_dir():
+            return candidate
+    for candidate in _folders(input_root):
+        if candidate.name == competition:
+            return candidate
+    raise PipelineError(f"{input_root}: competition {competition} is not attached (found: {_listing(input_root)}): "
+                        f"add it to the kernel's data (competition_sources in kernel-metadata.json)")
+
+
+def find_dataset_dir(input_root: Path, dataset_ref: str, files: dict[str, str]) -> Path:
+    """The attached weights dataset's folder, checked file by file against the sha256 sums in `files`."""
+    from src.errors import PipelineError
+
+    owner, slug = dataset_ref.split("/")
+    preferred = [input_root / slug, input_root / "datasets" / owner / slug, input_root / owner / slug]
+    wrong = []
+    for candidate in itertools.chain(preferred, (c for c in _folders(input_root) if c not in preferred)):
+        if not all((candidate / name).is_file() for name in files):
+            continue
+        differing = [name for name, digest in sorted(files.items()) if file_sha256(candidate / name) != digest]
+        if not differing:
+            return candidate
+        wrong.append(f"{candidate} ({', '.join(differing)} differ)")
+    if wrong:
+        raise PipelineError(f"the attached weights are not the ones this kernel was built with: {'; '.join(wrong)}: "
+                            f"Kaggle attaches a new version of {dataset_ref} only once it has been processed; "
+                            "run the kernel again later, or push again with `python -m src.stage kernel --push`")
+    raise PipelineError(f"{input_root}: weights dataset {dataset_ref} is not attached (found: {_listing(input_root)}): "
+                        "add it to dataset_sources in kernel-metadata.json")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions(modules: tuple[str, ...]) -> dict[str, str]:
+    """Version of each importable module in `modules` ('' when it cannot be imported)."""
+    found = {}
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            found[name] = ""
+            continue
+        found[name] = str(getattr(module, "__version__", "") or getattr(module, "VERSION", ""))
+    return found
+
+
+def version_drift(built_with: dict[str, str], python: str) -> list[str]:
+    """One line per package (and Python) whose version here differs from the one the kernel was built with."""
+    lines = []
+    here = platform.python_version()
+    if python and python.split(".")[:2] != here.split(".")[:2]:
+        lines.append(f"Python {here} here, built and checked with {python}")
+    for name, version in sorted(package_versions(tuple(built_with)).items()):
+        if version != built_with[name] and built_with[name]:
+            lines.append(f"{name} {version or '(not installed)'} here, built and checked with {built_with[name]}")
+    return lines
+
+
+def _check_own_code(code_dir: str | None) -> None:
+    """Refuse to run with a `src` package other than the embedded one (e.g. one in an attached dataset)."""
+    import src
+    from src.errors import PipelineError
+
+    if code_dir is not None and not Path(src.__file__).resolve().is_relative_to(Path(code_dir).resolve()):
+        raise PipelineError(f"imported src from {Path(src.__file__).parent}, not from the embedded archive: "
+                            "remove that package from the kernel's inputs")
+
+
+def _folders(root: Path) -> Iterator[Path]:
+    """Folders under `root`, breadth first, up to _SEARCH_DEPTH levels down (only walked when needed)."""
+    level = [root]
+    for _ in range(_SEARCH_DEPTH):
+        level = sorted(child for folder in level if folder.is_dir() for child in folder.iterdir() if child.is_dir())
+        yield from level
+
+
+def _listing(root: Path) -> str:
+    if not root.is_dir():
+        return "no such folder"
+    names = sorted(child.name for child in root.iterdir())
+    return ", ".join(names[:20]) or "nothing"
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)

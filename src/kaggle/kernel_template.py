@@ -1,0 +1,65 @@
+"""Offline Kaggle inference, built by `python -m src.stage kernel`: rebuild it rather than edit it.
+
+This script carries the project's own `src` package (a gzipped tar, base64-encoded, in ARCHIVE), so
+the kernel runs exactly the code that made the local submission. It loads the ONE model from the
+attached weights dataset, predicts the competition's test images with the tuned thresholds and
+writes the submission into the working folder through the format's writer and validator, as
+`python -m src.stage submit` does. It needs no internet. To run it elsewhere, point
+KAGGLE_INPUT_ROOT (default /kaggle/input) and KAGGLE_WORKING_ROOT (default /kaggle/working) at
+stand-in folders.
+"""
+import base64
+import hashlib
+import io
+import os
+import sys
+import tarfile
+import tempfile
+
+# Set before anything is imported: no library may try the (absent) network.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "TIMM_DISABLE_DOWNLOAD": "1",
+}
+
+SETTINGS = {}  # filled in by the builder
+
+ARCHIVE = ""  # filled in by the builder
+
+
+def unpack(archive_b64, expected_sha256, dest):
+    """Decode and check the embedded archive, then extract it into `dest`."""
+    data = base64.b64decode(archive_b64)
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise SystemExit("error: the embedded code archive is damaged (checksum mismatch): rebuild the kernel "
+                         "with `python -m src.stage kernel` and push it again")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        try:
+            archive.extractall(dest, filter="data")
+        except TypeError:  # Python without extraction filters; the archive is our own
+            archive.extractall(dest)
+
+
+def main():
+    for name, value in OFFLINE_ENV.items():
+        os.environ.setdefault(name, value)
+    sys.dont_write_bytecode = True
+    input_root = os.environ.get("KAGGLE_INPUT_ROOT", "/kaggle/input")
+    working_root = os.environ.get("KAGGLE_WORKING_ROOT", "/kaggle/working")
+    with tempfile.TemporaryDirectory(prefix="kernel-code-") as code_dir:
+        unpack(ARCHIVE, SETTINGS["archive_sha256"], code_dir)
+        sys.path.insert(0, os.path.join(code_dir, "code"))
+        # Pure-Python dependencies Kaggle's image may lack: used only where it has none of its own.
+        sys.path.append(os.path.join(code_dir, "vendor"))
+        from src.kaggle.kernel_inference import run_kernel
+
+        return run_kernel(SETTINGS, input_root, working_root, code_dir)
+
+
+if __name__ == "__main__":
+    status = main()
+    if status:  # a clean run ends without SystemExit (some runners report any SystemExit as a failure)
+        sys.exit(status)

@@ -1,0 +1,330 @@
+"""The offline kernel (src/kaggle/kernel.py, src/steps/kernel.py, src/steps/download.py): built, checked
+by running it offline, pushed through the REAL `kaggle` CLI to the fake server, and never carrying a secret."""
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_kaggle_server import FAKE_KEY, FAKE_TOKEN, FAKE_USER, fake_kaggle  # noqa: E402,F401 (fixture)
+from helpers import tiny_config  # noqa: E402
+
+from src.config import Config, load_config  # noqa: E402
+from src.demo import build_demo  # noqa: E402
+from src.errors import PipelineError  # noqa: E402
+from src.experiment import Experiment  # noqa: E402
+from src.kaggle import kernel  # noqa: E402
+from src.kaggle.kernel_inference import find_dataset_dir, version_drift  # noqa: E402
+from src.steps import download, folds, oof, submit, thresholds, train  # noqa: E402
+from src.steps import kernel as kernel_step  # noqa: E402
+
+COMPETITION = "demo-imet"
+KERNEL_REF = f"{FAKE_USER}/tiny-inference"
+DATASET_REF = f"{FAKE_USER}/tiny-weights"
+PLANTED_ENV = "planted-plain-env-value-7d1e"         # an ordinary variable: must not travel either
+PLANTED_PASSWORD = "planted-db-password-5c2a9"       # a variable named like a secret
+PLANTED_STORAGE = f"postgresql://tuner:{PLANTED_PASSWORD}@db.example/optuna"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Experiment:
+    """A tiny iMet demo, trained for one epoch on 2 folds + a full fit, tuned and submitted."""
+    root = tmp_path_factory.mktemp("kernel")
+    paths = build_demo("imet", root / "input" / COMPETITION, answers_root=root / "input" / "answers",
+                       n_train=120, n_test=40)
+    config_path = tiny_config(root, "imet", paths.root, name="tiny", extra={
+        "competition": COMPETITION,
+        "data": {"n_folds": 2},
+        "train": {"epochs": 1},
+        "thresholds": {"optuna_trials": 3, "honest_folds": 2},
+        "kaggle": {"username": FAKE_USER},
+    })
+    exp = Experiment(load_config(config_path), config_path)
+    quiet = [].append
+    folds.run(exp, log=quiet)
+    train.run(exp, "all", quiet=True, log=quiet)
+    train.run(exp, "all", full=True, quiet=True, log=quiet)
+    oof.run(exp, quiet=True, log=quiet)
+    thresholds.run(exp, quiet=True, log=quiet)
+    submit.run(exp, quiet=True, log=quiet)
+    return exp
+
+
+def _built_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---- build --------------------------------------------------------------------------------------
+
+def test_build_writes_metadata_one_script_and_a_flat_weights_dataset(trained):
+    build = kernel.build_kernel(trained, [].append)
+
+    metadata = json.loads((build.kernel_dir / "kernel-metadata.json").read_text())
+    assert metadata == {
+        "id": KERNEL_REF, "title": "tiny inference", "code_file": "tiny-inference.py", "language": "python",
+        "kernel_type": "script", "is_private": True, "enable_gpu": True, "enable_tpu": False,
+        "enable_internet": False, "dataset_sources": [DATASET_REF], "competition_sources": [COMPETITION],
+        "kernel_sources": [], "model_sources": []}
+    assert sorted(p.name for p in build.kernel_dir.glob("*.py")) == ["tiny-inference.py"]
+
+    dataset = build.dataset_dir
+    assert sorted(p.name for p in dataset.iterdir()) == ["config.yaml", "dataset-metadata.json", "model.pt",
+                                                         "thresholds.json"]
+    assert json.loads((dataset / "dataset-metadata.json").read_text()) == {
+        "title": "tiny weights", "id": DATASET_REF, "licenses": [{"name": "CC0-1.0"}]}
+    checkpoint = trained.run_dir(None) / "best.pt"
+    assert (dataset / "model.pt").read_bytes() == checkpoint.read_bytes()
+    payload = torch.load(dataset / "model.pt", map_location="cpu", weights_only=True)
+    assert "model" in payload and not {"optimizer", "scheduler", "scaler", "rng"} & set(payload)
+    assert (dataset / "thresholds.json").read_bytes() == trained.thresholds_path.read_bytes()
+    config = yaml.safe_load((dataset / "config.yaml").read_text())
+    assert config["data"]["root"] == f"/kaggle/input/{COMPETITION}" and config["data"]["solution"] == []
+    assert config["model"]["weights"] is None and config["thresholds"]["storage"] is None
+    assert str(trained.config.output_dir) not in (dataset / "config.yaml").read_text()
+    Config.model_validate(config)
+
+    script = build.script_path.read_text()
+    compile(script, build.script_path.name, "exec")
+    embedded = kernel.extract_archive(script)
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("src/kaggle/kernel_inference.py", "src/steps/submit.py", "src/formats/imet.py", "src/formats/__init__.py"):
+        assert embedded[f"code/{name}"] == (repo / name).read_bytes()
+    assert "vendor/iterstrat/ml_stratifiers.py" in embedded
+    assert not [name for name in embedded if "__pycache__" in name or name.endswith(".pyc")]
+
+    # Same experiment, same bytes: a rebuild changes nothing.
+    before = _built_files(build.kernel_dir)
+    kernel.build_kernel(trained, [].append)
+    assert _built_files(build.kernel_dir) == before
+
+
+def test_names_come_from_kaggle_json_and_the_title_must_match_the_slug(trained, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "someone", "key": FAKE_KEY}))
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("KAGGLE_USERNAME", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    config = trained.config.model_copy(deep=True)
+    config.kaggle.username = None
+    exp = Experiment(config, trained.config_path)
+
+    names = kernel.kaggle_names(exp)
+
+    assert (names.kernel_ref, names.dataset_ref, names.code_file) == (
+        "someone/tiny-inference", "someone/tiny-weights", "tiny-inference.py")
+    config.kaggle.kernel_title = "My Great Kernel"
+    with pytest.raises(PipelineError, match="URL slug 'my-great-kernel', not 'tiny-inference'"):
+        kernel.kaggle_names(exp)
+
+
+# ---- parity -------------------------------------------------------------------------------------
+
+def test_parity_passes_on_the_trained_demo(trained):
+    logs: list[str] = []
+
+    build = kernel_step.run(trained, check=True, quiet=True, log=logs.append)
+
+    record = json.loads((build.kernel_dir / "parity.json").read_text())
+    assert record["passed"], record["detail"]
+    assert record["detail"] == f"byte-identical to {trained.submission_dir / 'submission.csv'}"
+    assert record["fingerprint"]["script"] == kernel.file_sha256(build.script_path)
+    kernel_log = (build.kernel_dir / "parity.log").read_text()
+    assert f"kaggle/input/{COMPETITION}" in kernel_log and "kaggle/working/submission.csv" in kernel_log
+    assert any(line.startswith("parity: passed") for line in logs)
+
+
+def test_offline_run_blocks_the_network_and_hides_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_KEY", FAKE_KEY)
+    monkeypatch.setenv("PLANTED_SETTING", PLANTED_ENV)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    script = tmp_path / "probe.py"
+    script.write_text(f"""
+import json, os, socket, urllib.request
+tries = {{}}
+for name, call in [("loopback", lambda: socket.create_connection(("127.0.0.1", {port}), timeout=2)),
+                   ("raw", lambda: socket.socket().connect(("127.0.0.1", {port}))),
+                   ("http", lambda: urllib.request.urlopen("http://example.com", timeout=2))]:
+    try:
+        call()
+        tries[name] = "connected"
+    except OSError as error:
+        tries[name] = type(error).__name__
+open("probe.json", "w").write(json.dumps({{"tries": tries, "env": dict(os.environ),
+                                           "home": os.listdir(os.environ["HOME"])}}))
+""")
+    try:
+        run = kernel.run_offline(script, {"comp": tmp_path}, timeout_s=60)
+    finally:
+        listener.close()
+
+    assert run.returncode == 0, run.output
+    assert run.network_blocked and list(run.files) == ["probe.json"]
+    probe = json.loads(run.files["probe.json"])
+    assert "connected" not in probe["tries"].values()
+    assert f"connect ('127.0.0.1', {port})" in run.network_attempts and len(run.network_attempts) >= 3
+    assert not [name for name in probe["env"] if name.startswith("KAGGLE_") and name not in
+                ("KAGGLE_INPUT_ROOT", "KAGGLE_WORKING_ROOT")]
+    assert FAKE_KEY not in json.dumps(probe) and PLANTED_ENV not in json.dumps(probe)
+    assert probe["home"] == []
+
+
+def test_kernel_refuses_weights_it_was_not_built_with(tmp_path):
+    folder = tmp_path / "input" / "tiny-weights"
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"older weights")
+    nested = tmp_path / "input" / "datasets" / FAKE_USER / "other"
+    nested.mkdir(parents=True)
+    (nested / "model.pt").write_bytes(b"the weights")
+    good = {"model.pt": kernel.file_sha256(nested / "model.pt")}
+
+    assert find_dataset_dir(tmp_path / "input", DATASET_REF, good) == nested  # found where Kaggle nests it
+    (nested / "model.pt").write_bytes(b"newer weights")
+    with pytest.raises(PipelineError, match="not the ones this kernel was built with.*model.pt differ"):
+        find_dataset_dir(tmp_path / "input", DATASET_REF, good)
+    assert version_drift({"torch": "0.0.1"}, "2.7.0")[0].startswith("Python ")
+
+
+# ---- push and follow through the real CLI -------------------------------------------------------
+
+def test_push_sends_exactly_what_was_built(trained, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", FAKE_TOKEN)  # planted: nothing may carry it
+    (trained.kernel_dir / "push.json").unlink(missing_ok=True)  # a fresh fake Kaggle has no dataset yet
+    logs: list[str] = []
+
+    build = kernel_step.run(trained, push=True, quiet=True, log=logs.append)
+
+    [dataset] = [fake_kaggle.datasets[DATASET_REF]]
+    on_disk = {p.name: p.read_bytes() for p in build.dataset_dir.iterdir() if p.name != "dataset-metadata.json"}
+    assert dataset.files == on_disk and dataset.title == "tiny weights"
+    [pushed] = fake_kaggle.rpc_bodies("SaveKernel")
+    assert pushed["text"] == build.script_path.read_text()
+    assert pushed["slug"] == KERNEL_REF and pushed["newTitle"] == "tiny inference"
+    assert pushed["enableInternet"] is False and pushed["isPrivate"] is True and pushed["enableGpu"] is True
+    assert pushed["datasetDataSources"] == [DATASET_REF] and pushed["competitionDataSources"] == [COMPETITION]
+    assert (pushed["language"], pushed["kernelType"]) == ("python", "script")
+    assert f"kernel pushed: http://localhost/code/{KERNEL_REF} (version 1)" in "\n".join(logs)
+    sent = [pushed["text"].encode(), *fake_kaggle.uploads.values(),
+            *kernel.extract_archive(pushed["text"]).values(), "\n".join(logs).encode()]
+    assert not [blob for blob in sent for secret in (FAKE_KEY, FAKE_TOKEN) if secret.encode() in blob]
+
+    # Same weights again: only the kernel gets a new version.
+    kernel_step.run(trained, push=True, quiet=True, log=logs.append)
+    assert len(fake_kaggle.rpc_bodies("CreateDataset")) == 1 and not fake_kaggle.rpc_bodies("CreateDatasetVersion")
+    assert len(fake_kaggle.rpc_bodies("SaveKernel")) == 2
+    assert json.loads((build.kernel_dir / "push.json").read_text())["version"] == 2
+
+
+def test_status_output_and_code_submission(trained, fake_kaggle):
+    logs: list[str] = []
+    (trained.kernel_dir / "push.json").unlink(missing_ok=True)
+    kernel_step.run(trained, push=True, check=False, log=logs.append)
+    submission = (trained.submission_dir / "submission.csv").read_bytes()
+    fake_kaggle.kernel_status[KERNEL_REF] = ("RUNNING", None)
+
+    with pytest.raises(PipelineError, match="is running, not complete"):
+        kernel_step.run(trained, submit=True, log=logs.append)
+
+    fake_kaggle.kernel_status[KERNEL_REF] = ("COMPLETE", None)
+    fake_kaggle.kernel_outputs[KERNEL_REF] = {"submission.csv": submission}
+    assert kernel_step.run(trained, status=True, output=True, submit=True, log=logs.append) is None
+
+    assert f"kernel {KERNEL_REF}: complete" in logs
+    assert (trained.kernel_dir / "output" / "submission.csv").read_bytes() == submission
+    assert any(line.startswith("validated against the competition's format") for line in logs)
+    [code_submission] = fake_kaggle.rpc_bodies("CreateCodeSubmission")
+    assert code_submission["kernelOwner"] == FAKE_USER and code_submission["kernelSlug"] == "tiny-inference"
+    assert code_submission["kernelVersion"] == 1 and code_submission["fileName"] == "submission.csv"
+
+
+def test_download_unzips_into_input_slug(fake_kaggle, tmp_path):
+    files = {"train.csv": b"id,attribute_ids\na,1\n", "test/a.png": b"\x89PNG fake"}
+    fake_kaggle.competition_files[COMPETITION] = files
+
+    written = download.run(COMPETITION, tmp_path / "input", log=[].append)
+
+    dest = tmp_path / "input" / COMPETITION
+    assert sorted(p.relative_to(dest).as_posix() for p in written) == sorted(files)
+    assert {name: (dest / name).read_bytes() for name in files} == files
+
+
+# ---- no secret leaves ---------------------------------------------------------------------------
+
+def test_no_secret_reaches_any_built_file_or_log(trained, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    json_key = "JSONKEY-planted-0000-ffff-DO-NOT-LEAK"
+    (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": FAKE_USER, "key": json_key}))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("KAGGLE_KEY", FAKE_KEY)
+    monkeypatch.setenv("KAGGLE_API_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("DATABASE_PASSWORD", PLANTED_PASSWORD)
+    monkeypatch.setenv("PLANTED_SETTING", PLANTED_ENV)
+    config = trained.config.model_copy(deep=True)
+    config.thresholds.storage = PLANTED_STORAGE
+    exp = Experiment(config, trained.config_path)
+    logs: list[str] = []
+
+    build = kernel_step.run(exp, check=False, log=logs.append)
+
+    planted = [FAKE_KEY, FAKE_TOKEN, json_key, PLANTED_PASSWORD, PLANTED_ENV]
+    blobs = _built_files(build.kernel_dir)
+    blobs.update({f"embedded {k}": v for k, v in kernel.extract_archive(build.script_path.read_text()).items()})
+    blobs["log"] = "\n".join(logs).encode()
+    assert len(blobs) > 50
+    assert not [(name, s) for name, data in blobs.items() for s in planted if s.encode() in data]
+
+    # A credential the builder cannot rewrite away (here pasted into the config) stops the build.
+    config.submit.message = f"key {FAKE_KEY}"
+    with pytest.raises(PipelineError, match="refusing to build the kernel: dataset/config.yaml holds a Kaggle credential"):
+        kernel.build_kernel(exp, logs.append)
+    assert not [p for p in build.kernel_dir.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
+    assert not list(build.kernel_dir.parent.glob(".*build-*"))
+
+
+# ---- refusals -----------------------------------------------------------------------------------
+
+def test_push_refuses_a_kernel_changed_after_its_check(trained, fake_kaggle):
+    build = kernel.build_kernel(trained, [].append)
+    passed = kernel.ParityResult(True, "pretend", kernel.file_sha256(build.script_path))
+    with build.script_path.open("a") as script:
+        script.write("\n# edited by hand\n")
+
+    with pytest.raises(PipelineError, match="changed after it was built and checked: not pushing"):
+        kernel.push(trained, build, passed, [].append)
+    assert fake_kaggle.requests == []
+
+
+def test_tampered_kernel_fails_parity_and_is_not_pushed(trained, fake_kaggle, monkeypatch):
+    render = kernel.render_script
+    tamper = """
+import socket as _socket
+try:  # a kernel that phones home and then edits its own answer
+    _socket.create_connection(("www.kaggle.com", 443), timeout=2)
+except OSError:
+    pass
+_path = os.path.join(os.environ.get("KAGGLE_WORKING_ROOT", "/kaggle/working"), "submission.csv")
+_lines = open(_path).read().split("\\n")
+_lines[1] = _lines[1].split(",")[0] + ",0 1 2 3 4 5 6 7 8 9 10 11"
+open(_path, "w").write("\\n".join(_lines))
+"""
+    monkeypatch.setattr(kernel, "render_script", lambda settings, archive: render(settings, archive) + tamper)
+
+    with pytest.raises(PipelineError) as refused:
+        kernel_step.run(trained, push=True, quiet=True, log=[].append)
+
+    message = str(refused.value)
+    assert message.startswith("parity check failed (nothing pushed): ")
+    assert "tried to reach the network (resolve 'www.kaggle.com')" in message
+    assert "the kernel's submission.csv differs from" in message and "line 2: kernel" in message
+    assert fake_kaggle.requests == []
+    assert not json.loads((trained.kernel_dir / "parity.json").read_text())["passed"]
