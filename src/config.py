@@ -181,6 +181,12 @@ def _apply_override(raw: dict, item: str) -> str:
         raise PipelineError(f"override '{item}': expected key.path=value, e.g. train.epochs=3")
     node = raw
     parts = key.split(".")
+    if not all(parts):
+        raise PipelineError(f"override '{item}': empty key segment; expected key.path=value, e.g. train.epochs=3")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else None
+    except yaml.YAMLError:
+        raise PipelineError(f"override '{item}': the value is not valid YAML; quote it, e.g. {key}='\"{value}\"'") from None
     for part in parts[:-1]:
         child = node.get(part)
         if child is None:
@@ -188,7 +194,7 @@ def _apply_override(raw: dict, item: str) -> str:
         if not isinstance(child, dict):
             raise PipelineError(f"override '{item}': '{part}' is a value, not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    node[parts[-1]] = parsed
     return key
 
 

@@ -34,6 +34,14 @@ class ImetOptions(BaseModel):
     beta: float = 2.0
 
 
+def _check_id(image_id: str, path: Path, line: str) -> None:
+    """An id names a file inside train/ or test/: no empty ids, no path separators, no `..`."""
+    if not image_id:
+        raise PipelineError(f"{path} line {line}: empty id; every row needs an image id")
+    if "/" in image_id or "\\" in image_id or image_id in (".", "..") or "\x00" in image_id:
+        raise PipelineError(f"{path} line {line}: id '{image_id}' is not a plain file name (paths may not leave the competition folder)")
+
+
 @register
 class ImetFormat(CompetitionFormat):
     name = "imet"
@@ -76,8 +84,7 @@ class ImetFormat(CompetitionFormat):
         rows = read_csv_rows(path, ["id", "attribute_ids"])
         ids, lines = [row["id"] for row in rows], [row["__line__"] for row in rows]
         for row in rows:
-            if not row["id"]:
-                raise PipelineError(f"{path} line {row['__line__']}: empty id; every row needs an image id")
+            _check_id(row["id"], path, row["__line__"])
         refuse_duplicates(ids, path, lines)
         targets = self._ids_to_matrix([row["attribute_ids"] for row in rows], path, lines)
         paths = [self.root / "train" / f"{image_id}{self.options.image_ext}" for image_id in ids]
@@ -88,6 +95,8 @@ class ImetFormat(CompetitionFormat):
         path = self.root / "sample_submission.csv"
         rows = read_csv_rows(path, ["id", "attribute_ids"])
         ids = [row["id"] for row in rows]
+        for row in rows:
+            _check_id(row["id"], path, row["__line__"])
         refuse_duplicates(ids, path, [row["__line__"] for row in rows])
         paths = [self.root / "test" / f"{image_id}{self.options.image_ext}" for image_id in ids]
         require_images(paths, path, [row["__line__"] for row in rows])
