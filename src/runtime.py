@@ -36,7 +36,7 @@ class Runtime:
 
 
 def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = True, threads: int | None = None,
-                 local_rank: int = 0) -> Runtime:
+                 local_rank: int = 0, inference: bool = False) -> Runtime:
     """CUDA (with AMP: bf16 where supported, else fp16; channels_last) when available, else CPU fp32."""
     if threads:
         torch.set_num_threads(threads)
@@ -45,7 +45,8 @@ def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = T
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if not use_cuda:
         return Runtime(torch.device("cpu"), None, False)
-    torch.backends.cudnn.benchmark = True
+    # Autotuned kernels speed training; inference stays deterministic so kernel and submit agree bit for bit.
+    torch.backends.cudnn.benchmark = not inference
     amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else None
     return Runtime(torch.device("cuda", local_rank), amp_dtype, channels_last)
 

@@ -11,7 +11,7 @@ import traceback
 
 # No hub downloads, ever: weights come from local files (as on an offline Kaggle kernel).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TIMM_DISABLE_DOWNLOAD", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 STAGES = {
     "folds": "K folds balanced on every label (iterative stratification) -> <data.root>/folds-k<K>-seed<S>.csv",
@@ -20,6 +20,8 @@ STAGES = {
     "thresholds": "per-class thresholds on OOF (global, exact, Optuna), optimistic vs honest -> oof/<exp>/thresholds.json",
     "submit": "ONE model predicts the test images; write + validate the submission -> submissions/<exp>/",
     "demo": "build the demo competition and run folds -> train -> oof -> thresholds -> submit on it",
+    "kernel": "offline Kaggle kernel + weights dataset, run locally first (parity), then --push / --status / --output / --submit -> kernels/<exp>/",
+    "download": "kaggle competitions download into input/<slug>/ and unzip",
 }
 
 
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="stage")
     for name, summary in STAGES.items():
         sub = subparsers.add_parser(name, help=summary, description=summary)
-        sub.add_argument("--config", required=True, help="experiment YAML, e.g. configs/demo-imet.yaml (outputs are named after it)")
+        sub.add_argument("--config", required=name != "download", help="experiment YAML, e.g. configs/demo-imet.yaml (outputs are named after it)")
         sub.add_argument("overrides", nargs="*", metavar="key.path=value", help="override config values, e.g. data.root=/other/copy")
         sub.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
         sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -46,6 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
                              help="stop after N epochs this call (e.g. to fit a time limit); continue later with --resume")
         if name == "submit":
             sub.add_argument("--kaggle", action="store_true", help="then upload with `kaggle competitions submit`")
+        if name == "kernel":
+            sub.add_argument("--push", action="store_true",
+                             help="upload the weights dataset (create, later new versions) and push the kernel; refused when the parity check fails")
+            sub.add_argument("--status", action="store_true", help="state of the pushed kernel's run (kaggle kernels status)")
+            sub.add_argument("--output", action="store_true", help="download its output into kernels/<exp>/output/ (kaggle kernels output)")
+            sub.add_argument("--submit", action="store_true", help="code competitions: submit the pushed kernel version once its run is complete")
+            check = sub.add_mutually_exclusive_group()
+            check.add_argument("--check", dest="check", action="store_true", help="run the parity check even if it passed before for these files")
+            check.add_argument("--no-check", dest="check", action="store_false", help="skip the parity check")
+            sub.set_defaults(check=None)  # None: check when the competition's test images are here
+        if name == "download":
+            sub.add_argument("--competition", metavar="SLUG", help="competition slug (default: the config's competition)")
+            sub.add_argument("--dest", default="input", help="parent folder: files go to <dest>/<slug>/ (default: input)")
     return parser
 
 
@@ -75,9 +90,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from src.config import load_config
+    from src.errors import PipelineError
     from src.experiment import Experiment
-    from src.steps import demo, folds, oof, submit, thresholds, train
+    from src.steps import demo, download, folds, kernel, oof, submit, thresholds, train
 
+    if args.stage == "download":
+        slug = args.competition or (load_config(args.config, args.overrides).competition if args.config else None)
+        if not slug:
+            raise PipelineError("download: name the competition: --competition <slug> (or --config with competition: set)")
+        download.run(slug, args.dest)
+        return 0
     config = load_config(args.config, args.overrides)
     exp = Experiment(config, Path(args.config))
     if args.stage == "folds":
@@ -92,6 +114,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         submit.run(exp, to_kaggle=args.kaggle, quiet=args.quiet)
     elif args.stage == "demo":
         demo.run(exp, quiet=args.quiet)
+    elif args.stage == "kernel":
+        kernel.run(exp, push=args.push, status=args.status, output=args.output, check=args.check, quiet=args.quiet,
+                   submit=args.submit)
     return 0
 
 

@@ -28,7 +28,8 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     log(f"oof {exp.name}: predicting {int((fold_of_row >= 0).sum())} held-out images with {len(folds)} fold models"
         f"{' + flip TTA' if config.predict.tta_flip else ''} -> {exp.oof_path}")
     images, readable = decoded_images(exp, table, quiet, log, "train images")
-    runtime = make_runtime(config.train.device, config.train.amp, config.train.channels_last, config.train.threads)
+    runtime = make_runtime(config.train.device, config.train.amp, config.train.channels_last, config.train.threads,
+                           inference=True)
     heads = fmt.heads()
     aug = config.augment
     transform = build_transform(aug.eval, config.data.image_size, aug.mean, aug.std, "augment.eval")

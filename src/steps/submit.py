@@ -35,7 +35,8 @@ def predict_test(exp: Experiment, checkpoint: Path, quiet: bool, log: Callable[[
     config, fmt = exp.config, exp.fmt
     table = fmt.read_test()
     images, _ = decoded_images(exp, table, quiet, log, "test images", skip_unreadable=False)
-    runtime = make_runtime(config.train.device, config.train.amp, config.train.channels_last, config.train.threads)
+    runtime = make_runtime(config.train.device, config.train.amp, config.train.channels_last, config.train.threads,
+                           inference=True)
     model, _ = load_inference_model(checkpoint, fmt)
     model.to(runtime.device)
     aug = config.augment
