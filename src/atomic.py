@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from src.errors import PipelineError
+from src.faults import crash_point
 
 
 @contextlib.contextmanager
@@ -28,6 +29,7 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
     try:
         try:
             yield tmp_path
+            crash_point("atomic_write")
             with open(tmp_path, "rb+") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp_path, final_path)

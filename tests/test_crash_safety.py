@@ -71,3 +71,35 @@ def test_damaged_checkpoint_is_detected_and_previous_used(tmp_path):
     path.write_bytes(bytes(data[:100]))  # truncated
     with pytest.raises(PipelineError, match="size 100 bytes"):
         load_checkpoint(path)
+
+
+def test_artifact_killed_mid_write_leaves_the_old_file(tmp_path):
+    target = tmp_path / "oof" / "thresholds.json"
+    target.parent.mkdir(parents=True)
+    target.write_text('{"old": true}')
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from src.atomic import write_text; "
+            "write_text(sys.argv[2], '{\"new\": true, \"pad\": \"' + 'x' * 1_000_000 + '\"}')")
+    env = {**os.environ, "PIPELINE_CRASH_AT": "atomic_write:1"}
+    killed = subprocess.run([sys.executable, "-c", code, str(ROOT), str(target)], env=env, capture_output=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert target.read_text() == '{"old": true}'
+    finished = subprocess.run([sys.executable, "-c", code, str(ROOT), str(target)], capture_output=True, timeout=60)
+    assert finished.returncode == 0 and target.read_text().startswith('{"new": true')
+
+
+def test_unwritable_output_is_one_clear_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    from src import atomic
+
+    target = tmp_path / "submission.csv"
+    target.write_text("old")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", full_disk)
+    with pytest.raises(PipelineError, match=r"cannot write \(no space left on the device\)"):
+        atomic.write_text(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["submission.csv"]
