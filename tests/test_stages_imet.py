@@ -10,6 +10,7 @@ import pytest
 from types import SimpleNamespace
 
 from src.stage import main
+from fake_kaggle_server import fake_kaggle  # noqa: F401 (fixture)
 from helpers import tiny_config
 
 
@@ -101,3 +102,11 @@ def test_data_root_override_runs_on_another_copy(experiment, tmp_path, capsys):
     assert run(config, "folds", f"data.root={copy}") == 0
     assert (copy / "folds-k3-seed42.csv").exists()
     assert str(copy) in capsys.readouterr().out
+
+
+def test_submit_kaggle_uploads_the_validated_file_through_the_real_cli(experiment, fake_kaggle):
+    assert run(experiment.config, "submit", "--kaggle") == 0
+    submission = experiment.out / "submissions" / "tiny" / "submission.csv"
+    assert list(fake_kaggle.uploads.values()) == [submission.read_bytes()]
+    [sent] = fake_kaggle.submissions
+    assert sent["competitionName"] == "demo-imet" and "single model" in sent["submissionDescription"]

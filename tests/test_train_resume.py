@@ -62,3 +62,19 @@ def _initial_state(root):
 
     seed_everything(0)  # train.seed defaults to 0: the same initial weights the run started from
     return build_model("test_resnet", create_format("imet", root).heads()).state_dict()
+
+
+def test_early_stopping_ends_the_run_when_the_metric_stalls(tiny_imet_root, tmp_path):
+    import pandas as pd
+
+    root, _ = tiny_imet_root
+    # A learning rate this small leaves the weights as they are (only BatchNorm statistics move), so the
+    # metric stalls within a few epochs and patience 1 ends the run early.
+    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 6, "lr": 1e-12, "early_stopping_patience": 1}})
+    assert main(["folds", "--config", str(config), "--quiet"]) == 0
+    assert main(["train", "--config", str(config), "--fold", "2", "--quiet"]) == 0
+    epochs = pd.read_csv(tmp_path / "out" / "oof" / "tiny" / "fold-2" / "epochs.csv")
+    assert len(epochs) < 6
+    assert epochs["score"].iloc[-1] <= epochs["score"].iloc[:-1].max()  # the last epoch did not improve
+    assert main(["train", "--config", str(config), "--fold", "2", "--quiet", "--resume"]) == 0  # finished: no more epochs
+    assert len(pd.read_csv(tmp_path / "out" / "oof" / "tiny" / "fold-2" / "epochs.csv")) == len(epochs)
