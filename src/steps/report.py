@@ -1,0 +1,129 @@
+"""Stage `report`: figures, tables and an HTML + Markdown report of one experiment from its saved artifacts.
+
+Reads oof/<exp>/{oof.npz, thresholds.json, fold-K/ and full/ (epochs.csv, summary.json, config.json)}
+and the original training images of the few OOF rows shown as examples; writes oof/<exp>/report/
+(index.html with the figures embedded, report.md with the PNGs beside it, per-class CSVs). Nothing is
+retrained or predicted.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+from src.errors import PipelineError
+from src.experiment import Experiment
+from src.formats.base import DecisionRules
+from src.report import ReportInputs, RunRecord, build_report
+from src.steps.common import load_oof
+from src.steps.thresholds import load_rules
+
+
+def report_dir(exp: Experiment) -> Path:
+    return exp.oof_dir / "report"
+
+
+def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Build the report; return the path of index.html."""
+    out_dir = report_dir(exp)
+    log(f"report {exp.name}: from {exp.oof_dir} (no retraining) -> {out_dir}")
+    inputs = load_inputs(exp, log)
+    html_path = build_report(inputs, out_dir)
+    log(f"wrote {html_path} (open it in a browser) and {out_dir / 'report.md'}")
+    return html_path
+
+
+def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportInputs:
+    """Everything the report shows, read from the experiment's artifacts."""
+    fmt = exp.fmt
+    ids, fold_of_row, probs, targets = load_oof(exp.require(exp.oof_path, "oof"))
+    heads = fmt.heads()
+    missing = [head.name for head in heads if head.name not in probs or head.name not in targets]
+    if missing:
+        raise PipelineError(f"{exp.oof_path}: no OOF arrays for head(s) {', '.join(missing)}; re-run the oof stage")
+    sources = {"OOF probabilities": exp.oof_path}
+    notes: list[str] = []
+
+    # Softmax-only formats decide by argmax: "at 0.5" would be a misleading name for that column.
+    chosen = "at 0.5" if any(head.thresholded for head in heads) else "argmax"
+    rules: dict[str, Optional[DecisionRules]] = {chosen: None}
+    saved = None
+    if exp.thresholds_path.exists():
+        saved = json.loads(exp.thresholds_path.read_text())
+        sources["thresholds"] = exp.thresholds_path
+        global_values = {name: np.full(len(head["class_names"]), float(head["global"]))
+                         for name, head in saved.get("heads", {}).items()}
+        if global_values:
+            rules["at the global threshold"] = DecisionRules(global_values)
+            chosen = f"tuned ({exp.config.thresholds.method})"
+            rules[chosen] = load_rules(exp)
+    elif any(head.thresholded for head in heads):
+        notes.append(f"{exp.thresholds_path} not found: scores are at 0.5 only; make it with {exp.command('thresholds')}")
+
+    runs = load_runs(exp)
+    for run in runs:
+        sources[f"{run.name} epochs"] = run.path / "epochs.csv"
+    image_paths: dict = {}
+    try:
+        table = fmt.read_train()
+        image_paths = dict(zip(table.ids, table.paths))
+        sources["training images"] = fmt.root
+    except PipelineError as exc:
+        notes.append(f"example images unavailable ({exc})")
+    return ReportInputs(experiment=exp.name, fmt=fmt, ids=ids, fold_of_row=fold_of_row, probs=probs, targets=targets,
+                        rules=rules, chosen_rules=chosen, saved_thresholds=saved, runs=runs,
+                        image_paths=image_paths, notes=notes, sources=sources)
+
+
+def load_runs(exp: Experiment) -> list[RunRecord]:
+    """fold-K runs in fold order, then the full fit: their epochs.csv, summary.json, config.json, parameter counts."""
+    runs = []
+    fold_dirs = sorted((p for p in exp.oof_dir.glob("fold-*") if p.is_dir() and p.name[5:].isdigit()),
+                       key=lambda p: int(p.name[5:]))
+    full = exp.run_dir(None)
+    for path in fold_dirs + ([full] if full.is_dir() else []):
+        fold = int(path.name[5:]) if path.name.startswith("fold-") else None
+        run = RunRecord(name=path.name, fold=fold, path=path, epochs=_read_csv(path / "epochs.csv"),
+                        summary=_read_json(path / "summary.json"), config=_read_json(path / "config.json"))
+        run.params = _parameter_counts(exp, run)
+        runs.append(run)
+    return runs
+
+
+_PARAMS_BY_MODEL: dict[tuple, tuple[int, int]] = {}
+
+
+def _parameter_counts(exp: Experiment, run: RunRecord) -> Optional[tuple[int, int]]:
+    """(total, trainable) from summary.json when training saved them, else by building the model once per name."""
+    if "parameters" in run.summary and "trainable_parameters" in run.summary:
+        return int(run.summary["parameters"]), int(run.summary["trainable_parameters"])
+    name = run.config.get("model", {}).get("name")
+    if name is None:
+        return None
+    heads = exp.fmt.heads()
+    key = (name, tuple((h.name, h.kind, h.n_outputs) for h in heads))
+    if key not in _PARAMS_BY_MODEL:
+        from src.model import build_model, count_parameters
+
+        try:
+            _PARAMS_BY_MODEL[key] = count_parameters(build_model(name, heads))
+        except Exception:  # an unknown or renamed timm model: the table says n/a
+            return None
+    return _PARAMS_BY_MODEL[key]
+
+
+def _read_csv(path: Path) -> Optional[pd.DataFrame]:
+    try:
+        return pd.read_csv(path) if path.exists() else None
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}

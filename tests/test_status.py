@@ -1,0 +1,113 @@
+"""`status` over artifact layouts the stages write: finished, half-trained, config-only, kernel built.
+
+The real stages' files are checked in tests/test_report.py (the status of the tiny experiment);
+here the layouts are written by hand so every state is covered in milliseconds.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from src.steps import status
+
+
+def write_run(run_dir: Path, scores: list[float], finished: bool = True) -> None:
+    run_dir.mkdir(parents=True)
+    pd.DataFrame({"epoch": range(1, len(scores) + 1), "train_loss": 0.5, "valid_loss": 0.6, "score": scores,
+                  "seconds": 2.0}).to_csv(run_dir / "epochs.csv", index=False)
+    (run_dir / "best.pt").write_bytes(b"weights")
+    (run_dir / "config.json").write_text(json.dumps({"data": {"n_folds": 3}}))
+    if finished:
+        best = max(range(len(scores)), key=scores.__getitem__)
+        (run_dir / "summary.json").write_text(json.dumps({"best_epoch": best + 1, "best_score": scores[best],
+                                                          "epochs_run": len(scores), "finished": True}))
+
+
+def make_layout(tmp_path: Path) -> tuple[Path, Path]:
+    out, configs = tmp_path / "out", tmp_path / "configs"
+    configs.mkdir()
+    (configs / "done.yaml").write_text("competition: c\nformat: imet\ndata:\n  root: x\n  n_folds: 4\n")
+    (configs / "planned.yaml").write_text("competition: c\nformat: imet\ndata:\n  root: x\n  n_folds: 4\n")
+    done = out / "oof" / "done"
+    write_run(done / "fold-0", [0.40, 0.55, 0.50])
+    write_run(done / "fold-1", [0.45, 0.52, 0.58])
+    write_run(done / "fold-2", [0.30, 0.41], finished=False)  # stopped with --stop-after-epochs
+    write_run(done / "full", [0.0, 1.0])
+    (done / "oof.npz").write_bytes(b"npz")
+    (done / "oof_scores.json").write_text(json.dumps([{"rows": "fold 0", "images": 5, "at 0.5": 0.4},
+                                                      {"rows": "overall", "images": 10, "at 0.5": 0.4321,
+                                                       "tuned": 0.5678}]))
+    (done / "thresholds.json").write_text(json.dumps({
+        "method": "exact",
+        "heads": {"attributes": {"class_names": ["a", "b"], "global": 0.125, "methods": {"exact": [0.1, 0.2]}}},
+        "honest": {"attributes": [{"method": "global", "optimistic": 0.55, "honest": 0.54},
+                                  {"method": "exact", "optimistic": 0.5678, "honest": 0.5512}]}}))
+    (done / "report").mkdir()
+    (done / "report" / "index.html").write_text("<html></html>")
+    (out / "submissions" / "done").mkdir(parents=True)
+    for name in ("submission.csv", "test_probs.npz", "test_scores.json"):
+        (out / "submissions" / "done" / name).write_text("{}")
+    (out / "kernels" / "done").mkdir(parents=True)
+    (out / "kernels" / "done" / "kernel-metadata.json").write_text(json.dumps({"id": "me/done-kernel"}))
+    (out / "oof" / "_image_cache").mkdir()
+    (out / "oof" / "orphan" / "fold-0").mkdir(parents=True)  # a run folder whose config was deleted
+    return out, configs
+
+
+def test_status_lists_every_experiment_with_its_artifacts(tmp_path):
+    out, configs = make_layout(tmp_path)
+    lines: list[str] = []
+    rows = {row["experiment"]: row for row in status.run(out, configs, lines.append)}
+    assert set(rows) == {"done", "planned", "orphan"}  # the image cache is not an experiment
+
+    done = rows["done"]
+    assert done["n_folds"] == 3  # the resolved config a run saved wins over the YAML (overrides included)
+    assert done["folds_trained"] == 3
+    assert [(f["fold"], f["best_epoch"], f["best_score"], f["finished"]) for f in done["folds"]] == [
+        (0, 2, 0.55, True), (1, 3, 0.58, True), (2, 2, 0.41, False)]
+    assert done["full_fit"]["finished"] is True
+    assert (done["oof_score"], done["oof_score_tuned"]) == (0.4321, 0.5678)
+    assert done["thresholds"] == {"method": "exact", "global": {"attributes": 0.125},
+                                  "optimistic": {"attributes": 0.5678}, "honest": {"attributes": 0.5512}}
+    assert done["submission_files"] == [str(out / "submissions" / "done" / "submission.csv")]
+    assert done["kernel"] == "me/done-kernel"
+    assert done["report"] == str(out / "oof" / "done" / "report" / "index.html")
+    assert done["paths"]["kernel"] == str(out / "kernels" / "done")
+
+    planned = rows["planned"]
+    assert (planned["folds_trained"], planned["n_folds"], planned["oof_score"], planned["paths"]) == (
+        0, 4, None, {"config": str(configs / "planned.yaml")})
+    assert rows["orphan"]["config"] is None and rows["orphan"]["folds_trained"] == 0
+
+    text = "\n".join(lines)
+    table_line = next(line for line in lines[1].splitlines() if line.strip().startswith("done"))
+    assert "3/3" in table_line and "0:e2=0.5500" in table_line and "2:e2=0.4100…" in table_line
+    assert "0.4321" in table_line and "exact: 0.5678/0.5512 (global 0.125)" in table_line
+    assert "me/done-kernel" in table_line
+    assert str(out / "submissions" / "done" / "submission.csv") in text
+
+
+def test_status_of_nothing(tmp_path):
+    lines: list[str] = []
+    assert status.run(tmp_path / "out", tmp_path / "configs", lines.append) == []
+    assert lines and "no experiments" in lines[0]
+
+
+def test_status_spells_the_folds_file_name_like_the_folds_stage(tmp_path):
+    from src.data.folds import folds_file
+
+    assert folds_file(tmp_path, 4, 7) == tmp_path / status.FOLDS_NAME.format(n_folds=4, seed=7)
+
+
+def test_status_counts_held_out_folds_from_the_folds_file(tmp_path):
+    """CelebA's official split holds out one fold whatever data.n_folds says."""
+    root = tmp_path / "competition"
+    root.mkdir()
+    pd.DataFrame({"id": ["a", "b", "c"], "fold": [-1, -1, 0]}).to_csv(root / "folds-k5-seed42.csv", index=False)
+    run_dir = tmp_path / "out" / "oof" / "official" / "fold-0"
+    write_run(run_dir, [0.7, 0.8])
+    (run_dir / "config.json").write_text(json.dumps({"data": {"root": str(root), "n_folds": 5, "fold_seed": 42}}))
+    [row] = status.run(tmp_path / "out", tmp_path / "configs", lambda line: None)
+    assert (row["folds_trained"], row["n_folds"]) == (1, 1)
