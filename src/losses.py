@@ -31,13 +31,38 @@ class AsymmetricLoss(nn.Module):
 
 
 class MultiHeadLoss(nn.Module):
-    """Weighted sum of each head's loss; returns (total, {head: loss})."""
+    """Weighted sum of each head's loss; returns (total, {head: loss}).
+
+    `config.head_weighting == "uncertainty"`: each head also has a learned log-variance s (Kendall,
+    Gal & Cipolla 2018) and the total is sum of loss_weight * (exp(-s) * loss + s), whose optimum
+    for fixed losses is s = log(loss), i.e. each head weighted by 1 / its loss. The trainer's
+    optimizer only holds the model's parameters, so the log-variances step themselves with their
+    own Adam as soon as their gradient is accumulated (PyTorch's optimizer-in-backward pattern).
+    """
 
     def __init__(self, heads: list[HeadSpec], config: LossConfig):
         super().__init__()
         self.weights = {head.name: head.loss_weight for head in heads}
         self.kinds = {head.name: head.kind for head in heads}
         self.per_head = nn.ModuleDict({head.name: self._make(head, config) for head in heads})
+        self.log_vars = None
+        if config.head_weighting == "uncertainty":
+            self.log_vars = nn.Parameter(torch.zeros(len(heads)))
+            self._log_var_optimizer = torch.optim.Adam([self.log_vars], lr=config.uncertainty_lr)
+            self.log_vars.register_post_accumulate_grad_hook(self._step_log_vars)
+
+    def _step_log_vars(self, param: torch.Tensor) -> None:
+        # A step the grad scaler skips (inf/NaN under fp16) is skipped here too.
+        if torch.isfinite(param.grad).all():
+            self._log_var_optimizer.step()
+        self._log_var_optimizer.zero_grad(set_to_none=True)
+
+    def head_weights(self) -> dict[str, float]:
+        """Each head's current effective weight on its loss (loss_weight, times exp(-s) when learned)."""
+        if self.log_vars is None:
+            return dict(self.weights)
+        factors = torch.exp(-self.log_vars.detach()).cpu().tolist()
+        return {name: self.weights[name] * factor for name, factor in zip(self.per_head, factors)}
 
     @staticmethod
     def _make(head: HeadSpec, config: LossConfig) -> nn.Module:
@@ -55,5 +80,9 @@ class MultiHeadLoss(nn.Module):
             target = targets[name]
             target = target.long() if self.kinds[name] == "softmax" else target.float()
             parts[name] = loss_fn(outputs[name].float(), target)
-        total = sum(self.weights[name] * value for name, value in parts.items())
+        if self.log_vars is None:
+            total = sum(self.weights[name] * value for name, value in parts.items())
+        else:
+            total = sum(self.weights[name] * (torch.exp(-log_var) * value + log_var)
+                        for (name, value), log_var in zip(parts.items(), self.log_vars))
         return total, parts

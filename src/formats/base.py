@@ -34,6 +34,7 @@ class HeadSpec:
     class_names: tuple[str, ...]
     objective: Optional[ThresholdObjective] = None  # multilabel heads: what thresholds maximise
     loss_weight: float = 1.0
+    min_labels: int = 0  # multilabel heads: every image gets at least this many labels (top ones when too few pass)
 
     @property
     def n_outputs(self) -> int:
@@ -144,7 +145,7 @@ class CompetitionFormat(ABC):
             head_probs = probs[head.name]
             if head.thresholded:
                 thresholds = rules.thresholds[head.name] if rules else 0.5
-                min_labels = rules.min_labels if rules else 0
+                min_labels = max(rules.min_labels if rules else 0, head.min_labels)
                 max_labels = rules.max_labels if rules else None
                 labels[head.name] = apply_thresholds(head_probs, thresholds, min_labels, max_labels)
             else:
@@ -170,6 +171,31 @@ class CompetitionFormat(ABC):
             main_parts.append(value)
         scores[self.main_metric] = float(np.mean(main_parts))
         return scores
+
+    def class_tables(self, targets: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, list[dict]]:
+        """Per-class scores of decided labels, one table (a list of rows) per head.
+
+        Every row: class, support (true images), precision, recall, f1; multilabel heads add the
+        column's accuracy (the CelebA per-attribute table). For a softmax head recall is the
+        class's accuracy.
+        """
+        tables = {}
+        for head in self.heads():
+            true, pred = np.asarray(targets[head.name]), np.asarray(labels[head.name])
+            if not head.thresholded:
+                true, pred = np.eye(head.n_outputs, dtype=bool)[true], np.eye(head.n_outputs, dtype=bool)[pred]
+            per_class = metrics.per_class_scores(true, pred, beta=1.0)
+            accuracy = metrics.per_column_accuracy(true, pred) if head.thresholded else None
+            rows = []
+            for column, class_name in enumerate(head.class_names):
+                row = {"class": class_name, "support": int(per_class["support"][column]),
+                       "precision": float(per_class["precision"][column]), "recall": float(per_class["recall"][column]),
+                       "f1": float(per_class["fscore"][column])}
+                if accuracy is not None:
+                    row["accuracy"] = float(accuracy[column])
+                rows.append(row)
+            tables[head.name] = rows
+        return tables
 
     def evaluate(self, targets: dict[str, np.ndarray], probs: dict[str, np.ndarray], rules: DecisionRules | None) -> dict[str, float]:
         """Metrics of probabilities under decision rules (None = threshold 0.5)."""
@@ -200,10 +226,10 @@ class CompetitionFormat(ABC):
 def labels_score(true: np.ndarray, pred: np.ndarray, objective: ThresholdObjective) -> float:
     """The objective's metric for decided 0/1 labels."""
     if objective.kind == "samples_fbeta":
-        return float(metrics.fbeta_samples(true, pred, beta=objective.beta))
+        return float(metrics.fbeta_samples(true, pred, beta=objective.beta, zero_division=objective.zero_division))
     if objective.kind == "column_accuracy":
         return float(metrics.mean_accuracy(true, pred))
-    return float(metrics.macro_fbeta(true, pred, beta=objective.beta))
+    return float(metrics.macro_fbeta(true, pred, beta=objective.beta, zero_division=objective.zero_division))
 
 
 def _objective_key(head_name: str, objective: ThresholdObjective) -> str:
@@ -293,3 +319,29 @@ def require_images(paths: list[Path], source: Path, lines: list[str] | None = No
         if image_path.name not in listings[folder]:
             where = f" line {lines[index]}" if lines else ""
             raise PipelineError(f"{source}{where}: image {image_path} is missing; restore the file or remove the row")
+
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+# Files that operating systems drop into folders; never images, never worth stopping for.
+OS_JUNK_FILES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name.
+
+    Hidden files and OS junk (Thumbs.db, desktop.ini) are skipped; a subfolder or a file that is not
+    an image (by suffix, any case) stops with its name and the fix.
+    """
+    if not folder.is_dir():
+        raise PipelineError(f"{folder}: folder not found; check data.root points at the competition folder")
+    images = []
+    for entry in sorted(folder.iterdir(), key=lambda path: path.name):
+        if entry.name.startswith(".") or entry.name.lower() in OS_JUNK_FILES:
+            continue
+        if entry.is_dir():
+            raise PipelineError(f"{entry}: a folder inside {folder}, which should hold only images; move it out")
+        if entry.suffix.lower() not in IMAGE_SUFFIXES:
+            raise PipelineError(f"{entry}: not an image file (suffix '{entry.suffix}'; expected one of "
+                                f"{', '.join(sorted(IMAGE_SUFFIXES))}); move it out of {folder}")
+        images.append(entry)
+    return images

@@ -1,0 +1,199 @@
+"""DeepFashion course competition: one network, a softmax `category` head and a sigmoid `attributes` head.
+
+Layout: `train.csv` (file_path,category_label,attribute_label) with paths relative to the competition
+folder (e.g. `train/000123.jpg`), category ids 0..n_categories-1 and space-separated attribute ids
+0..n_attributes-1 (empty when an image has none); test images listed in `test.csv` (file_path) or,
+when there is no test.csv, every image in `test/`. Submission: `category.csv` (file_path,category_label)
+and `attribute.csv` (file_path,attribute_label), rows in test order. Score: the mean of category
+accuracy and per-image attribute F1 averaged over images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from src.atomic import atomic_path
+from src.errors import PipelineError
+from src.formats import register
+from src.formats.base import (
+    CompetitionFormat,
+    HeadSpec,
+    ImageTable,
+    list_image_files,
+    parse_id_list,
+    read_csv_rows,
+    refuse_duplicates,
+    require_images,
+    safe_child,
+)
+from src.thresholds import ThresholdObjective
+
+CATEGORY, ATTRIBUTES = "category", "attributes"
+PATH_COLUMN, CATEGORY_COLUMN, ATTRIBUTE_COLUMN = "file_path", "category_label", "attribute_label"
+CATEGORY_FILE, ATTRIBUTE_FILE = "category.csv", "attribute.csv"
+
+
+class DeepFashionOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_categories: int = Field(10, ge=2)
+    n_attributes: int = Field(15, ge=1)
+    category_names: Optional[list[str]] = Field(None, description="names for tables; null = the ids")
+    attribute_names: Optional[list[str]] = Field(None, description="names for tables; null = the ids")
+    category_weight: float = Field(1.0, ge=0, description="weight of the category loss in the total")
+    attribute_weight: float = Field(1.0, ge=0, description="weight of the attribute loss in the total")
+    at_least_one_attribute: bool = Field(False, description="give every image its top attribute when none passes")
+    empty_image_f1: float = Field(0.0, ge=0, le=1, description="F1 of an image with no true and no predicted attribute "
+                                                             "(sklearn's zero_division)")
+
+    @field_validator("category_names", "attribute_names")
+    @classmethod
+    def _one_name_per_class(cls, names: Optional[list[str]], info: ValidationInfo) -> Optional[list[str]]:
+        count_key = "n_categories" if info.field_name == "category_names" else "n_attributes"
+        expected = info.data.get(count_key)
+        if names is not None and expected is not None and len(names) != expected:
+            raise ValueError(f"{len(names)} names but {count_key} is {expected}; give one name per class")
+        return names
+
+
+@register
+class DeepFashionFormat(CompetitionFormat):
+    name = "deepfashion"
+    main_metric = "score"
+    Options = DeepFashionOptions
+
+    def heads(self) -> list[HeadSpec]:
+        options = self.options
+        categories = options.category_names or [str(i) for i in range(options.n_categories)]
+        attributes = options.attribute_names or [str(i) for i in range(options.n_attributes)]
+        return [
+            HeadSpec(CATEGORY, "softmax", tuple(categories), loss_weight=options.category_weight),
+            HeadSpec(ATTRIBUTES, "multilabel", tuple(attributes), ThresholdObjective("samples_fbeta", 1.0, options.empty_image_f1),
+                     loss_weight=options.attribute_weight, min_labels=1 if options.at_least_one_attribute else 0),
+        ]
+
+    def submission_names(self) -> list[str]:
+        return [CATEGORY_FILE, ATTRIBUTE_FILE]
+
+    # --- reading -----------------------------------------------------------------------------
+    def read_train(self) -> ImageTable:
+        path = self.root / "train.csv"
+        rows = read_csv_rows(path, [PATH_COLUMN, CATEGORY_COLUMN, ATTRIBUTE_COLUMN])
+        ids, lines, paths = self._paths(rows, path)
+        categories = np.array([self._category(row[CATEGORY_COLUMN], path, row["__line__"]) for row in rows], dtype=np.int64)
+        attributes = self._attribute_matrix([row[ATTRIBUTE_COLUMN] for row in rows], path, lines)
+        require_images(paths, path, lines)
+        return ImageTable(ids, paths, {CATEGORY: categories, ATTRIBUTES: attributes})
+
+    def read_test(self) -> ImageTable:
+        ids, lines, source = self._test_listing()
+        paths = [self._resolve(image_id, source, line) for image_id, line in zip(ids, lines)]
+        require_images(paths, source, lines)
+        return ImageTable(ids, paths)
+
+    def _test_listing(self) -> tuple[list[str], list[str], Path]:
+        """Test file_paths in submission order, their lines and their source: test.csv, else test/ by name."""
+        listing = self.root / "test.csv"
+        if listing.is_file():
+            rows = read_csv_rows(listing, [PATH_COLUMN])
+            ids, lines, _ = self._paths(rows, listing)
+            return ids, lines, listing
+        folder = self.root / "test"
+        if not folder.is_dir():
+            raise PipelineError(f"{self.root}: neither test.csv nor a test/ folder; add one so the test images are known")
+        ids = [f"test/{image.name}" for image in list_image_files(folder)]
+        return ids, [f"{index + 1} of the listing" for index in range(len(ids))], folder
+
+    def _paths(self, rows: list[dict[str, str]], path: Path) -> tuple[list[str], list[str], list[Path]]:
+        ids, lines = [row[PATH_COLUMN] for row in rows], [row["__line__"] for row in rows]
+        for image_id, line in zip(ids, lines):
+            if not image_id:
+                raise PipelineError(f"{path} line {line}: empty {PATH_COLUMN}; every row needs an image path")
+        refuse_duplicates(ids, path, lines)
+        return ids, lines, [self._resolve(image_id, path, line) for image_id, line in zip(ids, lines)]
+
+    def _resolve(self, image_id: str, path: Path, line: str) -> Path:
+        # Paths written on Windows use backslashes; the id itself is kept exactly as given.
+        return safe_child(self.root, image_id.replace("\\", "/"), path, line)
+
+    def _category(self, text: str, path: Path, line: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise PipelineError(f"{path} line {line}: {CATEGORY_COLUMN} '{text}' is not an integer id; "
+                                f"use 0..{self.options.n_categories - 1}") from None
+        if not 0 <= value < self.options.n_categories:
+            raise PipelineError(f"{path} line {line}: {CATEGORY_COLUMN} {value} is outside 0..{self.options.n_categories - 1}; "
+                                "fix the row or set format_options.n_categories")
+        return value
+
+    def _attribute_matrix(self, cells: list[str], path: Path, lines: list[str]) -> np.ndarray:
+        known = set(range(self.options.n_attributes))
+        matrix = np.zeros((len(cells), self.options.n_attributes), dtype=np.uint8)
+        for row_index, (cell, line) in enumerate(zip(cells, lines)):
+            matrix[row_index, parse_id_list(cell, known, path, line, ATTRIBUTE_COLUMN)] = 1
+        return matrix
+
+    # --- submission --------------------------------------------------------------------------
+    def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]) -> list[Path]:
+        category_lines = [f"{PATH_COLUMN},{CATEGORY_COLUMN}"]
+        attribute_lines = [f"{PATH_COLUMN},{ATTRIBUTE_COLUMN}"]
+        for image_id, category, attributes in zip(ids, labels[CATEGORY], labels[ATTRIBUTES]):
+            category_lines.append(f"{image_id},{int(category)}")
+            attribute_lines.append(f"{image_id},{' '.join(str(a) for a in np.flatnonzero(attributes))}")
+        finals = [Path(out_dir) / CATEGORY_FILE, Path(out_dir) / ATTRIBUTE_FILE]
+        # Both files are validated before either is moved into place.
+        with atomic_path(finals[0]) as category_tmp, atomic_path(finals[1]) as attribute_tmp:
+            category_tmp.write_text("\n".join(category_lines) + "\n", encoding="utf-8")
+            attribute_tmp.write_text("\n".join(attribute_lines) + "\n", encoding="utf-8")
+            self._read_file(category_tmp, finals[0])
+            self._read_file(attribute_tmp, finals[1])
+        return finals
+
+    def read_submission(self, files: list[Path]) -> tuple[list[str], dict[str, Any]]:
+        """Read category.csv and attribute.csv (told apart by their header, in any order); validate both."""
+        found: dict[str, tuple[Path, list[str], np.ndarray]] = {}
+        for path in map(Path, files):
+            head, ids, values = self._read_file(path, path)
+            if head in found:
+                raise PipelineError(f"{path}: a second {head} file (first: {found[head][0]}); pass one {CATEGORY_FILE} and one {ATTRIBUTE_FILE}")
+            found[head] = (path, ids, values)
+        missing = [name for head, name in ((CATEGORY, CATEGORY_FILE), (ATTRIBUTES, ATTRIBUTE_FILE)) if head not in found]
+        if missing:
+            raise PipelineError(f"{Path(files[0]).parent if files else self.root}: no {missing[0]} among {', '.join(map(str, files))}; "
+                                f"a submission is {CATEGORY_FILE} + {ATTRIBUTE_FILE}")
+        ids = found[CATEGORY][1]
+        return ids, {CATEGORY: found[CATEGORY][2], ATTRIBUTES: found[ATTRIBUTES][2].astype(bool)}
+
+    def _read_file(self, path: Path, shown_as: Path) -> tuple[str, list[str], np.ndarray]:
+        """(head, ids, labels) of one submission file; its ids must be the test images in test order."""
+        rows = read_csv_rows(path, [PATH_COLUMN])
+        header = [key for key in rows[0] if key != "__line__"] if rows else self._header(path)
+        if header == [PATH_COLUMN, CATEGORY_COLUMN]:
+            head = CATEGORY
+        elif header == [PATH_COLUMN, ATTRIBUTE_COLUMN]:
+            head = ATTRIBUTES
+        else:
+            raise PipelineError(f"{shown_as} line 1: header {','.join(header)}; expected {PATH_COLUMN},{CATEGORY_COLUMN} "
+                                f"({CATEGORY_FILE}) or {PATH_COLUMN},{ATTRIBUTE_COLUMN} ({ATTRIBUTE_FILE})")
+        ids, lines = [row[PATH_COLUMN] for row in rows], [row["__line__"] for row in rows]
+        refuse_duplicates(ids, shown_as, lines)
+        expected, _, _ = self._test_listing()
+        if len(ids) != len(expected):
+            raise PipelineError(f"{shown_as}: {len(ids)} rows for {len(expected)} test images; predict every test image")
+        for got, want, line in zip(ids, expected, lines):
+            if got != want:
+                raise PipelineError(f"{shown_as} line {line}: {PATH_COLUMN} '{got}' where the test listing has '{want}'; "
+                                    "keep the test images and their order")
+        if head == CATEGORY:
+            values = np.array([self._category(row[CATEGORY_COLUMN], shown_as, row["__line__"]) for row in rows], dtype=np.int64)
+        else:
+            values = self._attribute_matrix([row[ATTRIBUTE_COLUMN] for row in rows], shown_as, lines)
+        return head, ids, values
+
+    @staticmethod
+    def _header(path: Path) -> list[str]:
+        first = path.read_bytes().decode("utf-8-sig").splitlines()[0]
+        return [cell.strip() for cell in first.split(",")]
