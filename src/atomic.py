@@ -12,6 +12,15 @@ from src.errors import PipelineError
 from src.faults import crash_point
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `final_path`; on success fsync it and rename it into place.
@@ -30,6 +39,7 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
         try:
             yield tmp_path
             crash_point("atomic_write")
+            os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600; artifacts get the usual umask-based mode
             with open(tmp_path, "rb+") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp_path, final_path)

@@ -22,6 +22,8 @@ STAGES = {
     "demo": "build the demo competition and run folds -> train -> oof -> thresholds -> submit on it",
     "kernel": "offline Kaggle kernel + weights dataset, run locally first (parity), then --push / --status / --output / --submit -> kernels/<exp>/",
     "download": "kaggle competitions download into input/<slug>/ and unzip",
+    "report": "figures + tables from saved artifacts (no retraining) -> oof/<exp>/report/index.html and report.md",
+    "status": "list experiments: folds trained, best epoch per fold, OOF score, thresholds, submissions, kernels, with paths",
 }
 
 
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="stage")
     for name, summary in STAGES.items():
         sub = subparsers.add_parser(name, help=summary, description=summary)
-        sub.add_argument("--config", required=name != "download", help="experiment YAML, e.g. configs/demo-imet.yaml (outputs are named after it)")
+        sub.add_argument("--config", required=name not in ("download", "status"), help="experiment YAML, e.g. configs/demo-imet.yaml (outputs are named after it)")
         sub.add_argument("overrides", nargs="*", metavar="key.path=value", help="override config values, e.g. data.root=/other/copy")
         sub.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
         sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
             check.add_argument("--check", dest="check", action="store_true", help="run the parity check even if it passed before for these files")
             check.add_argument("--no-check", dest="check", action="store_false", help="skip the parity check")
             sub.set_defaults(check=None)  # None: check when the competition's test images are here
+        if name == "status":
+            sub.add_argument("--output-dir", help="folder holding oof/, submissions/, kernels/ (default: --config's output_dir, else .)")
+            sub.add_argument("--configs", default="configs", help="folder of experiment YAMLs; those not started are listed too")
         if name == "download":
             sub.add_argument("--competition", metavar="SLUG", help="competition slug (default: the config's competition)")
             sub.add_argument("--dest", default="input", help="parent folder: files go to <dest>/<slug>/ (default: input)")
@@ -92,7 +97,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     from src.config import load_config
     from src.errors import PipelineError
     from src.experiment import Experiment
-    from src.steps import demo, download, folds, kernel, oof, submit, thresholds, train
+    from src.steps import demo, download, folds, kernel, oof, report, status, submit, thresholds, train
+
+    if args.stage == "status":
+        output_dir = args.output_dir or (load_config(args.config, args.overrides).output_dir if args.config else ".")
+        status.run(Path(output_dir), Path(args.configs))
+        return 0
 
     if args.stage == "download":
         slug = args.competition or (load_config(args.config, args.overrides).competition if args.config else None)
@@ -114,6 +124,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         submit.run(exp, to_kaggle=args.kaggle, quiet=args.quiet)
     elif args.stage == "demo":
         demo.run(exp, quiet=args.quiet)
+    elif args.stage == "report":
+        report.run(exp, quiet=args.quiet)
     elif args.stage == "kernel":
         kernel.run(exp, push=args.push, status=args.status, output=args.output, check=args.check, quiet=args.quiet,
                    submit=args.submit)

@@ -105,6 +105,7 @@ def test_data_root_override_runs_on_another_copy(experiment, tmp_path, capsys):
 
 
 def test_submit_kaggle_uploads_the_validated_file_through_the_real_cli(experiment, fake_kaggle):
+    fake_kaggle.competition_files["demo-imet"] = {}  # the fake server knows the competition
     assert run(experiment.config, "submit", "--kaggle") == 0
     submission = experiment.out / "submissions" / "tiny" / "submission.csv"
     assert list(fake_kaggle.uploads.values()) == [submission.read_bytes()]

@@ -7,7 +7,7 @@ from typing import Callable
 
 from src.demo import build_demo
 from src.experiment import Experiment
-from src.steps import folds, oof, submit, thresholds, train
+from src.steps import folds, oof, report, submit, thresholds, train
 
 
 def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print) -> dict:
@@ -23,7 +23,9 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     oof.run(exp, quiet=quiet, log=log)
     thresholds.run(exp, quiet=quiet, log=log)
     files = submit.run(exp, quiet=quiet, log=log)
+    report_path = report.run(exp, quiet=quiet, log=log)
     summary = _summary(exp, files, time.perf_counter() - started)
+    summary["report (open in a browser)"] = str(report_path)
     log("\n=== demo summary ===\n" + "\n".join(f"{key}: {value}" for key, value in summary.items()))
     return summary
 
