@@ -92,8 +92,8 @@ class CompetitionFormat(ABC):
             self.options = self.Options.model_validate(options or {})
         except ValidationError as exc:
             error = exc.errors()[0]
-            key = ".".join(str(part) for part in error["loc"])
-            raise PipelineError(f"config format_options.{key}: {error['msg']} for format '{self.name}'; fix the value") from None
+            key = ".".join(["format_options", *(str(part) for part in error["loc"])])
+            raise PipelineError(f"config {key}: {error['msg']} for format '{self.name}'; fix the value") from None
         if not self.root.is_dir():
             raise PipelineError(f"{self.root}: competition folder not found; set data.root to the folder holding the competition's files")
 

@@ -1,0 +1,262 @@
+"""CelebA attributes: binary attributes, one logit each, scored by mean per-attribute accuracy.
+
+Layout: `list_attr_celeba.txt` (line 1 a count, line 2 the attribute names, then rows
+`<image> <v1> .. <vN>` of 1/-1 separated by one or more spaces; rows of test images may be missing),
+`list_eval_partition.txt` (`<image> <0|1|2>`: 0 train, 1 valid, 2 test), images in `img_align_celeba/`.
+Submission: `predictions.txt`, one row per test image (partition 2, in that file's order):
+`<image> <v1> .. <vN>` with 1/-1 for every attribute of the file, in the file's original order.
+
+Options: `attributes` trains on a subset by name; the other columns of predictions.txt then get
+each attribute's majority value among the labelled training images (`other_attributes: majority`)
+or -1 (`negative`). `fold_mode: official` trains on partition 0 and tunes on partition 1 (fold 0;
+partition-0 rows are never held out); `kfold` makes data.n_folds stratified folds over 0 and 1.
+"""
+from __future__ import annotations
+
+import difflib
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from src.atomic import atomic_path
+from src.errors import PipelineError
+from src.formats import register
+from src.formats.base import CompetitionFormat, HeadSpec, ImageTable, require_images, safe_child
+from src.thresholds import ThresholdObjective
+
+HEAD = "attributes"
+SUBMISSION_FILE = "predictions.txt"
+TRAIN, VALID, TEST = 0, 1, 2
+_VALUES = {"1": 1, "-1": 0}
+
+
+class CelebAOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fold_mode: Literal["official", "kfold"] = "official"
+    attributes: Optional[list[str]] = Field(None, description="attribute names to train on; null = all of them")
+    other_attributes: Literal["majority", "negative"] = Field(
+        "majority", description="what predictions.txt holds for attributes outside `attributes`")
+    image_dir: str = "img_align_celeba"
+    attr_file: str = "list_attr_celeba.txt"
+    partition_file: str = "list_eval_partition.txt"
+
+
+class _Labels:
+    """list_attr_celeba.txt parsed: attribute names, image names, and a [n, N] 0/1 matrix (1 = attribute present)."""
+
+    def __init__(self, names: list[str], images: list[str], values: np.ndarray, lines: list[str]):
+        self.names, self.images, self.values, self.lines = names, images, values, lines
+        self.row_of = {image: row for row, image in enumerate(images)}
+
+
+@register
+class CelebAFormat(CompetitionFormat):
+    name = "celeba"
+    main_metric = "mean_accuracy"
+    Options = CelebAOptions
+
+    # --- files -------------------------------------------------------------------------------
+    @cached_property
+    def _partition(self) -> dict[str, tuple[int, str]]:
+        """image -> (partition, line), in file order."""
+        path = self.root / self.options.partition_file
+        partition: dict[str, tuple[int, str]] = {}
+        for line, tokens in _token_lines(path):
+            if len(tokens) != 2:
+                raise PipelineError(f"{path} line {line}: {len(tokens)} fields, expected 2 (<image> <0|1|2>); fix the row")
+            image, value = tokens
+            if value not in ("0", "1", "2"):
+                raise PipelineError(f"{path} line {line}: partition '{value}' for {image}; use 0 (train), 1 (valid) or 2 (test)")
+            if image in partition:
+                raise PipelineError(f"{path} line {line}: duplicate image '{image}' (first on line {partition[image][1]}); "
+                                    "list each image once")
+            safe_child(self.root, image, path, line)
+            partition[image] = (int(value), line)
+        if not partition:
+            raise PipelineError(f"{path}: no rows; expected `<image> <0|1|2>` per image")
+        return partition
+
+    @cached_property
+    def _labels(self) -> _Labels:
+        path = self.root / self.options.attr_file
+        lines = iter(_token_lines(path))
+        first = next(lines, None)
+        if first is None or len(first[1]) != 1 or not first[1][0].isdigit():
+            raise PipelineError(f"{path} line 1: expected the image count alone on the first line "
+                                f"(got {' '.join(first[1]) if first else 'nothing'}); fix the header")
+        count = int(first[1][0])
+        names_line = next(lines, None)
+        if names_line is None:
+            raise PipelineError(f"{path} line 2: missing the line of attribute names")
+        names = names_line[1]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise PipelineError(f"{path} line {names_line[0]}: attribute '{duplicated[0]}' named twice; names must be unique")
+        images, values, row_lines = [], [], []
+        seen: dict[str, str] = {}
+        for line, tokens in lines:
+            if len(tokens) != len(names) + 1:
+                raise PipelineError(f"{path} line {line}: {len(tokens)} fields, expected {len(names) + 1} "
+                                    f"(<image> and {len(names)} values of 1/-1); fix the row")
+            image = tokens[0]
+            if image in seen:
+                raise PipelineError(f"{path} line {line}: duplicate image '{image}' (first on line {seen[image]}); list each image once")
+            seen[image] = line
+            try:
+                values.append([_VALUES[token] for token in tokens[1:]])
+            except KeyError:
+                column = next(i for i, token in enumerate(tokens[1:]) if token not in _VALUES)
+                raise PipelineError(f"{path} line {line}: {names[column]} is '{tokens[1 + column]}'; values must be 1 or -1") from None
+            images.append(image)
+            row_lines.append(line)
+        if count not in (len(images), len(self._partition)):
+            raise PipelineError(f"{path} line 1: count {count} but {len(images)} image rows follow; fix the count")
+        matrix = np.array(values, dtype=np.uint8).reshape(len(images), len(names))
+        return _Labels(names, images, matrix, row_lines)
+
+    @cached_property
+    def _columns(self) -> list[int]:
+        """Columns of the attribute file the model is trained on (the chosen subset, in the chosen order)."""
+        names = self._labels.names
+        chosen = self.options.attributes
+        if chosen is None:
+            return list(range(len(names)))
+        if not chosen:
+            raise PipelineError("config format_options.attributes: empty list; name at least one attribute or use null for all")
+        for name in chosen:
+            if name not in names:
+                guess = difflib.get_close_matches(name, names, n=1)
+                hint = f"did you mean '{guess[0]}'?" if guess else f"known: {', '.join(names)}"
+                raise PipelineError(f"config format_options.attributes: '{name}' is not an attribute of "
+                                    f"{self.root / self.options.attr_file}; {hint}")
+            if chosen.count(name) > 1:
+                raise PipelineError(f"config format_options.attributes: '{name}' is listed twice; list each attribute once")
+        return [names.index(name) for name in chosen]
+
+    def all_attribute_names(self) -> list[str]:
+        """Every attribute of the file, in its order (the columns of predictions.txt)."""
+        return list(self._labels.names)
+
+    def heads(self) -> list[HeadSpec]:
+        names = tuple(self._labels.names[column] for column in self._columns)
+        return [HeadSpec(HEAD, "multilabel", names, ThresholdObjective("column_accuracy"))]
+
+    def submission_names(self) -> list[str]:
+        return [SUBMISSION_FILE]
+
+    def _image_path(self, image: str, source: Path, line: str) -> Path:
+        return safe_child(self.root / self.options.image_dir, image, source, line)
+
+    # --- reading -----------------------------------------------------------------------------
+    def read_train(self) -> ImageTable:
+        labels, partition_path = self._labels, self.root / self.options.partition_file
+        for image, line in zip(labels.images, labels.lines):
+            if image not in self._partition:
+                raise PipelineError(f"{self.root / self.options.attr_file} line {line}: image '{image}' is not in "
+                                    f"{partition_path.name}; add it there or remove the row")
+        ids, rows, split, lines = [], [], [], []
+        for image, (part, line) in self._partition.items():
+            if part == TEST:
+                continue
+            if image not in labels.row_of:
+                raise PipelineError(f"{partition_path} line {line}: image '{image}' (partition {part}) has no row in "
+                                    f"{self.options.attr_file}; add its labels or move it to partition 2")
+            ids.append(image)
+            rows.append(labels.row_of[image])
+            split.append(part)
+            lines.append(line)
+        if not ids:
+            raise PipelineError(f"{partition_path}: no partition 0 or 1 images; nothing to train on")
+        paths = [self._image_path(image, partition_path, line) for image, line in zip(ids, lines)]
+        require_images(paths, partition_path, lines)
+        targets = labels.values[np.asarray(rows)][:, self._columns]
+        return ImageTable(ids, paths, {HEAD: targets}, split=np.asarray(split, dtype=np.int64))
+
+    def read_test(self) -> ImageTable:
+        ids, lines = self._test_images()
+        partition_path = self.root / self.options.partition_file
+        paths = [self._image_path(image, partition_path, line) for image, line in zip(ids, lines)]
+        require_images(paths, partition_path, lines)
+        return ImageTable(ids, paths)
+
+    def _test_images(self) -> tuple[list[str], list[str]]:
+        test = [(image, line) for image, (part, line) in self._partition.items() if part == TEST]
+        if not test:
+            raise PipelineError(f"{self.root / self.options.partition_file}: no partition 2 (test) images; nothing to predict")
+        return [image for image, _ in test], [line for _, line in test]
+
+    # --- folds -------------------------------------------------------------------------------
+    def assign_folds(self, table: ImageTable, n_splits: int, seed: int) -> np.ndarray:
+        """official: -1 (never held out) for partition 0, fold 0 for partition 1; kfold: stratified folds over both."""
+        if self.options.fold_mode == "kfold":
+            return super().assign_folds(table, n_splits, seed)
+        if not np.any(table.split == VALID):
+            raise PipelineError(f"{self.root / self.options.partition_file}: no partition 1 (valid) images for "
+                                "fold_mode official; add some or set format_options.fold_mode=kfold")
+        return np.where(table.split == VALID, 0, -1).astype(np.int64)
+
+    # --- submission --------------------------------------------------------------------------
+    def _other_values(self) -> np.ndarray:
+        """0/1 per attribute of the file for the columns the model does not predict."""
+        labels = self._labels
+        if self.options.other_attributes == "negative":
+            return np.zeros(len(labels.names), dtype=np.uint8)
+        labelled = [labels.row_of[image] for image, (part, _) in self._partition.items() if part != TEST and image in labels.row_of]
+        share = labels.values[labelled].mean(axis=0) if labelled else np.zeros(len(labels.names))
+        return (share > 0.5).astype(np.uint8)
+
+    def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]) -> list[Path]:
+        predicted = np.asarray(labels[HEAD], dtype=bool)
+        full = np.tile(self._other_values(), (len(ids), 1))
+        full[:, self._columns] = predicted
+        lines = [image + " " + " ".join("1" if value else "-1" for value in row) for image, row in zip(ids, full)]
+        final_path = Path(out_dir) / SUBMISSION_FILE
+        with atomic_path(final_path) as tmp_path:
+            tmp_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            self._read_predictions(tmp_path, final_path)
+        return [final_path]
+
+    def read_submission(self, files: list[Path]) -> tuple[list[str], dict[str, Any]]:
+        path = Path(files[0])
+        ids, values = self._read_predictions(path, path)
+        return ids, {HEAD: values[:, self._columns].astype(bool)}
+
+    def _read_predictions(self, path: Path, shown_as: Path) -> tuple[list[str], np.ndarray]:
+        """Check a predictions.txt: the test images in partition order, one 1/-1 per attribute of the file."""
+        names = self._labels.names
+        expected, _ = self._test_images()
+        ids, values = [], []
+        for line, tokens in _token_lines(path, shown_as):
+            if len(tokens) != len(names) + 1:
+                raise PipelineError(f"{shown_as} line {line}: {len(tokens)} fields, expected {len(names) + 1} "
+                                    f"(<image> and a 1/-1 for each of the {len(names)} attributes)")
+            index = len(ids)
+            if index >= len(expected):
+                raise PipelineError(f"{shown_as} line {line}: more rows than the {len(expected)} test images")
+            if tokens[0] != expected[index]:
+                raise PipelineError(f"{shown_as} line {line}: image '{tokens[0]}' where {self.options.partition_file} has "
+                                    f"'{expected[index]}'; keep the test images and their order")
+            try:
+                values.append([_VALUES[token] for token in tokens[1:]])
+            except KeyError:
+                column = next(i for i, token in enumerate(tokens[1:]) if token not in _VALUES)
+                raise PipelineError(f"{shown_as} line {line}: {names[column]} is '{tokens[1 + column]}'; values must be 1 or -1") from None
+            ids.append(tokens[0])
+        if len(ids) != len(expected):
+            raise PipelineError(f"{shown_as}: {len(ids)} rows for {len(expected)} test images; predict every test image")
+        return ids, np.array(values, dtype=np.uint8).reshape(len(ids), len(names))
+
+
+def _token_lines(path: Path, shown_as: Path | None = None) -> list[tuple[str, list[str]]]:
+    """(1-based line number as text, whitespace-split tokens) of every non-blank line; BOM and CRLF accepted."""
+    shown_as = shown_as or path
+    if not path.is_file():
+        raise PipelineError(f"{shown_as}: file not found; check data.root points at the competition folder")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{shown_as}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as plain text") from None
+    return [(str(number), line.split()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
