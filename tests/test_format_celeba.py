@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
+from src import report
 from src.errors import PipelineError
 from src.formats import create_format
 
@@ -207,7 +208,9 @@ def test_metrics_and_per_attribute_table_match_sklearn(tmp_path):
     assert scores["mean_accuracy"] == pytest.approx(np.mean(per_attribute))
     assert scores["attributes_accuracy"] == pytest.approx(np.mean(per_attribute))
     assert scores["attributes_macro_f1"] == pytest.approx(skm.f1_score(true, pred, average="macro", zero_division=0))
-    table = fmt.class_tables({"attributes": true}, {"attributes": pred})["attributes"]
-    assert [row["class"] for row in table] == NAMES
-    assert [row["accuracy"] for row in table] == pytest.approx(per_attribute)
-    assert [row["f1"] for row in table] == pytest.approx(skm.f1_score(true, pred, average=None, zero_division=0))
+    head, = fmt.heads()
+    probs = np.where(pred, 0.8, 0.2)
+    rows = report.attribute_accuracy_rows(head, probs, true, pred, np.full(4, 0.5))
+    assert [row["attribute"] for row in rows] == NAMES + ["mean"]
+    assert [row["accuracy tuned"] for row in rows[:4]] == pytest.approx(per_attribute)
+    assert rows[4]["accuracy tuned"] == pytest.approx(scores["mean_accuracy"])

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
+from src import report
 from src.data.images import load_rgb
 from src.errors import PipelineError
 from src.formats import create_format
@@ -183,13 +184,15 @@ def test_metrics_and_per_class_table_match_sklearn(tmp_path):
     scores = fmt.score_labels({"label": true}, {"label": pred})
     assert scores["accuracy"] == pytest.approx(skm.accuracy_score(true, pred)) == scores["label_accuracy"]
     assert scores["label_macro_f1"] == pytest.approx(skm.f1_score(true, pred, average="macro", labels=range(4), zero_division=0))
-    table = fmt.class_tables({"label": true}, {"label": pred})["label"]
+    head, = fmt.heads()
+    rows = {row["class"]: row for row in report.per_class_rows(head, np.eye(4)[pred], true, pred, None)}
     precision, recall, f1, support = skm.precision_recall_fscore_support(true, pred, labels=range(4), zero_division=0)
-    assert [row["class"] for row in table] == ["0", "1", "2", "10"]
-    assert [row["precision"] for row in table] == pytest.approx(precision)
-    assert [row["recall"] for row in table] == pytest.approx(recall)
-    assert [row["f1"] for row in table] == pytest.approx(f1)
-    assert [row["support"] for row in table] == support.tolist()
+    names = ["0", "1", "2", "10"]
+    assert sorted(rows) == sorted(names)
+    assert [rows[name]["precision"] for name in names] == pytest.approx(precision)
+    assert [rows[name]["recall"] for name in names] == pytest.approx(recall)
+    assert [rows[name]["F1"] for name in names] == pytest.approx(f1)
+    assert [rows[name]["support"] for name in names] == support.tolist()
 
 
 def test_stratified_folds_keep_every_class_in_every_fold(tmp_path):

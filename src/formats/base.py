@@ -172,31 +172,6 @@ class CompetitionFormat(ABC):
         scores[self.main_metric] = float(np.mean(main_parts))
         return scores
 
-    def class_tables(self, targets: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, list[dict]]:
-        """Per-class scores of decided labels, one table (a list of rows) per head.
-
-        Every row: class, support (true images), precision, recall, f1; multilabel heads add the
-        column's accuracy (the CelebA per-attribute table). For a softmax head recall is the
-        class's accuracy.
-        """
-        tables = {}
-        for head in self.heads():
-            true, pred = np.asarray(targets[head.name]), np.asarray(labels[head.name])
-            if not head.thresholded:
-                true, pred = np.eye(head.n_outputs, dtype=bool)[true], np.eye(head.n_outputs, dtype=bool)[pred]
-            per_class = metrics.per_class_scores(true, pred, beta=1.0)
-            accuracy = metrics.per_column_accuracy(true, pred) if head.thresholded else None
-            rows = []
-            for column, class_name in enumerate(head.class_names):
-                row = {"class": class_name, "support": int(per_class["support"][column]),
-                       "precision": float(per_class["precision"][column]), "recall": float(per_class["recall"][column]),
-                       "f1": float(per_class["fscore"][column])}
-                if accuracy is not None:
-                    row["accuracy"] = float(accuracy[column])
-                rows.append(row)
-            tables[head.name] = rows
-        return tables
-
     def evaluate(self, targets: dict[str, np.ndarray], probs: dict[str, np.ndarray], rules: DecisionRules | None) -> dict[str, float]:
         """Metrics of probabilities under decision rules (None = threshold 0.5)."""
         return self.score_labels(targets, self.decide(probs, rules))
