@@ -70,7 +70,8 @@ def test_early_stopping_ends_the_run_when_the_metric_stalls(tiny_imet_root, tmp_
     root, _ = tiny_imet_root
     # A learning rate this small leaves the weights as they are (only BatchNorm statistics move), so the
     # metric stalls within a few epochs and patience 1 ends the run early.
-    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 6, "lr": 1e-12, "early_stopping_patience": 1}})
+    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 6, "lr": 1e-12, "early_stopping_patience": 1,
+                                                            "tensorboard": True}})
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     assert main(["train", "--config", str(config), "--fold", "2", "--quiet"]) == 0
     epochs = pd.read_csv(tmp_path / "out" / "oof" / "tiny" / "fold-2" / "epochs.csv")
@@ -78,3 +79,24 @@ def test_early_stopping_ends_the_run_when_the_metric_stalls(tiny_imet_root, tmp_
     assert epochs["score"].iloc[-1] <= epochs["score"].iloc[:-1].max()  # the last epoch did not improve
     assert main(["train", "--config", str(config), "--fold", "2", "--quiet", "--resume"]) == 0  # finished: no more epochs
     assert len(pd.read_csv(tmp_path / "out" / "oof" / "tiny" / "fold-2" / "epochs.csv")) == len(epochs)
+    assert list((tmp_path / "out" / "oof" / "tiny" / "fold-2" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_unreadable_training_images_stop_the_run_or_are_skipped_and_counted(tiny_imet_root, tmp_path, capsys):
+    import json
+    import shutil
+
+    source, _ = tiny_imet_root
+    root = tmp_path / "copy"
+    shutil.copytree(source, root)
+    broken = sorted((root / "train").glob("*.png"))[0]
+    broken.write_bytes(b"")  # a zero-byte image
+    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 1}})
+    assert main(["folds", "--config", str(config), "--quiet"]) == 0
+    assert main(["train", "--config", str(config), "--fold", "0", "--quiet"]) == 2
+    assert f"{broken}: unreadable image" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "oof" / "tiny" / "fold-0").exists()  # nothing written
+    assert main(["train", "--config", str(config), "--fold", "0", "--quiet", "data.skip_unreadable=true"]) == 0
+    summary = json.loads((tmp_path / "out" / "oof" / "tiny" / "fold-0" / "summary.json").read_text())
+    assert summary["skipped_unreadable"] == 1 and summary["skipped_files"] == [str(broken)]
+    assert "skipped unreadable image" in capsys.readouterr().out
