@@ -232,12 +232,12 @@ def test_fixed_weighting_is_the_weighted_sum():
 
 
 def test_uncertainty_weighting_learns_log_variances_toward_the_head_losses():
-    loss = MultiHeadLoss(HEADS, LossConfig(head_weighting="uncertainty", uncertainty_lr=0.05))
+    loss = MultiHeadLoss(HEADS, LossConfig(head_weighting="uncertainty", uncertainty_lr=0.1))
     outputs, targets = _batch()
     total, parts = loss(outputs, targets)
     # s = 0 at the start: the total is the fixed weighted sum
     assert float(total.detach()) == pytest.approx(2.0 * float(parts["category"]) + float(parts["attributes"]))
-    for _ in range(400):
+    for _ in range(150):
         leaf = {name: value.clone().requires_grad_() for name, value in outputs.items()}
         total, parts = loss(leaf, targets)
         total.backward()  # the log-variances step themselves; nothing else holds them
@@ -266,3 +266,14 @@ def test_train_stage_refuses_a_weight_file_when_pretrained_is_forbidden(tmp_path
     error = capsys.readouterr().err
     assert "forbid_pretrained is true" in error and "model.weights=null" in error
     assert not (tmp_path / "out" / "oof" / "demo-deepfashion" / "full" / "last.pt").exists()
+
+
+def test_train_stage_runs_with_learned_uncertainty_weighting(tmp_path):
+    root = tmp_path / "c"
+    good_competition(root)
+    argv = ["train", "--config", str(ROOT / "configs" / "demo-deepfashion.yaml"), "--full", "--quiet",
+            f"data.root={root}", f"output_dir={tmp_path / 'out'}", "format_options.n_categories=4",
+            "format_options.n_attributes=5", "format_options.attribute_names=null", "data.image_size=16",
+            "model.name=test_efficientnet", "train.epochs=2", "train.batch_size=2", "train.loss.head_weighting=uncertainty"]
+    assert main(argv) == 0
+    assert (tmp_path / "out" / "oof" / "demo-deepfashion" / "full" / "best.pt").exists()
