@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +31,8 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
     final_path = Path(final_path)
     try:
         final_path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in final_path.parent.glob(f".{glob.escape(final_path.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)  # left by a writer that was killed; each artifact has one writer
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent)
     except OSError as exc:
         raise _unwritable(final_path, exc) from None

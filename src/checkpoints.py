@@ -43,7 +43,7 @@ def save_checkpoint(path: Path, payload: dict, keep_previous: bool = False) -> N
         with open(tmp, "wb") as handle:
             handle.write(data[: len(data) // 2])
             handle.flush()
-            crash_point("checkpoint_write")
+            crash_point(f"write_{path.name}")
             handle.write(data[len(data) // 2:])
     write_text(_sidecar(path), json.dumps({"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}))
 

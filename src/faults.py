@@ -1,5 +1,5 @@
 """Fault-injection points for the crash tests: `PIPELINE_CRASH_AT=<point>:<n>` SIGKILLs this process
-the n-th time execution reaches `<point>` (e.g. `batch:7`, `validation:1`, `checkpoint_write:2`).
+the n-th time execution reaches `<point>` (e.g. `batch:7`, `validation:1`, `write_last.pt:2`).
 
 Unset (always, outside tests) it costs one dictionary lookup.
 """

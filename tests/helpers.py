@@ -7,7 +7,7 @@ import yaml
 
 TINY_TRAIN = {
     "model": {"name": "test_resnet"},
-    "train": {"epochs": 2, "batch_size": 16, "lr": 0.003, "warmup_epochs": 0.5, "threads": 2},
+    "train": {"epochs": 2, "batch_size": 16, "lr": 0.003, "warmup_epochs": 0.5, "threads": 1},
     "predict": {"tta_flip": True, "batch_size": 64},
     "thresholds": {"optuna_trials": 8, "honest_folds": 3},
 }

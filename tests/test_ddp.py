@@ -44,4 +44,5 @@ def test_two_process_gloo_matches_single_process(tiny_imet_root, tmp_path):
     assert summary["processes"] == 2
     # only rank 0 wrote: one set of artifacts, no stray temp files
     assert sorted(p.name for p in (tmp_path / "ddp" / "out" / "oof" / "ddp" / "fold-0").iterdir()) == \
-        ["best.pt", "config.json", "epochs.csv", "last.pt", "summary.json"]
+        ["best.pt", "best.pt.sha256", "config.json", "epochs.csv", "last.prev.pt", "last.prev.pt.sha256", "last.pt", "last.pt.sha256",
+         "summary.json"]
