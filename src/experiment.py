@@ -47,7 +47,7 @@ class Experiment:
 
     @property
     def folds_path(self) -> Path:
-        return folds_file(self.config.data.root, self.config.data.n_folds, self.config.data.fold_seed)
+        return folds_file(self.config.data.root, self.config.data.n_folds, self.config.data.fold_seed, self.fmt.folds_scheme())
 
     def run_dir(self, fold: int | None) -> Path:
         return self.oof_dir / ("full" if fold is None else f"fold-{fold}")

@@ -40,3 +40,15 @@ def test_seeded_and_round_trips(tmp_path):
     ids = [f"id{i}" for i in range(300)]
     write_folds(tmp_path / "folds.csv", ids, a)
     assert np.array_equal(read_folds(tmp_path / "folds.csv", ids), a)
+
+
+def test_official_and_kfold_schemes_never_share_a_folds_file(tmp_path):
+    from src.data.folds import folds_file
+    from src.demo import build_demo
+    from src.formats import create_format
+
+    root = build_demo("celeba", tmp_path / "celeba", n_train=30, n_test=5).root
+    official = create_format("celeba", root, {"fold_mode": "official"}).folds_scheme()
+    kfold = create_format("celeba", root, {"fold_mode": "kfold"}).folds_scheme()
+    assert folds_file(root, 5, 42, official) != folds_file(root, 5, 42, kfold)
+    assert folds_file(root, 5, 42, kfold).name == "folds-k5-seed42.csv"

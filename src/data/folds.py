@@ -29,8 +29,11 @@ def positives_per_fold(label_matrix: np.ndarray, fold_of_row: np.ndarray, n_spli
     return label_matrix.astype(np.int64).T @ one_hot
 
 
-def folds_file(root: Path, n_splits: int, seed: int) -> Path:
-    """Conventional folds path inside the competition folder."""
+def folds_file(root: Path, n_splits: int, seed: int, scheme: str = "") -> Path:
+    """Conventional folds path inside the competition folder; `scheme` names a non-default way of
+    splitting (e.g. CelebA's official partition) so two schemes never share one file."""
+    if scheme:
+        return Path(root) / f"folds-{scheme}.csv"
     return Path(root) / f"folds-k{n_splits}-seed{seed}.csv"
 
 

@@ -131,6 +131,10 @@ class CompetitionFormat(ABC):
             blocks.append(values if head.kind == "multilabel" else np.eye(head.n_outputs, dtype=np.uint8)[values])
         return np.concatenate(blocks, axis=1)
 
+    def folds_scheme(self) -> str:
+        """Name of a non-default fold scheme (it names the folds file); '' = K stratified folds."""
+        return ""
+
     def assign_folds(self, table: ImageTable, n_splits: int, seed: int) -> np.ndarray:
         """Fold of every training row (-1 = never held out). Default: iterative stratification on all labels."""
         from src.data.folds import make_folds

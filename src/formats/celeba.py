@@ -140,6 +140,10 @@ class CelebAFormat(CompetitionFormat):
         """Every attribute of the file, in its order (the columns of predictions.txt)."""
         return list(self._labels.names)
 
+    def folds_scheme(self) -> str:
+        # The official split ignores K and the seed: its own file, never confused with K folds.
+        return "official" if self.options.fold_mode == "official" else ""
+
     def heads(self) -> list[HeadSpec]:
         names = tuple(self._labels.names[column] for column in self._columns)
         return [HeadSpec(HEAD, "multilabel", names, ThresholdObjective("column_accuracy"))]

@@ -190,6 +190,9 @@ def _configured_folds(fold_dirs: list[Path], config_path: Optional[Path]) -> Opt
         return None
     if data.get("root"):
         path = Path(data["root"]) / FOLDS_NAME.format(n_folds=n_folds, seed=seed)
+        official = Path(data["root"]) / "folds-official.csv"  # a format's own scheme (CelebA's official split)
+        if not path.exists() and official.exists():
+            path = official
         try:
             folds = pd.read_csv(path, usecols=["fold"])["fold"]
             return int(folds[folds >= 0].nunique())
