@@ -117,9 +117,8 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
         train_sampler = DistributedSampler(train_set, context.world_size, context.rank, shuffle=True, seed=tc.seed, drop_last=True)
     else:
         train_sampler = RandomSampler(train_set, generator=sampler_generator)
-    train_loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=train_sampler,
-                              num_workers=tc.num_workers, pin_memory=runtime.on_cuda, drop_last=drop_last,
-                              generator=sampler_generator)
+    train_loader = make_train_loader(train_set, per_rank_batch, train_sampler, tc.num_workers, runtime, drop_last,
+                                     sampler_generator)
     valid_loader, valid_positions, rank_valid_rows = None, {}, None
     if valid_rows is not None:
         valid_set = CachedImageDataset(images, valid_rows, targets, build_transform(aug.eval, size, aug.mean, aug.std, "augment.eval"))
@@ -230,6 +229,13 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     if board is not None:
         board.close()
     return state
+
+
+def make_train_loader(dataset, batch_size: int, sampler, num_workers: int, runtime: Runtime, drop_last: bool,
+                      generator: torch.Generator) -> DataLoader:
+    """The training DataLoader (the benchmark builds it here too, so it measures what training runs)."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=runtime.on_cuda, drop_last=drop_last, generator=generator)
 
 
 def _tensorboard(run_dir: Path, enabled: bool):

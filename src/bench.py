@@ -1,0 +1,649 @@
+"""Benchmarks that report ratios measured side by side in one run, so a loaded machine cancels out.
+
+Every comparison runs its sides interleaved (order reversed every other round), repeats, and reports
+the median of the per-round ratios:
+- training: images/s of the real train data path (CachedImageDataset over the uint8 memmap cache,
+  the DataLoader training builds, `train._train_one_epoch`) against the same step on batches already
+  collated on the device;
+- inference: `predict_probs` over the loader oof/submit build, with and without flip TTA, against
+  forward-only on batches already on the device;
+- thresholds: exact coordinate ascent, an Optuna study and one global threshold on a synthetic OOF
+  matrix with iMet-like long-tail label frequencies;
+- folds: seconds and peak memory of `make_folds` on iMet-like label matrices, in fresh processes;
+- memory: peak resident memory of each stage (`python -m src.stage ...`) on a tiny demo.
+
+Nothing here reads argv or prints: results are plain dicts, `log` receives progress lines.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from src.config import Config
+from src.errors import PipelineError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# iMet 2019 train.csv: 109,237 images, 1,103 attributes; the most frequent (tag::men) is on 19,970
+# images, the rarest on 1. Labels per image is an approximation (most images carry 2-6 attributes).
+IMET_ROWS, IMET_CLASSES, IMET_TOP_COUNT, IMET_LABELS_PER_IMAGE = 109_237, 1_103, 19_970, 4.4
+
+
+@dataclass(frozen=True)
+class BenchSizes:
+    """How much work each section does; `quick` sizes keep the whole run to a minute or two."""
+
+    train_images: int          # images per measured training epoch
+    train_repeats: int
+    predict_images: int
+    predict_repeats: int
+    oof_rows: int
+    oof_classes: int
+    optuna_trials: int
+    folds_ladder: tuple[int, ...]   # subsample sizes timed to show how make_folds scales
+    folds_full: bool                # also time the full 109,237-row matrix (else: extrapolated)
+    demo_train: int                 # tiny demo for per-stage memory
+    demo_test: int
+    stages: int                     # how many of STAGE_RUNS (a prefix: each needs the one before) get a process
+
+    @property
+    def label(self) -> str:
+        return "quick" if self is QUICK else "full"
+
+
+FULL = BenchSizes(train_images=960, train_repeats=2, predict_images=512, predict_repeats=4,
+                  oof_rows=20_000, oof_classes=IMET_CLASSES, optuna_trials=200,
+                  folds_ladder=(5_000, 10_000, 20_000), folds_full=True, demo_train=240, demo_test=60,
+                  stages=5)
+QUICK = BenchSizes(train_images=96, train_repeats=2, predict_images=128, predict_repeats=2,
+                   oof_rows=3_000, oof_classes=IMET_CLASSES, optuna_trials=12,
+                   folds_ladder=(1_000, 2_000, 4_000), folds_full=False, demo_train=96, demo_test=24,
+                   stages=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Timing helpers
+
+
+def interleaved(sides: dict[str, Callable[[], int]], repeats: int) -> dict[str, list[float]]:
+    """Run every side `repeats` times, in rotating order; return images/s per side per repeat.
+
+    A side is a function that does its work and returns how many images it processed.
+    """
+    names = list(sides)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        order = names if repeat % 2 == 0 else names[::-1]
+        for name in order:
+            started = time.perf_counter()
+            images = sides[name]()
+            rates[name].append(images / max(time.perf_counter() - started, 1e-9))
+    return rates
+
+
+def ratio_summary(rates: dict[str, list[float]], numerator: str, denominator: str) -> dict:
+    """Median and quartiles of the per-repeat ratio numerator/denominator (same repeat = same load)."""
+    ratios = np.array([a / b for a, b in zip(rates[numerator], rates[denominator])])
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return {"median": float(median), "q1": float(q1), "q3": float(q3), "pairs": int(ratios.size)}
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now (MB)."""
+    return _status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process's own memory (MB): VmHWM, which starts afresh at exec
+    (getrusage's ru_maxrss would carry the parent's peak over exec)."""
+    return _status_mb("VmHWM")
+
+
+# --------------------------------------------------------------------------------------------
+# Data: real demo images through the real cache
+
+
+@dataclass
+class DemoData:
+    images: np.ndarray                 # [n, S, S, 3] uint8, memory-mapped from the cache
+    targets: dict[str, np.ndarray]
+    heads: list
+
+
+def demo_data(workdir: Path, image_size: int, n_train: int, log: Callable[[str], None]) -> DemoData:
+    """iMet demo images (real digit scans, src.demo) decoded once into the uint8 cache at `image_size`."""
+    from src.data.cache import load_or_build
+    from src.demo import build_demo
+    from src.formats import create_format
+
+    paths = build_demo("imet", workdir / "demo-imet", n_train=n_train, n_test=max(8, n_train // 8))
+    fmt = create_format("imet", paths.root)
+    table = fmt.read_train()
+    started = time.perf_counter()
+    cache = load_or_build(table.paths, image_size, workdir / "cache", skip_unreadable=False, quiet=True)
+    log(f"  decoded {len(table)} demo images into the cache at {image_size}px in {time.perf_counter() - started:.1f}s")
+    return DemoData(cache.images, table.targets, fmt.heads())
+
+
+# --------------------------------------------------------------------------------------------
+# Training and inference: real data path against tensors already in memory
+
+
+def _runtime(config: Config, inference: bool = False):
+    from src.runtime import make_runtime
+
+    tc = config.train
+    return make_runtime(tc.device, tc.amp, tc.channels_last, tc.threads, inference=inference)
+
+
+def _model(config: Config, heads, runtime):
+    import torch
+
+    from src.model import build_model
+
+    model = build_model(config.model.name, heads, None, config.model.drop_rate)
+    model.to(runtime.device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _resident(batches, runtime) -> list:
+    """Batches moved to the device once, so a step on them pays no data path at all."""
+    return [(runtime.to_device(images), {name: value.to(runtime.device) for name, value in targets.items()}, rows)
+            for images, targets, rows in batches]
+
+
+class _BatchStream:
+    """One batch at a time from `loader`, starting a new epoch (order, augmentations) when one ends; times the fetches."""
+
+    def __init__(self, loader, dataset):
+        self.loader, self.dataset = loader, dataset
+        self.epoch, self.batches = 0, iter(())
+        self.fetch_seconds, self.images = 0.0, 0
+
+    def next(self):
+        started = time.perf_counter()
+        batch = next(self.batches, None)
+        if batch is None:
+            self.epoch += 1
+            self.dataset.set_epoch(self.epoch)
+            self.batches = iter(self.loader)
+            batch = next(self.batches)
+        self.fetch_seconds += time.perf_counter() - started
+        self.images += len(batch[0])
+        return batch
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.fetch_seconds, 1e-9)
+
+
+def _pairing(workers: int) -> str:
+    # Without workers the data path runs in series with the model, so sides can alternate batch by batch
+    # (many pairs, each under the same load). Workers prefetch while the model runs, so only whole epochs
+    # (worker start-up included, as in training) compare fairly.
+    return "batch" if workers == 0 else "epoch"
+
+
+def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
+                   num_workers: Optional[int] = None) -> dict:
+    """images/s of training on the real data path vs on resident batches; same model, step and threads.
+
+    Both sides call `train._train_one_epoch`: the real one on batches from the training DataLoader
+    over CachedImageDataset (augmentations on the uint8 cache), the other on the same number of
+    batches already on the device. `repeats` epochs of `n_images`; the ratio is the median over pairs.
+    """
+    import torch
+    from torch.utils.data import RandomSampler
+
+    from src.data.dataset import CachedImageDataset
+    from src.data.transforms import build_transform
+    from src.losses import MultiHeadLoss
+    from src.runtime import seed_everything
+    from src.train import _param_groups, _train_one_epoch, make_train_loader
+
+    tc, aug, size = config.train, config.augment, config.data.image_size
+    workers = tc.num_workers if num_workers is None else num_workers
+    runtime = _runtime(config)
+    seed_everything(tc.seed)
+    model = _model(config, data.heads, runtime)
+    loss_fn = MultiHeadLoss(data.heads, tc.loss).to(runtime.device)
+    optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler())
+
+    rows = np.arange(n_images) % len(data.images)
+    dataset = CachedImageDataset(data.images, rows, data.targets,
+                                 build_transform(aug.train, size, aug.mean, aug.std, "augment.train"), tc.seed)
+    generator = torch.Generator().manual_seed(tc.seed)
+    loader = make_train_loader(dataset, tc.batch_size, RandomSampler(dataset, generator=generator), workers, runtime,
+                               drop_last=n_images > tc.batch_size, generator=generator)
+    resident = _resident(list(loader), runtime)
+
+    def step(batches) -> int:
+        _, seen = _train_one_epoch(model, None, batches, loss_fn, optimizer, scheduler, scaler, runtime, 1, True, "bench")
+        if runtime.on_cuda:
+            torch.cuda.synchronize()
+        return seen
+
+    step(resident[:2])  # warm-up: first-call allocations and kernel selection stay out of the timings
+    stream, cycle = _BatchStream(loader, dataset), itertools.cycle(resident)
+    if _pairing(workers) == "batch":
+        rates = interleaved({"real": lambda: step([stream.next()]), "resident": lambda: step([next(cycle)])},
+                            repeats * len(resident))
+        loader_rate = stream.images_per_s
+    else:
+        def real_epoch() -> int:
+            stream.epoch += 1
+            dataset.set_epoch(stream.epoch)
+            return step(loader)
+
+        def loader_only() -> int:
+            stream.epoch += 1
+            dataset.set_epoch(stream.epoch)
+            return sum(len(images) for images, _, _ in loader)
+
+        rates = interleaved({"real": real_epoch, "resident": lambda: step(resident), "loader_only": loader_only}, repeats)
+        loader_rate = statistics.median(rates["loader_only"])
+    return {
+        "images_per_epoch": len(resident) * tc.batch_size, "epochs": repeats, "num_workers": workers,
+        "paired_by": _pairing(workers),
+        "real_images_per_s": statistics.median(rates["real"]),
+        "resident_images_per_s": statistics.median(rates["resident"]),
+        "loader_only_images_per_s": loader_rate,
+        "ratio": ratio_summary(rates, "real", "resident"),
+    }
+
+
+def bench_inference(config: Config, data: DemoData, n_images: int, repeats: int) -> dict:
+    """images/s of predict_probs (no TTA, flip TTA) over the real loader vs forward-only on resident batches."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from src.data.dataset import CachedImageDataset
+    from src.data.transforms import build_transform
+    from src.predict import predict_probs
+
+    aug, size, workers = config.augment, config.data.image_size, config.train.num_workers
+    runtime = _runtime(config, inference=True)
+    model = _model(config, data.heads, runtime).eval()
+    rows = np.arange(n_images) % len(data.images)
+    dataset = CachedImageDataset(data.images, rows, None, build_transform(aug.eval, size, aug.mean, aug.std, "augment.eval"))
+    # As oof and submit build it.
+    loader = DataLoader(dataset, batch_size=config.predict.batch_size, num_workers=workers, pin_memory=runtime.on_cuda)
+    resident = _resident(list(loader), runtime)
+
+    @torch.no_grad()
+    def forward_only(batches) -> int:
+        with runtime.autocast():
+            for images, _, _ in batches:
+                model(images)
+        if runtime.on_cuda:
+            torch.cuda.synchronize()
+        return sum(len(images) for images, _, _ in batches)
+
+    def predict(batches, tta: bool) -> int:
+        probs, _ = predict_probs(model, batches, data.heads, runtime, tta_flip=tta, quiet=True)
+        return len(next(iter(probs.values())))
+
+    forward_only(resident[:1])  # warm-up
+    stream, cycle = _BatchStream(loader, dataset), itertools.cycle(resident)
+    if _pairing(workers) == "batch":
+        sides = {"predict": lambda: predict([stream.next()], False), "predict_tta": lambda: predict([stream.next()], True),
+                 "forward_only": lambda: forward_only([next(cycle)])}
+        rounds = repeats * len(resident)
+    else:
+        sides = {"predict": lambda: predict(loader, False), "predict_tta": lambda: predict(loader, True),
+                 "forward_only": lambda: forward_only(resident)}
+        rounds = repeats
+    rates = interleaved(sides, rounds)
+    return {
+        "images": n_images, "repeats": repeats, "batch_size": config.predict.batch_size, "num_workers": workers,
+        "paired_by": _pairing(workers),
+        "predict_images_per_s": statistics.median(rates["predict"]),
+        "predict_tta_images_per_s": statistics.median(rates["predict_tta"]),
+        "forward_only_images_per_s": statistics.median(rates["forward_only"]),
+        "ratio": ratio_summary(rates, "predict", "forward_only"),
+        # TTA runs two forwards per image: 0.5 here is a TTA path with no overhead of its own.
+        "tta_ratio": ratio_summary(rates, "predict_tta", "forward_only"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Thresholds on a synthetic iMet-scale OOF matrix
+
+
+def imet_like_frequencies(n_classes: int = IMET_CLASSES, n_reference: int = IMET_ROWS, top_count: int = IMET_TOP_COUNT,
+                          labels_per_image: float = IMET_LABELS_PER_IMAGE) -> np.ndarray:
+    """Positive rate of each class, most frequent first: from top_count/n_reference down to 1/n_reference.
+
+    log(count) falls from log(top_count) to 0 as 1 - u**k with u = log(rank)/log(n_classes); k is
+    solved so the rates sum to `labels_per_image` (k = 1 would be a pure Zipf law, far too light a head).
+    """
+    u = np.log(np.arange(1, n_classes + 1)) / math.log(max(n_classes, 2))
+
+    def mean_labels(k: float) -> float:
+        return float(np.exp(math.log(top_count) * (1 - u ** k)).sum() / n_reference)
+
+    low, high = 0.05, 64.0
+    if not mean_labels(low) <= labels_per_image <= mean_labels(high):
+        raise PipelineError(f"no long-tail curve gives {labels_per_image} labels per image over {n_classes} classes")
+    for _ in range(80):
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if mean_labels(middle) < labels_per_image else (low, middle)
+    return np.exp(math.log(top_count) * (1 - u ** low)) / n_reference
+
+
+def synthetic_labels(n_rows: int, frequencies: np.ndarray, seed: int) -> np.ndarray:
+    """Bool n x c labels, each class drawn at its rate; an image with none gets one (every iMet image has labels)."""
+    rng = np.random.default_rng(seed)
+    labels = np.empty((n_rows, frequencies.size), dtype=bool)
+    for start in range(0, n_rows, 4096):
+        block = labels[start:start + 4096]
+        block[:] = rng.random(block.shape, dtype=np.float32) < frequencies
+    empty = np.flatnonzero(~labels.any(axis=1))
+    labels[empty, rng.choice(frequencies.size, size=empty.size, p=frequencies / frequencies.sum())] = True
+    return labels
+
+
+def synthetic_oof(n_rows: int, n_classes: int = IMET_CLASSES, seed: int = 0, rows_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(probs float32 via float16 as OOF files store them, bool targets) that look like a decent iMet model's.
+
+    logit = logit(class rate) + N(0, 1) + separation_c * target, separation_c ~ U(1.5, 4.5): some
+    classes easy, some hard, rare classes low-scored even when present. `seed` fixes the classes,
+    `rows_seed` the images, so another `rows_seed` gives fresh rows of the same problem.
+    """
+    frequencies = imet_like_frequencies(n_classes)
+    separation = np.random.default_rng(seed).uniform(1.5, 4.5, n_classes).astype(np.float32)
+    prior = np.log(frequencies / (1 - frequencies)).astype(np.float32)
+    targets = synthetic_labels(n_rows, frequencies, 1_000 + rows_seed)
+    rng = np.random.default_rng(2_000 + rows_seed)
+    probs = np.empty((n_rows, n_classes), dtype=np.float16)
+    for start in range(0, n_rows, 4096):
+        block = targets[start:start + 4096]
+        logits = prior + rng.standard_normal(block.shape, dtype=np.float32) + separation * block
+        probs[start:start + 4096] = 1 / (1 + np.exp(-logits))
+    return probs.astype(np.float32), targets
+
+
+def bench_thresholds(n_rows: int, n_classes: int, optuna_trials: int, log: Callable[[str], None], seed: int = 0) -> dict:
+    """Seconds and per-image F2 of one global threshold, exact per-class and Optuna per-class thresholds.
+
+    `f2`: on the rows they were tuned on (what each optimizer maximises); `f2_fresh_rows`: the same
+    thresholds on as many fresh rows of the same synthetic problem (how much of the gain is real).
+    Raw optimizer output: the thresholds stage also shrinks rare classes toward the global threshold.
+    """
+    from src import thresholds as th
+
+    probs, targets = synthetic_oof(n_rows, n_classes, seed, rows_seed=0)
+    fresh_probs, fresh_targets = synthetic_oof(n_rows, n_classes, seed, rows_seed=1)
+    objective = th.ThresholdObjective("samples_fbeta", 2.0)
+    result = {"rows": n_rows, "classes": n_classes, "labels_per_image": float(targets.sum(axis=1).mean()),
+              "classes_with_positives": int(targets.any(axis=0).sum())}
+
+    def record(name: str, thresholds, seconds: float, **extra) -> None:
+        result[name] = {"seconds": seconds, "f2": th.score(probs, targets, thresholds, objective),
+                        "f2_fresh_rows": th.score(fresh_probs, fresh_targets, thresholds, objective), **extra}
+        log(f"  {name:<7} F2 {result[name]['f2']:.4f} (fresh rows {result[name]['f2_fresh_rows']:.4f}) "
+            f"in {seconds:.1f}s")
+
+    started = time.perf_counter()
+    value, _ = th.best_global_threshold(probs, targets, objective)
+    record("global", value, time.perf_counter() - started, threshold=value)
+    started = time.perf_counter()
+    exact = th.exact_thresholds(probs, targets, objective)
+    record("exact", exact, time.perf_counter() - started)
+    log(f"  optuna: {optuna_trials} trials over {n_classes} parameters (in-memory storage)...")
+    started = time.perf_counter()
+    tuned, _ = th.optuna_thresholds(probs, targets, objective, optuna_trials, storage=None, seed=seed)
+    record("optuna", tuned, time.perf_counter() - started, trials=optuna_trials)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Child processes: folds at iMet scale, and every stage on a tiny demo
+
+
+def _child_env() -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def _run_child(function: str, arguments: dict) -> dict:
+    """Call `src.bench.<function>(**arguments)` in a fresh Python process; return the dict it returns."""
+    code = ("import json, sys\nfrom src import bench\n"
+            f"result = bench.{function}(**json.loads(sys.stdin.read()))\n"
+            "print('\\n' + json.dumps(result))")
+    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(arguments), capture_output=True, text=True,
+                          cwd=REPO_ROOT, env=_child_env())
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        raise PipelineError(f"bench child {function} failed (exit {done.returncode}): " + " | ".join(tail))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def folds_child(sizes: list[int], n_classes: int, n_splits: int = 5, seed: int = 0) -> dict:
+    """(In a fresh process) for each row count, ascending: time make_folds on an iMet-like matrix; peak RSS after it.
+
+    Peak RSS never falls, so with ascending sizes the figure after a size is that size's peak.
+    """
+    from src.data.folds import make_folds
+
+    runs = []
+    for n_rows in sorted(sizes):
+        labels = synthetic_labels(n_rows, imet_like_frequencies(n_classes), seed).view(np.uint8)
+        before = current_rss_mb()
+        started = time.perf_counter()
+        fold_of_row = make_folds(labels, n_splits, seed)
+        seconds = time.perf_counter() - started
+        counts = np.bincount(fold_of_row, minlength=n_splits)
+        runs.append({"rows": n_rows, "classes": n_classes, "seconds": seconds, "rss_before_mb": before,
+                     "peak_rss_mb": peak_rss_mb(), "matrix_mb": labels.nbytes / 2**20,
+                     "fold_size_spread": int(counts.max() - counts.min())})
+        del labels
+    return {"runs": runs}
+
+
+def bench_folds(ladder: tuple[int, ...], full: bool, n_classes: int, log: Callable[[str], None]) -> dict:
+    """make_folds seconds and peak memory on a ladder of row counts, and at 109,237 rows (measured or extrapolated)."""
+    runs = _run_child("folds_child", {"sizes": list(ladder), "n_classes": n_classes})["runs"]
+    if full:  # its own process, so its peak is its own
+        runs += _run_child("folds_child", {"sizes": [IMET_ROWS], "n_classes": n_classes})["runs"]
+    for run in runs:
+        log(f"  {run['rows']:>7} x {n_classes}: {run['seconds']:.1f}s, peak {run['peak_rss_mb']:.0f} MB "
+            f"({run['rss_before_mb']:.0f} MB before make_folds)")
+    # Power law through the ladder: seconds = a * rows ** b.
+    exponent, intercept = np.polyfit(np.log([r["rows"] for r in runs[:len(ladder)]]),
+                                     np.log([r["seconds"] for r in runs[:len(ladder)]]), 1)
+    result = {"runs": runs, "scaling_exponent": float(exponent),
+              "imet_seconds_extrapolated": float(math.exp(intercept) * IMET_ROWS ** exponent)}
+    if full:
+        result["imet"] = runs[-1]
+    return result
+
+
+STAGE_RUNS = (("folds", ["folds"]), ("train", ["train", "--fold", "all"]), ("oof", ["oof"]),
+              ("thresholds", ["thresholds"]), ("submit", ["submit"]))
+
+# Runs each stage as `python -m src.stage ...` and reads its peak RSS with wait4. It imports nothing
+# but the standard library: exec carries the parent's peak into the child's ru_maxrss, so the parent
+# of a measured process must itself be small (the bench process is not).
+_STAGE_RUNNER = """
+import json, os, subprocess, sys, time
+spec = json.loads(sys.stdin.read())
+results = {}
+for name, argv, log_path in spec["runs"]:
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=spec["cwd"])
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = code = os.waitstatus_to_exitcode(status)
+    results[name] = {"peak_rss_mb": usage.ru_maxrss / 1024, "seconds": time.perf_counter() - started, "exit_code": code}
+    if code != 0:
+        break
+print(json.dumps(results))
+"""
+
+
+def bench_stage_memory(config: Config, workdir: Path, sizes: BenchSizes, log: Callable[[str], None]) -> dict:
+    """Peak RSS of each stage, each `python -m src.stage` process on a tiny iMet demo with this config's model.
+
+    The figure is the process's own peak, or a DataLoader worker's if larger (wait4 reports the max, not a sum).
+    """
+    import yaml
+
+    from src.config import config_to_dict
+    from src.demo import build_demo
+
+    folder = workdir / "stages"
+    paths = build_demo("imet", folder / "demo-imet", n_train=sizes.demo_train, n_test=sizes.demo_test)
+    body = config_to_dict(config)
+    body.update({"competition": "bench-demo-imet", "format": "imet", "format_options": {}, "output_dir": str(folder / "out")})
+    body["data"].update({"root": str(paths.root), "n_folds": 2, "solution": [], "skip_unreadable": False})
+    body["model"].update({"weights": None})
+    body["train"].update({"epochs": 1, "early_stopping_patience": None, "tensorboard": False})
+    body["thresholds"].update({"optuna_trials": min(config.thresholds.optuna_trials, 20), "honest_folds": 2,
+                               "storage": None})
+    body["submit"].update({"checkpoint": "fold-0"})
+    config_path = folder / "bench-stages.yaml"
+    config_path.write_text(yaml.safe_dump(body, sort_keys=False))
+    runs = [[name, [sys.executable, "-m", "src.stage", *argv, "--config", str(config_path), "--quiet"],
+             str(folder / f"{argv[0]}.log")] for name, argv in STAGE_RUNS[:sizes.stages]]
+    done = subprocess.run([sys.executable, "-c", _STAGE_RUNNER], input=json.dumps({"runs": runs, "cwd": str(REPO_ROOT)}),
+                          capture_output=True, text=True, env=_child_env())
+    if done.returncode != 0:
+        raise PipelineError("bench stage runner failed: " + " | ".join(done.stderr.strip().splitlines()[-3:]))
+    stages = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, run in stages.items():
+        if run["exit_code"] != 0:
+            tail = " | ".join(Path(runs[[r[0] for r in runs].index(name)][2]).read_text().strip().splitlines()[-3:])
+            raise PipelineError(f"stage {name} failed (exit {run['exit_code']}) in the memory run: {tail}")
+        log(f"  {name:<12} peak {run['peak_rss_mb']:6.0f} MB  ({run['seconds']:.1f}s)")
+    return {"stages": stages, "demo_train_images": sizes.demo_train, "demo_test_images": sizes.demo_test,
+            "n_folds": 2, "epochs": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# Everything, with the goals
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average": list(os.getloadavg())}
+
+
+def goals(result: dict) -> list[dict]:
+    """The issue's goals against what was measured (a quick run measures smaller sizes than the goals name)."""
+    training, thresholds = result["training"], result["thresholds"]
+    return [
+        {"goal": "training data-path ratio >= 0.90 (2 CPU cores, small CNN, 64-128 px)",
+         "measured": training["ratio"]["median"], "met": training["ratio"]["median"] >= 0.90},
+        {"goal": f"exact thresholds <= 10 s ({thresholds['rows']} x {thresholds['classes']})",
+         "measured": thresholds["exact"]["seconds"], "met": thresholds["exact"]["seconds"] <= 10.0},
+        {"goal": f"exact F2 >= Optuna F2 ({thresholds['optuna']['trials']} trials)",
+         "measured": thresholds["exact"]["f2"] - thresholds["optuna"]["f2"],
+         "met": thresholds["exact"]["f2"] >= thresholds["optuna"]["f2"]},
+    ]
+
+
+def run_all(config: Config, sizes: BenchSizes, workdir: Path, log: Callable[[str], None] = print) -> dict:
+    """Every section, in one run; returns the result dict (see the module docstring)."""
+    started = time.perf_counter()
+    workdir = Path(workdir)
+    result: dict = {"mode": sizes.label, "sizes": asdict(sizes), "machine": machine(),
+                    "setup": {"model": config.model.name, "image_size": config.data.image_size,
+                              "batch_size": config.train.batch_size, "predict_batch_size": config.predict.batch_size,
+                              "threads": config.train.threads, "num_workers": config.train.num_workers,
+                              "device": config.train.device}}
+    log(f"bench ({sizes.label}): {config.model.name} @{config.data.image_size}px, batch {config.train.batch_size}, "
+        f"num_workers {config.train.num_workers}, load average {result['machine']['load_average'][0]:.1f} "
+        f"on {result['machine']['cpus']} CPUs")
+    def section(name: str, title: str, measure: Callable[[], dict]) -> None:
+        log(title)
+        section_started = time.perf_counter()
+        result[name] = measure()
+        result[name]["section_seconds"] = time.perf_counter() - section_started
+
+    data = demo_data(workdir, config.data.image_size, max(sizes.train_images, sizes.predict_images), log)
+    section("training", "training: real data path vs resident batches",
+            lambda: bench_training(config, data, sizes.train_images, sizes.train_repeats))
+    section("inference", "inference: predict_probs vs forward-only",
+            lambda: bench_inference(config, data, sizes.predict_images, sizes.predict_repeats))
+    section("thresholds", f"thresholds: synthetic OOF {sizes.oof_rows} x {sizes.oof_classes}",
+            lambda: bench_thresholds(sizes.oof_rows, sizes.oof_classes, sizes.optuna_trials, log))
+    section("folds", "folds: make_folds (MultilabelStratifiedKFold) in a fresh process",
+            lambda: bench_folds(sizes.folds_ladder, sizes.folds_full, IMET_CLASSES, log))
+    section("memory", f"memory: {', '.join(name for name, _ in STAGE_RUNS[:sizes.stages])}, each its own process "
+                      f"on a {sizes.demo_train}-image demo",
+            lambda: bench_stage_memory(config, workdir, sizes, log))
+    result["machine"]["load_average_end"] = list(os.getloadavg())
+    result["goals"] = goals(result)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def summary_table(result: dict) -> str:
+    """The figures as aligned text lines."""
+    t, i, th, f, m = (result[key] for key in ("training", "inference", "thresholds", "folds", "memory"))
+    setup = result["setup"]
+    lines = [
+        f"bench ({result['mode']}), {setup['model']} @{setup['image_size']}px, batch {setup['batch_size']}, "
+        f"{result['machine']['torch_threads']} torch threads, num_workers {t['num_workers']}, "
+        f"load average {result['machine']['load_average'][0]:.1f}->{result['machine']['load_average_end'][0]:.1f} "
+        f"on {result['machine']['cpus']} CPUs",
+        "",
+        f"{'section':<12} {'measured':<58} ratio, median [quartiles]",
+        _row("training", f"real path {t['real_images_per_s']:.0f} img/s vs resident {t['resident_images_per_s']:.0f} img/s "
+                         f"(loader alone {t['loader_only_images_per_s']:.0f})", t["ratio"]),
+        _row("inference", f"predict {i['predict_images_per_s']:.0f} img/s vs forward-only {i['forward_only_images_per_s']:.0f}",
+             i["ratio"]),
+        _row("", f"predict + flip TTA {i['predict_tta_images_per_s']:.0f} img/s (2 forwards; 0.5 = no overhead)",
+             i["tta_ratio"]),
+        "",
+        f"thresholds   {th['rows']} x {th['classes']} synthetic OOF ({th['labels_per_image']:.1f} labels/image): "
+        f"per-image F2",
+        "             method   F2 tuned rows   F2 fresh rows   seconds",
+        *(f"             {name:<8} {th[name]['f2']:>13.4f}   {th[name]['f2_fresh_rows']:>13.4f}   {th[name]['seconds']:>7.1f}"
+          + (f"   ({th[name]['trials']} trials)" if name == "optuna" else "") for name in ("global", "exact", "optuna")),
+        "",
+        "folds        make_folds, " + ", ".join(f"{r['rows']} rows {r['seconds']:.1f}s / {r['peak_rss_mb']:.0f} MB"
+                                                for r in f["runs"]),
+        f"             seconds ~ rows^{f['scaling_exponent']:.2f}; at {IMET_ROWS} x {IMET_CLASSES}: "
+        + (f"measured {f['imet']['seconds']:.0f}s, peak {f['imet']['peak_rss_mb']:.0f} MB" if "imet" in f
+           else f"extrapolated ~{f['imet_seconds_extrapolated']:.0f}s (not measured in this mode)"),
+        "",
+        "memory       peak RSS per stage (python -m src.stage, own process): "
+        + ", ".join(f"{name} {run['peak_rss_mb']:.0f} MB" for name, run in m["stages"].items()),
+        "",
+    ]
+    if len(m["stages"]) < len(STAGE_RUNS):
+        lines.append(f"memory       this mode measures the first {len(m['stages'])} of {len(STAGE_RUNS)} stages")
+    lines += [f"goal: {g['goal']}: {'met' if g['met'] else 'NOT met'} (measured {g['measured']:.3f})" for g in result["goals"]]
+    if result["mode"] == "quick":
+        lines.append("quick mode: smaller sizes than the goals name (see sizes in the JSON); run without --quick for the figures")
+    return "\n".join(lines)
+
+
+def _row(section: str, text: str, ratio: dict) -> str:
+    return f"{section:<12} {text:<58} {ratio['median']:.3f} [{ratio['q1']:.3f}-{ratio['q3']:.3f}]"

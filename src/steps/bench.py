@@ -1,0 +1,41 @@
+"""Stage `bench`: data-path, inference, thresholds, folds and memory figures, measured side by side in one run.
+
+Uses the config's model, image size, batch sizes, threads and num_workers (default: the demo config
+at 64 px) on real demo images built in a temporary folder; prints a table and writes the JSON.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+from src.atomic import write_text
+from src.bench import FULL, QUICK, run_all, summary_table
+from src.config import load_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo-imet.yaml"
+DEFAULT_IMAGE_SIZE = 64
+
+
+def run(config_path: Optional[str | Path], overrides: list[str], quick: bool = False, out_json: Optional[Path] = None,
+        log: Callable[[str], None] = print) -> dict:
+    """Run every benchmark section; write the result to `out_json` (default <output_dir>/bench/bench[-quick].json)."""
+    if config_path is None:  # the demo config at the goal's 64 px (it trains at 32 px)
+        overrides = [f"data.image_size={DEFAULT_IMAGE_SIZE}", *overrides]
+    config = load_config(config_path or DEFAULT_CONFIG, overrides)
+    sizes = QUICK if quick else FULL
+    if out_json is None:
+        out_json = Path(config.output_dir) / "bench" / f"bench{'-quick' if quick else ''}.json"
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        result = run_all(config, sizes, workdir, log)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["config"] = str(config_path or DEFAULT_CONFIG)
+    result["overrides"] = list(overrides)
+    write_text(Path(out_json), json.dumps(result, indent=2))
+    log("\n" + summary_table(result))
+    log(f"wrote {out_json}")
+    return result

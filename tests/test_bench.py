@@ -1,0 +1,94 @@
+"""The benchmark's quick mode runs end to end and reports every section; its pure helpers do what they say.
+
+No timing thresholds here: figures depend on the machine and its load (the bench reports ratios for that).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from src import bench
+from src.steps import bench as bench_step
+
+# Smaller than the demo config, so the quick run stays well inside a test's time.
+TINY = ["model.name=test_resnet", "data.image_size=32", "train.batch_size=16", "predict.batch_size=32", "train.threads=1"]
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def test_quick_bench_reports_every_section(tmp_path):
+    out = tmp_path / "bench.json"
+    lines: list[str] = []
+    returned = bench_step.run(None, TINY, quick=True, out_json=out, log=lines.append)
+    result = json.loads(out.read_text())
+    assert result["mode"] == "quick" and result["setup"]["model"] == "test_resnet"
+    assert returned["goals"] == result["goals"]
+
+    training, inference = result["training"], result["inference"]
+    for key in ("real_images_per_s", "resident_images_per_s", "loader_only_images_per_s"):
+        assert _positive(training[key]), key
+    for key in ("predict_images_per_s", "predict_tta_images_per_s", "forward_only_images_per_s"):
+        assert _positive(inference[key]), key
+    for ratio in (training["ratio"], inference["ratio"], inference["tta_ratio"]):
+        assert all(_positive(ratio[key]) for key in ("median", "q1", "q3", "pairs"))
+        assert ratio["q1"] <= ratio["median"] <= ratio["q3"]
+
+    thresholds = result["thresholds"]
+    assert (thresholds["rows"], thresholds["classes"]) == (bench.QUICK.oof_rows, bench.IMET_CLASSES)
+    for method in ("global", "exact", "optuna"):
+        assert all(_positive(thresholds[method][key]) for key in ("seconds", "f2", "f2_fresh_rows")), method
+        assert thresholds[method]["f2"] <= 1
+    # Coordinate ascent starts from the global threshold and never lowers the score it maximises.
+    assert thresholds["exact"]["f2"] >= thresholds["global"]["f2"]
+
+    folds = result["folds"]
+    assert [run["rows"] for run in folds["runs"]] == list(bench.QUICK.folds_ladder)
+    for run in folds["runs"]:
+        assert all(_positive(run[key]) for key in ("seconds", "peak_rss_mb", "rss_before_mb", "matrix_mb"))
+        assert run["peak_rss_mb"] >= run["rss_before_mb"] * 0.99
+    assert _positive(folds["imet_seconds_extrapolated"]) and _positive(folds["scaling_exponent"])
+
+    stages = result["memory"]["stages"]
+    assert list(stages) == [name for name, _ in bench.STAGE_RUNS[:bench.QUICK.stages]]
+    for name, run in stages.items():
+        assert run["exit_code"] == 0 and _positive(run["peak_rss_mb"]) and _positive(run["seconds"]), name
+
+    assert [type(goal["met"]) for goal in result["goals"]] == [bool] * 3
+    table = "\n".join(lines)
+    for word in ("training", "inference", "thresholds", "folds", "memory", "goal:", "quick mode"):
+        assert word in table
+
+
+def test_imet_like_frequencies_match_the_stated_shape():
+    rates = bench.imet_like_frequencies()
+    assert rates.shape == (bench.IMET_CLASSES,)
+    assert np.all(np.diff(rates) <= 0)
+    assert math.isclose(rates[0] * bench.IMET_ROWS, bench.IMET_TOP_COUNT)
+    assert math.isclose(rates[-1] * bench.IMET_ROWS, 1.0)
+    assert math.isclose(rates.sum(), bench.IMET_LABELS_PER_IMAGE, rel_tol=1e-6)
+
+
+def test_synthetic_oof_is_seeded_and_every_image_has_a_label():
+    probs, targets = bench.synthetic_oof(500, 50, seed=3, rows_seed=0)
+    again, _ = bench.synthetic_oof(500, 50, seed=3, rows_seed=0)
+    fresh, fresh_targets = bench.synthetic_oof(500, 50, seed=3, rows_seed=1)
+    assert probs.dtype == np.float32 and targets.dtype == bool and probs.shape == targets.shape == (500, 50)
+    assert np.array_equal(probs, again) and not np.array_equal(probs, fresh)
+    assert targets.any(axis=1).all() and fresh_targets.any(axis=1).all()
+    assert np.all((probs >= 0) & (probs <= 1))
+    # Present labels score higher than absent ones on average (the model has signal).
+    assert probs[targets].mean() > probs[~targets].mean()
+
+
+def test_interleaved_rotates_order_and_ratio_summary_pairs_repeats():
+    calls: list[str] = []
+    sides = {"a": lambda: calls.append("a") or 10, "b": lambda: calls.append("b") or 10}
+    rates = bench.interleaved(sides, 4)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert all(len(values) == 4 and all(v > 0 for v in values) for values in rates.values())
+    summary = bench.ratio_summary({"x": [1.0, 2.0, 3.0], "y": [2.0, 2.0, 2.0]}, "x", "y")
+    assert summary == {"median": 1.0, "q1": 0.75, "q3": 1.25, "pairs": 3}
