@@ -23,6 +23,7 @@ STAGES = {
     "kernel": "offline Kaggle kernel + weights dataset, run locally first (parity), then --push / --status / --output / --submit -> kernels/<exp>/",
     "download": "kaggle competitions download into input/<slug>/ and unzip",
     "report": "figures + tables from saved artifacts (no retraining) -> oof/<exp>/report/index.html and report.md",
+    "bench": "side-by-side speed ratios: data path vs in-memory, prediction vs forward, exact vs Optuna thresholds, folds, memory",
     "status": "list experiments: folds trained, best epoch per fold, OOF score, thresholds, submissions, kernels, with paths",
 }
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="stage")
     for name, summary in STAGES.items():
         sub = subparsers.add_parser(name, help=summary, description=summary)
-        sub.add_argument("--config", required=name not in ("download", "status"), help="experiment YAML, e.g. configs/demo-imet.yaml (outputs are named after it)")
+        sub.add_argument("--config", required=name not in ("download", "status", "bench"), help="experiment YAML, e.g. configs/demo-imet.yaml (outputs are named after it)")
         sub.add_argument("overrides", nargs="*", metavar="key.path=value", help="override config values, e.g. data.root=/other/copy")
         sub.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
         sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
             check.add_argument("--check", dest="check", action="store_true", help="run the parity check even if it passed before for these files")
             check.add_argument("--no-check", dest="check", action="store_false", help="skip the parity check")
             sub.set_defaults(check=None)  # None: check when the competition's test images are here
+        if name == "bench":
+            sub.add_argument("--quick", action="store_true", help="small sizes (a minute or two); figures are not the goals' sizes")
+            sub.add_argument("--json", metavar="PATH", help="where to write the results (default: oof/_bench/bench[-quick].json)")
         if name == "status":
             sub.add_argument("--output-dir", help="folder holding oof/, submissions/, kernels/ (default: --config's output_dir, else .)")
             sub.add_argument("--configs", default="configs", help="folder of experiment YAMLs; those not started are listed too")
@@ -99,6 +103,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     from src.experiment import Experiment
     from src.steps import demo, download, folds, kernel, oof, report, status, submit, thresholds, train
 
+    if args.stage == "bench":
+        from src.steps import bench
+
+        bench.run(args.config, args.overrides, quick=args.quick, out_json=Path(args.json) if args.json else None)
+        return 0
     if args.stage == "status":
         output_dir = args.output_dir or (load_config(args.config, args.overrides).output_dir if args.config else ".")
         status.run(Path(output_dir), Path(args.configs))

@@ -21,13 +21,13 @@ DEFAULT_IMAGE_SIZE = 64
 
 def run(config_path: Optional[str | Path], overrides: list[str], quick: bool = False, out_json: Optional[Path] = None,
         log: Callable[[str], None] = print) -> dict:
-    """Run every benchmark section; write the result to `out_json` (default <output_dir>/bench/bench[-quick].json)."""
+    """Run every benchmark section; write the result to `out_json` (default <output_dir>/oof/_bench/bench[-quick].json)."""
     if config_path is None:  # the demo config at the goal's 64 px (it trains at 32 px)
         overrides = [f"data.image_size={DEFAULT_IMAGE_SIZE}", *overrides]
     config = load_config(config_path or DEFAULT_CONFIG, overrides)
     sizes = QUICK if quick else FULL
     if out_json is None:
-        out_json = Path(config.output_dir) / "bench" / f"bench{'-quick' if quick else ''}.json"
+        out_json = Path(config.output_dir) / "oof" / "_bench" / f"bench{'-quick' if quick else ''}.json"
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
         result = run_all(config, sizes, workdir, log)
