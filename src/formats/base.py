@@ -220,17 +220,23 @@ def _objective_key(head_name: str, objective: ThresholdObjective) -> str:
 
 # --- shared readers: strict and kind ------------------------------------------------------------
 
+def read_label_text(path: Path, shown_as: Path | None = None, kind: str = "UTF-8 CSV") -> str:
+    """A label file's text (a BOM is dropped); one clear line when it is missing or not UTF-8."""
+    shown_as = shown_as or path
+    if not path.is_file():
+        raise PipelineError(f"{shown_as}: file not found; check data.root points at the competition folder")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{shown_as}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as {kind}") from None
+
+
 def read_csv_rows(path: Path, required_columns: list[str]) -> list[dict[str, str]]:
     """Read a CSV (BOM, CRLF and stray spaces accepted) into rows; refuse missing columns or ragged rows.
 
     Each returned row also carries `__line__`, its 1-based line in the file.
     """
-    if not path.is_file():
-        raise PipelineError(f"{path}: file not found; check data.root points at the competition folder")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PipelineError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV") from None
+    text = read_label_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         rows = list(reader)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from src.atomic import atomic_path
 from src.errors import PipelineError
 from src.formats import register
-from src.formats.base import CompetitionFormat, HeadSpec, ImageTable, require_images, safe_child
+from src.formats.base import CompetitionFormat, HeadSpec, ImageTable, read_label_text, require_images, safe_child
 from src.thresholds import ThresholdObjective
 
 HEAD = "attributes"
@@ -256,11 +256,5 @@ class CelebAFormat(CompetitionFormat):
 
 def _token_lines(path: Path, shown_as: Path | None = None) -> list[tuple[str, list[str]]]:
     """(1-based line number as text, whitespace-split tokens) of every non-blank line; BOM and CRLF accepted."""
-    shown_as = shown_as or path
-    if not path.is_file():
-        raise PipelineError(f"{shown_as}: file not found; check data.root points at the competition folder")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PipelineError(f"{shown_as}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as plain text") from None
+    text = read_label_text(path, shown_as, kind="plain text")
     return [(str(number), line.split()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
