@@ -84,6 +84,11 @@ def test_synthetic_oof_is_seeded_and_every_image_has_a_label():
     assert probs[targets].mean() > probs[~targets].mean()
 
 
+def test_default_json_lives_under_the_ignored_oof_folder(tmp_path):
+    assert bench_step.default_json(tmp_path, quick=True) == tmp_path / "oof" / "_bench" / "bench-quick.json"
+    assert bench_step.default_json(tmp_path, quick=False) == tmp_path / "oof" / "_bench" / "bench.json"
+
+
 def test_interleaved_rotates_order_and_ratio_summary_pairs_repeats():
     calls: list[str] = []
     sides = {"a": lambda: calls.append("a") or 10, "b": lambda: calls.append("b") or 10}

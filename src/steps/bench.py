@@ -19,6 +19,11 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo-imet.ya
 DEFAULT_IMAGE_SIZE = 64
 
 
+def default_json(output_dir: Path, quick: bool) -> Path:
+    """Beside the image cache under oof/ (ignored by git): oof/_bench/bench.json, or bench-quick.json."""
+    return Path(output_dir) / "oof" / "_bench" / f"bench{'-quick' if quick else ''}.json"
+
+
 def run(config_path: Optional[str | Path], overrides: list[str], quick: bool = False, out_json: Optional[Path] = None,
         log: Callable[[str], None] = print) -> dict:
     """Run every benchmark section; write the result to `out_json` (default <output_dir>/oof/_bench/bench[-quick].json)."""
@@ -27,7 +32,7 @@ def run(config_path: Optional[str | Path], overrides: list[str], quick: bool = F
     config = load_config(config_path or DEFAULT_CONFIG, overrides)
     sizes = QUICK if quick else FULL
     if out_json is None:
-        out_json = Path(config.output_dir) / "oof" / "_bench" / f"bench{'-quick' if quick else ''}.json"
+        out_json = default_json(config.output_dir, quick)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
         result = run_all(config, sizes, workdir, log)
