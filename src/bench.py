@@ -609,7 +609,7 @@ def summary_table(result: dict) -> str:
     setup = result["setup"]
     lines = [
         f"bench ({result['mode']}), {setup['model']} @{setup['image_size']}px, batch {setup['batch_size']}, "
-        f"{result['machine']['torch_threads']} torch threads, num_workers {t['num_workers']}, "
+        f"{setup['threads'] or result['machine']['torch_threads']} torch threads, num_workers {t['num_workers']}, "
         f"load average {result['machine']['load_average'][0]:.1f}->{result['machine']['load_average_end'][0]:.1f} "
         f"on {result['machine']['cpus']} CPUs",
         "",
