@@ -638,7 +638,7 @@ def summary_table(result: dict) -> str:
         "",
     ]
     if len(m["stages"]) < len(STAGE_RUNS):
-        lines.append(f"memory       this mode measures the first {len(m['stages'])} of {len(STAGE_RUNS)} stages")
+        lines.insert(-1, f"             (this mode measures the first {len(m['stages'])} of {len(STAGE_RUNS)} stages)")
     lines += [f"goal: {g['goal']}: {'met' if g['met'] else 'NOT met'} (measured {g['measured']:.3f})" for g in result["goals"]]
     if result["mode"] == "quick":
         lines.append("quick mode: smaller sizes than the goals name (see sizes in the JSON); run without --quick for the figures")
