@@ -217,6 +217,7 @@ def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
 
     from src.data.dataset import CachedImageDataset
     from src.data.transforms import build_transform
+    from src.distributed import DistributedContext
     from src.losses import MultiHeadLoss
     from src.runtime import seed_everything
     from src.train import _param_groups, _train_one_epoch, make_train_loader
@@ -227,7 +228,7 @@ def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
     seed_everything(tc.seed)
     model = _model(config, data.heads, runtime)
     loss_fn = MultiHeadLoss(data.heads, tc.loss).to(runtime.device)
-    optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay) + loss_fn.parameter_group(), lr=tc.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler())
 
@@ -240,7 +241,8 @@ def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
     resident = _resident(list(loader), runtime)
 
     def step(batches) -> int:
-        _, seen = _train_one_epoch(model, None, batches, loss_fn, optimizer, scheduler, scaler, runtime, 1, True, "bench")
+        _, seen = _train_one_epoch(model, None, batches, loss_fn, optimizer, scheduler, scaler, runtime, 1, True, "bench",
+                                   DistributedContext())
         if runtime.on_cuda:
             torch.cuda.synchronize()
         return seen

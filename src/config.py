@@ -50,7 +50,7 @@ class LossConfig(Section):
     head_weighting: Literal["fixed", "uncertainty"] = Field(
         "fixed", description="multi-head total: 'fixed' = sum of loss_weight * loss; 'uncertainty' = learned per-head "
                              "log-variances s (Kendall et al. 2018): sum of loss_weight * (exp(-s) * loss + s)")
-    uncertainty_lr: float = Field(0.01, gt=0, description="Adam step size of the learned log-variances")
+    uncertainty_lr: float = Field(0.01, gt=0, description="peak learning rate of the learned log-variances (in the trainer's AdamW, no weight decay, same warm-up and cosine schedule as the heads)")
 
 
 class TrainConfig(Section):

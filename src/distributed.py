@@ -65,6 +65,27 @@ def all_sum(context: DistributedContext, *values: float) -> list[float]:
     return tensor.tolist()
 
 
+def average_gradients(context: DistributedContext, parameters) -> None:
+    """Average the gradients of parameters DDP does not own (e.g. a loss's learned weights) over ranks."""
+    if not context.enabled:
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad.div_(context.world_size)
+
+
+def assert_same_on_all_ranks(context: DistributedContext, values: torch.Tensor, what: str) -> None:
+    """Stop with a clear error when a value every rank must share has drifted apart (a DDP bug, not user error)."""
+    if not context.enabled:
+        return
+    local = values.detach().float().flatten().contiguous()  # on the rank's device (nccl needs CUDA)
+    gathered = [torch.empty_like(local) for _ in range(context.world_size)]
+    dist.all_gather(gathered, local)
+    if not all(torch.equal(gathered[0], other) for other in gathered[1:]):
+        raise RuntimeError(f"{what} differ across DDP ranks: {[g.tolist() for g in gathered]}")
+
+
 def barrier(context: DistributedContext) -> None:
     if context.enabled:
         dist.barrier()

@@ -35,9 +35,9 @@ class MultiHeadLoss(nn.Module):
 
     `config.head_weighting == "uncertainty"`: each head also has a learned log-variance s (Kendall,
     Gal & Cipolla 2018) and the total is sum of loss_weight * (exp(-s) * loss + s), whose optimum
-    for fixed losses is s = log(loss), i.e. each head weighted by 1 / its loss. The trainer's
-    optimizer only holds the model's parameters, so the log-variances step themselves with their
-    own Adam as soon as their gradient is accumulated (PyTorch's optimizer-in-backward pattern).
+    for fixed losses is s = log(loss), i.e. each head weighted by 1 / its loss. The log-variances are
+    this module's parameters: the trainer puts them in its optimizer (`parameter_group`), so they are
+    checkpointed, resumed and averaged across DDP ranks like every other trained value.
     """
 
     def __init__(self, heads: list[HeadSpec], config: LossConfig):
@@ -46,16 +46,15 @@ class MultiHeadLoss(nn.Module):
         self.kinds = {head.name: head.kind for head in heads}
         self.per_head = nn.ModuleDict({head.name: self._make(head, config) for head in heads})
         self.log_vars = None
+        self.learned_lr = config.uncertainty_lr
         if config.head_weighting == "uncertainty":
             self.log_vars = nn.Parameter(torch.zeros(len(heads)))
-            self._log_var_optimizer = torch.optim.Adam([self.log_vars], lr=config.uncertainty_lr)
-            self.log_vars.register_post_accumulate_grad_hook(self._step_log_vars)
 
-    def _step_log_vars(self, param: torch.Tensor) -> None:
-        # A step the grad scaler skips (inf/NaN under fp16) is skipped here too.
-        if torch.isfinite(param.grad).all():
-            self._log_var_optimizer.step()
-        self._log_var_optimizer.zero_grad(set_to_none=True)
+    def parameter_group(self) -> list[dict]:
+        """The optimizer group for the learned log-variances (none for fixed weighting): no weight decay."""
+        if self.log_vars is None:
+            return []
+        return [{"params": [self.log_vars], "lr": self.learned_lr, "weight_decay": 0.0, "part": "loss"}]
 
     def head_weights(self) -> dict[str, float]:
         """Each head's current effective weight on its loss (loss_weight, times exp(-s) when learned)."""

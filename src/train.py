@@ -33,7 +33,8 @@ from src.formats.base import CompetitionFormat
 from src.losses import MultiHeadLoss
 from src.model import MultiHeadModel, build_model, count_parameters
 from src.predict import predict_probs
-from src.distributed import all_sum, barrier, gather_predictions, init_from_env
+from src.distributed import (DistributedContext, all_sum, assert_same_on_all_ranks, average_gradients, barrier,
+                             gather_predictions, init_from_env)
 from src.runtime import Runtime, make_runtime, peak_memory_mb, rng_state, seed_everything, set_rng_state
 
 
@@ -131,7 +132,7 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
 
     steps_per_epoch = math.ceil(len(train_loader) / tc.accumulate_steps)
     total_steps = steps_per_epoch * tc.epochs
-    optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay) + loss_fn.parameter_group(), lr=tc.lr)
     warmup = int(round(tc.warmup_epochs * steps_per_epoch))
     frozen = tc.head_warmup_epochs * steps_per_epoch
     lambdas = [WarmupCosine(total_steps, warmup + (frozen if g["part"] == "backbone" else 0),
@@ -143,7 +144,7 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     if resume and checkpoint_exists(last_path):
         checkpoint = load_checkpoint(last_path, fallback=True, log=log)
         model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        _restore_optimizer(optimizer, loss_fn, checkpoint, last_path)
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         if ema is not None and checkpoint.get("ema") is not None:
@@ -168,7 +169,9 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
         if context.enabled:
             train_sampler.set_epoch(epoch)
         loss_sum, seen = _train_one_epoch(trained_model, ema, train_loader, loss_fn, optimizer, scheduler, scaler, runtime,
-                                          tc.accumulate_steps, quiet, f"epoch {epoch + 1}/{tc.epochs}")
+                                          tc.accumulate_steps, quiet, f"epoch {epoch + 1}/{tc.epochs}", context)
+        if loss_fn.log_vars is not None:
+            assert_same_on_all_ranks(context, loss_fn.log_vars, "learned loss log-variances")
         loss_sum, seen = all_sum(context, loss_sum, seen)
         train_seconds = time.perf_counter() - started
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
@@ -183,6 +186,8 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
         else:
             score = float(epoch)  # full fit: the last epoch is the one kept
         seconds = time.perf_counter() - started
+        if loss_fn.log_vars is not None:
+            row.update({f"weight_{name}": weight for name, weight in loss_fn.head_weights().items()})
         row.update({"lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "images_per_s": seen / max(train_seconds, 1e-9)})
         state.history.append(row)
         state.next_epoch = epoch + 1
@@ -203,7 +208,7 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
             save_checkpoint(last_path, keep_previous=True, payload={
                 "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "sampler_rng": sampler_generator.get_state(), "rng": rng_state(), "state": asdict(state),
+                "loss": loss_fn.state_dict(), "sampler_rng": sampler_generator.get_state(), "rng": rng_state(), "state": asdict(state),
             })
             _write_epochs_csv(run_dir / "epochs.csv", state.history)
             if board is not None:
@@ -231,6 +236,17 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     return state
 
 
+def _restore_optimizer(optimizer: torch.optim.Optimizer, loss_fn: MultiHeadLoss, checkpoint: dict, last_path: Path) -> None:
+    """Optimizer state and the loss's learned weights from last.pt; a changed set of trained values is one clear error."""
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        loss_fn.load_state_dict(checkpoint.get("loss", {}))
+    except (ValueError, RuntimeError) as error:
+        raise PipelineError(f"{last_path}: this run was saved with other trained values than the config now asks for "
+                            f"(e.g. train.loss.head_weighting changed): {str(error).splitlines()[0]}; "
+                            "restore the run's config (its config.json) or delete the folder to start over") from error
+
+
 def make_train_loader(dataset, batch_size: int, sampler, num_workers: int, runtime: Runtime, drop_last: bool,
                       generator: torch.Generator) -> DataLoader:
     """The training DataLoader (the benchmark builds it here too, so it measures what training runs)."""
@@ -253,7 +269,7 @@ def _device_name(runtime: Runtime) -> str:
 
 
 def _train_one_epoch(model, ema, loader, loss_fn, optimizer, scheduler, scaler, runtime: Runtime, accumulate: int,
-                     quiet: bool, desc: str) -> tuple[float, int]:
+                     quiet: bool, desc: str, context: DistributedContext) -> tuple[float, int]:
     model.train()
     loss_sum, seen = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
@@ -268,6 +284,7 @@ def _train_one_epoch(model, ema, loader, loss_fn, optimizer, scheduler, scaler, 
         scaler.scale(loss / accumulate).backward()
         crash_point("batch")
         if (index + 1) % accumulate == 0 or index + 1 == batches:
+            average_gradients(context, loss_fn.parameters())  # DDP averages the model's; the loss's are ours
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from helpers import tiny_config
 from src.stage import main
@@ -46,3 +47,22 @@ def test_two_process_gloo_matches_single_process(tiny_imet_root, tmp_path):
     assert sorted(p.name for p in (tmp_path / "ddp" / "out" / "oof" / "ddp" / "fold-0").iterdir()) == \
         ["best.pt", "best.pt.sha256", "config.json", "epochs.csv", "last.prev.pt", "last.prev.pt.sha256", "last.pt", "last.pt.sha256",
          "summary.json"]
+
+
+def test_two_process_learned_loss_weights_stay_identical_across_ranks(tmp_path):
+    """The loss's log-variances are not DDP's to sync: the trainer averages their gradients itself and
+    checks every epoch that all ranks hold the same values (the run stops with an error otherwise)."""
+    from test_format_deepfashion import HEADER, _uncertainty_train, make_competition
+
+    root = tmp_path / "c"
+    make_competition(root, HEADER + "".join(f"train/{i}.jpg,{i % 4},{i % 5}\n" for i in range(8)))
+    argv = _uncertainty_train(root, tmp_path / "out", "train.epochs=2", "train.batch_size=4")  # 2 images per rank
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "src.stage", *argv],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "out" / "oof" / "demo-deepfashion" / "full"
+    log_vars = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["loss"]["log_vars"]
+    assert bool((log_vars != 0).all())
+    assert json.loads((run / "summary.json").read_text())["processes"] == 2

@@ -237,14 +237,19 @@ def test_uncertainty_weighting_learns_log_variances_toward_the_head_losses():
     total, parts = loss(outputs, targets)
     # s = 0 at the start: the total is the fixed weighted sum
     assert float(total.detach()) == pytest.approx(2.0 * float(parts["category"]) + float(parts["attributes"]))
+    (group,) = loss.parameter_group()
+    assert group["params"] == [loss.log_vars] and group["weight_decay"] == 0.0 and group["lr"] == 0.1
+    optimizer = torch.optim.AdamW(loss.parameter_group())  # what the trainer does, alongside the model's groups
     for _ in range(150):
         leaf = {name: value.clone().requires_grad_() for name, value in outputs.items()}
         total, parts = loss(leaf, targets)
-        total.backward()  # the log-variances step themselves; nothing else holds them
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
     head_losses = [float(parts["category"].detach()), float(parts["attributes"].detach())]
     np.testing.assert_allclose(loss.log_vars.detach().numpy(), np.log(head_losses), atol=0.05)
     assert loss.head_weights()["category"] == pytest.approx(2.0 / head_losses[0], rel=0.06)
-    assert loss.log_vars.grad is None  # zeroed after each step
+    assert MultiHeadLoss(HEADS, LossConfig()).parameter_group() == []
 
 
 def test_configs_forbid_pretrained_weights():
@@ -268,12 +273,37 @@ def test_train_stage_refuses_a_weight_file_when_pretrained_is_forbidden(tmp_path
     assert not (tmp_path / "out" / "oof" / "demo-deepfashion" / "full" / "last.pt").exists()
 
 
-def test_train_stage_runs_with_learned_uncertainty_weighting(tmp_path):
+def _uncertainty_train(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--config", str(ROOT / "configs" / "demo-deepfashion.yaml"), "--full", "--quiet",
+            f"data.root={root}", f"output_dir={out}", "format_options.n_categories=4", "format_options.n_attributes=5",
+            "format_options.attribute_names=null", "data.image_size=16", "model.name=test_efficientnet", "train.epochs=3",
+            "train.batch_size=2", "train.threads=1", "train.loss.head_weighting=uncertainty", "train.loss.uncertainty_lr=0.05",
+            *extra]
+
+
+def test_learned_loss_weights_are_checkpointed_and_resume_exactly(tmp_path):
     root = tmp_path / "c"
     good_competition(root)
-    argv = ["train", "--config", str(ROOT / "configs" / "demo-deepfashion.yaml"), "--full", "--quiet",
-            f"data.root={root}", f"output_dir={tmp_path / 'out'}", "format_options.n_categories=4",
-            "format_options.n_attributes=5", "format_options.attribute_names=null", "data.image_size=16",
-            "model.name=test_efficientnet", "train.epochs=2", "train.batch_size=2", "train.loss.head_weighting=uncertainty"]
-    assert main(argv) == 0
-    assert (tmp_path / "out" / "oof" / "demo-deepfashion" / "full" / "best.pt").exists()
+    assert main(_uncertainty_train(root, tmp_path / "a")) == 0
+    assert main(_uncertainty_train(root, tmp_path / "b", "--stop-after-epochs", "1")) == 0
+    assert main(_uncertainty_train(root, tmp_path / "b", "--resume")) == 0
+
+    run_a, run_b = (tmp_path / side / "oof" / "demo-deepfashion" / "full" for side in "ab")
+    last_a, last_b = (torch.load(run / "last.pt", map_location="cpu", weights_only=True) for run in (run_a, run_b))
+    log_vars = last_a["loss"]["log_vars"]
+    assert log_vars.shape == (2,) and bool((log_vars != 0).all())  # learned, and saved
+    assert torch.equal(log_vars, last_b["loss"]["log_vars"])  # resumed from the saved values, not from 0
+    for key in last_a["model"]:
+        assert torch.equal(last_a["model"][key], last_b["model"][key]), key
+    epochs = (run_a / "epochs.csv").read_text().splitlines()
+    assert "weight_category" in epochs[0] and "weight_attributes" in epochs[0] and len(epochs) == 4
+
+
+def test_resume_with_another_head_weighting_is_one_clear_error(tmp_path, capsys):
+    root = tmp_path / "c"
+    good_competition(root)
+    assert main(_uncertainty_train(root, tmp_path / "a", "--stop-after-epochs", "1")) == 0
+    capsys.readouterr()
+    assert main(_uncertainty_train(root, tmp_path / "a", "--resume", "train.loss.head_weighting=fixed")) == 2
+    error = capsys.readouterr().err
+    assert "last.pt: this run was saved with other trained values" in error and "config.json" in error
