@@ -7,7 +7,7 @@ import glob
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from src.errors import PipelineError
 from src.faults import crash_point
@@ -65,6 +65,18 @@ def write_text(final_path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8, `\\n` line ends) to `final_path` atomically."""
     with atomic_path(final_path) as tmp_path:
         tmp_path.write_text(text, encoding="utf-8", newline="\n")
+
+
+def write_validated(texts: dict[Path, str], validate: Callable[[Path, Path], object]) -> list[Path]:
+    """Write each text beside its final path, call `validate(temp_path, final_path)` on every one, then
+    move them all into place and return the final paths; if any check fails, no file is touched."""
+    with contextlib.ExitStack() as stack:
+        temps = {final: stack.enter_context(atomic_path(final)) for final in texts}
+        for final, text in texts.items():
+            temps[final].write_text(text, encoding="utf-8", newline="\n")
+        for final, temp in temps.items():
+            validate(temp, final)
+    return list(texts)
 
 
 def write_bytes(final_path: str | os.PathLike, data: bytes) -> None:

@@ -103,3 +103,25 @@ def test_unwritable_output_is_one_clear_line_and_keeps_the_old_file(tmp_path, mo
         atomic.write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["submission.csv"]
+
+
+def test_a_submission_that_fails_validation_moves_no_file_into_place(tmp_path):
+    from src.atomic import write_validated
+
+    first, second = tmp_path / "category.csv", tmp_path / "attribute.csv"
+    first.write_text("old category")
+    checked = []
+
+    def validate(temp: Path, final: Path) -> None:
+        checked.append((final.name, temp.read_text()))
+        if final == second:
+            raise PipelineError(f"{final}: row 2: bad label")
+
+    with pytest.raises(PipelineError, match="attribute.csv: row 2"):
+        write_validated({first: "new category\n", second: "new attribute\n"}, validate)
+    assert checked == [("category.csv", "new category\n"), ("attribute.csv", "new attribute\n")]  # temps validated
+    assert first.read_text() == "old category" and not second.exists()  # neither moved, the old file kept
+    assert [p.name for p in tmp_path.iterdir()] == ["category.csv"]  # no temp left behind
+
+    assert write_validated({first: "a\n", second: "b\n"}, lambda temp, final: None) == [first, second]
+    assert (first.read_text(), second.read_text()) == ("a\n", "b\n")

@@ -21,7 +21,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from src.atomic import atomic_path
+from src.atomic import write_validated
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import CompetitionFormat, HeadSpec, ImageTable, read_label_text, require_images, safe_child
@@ -217,11 +217,7 @@ class CelebAFormat(CompetitionFormat):
         full = np.tile(self._other_values(), (len(ids), 1))
         full[:, self._columns] = predicted
         lines = [image + " " + " ".join("1" if value else "-1" for value in row) for image, row in zip(ids, full)]
-        final_path = Path(out_dir) / SUBMISSION_FILE
-        with atomic_path(final_path) as tmp_path:
-            tmp_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            self._read_predictions(tmp_path, final_path)
-        return [final_path]
+        return write_validated({Path(out_dir) / SUBMISSION_FILE: "\n".join(lines) + "\n"}, self._read_predictions)
 
     def read_submission(self, files: list[Path]) -> tuple[list[str], dict[str, Any]]:
         path = Path(files[0])

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from src.atomic import atomic_path
+from src.atomic import write_validated
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import (
@@ -143,14 +143,9 @@ class DeepFashionFormat(CompetitionFormat):
         for image_id, category, attributes in zip(ids, labels[CATEGORY], labels[ATTRIBUTES]):
             category_lines.append(f"{image_id},{int(category)}")
             attribute_lines.append(f"{image_id},{' '.join(str(a) for a in np.flatnonzero(attributes))}")
-        finals = [Path(out_dir) / CATEGORY_FILE, Path(out_dir) / ATTRIBUTE_FILE]
         # Both files are validated before either is moved into place.
-        with atomic_path(finals[0]) as category_tmp, atomic_path(finals[1]) as attribute_tmp:
-            category_tmp.write_text("\n".join(category_lines) + "\n", encoding="utf-8")
-            attribute_tmp.write_text("\n".join(attribute_lines) + "\n", encoding="utf-8")
-            self._read_file(category_tmp, finals[0])
-            self._read_file(attribute_tmp, finals[1])
-        return finals
+        return write_validated({Path(out_dir) / CATEGORY_FILE: "\n".join(category_lines) + "\n",
+                                Path(out_dir) / ATTRIBUTE_FILE: "\n".join(attribute_lines) + "\n"}, self._read_file)
 
     def read_submission(self, files: list[Path]) -> tuple[list[str], dict[str, Any]]:
         """Read category.csv and attribute.csv (told apart by their header, in any order); validate both."""

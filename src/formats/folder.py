@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from src.atomic import atomic_path
+from src.atomic import write_validated
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import OS_JUNK_FILES, CompetitionFormat, HeadSpec, ImageTable, list_image_files, read_csv_rows
@@ -142,11 +142,7 @@ class FolderFormat(CompetitionFormat):
         writer.writerow([options.id_column, options.label_column, options.probability_column])
         for image_id, label, probability in zip(ids, predicted, chosen):
             writer.writerow([image_id, names[label], f"{probability:.6f}"])
-        final_path = Path(out_dir) / options.submission_file
-        with atomic_path(final_path) as tmp_path:
-            tmp_path.write_text(buffer.getvalue(), encoding="utf-8")
-            self._read(tmp_path, final_path)
-        return [final_path]
+        return write_validated({Path(out_dir) / options.submission_file: buffer.getvalue()}, self._read)
 
     def read_submission(self, files: list[Path]) -> tuple[list[str], dict[str, Any]]:
         path = Path(files[0])

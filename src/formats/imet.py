@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from src.atomic import atomic_path
+from src.atomic import write_validated
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import (
@@ -124,11 +124,7 @@ class ImetFormat(CompetitionFormat):
         lines = ["id,attribute_ids"]
         for image_id, row in zip(ids, labels[HEAD]):
             lines.append(f"{image_id},{' '.join(str(c) for c in np.sort(class_ids[np.flatnonzero(row)]))}")
-        final_path = Path(out_dir) / "submission.csv"
-        with atomic_path(final_path) as tmp_path:
-            tmp_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            self._validate(tmp_path, final_path)
-        return [final_path]
+        return write_validated({Path(out_dir) / "submission.csv": "\n".join(lines) + "\n"}, self._validate)
 
     def read_submission(self, files: list[Path]) -> tuple[list[str], dict[str, Any]]:
         path = Path(files[0])
