@@ -5,6 +5,7 @@ The only module that knows about argv; each stage is a short call into src/steps
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import traceback
@@ -101,43 +102,36 @@ def _dispatch(args: argparse.Namespace) -> int:
     from src.config import load_config
     from src.errors import PipelineError
     from src.experiment import Experiment
-    from src.steps import demo, download, folds, kernel, oof, report, status, submit, thresholds, train
 
+    # Only the asked stage's module: `status` or `download` need not load torch, sklearn and matplotlib.
+    step = importlib.import_module(f"src.steps.{args.stage}")
     if args.stage == "bench":
-        from src.steps import bench
-
-        bench.run(args.config, args.overrides, quick=args.quick, out_json=Path(args.json) if args.json else None)
+        step.run(args.config, args.overrides, quick=args.quick, out_json=Path(args.json) if args.json else None)
         return 0
     if args.stage == "status":
         output_dir = args.output_dir or (load_config(args.config, args.overrides).output_dir if args.config else ".")
-        status.run(Path(output_dir), Path(args.configs))
+        step.run(Path(output_dir), Path(args.configs))
         return 0
 
     if args.stage == "download":
         slug = args.competition or (load_config(args.config, args.overrides).competition if args.config else None)
         if not slug:
             raise PipelineError("download: name the competition: --competition <slug> (or --config with competition: set)")
-        download.run(slug, args.dest)
+        step.run(slug, args.dest)
         return 0
     config = load_config(args.config, args.overrides)
     exp = Experiment(config, Path(args.config))
     if args.stage == "folds":
-        folds.run(exp)
+        step.run(exp)
     elif args.stage == "train":
-        train.run(exp, args.fold, full=args.full, resume=args.resume, stop_after_epochs=args.stop_after_epochs, quiet=args.quiet)
-    elif args.stage == "oof":
-        oof.run(exp, quiet=args.quiet)
-    elif args.stage == "thresholds":
-        thresholds.run(exp, quiet=args.quiet)
+        step.run(exp, args.fold, full=args.full, resume=args.resume, stop_after_epochs=args.stop_after_epochs, quiet=args.quiet)
     elif args.stage == "submit":
-        submit.run(exp, to_kaggle=args.kaggle, quiet=args.quiet)
-    elif args.stage == "demo":
-        demo.run(exp, quiet=args.quiet)
-    elif args.stage == "report":
-        report.run(exp, quiet=args.quiet)
+        step.run(exp, to_kaggle=args.kaggle, quiet=args.quiet)
     elif args.stage == "kernel":
-        kernel.run(exp, push=args.push, status=args.status, output=args.output, check=args.check, quiet=args.quiet,
-                   submit=args.submit)
+        step.run(exp, push=args.push, status=args.status, output=args.output, check=args.check, quiet=args.quiet,
+                 submit=args.submit)
+    else:  # oof, thresholds, demo, report
+        step.run(exp, quiet=args.quiet)
     return 0
 
 

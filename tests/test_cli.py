@@ -40,3 +40,19 @@ def test_debug_shows_traceback_and_unknown_flags_are_usage_errors(tmp_path, caps
     assert "Traceback" in err and "unknown format 'nope'" in err
     with pytest.raises(SystemExit):
         main(["folds", "--config", str(config), "--bogus"])
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_every_stage_is_one_module_with_a_run_function(stage):
+    import importlib
+
+    assert callable(importlib.import_module(f"src.steps.{stage}").run)
+
+
+def test_status_does_not_load_torch(tmp_path):
+    """Each stage imports only its own module: a quick look must not pay for torch, sklearn and matplotlib."""
+    code = ("import sys; from src.stage import main; code = main(['status', '--output-dir', sys.argv[1], '--quiet']); "
+            "print(code, 'torch' in sys.modules, 'matplotlib' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split()[-3:] == ["0", "False", "False"], result.stderr[-2000:]
