@@ -166,10 +166,7 @@ def global_threshold_curve(probs: np.ndarray, targets: np.ndarray, head: HeadSpe
                            grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
     """The head's objective at each global threshold of `grid` (ascending), equal to thresholds.score at each."""
     objective = head.objective or th.ThresholdObjective("samples_fbeta", 1.0)
-    probs, targets = th._inputs(probs, targets)
-    # The histogram pass best_global_threshold uses: one pass for all thresholds (99 th.score calls on
-    # 20,000 x 1,103 take half a minute). Private to src.thresholds; a public name there would be better.
-    return th._global_curve(probs, targets, objective, np.asarray(grid, dtype=np.float64))
+    return th.score_curve(probs, targets, objective, grid)
 
 
 def image_scores(heads: list[HeadSpec], targets: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> np.ndarray:

@@ -97,6 +97,19 @@ def score(probs, targets, thresholds, objective: ThresholdObjective, min_labels:
     return _score_predictions(targets, predicted, objective)
 
 
+def score_curve(probs, targets, objective: ThresholdObjective, thresholds) -> np.ndarray:
+    """The objective's score with every class at each of `thresholds` (ascending), in one pass over the matrix.
+
+    Equal to `score` at each threshold; one call replaces len(thresholds) calls (at 20,000 x 1,103,
+    99 thresholds take well under a second instead of half a minute).
+    """
+    probs, targets = _inputs(probs, targets)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.ndim != 1 or thresholds.size == 0 or np.any(np.diff(thresholds) <= 0):
+        raise PipelineError("thresholds must be a non-empty ascending list of distinct values")
+    return _global_curve(probs, targets, objective, thresholds)
+
+
 def best_global_threshold(probs, targets, objective: ThresholdObjective) -> tuple[float, float]:
     """The single threshold for all classes that scores best, and its score.
 

@@ -262,3 +262,13 @@ def test_bad_arguments_raise_pipeline_error():
         th.score(probs * 5 - 1, targets, 0.5, F2)
     with pytest.raises(PipelineError, match="one threshold or one per class"):
         th.apply_thresholds(probs, [0.5, 0.5])
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_score_curve_is_score_at_every_threshold_and_refuses_unsorted_ones(objective):
+    probs, targets = scaled_data(5, n=150, c=12)
+    grid = np.linspace(0.02, 0.98, 17)
+    expected = [th.score(probs, targets, np.full(12, t), objective) for t in grid]
+    np.testing.assert_allclose(th.score_curve(probs, targets, objective, grid), expected, atol=1e-12)
+    with pytest.raises(PipelineError, match="ascending"):
+        th.score_curve(probs, targets, objective, grid[::-1])
