@@ -68,9 +68,36 @@ def test_two_heads_from_options(tmp_path):
 def test_option_errors_name_the_key(tmp_path):
     good_competition(tmp_path / "c")
     with pytest.raises(PipelineError, match="format_options.attribute_names: .*2 names but n_attributes is 15"):
-        create_format("deepfashion", tmp_path / "c", {"attribute_names": ["a", "b"]})
+        create_format("deepfashion", tmp_path / "c", {"n_attributes": 15, "attribute_names": ["a", "b"]})
     with pytest.raises(PipelineError, match="format_options.n_categorie"):
         create_format("deepfashion", tmp_path / "c", {"n_categorie": 3})
+
+
+def test_class_counts_come_from_the_options_the_names_or_the_ids_train_csv_uses(tmp_path):
+    root = tmp_path / "c"
+    good_competition(root)  # categories 0, 1, 3 and attributes 0, 3, 4 are used
+    inferred = create_format("deepfashion", root, {})
+    assert inferred.class_counts == (4, 5)
+    category, attributes = inferred.heads()
+    assert category.class_names == ("0", "1", "2", "3") and len(attributes.class_names) == 5
+    assert inferred.read_train().targets["attributes"].shape == (3, 5)
+    # a count the competition names wins over what train.csv happens to use (category 9 never seen)
+    assert create_format("deepfashion", root, {"n_categories": 10, "n_attributes": 15}).class_counts == (10, 15)
+    assert create_format("deepfashion", root, {"attribute_names": list("vwxyz")}).class_counts == (4, 5)
+    with pytest.raises(PipelineError, match="attribute_label id 3 is not a known class; ids run 0..2: fix the row or set format_options.n_attributes"):
+        create_format("deepfashion", root, {"attribute_names": list("abc")}).read_train()
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("train/a.jpg,x,1\n", "line 2: category_label 'x' is not a non-negative integer id"),
+    ("train/a.jpg,1,2 ²\n", "line 2: attribute_label '²' is not a non-negative integer id"),
+    ("train/a.jpg,0,1\ntrain/b.jpg,0,\n", "only category 0 is used; .*set format_options.n_categories"),
+    ("train/a.jpg,0,\ntrain/b.jpg,1,\n", "no row has an attribute; set format_options.n_attributes"),
+])
+def test_inferring_class_counts_stops_on_bad_ids_with_file_and_line(tmp_path, rows, message):
+    fmt = make_competition(tmp_path / "c", HEADER + rows, options={"n_categories": None, "n_attributes": None})
+    with pytest.raises(PipelineError, match=message):
+        fmt.heads()
 
 
 def test_test_images_from_the_folder_when_there_is_no_test_csv(tmp_path):

@@ -261,8 +261,9 @@ def read_csv_rows(path: Path, required_columns: list[str]) -> list[dict[str, str
     return records
 
 
-def parse_id_list(text: str, known: set[int], path: Path, line: str, column: str) -> list[int]:
-    """Parse space-separated integer class ids; refuse non-integers and ids outside `known`."""
+def parse_id_list(text: str, known: set[int], path: Path, line: str, column: str,
+                  fix: str = "check the labels file") -> list[int]:
+    """Parse space-separated integer class ids; refuse non-integers and ids outside `known` (saying `fix`)."""
     values = []
     for token in text.split():
         try:
@@ -270,7 +271,7 @@ def parse_id_list(text: str, known: set[int], path: Path, line: str, column: str
         except ValueError:
             raise PipelineError(f"{path} line {line}: {column} '{token}' is not an integer id; use space-separated ids") from None
         if value not in known:
-            raise PipelineError(f"{path} line {line}: {column} id {value} is not a known class; check the labels file")
+            raise PipelineError(f"{path} line {line}: {column} id {value} is not a known class; {fix}")
         values.append(value)
     return values
 

@@ -2,13 +2,15 @@
 
 Layout: `train.csv` (file_path,category_label,attribute_label) with paths relative to the competition
 folder (e.g. `train/000123.jpg`), category ids 0..n_categories-1 and space-separated attribute ids
-0..n_attributes-1 (empty when an image has none); test images listed in `test.csv` (file_path) or,
+0..n_attributes-1 (empty when an image has none; both counts come from the options, or else from the
+largest ids train.csv uses); test images listed in `test.csv` (file_path) or,
 when there is no test.csv, every image in `test/`. Submission: `category.csv` (file_path,category_label)
 and `attribute.csv` (file_path,attribute_label), rows in test order. Score: the mean of category
 accuracy and per-image attribute F1 averaged over images.
 """
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,8 +40,10 @@ CATEGORY_FILE, ATTRIBUTE_FILE = "category.csv", "attribute.csv"
 
 class DeepFashionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    n_categories: int = Field(10, ge=2)
-    n_attributes: int = Field(15, ge=1)
+    n_categories: Optional[int] = Field(None, ge=2, description="how many categories (ids 0..n-1); null = "
+                                        "len(category_names), else the largest category_label in train.csv + 1")
+    n_attributes: Optional[int] = Field(None, ge=1, description="how many attributes (ids 0..n-1); null = "
+                                        "len(attribute_names), else the largest attribute id in train.csv + 1")
     category_names: Optional[list[str]] = Field(None, description="names for tables; null = the ids")
     attribute_names: Optional[list[str]] = Field(None, description="names for tables; null = the ids")
     category_weight: float = Field(1.0, ge=0, description="weight of the category loss in the total")
@@ -64,10 +68,45 @@ class DeepFashionFormat(CompetitionFormat):
     main_metric = "score"
     Options = DeepFashionOptions
 
+    @cached_property
+    def class_counts(self) -> tuple[int, int]:
+        """(categories, attributes): from the options when given, else from the ids train.csv uses."""
+        options = self.options
+        n_categories = options.n_categories or (len(options.category_names) if options.category_names else None)
+        n_attributes = options.n_attributes or (len(options.attribute_names) if options.attribute_names else None)
+        if n_categories is None or n_attributes is None:
+            seen_categories, seen_attributes = self._ids_in_train_csv()
+            if n_categories is None:
+                n_categories = seen_categories
+                if n_categories < 2:
+                    raise PipelineError(f"{self.root / 'train.csv'}: only category 0 is used; a category head needs at "
+                                        "least 2, so set format_options.n_categories")
+            if n_attributes is None:
+                n_attributes = seen_attributes
+                if n_attributes < 1:
+                    raise PipelineError(f"{self.root / 'train.csv'}: no row has an attribute; set "
+                                        "format_options.n_attributes to the competition's count")
+        return n_categories, n_attributes
+
+    def _ids_in_train_csv(self) -> tuple[int, int]:
+        """The largest category id + 1 and the largest attribute id + 1 in train.csv (0 when none)."""
+        path = self.root / "train.csv"
+        rows = read_csv_rows(path, [PATH_COLUMN, CATEGORY_COLUMN, ATTRIBUTE_COLUMN])
+        top_category, top_attribute = -1, -1
+        for row in rows:
+            for column, text in ((CATEGORY_COLUMN, row[CATEGORY_COLUMN]), *((ATTRIBUTE_COLUMN, t) for t in row[ATTRIBUTE_COLUMN].split())):
+                if not (text.isascii() and text.isdigit()):
+                    raise PipelineError(f"{path} line {row['__line__']}: {column} '{text}' is not a non-negative "
+                                        "integer id; fix the row")
+            top_category = max(top_category, int(row[CATEGORY_COLUMN]))
+            top_attribute = max([top_attribute, *(int(t) for t in row[ATTRIBUTE_COLUMN].split())])
+        return top_category + 1, top_attribute + 1
+
     def heads(self) -> list[HeadSpec]:
         options = self.options
-        categories = options.category_names or [str(i) for i in range(options.n_categories)]
-        attributes = options.attribute_names or [str(i) for i in range(options.n_attributes)]
+        n_categories, n_attributes = self.class_counts
+        categories = options.category_names or [str(i) for i in range(n_categories)]
+        attributes = options.attribute_names or [str(i) for i in range(n_attributes)]
         return [
             HeadSpec(CATEGORY, "softmax", tuple(categories), loss_weight=options.category_weight),
             HeadSpec(ATTRIBUTES, "multilabel", tuple(attributes), ThresholdObjective("samples_fbeta", 1.0, options.empty_image_f1),
@@ -123,17 +162,18 @@ class DeepFashionFormat(CompetitionFormat):
             value = int(text)
         except ValueError:
             raise PipelineError(f"{path} line {line}: {CATEGORY_COLUMN} '{text}' is not an integer id; "
-                                f"use 0..{self.options.n_categories - 1}") from None
-        if not 0 <= value < self.options.n_categories:
-            raise PipelineError(f"{path} line {line}: {CATEGORY_COLUMN} {value} is outside 0..{self.options.n_categories - 1}; "
+                                f"use 0..{self.class_counts[0] - 1}") from None
+        if not 0 <= value < self.class_counts[0]:
+            raise PipelineError(f"{path} line {line}: {CATEGORY_COLUMN} {value} is outside 0..{self.class_counts[0] - 1}; "
                                 "fix the row or set format_options.n_categories")
         return value
 
     def _attribute_matrix(self, cells: list[str], path: Path, lines: list[str]) -> np.ndarray:
-        known = set(range(self.options.n_attributes))
-        matrix = np.zeros((len(cells), self.options.n_attributes), dtype=np.uint8)
+        known = set(range(self.class_counts[1]))
+        matrix = np.zeros((len(cells), self.class_counts[1]), dtype=np.uint8)
         for row_index, (cell, line) in enumerate(zip(cells, lines)):
-            matrix[row_index, parse_id_list(cell, known, path, line, ATTRIBUTE_COLUMN)] = 1
+            matrix[row_index, parse_id_list(cell, known, path, line, ATTRIBUTE_COLUMN,
+                                        f"ids run 0..{len(known) - 1}: fix the row or set format_options.n_attributes")] = 1
         return matrix
 
     # --- submission --------------------------------------------------------------------------
