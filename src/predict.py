@@ -8,11 +8,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from src.formats.base import HeadSpec
-from src.runtime import Runtime
+from src.runtime import Runtime, loader_workers
 
 
 def logits_to_probs(logits: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.sigmoid(logits) if kind == "multilabel" else torch.softmax(logits, dim=1)
+
+
+def make_eval_loader(dataset, batch_size: int, num_workers: int, runtime: Runtime, sampler=None) -> DataLoader:
+    """The in-order DataLoader validation, oof and submit predict from."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=loader_workers(num_workers),
+                      pin_memory=runtime.on_cuda)
 
 
 @torch.no_grad()

@@ -51,6 +51,15 @@ def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = T
     return Runtime(torch.device("cuda", local_rank), amp_dtype, channels_last)
 
 
+def loader_workers(requested: int) -> int:
+    """DataLoader worker processes: as configured, but no more than the CPU cores this process may use
+    (a config written for a 16-core GPU box then runs on a 2-core laptop without oversubscribing it)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(requested, cores)
+
+
 def peak_memory_mb(runtime: Runtime) -> float:
     """Peak memory of this process: CUDA allocator peak on GPU, resident set size on CPU."""
     if runtime.on_cuda:

@@ -32,10 +32,10 @@ from src.faults import crash_point
 from src.formats.base import CompetitionFormat
 from src.losses import MultiHeadLoss
 from src.model import MultiHeadModel, build_model, count_parameters
-from src.predict import predict_probs
+from src.predict import make_eval_loader, predict_probs
 from src.distributed import (DistributedContext, all_sum, assert_same_on_all_ranks, average_gradients, barrier,
                              gather_predictions, init_from_env)
-from src.runtime import Runtime, make_runtime, peak_memory_mb, rng_state, seed_everything, set_rng_state
+from src.runtime import Runtime, loader_workers, make_runtime, peak_memory_mb, rng_state, seed_everything, set_rng_state
 
 
 @dataclass
@@ -126,8 +126,7 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
         valid_sampler = DistributedSampler(valid_set, context.world_size, context.rank, shuffle=False) if context.enabled else None
         rank_valid_rows = valid_rows[list(valid_sampler)] if valid_sampler is not None else valid_rows
         valid_positions = {int(row): position for position, row in enumerate(valid_rows)}
-        valid_loader = DataLoader(valid_set, batch_size=config.predict.batch_size, shuffle=False, sampler=valid_sampler,
-                                  num_workers=tc.num_workers, pin_memory=runtime.on_cuda)
+        valid_loader = make_eval_loader(valid_set, config.predict.batch_size, tc.num_workers, runtime, valid_sampler)
     valid_targets = {name: values[valid_rows] for name, values in targets.items()} if valid_rows is not None else None
 
     steps_per_epoch = math.ceil(len(train_loader) / tc.accumulate_steps)
@@ -250,7 +249,7 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, loss_fn: MultiHeadLoss,
 def make_train_loader(dataset, batch_size: int, sampler, num_workers: int, runtime: Runtime, drop_last: bool,
                       generator: torch.Generator) -> DataLoader:
     """The training DataLoader (the benchmark builds it here too, so it measures what training runs)."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=loader_workers(num_workers),
                       pin_memory=runtime.on_cuda, drop_last=drop_last, generator=generator)
 
 

@@ -5,14 +5,13 @@ import json
 from typing import Callable
 
 import numpy as np
-from torch.utils.data import DataLoader
 
 from src.atomic import write_text
 from src.data.dataset import CachedImageDataset
 from src.data.folds import read_folds
 from src.data.transforms import build_transform
 from src.experiment import Experiment
-from src.predict import predict_probs
+from src.predict import make_eval_loader, predict_probs
 from src.runtime import make_runtime
 from src.steps.common import decoded_images, save_oof, score_rows, table_text
 from src.steps.thresholds import load_rules
@@ -39,8 +38,8 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
         rows = np.flatnonzero(held_out & (fold_of_row == k))
         model, _ = load_inference_model(checkpoints[k], fmt)
         model.to(runtime.device)
-        loader = DataLoader(CachedImageDataset(images, rows, None, transform), batch_size=config.predict.batch_size,
-                            num_workers=config.train.num_workers, pin_memory=runtime.on_cuda)
+        loader = make_eval_loader(CachedImageDataset(images, rows, None, transform), config.predict.batch_size,
+                                  config.train.num_workers, runtime)
         fold_probs, _ = predict_probs(model, loader, heads, runtime, tta_flip=config.predict.tta_flip, quiet=quiet,
                                       desc=f"oof fold {k}")
         for name, values in fold_probs.items():

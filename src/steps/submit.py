@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from torch.utils.data import DataLoader
 
 from src.atomic import atomic_path, write_text
 from src.data.dataset import CachedImageDataset
 from src.data.transforms import build_transform
 from src.errors import PipelineError
 from src.experiment import Experiment
-from src.predict import predict_probs
+from src.predict import make_eval_loader, predict_probs
 from src.runtime import make_runtime
 from src.steps.common import decoded_images, table_text
 from src.steps.thresholds import load_rules
@@ -41,8 +40,8 @@ def predict_test(exp: Experiment, checkpoint: Path, quiet: bool, log: Callable[[
     model.to(runtime.device)
     aug = config.augment
     transform = build_transform(aug.eval, config.data.image_size, aug.mean, aug.std, "augment.eval")
-    loader = DataLoader(CachedImageDataset(images, np.arange(len(table)), None, transform),
-                        batch_size=config.predict.batch_size, num_workers=config.train.num_workers, pin_memory=runtime.on_cuda)
+    loader = make_eval_loader(CachedImageDataset(images, np.arange(len(table)), None, transform),
+                              config.predict.batch_size, config.train.num_workers, runtime)
     probs, _ = predict_probs(model, loader, fmt.heads(), runtime, tta_flip=config.predict.tta_flip, quiet=quiet, desc="test")
     return table.ids, probs
 
