@@ -1,4 +1,4 @@
-"""Test helpers: tiny configs for fast CPU runs."""
+"""Test helpers: tiny configs for fast CPU runs; the shared check that a validator refuses a bad file."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,3 +39,15 @@ def tiny_config(tmp: Path, format_name: str, data_root: Path, extra: dict | None
     }
     return write_config(tmp / "configs", name, _merge(body, extra or {}))
 
+
+
+def assert_refused_submission(fmt, path: Path, text: str, message: str) -> None:
+    """Writing `text` to `path` and reading it as a submission stops with one error naming the file and `message`."""
+    import pytest
+
+    from src.errors import PipelineError
+
+    path.write_text(text)
+    with pytest.raises(PipelineError) as error:
+        fmt.read_submission([path])
+    assert message in str(error.value) and path.name in str(error.value)

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
+from helpers import assert_refused_submission
 from src import report
 from src.errors import PipelineError
 from src.formats import create_format
@@ -182,12 +183,7 @@ def test_subset_writes_every_column_with_the_others_filled(tmp_path, other, expe
     ("000006.jpg 1 -1 -1 1\n000007.jpg 1 1 1 1\n000008.jpg 1 1 1 1\n", "line 3: more rows than the 2 test images"),
 ])
 def test_validator_refuses_bad_predictions(tmp_path, text, message):
-    fmt = make_competition(tmp_path / "c")
-    path = tmp_path / "predictions.txt"
-    path.write_text(text)
-    with pytest.raises(PipelineError) as error:
-        fmt.read_submission([path])
-    assert message in str(error.value) and "predictions.txt" in str(error.value)
+    assert_refused_submission(make_competition(tmp_path / "c"), tmp_path / "predictions.txt", text, message)
 
 
 def test_validator_accepts_crlf_and_runs_of_spaces(tmp_path):

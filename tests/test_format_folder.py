@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
+from helpers import assert_refused_submission
 from src import report
 from src.data.images import load_rgb
 from src.errors import PipelineError
@@ -152,12 +153,7 @@ def test_writer_round_trip_with_configured_columns(tmp_path):
     ("image,label,probability\na.jpg,1\nb.png,1,0.5\nc.png,1,0.5\n", "line 2: 2 columns, expected 3"),
 ])
 def test_validator_refuses_bad_submissions(tmp_path, text, message):
-    fmt = make_competition(tmp_path / "c")
-    path = tmp_path / "submission.csv"
-    path.write_text(text)
-    with pytest.raises(PipelineError) as error:
-        fmt.read_submission([path])
-    assert message in str(error.value) and "submission.csv" in str(error.value)
+    assert_refused_submission(make_competition(tmp_path / "c"), tmp_path / "submission.csv", text, message)
 
 
 def test_validator_is_kind_to_crlf_bom_and_spaces(tmp_path):
