@@ -210,3 +210,28 @@ def test_metrics_and_per_attribute_table_match_sklearn(tmp_path):
     assert [row["attribute"] for row in rows] == NAMES + ["mean"]
     assert [row["accuracy tuned"] for row in rows[:4]] == pytest.approx(per_attribute)
     assert rows[4]["accuracy tuned"] == pytest.approx(scores["mean_accuracy"])
+
+
+def test_reads_kaggles_copy_with_csv_label_files_and_a_nested_image_folder(tmp_path):
+    txt = make_competition(tmp_path / "txt")
+    root = tmp_path / "kaggle"
+    root.mkdir()
+    labelled = [(image, values) for image, _, values in ROWS if values is not None]
+    (root / "list_attr_celeba.csv").write_text("image_id," + ",".join(NAMES) + "\r\n"
+                                               + "".join(f"{image},{','.join(map(str, values))}\r\n" for image, values in labelled))
+    (root / "list_eval_partition.csv").write_text("image_id,partition\n" + "".join(f"{image},{part}\n" for image, part, _ in ROWS))
+    nested = root / "img_align_celeba" / "img_align_celeba"
+    nested.mkdir(parents=True)
+    for image, _, _ in ROWS:
+        Image.new("RGB", (9, 11), (120, 80, 60)).save(nested / image)
+    kaggle = create_format("celeba", root, None)
+
+    train, expected = kaggle.read_train(), txt.read_train()
+    assert train.ids == expected.ids and train.split.tolist() == expected.split.tolist()
+    np.testing.assert_array_equal(train.targets["attributes"], expected.targets["attributes"])
+    assert train.paths[0] == nested / "000001.jpg" and kaggle.read_test().ids == txt.read_test().ids
+    assert kaggle.heads() == txt.heads()
+
+    (root / "list_attr_celeba.csv").write_text("image_id," + ",".join(NAMES) + "\n000001.jpg,1,-1,1\n")
+    with pytest.raises(PipelineError, match=r"list_attr_celeba.csv line 2: 4 fields, expected 5"):
+        create_format("celeba", root, None).read_train()

@@ -3,6 +3,9 @@
 Layout: `list_attr_celeba.txt` (line 1 a count, line 2 the attribute names, then rows
 `<image> <v1> .. <vN>` of 1/-1 separated by one or more spaces; rows of test images may be missing),
 `list_eval_partition.txt` (`<image> <0|1|2>`: 0 train, 1 valid, 2 test), images in `img_align_celeba/`.
+Kaggle's copy of CelebA is read as well: `list_attr_celeba.csv` (header `image_id,<names>`, no count
+line) and `list_eval_partition.csv` (header `image_id,partition`) stand in for a missing .txt, and
+images in `img_align_celeba/img_align_celeba/` are found.
 Submission: `predictions.txt`, one row per test image (partition 2, in that file's order):
 `<image> <v1> .. <vN>` with 1/-1 for every attribute of the file, in the file's original order.
 
@@ -59,12 +62,23 @@ class CelebAFormat(CompetitionFormat):
     Options = CelebAOptions
 
     # --- files -------------------------------------------------------------------------------
+    @property
+    def _attr_path(self) -> Path:
+        return _label_file(self.root / self.options.attr_file)
+
+    @property
+    def _partition_path(self) -> Path:
+        return _label_file(self.root / self.options.partition_file)
+
     @cached_property
     def _partition(self) -> dict[str, tuple[int, str]]:
         """image -> (partition, line), in file order."""
-        path = self.root / self.options.partition_file
+        path = self._partition_path
         partition: dict[str, tuple[int, str]] = {}
-        for line, tokens in _token_lines(path):
+        rows = _token_lines(path)
+        if path.suffix.lower() == ".csv" and rows and rows[0][1][1:] == ["partition"]:
+            rows = rows[1:]  # Kaggle's header: image_id,partition
+        for line, tokens in rows:
             if len(tokens) != 2:
                 raise PipelineError(f"{path} line {line}: {len(tokens)} fields, expected 2 (<image> <0|1|2>); fix the row")
             image, value = tokens
@@ -81,17 +95,24 @@ class CelebAFormat(CompetitionFormat):
 
     @cached_property
     def _labels(self) -> _Labels:
-        path = self.root / self.options.attr_file
+        path = self._attr_path
         lines = iter(_token_lines(path))
-        first = next(lines, None)
-        if first is None or len(first[1]) != 1 or not first[1][0].isdigit():
-            raise PipelineError(f"{path} line 1: expected the image count alone on the first line "
-                                f"(got {' '.join(first[1]) if first else 'nothing'}); fix the header")
-        count = int(first[1][0])
-        names_line = next(lines, None)
-        if names_line is None:
-            raise PipelineError(f"{path} line 2: missing the line of attribute names")
-        names = names_line[1]
+        count = None
+        if path.suffix.lower() == ".csv":  # Kaggle's copy: a header `image_id,<names>`, no count line
+            names_line = next(lines, None)
+            if names_line is None or len(names_line[1]) < 2:
+                raise PipelineError(f"{path} line 1: expected the header image_id,<attribute names>; fix the header")
+            names = names_line[1][1:]
+        else:
+            first = next(lines, None)
+            if first is None or len(first[1]) != 1 or not first[1][0].isdigit():
+                raise PipelineError(f"{path} line 1: expected the image count alone on the first line "
+                                    f"(got {' '.join(first[1]) if first else 'nothing'}); fix the header")
+            count = int(first[1][0])
+            names_line = next(lines, None)
+            if names_line is None:
+                raise PipelineError(f"{path} line 2: missing the line of attribute names")
+            names = names_line[1]
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
             raise PipelineError(f"{path} line {names_line[0]}: attribute '{duplicated[0]}' named twice; names must be unique")
@@ -112,7 +133,7 @@ class CelebAFormat(CompetitionFormat):
                 raise PipelineError(f"{path} line {line}: {names[column]} is '{tokens[1 + column]}'; values must be 1 or -1") from None
             images.append(image)
             row_lines.append(line)
-        if count not in (len(images), len(self._partition)):
+        if count is not None and count not in (len(images), len(self._partition)):
             raise PipelineError(f"{path} line 1: count {count} but {len(images)} image rows follow; fix the count")
         matrix = np.array(values, dtype=np.uint8).reshape(len(images), len(names))
         return _Labels(names, images, matrix, row_lines)
@@ -131,7 +152,7 @@ class CelebAFormat(CompetitionFormat):
                 guess = difflib.get_close_matches(name, names, n=1)
                 hint = f"did you mean '{guess[0]}'?" if guess else f"known: {', '.join(names)}"
                 raise PipelineError(f"config format_options.attributes: '{name}' is not an attribute of "
-                                    f"{self.root / self.options.attr_file}; {hint}")
+                                    f"{self._attr_path}; {hint}")
             if chosen.count(name) > 1:
                 raise PipelineError(f"config format_options.attributes: '{name}' is listed twice; list each attribute once")
         return [names.index(name) for name in chosen]
@@ -151,15 +172,21 @@ class CelebAFormat(CompetitionFormat):
     def submission_names(self) -> list[str]:
         return [SUBMISSION_FILE]
 
+    @cached_property
+    def _image_folder(self) -> Path:
+        folder = self.root / self.options.image_dir
+        nested = folder / Path(self.options.image_dir).name
+        return nested if nested.is_dir() else folder  # Kaggle's copy: img_align_celeba/img_align_celeba/
+
     def _image_path(self, image: str, source: Path, line: str) -> Path:
-        return safe_child(self.root / self.options.image_dir, image, source, line)
+        return safe_child(self._image_folder, image, source, line)
 
     # --- reading -----------------------------------------------------------------------------
     def read_train(self) -> ImageTable:
-        labels, partition_path = self._labels, self.root / self.options.partition_file
+        labels, partition_path = self._labels, self._partition_path
         for image, line in zip(labels.images, labels.lines):
             if image not in self._partition:
-                raise PipelineError(f"{self.root / self.options.attr_file} line {line}: image '{image}' is not in "
+                raise PipelineError(f"{self._attr_path} line {line}: image '{image}' is not in "
                                     f"{partition_path.name}; add it there or remove the row")
         ids, rows, split, lines = [], [], [], []
         for image, (part, line) in self._partition.items():
@@ -167,7 +194,7 @@ class CelebAFormat(CompetitionFormat):
                 continue
             if image not in labels.row_of:
                 raise PipelineError(f"{partition_path} line {line}: image '{image}' (partition {part}) has no row in "
-                                    f"{self.options.attr_file}; add its labels or move it to partition 2")
+                                    f"{self._attr_path.name}; add its labels or move it to partition 2")
             ids.append(image)
             rows.append(labels.row_of[image])
             split.append(part)
@@ -181,7 +208,7 @@ class CelebAFormat(CompetitionFormat):
 
     def read_test(self) -> ImageTable:
         ids, lines = self._test_images()
-        partition_path = self.root / self.options.partition_file
+        partition_path = self._partition_path
         paths = [self._image_path(image, partition_path, line) for image, line in zip(ids, lines)]
         require_images(paths, partition_path, lines)
         return ImageTable(ids, paths)
@@ -189,7 +216,7 @@ class CelebAFormat(CompetitionFormat):
     def _test_images(self) -> tuple[list[str], list[str]]:
         test = [(image, line) for image, (part, line) in self._partition.items() if part == TEST]
         if not test:
-            raise PipelineError(f"{self.root / self.options.partition_file}: no partition 2 (test) images; nothing to predict")
+            raise PipelineError(f"{self._partition_path}: no partition 2 (test) images; nothing to predict")
         return [image for image, _ in test], [line for _, line in test]
 
     # --- folds -------------------------------------------------------------------------------
@@ -198,7 +225,7 @@ class CelebAFormat(CompetitionFormat):
         if self.options.fold_mode == "kfold":
             return super().assign_folds(table, n_splits, seed)
         if not np.any(table.split == VALID):
-            raise PipelineError(f"{self.root / self.options.partition_file}: no partition 1 (valid) images for "
+            raise PipelineError(f"{self._partition_path}: no partition 1 (valid) images for "
                                 "fold_mode official; add some or set format_options.fold_mode=kfold")
         return np.where(table.split == VALID, 0, -1).astype(np.int64)
 
@@ -237,7 +264,7 @@ class CelebAFormat(CompetitionFormat):
             if index >= len(expected):
                 raise PipelineError(f"{shown_as} line {line}: more rows than the {len(expected)} test images")
             if tokens[0] != expected[index]:
-                raise PipelineError(f"{shown_as} line {line}: image '{tokens[0]}' where {self.options.partition_file} has "
+                raise PipelineError(f"{shown_as} line {line}: image '{tokens[0]}' where {self._partition_path.name} has "
                                     f"'{expected[index]}'; keep the test images and their order")
             try:
                 values.append([_VALUES[token] for token in tokens[1:]])
@@ -250,7 +277,18 @@ class CelebAFormat(CompetitionFormat):
         return ids, np.array(values, dtype=np.uint8).reshape(len(ids), len(names))
 
 
+def _label_file(path: Path) -> Path:
+    """`path`, or its .csv sibling (Kaggle's copy of CelebA) when only that one exists."""
+    csv_copy = path.with_suffix(".csv")
+    return csv_copy if not path.exists() and csv_copy.is_file() else path
+
+
 def _token_lines(path: Path, shown_as: Path | None = None) -> list[tuple[str, list[str]]]:
-    """(1-based line number as text, whitespace-split tokens) of every non-blank line; BOM and CRLF accepted."""
+    """(1-based line number as text, tokens) of every non-blank line: split on commas in a .csv, else on
+    runs of whitespace; BOM and CRLF accepted."""
     text = read_label_text(path, shown_as, kind="plain text")
-    return [(str(number), line.split()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if path.suffix.lower() == ".csv":
+        split = lambda line: [token.strip() for token in line.split(",")]  # noqa: E731
+    else:
+        split = str.split
+    return [(str(number), split(line)) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
