@@ -114,6 +114,8 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     sampler_generator = torch.Generator().manual_seed(tc.seed)
     per_rank_batch = max(1, tc.batch_size // context.world_size)
     drop_last = len(train_rows) > tc.batch_size
+    _refuse_single_image_batches(model, per_rank_batch if drop_last else len(train_rows) // context.world_size,
+                                 tc.batch_size, context.world_size)
     if context.enabled:
         train_sampler = DistributedSampler(train_set, context.world_size, context.rank, shuffle=True, seed=tc.seed, drop_last=True)
     else:
@@ -244,6 +246,13 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, loss_fn: MultiHeadLoss,
         raise PipelineError(f"{last_path}: this run was saved with other trained values than the config now asks for "
                             f"(e.g. train.loss.head_weighting changed): {str(error).splitlines()[0]}; "
                             "restore the run's config (its config.json) or delete the folder to start over") from error
+
+
+def _refuse_single_image_batches(model: nn.Module, smallest_batch: int, batch_size: int, processes: int) -> None:
+    """BatchNorm cannot train on one image per batch (torch stops mid-epoch with a bare ValueError): say so first."""
+    if smallest_batch < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise PipelineError(f"train.batch_size {batch_size} over {processes} process(es) gives batches of {smallest_batch} "
+                            "image(s); the model's BatchNorm needs at least 2: raise train.batch_size (or train on more images)")
 
 
 def make_train_loader(dataset, batch_size: int, sampler, num_workers: int, runtime: Runtime, drop_last: bool,

@@ -100,3 +100,13 @@ def test_unreadable_training_images_stop_the_run_or_are_skipped_and_counted(tiny
     summary = json.loads((tmp_path / "out" / "oof" / "tiny" / "fold-0" / "summary.json").read_text())
     assert summary["skipped_unreadable"] == 1 and summary["skipped_files"] == [str(broken)]
     assert "skipped unreadable image" in capsys.readouterr().out
+
+
+def test_batches_of_one_image_are_refused_before_training_with_a_batchnorm_model(tiny_imet_root, tmp_path, capsys):
+    root, _ = tiny_imet_root
+    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 1, "batch_size": 1}})
+    assert main(["folds", "--config", str(config), "--quiet"]) == 0
+    assert main(["train", "--config", str(config), "--fold", "0", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "train.batch_size 1 over 1 process(es) gives batches of 1 image(s)" in error and "raise train.batch_size" in error
+    assert not (tmp_path / "out" / "oof" / "tiny" / "fold-0" / "last.pt").exists()
