@@ -68,3 +68,25 @@ def test_unreadable_training_images_stop_or_are_skipped(tmp_path):
     assert not list((tmp_path / "c1").glob("*.npy"))
     cache = load_or_build([good, bad], 8, tmp_path / "c2", skip_unreadable=True, quiet=True)
     assert list(cache.unreadable) == [1]
+
+
+def test_cache_decodes_straight_into_the_file_not_into_memory(tmp_path, monkeypatch):
+    """The array being filled is a memory map of the file being written: building never holds it all in RAM."""
+    from src.data import cache as cache_module
+
+    seen = []
+    real = cache_module._decode_into
+
+    def spy(images, *args, **kwargs):
+        seen.append((type(images), str(images.filename)))
+        return real(images, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "_decode_into", spy)
+    paths = [tmp_path / f"{i}.png" for i in range(4)]
+    for i, path in enumerate(paths):
+        Image.new("RGB", (12, 9), (10 * i, 20, 30)).save(path)
+    built = load_or_build(paths, 6, tmp_path / "cache", skip_unreadable=False, quiet=True)
+    (kind, filename), = seen
+    assert issubclass(kind, np.memmap) and filename.endswith(".tmp") and filename.startswith(str(tmp_path / "cache"))
+    assert built.images.shape == (4, 6, 6, 3) and built.images[3, 0, 0].tolist() == [30, 20, 30]
+    assert not list((tmp_path / "cache").glob("*.tmp"))

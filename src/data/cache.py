@@ -57,7 +57,8 @@ def load_or_build(paths: list[Path], size: int, cache_dir: Path | None, skip_unr
                   label: str = "images") -> ImageCache:
     """Decoded, resized images for `paths`, from `cache_dir` when present there (None = no disk cache)."""
     if cache_dir is None:
-        images, unreadable = _decode_all(paths, size, skip_unreadable, quiet, label)
+        images = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+        unreadable = _decode_into(images, paths, size, skip_unreadable, quiet, label)
         return ImageCache(images, unreadable)
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(paths, size)
@@ -65,10 +66,13 @@ def load_or_build(paths: list[Path], size: int, cache_dir: Path | None, skip_unr
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (array_path.exists() and meta_path.exists()):
-            images, unreadable = _decode_all(paths, size, skip_unreadable, quiet, label)
+            # Decoded straight into the memory-mapped file: RAM stays flat however large the image set
+            # (109,237 iMet images at 320 px are 34 GB).
             with atomic_path(array_path) as tmp:
-                with open(tmp, "wb") as handle:
-                    np.save(handle, images)
+                images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+                unreadable = _decode_into(images, paths, size, skip_unreadable, quiet, label)
+                images.flush()
+                del images
             with atomic_path(meta_path) as tmp:
                 tmp.write_text(json.dumps({"size": size, "count": len(paths), "unreadable": unreadable}))
     meta = json.loads(meta_path.read_text())
@@ -78,8 +82,9 @@ def load_or_build(paths: list[Path], size: int, cache_dir: Path | None, skip_unr
     return ImageCache(np.load(array_path, mmap_mode="r"), unreadable)
 
 
-def _decode_all(paths: list[Path], size: int, skip_unreadable: bool, quiet: bool, label: str) -> tuple[np.ndarray, dict[int, str]]:
-    images = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+def _decode_into(images: np.ndarray, paths: list[Path], size: int, skip_unreadable: bool, quiet: bool,
+                 label: str) -> dict[int, str]:
+    """Fill images[row] with each decoded, resized image; return {row: reason} for the unreadable ones."""
     unreadable: dict[int, str] = {}
 
     def decode(row: int) -> None:
@@ -96,4 +101,4 @@ def _decode_all(paths: list[Path], size: int, skip_unreadable: bool, quiet: bool
     if unreadable and not skip_unreadable:
         first = min(unreadable)
         raise PipelineError(unreadable[first])
-    return images, unreadable
+    return unreadable
