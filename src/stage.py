@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "status":
             sub.add_argument("--output-dir", help="folder holding oof/, submissions/, kernels/ (default: --config's output_dir, else .)")
             sub.add_argument("--configs", default="configs", help="folder of experiment YAMLs; those not started are listed too")
+            sub.add_argument("--clean-cache", action="store_true",
+                             help="delete the decoded-image cache (oof/_image_cache/; rebuilt on demand) and report the space freed")
         if name == "download":
             sub.add_argument("--competition", metavar="SLUG", help="competition slug (default: the config's competition)")
             sub.add_argument("--dest", default="input", help="parent folder: files go to <dest>/<slug>/ (default: input)")
@@ -110,7 +112,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.stage == "status":
         output_dir = args.output_dir or (load_config(args.config, args.overrides).output_dir if args.config else ".")
-        step.run(Path(output_dir), Path(args.configs))
+        step.run(Path(output_dir), Path(args.configs), clean_cache=args.clean_cache)
         return 0
 
     if args.stage == "download":

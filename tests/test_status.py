@@ -111,3 +111,35 @@ def test_status_counts_held_out_folds_from_the_folds_file(tmp_path):
     (run_dir / "config.json").write_text(json.dumps({"data": {"root": str(root), "n_folds": 5, "fold_seed": 42}}))
     [row] = status.run(tmp_path / "out", tmp_path / "configs", lambda line: None)
     assert (row["folds_trained"], row["n_folds"]) == (1, 1)
+
+
+def test_status_reports_the_image_cache_and_clean_cache_deletes_all_but_a_build_in_progress(tmp_path, capsys):
+    import fcntl
+
+    from PIL import Image
+
+    from src.data.cache import load_or_build
+    from src.stage import main
+
+    cache_dir = tmp_path / "out" / "oof" / "_image_cache"
+    images = [tmp_path / f"{i}.png" for i in range(3)]
+    for path in images:
+        Image.new("RGB", (16, 16), (40, 50, 60)).save(path)
+    load_or_build(images, 8, cache_dir, skip_unreadable=False, quiet=True)
+    load_or_build(images, 12, cache_dir, skip_unreadable=False, quiet=True)
+    (cache_dir / ".deadbeef.npy.x1.tmp").write_bytes(b"left by a killed build")
+    size = sum(p.stat().st_size for p in cache_dir.iterdir())
+
+    lines: list[str] = []
+    status.run(tmp_path / "out", tmp_path / "configs", lines.append)
+    assert any(line.startswith("image cache: 2 decoded image set(s)") and "status --clean-cache" in line for line in lines)
+
+    busy_key = sorted(cache_dir.glob("*.npy"))[0].stem
+    with open(cache_dir / f"{busy_key}.lock", "a") as held:  # another process building this set right now
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["status", "--output-dir", str(tmp_path / "out"), "--configs", str(tmp_path / "configs"), "--clean-cache"]) == 0
+    out = capsys.readouterr().out
+    freed = size - sum(p.stat().st_size for p in cache_dir.iterdir())
+    assert f"deleted 1 image set(s), {freed / 2**30:.2f} GB freed" in out and "1 being built, left alone" in out
+    assert sorted(p.name for p in cache_dir.iterdir()) == [f"{busy_key}.json", f"{busy_key}.lock", f"{busy_key}.npy"]
+    assert load_or_build(images, 8, cache_dir, skip_unreadable=False, quiet=True).images.shape == (3, 8, 8, 3)  # rebuilt

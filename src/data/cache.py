@@ -102,3 +102,44 @@ def _decode_into(images: np.ndarray, paths: list[Path], size: int, skip_unreadab
         first = min(unreadable)
         raise PipelineError(unreadable[first])
     return unreadable
+
+
+@dataclass
+class CacheUsage:
+    entries: int
+    bytes: int
+    in_use: int = 0  # entries being built right now (their lock is held), left alone by clear_cache
+
+
+def cache_usage(cache_dir: Path) -> CacheUsage:
+    """How many cached image sets `cache_dir` holds and their size on disk."""
+    arrays = sorted(Path(cache_dir).glob("*.npy")) if Path(cache_dir).is_dir() else []
+    files = [path for path in Path(cache_dir).iterdir() if path.is_file()] if arrays else []
+    return CacheUsage(len(arrays), sum(path.stat().st_size for path in files))
+
+
+def clear_cache(cache_dir: Path) -> CacheUsage:
+    """Delete every cached image set not being built at this moment (and temp files of killed builds).
+
+    A process reading a deleted set keeps its memory map (the data lives until it closes it); the next
+    run rebuilds the set. Sets whose lock is held (a build in progress) are skipped and counted.
+    """
+    cache_dir = Path(cache_dir)
+    removed = CacheUsage(0, 0)
+    if not cache_dir.is_dir():
+        return removed
+    keys = sorted({path.name.lstrip(".").split(".")[0] for path in cache_dir.iterdir() if path.is_file()})
+    for key in keys:
+        with open(cache_dir / f"{key}.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                removed.in_use += 1
+                continue
+            removed.entries += (cache_dir / f"{key}.npy").exists()
+            for path in [cache_dir / f"{key}.npy", cache_dir / f"{key}.json", *cache_dir.glob(f".{key}.*.tmp"),
+                         cache_dir / f"{key}.lock"]:
+                if path.exists():
+                    removed.bytes += path.stat().st_size
+                    path.unlink()
+    return removed

@@ -20,9 +20,11 @@ EMPTY = "-"
 FOLDS_NAME = "folds-k{n_folds}-seed{seed}.csv"
 
 
-def run(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print) -> list[dict]:
-    """One dict per experiment (sorted by name); logs a compact table and the paths."""
+def run(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print, clean_cache: bool = False) -> list[dict]:
+    """One dict per experiment (sorted by name); logs a compact table, the paths and the image cache's size
+    (deleting the cache first with `clean_cache`)."""
     output_dir, configs_dir = Path(output_dir), Path(configs_dir)
+    _image_cache_line(output_dir / "oof" / "_image_cache", clean_cache, log)
     names = set()
     oof_root = output_dir / "oof"
     if oof_root.is_dir():
@@ -40,6 +42,19 @@ def run(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print)
         if made:
             log(f"{row['experiment']}:\n" + "\n".join(made))
     return rows
+
+
+def _image_cache_line(cache_dir: Path, clean: bool, log: Callable[[str], None]) -> None:
+    from src.data.cache import cache_usage, clear_cache
+
+    if clean:
+        removed = clear_cache(cache_dir)
+        busy = f"; {removed.in_use} being built, left alone" if removed.in_use else ""
+        log(f"image cache: deleted {removed.entries} image set(s), {removed.bytes / 2**30:.2f} GB freed in {cache_dir}{busy}")
+    usage = cache_usage(cache_dir)
+    if usage.entries:
+        log(f"image cache: {usage.entries} decoded image set(s), {usage.bytes / 2**30:.2f} GB in {cache_dir} "
+            "(rebuilt on demand; `status --clean-cache` deletes them)")
 
 
 def experiment_status(output_dir: Path, name: str, config_path: Optional[Path]) -> dict:
