@@ -24,7 +24,6 @@ def run(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print,
     """One dict per experiment (sorted by name); logs a compact table, the paths and the image cache's size
     (deleting the cache first with `clean_cache`)."""
     output_dir, configs_dir = Path(output_dir), Path(configs_dir)
-    _image_cache_line(output_dir / "oof" / "_image_cache", clean_cache, log)
     names = set()
     oof_root = output_dir / "oof"
     if oof_root.is_dir():
@@ -34,6 +33,7 @@ def run(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print,
     rows = [experiment_status(output_dir, name, configs.get(name)) for name in sorted(names)]
     if not rows:
         log(f"no experiments under {oof_root} or {configs_dir}")
+        _image_cache_line(oof_root / "_image_cache", clean_cache, log)
         return rows
     log(f"experiments under {output_dir.resolve()} (configs: {configs_dir}):")
     log(pd.DataFrame([_display(row) for row in rows]).to_string(index=False))
@@ -41,6 +41,7 @@ def run(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print,
         made = [f"  {label}: {path}" for label, path in row["paths"].items()]
         if made:
             log(f"{row['experiment']}:\n" + "\n".join(made))
+    _image_cache_line(oof_root / "_image_cache", clean_cache, log)
     return rows
 
 
