@@ -88,19 +88,22 @@ class DeepFashionFormat(CompetitionFormat):
                                         "format_options.n_attributes to the competition's count")
         return n_categories, n_attributes
 
+    @cached_property
+    def _train_rows(self) -> list[dict[str, str]]:
+        """train.csv's rows, read once for the class counts and the training table."""
+        return read_csv_rows(self.root / "train.csv", [PATH_COLUMN, CATEGORY_COLUMN, ATTRIBUTE_COLUMN])
+
     def _ids_in_train_csv(self) -> tuple[int, int]:
         """The largest category id + 1 and the largest attribute id + 1 in train.csv (0 when none)."""
-        path = self.root / "train.csv"
-        rows = read_csv_rows(path, [PATH_COLUMN, CATEGORY_COLUMN, ATTRIBUTE_COLUMN])
-        top_category, top_attribute = -1, -1
-        for row in rows:
-            for column, text in ((CATEGORY_COLUMN, row[CATEGORY_COLUMN]), *((ATTRIBUTE_COLUMN, t) for t in row[ATTRIBUTE_COLUMN].split())):
-                if not (text.isascii() and text.isdigit()):
-                    raise PipelineError(f"{path} line {row['__line__']}: {column} '{text}' is not a non-negative "
-                                        "integer id; fix the row")
-            top_category = max(top_category, int(row[CATEGORY_COLUMN]))
-            top_attribute = max([top_attribute, *(int(t) for t in row[ATTRIBUTE_COLUMN].split())])
-        return top_category + 1, top_attribute + 1
+        top = {CATEGORY_COLUMN: -1, ATTRIBUTE_COLUMN: -1}
+        for row in self._train_rows:
+            for column, texts in ((CATEGORY_COLUMN, [row[CATEGORY_COLUMN]]), (ATTRIBUTE_COLUMN, row[ATTRIBUTE_COLUMN].split())):
+                for text in texts:
+                    if not (text.isascii() and text.isdigit()):
+                        raise PipelineError(f"{self.root / 'train.csv'} line {row['__line__']}: {column} '{text}' is not "
+                                            "a non-negative integer id; fix the row")
+                    top[column] = max(top[column], int(text))
+        return top[CATEGORY_COLUMN] + 1, top[ATTRIBUTE_COLUMN] + 1
 
     def heads(self) -> list[HeadSpec]:
         options = self.options
@@ -118,8 +121,7 @@ class DeepFashionFormat(CompetitionFormat):
 
     # --- reading -----------------------------------------------------------------------------
     def read_train(self) -> ImageTable:
-        path = self.root / "train.csv"
-        rows = read_csv_rows(path, [PATH_COLUMN, CATEGORY_COLUMN, ATTRIBUTE_COLUMN])
+        path, rows = self.root / "train.csv", self._train_rows
         ids, lines, paths = self._paths(rows, path)
         categories = np.array([self._category(row[CATEGORY_COLUMN], path, row["__line__"]) for row in rows], dtype=np.int64)
         attributes = self._attribute_matrix([row[ATTRIBUTE_COLUMN] for row in rows], path, lines)
