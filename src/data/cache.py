@@ -113,9 +113,8 @@ class CacheUsage:
 
 def cache_usage(cache_dir: Path) -> CacheUsage:
     """How many cached image sets `cache_dir` holds and their size on disk."""
-    arrays = sorted(Path(cache_dir).glob("*.npy")) if Path(cache_dir).is_dir() else []
-    files = [path for path in Path(cache_dir).iterdir() if path.is_file()] if arrays else []
-    return CacheUsage(len(arrays), sum(path.stat().st_size for path in files))
+    files = [path for path in Path(cache_dir).iterdir() if path.is_file()] if Path(cache_dir).is_dir() else []
+    return CacheUsage(sum(path.suffix == ".npy" for path in files), sum(path.stat().st_size for path in files))
 
 
 def clear_cache(cache_dir: Path) -> CacheUsage:

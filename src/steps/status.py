@@ -31,16 +31,15 @@ def run(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print,
     configs = {p.stem: p for p in sorted(configs_dir.glob("*.yaml"))} if configs_dir.is_dir() else {}
     names |= set(configs)
     rows = [experiment_status(output_dir, name, configs.get(name)) for name in sorted(names)]
-    if not rows:
+    if rows:
+        log(f"experiments under {output_dir.resolve()} (configs: {configs_dir}):")
+        log(pd.DataFrame([_display(row) for row in rows]).to_string(index=False))
+        for row in rows:
+            made = [f"  {label}: {path}" for label, path in row["paths"].items()]
+            if made:
+                log(f"{row['experiment']}:\n" + "\n".join(made))
+    else:
         log(f"no experiments under {oof_root} or {configs_dir}")
-        _image_cache_line(oof_root / "_image_cache", clean_cache, log)
-        return rows
-    log(f"experiments under {output_dir.resolve()} (configs: {configs_dir}):")
-    log(pd.DataFrame([_display(row) for row in rows]).to_string(index=False))
-    for row in rows:
-        made = [f"  {label}: {path}" for label, path in row["paths"].items()]
-        if made:
-            log(f"{row['experiment']}:\n" + "\n".join(made))
     _image_cache_line(oof_root / "_image_cache", clean_cache, log)
     return rows
 
