@@ -148,10 +148,9 @@ def demo_data(workdir: Path, image_size: int, n_train: int, log: Callable[[str],
 
 
 def _runtime(config: Config, inference: bool = False):
-    from src.runtime import make_runtime
+    from src.runtime import runtime_from_config
 
-    tc = config.train
-    return make_runtime(tc.device, tc.amp, tc.channels_last, tc.threads, inference=inference)
+    return runtime_from_config(config.train, inference=inference)
 
 
 def _model(config: Config, heads, runtime):

@@ -51,6 +51,12 @@ def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = T
     return Runtime(torch.device("cuda", local_rank), amp_dtype, channels_last)
 
 
+def runtime_from_config(train_config, local_rank: int = 0, inference: bool = False) -> Runtime:
+    """The Runtime a config's `train` section asks for (device, AMP, channels_last, threads)."""
+    tc = train_config
+    return make_runtime(tc.device, tc.amp, tc.channels_last, tc.threads, local_rank, inference=inference)
+
+
 def loader_workers(requested: int) -> int:
     """DataLoader worker processes: as configured, but no more than the CPU cores this process may use
     (a config written for a 16-core GPU box then runs on a 2-core laptop without oversubscribing it)."""

@@ -325,11 +325,3 @@ def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
         parts += [f"valid_loss {row['valid_loss']:.4f}", f"score {row['score']:.4f}" + (" *" if improved else "")]
     parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f}s", f"{row['images_per_s']:.0f} img/s"]
     return "  ".join(parts)
-
-
-def load_inference_model(checkpoint_path: Path, fmt: CompetitionFormat) -> tuple[MultiHeadModel, dict]:
-    """Rebuild the model from a best.pt (weights only, no hub, no weight file needed)."""
-    payload = load_checkpoint(checkpoint_path)
-    model = build_model(payload["model_name"], fmt.heads())
-    model.load_state_dict(payload["model"])
-    return model, payload

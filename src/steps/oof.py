@@ -12,10 +12,10 @@ from src.data.folds import read_folds
 from src.data.transforms import build_transform
 from src.experiment import Experiment
 from src.predict import make_eval_loader, predict_probs
-from src.runtime import make_runtime
+from src.runtime import runtime_from_config
 from src.steps.common import decoded_images, save_oof, score_rows, table_text
 from src.steps.thresholds import load_rules
-from src.train import load_inference_model
+from src.inference import load_inference_model
 
 
 def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print) -> None:
@@ -27,8 +27,7 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     log(f"oof {exp.name}: predicting {int((fold_of_row >= 0).sum())} held-out images with {len(folds)} fold models"
         f"{' + flip TTA' if config.predict.tta_flip else ''} -> {exp.oof_path}")
     images, readable = decoded_images(exp, table, quiet, log, "train images")
-    runtime = make_runtime(config.train.device, config.train.amp, config.train.channels_last, config.train.threads,
-                           inference=True)
+    runtime = runtime_from_config(config.train, inference=True)
     heads = fmt.heads()
     aug = config.augment
     transform = build_transform(aug.eval, config.data.image_size, aug.mean, aug.std, "augment.eval")

@@ -14,10 +14,10 @@ from src.data.transforms import build_transform
 from src.errors import PipelineError
 from src.experiment import Experiment
 from src.predict import make_eval_loader, predict_probs
-from src.runtime import make_runtime
+from src.runtime import runtime_from_config
 from src.steps.common import decoded_images, table_text
 from src.steps.thresholds import load_rules
-from src.train import load_inference_model
+from src.inference import load_inference_model
 
 
 def checkpoint_path(exp: Experiment) -> Path:
@@ -34,8 +34,7 @@ def predict_test(exp: Experiment, checkpoint: Path, quiet: bool, log: Callable[[
     config, fmt = exp.config, exp.fmt
     table = fmt.read_test()
     images, _ = decoded_images(exp, table, quiet, log, "test images", skip_unreadable=False)
-    runtime = make_runtime(config.train.device, config.train.amp, config.train.channels_last, config.train.threads,
-                           inference=True)
+    runtime = runtime_from_config(config.train, inference=True)
     model, _ = load_inference_model(checkpoint, fmt)
     model.to(runtime.device)
     aug = config.augment
