@@ -1,11 +1,23 @@
-"""Loading a trained model for prediction: oof, submit, bench and the offline kernel use this, never the trainer."""
+"""Prediction with a trained model: oof, submit, bench and the offline kernel call these, never the trainer.
+
+`load_inference_model` rebuilds a model from a best.pt; `predict_rows` is THE inference pipeline
+(eval transform -> dataset -> loader -> probabilities per head, optional flip TTA); `make_submission`
+is what `submit` and the offline kernel both run: one model, decision rules, the format's writer.
+"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from src.checkpoints import load_checkpoint
+from src.data.dataset import CachedImageDataset
+from src.data.transforms import build_transform
 from src.formats.base import CompetitionFormat
 from src.model import MultiHeadModel, build_model
+from src.predict import make_eval_loader, predict_probs
+from src.runtime import Runtime
 
 
 def load_inference_model(checkpoint_path: Path, fmt: CompetitionFormat) -> tuple[MultiHeadModel, dict]:
@@ -14,3 +26,37 @@ def load_inference_model(checkpoint_path: Path, fmt: CompetitionFormat) -> tuple
     model = build_model(payload["model_name"], fmt.heads())
     model.load_state_dict(payload["model"])
     return model, payload
+
+
+def eval_transform(config):
+    aug = config.augment
+    return build_transform(aug.eval, config.data.image_size, aug.mean, aug.std, "augment.eval")
+
+
+def predict_rows(model, config, heads, images: np.ndarray, rows: np.ndarray, runtime: Runtime, quiet: bool = False,
+                 desc: str = "predict") -> dict[str, np.ndarray]:
+    """Probabilities per head (float32, in `rows` order) of the cached `images[rows]`, as the config predicts."""
+    model.to(runtime.device)
+    dataset = CachedImageDataset(images, rows, None, eval_transform(config))
+    loader = make_eval_loader(dataset, config.predict.batch_size, config.train.num_workers, runtime)
+    probs, _ = predict_probs(model, loader, heads, runtime, tta_flip=config.predict.tta_flip, quiet=quiet, desc=desc)
+    return probs
+
+
+def predict_test(exp, checkpoint: Path, runtime: Runtime, quiet: bool, log: Callable[[str], None]):
+    """(test ids, probabilities per head) from the one model at `checkpoint`."""
+    from src.data.cache import decode_table
+
+    config, fmt = exp.config, exp.fmt
+    table = fmt.read_test()
+    images, _ = decode_table(table.paths, config.data.image_size, exp.cache_dir, False, quiet, log, "test images")
+    model, _ = load_inference_model(checkpoint, fmt)
+    return table.ids, predict_rows(model, config, fmt.heads(), images, np.arange(len(table)), runtime, quiet, "test")
+
+
+def make_submission(exp, checkpoint: Path, rules, out_dir: Path, runtime: Runtime, quiet: bool,
+                    log: Callable[[str], None]) -> tuple[list[Path], list[str], dict[str, np.ndarray]]:
+    """(files written + validated in `out_dir`, test ids, probabilities): one model, `rules`, the format's writer."""
+    ids, probs = predict_test(exp, checkpoint, runtime, quiet, log)
+    labels = exp.fmt.decide(probs, rules)
+    return exp.fmt.write_submission(Path(out_dir), ids, labels, probs), ids, probs

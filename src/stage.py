@@ -1,6 +1,8 @@
 """Command line: `python -m src.stage <stage> --config configs/<exp>.yaml [key.path=value ...]`.
 
-The only module that knows about argv; each stage is a short call into src/steps/.
+The only module that reads argv. Every stage is one row of STAGES (name, summary, options, the
+function that runs it); the stage's module is imported only when it runs. Under torchrun only
+rank 0 prints: the other ranks run quietly and say nothing unless they fail.
 """
 from __future__ import annotations
 
@@ -9,24 +11,74 @@ import importlib
 import os
 import sys
 import traceback
+from pathlib import Path
+from typing import Callable
 
-# No hub downloads, ever: weights come from local files (as on an offline Kaggle kernel).
+from src.steps.table import OneOf, Stage, one_of, option
+
+# No hub downloads, ever (the `weights` stage lifts this for its own call): weights come from local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-STAGES = {
-    "folds": "K folds balanced on every label (iterative stratification) -> <data.root>/folds-k<K>-seed<S>.csv",
-    "train": "train one fold (--fold K), all folds (--fold all) or a full fit (--full) -> oof/<exp>/fold-K/",
-    "oof": "predict every training image with the fold model that held it out -> oof/<exp>/oof.npz",
-    "thresholds": "per-class thresholds on OOF (global, exact, Optuna), optimistic vs honest -> oof/<exp>/thresholds.json",
-    "submit": "ONE model predicts the test images; write + validate the submission -> submissions/<exp>/",
-    "demo": "build the demo competition and run folds -> train -> oof -> thresholds -> submit on it",
-    "kernel": "offline Kaggle kernel + weights dataset, run locally first (parity), then --push / --status / --output / --submit -> kernels/<exp>/",
-    "download": "kaggle competitions download into input/<slug>/ and unzip",
-    "report": "figures + tables from saved artifacts (no retraining) -> oof/<exp>/report/index.html and report.md",
-    "bench": "side-by-side speed ratios: data path vs in-memory, prediction vs forward, exact vs Optuna thresholds, folds, memory",
-    "status": "list experiments: folds trained, best epoch per fold, OOF score, thresholds, submissions, kernels, with paths",
-}
+_TRAIN_RUNS = one_of(option("--fold", help="fold number, or 'all'"),
+                     option("--full", action="store_true", help="fit on all training data (no validation)"), required=True)
+
+STAGES: tuple[Stage, ...] = (
+    Stage("folds", "K folds balanced on every label (iterative stratification) -> <data.root>/folds-k<K>-seed<S>.csv",
+          run="src.steps.folds:run"),
+    Stage("train", "train one fold (--fold K), all folds (--fold all) or a full fit (--full) -> oof/<exp>/fold-K/",
+          run="src.steps.train:run", options=(
+              _TRAIN_RUNS,
+              option("--resume", action="store_true", help="continue from last.pt exactly where the run stopped"),
+              option("--stop-after-epochs", type=int, metavar="N",
+                     help="stop after N epochs this call (e.g. to fit a time limit); continue later with --resume"))),
+    Stage("oof", "predict every training image with the fold model that held it out -> oof/<exp>/oof.npz + oof_scores.json",
+          run="src.steps.oof:run"),
+    Stage("thresholds", "per-class thresholds on OOF (global, exact, Optuna), optimistic vs honest -> oof/<exp>/thresholds.json",
+          run="src.steps.thresholds:run"),
+    Stage("submit", "ONE model predicts the test images; write + validate the submission -> submissions/<exp>/",
+          run="src.steps.submit:run",
+          options=(option("--kaggle", dest="to_kaggle", action="store_true",
+                          help="then upload with `kaggle competitions submit`"),)),
+    Stage("report", "figures + tables from saved artifacts (no retraining) -> oof/<exp>/report/index.html and report.md",
+          run="src.steps.report:run"),
+    Stage("kernel", "offline Kaggle kernel: build (+ local parity check), push, status, output, submit -> kernels/<exp>/",
+          subcommands="src.steps.kernel:SUBCOMMANDS"),
+    Stage("demo", "build the demo competition and run folds -> train -> oof -> thresholds -> submit -> report on it",
+          run="src.steps.demo:run"),
+    Stage("weights", "fetch a timm model's pretrained weights once (the only stage that downloads) -> input/weights/<tag>/",
+          run="src.steps.weights:run", config="optional", options=(
+              option("--model", metavar="NAME.TAG", help="timm model tag, e.g. resnet50.a1_in1k (default: the config's)"),
+              option("--push", action="store_true", help="then create/version a Kaggle dataset of that folder"))),
+    Stage("download", "kaggle competitions download into input/<slug>/ and unzip", run="src.steps.download:run",
+          config="optional", options=(
+              option("--competition", metavar="SLUG", help="competition slug (default: the config's competition)"),
+              option("--dest", default="input", help="parent folder: files go to <dest>/<slug>/ (default: input)"))),
+    Stage("bench", "side-by-side speed ratios: data path vs in-memory, prediction vs forward, exact vs Optuna thresholds, "
+                   "folds, memory", run="src.steps.bench:run", config="optional",
+          default_config="configs/demo-imet.yaml", default_overrides=("data.image_size=64",), options=(
+              option("--quick", action="store_true", help="small sizes (a minute or two); figures are not the goals' sizes"),
+              option("--json", dest="out_json", type=Path, metavar="PATH",
+                     help="where to write the results (default: oof/_bench/bench[-quick].json)"))),
+    Stage("status", "list experiments: folds trained, best epoch per fold, OOF score, thresholds, submissions, kernels",
+          run="src.steps.status:run", config="optional", options=(
+              option("--output-dir", type=Path, help="folder holding oof/, submissions/, kernels/ "
+                                                     "(default: --config's output_dir, else .)"),
+              option("--configs", type=Path, default=Path("configs"),
+                     help="folder of experiment YAMLs; those not started are listed too"),
+              option("--clean-cache", action="store_true",
+                     help="delete the decoded-image cache (oof/_image_cache/; rebuilt on demand) and report the space freed"))),
+)
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage_rows() -> dict[str, Stage]:
+    return {stage.name: stage for stage in STAGES}
+
+
+def subcommand_rows(stage: Stage) -> tuple[Stage, ...]:
+    module, _, table = stage.subcommands.partition(":")
+    return getattr(importlib.import_module(module), table) if stage.subcommands else ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,43 +89,36 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: python -m src.stage train --config configs/demo-imet.yaml --fold 0 train.epochs=3",
     )
     subparsers = parser.add_subparsers(dest="stage", required=True, metavar="stage")
-    for name, summary in STAGES.items():
-        sub = subparsers.add_parser(name, help=summary, description=summary)
-        sub.add_argument("--config", required=name not in ("download", "status", "bench"), help="experiment YAML, e.g. configs/demo-imet.yaml (outputs are named after it)")
-        sub.add_argument("overrides", nargs="*", metavar="key.path=value", help="override config values, e.g. data.root=/other/copy")
-        sub.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-        sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-        if name == "train":
-            which = sub.add_mutually_exclusive_group(required=True)
-            which.add_argument("--fold", help="fold number, or 'all'")
-            which.add_argument("--full", action="store_true", help="fit on all training data (no validation)")
-            sub.add_argument("--resume", action="store_true", help="continue from last.pt exactly where the run stopped")
-            sub.add_argument("--stop-after-epochs", type=int, metavar="N",
-                             help="stop after N epochs this call (e.g. to fit a time limit); continue later with --resume")
-        if name == "submit":
-            sub.add_argument("--kaggle", action="store_true", help="then upload with `kaggle competitions submit`")
-        if name == "kernel":
-            sub.add_argument("--push", action="store_true",
-                             help="upload the weights dataset (create, later new versions) and push the kernel; refused when the parity check fails")
-            sub.add_argument("--status", action="store_true", help="state of the pushed kernel's run (kaggle kernels status)")
-            sub.add_argument("--output", action="store_true", help="download its output into kernels/<exp>/output/ (kaggle kernels output)")
-            sub.add_argument("--submit", action="store_true", help="code competitions: submit the pushed kernel version once its run is complete")
-            check = sub.add_mutually_exclusive_group()
-            check.add_argument("--check", dest="check", action="store_true", help="run the parity check even if it passed before for these files")
-            check.add_argument("--no-check", dest="check", action="store_false", help="skip the parity check")
-            sub.set_defaults(check=None)  # None: check when the competition's test images are here
-        if name == "bench":
-            sub.add_argument("--quick", action="store_true", help="small sizes (a minute or two); figures are not the goals' sizes")
-            sub.add_argument("--json", metavar="PATH", help="where to write the results (default: oof/_bench/bench[-quick].json)")
-        if name == "status":
-            sub.add_argument("--output-dir", help="folder holding oof/, submissions/, kernels/ (default: --config's output_dir, else .)")
-            sub.add_argument("--configs", default="configs", help="folder of experiment YAMLs; those not started are listed too")
-            sub.add_argument("--clean-cache", action="store_true",
-                             help="delete the decoded-image cache (oof/_image_cache/; rebuilt on demand) and report the space freed")
-        if name == "download":
-            sub.add_argument("--competition", metavar="SLUG", help="competition slug (default: the config's competition)")
-            sub.add_argument("--dest", default="input", help="parent folder: files go to <dest>/<slug>/ (default: input)")
+    for stage in STAGES:
+        sub = subparsers.add_parser(stage.name, help=stage.summary, description=stage.summary)
+        rows = subcommand_rows(stage)
+        if not rows:
+            _add_stage_arguments(sub, stage)
+            continue
+        commands = sub.add_subparsers(dest="subcommand", required=True, metavar="command")
+        for row in rows:
+            _add_stage_arguments(commands.add_parser(row.name, help=row.summary, description=row.summary), row)
     return parser
+
+
+def _add_stage_arguments(sub: argparse.ArgumentParser, stage: Stage) -> None:
+    sub.set_defaults(row=stage)
+    sub.add_argument("--config", required=stage.config == "required",
+                     help="experiment YAML, e.g. configs/demo-imet.yaml (outputs are named after it)")
+    sub.add_argument("overrides", nargs="*", metavar="key.path=value", help="override config values, e.g. data.root=/other/copy")
+    sub.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    for item in stage.options:
+        group = sub.add_mutually_exclusive_group(required=item.required) if isinstance(item, OneOf) else sub
+        for one in item.options if isinstance(item, OneOf) else (item,):
+            group.add_argument(*one.flags, **one.kwargs)
+
+
+def own_options(args: argparse.Namespace, stage: Stage) -> dict:
+    """The values of the stage's own options, by dest (the keyword arguments of its run function)."""
+    ones = [one for item in stage.options for one in (item.options if isinstance(item, OneOf) else (item,))]
+    dests = [one.kwargs.get("dest") or one.flags[0].lstrip("-").replace("-", "_") for one in ones]
+    return {dest: getattr(args, dest) for dest in dests}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,55 +131,48 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = list(args.overrides) + extra
     from src.errors import PipelineError
 
+    rank = int(os.environ.get("RANK", "0") or 0)
     try:
-        return _dispatch(args)
+        return run_stage(args, rank)
     except PipelineError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{'' if rank == 0 else f'rank {rank}: '}error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished epochs are saved; continue with --resume", file=sys.stderr)
+        if rank == 0:
+            print("interrupted: finished epochs are saved; continue with --resume", file=sys.stderr)
         return 130
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from src.config import load_config
-    from src.errors import PipelineError
-    from src.experiment import Experiment
-
-    # Only the asked stage's module: `status` or `download` need not load torch, sklearn and matplotlib.
-    step = importlib.import_module(f"src.steps.{args.stage}")
-    if args.stage == "bench":
-        step.run(args.config, args.overrides, quick=args.quick, out_json=Path(args.json) if args.json else None)
-        return 0
-    if args.stage == "status":
-        output_dir = args.output_dir or (load_config(args.config, args.overrides).output_dir if args.config else ".")
-        step.run(Path(output_dir), Path(args.configs), clean_cache=args.clean_cache)
-        return 0
-
-    if args.stage == "download":
-        slug = args.competition or (load_config(args.config, args.overrides).competition if args.config else None)
-        if not slug:
-            raise PipelineError("download: name the competition: --competition <slug> (or --config with competition: set)")
-        step.run(slug, args.dest)
-        return 0
-    config = load_config(args.config, args.overrides)
-    exp = Experiment(config, Path(args.config))
-    if args.stage == "folds":
-        step.run(exp)
-    elif args.stage == "train":
-        step.run(exp, args.fold, full=args.full, resume=args.resume, stop_after_epochs=args.stop_after_epochs, quiet=args.quiet)
-    elif args.stage == "submit":
-        step.run(exp, to_kaggle=args.kaggle, quiet=args.quiet)
-    elif args.stage == "kernel":
-        step.run(exp, push=args.push, status=args.status, output=args.output, check=args.check, quiet=args.quiet,
-                 submit=args.submit)
-    else:  # oof, thresholds, demo, report
-        step.run(exp, quiet=args.quiet)
+def run_stage(args: argparse.Namespace, rank: int = 0) -> int:
+    """Build the experiment (when the stage has a config), then call the row's run function."""
+    stage: Stage = args.row
+    exp = stage_experiment(stage, args.config, args.overrides)
+    module, _, function = stage.run.partition(":")
+    run: Callable = getattr(importlib.import_module(module), function)
+    quiet, log = (args.quiet, print) if rank == 0 else (True, _silent)
+    run(exp, **own_options(args, stage), quiet=quiet, log=log)
     return 0
+
+
+def stage_experiment(stage: Stage, config_path: str | Path | None, overrides: list[str]):
+    """The Experiment of `--config` (or of the row's default config, its default overrides first); None without one."""
+    from src.artifacts import Experiment
+    from src.config import load_config
+
+    if config_path is None:
+        if stage.default_config is None:
+            return None
+        config_path, overrides = stage.default_config, [*stage.default_overrides, *overrides]
+    path = Path(config_path)
+    if not path.is_absolute() and not path.exists() and (_ROOT / path).exists():
+        path = _ROOT / path  # a table default (bench's demo config) works from any folder
+    return Experiment(load_config(path, overrides), Path(config_path))
+
+
+def _silent(message: str) -> None:
+    """DDP ranks other than 0: the same work, nothing printed (rank 0 prints it once)."""
 
 
 if __name__ == "__main__":

@@ -7,15 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from src.stage import STAGES, main
+from src.stage import STAGES, main, subcommand_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_every_stage_has_help(stage, capsys):
+COMMANDS = [[row.name] for row in STAGES if not row.subcommands] + [
+    [row.name, sub.name] for row in STAGES for sub in subcommand_rows(row)]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_stage_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main([stage, "--help"])
+        main([*command, "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--config" in out and "key.path=value" in out
@@ -42,11 +46,15 @@ def test_debug_shows_traceback_and_unknown_flags_are_usage_errors(tmp_path, caps
         main(["folds", "--config", str(config), "--bogus"])
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
-def test_every_stage_is_one_module_with_a_run_function(stage):
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_stage_row_names_a_run_function(command):
     import importlib
 
-    assert callable(importlib.import_module(f"src.steps.{stage}").run)
+    row = {r.name: r for r in STAGES}[command[0]]
+    if len(command) == 2:
+        row = {r.name: r for r in subcommand_rows(row)}[command[1]]
+    module, _, function = row.run.partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
 
 
 def test_status_does_not_load_torch(tmp_path):

@@ -43,7 +43,7 @@ def test_seeded_and_round_trips(tmp_path):
 
 
 def test_official_and_kfold_schemes_never_share_a_folds_file(tmp_path):
-    from src.data.folds import folds_file
+    from src.artifacts import folds_file
     from src.demo import build_demo
     from src.formats import create_format
 

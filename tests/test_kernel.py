@@ -18,7 +18,7 @@ from helpers import tiny_config  # noqa: E402
 from src.config import Config, load_config  # noqa: E402
 from src.demo import build_demo  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
-from src.experiment import Experiment  # noqa: E402
+from src.artifacts import Experiment  # noqa: E402
 from src.kaggle import kernel  # noqa: E402
 from src.kaggle.kernel_inference import find_dataset_dir, version_drift  # noqa: E402
 from src.steps import download, folds, oof, submit, thresholds, train  # noqa: E402
@@ -129,7 +129,7 @@ def test_names_come_from_kaggle_json_and_the_title_must_match_the_slug(trained, 
 def test_parity_passes_on_the_trained_demo(trained):
     logs: list[str] = []
 
-    build = kernel_step.run(trained, check=True, quiet=True, log=logs.append)
+    build, _ = kernel_step.build(trained, check=True, quiet=True, log=logs.append)
 
     record = json.loads((build.kernel_dir / "parity.json").read_text())
     assert record["passed"], record["detail"]
@@ -201,7 +201,7 @@ def test_push_sends_exactly_what_was_built(trained, fake_kaggle, monkeypatch):
     (trained.kernel_dir / "push.json").unlink(missing_ok=True)  # a fresh fake Kaggle has no dataset yet
     logs: list[str] = []
 
-    build = kernel_step.run(trained, push=True, quiet=True, log=logs.append)
+    build = kernel_step.push(trained, quiet=True, log=logs.append)
 
     [dataset] = [fake_kaggle.datasets[DATASET_REF]]
     on_disk = {p.name: p.read_bytes() for p in build.dataset_dir.iterdir() if p.name != "dataset-metadata.json"}
@@ -218,7 +218,7 @@ def test_push_sends_exactly_what_was_built(trained, fake_kaggle, monkeypatch):
     assert not [blob for blob in sent for secret in (FAKE_KEY, FAKE_TOKEN) if secret.encode() in blob]
 
     # Same weights again: only the kernel gets a new version.
-    kernel_step.run(trained, push=True, quiet=True, log=logs.append)
+    kernel_step.push(trained, quiet=True, log=logs.append)
     assert len(fake_kaggle.rpc_bodies("CreateDataset")) == 1 and not fake_kaggle.rpc_bodies("CreateDatasetVersion")
     assert len(fake_kaggle.rpc_bodies("SaveKernel")) == 2
     assert json.loads((build.kernel_dir / "push.json").read_text())["version"] == 2
@@ -227,16 +227,18 @@ def test_push_sends_exactly_what_was_built(trained, fake_kaggle, monkeypatch):
 def test_status_output_and_code_submission(trained, fake_kaggle):
     logs: list[str] = []
     (trained.kernel_dir / "push.json").unlink(missing_ok=True)
-    kernel_step.run(trained, push=True, check=False, log=logs.append)
+    kernel_step.push(trained, check=False, log=logs.append)
     submission = (trained.submission_dir / "submission.csv").read_bytes()
     fake_kaggle.kernel_status[KERNEL_REF] = ("RUNNING", None)
 
     with pytest.raises(PipelineError, match="is running, not complete"):
-        kernel_step.run(trained, submit=True, log=logs.append)
+        kernel_step.submit(trained, log=logs.append)
 
     fake_kaggle.kernel_status[KERNEL_REF] = ("COMPLETE", None)
     fake_kaggle.kernel_outputs[KERNEL_REF] = {"submission.csv": submission}
-    assert kernel_step.run(trained, status=True, output=True, submit=True, log=logs.append) is None
+    kernel_step.status(trained, log=logs.append)
+    kernel_step.output(trained, log=logs.append)
+    kernel_step.submit(trained, log=logs.append)
 
     assert f"kernel {KERNEL_REF}: complete" in logs
     assert (trained.kernel_dir / "output" / "submission.csv").read_bytes() == submission
@@ -250,7 +252,7 @@ def test_download_unzips_into_input_slug(fake_kaggle, tmp_path):
     files = {"train.csv": b"id,attribute_ids\na,1\n", "test/a.png": b"\x89PNG fake"}
     fake_kaggle.competition_files[COMPETITION] = files
 
-    written = download.run(COMPETITION, tmp_path / "input", log=[].append)
+    written = download.fetch(COMPETITION, tmp_path / "input", log=[].append)
 
     dest = tmp_path / "input" / COMPETITION
     assert sorted(p.relative_to(dest).as_posix() for p in written) == sorted(files)
@@ -274,7 +276,7 @@ def test_no_secret_reaches_any_built_file_or_log(trained, tmp_path, monkeypatch)
     exp = Experiment(config, trained.config_path)
     logs: list[str] = []
 
-    build = kernel_step.run(exp, check=False, log=logs.append)
+    build, _ = kernel_step.build(exp, check=False, log=logs.append)
 
     planted = [FAKE_KEY, FAKE_TOKEN, json_key, PLANTED_PASSWORD, PLANTED_ENV]
     blobs = _built_files(build.kernel_dir)
@@ -320,7 +322,7 @@ open(_path, "w").write("\\n".join(_lines))
     monkeypatch.setattr(kernel, "render_script", lambda settings, archive: render(settings, archive) + tamper)
 
     with pytest.raises(PipelineError) as refused:
-        kernel_step.run(trained, push=True, quiet=True, log=[].append)
+        kernel_step.push(trained, quiet=True, log=[].append)
 
     message = str(refused.value)
     assert message.startswith("parity check failed (nothing pushed): ")

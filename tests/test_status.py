@@ -37,11 +37,13 @@ def make_layout(tmp_path: Path) -> tuple[Path, Path]:
     write_run(done / "full", [0.0, 1.0])
     (done / "oof.npz").write_bytes(b"npz")
     (done / "oof_scores.json").write_text(json.dumps([{"rows": "fold 0", "images": 5, "at 0.5": 0.4},
-                                                      {"rows": "overall", "images": 10, "at 0.5": 0.4321,
-                                                       "tuned": 0.5678}]))
+                                                      {"rows": "overall", "images": 10, "at 0.5": 0.4321}]))
+    (done / "threshold_scores.json").write_text(json.dumps([{"rows": "overall", "images": 10, "at 0.5": 0.4321,
+                                                            "tuned (exact)": 0.5678}]))
     (done / "thresholds.json").write_text(json.dumps({
         "method": "exact",
-        "heads": {"attributes": {"class_names": ["a", "b"], "global": 0.125, "methods": {"exact": [0.1, 0.2]}}},
+        "heads": {"attributes": {"class_names": ["a", "b"], "global": 0.125, "methods": {"exact": [0.1, 0.2]},
+                                 "label_count_rule": {"min_labels": 0, "max_labels": None}}},
         "honest": {"attributes": [{"method": "global", "optimistic": 0.55, "honest": 0.54},
                                   {"method": "exact", "optimistic": 0.5678, "honest": 0.5512}]}}))
     (done / "report").mkdir()
@@ -59,7 +61,7 @@ def make_layout(tmp_path: Path) -> tuple[Path, Path]:
 def test_status_lists_every_experiment_with_its_artifacts(tmp_path):
     out, configs = make_layout(tmp_path)
     lines: list[str] = []
-    rows = {row["experiment"]: row for row in status.run(out, configs, lines.append)}
+    rows = {row["experiment"]: row for row in status.show(out, configs, lines.append)}
     assert set(rows) == {"done", "planned", "orphan"}  # the image cache is not an experiment
 
     done = rows["done"]
@@ -91,14 +93,16 @@ def test_status_lists_every_experiment_with_its_artifacts(tmp_path):
 
 def test_status_of_nothing(tmp_path):
     lines: list[str] = []
-    assert status.run(tmp_path / "out", tmp_path / "configs", lines.append) == []
+    assert status.show(tmp_path / "out", tmp_path / "configs", lines.append) == []
     assert lines and "no experiments" in lines[0]
 
 
-def test_status_spells_the_folds_file_name_like_the_folds_stage(tmp_path):
-    from src.data.folds import folds_file
-
-    assert folds_file(tmp_path, 4, 7) == tmp_path / status.FOLDS_NAME.format(n_folds=4, seed=7)
+def test_status_shows_a_damaged_thresholds_file_instead_of_stopping(tmp_path):
+    out, configs = make_layout(tmp_path)
+    (out / "oof" / "done" / "thresholds.json").write_text('{"method": "exact", "heads": 3}')
+    lines: list[str] = []
+    rows = {row["experiment"]: row for row in status.show(out, configs, lines.append)}
+    assert rows["done"]["thresholds"]["method"] == "damaged" and rows["done"]["oof_score_tuned"] is None
 
 
 def test_status_counts_held_out_folds_from_the_folds_file(tmp_path):
@@ -109,7 +113,7 @@ def test_status_counts_held_out_folds_from_the_folds_file(tmp_path):
     run_dir = tmp_path / "out" / "oof" / "official" / "fold-0"
     write_run(run_dir, [0.7, 0.8])
     (run_dir / "config.json").write_text(json.dumps({"data": {"root": str(root), "n_folds": 5, "fold_seed": 42}}))
-    [row] = status.run(tmp_path / "out", tmp_path / "configs", lambda line: None)
+    [row] = status.show(tmp_path / "out", tmp_path / "configs", lambda line: None)
     assert (row["folds_trained"], row["n_folds"]) == (1, 1)
 
 
@@ -131,7 +135,7 @@ def test_status_reports_the_image_cache_and_clean_cache_deletes_all_but_a_build_
     size = sum(p.stat().st_size for p in cache_dir.iterdir())
 
     lines: list[str] = []
-    status.run(tmp_path / "out", tmp_path / "configs", lines.append)
+    status.show(tmp_path / "out", tmp_path / "configs", lines.append)
     assert any(line.startswith("image cache: 2 decoded image set(s)") and "status --clean-cache" in line for line in lines)
 
     busy_key = sorted(cache_dir.glob("*.npy"))[0].stem

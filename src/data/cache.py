@@ -142,3 +142,16 @@ def clear_cache(cache_dir: Path) -> CacheUsage:
                     removed.bytes += path.stat().st_size
                     path.unlink()
     return removed
+
+
+def decode_table(paths: list[Path], size: int, cache_dir: Path, skip_unreadable: bool, quiet: bool, log,
+                 label: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images [n, S, S, 3] uint8, boolean mask of readable rows) via the on-disk cache; skipped files are logged."""
+    cache = load_or_build(paths, size, cache_dir, skip_unreadable, quiet, label)
+    readable = np.ones(len(paths), dtype=bool)
+    for row, reason in sorted(cache.unreadable.items()):
+        readable[row] = False
+        log(f"skipped unreadable image: {reason}")
+    if cache.unreadable:
+        log(f"skipped {len(cache.unreadable)} unreadable image(s) of {len(paths)} (data.skip_unreadable=true)")
+    return cache.images, readable

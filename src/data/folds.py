@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from src.atomic import atomic_path
 from src.errors import PipelineError
@@ -16,6 +15,8 @@ def make_folds(label_matrix: np.ndarray, n_splits: int, seed: int) -> np.ndarray
     n_rows = label_matrix.shape[0]
     if n_rows < n_splits:
         raise PipelineError(f"only {n_rows} training images for {n_splits} folds; lower data.n_folds")
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold  # imports sklearn: seconds, only when splitting
+
     splitter = MultilabelStratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fold_of_row = np.full(n_rows, -1, dtype=np.int64)
     for fold, (_, held_out) in enumerate(splitter.split(np.zeros(n_rows), label_matrix)):
@@ -27,14 +28,6 @@ def positives_per_fold(label_matrix: np.ndarray, fold_of_row: np.ndarray, n_spli
     """[n_classes, n_splits] count of positives of each class in each fold."""
     one_hot = np.eye(n_splits, dtype=np.int64)[fold_of_row]
     return label_matrix.astype(np.int64).T @ one_hot
-
-
-def folds_file(root: Path, n_splits: int, seed: int, scheme: str = "") -> Path:
-    """Conventional folds path inside the competition folder; `scheme` names a non-default way of
-    splitting (e.g. CelebA's official partition) so two schemes never share one file."""
-    if scheme:
-        return Path(root) / f"folds-{scheme}.csv"
-    return Path(root) / f"folds-k{n_splits}-seed{seed}.csv"
 
 
 def write_folds(path: Path, ids: list[str], fold_of_row: np.ndarray) -> None:

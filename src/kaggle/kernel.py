@@ -42,13 +42,12 @@ import yaml
 from src.atomic import write_text
 from src.config import Config, config_to_dict
 from src.errors import PipelineError
-from src.experiment import Experiment
+from src.artifacts import KERNEL_METADATA, Experiment
 from src.kaggle import cli
 from src.kaggle.kernel_inference import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, file_sha256, package_versions
 
 Log = Callable[[str], None]
 
-KERNEL_METADATA = "kernel-metadata.json"
 DATASET_METADATA = "dataset-metadata.json"
 DATASET_DIR = "dataset"
 PARITY_RECORD = "parity.json"
@@ -185,13 +184,11 @@ def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
     Everything is built in a staging folder and scanned for credentials first: a file holding one is
     never moved into place. The same experiment gives the same bytes (the archive is reproducible).
     """
-    from src.steps.submit import checkpoint_path
-
     config, fmt = exp.config, exp.fmt
     names = kaggle_names(exp)
-    checkpoint = checkpoint_path(exp)
+    checkpoint = exp.submission_checkpoint()
     _check_weights_only(checkpoint)
-    thresholds = exp.thresholds_path if exp.thresholds_path.exists() else None
+    thresholds = exp.thresholds_path if exp.read_thresholds() is not None else None
     if thresholds is None and any(head.thresholded for head in fmt.heads()):
         exp.require(exp.thresholds_path, "thresholds")
     kernel_dir = exp.kernel_dir
@@ -400,15 +397,16 @@ def has_test_images(exp: Experiment) -> bool:
         return False
 
 
-def check_parity(exp: Experiment, build: KernelBuild, log: Log = print, reuse: bool = True, quiet: bool = True,
-                 timeout_s: float = _PARITY_TIMEOUT_S) -> ParityResult:
+def check_parity(exp: Experiment, build: KernelBuild, run_submit: Callable[[], list[Path]], log: Log = print,
+                 reuse: bool = True, timeout_s: float = _PARITY_TIMEOUT_S) -> ParityResult:
     """Run the built script offline against a stand-in /kaggle tree and compare its files with submit's.
 
-    The submission is made first when it is missing or older than the model, thresholds or config.
+    `run_submit` makes the submission (the submit stage) first when it is missing or older than the
+    model, thresholds or config.
     With `reuse`, a passed check recorded for these exact bytes (script, dataset, submission) stands.
     """
     script_sha = file_sha256(build.script_path)
-    reference, regenerated = _reference_files(exp, quiet, log)
+    reference, regenerated = _reference_files(exp, run_submit, log)
     fingerprint = _parity_fingerprint(build, script_sha, reference)
     record_path = build.kernel_dir / PARITY_RECORD
     if reuse and record_path.is_file():
@@ -424,7 +422,7 @@ def check_parity(exp: Experiment, build: KernelBuild, log: Log = print, reuse: b
     problems = _compare(run, reference)
     if problems and not regenerated and run.returncode == 0 and not run.network_attempts:
         log("parity: the kernel's files differ from the submission on disk: running submit again to compare with a fresh one")
-        reference = _run_submit(exp, quiet, log)
+        reference = list(run_submit())
         fingerprint = _parity_fingerprint(build, script_sha, reference)
         problems = _compare(run, reference)
     passed = not problems
@@ -484,23 +482,15 @@ def _link_or_copy(target: Path, link: Path) -> None:
         shutil.copytree(target, link)
 
 
-def _reference_files(exp: Experiment, quiet: bool, log: Log) -> tuple[list[Path], bool]:
+def _reference_files(exp: Experiment, run_submit: Callable[[], list[Path]], log: Log) -> tuple[list[Path], bool]:
     """Submit's files, made again first when missing or older than what they are made from."""
-    from src.steps.submit import checkpoint_path
-
     files = [exp.submission_dir / name for name in exp.fmt.submission_names()]
-    sources = [checkpoint_path(exp), exp.thresholds_path, exp.config_path]
+    sources = [exp.submission_checkpoint(), exp.thresholds_path, exp.config_path]
     newest = max(p.stat().st_mtime_ns for p in sources if p.exists())
     if all(f.is_file() and f.stat().st_mtime_ns >= newest for f in files):
         return files, False
     log("parity: the submission is missing or older than the model, thresholds or config: running submit first")
-    return _run_submit(exp, quiet, log), True
-
-
-def _run_submit(exp: Experiment, quiet: bool, log: Log) -> list[Path]:
-    from src.steps import submit
-
-    return list(submit.run(exp, quiet=quiet, log=log))
+    return list(run_submit()), True
 
 
 def _parity_fingerprint(build: KernelBuild, script_sha: str, reference: list[Path]) -> dict:
@@ -620,7 +610,7 @@ def push(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: 
                if not (build.kernel_dir / rel).is_file() or file_sha256(build.kernel_dir / rel) != digest]
     if changed:
         raise PipelineError(f"{build.kernel_dir / changed[0]} changed after it was built and checked: not pushing; "
-                            f"build, check and push again with: {exp.command('kernel', '--push')}")
+                            f"build, check and push again with: {exp.command('kernel push')}")
     if parity is None:
         log("warning: pushing a kernel that was not run locally (no parity check)")
     elif not parity.passed or parity.script_sha256 != build.files[build.names.code_file]:
@@ -643,7 +633,7 @@ def push(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: 
         **last, "kernel_ref": names.kernel_ref, "kernel_url": kernel_url, "version": version,
         "script_sha256": build.files[names.code_file], "competition": exp.config.competition,
         "submission_names": exp.fmt.submission_names()}, indent=1) + "\n")
-    log(f"kernel pushed: {kernel_url} (version {version}); follow it with: {exp.command('kernel', '--status')}")
+    log(f"kernel pushed: {kernel_url} (version {version}); follow it with: {exp.command('kernel status')}")
     return kernel_url, version
 
 
@@ -695,7 +685,7 @@ def submit_kernel(exp: Experiment, log: Log = print) -> str:
     record_path = exp.kernel_dir / PUSH_RECORD
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
     if not record.get("version"):
-        raise PipelineError(f"{record_path}: no pushed kernel version: push first with: {exp.command('kernel', '--push')}")
+        raise PipelineError(f"{record_path}: no pushed kernel version: push first with: {exp.command('kernel push')}")
     ref, version = record["kernel_ref"], int(record["version"])
     names = record.get("submission_names") or ["submission.csv"]
     if len(names) != 1:
@@ -703,7 +693,7 @@ def submit_kernel(exp: Experiment, log: Log = print) -> str:
     status = cli.kernel_status(ref)
     if status.state != "complete":
         raise PipelineError(f"kernel {ref} is {status.state}, not complete: submit once its run has finished "
-                            f"(check with: {exp.command('kernel', '--status')})")
+                            f"(check with: {exp.command('kernel status')})")
     reply = cli.submit_code(exp.config.competition, ref, version, names[0], exp.config.submit.message)
     log(f"submitted {ref} version {version} ({names[0]}) to {exp.config.competition}: {reply}")
     return reply

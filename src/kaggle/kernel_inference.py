@@ -3,7 +3,7 @@
 The script built from `kernel_template.py` unpacks this package and calls `run_kernel` with the
 settings the builder embedded. It makes an Experiment over the attached competition folder whose
 artifacts (checkpoint, thresholds, resolved config) come from the weights dataset, and then makes
-the same calls as `src.steps.submit.run`: predict_test -> decide -> write_submission (which validates).
+the same call as the submit stage: `src.inference.make_submission` (predict -> decide -> write + validate).
 Only the standard library is imported at module level, so the builder can import the names below.
 """
 from __future__ import annotations
@@ -15,7 +15,6 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -42,7 +41,7 @@ def run_kernel(settings: dict, input_root: str, working_root: str, code_dir: str
         log(f"kernel {settings['experiment']}: competition data {competition_dir}, weights {dataset_dir}")
         with tempfile.TemporaryDirectory(prefix="kernel-scratch-") as scratch:
             exp = kernel_experiment(settings["experiment"], dataset_dir, competition_dir, Path(scratch))
-            files = predict_submission(exp, dataset_dir / MODEL_FILE, Path(working_root), log)
+            files = predict_submission(exp, dataset_dir / MODEL_FILE, dataset_dir / THRESHOLDS_FILE, Path(working_root), log)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -51,38 +50,37 @@ def run_kernel(settings: dict, input_root: str, working_root: str, code_dir: str
     return 0
 
 
-def predict_submission(exp, checkpoint: Path, out_dir: Path, log: Callable[[str], None], quiet: bool = True) -> list[Path]:
-    """The submit stage's calls, writing into `out_dir`: one model, tuned thresholds, the format's writer."""
+def predict_submission(exp, checkpoint: Path, thresholds_file: Path, out_dir: Path, log: Callable[[str], None],
+                       quiet: bool = True) -> list[Path]:
+    """The submit stage's own call (`src.inference.make_submission`), writing into `out_dir`."""
+    from src.artifacts import TunedThresholds
     from src.errors import PipelineError
-    from src.steps.submit import predict_test
-    from src.steps.thresholds import load_rules
+    from src.inference import make_submission
+    from src.runtime import runtime_from_config
 
-    rules = load_rules(exp)
-    if rules is None and any(head.thresholded for head in exp.fmt.heads()):
-        raise PipelineError(f"{exp.thresholds_path}: the weights dataset has no thresholds: rebuild the kernel "
+    rules = None
+    if thresholds_file.is_file():
+        cfg = exp.config.thresholds
+        tuned = TunedThresholds.read(thresholds_file, "python -m src.stage kernel build (after the thresholds stage)")
+        tuned.check_heads(exp.fmt.heads(), thresholds_file, "python -m src.stage thresholds")
+        rules = tuned.rules(cfg.method, cfg.min_labels, cfg.max_labels)
+    elif any(head.thresholded for head in exp.fmt.heads()):
+        raise PipelineError(f"{thresholds_file}: the weights dataset has no thresholds: rebuild the kernel "
                             "after running the thresholds stage")
-    ids, probs = predict_test(exp, checkpoint, quiet, log)
-    labels = exp.fmt.decide(probs, rules)
-    return exp.fmt.write_submission(out_dir, ids, labels, probs)
+    runtime = runtime_from_config(exp.config.train, inference=True)
+    files, _, _ = make_submission(exp, checkpoint, rules, out_dir, runtime, quiet, log)
+    return files
 
 
 def kernel_experiment(name: str, dataset_dir: Path, competition_dir: Path, scratch_dir: Path):
-    """An Experiment over `competition_dir` that reads its config and thresholds from the weights dataset
-    and keeps every scratch file (the decoded-image cache) under `scratch_dir`."""
+    """An Experiment over `competition_dir` whose config comes from the weights dataset and whose scratch
+    files (the decoded-image cache) stay under `scratch_dir`."""
     import yaml
     from pydantic import ValidationError
 
+    from src.artifacts import Experiment
     from src.config import Config
     from src.errors import PipelineError
-    from src.experiment import Experiment
-
-    @dataclass
-    class KernelExperiment(Experiment):
-        thresholds_file: Path = Path(THRESHOLDS_FILE)
-
-        @property
-        def thresholds_path(self) -> Path:
-            return self.thresholds_file
 
     config_path = dataset_dir / CONFIG_FILE
     raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
@@ -94,7 +92,7 @@ def kernel_experiment(name: str, dataset_dir: Path, competition_dir: Path, scrat
         raise PipelineError(f"{config_path}: not a config this code can read ({exc.errors()[0]['msg']}): "
                             "rebuild the kernel and push it again") from None
     config.experiment = name
-    return KernelExperiment(config, config_path, dataset_dir / THRESHOLDS_FILE)
+    return Experiment(config, config_path)
 
 
 def find_competition_dir(input_root: Path, competition: str) -> Path:

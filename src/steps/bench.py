@@ -13,23 +13,19 @@ from typing import Callable, Optional
 
 from src.atomic import write_text
 from src.bench import FULL, QUICK, run_all, summary_table
-from src.config import load_config
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo-imet.yaml"
-DEFAULT_IMAGE_SIZE = 64
-
 
 def default_json(output_dir: Path, quick: bool) -> Path:
     """Beside the image cache under oof/ (ignored by git): oof/_bench/bench.json, or bench-quick.json."""
     return Path(output_dir) / "oof" / "_bench" / f"bench{'-quick' if quick else ''}.json"
 
 
-def run(config_path: Optional[str | Path], overrides: list[str], quick: bool = False, out_json: Optional[Path] = None,
+def run(exp, quick: bool = False, out_json: Optional[Path] = None, quiet: bool = False,
         log: Callable[[str], None] = print) -> dict:
-    """Run every benchmark section; write the result to `out_json` (default <output_dir>/oof/_bench/bench[-quick].json)."""
-    if config_path is None:  # the demo config at the goal's 64 px (it trains at 32 px)
-        overrides = [f"data.image_size={DEFAULT_IMAGE_SIZE}", *overrides]
-    config = load_config(config_path or DEFAULT_CONFIG, overrides)
+    """Run every benchmark section; write the result to `out_json` (default <output_dir>/oof/_bench/bench[-quick].json).
+
+    Without --config the stage table hands in the demo config at the goal's 64 px (it trains at 32 px).
+    """
+    config = exp.config
     sizes = QUICK if quick else FULL
     if out_json is None:
         out_json = default_json(config.output_dir, quick)
@@ -38,8 +34,7 @@ def run(config_path: Optional[str | Path], overrides: list[str], quick: bool = F
         result = run_all(config, sizes, workdir, log)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    result["config"] = str(config_path or DEFAULT_CONFIG)
-    result["overrides"] = list(overrides)
+    result["config"] = str(exp.config_path)
     write_text(Path(out_json), json.dumps(result, indent=2))
     log("\n" + summary_table(result))
     log(f"wrote {out_json}")

@@ -1,12 +1,11 @@
 """Stage `demo`: build a demo competition from real images that ship in scikit-learn, then run every stage on it."""
 from __future__ import annotations
 
-import json
 import time
 from typing import Callable
 
 from src.demo import build_demo
-from src.experiment import Experiment
+from src.artifacts import Experiment, ScoreTable, read_test_scores, tuned_column
 from src.steps import folds, oof, report, submit, thresholds, train
 
 
@@ -31,21 +30,19 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
 
 
 def _summary(exp: Experiment, files, seconds: float) -> dict:
-    metric = exp.fmt.main_metric
-    oof_rows = json.loads((exp.oof_dir / "oof_scores.json").read_text())
-    overall = next(row for row in oof_rows if row["rows"] == "overall")
-    summary = {f"OOF {metric} at 0.5": f"{overall['at 0.5']:.4f}"}
-    if "tuned" in overall:
-        summary[f"OOF {metric} tuned ({exp.config.thresholds.method}), optimistic"] = f"{overall['tuned']:.4f}"
-    thresholds = json.loads(exp.thresholds_path.read_text())
-    for head, rows in thresholds["honest"].items():
-        chosen = next(row for row in rows if row["method"] == exp.config.thresholds.method)
-        if "tuned" not in overall:  # oof ran before thresholds: the tuned-on-all-OOF figure is in thresholds.json
-            summary[f"OOF {head} score tuned ({exp.config.thresholds.method}), optimistic"] = f"{chosen['optimistic']:.4f}"
-        summary[f"honest (nested) {head} score, {exp.config.thresholds.method}"] = f"{chosen['honest']:.4f}"
-    scores_path = exp.submission_dir / "test_scores.json"
-    if scores_path.exists():
-        summary[f"demo test {metric}"] = f"{json.loads(scores_path.read_text())[metric]:.4f}"
+    metric, method = exp.fmt.main_metric, exp.config.thresholds.method
+    oof_scores = ScoreTable.read(exp.oof_scores_path)
+    summary = {f"OOF {metric} at 0.5": f"{oof_scores.overall('at 0.5'):.4f}"}
+    tuned_scores = ScoreTable.read(exp.threshold_scores_path)
+    if tuned_scores is not None:
+        summary[f"OOF {metric} tuned ({method}), optimistic"] = f"{tuned_scores.overall(tuned_column(method)):.4f}"
+    saved = exp.read_thresholds(required=True)
+    for head in saved.honest:
+        chosen = saved.score_of(head, method)
+        summary[f"honest (nested) {head} score, {method}"] = f"{chosen.honest:.4f}"
+    test_scores = read_test_scores(exp.test_scores_path)
+    if test_scores is not None:
+        summary[f"demo test {metric}"] = f"{test_scores[metric]:.4f}"
     summary["submission"] = ", ".join(str(f) for f in files)
     summary["wall time"] = f"{seconds / 60:.1f} min"
     return summary

@@ -4,10 +4,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from src.errors import PipelineError
 from src.kaggle import cli
 
 
-def run(slug: str, dest_root: str | Path = "input", log: Callable[[str], None] = print) -> list[Path]:
+def run(exp=None, competition: str | None = None, dest: str | Path = "input", quiet: bool = False,
+        log: Callable[[str], None] = print) -> list[Path]:
+    """The stage: the competition named by --competition, else the config's."""
+    slug = competition or (exp.config.competition if exp is not None else None)
+    if not slug:
+        raise PipelineError("download: name the competition: --competition <slug> (or --config with competition: set)")
+    return fetch(slug, dest, log)
+
+
+def fetch(slug: str, dest_root: str | Path = "input", log: Callable[[str], None] = print) -> list[Path]:
     """`kaggle competitions download <slug>` into `<dest_root>/<slug>/` and unzip; return the files written."""
     cli._check_slug(slug)  # before it becomes part of a path
     dest = Path(dest_root) / slug

@@ -6,11 +6,11 @@ from typing import Callable
 import numpy as np
 
 from src.data.folds import positives_per_fold, write_folds
-from src.experiment import Experiment
+from src.artifacts import Experiment
 from src.steps.common import table_text
 
 
-def run(exp: Experiment, log: Callable[[str], None] = print, rarest: int = 8) -> None:
+def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print, rarest: int = 8) -> None:
     data = exp.config.data
     table = exp.fmt.read_train()
     matrix = exp.fmt.stratify_matrix(table)

@@ -7,7 +7,6 @@ retrained or predicted.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -15,57 +14,44 @@ import numpy as np
 import pandas as pd
 
 from src.errors import PipelineError
-from src.experiment import Experiment
+from src.artifacts import EPOCHS_CSV, Experiment, read_run_config, read_run_summary, tuned_column
 from src.formats.base import DecisionRules
 from src.report import ReportInputs, RunRecord, build_report
-from src.steps.common import load_oof
-from src.steps.thresholds import load_rules
-
-
-def report_dir(exp: Experiment) -> Path:
-    return exp.oof_dir / "report"
 
 
 def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print) -> Path:
     """Build the report; return the path of index.html."""
-    out_dir = report_dir(exp)
-    log(f"report {exp.name}: from {exp.oof_dir} (no retraining) -> {out_dir}")
+    log(f"report {exp.name}: from {exp.oof_dir} (no retraining) -> {exp.report_dir}")
     inputs = load_inputs(exp, log)
-    html_path = build_report(inputs, out_dir)
-    log(f"wrote {html_path} (open it in a browser) and {out_dir / 'report.md'}")
+    html_path = build_report(inputs, exp.report_dir)
+    log(f"wrote {html_path} (open it in a browser) and {exp.report_dir / 'report.md'}")
     return html_path
 
 
 def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportInputs:
     """Everything the report shows, read from the experiment's artifacts."""
     fmt = exp.fmt
-    ids, fold_of_row, probs, targets = load_oof(exp.require(exp.oof_path, "oof"))
+    oof = exp.read_oof()
     heads = fmt.heads()
-    missing = [head.name for head in heads if head.name not in probs or head.name not in targets]
-    if missing:
-        raise PipelineError(f"{exp.oof_path}: no OOF arrays for head(s) {', '.join(missing)}; re-run the oof stage")
+    oof.check_heads(heads, exp.oof_path, exp.command("oof"))
     sources = {"OOF probabilities": exp.oof_path}
     notes: list[str] = []
-
     # Softmax-only formats decide by argmax: "at 0.5" would be a misleading name for that column.
     chosen = "at 0.5" if any(head.thresholded for head in heads) else "argmax"
     rules: dict[str, Optional[DecisionRules]] = {chosen: None}
-    saved = None
-    if exp.thresholds_path.exists():
-        saved = json.loads(exp.thresholds_path.read_text())
+    saved, method = exp.read_thresholds(), None
+    if saved is not None:
         sources["thresholds"] = exp.thresholds_path
-        global_values = {name: np.full(len(head["class_names"]), float(head["global"]))
-                         for name, head in saved.get("heads", {}).items()}
-        if global_values:
-            rules["at the global threshold"] = DecisionRules(global_values)
-            chosen = f"tuned ({exp.config.thresholds.method})"
-            rules[chosen] = load_rules(exp)
+        if saved.heads:
+            cfg = exp.config.thresholds
+            method, chosen = cfg.method, tuned_column(cfg.method)
+            rules["at the global threshold"] = DecisionRules(saved.global_thresholds())
+            rules[chosen] = saved.rules(method, cfg.min_labels, cfg.max_labels)
     elif any(head.thresholded for head in heads):
         notes.append(f"{exp.thresholds_path} not found: scores are at 0.5 only; make it with {exp.command('thresholds')}")
-
     runs = load_runs(exp)
     for run in runs:
-        sources[f"{run.name} epochs"] = run.path / "epochs.csv"
+        sources[f"{run.name} epochs"] = run.path / EPOCHS_CSV
     image_paths: dict = {}
     try:
         table = fmt.read_train()
@@ -73,21 +59,18 @@ def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportIn
         sources["training images"] = fmt.root
     except PipelineError as exc:
         notes.append(f"example images unavailable ({exc})")
-    return ReportInputs(experiment=exp.name, fmt=fmt, ids=ids, fold_of_row=fold_of_row, probs=probs, targets=targets,
-                        rules=rules, chosen_rules=chosen, saved_thresholds=saved, runs=runs,
-                        image_paths=image_paths, notes=notes, sources=sources)
+    return ReportInputs(experiment=exp.name, fmt=fmt, ids=oof.ids, fold_of_row=oof.fold_of_row, probs=oof.probs,
+                        targets=oof.targets, rules=rules, chosen_rules=chosen, saved_thresholds=saved,
+                        chosen_method=method, runs=runs, image_paths=image_paths, notes=notes, sources=sources)
 
 
 def load_runs(exp: Experiment) -> list[RunRecord]:
     """fold-K runs in fold order, then the full fit: their epochs.csv, summary.json, config.json, parameter counts."""
     runs = []
-    fold_dirs = sorted((p for p in exp.oof_dir.glob("fold-*") if p.is_dir() and p.name[5:].isdigit()),
-                       key=lambda p: int(p.name[5:]))
     full = exp.run_dir(None)
-    for path in fold_dirs + ([full] if full.is_dir() else []):
-        fold = int(path.name[5:]) if path.name.startswith("fold-") else None
-        run = RunRecord(name=path.name, fold=fold, path=path, epochs=_read_csv(path / "epochs.csv"),
-                        summary=_read_json(path / "summary.json"), config=_read_json(path / "config.json"))
+    for fold, path in exp.fold_run_dirs() + ([(None, full)] if full.is_dir() else []):
+        run = RunRecord(name=path.name, fold=fold, path=path, epochs=_read_csv(path / EPOCHS_CSV),
+                        summary=read_run_summary(path), config=read_run_config(path))
         run.params = _parameter_counts(exp, run)
         runs.append(run)
     return runs
@@ -120,10 +103,3 @@ def _read_csv(path: Path) -> Optional[pd.DataFrame]:
         return pd.read_csv(path) if path.exists() else None
     except (OSError, ValueError, pd.errors.ParserError):
         return None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        return {}

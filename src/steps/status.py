@@ -6,21 +6,29 @@ kernel built and the report, with their paths. Reads files only; loads no model 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Optional
 
 import pandas as pd
 import yaml
 
+from src.artifacts import (Layout, ScoreTable, TunedThresholds, folds_file, read_kernel_ref,
+                           read_run_config, read_run_summary, read_test_scores, tuned_column)
 from src.config import DataConfig
+from src.errors import PipelineError
 
 EMPTY = "-"
-# src.data.folds.folds_file's name, spelled here so that status does not import sklearn (seconds).
-FOLDS_NAME = "folds-k{n_folds}-seed{seed}.csv"
 
 
-def run(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print, clean_cache: bool = False) -> list[dict]:
+def run(exp=None, output_dir: Optional[Path] = None, configs: Path = Path("configs"), clean_cache: bool = False,
+        quiet: bool = False, log: Callable[[str], None] = print) -> list[dict]:
+    """The stage: `output_dir` defaults to the config's output_dir, else the current folder."""
+    if output_dir is None:
+        output_dir = exp.config.output_dir if exp is not None else Path(".")
+    return show(output_dir, configs, log, clean_cache)
+
+
+def show(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print, clean_cache: bool = False) -> list[dict]:
     """One dict per experiment (sorted by name); logs a compact table, the paths and the image cache's size
     (deleting the cache first with `clean_cache`)."""
     output_dir, configs_dir = Path(output_dir), Path(configs_dir)
@@ -40,7 +48,7 @@ def run(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print,
                 log(f"{row['experiment']}:\n" + "\n".join(made))
     else:
         log(f"no experiments under {oof_root} or {configs_dir}")
-    _image_cache_line(oof_root / "_image_cache", clean_cache, log)
+    _image_cache_line(Layout(output_dir, "").cache_dir, clean_cache, log)
     return rows
 
 
@@ -59,75 +67,58 @@ def _image_cache_line(cache_dir: Path, clean: bool, log: Callable[[str], None]) 
 
 def experiment_status(output_dir: Path, name: str, config_path: Optional[Path]) -> dict:
     """What one experiment has made (values and paths; missing things are None or empty)."""
-    oof_dir = output_dir / "oof" / name
-    paths: dict[str, str] = {}
-    if config_path is not None:
-        paths["config"] = str(config_path)
-    folds = []
-    fold_dirs = sorted((p for p in oof_dir.glob("fold-*") if p.is_dir() and p.name[5:].isdigit()),
-                       key=lambda p: int(p.name[5:])) if oof_dir.is_dir() else []
-    for path in fold_dirs:
-        folds.append(run_status(path, int(path.name[5:])))
-    full = run_status(oof_dir / "full", None) if (oof_dir / "full").is_dir() else None
-    trained = [fold for fold in folds if fold["best_checkpoint"]]
-    if fold_dirs:
-        paths["runs"] = str(oof_dir)
-
-    oof_scores = _read_json(oof_dir / "oof_scores.json")
-    overall = next((row for row in oof_scores or [] if row.get("rows") == "overall"), {})
-    if (oof_dir / "oof.npz").exists():
-        paths["oof"] = str(oof_dir / "oof.npz")
-
-    thresholds = _read_json(oof_dir / "thresholds.json")
-    threshold_summary = None
-    if thresholds is not None:
-        paths["thresholds"] = str(oof_dir / "thresholds.json")
-        threshold_summary = {
-            "method": thresholds.get("method"),
-            "global": {head: info.get("global") for head, info in thresholds.get("heads", {}).items()},
-            "optimistic": {head: _chosen(rows, thresholds.get("method"), "optimistic")
-                           for head, rows in thresholds.get("honest", {}).items()},
-            "honest": {head: _chosen(rows, thresholds.get("method"), "honest")
-                       for head, rows in thresholds.get("honest", {}).items()},
-        }
-
-    submission_dir = output_dir / "submissions" / name
-    submission_files = sorted(str(p) for p in submission_dir.iterdir()
-                              if p.is_file() and not p.name.startswith(".")
-                              and p.name not in ("test_probs.npz", "test_scores.json")) if submission_dir.is_dir() else []
-    if submission_files:
-        paths["submission"] = ", ".join(submission_files)
-    test_scores = _read_json(submission_dir / "test_scores.json")
-
-    kernel_meta_path = output_dir / "kernels" / name / "kernel-metadata.json"
-    kernel_meta = _read_json(kernel_meta_path)
-    if kernel_meta_path.exists():
-        paths["kernel"] = str(kernel_meta_path.parent)
-    report_path = oof_dir / "report" / "index.html"
-    if report_path.exists():
-        paths["report"] = str(report_path)
-
+    layout = Layout(output_dir, name)
+    fold_dirs = layout.fold_run_dirs()
+    folds = [run_status(path, fold) for fold, path in fold_dirs]
+    full_dir = layout.run_dir(None)
+    thresholds, threshold_summary = _thresholds(layout)
+    oof_scores = ScoreTable.read(layout.oof_scores_path)
+    tuned_scores = ScoreTable.read(layout.threshold_scores_path)
+    submission_files = [str(p) for p in layout.submission_files()]
+    kernel = read_kernel_ref(layout)
+    candidates = {"config": config_path, "runs": layout.oof_dir if fold_dirs else None, "oof": layout.oof_path,
+                  "thresholds": layout.thresholds_path, "submission": ", ".join(submission_files) or None,
+                  "kernel": layout.kernel_dir if kernel else None, "report": layout.report_html}
+    paths = {label: str(path) for label, path in candidates.items()
+             if path is not None and (label in ("config", "submission", "runs", "kernel") or Path(path).exists())}
     return {
         "experiment": name,
         "config": str(config_path) if config_path else None,
-        "n_folds": _configured_folds(fold_dirs, config_path),
+        "n_folds": _configured_folds([path for _, path in fold_dirs], config_path),
         "folds": folds,
-        "folds_trained": len(trained),
-        "full_fit": full,
-        "oof_score": overall.get("at 0.5"),
-        "oof_score_tuned": overall.get("tuned"),
+        "folds_trained": sum(1 for fold in folds if fold["best_checkpoint"]),
+        "full_fit": run_status(full_dir, None) if full_dir.is_dir() else None,
+        "oof_score": oof_scores.overall("at 0.5") if oof_scores else None,
+        "oof_score_tuned": tuned_scores.overall(tuned_column(thresholds.method)) if tuned_scores and thresholds else None,
         "thresholds": threshold_summary,
         "submission_files": submission_files,
-        "test_scores": test_scores,
-        "kernel": None if kernel_meta is None and not kernel_meta_path.exists() else (kernel_meta or {}).get("id", "built"),
-        "report": str(report_path) if report_path.exists() else None,
+        "test_scores": read_test_scores(layout.test_scores_path),
+        "kernel": kernel,
+        "report": str(layout.report_html) if layout.report_html.exists() else None,
         "paths": paths,
+    }
+
+
+def _thresholds(layout: Layout) -> tuple[Optional[TunedThresholds], Optional[dict]]:
+    """(thresholds.json, its summary for the table); a damaged file shows as such instead of stopping status."""
+    if not layout.thresholds_path.exists():
+        return None, None
+    try:
+        saved = TunedThresholds.read(layout.thresholds_path, "the thresholds stage")
+    except PipelineError:
+        return None, {"method": "damaged", "global": {}, "optimistic": {}, "honest": {}}
+    scores = {head: saved.score_of(head, saved.method) for head in saved.honest}
+    return saved, {
+        "method": saved.method,
+        "global": {head: info.global_threshold for head, info in saved.heads.items()},
+        "optimistic": {head: score.optimistic if score else None for head, score in scores.items()},
+        "honest": {head: score.honest if score else None for head, score in scores.items()},
     }
 
 
 def run_status(path: Path, fold: Optional[int]) -> dict:
     """One run folder: finished or not, epochs run, best epoch and score (summary.json, else epochs.csv)."""
-    summary = _read_json(path / "summary.json") or {}
+    summary = read_run_summary(path)
     epochs_run, best_epoch, best_score = summary.get("epochs_run"), summary.get("best_epoch"), summary.get("best_score")
     if not summary:  # still running or stopped early by --stop-after-epochs: epochs.csv says how far it got
         try:
@@ -174,10 +165,6 @@ def _display(row: dict) -> dict:
     }
 
 
-def _chosen(rows: list[dict], method: Optional[str], key: str) -> Optional[float]:
-    return next((row.get(key) for row in rows if row.get("method") == method), None)
-
-
 def _configured_folds(fold_dirs: list[Path], config_path: Optional[Path]) -> Optional[int]:
     """How many folds the experiment has: the folds file's held-out folds, else data.n_folds.
 
@@ -186,8 +173,8 @@ def _configured_folds(fold_dirs: list[Path], config_path: Optional[Path]) -> Opt
     """
     data = None
     for path in fold_dirs:
-        saved = _read_json(path / "config.json")
-        if isinstance(saved, dict) and isinstance(saved.get("data"), dict):
+        saved = read_run_config(path)
+        if isinstance(saved.get("data"), dict):
             data = saved["data"]
             break
     if data is None and config_path is not None:
@@ -204,8 +191,8 @@ def _configured_folds(fold_dirs: list[Path], config_path: Optional[Path]) -> Opt
     except (TypeError, ValueError):
         return None
     if data.get("root"):
-        path = Path(data["root"]) / FOLDS_NAME.format(n_folds=n_folds, seed=seed)
-        official = Path(data["root"]) / "folds-official.csv"  # a format's own scheme (CelebA's official split)
+        path = folds_file(Path(data["root"]), n_folds, seed)
+        official = folds_file(Path(data["root"]), n_folds, seed, "official")  # CelebA's own scheme
         if not path.exists() and official.exists():
             path = official
         try:
@@ -218,10 +205,3 @@ def _configured_folds(fold_dirs: list[Path], config_path: Optional[Path]) -> Opt
 
 def _number(value, digits: int = 4) -> str:
     return EMPTY if value is None else f"{float(value):.{digits}f}"
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text()) if path.exists() else None
-    except (OSError, ValueError):
-        return None

@@ -9,16 +9,14 @@ on all OOF rows (optimistic: tuned and scored on the same rows) and by K-fold ov
 """
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 import numpy as np
 
-from src.atomic import write_text
-from src.experiment import Experiment
-from src.formats.base import DecisionRules
-from src.steps.common import load_oof, score_rows, table_text
 from src import thresholds as th
+from src.artifacts import Experiment, ScoreTable, TunedThresholds, tuned_column
+from src.scores import fold_score_rows
+from src.steps.common import table_text
 
 
 def _tuners(exp: Experiment, head_name: str, objective) -> dict[str, Callable]:
@@ -45,54 +43,52 @@ def _tuners(exp: Experiment, head_name: str, objective) -> dict[str, Callable]:
 
 def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print) -> None:
     cfg = exp.config.thresholds
-    ids, fold_of_row, probs, targets = load_oof(exp.require(exp.oof_path, "oof"))
+    oof = exp.read_oof()
+    oof.check_heads(exp.fmt.heads(), exp.oof_path, exp.command("oof"))
     heads = [head for head in exp.fmt.heads() if head.thresholded]
-    log(f"thresholds {exp.name}: {len(ids)} OOF rows, heads {', '.join(h.name for h in heads) or '(none)'}; "
+    log(f"thresholds {exp.name}: {len(oof.ids)} OOF rows, heads {', '.join(h.name for h in heads) or '(none)'}; "
         f"methods global, exact, optuna ({cfg.optuna_trials} trials, {exp.optuna_storage}); honest = {cfg.honest_folds}-fold over OOF rows")
     result = {"method": cfg.method, "heads": {}, "honest": {}}
     for head in heads:
-        head_probs, head_targets = probs[head.name], targets[head.name]
-        tuners = _tuners(exp, head.name, head.objective)
-        global_value, global_score = th.best_global_threshold(head_probs, head_targets, head.objective)
-        found = {
-            "global": tuners["global"](head_probs, head_targets),
-            "exact": tuners["exact"](head_probs, head_targets),
-            "optuna": tuners["optuna"](head_probs, head_targets, storage=exp.optuna_storage, study_name=f"thresholds-{head.name}"),
-        }
-        rows = []
-        for method, tuner in tuners.items():
-            nested = th.nested_score(head_probs, head_targets, head.objective, tuner, n_splits=cfg.honest_folds,
-                                     seed=exp.config.data.fold_seed)
-            rows.append({"method": method, "optimistic": th.score(head_probs, head_targets, found[method], head.objective),
-                         "honest": nested["honest"]})
-        min_labels, max_labels, count_score = th.best_label_count_rule(head_probs, head_targets, head.objective, global_value)
-        rows.append({"method": f"global + labels per image in [{min_labels}, {max_labels}]", "optimistic": count_score,
-                     "honest": float("nan")})
-        rows.append({"method": "0.5 (no tuning)", "optimistic": th.score(head_probs, head_targets, 0.5, head.objective),
-                     "honest": th.score(head_probs, head_targets, 0.5, head.objective)})
-        result["heads"][head.name] = {
-            "class_names": list(head.class_names), "global": global_value,
-            "methods": {method: values.tolist() for method, values in found.items()},
-            "label_count_rule": {"min_labels": min_labels, "max_labels": max_labels},
-        }
-        result["honest"][head.name] = rows
-        log(f"[{head.name}] {head.objective.kind} (beta {head.objective.beta:g}); global threshold {global_value:.3f}:\n"
-            + table_text(rows))
-    write_text(exp.thresholds_path, json.dumps(result, indent=1))
-    rules = load_rules(exp)
+        result["heads"][head.name], result["honest"][head.name] = _tune_head(exp, head, oof.probs[head.name],
+                                                                             oof.targets[head.name])
+        log(f"[{head.name}] {head.objective.label}; global threshold "
+            f"{result['heads'][head.name]['global']:.3f}:\n" + table_text(result["honest"][head.name]))
+    tuned = TunedThresholds.model_validate(result)
+    tuned.write(exp.thresholds_path)
     if heads:
-        per_fold = score_rows(exp.fmt, fold_of_row, probs, targets, {"at 0.5": None, f"tuned ({cfg.method})": rules})
-        log(f"OOF {exp.fmt.main_metric} with the '{cfg.method}' thresholds submit will use:\n" + table_text(per_fold))
+        column = tuned_column(cfg.method)
+        rules = {"at 0.5": None, column: tuned.rules(cfg.method, cfg.min_labels, cfg.max_labels)}
+        per_fold = ScoreTable(fold_score_rows(exp.fmt, oof.fold_of_row, oof.probs, oof.targets, rules))
+        per_fold.write(exp.threshold_scores_path)
+        log(f"OOF {exp.fmt.main_metric} with the '{cfg.method}' thresholds submit will use:\n" + table_text(per_fold.rows))
     else:
         log("no multi-label head: nothing to tune (softmax heads use argmax)")
     log(f"wrote {exp.thresholds_path}")
 
 
-def load_rules(exp: Experiment) -> DecisionRules | None:
-    """The decision rules `submit` uses: thresholds of `thresholds.method`, min/max labels from config; None if not tuned."""
-    if not exp.thresholds_path.exists():
-        return None
-    saved = json.loads(exp.thresholds_path.read_text())
-    method = exp.config.thresholds.method
-    thresholds = {name: np.asarray(head["methods"][method], dtype=np.float64) for name, head in saved["heads"].items()}
-    return DecisionRules(thresholds, exp.config.thresholds.min_labels, exp.config.thresholds.max_labels)
+def _tune_head(exp: Experiment, head, head_probs, head_targets) -> tuple[dict, list[dict]]:
+    """(thresholds.json entry of one head, its rows of optimistic and honest scores per method)."""
+    cfg = exp.config.thresholds
+    tuners = _tuners(exp, head.name, head.objective)
+    global_value, _ = th.best_global_threshold(head_probs, head_targets, head.objective)
+    found = {
+        "global": tuners["global"](head_probs, head_targets),
+        "exact": tuners["exact"](head_probs, head_targets),
+        "optuna": tuners["optuna"](head_probs, head_targets, storage=exp.optuna_storage, study_name=f"thresholds-{head.name}"),
+    }
+    rows = []
+    for method, tuner in tuners.items():
+        nested = th.nested_score(head_probs, head_targets, head.objective, tuner, n_splits=cfg.honest_folds,
+                                 seed=exp.config.data.fold_seed)
+        rows.append({"method": method, "optimistic": th.score(head_probs, head_targets, found[method], head.objective),
+                     "honest": nested["honest"]})
+    min_labels, max_labels, count_score = th.best_label_count_rule(head_probs, head_targets, head.objective, global_value)
+    rows.append({"method": f"global + labels per image in [{min_labels}, {max_labels}]", "optimistic": count_score,
+                 "honest": float("nan")})
+    at_half = th.score(head_probs, head_targets, 0.5, head.objective)
+    rows.append({"method": "0.5 (no tuning)", "optimistic": at_half, "honest": at_half})
+    entry = {"class_names": list(head.class_names), "global": global_value,
+             "methods": {method: values.tolist() for method, values in found.items()},
+             "label_count_rule": {"min_labels": min_labels, "max_labels": max_labels}}
+    return entry, rows

@@ -1,0 +1,384 @@
+"""An experiment's layout and every artifact it makes, each a typed object with a reader and a writer.
+
+The one module that knows file names and JSON keys. Data flows one way and so do these files:
+folds file -> run folders (fold-K/, full/) -> oof.npz + oof_scores.json -> thresholds.json +
+threshold_scores.json -> submissions/<exp>/ -> kernels/<exp>/ and the report. A reader validates
+what it reads and refuses a damaged or stale file with one line naming it and the command that
+writes it again. Only light imports here (numpy, pydantic): `status` reads these without torch.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from src.atomic import atomic_path, write_text
+from src.errors import PipelineError
+
+# Files inside one training run's folder (written by the engine, read by oof, report, status, kernel).
+LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pt", "best.pt"
+EPOCHS_CSV, RUN_SUMMARY, RUN_CONFIG = "epochs.csv", "summary.json", "config.json"
+FULL_RUN = "full"
+KERNEL_METADATA = "kernel-metadata.json"  # beside the kernel script: its id is the kernel ref
+
+
+def folds_file(root: Path, n_splits: int, seed: int, scheme: str = "") -> Path:
+    """Folds file inside the competition folder; `scheme` names a non-default split (CelebA's official
+    partition) so two ways of splitting never share one file."""
+    if scheme:
+        return Path(root) / f"folds-{scheme}.csv"
+    return Path(root) / f"folds-k{n_splits}-seed{seed}.csv"
+
+
+def fold_run_name(fold: Optional[int]) -> str:
+    return FULL_RUN if fold is None else f"fold-{fold}"
+
+
+class Layout:
+    """Where an experiment's artifacts live, from the output folder and the experiment's name alone."""
+
+    def __init__(self, output_dir: Path, name: str):
+        self.output_dir, self.name = Path(output_dir), name
+
+    @property
+    def oof_dir(self) -> Path:
+        return self.output_dir / "oof" / self.name
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.output_dir / "oof" / "_image_cache"
+
+    def run_dir(self, fold: Optional[int]) -> Path:
+        return self.oof_dir / fold_run_name(fold)
+
+    def fold_run_dirs(self) -> list[tuple[int, Path]]:
+        """(fold, folder) of every fold-K run folder there, in fold order."""
+        if not self.oof_dir.is_dir():
+            return []
+        found = [(int(p.name[5:]), p) for p in self.oof_dir.glob("fold-*") if p.is_dir() and p.name[5:].isdigit()]
+        return sorted(found)
+
+    @property
+    def oof_path(self) -> Path:
+        return self.oof_dir / "oof.npz"
+
+    @property
+    def oof_scores_path(self) -> Path:
+        return self.oof_dir / "oof_scores.json"
+
+    @property
+    def thresholds_path(self) -> Path:
+        return self.oof_dir / "thresholds.json"
+
+    @property
+    def threshold_scores_path(self) -> Path:
+        return self.oof_dir / "threshold_scores.json"
+
+    @property
+    def optuna_path(self) -> Path:
+        return self.oof_dir / "optuna.db"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.oof_dir / "report"
+
+    @property
+    def report_html(self) -> Path:
+        return self.report_dir / "index.html"
+
+    @property
+    def submission_dir(self) -> Path:
+        return self.output_dir / "submissions" / self.name
+
+    @property
+    def test_probs_path(self) -> Path:
+        return self.submission_dir / "test_probs.npz"
+
+    @property
+    def test_scores_path(self) -> Path:
+        return self.submission_dir / "test_scores.json"
+
+    def submission_files(self) -> list[Path]:
+        """The submission file(s) written there (not the probabilities or scores beside them)."""
+        if not self.submission_dir.is_dir():
+            return []
+        extra = {self.test_probs_path.name, self.test_scores_path.name}
+        return sorted(p for p in self.submission_dir.iterdir()
+                      if p.is_file() and not p.name.startswith(".") and p.name not in extra)
+
+    @property
+    def kernel_dir(self) -> Path:
+        return self.output_dir / "kernels" / self.name
+
+    @property
+    def kernel_metadata_path(self) -> Path:
+        return self.kernel_dir / KERNEL_METADATA
+
+
+@dataclass
+class Experiment(Layout):
+    """A config + its format + the layout of every artifact it makes (outputs named after the config file)."""
+
+    config: Any
+    config_path: Path
+
+    def __post_init__(self):
+        Layout.__init__(self, self.config.output_dir, self.config.experiment)
+
+    @cached_property
+    def fmt(self):
+        from src.formats import create_format
+
+        return create_format(self.config.format, self.config.data.root, self.config.format_options)
+
+    @property
+    def folds_path(self) -> Path:
+        data = self.config.data
+        return folds_file(data.root, data.n_folds, data.fold_seed, self.fmt.folds_scheme())
+
+    @property
+    def optuna_storage(self) -> str:
+        return self.config.thresholds.storage or f"sqlite:///{self.optuna_path.resolve()}"
+
+    def command(self, stage: str, extra: str = "") -> str:
+        """The command line that makes an artifact (for 'run this first' messages)."""
+        return f"python -m src.stage {stage}{(' ' + extra) if extra else ''} --config {self.config_path}"
+
+    def require(self, path: Path, stage: str, extra: str = "") -> Path:
+        """Refuse to start when a previous stage's artifact is missing; name the command that makes it."""
+        if not path.exists():
+            raise PipelineError(f"{path} is missing; make it first with: {self.command(stage, extra)}")
+        return path
+
+    def fold_of_row(self, ids: list[str]) -> np.ndarray:
+        """Fold of every training id from the folds file (-1 = never held out)."""
+        from src.data.folds import read_folds
+
+        return read_folds(self.require(self.folds_path, "folds"), ids)
+
+    def best_checkpoint(self, fold: Optional[int]) -> Path:
+        """A run's best.pt, refused with the train command when it is not there."""
+        extra = "--full" if fold is None else f"--fold {fold}"
+        return self.require(self.run_dir(fold) / BEST_CHECKPOINT, "train", extra)
+
+    def submission_checkpoint(self) -> Path:
+        """The ONE checkpoint `submit.checkpoint` names ('full' or 'fold-K')."""
+        choice = self.config.submit.checkpoint
+        return self.best_checkpoint(None if choice == FULL_RUN else int(choice.split("-")[1]))
+
+    def read_oof(self) -> "OofPredictions":
+        return OofPredictions.read(self.require(self.oof_path, "oof"), self.command("oof"))
+
+    def read_thresholds(self, required: bool = False) -> Optional["TunedThresholds"]:
+        """thresholds.json checked against the format's heads; None when not tuned yet (unless `required`)."""
+        if not self.thresholds_path.exists() and not required:
+            return None
+        saved = TunedThresholds.read(self.require(self.thresholds_path, "thresholds"), self.command("thresholds"))
+        saved.check_heads(self.fmt.heads(), self.thresholds_path, self.command("thresholds"))
+        return saved
+
+    def decision_rules(self):
+        """The rules submit applies: the `thresholds.method` thresholds + min/max labels; None when untuned."""
+        saved = self.read_thresholds()
+        cfg = self.config.thresholds
+        return None if saved is None else saved.rules(cfg.method, cfg.min_labels, cfg.max_labels)
+
+
+# ---- OOF predictions -----------------------------------------------------------------------------
+
+@dataclass
+class OofPredictions:
+    """Each training image's held-out probabilities per head (float32 in memory, float16 on disk)."""
+
+    ids: list[str]
+    fold_of_row: np.ndarray
+    probs: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+
+    def write(self, path: Path) -> None:
+        """One compressed .npz with ids, folds, probabilities and targets (atomic)."""
+        arrays = {"ids": np.asarray(self.ids, dtype=str), "fold": self.fold_of_row.astype(np.int16)}
+        arrays.update({f"probs__{name}": values.astype(np.float16) for name, values in self.probs.items()})
+        arrays.update({f"target__{name}": values for name, values in self.targets.items()})
+        _write_npz(path, arrays)
+
+    @classmethod
+    def read(cls, path: Path, remake: str) -> "OofPredictions":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                ids = [str(value) for value in data["ids"]]
+                fold = data["fold"].astype(np.int64)
+                probs = {key[7:]: data[key].astype(np.float32) for key in data.files if key.startswith("probs__")}
+                targets = {key[8:]: data[key] for key in data.files if key.startswith("target__")}
+        except (OSError, ValueError, KeyError) as exc:
+            raise PipelineError(f"{path}: unreadable OOF file ({exc}); write it again with: {remake}") from None
+        if len(fold) != len(ids) or any(len(v) != len(ids) for v in [*probs.values(), *targets.values()]):
+            raise PipelineError(f"{path}: arrays of different lengths (damaged?); write it again with: {remake}")
+        return cls(ids, fold, probs, targets)
+
+    def check_heads(self, heads, path: Path, remake: str) -> None:
+        """Refuse OOF arrays made for other heads or classes than the format has now (stale file)."""
+        for head in heads:
+            if head.name not in self.probs or head.name not in self.targets:
+                raise PipelineError(f"{path}: no OOF arrays for head {head.name}; write it again with: {remake}")
+            if self.probs[head.name].shape[1] != head.n_outputs:
+                raise PipelineError(f"{path}: head {head.name} has {self.probs[head.name].shape[1]} classes, the "
+                                    f"format has {head.n_outputs} (labels changed?); write it again with: {remake}")
+
+
+# ---- score tables (oof_scores.json, threshold_scores.json) --------------------------------------
+
+@dataclass
+class ScoreTable:
+    """The main metric per fold and overall: rows {"rows": "fold K" | "overall", "images": n, <column>: score}."""
+
+    rows: list[dict]
+
+    def write(self, path: Path) -> None:
+        write_text(path, json.dumps(self.rows, indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> Optional["ScoreTable"]:
+        """The table, or None when missing or unreadable (status and summaries show what exists)."""
+        rows = _read_json(path)
+        return cls(rows) if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else None
+
+    def overall(self, column: str) -> Optional[float]:
+        row = next((row for row in self.rows if row.get("rows") == "overall"), {})
+        return row.get(column)
+
+
+# ---- tuned thresholds (thresholds.json) -----------------------------------------------------------
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LabelCountRule(_Record):
+    min_labels: int
+    max_labels: Optional[int]
+
+
+class HeadThresholds(_Record):
+    class_names: list[str]
+    global_threshold: float = Field(alias="global")
+    methods: dict[str, list[float]]
+    label_count_rule: LabelCountRule
+
+
+class MethodScore(_Record):
+    """One tuning method's score on the OOF rows: optimistic (tuned on them) and honest (nested)."""
+
+    method: str
+    optimistic: float
+    honest: float
+
+
+class TunedThresholds(_Record):
+    """thresholds.json: per head the class thresholds of every method; per head each method's scores."""
+
+    method: str
+    heads: dict[str, HeadThresholds]
+    honest: dict[str, list[MethodScore]]
+
+    def write(self, path: Path) -> None:
+        write_text(path, json.dumps(self.model_dump(by_alias=True), indent=1))
+
+    @classmethod
+    def read(cls, path: Path, remake: str) -> "TunedThresholds":
+        raw = _read_json(path)
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"]) or "top level"
+            raise PipelineError(f"{path}: {where}: {error['msg']} (damaged or from another version); "
+                                f"write it again with: {remake}") from None
+
+    def check_heads(self, heads, path: Path, remake: str) -> None:
+        """Refuse thresholds tuned for other classes than the format's heads have now (stale file)."""
+        for head in heads:
+            if not head.thresholded:
+                continue
+            saved = self.heads.get(head.name)
+            if saved is None or tuple(saved.class_names) != tuple(head.class_names):
+                raise PipelineError(f"{path}: tuned for other classes than head {head.name} has now "
+                                    f"(labels changed?); tune again with: {remake}")
+
+    def class_thresholds(self, method: str) -> dict[str, np.ndarray]:
+        return {name: np.asarray(head.methods[method], dtype=np.float64) for name, head in self.heads.items()}
+
+    def global_thresholds(self) -> dict[str, np.ndarray]:
+        return {name: np.full(len(head.class_names), float(head.global_threshold)) for name, head in self.heads.items()}
+
+    def rules(self, method: str, min_labels: int = 0, max_labels: Optional[int] = None):
+        from src.formats.base import DecisionRules
+
+        return DecisionRules(self.class_thresholds(method), min_labels, max_labels)
+
+    def score_of(self, head: str, method: str) -> Optional[MethodScore]:
+        return next((row for row in self.honest.get(head, []) if row.method == method), None)
+
+
+def tuned_column(method: str) -> str:
+    """The score tables' column for OOF scores at a method's tuned thresholds."""
+    return f"tuned ({method})"
+
+
+# ---- test predictions and scores ---------------------------------------------------------------
+
+def write_test_probs(path: Path, ids: list[str], probs: dict[str, np.ndarray]) -> None:
+    """The test probabilities submit decided from (float16), beside the submission."""
+    _write_npz(path, {"ids": np.asarray(ids, dtype=str), **{f"probs__{k}": v.astype(np.float16) for k, v in probs.items()}})
+
+
+def write_test_scores(path: Path, scores: dict) -> None:
+    write_text(path, json.dumps(scores, indent=2))
+
+
+def read_test_scores(path: Path) -> Optional[dict]:
+    scores = _read_json(path)
+    return scores if isinstance(scores, dict) else None
+
+
+# ---- run folders ------------------------------------------------------------------------------
+
+def read_run_summary(run_dir: Path) -> dict:
+    """A run's summary.json as written at its end ({} while it runs or when unreadable)."""
+    summary = _read_json(Path(run_dir) / RUN_SUMMARY)
+    return summary if isinstance(summary, dict) else {}
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """The resolved config a run saved at its start ({} when missing)."""
+    saved = _read_json(Path(run_dir) / RUN_CONFIG)
+    return saved if isinstance(saved, dict) else {}
+
+
+def read_kernel_ref(layout: Layout) -> Optional[str]:
+    """The built kernel's id ('built' when its metadata lacks one); None when no kernel was built."""
+    if not layout.kernel_metadata_path.exists():
+        return None
+    meta = _read_json(layout.kernel_metadata_path)
+    return (meta or {}).get("id", "built") if isinstance(meta, (dict, type(None))) else "built"
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text()) if Path(path).exists() else None
+    except (OSError, ValueError):
+        return None
+
