@@ -36,6 +36,9 @@ def save_checkpoint(path: Path, payload: dict, keep_previous: bool = False) -> N
     torch.save(payload, buffer)
     data = buffer.getvalue()
     if keep_previous and path.exists():
+        # The old hash goes first: at every instant a file sits beside its own hash or beside none (unverified,
+        # used only as a last resort), never beside another file's hash (refused as damaged).
+        _sidecar(_previous(path)).unlink(missing_ok=True)
         os.replace(path, _previous(path))
         if _sidecar(path).exists():
             os.replace(_sidecar(path), _sidecar(_previous(path)))

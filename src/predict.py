@@ -48,5 +48,6 @@ def predict_probs(model: nn.Module, loader: DataLoader, heads: list[HeadSpec], r
             if flipped is not None:
                 probs = (probs + logits_to_probs(flipped[name].float(), kind)) / 2
             collected[name].append(probs.cpu().numpy())
-    probs = {name: np.concatenate(parts) if parts else np.zeros((0, 0), np.float32) for name, parts in collected.items()}
+    empty = {head.name: np.zeros((0, head.n_outputs), np.float32) for head in heads}  # a fold with no readable rows
+    probs = {name: np.concatenate(parts) if parts else empty[name] for name, parts in collected.items()}
     return probs, (loss_sum / seen if seen else None)

@@ -168,9 +168,6 @@ def test_a_write_killed_half_way_leaves_the_previous_checkpoint(tmp_path):
     assert not list(tmp_path.glob(".*.tmp")) and load_checkpoint(path)["epoch"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="bug: keep_previous moves last.pt to last.prev.pt before its sidecar, so a kill "
-                                       "between the two renames pairs the good last.prev.pt with its predecessor's hash: "
-                                       "it is refused as damaged and nothing can be resumed")
 def test_killed_between_the_two_rotation_renames_still_resumes(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     save_checkpoint(path, payload(1), keep_previous=True)
@@ -191,8 +188,6 @@ def test_killed_between_the_two_rotation_renames_still_resumes(tmp_path, monkeyp
     assert load_checkpoint(path, fallback=True, log=lambda message: None)["epoch"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="bug: keep_previous rotating a last.pt that has no sidecar leaves the older "
-                                       "last.prev.pt.sha256 beside it, so that good file is later refused as damaged")
 def test_rotating_an_unverified_file_does_not_pair_it_with_a_stale_hash(tmp_path):
     path = tmp_path / "last.pt"
     save_checkpoint(path, payload(1), keep_previous=True)

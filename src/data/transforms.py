@@ -24,8 +24,14 @@ def build_transform(steps: list[dict[str, Any]], image_size: int, mean, std, whe
         transform_cls = getattr(A, str(name), None) if name else None
         if not (inspect.isclass(transform_cls) and issubclass(transform_cls, A.BasicTransform)):
             raise PipelineError(f"config {where}.{index}.name: '{name}' is not an albumentations transform (e.g. HorizontalFlip)")
-        if "size" in inspect.signature(transform_cls.__init__).parameters and "size" not in params:
+        accepted = inspect.signature(transform_cls.__init__).parameters
+        if "size" in accepted and "size" not in params:
             params["size"] = (image_size, image_size)
+        unknown = sorted(key for key in params if key not in accepted)
+        if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+            # albumentations only warns and then runs with the defaults: a typo would silently change the recipe
+            raise PipelineError(f"config {where}.{index}: {name} has no argument {', '.join(map(repr, unknown))}; "
+                                f"its arguments: {', '.join(k for k in accepted if k != 'self')}")
         try:
             built.append(transform_cls(**params))
         except Exception as exc:  # albumentations validates its own arguments
