@@ -581,16 +581,7 @@ def build_report(inputs: ReportInputs, out_dir: Path, thumbnails: Optional[dict[
     doc.section("Summary")
     doc.table(headline, "summary")
 
-    doc.section("Training curves")
-    doc.figure("training_curves.png", training_curves_figure(inputs.runs, metric),
-               "Loss and validation metric per epoch, one colour per fold.")
-    # A full fit has no validation rows: its "best" epoch is simply the last one.
-    fold_runs = [{"run": run.name, "best epoch": run.summary.get("best_epoch", NA) if run.fold is not None else "last",
-                  f"best valid {metric}": run.summary.get("best_score", NA) if run.fold is not None else NA,
-                  "epochs run": run.summary.get("epochs_run", NA), "finished": run.summary.get("finished", NA)}
-                 for run in inputs.runs]
-    if fold_runs:
-        doc.table(fold_runs, "runs")
+    _training_section(doc, inputs.runs, metric)
 
     doc.section("OOF score per fold and overall")
     tuned_note = (" Tuned thresholds are chosen on these same rows, so their column is optimistic; the honest "
@@ -604,6 +595,27 @@ def build_report(inputs: ReportInputs, out_dir: Path, thumbnails: Optional[dict[
     for head in heads:
         _head_sections(doc, inputs, head, labels)
 
+    _examples_section(doc, inputs, heads, labels, thumbnails)
+
+    _resources_section(doc, inputs, metric)
+    return doc.write()
+
+
+def _training_section(doc: "_Document", runs: list[RunRecord], metric: str) -> None:
+    doc.section("Training curves")
+    doc.figure("training_curves.png", training_curves_figure(runs, metric),
+               "Loss and validation metric per epoch, one colour per fold.")
+    # A full fit has no validation rows: its "best" epoch is simply the last one.
+    fold_runs = [{"run": run.name, "best epoch": run.summary.get("best_epoch", NA) if run.fold is not None else "last",
+                  f"best valid {metric}": run.summary.get("best_score", NA) if run.fold is not None else NA,
+                  "epochs run": run.summary.get("epochs_run", NA), "finished": run.summary.get("finished", NA)}
+                 for run in runs]
+    if fold_runs:
+        doc.table(fold_runs, "runs")
+
+
+def _examples_section(doc: "_Document", inputs: ReportInputs, heads: list[HeadSpec], labels: dict[str, np.ndarray],
+                      thumbnails: Optional[dict[int, Optional[np.ndarray]]]) -> None:
     doc.section("Examples: right and wrong (OOF)")
     scores = image_scores(heads, inputs.targets, labels)
     right, wrong = pick_examples(scores, GRID_COLUMNS * GRID_ROWS_EACH)
@@ -620,6 +632,8 @@ def build_report(inputs: ReportInputs, out_dir: Path, thumbnails: Optional[dict[
     else:
         doc.paragraph("(No example grid: the training images could not be read; check data.root.)")
 
+
+def _resources_section(doc: "_Document", inputs: ReportInputs, metric: str) -> None:
     doc.section("Resources")
     resources = resource_rows(inputs.runs, metric)
     if resources:
@@ -633,7 +647,6 @@ def build_report(inputs: ReportInputs, out_dir: Path, thumbnails: Optional[dict[
     if inputs.sources:
         doc.section("Files read")
         doc.table([{"artifact": name, "path": str(path)} for name, path in inputs.sources.items()], "files")
-    return doc.write()
 
 
 def _head_sections(doc: "_Document", inputs: ReportInputs, head: HeadSpec, labels: dict[str, np.ndarray]) -> None:
