@@ -99,13 +99,6 @@ def metric_rows(fmt: CompetitionFormat, probs: dict[str, np.ndarray], targets: d
     return [{"metric": key, **{name: values.get(key) for name, values in scores.items()}} for key in keys]
 
 
-def class_fbeta(head: HeadSpec) -> float:
-    """The beta of the per-class F-score column: the head's objective beta, 1 for accuracy heads."""
-    if head.objective is None or head.objective.kind == "column_accuracy":
-        return 1.0
-    return float(head.objective.beta)
-
-
 def decided_matrix(head: HeadSpec, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Decided labels as an n x c bool matrix (one-hot for softmax heads)."""
     if head.thresholded:
@@ -130,7 +123,7 @@ def per_class_rows(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, label
     true = target_matrix(head, targets)
     pred = decided_matrix(head, probs, labels)
     ranking = ranking if ranking is not None else ranking_scores(true, probs)
-    beta = class_fbeta(head)
+    beta = head.threshold_objective.column_beta
     scores = metrics.per_class_scores(true, pred, beta=beta)
     f_name = f"F{beta:g}"
     rows = []
@@ -165,25 +158,22 @@ def attribute_accuracy_rows(head: HeadSpec, probs: np.ndarray, targets: np.ndarr
 def global_threshold_curve(probs: np.ndarray, targets: np.ndarray, head: HeadSpec,
                            grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
     """The head's objective at each global threshold of `grid` (ascending), equal to thresholds.score at each."""
-    objective = head.objective or th.ThresholdObjective("samples_fbeta", 1.0)
-    return th.score_curve(probs, targets, objective, grid)
+    return th.score_curve(probs, targets, head.threshold_objective, grid)
 
 
 def image_scores(heads: list[HeadSpec], targets: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> np.ndarray:
     """How right each image is, in [0, 1], averaged over heads.
 
-    Multi-label heads: per-image F-beta (F-beta objectives) or the share of attributes right
-    (accuracy objectives); softmax heads: 1 if the argmax is the true class, else 0.
+    Multi-label heads: the objective's `image_rightness` (per-image F-beta, or the share of
+    attributes right); softmax heads: 1 if the argmax is the true class, else 0.
     """
     parts = []
     for head in heads:
         true, pred = targets[head.name], labels[head.name]
         if not head.thresholded:
             parts.append((np.asarray(true) == np.asarray(pred)).astype(np.float64))
-        elif head.objective is not None and head.objective.kind == "column_accuracy":
-            parts.append((np.asarray(true).astype(bool) == np.asarray(pred, dtype=bool)).mean(axis=1))
         else:
-            parts.append(metrics.fbeta_per_sample(true, pred, beta=class_fbeta(head), zero_division=1.0))
+            parts.append(head.threshold_objective.image_rightness(true, pred))
     return np.mean(parts, axis=0)
 
 
@@ -392,7 +382,7 @@ def threshold_figure(head: HeadSpec, curve: np.ndarray, grid: np.ndarray, saved_
     """Left: the objective vs one global threshold. Right: optimistic vs honest (nested) score per method."""
     fig = Figure(figsize=(12, 5.2), dpi=100)
     curve_ax, honest_ax = fig.subplots(1, 2)
-    label = objective_label(head)
+    label = head.threshold_objective.label
     curve_ax.plot(grid, curve, color="C0", linewidth=2, label="one global threshold for every class")
     curve_ax.axvline(0.5, color="grey", linestyle=":", label=f"0.5: {np.interp(0.5, grid, curve):.4f}")
     if saved_head is not None:
@@ -533,16 +523,6 @@ def example_grid_figure(heads: list[HeadSpec], rows_right: np.ndarray, rows_wron
     return fig
 
 
-def objective_label(head: HeadSpec) -> str:
-    """A human name for what a multi-label head's thresholds maximise."""
-    objective = head.objective or th.ThresholdObjective("samples_fbeta", 1.0)
-    if objective.kind == "column_accuracy":
-        return "mean attribute accuracy"
-    if objective.kind == "column_fbeta":
-        return f"macro F{objective.beta:g}"
-    return f"F{objective.beta:g} per image (mean)"
-
-
 # --------------------------------------------------------------------------------------------
 # The report
 
@@ -576,7 +556,7 @@ def build_report(inputs: ReportInputs, out_dir: Path, thumbnails: Optional[dict[
     for head in heads:
         for row in (inputs.saved_thresholds or {}).get("honest", {}).get(head.name, []):
             if row["method"] == _method_of(inputs.chosen_rules) and _finite(row.get("honest")):
-                headline.append({"figure": f"[{head.name}] {objective_label(head)}, {row['method']} thresholds, "
+                headline.append({"figure": f"[{head.name}] {head.threshold_objective.label}, {row['method']} thresholds, "
                                            "honest (nested)", "value": row["honest"]})
     doc.section("Summary")
     doc.table(headline, "summary")
@@ -625,7 +605,7 @@ def _examples_section(doc: "_Document", inputs: ReportInputs, heads: list[HeadSp
                   "The number is how right the image is (per-image score, averaged over heads). "
                   "T = true labels, P = predicted"
                   + ("; for attribute heads only the attributes it got wrong are listed." if any(
-                      h.objective is not None and h.objective.kind == "column_accuracy" for h in heads) else "."))
+                      h.thresholded and h.threshold_objective.counts_true_negatives for h in heads) else "."))
     if any(image is not None for image in thumbnails.values()):
         doc.figure("examples.png", example_grid_figure(heads, right, wrong, thumbnails, inputs.ids, inputs.targets,
                                                        labels, scores), "OOF images predicted right and wrong.")
@@ -665,7 +645,7 @@ def _head_sections(doc: "_Document", inputs: ReportInputs, head: HeadSpec, label
         honest_rows = saved.get("honest", {}).get(head.name)
         if honest_rows:
             best_global = f" Best global threshold: {float(saved_head['global']):.3f}." if saved_head else ""
-            doc.paragraph(f"Thresholds by method (from thresholds.json); {objective_label(head)}. *optimistic*: tuned "
+            doc.paragraph(f"Thresholds by method (from thresholds.json); {head.threshold_objective.label}. *optimistic*: tuned "
                           "and scored on all OOF rows; *honest*: K-fold over the OOF rows, tuned on the other parts "
                           f"and scored on the held-out part. Submit uses `{method}`.{best_global}")
             doc.table(honest_rows, f"honest_{head.name}")
@@ -690,7 +670,7 @@ def _head_sections(doc: "_Document", inputs: ReportInputs, head: HeadSpec, label
                   f"precision) and AUC (ROC) rank the class's probabilities, whatever the threshold. {where}")
     doc.table(shown, f"per_class_{head.name}", full_rows=rows)
 
-    if head.thresholded and head.objective is not None and head.objective.kind == "column_accuracy":
+    if head.thresholded and head.threshold_objective.counts_true_negatives:
         doc.subsection("Per-attribute accuracy")
         doc.table(attribute_accuracy_rows(head, probs, targets, labels[head.name], class_thresholds),
                   f"attribute_accuracy_{head.name}")
@@ -852,7 +832,7 @@ def _label_lines(head: HeadSpec, true, pred, with_head: bool) -> list[str]:
         return [f"{prefix}T {_short(names[int(true)], 20)}", f"{prefix}P {_short(names[int(pred)], 20)}{mark}"]
     true_set = np.flatnonzero(np.asarray(true).astype(bool))
     pred_set = np.flatnonzero(np.asarray(pred, dtype=bool))
-    if head.objective is not None and head.objective.kind == "column_accuracy":
+    if head.threshold_objective.counts_true_negatives:
         wrong = np.flatnonzero(np.asarray(true).astype(bool) != np.asarray(pred, dtype=bool))
         if not len(wrong):
             return [f"{prefix}all {len(names)} right"]

@@ -4,12 +4,10 @@ Inputs are `probs`, an n_images x n_classes matrix of probabilities in [0, 1] (f
 work is done in float32 or float64), and `targets`, a same-shape matrix of bools or 0/1. A label is
 predicted when `prob > threshold` (strictly greater), so a threshold of 1.0 never predicts a class.
 
-What is maximised is a `ThresholdObjective`:
-- "samples_fbeta": per-image F-beta averaged over images (iMet: beta=2; DeepFashion attributes:
-  beta=1). Classes interact through each image's counts, so per-class thresholds come from
-  coordinate ascent.
-- "column_accuracy": mean over columns of per-column accuracy (CelebA); separable per class.
-- "column_fbeta": macro F-beta over columns; separable per class.
+What is maximised is an objective of `src.objectives` (per-image F-beta, per-column accuracy,
+macro F-beta, ...). The searches ask it for scores from counts and never for its name: when it
+couples the classes of an image (`couples_classes`) per-class thresholds come from coordinate
+ascent, else each column's optimum is exact.
 
 `exact_thresholds` puts every cut halfway between two consecutive distinct probabilities of its
 column (1.0 for a class that should never be on), so no cut hangs on a value exactly at the threshold.
@@ -25,8 +23,8 @@ from tqdm.auto import tqdm
 
 from src import metrics
 from src.errors import PipelineError
+from src.objectives import Objective, PerImageObjective, from_name
 
-KINDS = ("samples_fbeta", "column_accuracy", "column_fbeta")
 # Search range of each Optuna threshold parameter.
 OPTUNA_LOW, OPTUNA_HIGH = 0.01, 0.99
 # Two scores closer than this (on the objective's own 0..1 scale) count as a tie.
@@ -35,32 +33,9 @@ _TOLERANCE = 1e-12
 _ROW_BLOCK = 4096
 
 
-@dataclass(frozen=True)
-class ThresholdObjective:
-    """What thresholds maximise: `kind` (one of KINDS) and the F `beta` for the F-beta kinds.
-
-    `zero_division` is the F-beta of an image (samples_fbeta) or column (column_fbeta) with nothing
-    true and nothing predicted, as sklearn's argument of that name (0 unless the competition says).
-    """
-
-    kind: str
-    beta: float = 1.0
-    zero_division: float = 0.0
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise PipelineError(f"threshold objective kind {self.kind!r} is unknown; use one of {KINDS}")
-        if not np.isfinite(self.beta) or self.beta <= 0:
-            raise PipelineError(f"threshold objective beta is {self.beta}; pass a positive number")
-        if not 0.0 <= self.zero_division <= 1.0:
-            raise PipelineError(
-                f"threshold objective zero_division is {self.zero_division}; pass a value in [0, 1]"
-            )
-
-    @property
-    def separable(self) -> bool:
-        """True when each class's threshold can be chosen on its own column."""
-        return self.kind != "samples_fbeta"
+def ThresholdObjective(kind: str, *args, **kwargs) -> Objective:  # noqa: N802 (was a class)
+    """Deprecated: `src.objectives.from_name(kind, ...)`; kept while src/bench.py still calls it."""
+    return from_name(kind, *args, **kwargs)
 
 
 def apply_thresholds(probs, thresholds, min_labels: int = 0, max_labels: int | None = None) -> np.ndarray:
@@ -89,15 +64,15 @@ def apply_thresholds(probs, thresholds, min_labels: int = 0, max_labels: int | N
     return predicted
 
 
-def score(probs, targets, thresholds, objective: ThresholdObjective, min_labels: int = 0,
+def score(probs, targets, thresholds, objective: Objective, min_labels: int = 0,
           max_labels: int | None = None) -> float:
     """The objective's score of `apply_thresholds(probs, thresholds, min_labels, max_labels)`."""
     probs, targets = _inputs(probs, targets)
     predicted = apply_thresholds(probs, thresholds, min_labels, max_labels)
-    return _score_predictions(targets, predicted, objective)
+    return objective.score(targets, predicted)
 
 
-def score_curve(probs, targets, objective: ThresholdObjective, thresholds) -> np.ndarray:
+def score_curve(probs, targets, objective: Objective, thresholds) -> np.ndarray:
     """The objective's score with every class at each of `thresholds` (ascending), in one pass over the matrix.
 
     Equal to `score` at each threshold; one call replaces len(thresholds) calls (at 20,000 x 1,103,
@@ -110,7 +85,7 @@ def score_curve(probs, targets, objective: ThresholdObjective, thresholds) -> np
     return _global_curve(probs, targets, objective, thresholds)
 
 
-def best_global_threshold(probs, targets, objective: ThresholdObjective) -> tuple[float, float]:
+def best_global_threshold(probs, targets, objective: Objective) -> tuple[float, float]:
     """The single threshold for all classes that scores best, and its score.
 
     Candidates: a grid of step 0.005 over (0, 1), 1.0 (nothing on), and the 5%..95% quantiles of
@@ -123,21 +98,22 @@ def best_global_threshold(probs, targets, objective: ThresholdObjective) -> tupl
     best = curve.max()
     index = int(np.flatnonzero(curve >= best - _TOLERANCE)[-1])
     threshold = float(candidates[index])
-    return threshold, _score_predictions(targets, probs > threshold, objective)
+    return threshold, objective.score(targets, probs > threshold)
 
 
-def exact_thresholds(probs, targets, objective: ThresholdObjective, init=None, max_rounds: int = 10,
+def exact_thresholds(probs, targets, objective: Objective, init=None, max_rounds: int = 10,
                      progress: bool = False) -> np.ndarray:
     """Per-class thresholds (float64 [c]) maximising the objective on these rows.
 
-    Separable kinds: the exact optimum of each column (`init` and `max_rounds` are not used).
-    samples_fbeta: coordinate ascent from `init` (default: the best global threshold for every
-    class). Each step moves one class's threshold to its best cut given all the others, so the
-    score never decreases; rounds over all classes repeat until a round improves no class by more
-    than 1e-12 or `max_rounds` rounds have run. Among tied cuts the one predicting fewer labels wins.
+    Objectives that do not couple classes: the exact optimum of each column (`init` and
+    `max_rounds` are not used). Objectives that do (`couples_classes`): coordinate ascent from
+    `init` (default: the best global threshold for every class). Each step moves one class's
+    threshold to its best cut given all the others, so the score never decreases; rounds over all
+    classes repeat until a round improves no class by more than 1e-12 or `max_rounds` rounds have
+    run. Among tied cuts the one predicting fewer labels wins.
     """
     probs, targets = _inputs(probs, targets)
-    if objective.separable:
+    if not objective.couples_classes:
         return _separable_optimum(probs, targets, objective)
     if init is None:
         init = best_global_threshold(probs, targets, objective)[0]
@@ -145,7 +121,7 @@ def exact_thresholds(probs, targets, objective: ThresholdObjective, init=None, m
     return thresholds
 
 
-def optuna_thresholds(probs, targets, objective: ThresholdObjective, n_trials: int, storage: str | None = None,
+def optuna_thresholds(probs, targets, objective: Objective, n_trials: int, storage: str | None = None,
                       study_name: str = "thresholds", seed: int = 0, init=None,
                       progress: bool = False) -> tuple[np.ndarray, "optuna.Study"]:
     """Per-class thresholds from an Optuna TPE study, and the study.
@@ -169,7 +145,7 @@ def optuna_thresholds(probs, targets, objective: ThresholdObjective, n_trials: i
 
     def trial_score(trial) -> float:
         thresholds = np.array([trial.suggest_float(name, OPTUNA_LOW, OPTUNA_HIGH) for name in names])
-        return _score_predictions(targets, probs > thresholds, objective)
+        return objective.score(targets, probs > thresholds)
 
     with _quiet_optuna():
         study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
@@ -208,7 +184,7 @@ def shrink_toward_global(class_thresholds, global_threshold: float, positives_pe
     return (positives * class_thresholds + strength * global_threshold) / (positives + strength)
 
 
-def nested_score(probs, targets, objective: ThresholdObjective, tune: Callable, n_splits: int = 5,
+def nested_score(probs, targets, objective: Objective, tune: Callable, n_splits: int = 5,
                  seed: int = 0) -> dict:
     """How much threshold tuning flatters the score: `optimistic` against `honest`.
 
@@ -223,18 +199,18 @@ def nested_score(probs, targets, objective: ThresholdObjective, tune: Callable, 
     probs, targets = _inputs(probs, targets)
     if not 2 <= n_splits <= probs.shape[0]:
         raise PipelineError(f"n_splits is {n_splits}; pass 2..{probs.shape[0]} (the number of rows)")
-    optimistic = _score_predictions(targets, apply_thresholds(probs, tune(probs, targets)), objective)
+    optimistic = objective.score(targets, apply_thresholds(probs, tune(probs, targets)))
     held_out = np.zeros_like(targets)
     per_split = []
     for tune_rows, held_rows in KFold(n_splits, shuffle=True, random_state=seed).split(probs):
         thresholds = tune(probs[tune_rows], targets[tune_rows])
         held_out[held_rows] = apply_thresholds(probs[held_rows], thresholds)
-        per_split.append(_score_predictions(targets[held_rows], held_out[held_rows], objective))
-    honest = _score_predictions(targets, held_out, objective)
+        per_split.append(objective.score(targets[held_rows], held_out[held_rows]))
+    honest = objective.score(targets, held_out)
     return {"optimistic": optimistic, "honest": honest, "per_split": per_split}
 
 
-def best_label_count_rule(probs, targets, objective: ThresholdObjective, threshold: float,
+def best_label_count_rule(probs, targets, objective: Objective, threshold: float,
                           max_min: int = 3, max_max: int = 10) -> tuple[int, int | None, float]:
     """The best (min_labels, max_labels) for one global threshold, and its score.
 
@@ -251,7 +227,7 @@ def best_label_count_rule(probs, targets, objective: ThresholdObjective, thresho
     ranked = _ranked_top(probs, depth)
     passing = probs > threshold
     counts = np.count_nonzero(passing, axis=1)
-    by_image = objective.kind == "samples_fbeta"
+    by_image = objective.couples_classes
     if by_image:
         # Per-image counts suffice: how many true labels are among each row's top k, for k <= depth.
         true_in_top = np.zeros((probs.shape[0], depth + 1), dtype=np.int64)
@@ -268,14 +244,13 @@ def best_label_count_rule(probs, targets, objective: ThresholdObjective, thresho
             if by_image:
                 tp = passing_tp.copy()
                 tp[changed] = true_in_top[changed, keep[changed]]
-                value = float(metrics.fbeta_from_counts(tp, keep - tp, positives - tp, objective.beta,
-                                                        objective.zero_division).mean())
+                value = float(objective.mean_score(tp, keep - tp, positives - tp, n_classes - keep - positives + tp))
             else:
                 predicted = passing.copy()
                 predicted[changed] = False
                 rows, ranks = np.nonzero(np.arange(depth) < keep[changed, None])
                 predicted[changed[rows], ranked[changed[rows], ranks]] = True
-                value = _score_predictions(targets, predicted, objective)
+                value = objective.score(targets, predicted)
             if value > best[2] + _TOLERANCE:
                 best = (min_labels, max_labels, value)
     return best
@@ -329,14 +304,6 @@ def _check_label_limits(min_labels: int, max_labels: int | None, n_classes: int)
         )
 
 
-def _score_predictions(targets: np.ndarray, predicted: np.ndarray, objective: ThresholdObjective) -> float:
-    if objective.kind == "samples_fbeta":
-        return metrics.fbeta_samples(targets, predicted, objective.beta, objective.zero_division)
-    if objective.kind == "column_accuracy":
-        return metrics.mean_accuracy(targets, predicted)
-    return metrics.macro_fbeta(targets, predicted, objective.beta, objective.zero_division)
-
-
 def _top_k_mask(values: np.ndarray, k: int) -> np.ndarray:
     """Bool mask of each row's k largest values; among equal values the lower column index wins."""
     if k == 0:
@@ -363,7 +330,7 @@ def _global_candidates(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate([grid, quantiles, [1.0]]))
 
 
-def _global_curve(probs: np.ndarray, targets: np.ndarray, objective: ThresholdObjective,
+def _global_curve(probs: np.ndarray, targets: np.ndarray, objective: Objective,
                   candidates: np.ndarray) -> np.ndarray:
     """The objective's score at every candidate threshold (sorted ascending), from histograms.
 
@@ -372,7 +339,7 @@ def _global_curve(probs: np.ndarray, targets: np.ndarray, objective: ThresholdOb
     """
     n_rows, n_classes = probs.shape
     n_bins = candidates.size + 1
-    by_image = objective.kind == "samples_fbeta"
+    by_image = objective.couples_classes
     if by_image:
         curve = np.zeros(candidates.size)
     else:
@@ -388,9 +355,8 @@ def _global_curve(probs: np.ndarray, targets: np.ndarray, objective: ThresholdOb
         if by_image:
             tp, on = _counts_above(rows, bins, is_true, block_probs.shape[0], n_bins)
             positives = np.count_nonzero(block_targets, axis=1)[:, None]
-            f_scores = metrics.fbeta_from_counts(tp, on - tp, positives - tp, objective.beta,
-                                                 objective.zero_division)
-            curve += f_scores.sum(axis=0)
+            image_scores = objective.group_scores(tp, on - tp, positives - tp, n_classes - on - positives + tp)
+            curve += image_scores.sum(axis=0)
         else:
             tp, on = _counts_above(cols, bins, is_true, n_classes, n_bins)
             column_tp += tp
@@ -398,12 +364,8 @@ def _global_curve(probs: np.ndarray, targets: np.ndarray, objective: ThresholdOb
     if by_image:
         return curve / n_rows
     positives = np.count_nonzero(targets, axis=0)[:, None]
-    if objective.kind == "column_accuracy":
-        correct = column_tp + (n_rows - positives) - (column_on - column_tp)
-        return correct.mean(axis=0) / n_rows
-    f_scores = metrics.fbeta_from_counts(column_tp, column_on - column_tp, positives - column_tp,
-                                         objective.beta, objective.zero_division)
-    return f_scores.mean(axis=0)
+    column_fp = column_on - column_tp
+    return objective.mean_score(column_tp, column_fp, positives - column_tp, (n_rows - positives) - column_fp)
 
 
 def _counts_above(groups, bins, is_true, n_groups: int, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -470,7 +432,7 @@ def _first_best(scores: np.ndarray, allowed: np.ndarray, tolerance: float) -> tu
     return int(np.argmax(scores >= best - tolerance)), best
 
 
-def _separable_optimum(probs: np.ndarray, targets: np.ndarray, objective: ThresholdObjective) -> np.ndarray:
+def _separable_optimum(probs: np.ndarray, targets: np.ndarray, objective: Objective) -> np.ndarray:
     n_rows = targets.shape[0]
     positives = np.count_nonzero(targets, axis=0)
     columns = _sorted_columns(np.ascontiguousarray(probs.T), np.ascontiguousarray(targets.T))
@@ -478,46 +440,36 @@ def _separable_optimum(probs: np.ndarray, targets: np.ndarray, objective: Thresh
     for index, column in enumerate(columns):
         tp = np.concatenate([[0], np.cumsum(column.is_true)])
         fp = np.arange(tp.size) - tp
-        if objective.kind == "column_accuracy":
-            # Accuracy up to a constant: correct positives minus wrong negatives, over all rows.
-            column_scores = (tp - fp) / n_rows
-        else:
-            column_scores = metrics.fbeta_from_counts(tp, fp, positives[index] - tp, objective.beta,
-                                                      objective.zero_division)
+        column_scores = objective.group_scores(tp, fp, positives[index] - tp, n_rows - positives[index] - fp)
         k, _ = _first_best(column_scores, column.allowed, _TOLERANCE)
         thresholds[index] = column.cut(k)
     return thresholds
 
 
-def _coordinate_ascent(probs: np.ndarray, targets: np.ndarray, objective: ThresholdObjective, init,
+def _coordinate_ascent(probs: np.ndarray, targets: np.ndarray, objective: PerImageObjective, init,
                        max_rounds: int, progress: bool) -> tuple[np.ndarray, list[float]]:
-    """samples_fbeta coordinate ascent; returns the thresholds and the score after each round.
+    """Coordinate ascent of a per-image objective; returns the thresholds and the score after each round.
 
-    Per image it keeps tp and s = tp + fp + beta^2 * positives, the F-beta denominator, so that
-    F = (1 + beta^2) tp / s. A class's candidate cuts are scored at once: for every row of its
-    sorted column the F change of turning it on, summed cumulatively down the column.
+    Per image it keeps tp and the objective's running total s (for F-beta: predicted + beta^2 *
+    positives, so F = (1 + beta^2) tp / s), which grows by one with each label turned on. A class's
+    candidate cuts are scored at once: for every row of its sorted column the score change of
+    turning it on, summed cumulatively down the column.
     """
     n_rows, n_classes = probs.shape
     if max_rounds < 0:
         raise PipelineError(f"max_rounds is {max_rounds}; pass a number >= 0")
     thresholds = _threshold_vector(init, n_classes).copy()
-    weight = 1.0 + objective.beta ** 2
-    zero_division = objective.zero_division
     predicted = probs > thresholds
     tp = np.count_nonzero(predicted & targets, axis=1).astype(np.float64)
-    denominator = np.count_nonzero(predicted, axis=1) + objective.beta ** 2 * np.count_nonzero(targets, axis=1)
-    denominator = denominator.astype(np.float64)
+    running = objective.running_start(np.count_nonzero(predicted, axis=1), np.count_nonzero(targets, axis=1))
     del predicted
 
-    def gains(tp_rows, denominator_rows, is_true):
-        # F change of each row when this class turns on for it (one more tp, or one more fp).
-        before = np.full(tp_rows.shape, zero_division)
-        np.divide(weight * tp_rows, denominator_rows, out=before, where=denominator_rows > 0)
-        return weight * (tp_rows + is_true) / (denominator_rows + 1) - before
+    def gains(tp_rows, running_rows, is_true):
+        # Score change of each row when this class turns on for it (one more tp, or one more fp).
+        after = objective.running_scores(tp_rows + is_true, running_rows + 1)
+        return after - objective.running_scores(tp_rows, running_rows)
 
-    per_image = np.full(n_rows, zero_division)
-    np.divide(weight * tp, denominator, out=per_image, where=denominator > 0)
-    total = float(per_image.sum())
+    total = float(objective.running_scores(tp, running).sum())
     round_scores = [total / n_rows]
     tolerance = _TOLERANCE * n_rows
     probs_by_class = np.ascontiguousarray(probs.T)
@@ -531,11 +483,11 @@ def _coordinate_ascent(probs: np.ndarray, targets: np.ndarray, objective: Thresh
             on_rows = np.flatnonzero(probs_by_class[index] > thresholds[index])
             on_true = targets_by_class[index][on_rows]
             tp[on_rows] -= on_true
-            denominator[on_rows] -= 1
-            current = float(gains(tp[on_rows], denominator[on_rows], on_true).sum())
+            running[on_rows] -= 1
+            current = float(gains(tp[on_rows], running[on_rows], on_true).sum())
             cumulative = np.zeros(column.order.size + 1)
             if column.order.size:
-                np.cumsum(gains(tp[column.order], denominator[column.order], column.is_true),
+                np.cumsum(gains(tp[column.order], running[column.order], column.is_true),
                           out=cumulative[1:])
             k, best = _first_best(cumulative, column.allowed, tolerance)
             if best > current + tolerance:
@@ -544,7 +496,7 @@ def _coordinate_ascent(probs: np.ndarray, targets: np.ndarray, objective: Thresh
                 total += float(cumulative[k]) - current
                 improved = True
             tp[on_rows] += on_true
-            denominator[on_rows] += 1
+            running[on_rows] += 1
         round_scores.append(total / n_rows)
         if not improved:
             break

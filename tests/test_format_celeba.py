@@ -58,7 +58,7 @@ def test_reads_the_real_layout_with_crlf_bom_and_runs_of_spaces(tmp_path):
     assert table.paths[0] == tmp_path / "c" / "img_align_celeba" / "000001.jpg"
     assert fmt.read_test().ids == ["000006.jpg", "000007.jpg"]
     head, = fmt.heads()
-    assert (head.name, head.kind, head.class_names, head.objective.kind) == ("attributes", "multilabel", tuple(NAMES), "column_accuracy")
+    assert (head.name, head.kind, head.class_names, head.objective.name) == ("attributes", "multilabel", tuple(NAMES), "column_accuracy")
     assert fmt.submission_names() == ["predictions.txt"]
 
 

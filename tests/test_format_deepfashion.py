@@ -61,7 +61,7 @@ def test_two_heads_from_options(tmp_path):
     category, attributes = fmt.heads()
     assert (category.name, category.kind, category.class_names, category.loss_weight) == ("category", "softmax", ("0", "1", "2", "3"), 2.0)
     assert (attributes.name, attributes.kind, attributes.loss_weight, attributes.min_labels) == ("attributes", "multilabel", 0.5, 1)
-    assert attributes.class_names == tuple("vwxyz") and attributes.objective.kind == "samples_fbeta" and attributes.objective.beta == 1
+    assert attributes.class_names == tuple("vwxyz") and attributes.objective.name == "samples_fbeta" and attributes.objective.beta == 1
     assert fmt.submission_names() == ["category.csv", "attribute.csv"]
 
 

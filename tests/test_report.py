@@ -24,7 +24,8 @@ from src.experiment import Experiment
 from src.formats.base import CompetitionFormat, DecisionRules, HeadSpec
 from src.report import ReportInputs, RunRecord, build_report, class_curves, ranking_scores
 from src.steps.common import load_oof
-from src.thresholds import ThresholdObjective, apply_thresholds
+from src.objectives import ColumnAccuracy, ColumnFbeta, SamplesFbeta
+from src.thresholds import apply_thresholds
 
 
 def check_png(path: Path) -> None:
@@ -187,8 +188,7 @@ def test_global_threshold_curve_equals_thresholds_score():
     true = (rng.random((120, 9)) < 0.3).astype(np.uint8)
     probs = np.clip(0.4 * true + 0.6 * rng.random((120, 9)), 0, 1).astype(np.float32)
     grid = np.array([0.05, 0.2, 0.5, 0.73, 0.95])
-    for objective in (ThresholdObjective("samples_fbeta", 2.0), ThresholdObjective("column_accuracy"),
-                      ThresholdObjective("column_fbeta", 1.0)):
+    for objective in (SamplesFbeta(2.0), ColumnAccuracy(), ColumnFbeta(1.0)):
         head = HeadSpec("h", "multilabel", tuple("abcdefghi"), objective)
         expected = [score(probs, true, value, objective) for value in grid]
         np.testing.assert_allclose(global_threshold_curve(probs, true, head, grid), expected)
@@ -206,7 +206,7 @@ class TwoHeadFormat(CompetitionFormat):
     def heads(self):
         return [HeadSpec("category", "softmax", ("shirt", "dress", "coat", "shoe")),
                 HeadSpec("attributes", "multilabel", tuple(f"attr_{i}" for i in range(6)),
-                         ThresholdObjective("column_accuracy"))]
+                         ColumnAccuracy())]
 
     def read_train(self):
         raise NotImplementedError

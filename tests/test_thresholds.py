@@ -1,17 +1,16 @@
 import numpy as np
 import pytest
 
-from src import metrics
 from src import thresholds as th
 from src.errors import PipelineError
-from src.thresholds import ThresholdObjective
+from src.objectives import ColumnAccuracy, ColumnFbeta, SamplesFbeta, from_name
 
-F2 = ThresholdObjective("samples_fbeta", beta=2.0)
+F2 = SamplesFbeta(beta=2.0)
 OBJECTIVES = [
     F2,
-    ThresholdObjective("samples_fbeta", beta=1.0, zero_division=1.0),
-    ThresholdObjective("column_accuracy"),
-    ThresholdObjective("column_fbeta", beta=1.0),
+    SamplesFbeta(beta=1.0, zero_division=1.0),
+    ColumnAccuracy(),
+    ColumnFbeta(beta=1.0),
 ]
 
 
@@ -138,9 +137,7 @@ def test_separable_exact_equals_brute_force_per_column(objective):
 
     def column_score(j, t):
         predicted = (probs[:, j] > t)[:, None]
-        if objective.kind == "column_accuracy":
-            return metrics.mean_accuracy(targets[:, j:j + 1], predicted)
-        return metrics.macro_fbeta(targets[:, j:j + 1], predicted, objective.beta)
+        return objective.score(targets[:, j:j + 1], predicted)
 
     for j in range(probs.shape[1]):
         brute = max(column_score(j, t) for t in cut_points(probs[:, j]))
@@ -255,7 +252,7 @@ def test_long_tail_scale_check():
 def test_bad_arguments_raise_pipeline_error():
     probs, targets = scaled_data(12, n=20, c=3)
     with pytest.raises(PipelineError, match="kind"):
-        ThresholdObjective("samples_f2")
+        from_name("samples_f2")
     with pytest.raises(PipelineError, match="shape"):
         th.score(probs, targets[:, :2], 0.5, F2)
     with pytest.raises(PipelineError, match="logits"):

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from src import metrics
 from src.errors import PipelineError
-from src.thresholds import ThresholdObjective, apply_thresholds, best_global_threshold
+from src.objectives import Objective, SamplesFbeta
+from src.thresholds import apply_thresholds, best_global_threshold
 
 
 class NoOptions(BaseModel):
@@ -32,7 +33,7 @@ class HeadSpec:
     name: str
     kind: Literal["multilabel", "softmax"]
     class_names: tuple[str, ...]
-    objective: Optional[ThresholdObjective] = None  # multilabel heads: what thresholds maximise
+    objective: Optional[Objective] = None  # multilabel heads: what thresholds maximise
     loss_weight: float = 1.0
     min_labels: int = 0  # multilabel heads: every image gets at least this many labels (top ones when too few pass)
 
@@ -43,6 +44,11 @@ class HeadSpec:
     @property
     def thresholded(self) -> bool:
         return self.kind == "multilabel"
+
+    @property
+    def threshold_objective(self) -> Objective:
+        """What this head's thresholds maximise: `objective`, or per-image F1 when the format names none."""
+        return self.objective or SamplesFbeta(1.0)
 
 
 @dataclass
@@ -163,10 +169,9 @@ class CompetitionFormat(ABC):
         for head in self.heads():
             true, pred = targets[head.name], labels[head.name]
             if head.thresholded:
-                objective = head.objective or ThresholdObjective("samples_fbeta", 1.0)
-                value = labels_score(true, pred, objective)
-                key = _objective_key(head.name, objective)
-                scores[key] = value
+                objective = head.threshold_objective
+                value = objective.score(true, pred)
+                scores[f"{head.name}_{objective.metric_key}"] = value
                 scores[f"{head.name}_macro_f1"] = float(metrics.macro_fbeta(true, pred, beta=1.0))
             else:
                 value = float(metrics.accuracy(true, pred))
@@ -185,8 +190,8 @@ class CompetitionFormat(ABC):
         thresholds = {}
         for head in self.heads():
             if head.thresholded:
-                objective = head.objective or ThresholdObjective("samples_fbeta", 1.0)
-                thresholds[head.name], _ = best_global_threshold(probs[head.name], targets[head.name], objective)
+                thresholds[head.name], _ = best_global_threshold(probs[head.name], targets[head.name],
+                                                                 head.threshold_objective)
         scores = self.evaluate(targets, probs, DecisionRules(thresholds))
         at_half = self.evaluate(targets, probs, None)
         report = {f"{key}@0.5": value for key, value in at_half.items()}
@@ -200,22 +205,6 @@ class CompetitionFormat(ABC):
         if sub_ids != sol_ids:
             raise PipelineError(f"{submission_files[0]}: ids differ from the solution's {solution_files[0]}")
         return self.score_labels(sol_labels, sub_labels)
-
-
-def labels_score(true: np.ndarray, pred: np.ndarray, objective: ThresholdObjective) -> float:
-    """The objective's metric for decided 0/1 labels."""
-    if objective.kind == "samples_fbeta":
-        return float(metrics.fbeta_samples(true, pred, beta=objective.beta, zero_division=objective.zero_division))
-    if objective.kind == "column_accuracy":
-        return float(metrics.mean_accuracy(true, pred))
-    return float(metrics.macro_fbeta(true, pred, beta=objective.beta, zero_division=objective.zero_division))
-
-
-def _objective_key(head_name: str, objective: ThresholdObjective) -> str:
-    if objective.kind == "column_accuracy":
-        return f"{head_name}_accuracy"
-    beta = f"{objective.beta:g}"
-    return f"{head_name}_f{beta}"
 
 
 # --- shared readers: strict and kind ------------------------------------------------------------

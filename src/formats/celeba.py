@@ -28,7 +28,7 @@ from src.atomic import write_validated
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import CompetitionFormat, HeadSpec, ImageTable, read_label_text, require_images, safe_child
-from src.thresholds import ThresholdObjective
+from src.objectives import ColumnAccuracy
 
 HEAD = "attributes"
 SUBMISSION_FILE = "predictions.txt"
@@ -167,7 +167,7 @@ class CelebAFormat(CompetitionFormat):
 
     def heads(self) -> list[HeadSpec]:
         names = tuple(self._labels.names[column] for column in self._columns)
-        return [HeadSpec(HEAD, "multilabel", names, ThresholdObjective("column_accuracy"))]
+        return [HeadSpec(HEAD, "multilabel", names, ColumnAccuracy())]
 
     def submission_names(self) -> list[str]:
         return [SUBMISSION_FILE]

@@ -31,7 +31,7 @@ from src.formats.base import (
     require_images,
     safe_child,
 )
-from src.thresholds import ThresholdObjective
+from src.objectives import SamplesFbeta
 
 CATEGORY, ATTRIBUTES = "category", "attributes"
 PATH_COLUMN, CATEGORY_COLUMN, ATTRIBUTE_COLUMN = "file_path", "category_label", "attribute_label"
@@ -112,7 +112,7 @@ class DeepFashionFormat(CompetitionFormat):
         attributes = options.attribute_names or [str(i) for i in range(n_attributes)]
         return [
             HeadSpec(CATEGORY, "softmax", tuple(categories), loss_weight=options.category_weight),
-            HeadSpec(ATTRIBUTES, "multilabel", tuple(attributes), ThresholdObjective("samples_fbeta", 1.0, options.empty_image_f1),
+            HeadSpec(ATTRIBUTES, "multilabel", tuple(attributes), SamplesFbeta(1.0, options.empty_image_f1),
                      loss_weight=options.attribute_weight, min_labels=1 if options.at_least_one_attribute else 0),
         ]
 

@@ -23,7 +23,7 @@ from src.formats.base import (
     refuse_duplicates,
     require_images,
 )
-from src.thresholds import ThresholdObjective
+from src.objectives import SamplesFbeta
 
 HEAD = "attributes"
 
@@ -76,7 +76,7 @@ class ImetFormat(CompetitionFormat):
 
     def heads(self) -> list[HeadSpec]:
         self._load_labels()
-        objective = ThresholdObjective("samples_fbeta", self.options.beta)
+        objective = SamplesFbeta(self.options.beta)
         return [HeadSpec(HEAD, "multilabel", tuple(self._class_names), objective)]
 
     def read_train(self) -> ImageTable:
