@@ -24,8 +24,10 @@ from matplotlib.figure import Figure
 
 from src import metrics
 from src import thresholds as th
+from src.artifacts import HeadThresholds, TunedThresholds
 from src.atomic import atomic_path, write_text
 from src.formats.base import CompetitionFormat, DecisionRules, HeadSpec
+from src.scores import fold_score_rows
 
 # Tables longer than this show the worst rows only; the full table goes to a CSV beside the report.
 MAX_TABLE_ROWS = 40
@@ -65,7 +67,8 @@ class ReportInputs:
     targets: dict[str, np.ndarray]
     rules: dict[str, Optional[DecisionRules]]
     chosen_rules: str  # the key of `rules` that submit uses (tables, grid and confusion use it)
-    saved_thresholds: Optional[dict] = None  # thresholds.json as written by the thresholds stage
+    saved_thresholds: Optional[TunedThresholds] = None  # thresholds.json as written by the thresholds stage
+    chosen_method: Optional[str] = None  # the tuning method whose thresholds `chosen_rules` applies (None: untuned)
     runs: list[RunRecord] = field(default_factory=list)
     image_paths: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -74,21 +77,6 @@ class ReportInputs:
 
 # --------------------------------------------------------------------------------------------
 # Tables (pure functions over arrays; the tests compare them with src.metrics)
-
-
-def fold_score_rows(fmt: CompetitionFormat, fold_of_row: np.ndarray, probs: dict[str, np.ndarray],
-                    targets: dict[str, np.ndarray], rules: dict[str, Optional[DecisionRules]]) -> list[dict]:
-    """Main metric per fold and overall, one column per set of decision rules."""
-    rows = []
-    folds = sorted(int(k) for k in np.unique(fold_of_row))
-    parts = [(f"fold {k}", fold_of_row == k) for k in folds] + [("overall", np.ones(len(fold_of_row), bool))]
-    for label, mask in parts:
-        row: dict[str, Any] = {"rows": label, "images": int(mask.sum())}
-        for name, rule in rules.items():
-            row[name] = fmt.evaluate({h: v[mask] for h, v in targets.items()},
-                                     {h: v[mask] for h, v in probs.items()}, rule)[fmt.main_metric]
-        rows.append(row)
-    return rows
 
 
 def metric_rows(fmt: CompetitionFormat, probs: dict[str, np.ndarray], targets: dict[str, np.ndarray],
@@ -377,7 +365,7 @@ def training_curves_figure(runs: list[RunRecord], main_metric: str) -> Optional[
     return fig
 
 
-def threshold_figure(head: HeadSpec, curve: np.ndarray, grid: np.ndarray, saved_head: Optional[dict],
+def threshold_figure(head: HeadSpec, curve: np.ndarray, grid: np.ndarray, saved_head: Optional[HeadThresholds],
                      honest_rows: Optional[list[dict]], chosen_method: str) -> Figure:
     """Left: the objective vs one global threshold. Right: optimistic vs honest (nested) score per method."""
     fig = Figure(figsize=(12, 5.2), dpi=100)
@@ -386,7 +374,7 @@ def threshold_figure(head: HeadSpec, curve: np.ndarray, grid: np.ndarray, saved_
     curve_ax.plot(grid, curve, color="C0", linewidth=2, label="one global threshold for every class")
     curve_ax.axvline(0.5, color="grey", linestyle=":", label=f"0.5: {np.interp(0.5, grid, curve):.4f}")
     if saved_head is not None:
-        best = float(saved_head["global"])
+        best = float(saved_head.global_threshold)
         curve_ax.axvline(best, color="C1", linestyle="--", label=f"best global {best:.3f}: {np.interp(best, grid, curve):.4f}")
     if honest_rows:
         chosen = next((row for row in honest_rows if row["method"] == chosen_method), None)
@@ -554,10 +542,10 @@ def build_report(inputs: ReportInputs, out_dir: Path, thumbnails: Optional[dict[
     overall = score_rows[-1]
     headline = [{"figure": f"OOF {metric}, {name}", "value": overall[name]} for name in inputs.rules]
     for head in heads:
-        for row in (inputs.saved_thresholds or {}).get("honest", {}).get(head.name, []):
-            if row["method"] == _method_of(inputs.chosen_rules) and _finite(row.get("honest")):
-                headline.append({"figure": f"[{head.name}] {head.threshold_objective.label}, {row['method']} thresholds, "
-                                           "honest (nested)", "value": row["honest"]})
+        for row in inputs.saved_thresholds.honest.get(head.name, []) if inputs.saved_thresholds else []:
+            if row.method == inputs.chosen_method and _finite(row.honest):
+                headline.append({"figure": f"[{head.name}] {head.threshold_objective.label}, {row.method} thresholds, "
+                                           "honest (nested)", "value": row.honest})
     doc.section("Summary")
     doc.table(headline, "summary")
 
@@ -631,9 +619,9 @@ def _resources_section(doc: "_Document", inputs: ReportInputs, metric: str) -> N
 
 def _head_sections(doc: "_Document", inputs: ReportInputs, head: HeadSpec, labels: dict[str, np.ndarray]) -> None:
     probs, targets = inputs.probs[head.name], inputs.targets[head.name]
-    saved = inputs.saved_thresholds or {}
-    saved_head = saved.get("heads", {}).get(head.name)
-    method = _method_of(inputs.chosen_rules)
+    saved = inputs.saved_thresholds
+    saved_head = saved.heads.get(head.name) if saved else None
+    method = inputs.chosen_method
     chosen_rule = inputs.rules[inputs.chosen_rules]
     class_thresholds = None
     if head.thresholded and chosen_rule is not None:
@@ -642,9 +630,9 @@ def _head_sections(doc: "_Document", inputs: ReportInputs, head: HeadSpec, label
     doc.section(f"Head `{head.name}`: {kind}, {head.n_outputs} classes")
 
     if head.thresholded:
-        honest_rows = saved.get("honest", {}).get(head.name)
+        honest_rows = [row.model_dump() for row in saved.honest.get(head.name, [])] if saved else None
         if honest_rows:
-            best_global = f" Best global threshold: {float(saved_head['global']):.3f}." if saved_head else ""
+            best_global = f" Best global threshold: {saved_head.global_threshold:.3f}." if saved_head else ""
             doc.paragraph(f"Thresholds by method (from thresholds.json); {head.threshold_objective.label}. *optimistic*: tuned "
                           "and scored on all OOF rows; *honest*: K-fold over the OOF rows, tuned on the other parts "
                           f"and scored on the held-out part. Submit uses `{method}`.{best_global}")
@@ -652,7 +640,7 @@ def _head_sections(doc: "_Document", inputs: ReportInputs, head: HeadSpec, label
         else:
             doc.paragraph("No thresholds.json yet: run the thresholds stage for tuned thresholds and the honest figure.")
         # The saved best global threshold joins the grid so the figure shows its exact score.
-        grid = np.unique(np.r_[THRESHOLD_GRID, [float(saved_head["global"])] if saved_head else []])
+        grid = np.unique(np.r_[THRESHOLD_GRID, [saved_head.global_threshold] if saved_head else []])
         curve = global_threshold_curve(probs, targets, head, grid)
         doc.figure(f"thresholds_{_slug(head.name)}.png",
                    threshold_figure(head, curve, grid, saved_head, honest_rows, method),
@@ -817,11 +805,6 @@ code{background:#f6f8fa;padding:0 .3em;border-radius:4px}
 
 # --------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def _method_of(rules_label: str) -> str:
-    """'tuned (exact)' -> 'exact'; other labels are returned as they are."""
-    return rules_label[len("tuned ("):-1] if rules_label.startswith("tuned (") else rules_label
 
 
 def _label_lines(head: HeadSpec, true, pred, with_head: bool) -> list[str]:

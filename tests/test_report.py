@@ -20,10 +20,9 @@ from sklearn.metrics import (average_precision_score, precision_recall_curve, pr
 from helpers import tiny_config
 from src import metrics
 from src.config import load_config
-from src.experiment import Experiment
+from src.artifacts import Experiment
 from src.formats.base import CompetitionFormat, DecisionRules, HeadSpec
 from src.report import ReportInputs, RunRecord, build_report, class_curves, ranking_scores
-from src.steps.common import load_oof
 from src.objectives import ColumnAccuracy, ColumnFbeta, SamplesFbeta
 from src.thresholds import apply_thresholds
 
@@ -86,7 +85,8 @@ def test_report_files_and_figures(experiment):
 
 def test_score_tables_match_metrics(experiment):
     exp, tables = experiment.exp, experiment.tables
-    ids, fold_of_row, probs, targets = load_oof(exp.oof_path)
+    oof = exp.read_oof()
+    ids, fold_of_row, probs, targets = oof.ids, oof.fold_of_row, oof.probs, oof.targets
     saved = json.loads(exp.thresholds_path.read_text())
     head = exp.fmt.heads()[0]
     tuned = np.asarray(saved["heads"][head.name]["methods"]["exact"])
@@ -114,7 +114,8 @@ def test_score_tables_match_metrics(experiment):
 
 def test_per_class_table_matches_metrics(experiment):
     exp, tables = experiment.exp, experiment.tables
-    _, _, probs, targets = load_oof(exp.oof_path)
+    oof = exp.read_oof()
+    probs, targets = oof.probs, oof.targets
     head = exp.fmt.heads()[0]
     tuned = np.asarray(json.loads(exp.thresholds_path.read_text())["heads"][head.name]["methods"]["exact"])
     true, p = targets[head.name], probs[head.name]
@@ -244,7 +245,8 @@ def synthetic(tmp_path_factory):
     inputs = ReportInputs(
         experiment="synthetic", fmt=fmt, ids=[f"img{i:03d}" for i in range(n)], fold_of_row=np.arange(n) % 3,
         probs={"category": category_probs.astype(np.float32), "attributes": attribute_probs.astype(np.float32)},
-        targets={"category": category, "attributes": attributes}, rules=rules, chosen_rules="tuned (exact)", runs=runs)
+        targets={"category": category, "attributes": attributes}, rules=rules, chosen_rules="tuned (exact)",
+        chosen_method="exact", runs=runs)
     rgb = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
     thumbnails = {row: rgb for row in range(0, n, 2)}  # odd rows show the "image not found" placeholder
     html_path = build_report(inputs, tmp / "report", thumbnails=thumbnails)
@@ -300,7 +302,7 @@ def test_status_lists_the_real_experiment(experiment):
     from src.steps import status
 
     lines: list[str] = []
-    rows = status.run(experiment.exp.config.output_dir, experiment.config.parent, lines.append)
+    rows = status.show(experiment.exp.config.output_dir, experiment.config.parent, lines.append)
     row = next(row for row in rows if row["experiment"] == experiment.exp.name)
     oof_scores = json.loads((experiment.exp.oof_dir / "oof_scores.json").read_text())
     assert (row["folds_trained"], row["n_folds"]) == (2, 2)
