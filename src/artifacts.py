@@ -25,6 +25,7 @@ from src.errors import PipelineError
 LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pt", "best.pt"
 EPOCHS_CSV, RUN_SUMMARY, RUN_CONFIG = "epochs.csv", "summary.json", "config.json"
 FULL_RUN = "full"
+TEST_FILES = ("test_probs.npz", "test_scores.json")  # beside the submission, never part of it
 KERNEL_METADATA = "kernel-metadata.json"  # beside the kernel script: its id is the kernel ref
 
 
@@ -45,14 +46,18 @@ class Layout:
 
     def __init__(self, output_dir: Path, name: str):
         self.output_dir, self.name = Path(output_dir), name
-
-    @property
-    def oof_dir(self) -> Path:
-        return self.output_dir / "oof" / self.name
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.output_dir / "oof" / "_image_cache"
+        self.oof_dir = self.output_dir / "oof" / name
+        self.cache_dir = self.output_dir / "oof" / "_image_cache"  # shared by every experiment
+        self.submission_dir = self.output_dir / "submissions" / name
+        self.kernel_dir = self.output_dir / "kernels" / name
+        self.report_dir = self.oof_dir / "report"
+        # By the stage that writes them: oof, thresholds (+ its Optuna study), report, submit, kernel.
+        self.oof_path, self.oof_scores_path = self.oof_dir / "oof.npz", self.oof_dir / "oof_scores.json"
+        self.thresholds_path = self.oof_dir / "thresholds.json"
+        self.threshold_scores_path, self.optuna_path = self.oof_dir / "threshold_scores.json", self.oof_dir / "optuna.db"
+        self.report_html = self.report_dir / "index.html"
+        self.test_probs_path, self.test_scores_path = (self.submission_dir / file for file in TEST_FILES)
+        self.kernel_metadata_path = self.kernel_dir / KERNEL_METADATA
 
     def run_dir(self, fold: Optional[int]) -> Path:
         return self.oof_dir / fold_run_name(fold)
@@ -64,61 +69,12 @@ class Layout:
         found = [(int(p.name[5:]), p) for p in self.oof_dir.glob("fold-*") if p.is_dir() and p.name[5:].isdigit()]
         return sorted(found)
 
-    @property
-    def oof_path(self) -> Path:
-        return self.oof_dir / "oof.npz"
-
-    @property
-    def oof_scores_path(self) -> Path:
-        return self.oof_dir / "oof_scores.json"
-
-    @property
-    def thresholds_path(self) -> Path:
-        return self.oof_dir / "thresholds.json"
-
-    @property
-    def threshold_scores_path(self) -> Path:
-        return self.oof_dir / "threshold_scores.json"
-
-    @property
-    def optuna_path(self) -> Path:
-        return self.oof_dir / "optuna.db"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.oof_dir / "report"
-
-    @property
-    def report_html(self) -> Path:
-        return self.report_dir / "index.html"
-
-    @property
-    def submission_dir(self) -> Path:
-        return self.output_dir / "submissions" / self.name
-
-    @property
-    def test_probs_path(self) -> Path:
-        return self.submission_dir / "test_probs.npz"
-
-    @property
-    def test_scores_path(self) -> Path:
-        return self.submission_dir / "test_scores.json"
-
     def submission_files(self) -> list[Path]:
         """The submission file(s) written there (not the probabilities or scores beside them)."""
         if not self.submission_dir.is_dir():
             return []
-        extra = {self.test_probs_path.name, self.test_scores_path.name}
         return sorted(p for p in self.submission_dir.iterdir()
-                      if p.is_file() and not p.name.startswith(".") and p.name not in extra)
-
-    @property
-    def kernel_dir(self) -> Path:
-        return self.output_dir / "kernels" / self.name
-
-    @property
-    def kernel_metadata_path(self) -> Path:
-        return self.kernel_dir / KERNEL_METADATA
+                      if p.is_file() and not p.name.startswith(".") and p.name not in TEST_FILES)
 
 
 @dataclass
@@ -345,6 +301,40 @@ def write_test_scores(path: Path, scores: dict) -> None:
 def read_test_scores(path: Path) -> Optional[dict]:
     scores = _read_json(path)
     return scores if isinstance(scores, dict) else None
+
+
+# ---- Kaggle leaderboard (kaggle.json) ------------------------------------------------------------
+
+class LeaderboardEntry(_Record):
+    """One uploaded file and what Kaggle made of it; scores stay None until Kaggle has scored it
+    (`status`: pending, complete, error; the private score shows once the competition has closed)."""
+
+    competition: str
+    file: str
+    head: Optional[str] = None  # the format's head this file answers, when a format writes one file per head
+    message: str
+    ref: Optional[int] = None
+    submitted: Optional[str] = None
+    status: str = "pending"
+    public_score: Optional[float] = None
+    private_score: Optional[float] = None
+
+
+class LeaderboardRecord(_Record):
+    """kaggle.json: every file the last `submit --kaggle` (or `kernel submit`) uploaded."""
+
+    submissions: list[LeaderboardEntry]
+
+    def write(self, path: Path) -> None:
+        write_text(path, json.dumps(self.model_dump(), indent=1) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> Optional["LeaderboardRecord"]:
+        """The record, or None when missing or damaged (status shows what exists)."""
+        try:
+            return cls.model_validate(_read_json(path)) if Path(path).exists() else None
+        except ValidationError:
+            return None
 
 
 # ---- run folders ------------------------------------------------------------------------------
