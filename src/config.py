@@ -5,11 +5,13 @@ Unknown keys and wrong types are errors that name the file, the line and the key
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from src.errors import PipelineError
 
@@ -34,10 +36,44 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    name: str = "resnet18"
-    weights: Optional[Path] = Field(None, description="local weight file; null trains from scratch (never a hub download)")
+    name: str = Field("resnet18", description="timm architecture; follows model.pretrained when only that is given")
+    pretrained: Optional[str] = Field(
+        None, description="timm pretrained tag, e.g. resnet50.a1_in1k: read from input/weights/<tag>/, which the "
+                          "`weights` stage fetches once (train never downloads); null = no pretrained weights")
+    weights: Optional[Path] = Field(None, description="a local weight file (or a folder the `weights` stage made) instead "
+                                                      "of model.pretrained; null with pretrained null trains from scratch")
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    forbid_pretrained: bool = Field(False, description="competition rules forbid pretrained weights: refuse any weight file")
+    forbid_pretrained: bool = Field(False, description="competition rules forbid pretrained weights: refuse model.pretrained "
+                                                       "and any weight file")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_from_tag(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("pretrained"), str) and data.get("name") is None:
+            data = {**data, "name": data["pretrained"].partition(".")[0]}
+        return data
+
+    @field_validator("pretrained")
+    @classmethod
+    def _tag_fits_name(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if value is None:
+            return value
+        arch, _, tag = value.partition(".")
+        if not re.fullmatch(r"[A-Za-z0-9_]+", arch) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", tag):
+            raise PydanticCustomError("pretrained_tag", "is not a timm tag <architecture>.<tag>; name one, e.g. "
+                                      "resnet50.a1_in1k (timm.list_pretrained('<architecture>.*') lists them)")
+        name = info.data.get("name")
+        if name is not None and name != arch:
+            raise PydanticCustomError("pretrained_name", "is a {arch} tag but model.name is {name}; set model.name: "
+                                      "{arch}, or leave model.name out (it follows the tag)", {"arch": arch, "name": name})
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _one_source(cls, value: Optional[Path], info: ValidationInfo) -> Optional[Path]:
+        if value is not None and info.data.get("pretrained"):
+            raise PydanticCustomError("two_weight_sources", "and model.pretrained are both set; keep one (set the other to null)")
+        return value
 
 
 class LossConfig(Section):
@@ -98,6 +134,19 @@ class ThresholdsConfig(Section):
 class SubmitConfig(Section):
     checkpoint: str = Field("full", description="'full' (the --full fit) or 'fold-K': ONE model, never a list")
     message: str = "single model"
+    kaggle_competitions: dict[str, str] = Field(
+        {}, description="formats that write one file per head: the competition slug of each head's file, e.g. "
+                        "{category: <slug>, attributes: <slug>}; single-file formats upload to `competition`")
+    score_wait_s: float = Field(600, ge=0, description="after an upload: how long to wait for Kaggle's score (0 = look once)")
+    score_poll_s: float = Field(15, gt=0, description="seconds between looks at the competition's submissions")
+
+    @field_validator("kaggle_competitions")
+    @classmethod
+    def _slugs(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [slug for slug in value.values() if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", slug)]
+        if bad:
+            raise ValueError(f"'{bad[0]}' is not a competition slug (the last part of kaggle.com/competitions/<slug>)")
+        return value
 
     @field_validator("checkpoint", mode="before")
     @classmethod

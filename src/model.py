@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 import timm
 from timm.models import load_state_dict
@@ -10,6 +11,9 @@ from torch import nn
 
 from src.errors import PipelineError
 from src.formats.base import HeadSpec
+
+if TYPE_CHECKING:
+    from src.config import ModelConfig
 
 
 class MultiHeadModel(nn.Module):
@@ -29,12 +33,14 @@ class MultiHeadModel(nn.Module):
 
 
 def build_model(name: str, heads: list[HeadSpec], weights: Path | None = None, drop_rate: float = 0.0,
-                forbid_pretrained: bool = False) -> MultiHeadModel:
+                forbid_pretrained: bool = False, pretrained_tag: Optional[str] = None) -> MultiHeadModel:
     """Create `name` from timm with no classifier; load backbone weights from a LOCAL file if given.
 
     `weights` is a local .pth/.bin/.safetensors state dict (timm's own release files, or a
     `{'state_dict': ...}` / `{'model': ...}` checkpoint). The classifier's keys are dropped; every other
     key must match the backbone exactly, so a wrong file fails loudly instead of training from noise.
+    `pretrained_tag` (e.g. resnet50.a1_in1k) names the timm weights `weights` holds: the backbone then
+    carries that tag's pretrained config (its classifier name), and errors name model.pretrained.
     """
     if name not in timm.list_models() and not timm.is_model(name):
         raise PipelineError(f"config model.name: '{name}' is not a timm model; see timm.list_models() (e.g. resnet18)")
@@ -44,17 +50,28 @@ def build_model(name: str, heads: list[HeadSpec], weights: Path | None = None, d
                                 "(this competition forbids pretrained weights); set model.weights=null")
         if not Path(weights).is_file():
             raise PipelineError(f"config model.weights: {weights} not found; point it at a local weight file or null for scratch")
-    backbone = timm.create_model(name, pretrained=False, num_classes=0)
+    backbone = timm.create_model(pretrained_tag or name, pretrained=False, num_classes=0)
     if weights is not None:
-        _load_backbone_weights(backbone, Path(weights), name)
+        key = f"model.pretrained {pretrained_tag}" if pretrained_tag else "model.weights"
+        _load_backbone_weights(backbone, Path(weights), name, key)
     return MultiHeadModel(backbone, heads, drop_rate)
 
 
-def _load_backbone_weights(backbone: nn.Module, path: Path, name: str) -> None:
+def model_from_config(model: ModelConfig, heads: list[HeadSpec], config_path: Optional[Path] = None) -> MultiHeadModel:
+    """`build_model` for a config's `model:` section. `model.pretrained` resolves to the folder the `weights`
+    stage fetched (never a download: a missing folder is an error naming that command); `model.weights` is a
+    local file or such a folder; neither is scratch. `config_path` only goes into that error message."""
+    from src.weights import resolve_weights
+
+    weights = resolve_weights(model, config_path)
+    return build_model(model.name, heads, weights, model.drop_rate, model.forbid_pretrained, model.pretrained)
+
+
+def _load_backbone_weights(backbone: nn.Module, path: Path, name: str, key: str = "model.weights") -> None:
     try:
         state = load_state_dict(str(path), weights_only=True)
     except Exception as exc:
-        raise PipelineError(f"config model.weights: {path} is not a readable state dict ({str(exc).splitlines()[0][:120]})") from None
+        raise PipelineError(f"config {key}: {path} is not a readable state dict ({str(exc).splitlines()[0][:120]})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     classifier = backbone.pretrained_cfg.get("classifier") or ""
@@ -63,7 +80,7 @@ def _load_backbone_weights(backbone: nn.Module, path: Path, name: str) -> None:
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise PipelineError(f"config model.weights: {path} does not fit {name} ({detail}); use weights made for this model")
+        raise PipelineError(f"config {key}: {path} does not fit {name} ({detail}); use weights made for this model")
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

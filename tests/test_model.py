@@ -48,3 +48,12 @@ def test_bad_names_and_files_are_clear(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     with pytest.raises(PipelineError, match="does not fit"):
         build_model("test_resnet", HEADS, weights=wrong)
+
+
+def test_a_pretrained_tag_names_itself_in_errors(tmp_path):
+    wrong = tmp_path / "pytorch_model.bin"
+    torch.save({"conv.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(PipelineError, match="config model.pretrained test_resnet.r160_in1k: .* does not fit"):
+        build_model("test_resnet", HEADS, weights=wrong, pretrained_tag="test_resnet.r160_in1k")
+    model = build_model("test_resnet", HEADS, pretrained_tag="test_resnet.r160_in1k")
+    assert model.backbone.pretrained_cfg["tag"] == "r160_in1k"
