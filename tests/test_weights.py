@@ -274,3 +274,16 @@ def test_push_creates_then_versions_the_dataset(fake_kaggle, hub):
 
     assert fake_kaggle.datasets[dataset].versions == [f"{TAG}: model.safetensors sha256 {folder.sha256}"]
     assert len(fake_kaggle.rpc_bodies("CreateDataset")) == 1
+
+
+def test_competition_configs_name_a_pretrained_tag_and_deepfashion_forbids_one():
+    from src.weights import timm_pretrained_cfg
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("imet-2019", "celeba", "folder"):
+        model = load_config(configs / f"{name}.yaml").model
+        assert (model.name, model.pretrained, model.weights) == ("resnet50", "resnet50.a1_in1k", None), name
+    assert timm_pretrained_cfg("resnet50.a1_in1k")["hf_hub_id"] == "timm/resnet50.a1_in1k"  # timm knows it offline
+    for name in ("deepfashion", "demo-deepfashion"):
+        model = load_config(configs / f"{name}.yaml").model
+        assert model.forbid_pretrained and model.pretrained is None and model.weights is None
