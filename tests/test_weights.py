@@ -287,3 +287,36 @@ def test_competition_configs_name_a_pretrained_tag_and_deepfashion_forbids_one()
     for name in ("deepfashion", "demo-deepfashion"):
         model = load_config(configs / f"{name}.yaml").model
         assert model.forbid_pretrained and model.pretrained is None and model.weights is None
+
+
+# ---- normalisation --------------------------------------------------------------------------------
+
+def with_model(model: ModelConfig, mean=None, std=None):
+    from src.config import AugmentConfig
+
+    return SimpleNamespace(model=model, augment=AugmentConfig(mean=mean, std=std))
+
+
+def test_mean_and_std_follow_the_pretrained_config_unless_the_config_sets_them(hub):
+    from src.weights import IMAGENET_MEAN, IMAGENET_STD, normalisation
+
+    half = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert normalisation(with_model(ModelConfig(name="test_resnet"))) == (IMAGENET_MEAN, IMAGENET_STD)  # scratch
+    # No local folder (e.g. predicting in a kernel from best.pt): timm's registry, offline.
+    assert normalisation(with_model(ModelConfig(pretrained=TAG))) == half
+    folder, _ = fetch_step()
+    cfg = json.loads((folder.path / PRETRAINED_CFG).read_text())
+    (folder.path / PRETRAINED_CFG).write_text(json.dumps({**cfg, "mean": [0.1, 0.2, 0.3]}))
+    assert normalisation(with_model(ModelConfig(pretrained=TAG))) == ((0.1, 0.2, 0.3), (0.5, 0.5, 0.5))  # the folder's
+    assert normalisation(with_model(ModelConfig(name="test_resnet", weights=folder.path)))[0] == (0.1, 0.2, 0.3)
+    assert normalisation(with_model(ModelConfig(pretrained=TAG), mean=(0.4, 0.4, 0.4))) == ((0.4, 0.4, 0.4), (0.5, 0.5, 0.5))
+    assert normalisation(with_model(ModelConfig(pretrained=TAG), (0.4,) * 3, (0.2,) * 3)) == ((0.4,) * 3, (0.2,) * 3)
+    forbidden = ModelConfig(name="test_resnet", forbid_pretrained=True)
+    assert normalisation(with_model(forbidden)) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_augment_mean_and_std_may_be_null_in_a_config(tmp_path):
+    path = write_config(tmp_path, f"  pretrained: {TAG}\naugment:\n  mean: null\n  std: null\n")
+    from src.weights import normalisation
+
+    assert normalisation(load_config(path)) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
