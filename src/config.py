@@ -107,6 +107,8 @@ class TrainConfig(Section):
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; null = torch's default")
     tensorboard: bool = Field(False, description="also write TensorBoard event files beside epochs.csv")
     loss: LossConfig = LossConfig()
+    callbacks: list[dict[str, Any]] = Field([], description="training tricks (src/engine/callbacks/), run in list order: "
+                                                         "[{name: <callback>, <option>: <value>, ...}]")
 
 
 class AugmentConfig(Section):

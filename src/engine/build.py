@@ -1,0 +1,194 @@
+"""Building a training run: model (+ EMA, DDP wrapper), parameter groups, optimizer, warm-up + cosine
+schedule, training and validation loaders, grad scaler. Nothing here trains; `src.engine.loop` does.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
+
+from src.config import Config, TrainConfig
+from src.data.dataset import CachedImageDataset
+from src.data.transforms import build_transform
+from src.distributed import DistributedContext
+from src.errors import PipelineError
+from src.formats.base import HeadSpec
+from src.losses import MultiHeadLoss
+from src.model import MultiHeadModel, model_from_config
+from src.predict import make_eval_loader
+from src.runtime import Runtime, loader_workers
+
+
+@dataclass
+class Training:
+    """What an optimizer step reads and changes; last.pt saves all of it except `trained`."""
+
+    model: MultiHeadModel      # the bare model: saved, validated, followed by the EMA
+    trained: nn.Module         # what the forward pass runs: `model`, or its DDP wrapper under torchrun
+    ema: Optional[ModelEmaV3]
+    loss_fn: MultiHeadLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation scores and best.pt keeps: the EMA's when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken so far in this run (resumes with the scheduler)."""
+        return self.scheduler.last_epoch
+
+
+@dataclass
+class TrainData:
+    """The training set, its sampler and loader; `generator` is the shuffling RNG last.pt saves."""
+
+    dataset: CachedImageDataset
+    sampler: Sampler
+    generator: torch.Generator
+    loader: DataLoader
+    smallest_batch: int        # images in the smallest batch one rank sees
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations (and under DDP the shard order) are a function of the epoch."""
+        self.dataset.set_epoch(epoch)
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+
+
+@dataclass
+class ValidData:
+    """The held-out rows, this rank's share of them and the in-order loader over that share."""
+
+    loader: DataLoader
+    rows: np.ndarray                   # every validation row, in order
+    rank_rows: np.ndarray              # the rows this rank predicts (all of them on one process)
+    positions: dict[int, int]          # row -> its position in `rows`, to gather the ranks' predictions
+    targets: dict[str, np.ndarray]     # per head, in the order of `rows`
+
+
+class WarmupCosine:
+    """LR factor per optimizer step: linear warm-up, then cosine to `floor`; 0 for frozen groups early on."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, frozen_steps: int = 0, floor: float = 0.01):
+        self.total_steps, self.warmup_steps, self.frozen_steps, self.floor = total_steps, warmup_steps, frozen_steps, floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.frozen_steps:
+            return 0.0
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_models(config: Config, heads: list[HeadSpec], runtime: Runtime,
+                 context: DistributedContext) -> tuple[MultiHeadModel, Optional[ModelEmaV3], nn.Module]:
+    """(model on its device, its EMA copy or None, the module to train: the model or its DDP wrapper).
+
+    Weights come from `model.pretrained` / `model.weights` as `src.model.model_from_config` resolves them (never a download).
+    """
+    model = model_from_config(config.model, heads)
+    model.to(runtime.device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = ModelEmaV3(model, decay=config.train.ema_decay) if config.train.ema_decay else None
+    trained: nn.Module = model
+    if context.enabled:
+        trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.on_cuda else None)
+    return model, ema, trained
+
+
+def param_groups(model: MultiHeadModel, weight_decay: float) -> list[dict]:
+    """Backbone and head parameters in separate groups (head warm-up); no decay on biases and norms."""
+    groups = []
+    for part_name, part in (("backbone", model.backbone), ("heads", model.heads)):
+        decay = [p for p in part.parameters() if p.ndim > 1]
+        no_decay = [p for p in part.parameters() if p.ndim <= 1]
+        groups.append({"params": decay, "weight_decay": weight_decay, "part": part_name})
+        groups.append({"params": no_decay, "weight_decay": 0.0, "part": part_name})
+    return [group for group in groups if group["params"]]
+
+
+def build_optimizer(model: MultiHeadModel, loss_fn: MultiHeadLoss, tc: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the model's groups, then the loss's learned weights (if any)."""
+    return torch.optim.AdamW(param_groups(model, tc.weight_decay) + loss_fn.parameter_group(), lr=tc.lr)
+
+
+def steps_per_epoch(batches: int, accumulate: int) -> int:
+    """Optimizer steps per epoch: one per `accumulate` batches, and one for a partial group at the end."""
+    return math.ceil(batches / accumulate)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig, epoch_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up + cosine per group over the run; backbone groups also wait out `head_warmup_epochs` at lr 0."""
+    total_steps = epoch_steps * tc.epochs
+    warmup = int(round(tc.warmup_epochs * epoch_steps))
+    frozen = tc.head_warmup_epochs * epoch_steps
+    lambdas = [WarmupCosine(total_steps, warmup + (frozen if g["part"] == "backbone" else 0),
+                            frozen if g["part"] == "backbone" else 0) for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+def build_grad_scaler(runtime: Runtime) -> torch.amp.GradScaler:
+    """The loss scaler fp16 autocast needs (a no-op in fp32 and bf16)."""
+    return torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler())
+
+
+def make_train_loader(dataset, batch_size: int, sampler, num_workers: int, runtime: Runtime, drop_last: bool,
+                      generator: torch.Generator) -> DataLoader:
+    """The training DataLoader (the benchmark builds it here too, so it measures what training runs)."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=loader_workers(num_workers),
+                      pin_memory=runtime.on_cuda, drop_last=drop_last, generator=generator)
+
+
+def build_train_data(config: Config, images: np.ndarray, rows: np.ndarray, targets: dict[str, np.ndarray],
+                     runtime: Runtime, context: DistributedContext = DistributedContext(),
+                     num_workers: Optional[int] = None) -> TrainData:
+    """Augmented training set over `rows` of the uint8 cache; each rank gets train.batch_size / processes per batch."""
+    tc, aug = config.train, config.augment
+    transform = build_transform(aug.train, config.data.image_size, aug.mean, aug.std, "augment.train")
+    dataset = CachedImageDataset(images, rows, targets, transform, tc.seed)
+    generator = torch.Generator().manual_seed(tc.seed)
+    per_rank_batch = max(1, tc.batch_size // context.world_size)
+    drop_last = len(rows) > tc.batch_size
+    if context.enabled:
+        sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=tc.seed, drop_last=True)
+    else:
+        sampler = RandomSampler(dataset, generator=generator)
+    loader = make_train_loader(dataset, per_rank_batch, sampler, tc.num_workers if num_workers is None else num_workers,
+                               runtime, drop_last, generator)
+    smallest = per_rank_batch if drop_last else len(rows) // context.world_size
+    return TrainData(dataset, sampler, generator, loader, smallest)
+
+
+def build_valid_data(config: Config, images: np.ndarray, rows: Optional[np.ndarray], targets: dict[str, np.ndarray],
+                     runtime: Runtime, context: DistributedContext) -> Optional[ValidData]:
+    """The validation set over `rows` (eval transforms), sharded across ranks; None for a full fit."""
+    if rows is None:
+        return None
+    aug = config.augment
+    transform = build_transform(aug.eval, config.data.image_size, aug.mean, aug.std, "augment.eval")
+    dataset = CachedImageDataset(images, rows, targets, transform)
+    sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=False) if context.enabled else None
+    rank_rows = rows[list(sampler)] if sampler is not None else rows
+    loader = make_eval_loader(dataset, config.predict.batch_size, config.train.num_workers, runtime, sampler)
+    positions = {int(row): position for position, row in enumerate(rows)}
+    return ValidData(loader, rows, rank_rows, positions, {name: values[rows] for name, values in targets.items()})
+
+
+def refuse_single_image_batches(model: nn.Module, smallest_batch: int, batch_size: int, processes: int) -> None:
+    """BatchNorm cannot train on one image per batch (torch stops mid-epoch with a bare ValueError): say so first."""
+    if smallest_batch < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise PipelineError(f"train.batch_size {batch_size} over {processes} process(es) gives batches of {smallest_batch} "
+                            "image(s); the model's BatchNorm needs at least 2: raise train.batch_size (or train on more images)")

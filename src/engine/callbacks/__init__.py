@@ -1,0 +1,82 @@
+"""Training tricks as callbacks, found by name (like the formats in src/formats/).
+
+A trick is ONE module in this folder: a `Callback` subclass with a `name`, an `Options` model (a
+`CallbackOptions`) and `@register_callback`. Every module here is imported when callbacks are created,
+so nothing else needs an edit. A config switches tricks on, in order, with
+`train.callbacks: [{name: <callback>, <option>: <value>, ...}]`.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from typing import Any
+
+from pydantic import ValidationError
+
+from src.engine.callbacks.base import Callback, CallbackOptions
+from src.errors import PipelineError
+
+__all__ = ["Callback", "CallbackOptions", "callback_names", "create_callbacks", "register_callback"]
+
+_REGISTRY: dict[str, type[Callback]] = {}
+
+
+def register_callback(cls: type[Callback]) -> type[Callback]:
+    """Class decorator: make a callback available to `train.callbacks` by its `name`."""
+    known = _REGISTRY.get(cls.name)
+    if known is not None and known.__qualname__ != cls.__qualname__:
+        raise ValueError(f"callback name '{cls.name}' is taken by {known.__module__}.{known.__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _registry() -> dict[str, type[Callback]]:
+    """The registry once every module here is imported (so each file's @register_callback has run)."""
+    for info in pkgutil.iter_modules(__path__, prefix=f"{__name__}."):
+        if info.name != f"{__name__}.base":
+            importlib.import_module(info.name)
+    return _REGISTRY
+
+
+def callback_names() -> list[str]:
+    """Every registered callback name, sorted."""
+    return sorted(_registry())
+
+
+def create_callbacks(items: list[dict[str, Any]]) -> list[Callback]:
+    """One callback per `train.callbacks` item ({name: ..., options}); a bad name or option is one PipelineError line."""
+    registry, callbacks = _registry(), []
+    for index, item in enumerate(items):
+        where = f"config train.callbacks[{index}]"
+        options = dict(item)
+        name = options.pop("name", None)
+        if name not in registry:
+            raise PipelineError(_unknown_name(where, name))
+        callbacks.append(registry[name](_validated(registry[name], options, where)))
+    return callbacks
+
+
+def _unknown_name(where: str, name: Any) -> str:
+    known = sorted(_REGISTRY)
+    listed = f"known callbacks: {', '.join(known)}" if known else "no callback is installed (src/engine/callbacks/)"
+    if name is None:
+        return f"{where}: no 'name'; write each item as {{name: <callback>, <option>: <value>}} ({listed})"
+    guess = difflib.get_close_matches(str(name), known, n=1)
+    return f"{where}.name: unknown callback '{name}'; " + (f"did you mean '{guess[0]}'?" if guess else listed)
+
+
+def _validated(cls: type[Callback], options: dict[str, Any], where: str) -> CallbackOptions:
+    try:
+        return cls.Options.model_validate(options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join([where, *(str(part) for part in error["loc"])])
+        if error["type"] == "extra_forbidden":
+            known = list(cls.Options.model_fields)
+            guess = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+            hint = f"did you mean '{guess[0]}'?" if guess else f"its options: {', '.join(known) or 'none'}"
+            message = f"{key}: unknown option for callback '{cls.name}'; {hint}"
+        else:
+            message = f"{key}: {error['msg']} (got {error.get('input')!r}) for callback '{cls.name}'; fix the value"
+        raise PipelineError(message) from None

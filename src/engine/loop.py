@@ -1,0 +1,226 @@
+"""The epoch loop: train with callback points, validate, keep the best epoch, stop early, checkpoint, log.
+
+Callback points (src.engine.callbacks): `on_epoch_start` before an epoch's first batch, `on_batch`
+between moving a batch to the device and the forward pass, `after_step` after each optimizer step,
+`on_epoch_end` after validation and before the checkpoint. Under DDP every rank runs the loop; only
+rank 0 writes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from src.atomic import atomic_path, write_text
+from src.config import Config
+from src.distributed import (DistributedContext, all_sum, assert_same_on_all_ranks, average_gradients, barrier,
+                             gather_predictions)
+from src.engine.build import Training, TrainData, ValidData
+from src.engine.callbacks import Callback
+from src.engine.checkpoint import RunState, save_best, save_resume_point
+from src.errors import PipelineError
+from src.faults import crash_point
+from src.formats.base import CompetitionFormat, HeadSpec
+from src.model import count_parameters
+from src.predict import predict_probs
+from src.runtime import Runtime, peak_memory_mb
+
+
+@dataclass
+class Run:
+    """A training run's fixed parts, built once by `src.engine.run.build_run`; the loop reads them."""
+
+    config: Config
+    fmt: CompetitionFormat
+    heads: list[HeadSpec]
+    training: Training
+    train_data: TrainData
+    valid_data: Optional[ValidData]     # None for a full fit
+    runtime: Runtime
+    context: DistributedContext
+    callbacks: list[Callback]
+    run_dir: Path
+    quiet: bool
+    log: Callable[[str], None]
+
+
+def train_one_epoch(training: Training, loader, runtime: Runtime, context: DistributedContext = DistributedContext(),
+                    accumulate: int = 1, callbacks: Sequence[Callback] = (), quiet: bool = True,
+                    desc: str = "train") -> tuple[float, int]:
+    """One pass over `loader` ((images, {head: targets}, rows) batches), an optimizer step every `accumulate`
+    batches and after the last; returns (sum of batch loss x batch size, images seen) on this rank."""
+    training.trained.train()
+    loss_sum, seen = 0.0, 0
+    training.optimizer.zero_grad(set_to_none=True)
+    batches = len(loader)
+    progress = tqdm(loader, desc=desc, disable=quiet, leave=False)
+    for index, (images, targets, _) in enumerate(progress):
+        images = runtime.to_device(images)
+        targets = {name: value.to(runtime.device, non_blocking=True) for name, value in targets.items()}
+        for callback in callbacks:
+            images, targets = callback.on_batch(training, images, targets)
+        with runtime.autocast():
+            outputs = training.trained(images)
+        loss, _ = training.loss_fn(outputs, targets)
+        training.scaler.scale(loss / accumulate).backward()
+        crash_point("batch")
+        if (index + 1) % accumulate == 0 or index + 1 == batches:
+            _optimizer_step(training, context, callbacks)
+        loss_sum += float(loss.detach()) * len(images)
+        seen += len(images)
+        progress.set_postfix(loss=f"{loss_sum / seen:.4f}")
+    if not math.isfinite(loss_sum):
+        raise PipelineError("training loss became NaN/inf; lower train.lr or disable train.amp")
+    return loss_sum, seen
+
+
+def _optimizer_step(training: Training, context: DistributedContext, callbacks: Sequence[Callback]) -> None:
+    average_gradients(context, training.loss_fn.parameters())  # DDP averages the model's; the loss's are ours
+    training.scaler.step(training.optimizer)
+    training.scaler.update()
+    training.optimizer.zero_grad(set_to_none=True)
+    training.scheduler.step()
+    if training.ema is not None:
+        training.ema.update(training.trained)
+    for callback in callbacks:
+        callback.after_step(training, training.step)
+
+
+def run_epochs(run: Run, state: RunState, stop_after_epochs: Optional[int] = None) -> bool:
+    """Train epochs until the run is finished; False when it stopped after `stop_after_epochs` as asked."""
+    board = _tensorboard(run.run_dir, run.config.train.tensorboard and run.context.is_main)
+    try:
+        epochs_this_call = 0
+        while not state.finished and state.next_epoch < run.config.train.epochs:
+            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+                run.log(f"stopped after {epochs_this_call} epoch(s) as asked; continue with --resume")
+                return False
+            run_epoch(run, state, board)
+            epochs_this_call += 1
+    finally:
+        if board is not None:
+            board.close()
+    return True
+
+
+def run_epoch(run: Run, state: RunState, board=None) -> None:
+    """One epoch: train, validate, update `state` (best epoch, early stopping), save last.pt / best.pt, log."""
+    tc, training, epoch = run.config.train, run.training, state.next_epoch
+    started = time.perf_counter()
+    run.train_data.set_epoch(epoch)
+    for callback in run.callbacks:
+        callback.on_epoch_start(training, epoch)
+    loss_sum, seen = train_one_epoch(training, run.train_data.loader, run.runtime, run.context, tc.accumulate_steps,
+                                     run.callbacks, run.quiet, f"epoch {epoch + 1}/{tc.epochs}")
+    if training.loss_fn.log_vars is not None:
+        assert_same_on_all_ranks(run.context, training.loss_fn.log_vars, "learned loss log-variances")
+    loss_sum, seen = all_sum(run.context, loss_sum, seen)
+    train_seconds = time.perf_counter() - started
+    row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
+    score = _validate(run, row) if run.valid_data is not None else float(epoch)  # full fit: the last epoch is kept
+    if training.loss_fn.log_vars is not None:
+        row.update({f"weight_{name}": weight for name, weight in training.loss_fn.head_weights().items()})
+    row.update({"lr": training.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
+                "images_per_s": seen / max(train_seconds, 1e-9)})
+    for callback in run.callbacks:
+        callback.on_epoch_end(training, epoch, row)
+    improved = _advance(run, state, row, score)
+    if run.context.is_main:
+        _save_epoch(run, state, row, improved, score, board)
+    barrier(run.context)
+    if not run.quiet:
+        run.log(_epoch_line(row, tc.epochs, improved))
+
+
+def _validate(run: Run, row: dict) -> float:
+    """Score the eval weights on the held-out rows (gathered across ranks); adds valid_loss and metrics to `row`."""
+    crash_point("validation")
+    valid, training = run.valid_data, run.training
+    probs, valid_loss = predict_probs(training.eval_model, valid.loader, run.heads, run.runtime, loss_fn=training.loss_fn,
+                                      quiet=run.quiet, desc="validate")
+    probs = gather_predictions(run.context, valid.rank_rows, probs, len(valid.rows), valid.positions)
+    loss_sum, seen = all_sum(run.context, (valid_loss or 0.0) * len(valid.rank_rows), len(valid.rank_rows))
+    score, report = run.fmt.validation_score(valid.targets, probs)
+    row.update({"valid_loss": loss_sum / max(seen, 1), "score": score, **report})
+    return score
+
+
+def _advance(run: Run, state: RunState, row: dict, score: float) -> bool:
+    """Record the epoch in `state`; True when it is the best so far. Ends the run on patience or the last epoch."""
+    tc = run.config.train
+    state.history.append(row)
+    state.next_epoch += 1
+    improved = score > state.best_score
+    if improved:
+        state.best_score, state.best_epoch, state.epochs_since_best = score, state.next_epoch, 0
+    else:
+        state.epochs_since_best += 1
+    patience = tc.early_stopping_patience
+    if run.valid_data is not None and patience is not None and state.epochs_since_best >= patience:
+        state.finished = True
+        run.log(f"early stop: no improvement for {patience} epoch(s); best epoch {state.best_epoch}")
+    if state.next_epoch >= tc.epochs:
+        state.finished = True
+    return improved
+
+
+def _save_epoch(run: Run, state: RunState, row: dict, improved: bool, score: float, board) -> None:
+    """Rank 0's writes after an epoch: best.pt (when improved), last.pt, epochs.csv, TensorBoard scalars."""
+    epoch = state.next_epoch
+    if improved:  # best before last: a crash between the two re-runs this epoch and rewrites both
+        save_best(run.run_dir / "best.pt", run.training.eval_model, run.config, run.fmt, epoch, score)
+    save_resume_point(run.run_dir / "last.pt", run.training, run.train_data.generator, run.callbacks, state)
+    with atomic_path(run.run_dir / "epochs.csv") as tmp:
+        pd.DataFrame(state.history).to_csv(tmp, index=False, float_format="%.6g")
+    if board is not None:
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                board.add_scalar(key, value, epoch)
+        board.flush()
+
+
+def write_summary(run: Run, state: RunState, skipped_files: Optional[list[str]] = None) -> None:
+    """summary.json: best epoch and score, sizes, model, device, memory and time (+ skipped unreadable images)."""
+    total, trainable = count_parameters(run.training.model)
+    tc = run.config.train
+    summary = {
+        "best_epoch": state.best_epoch, "best_score": state.best_score, "epochs_run": state.next_epoch,
+        "finished": state.finished, "train_images": int(len(run.train_data.dataset)),
+        "valid_images": int(len(run.valid_data.rows)) if run.valid_data is not None else 0,
+        "model": run.config.model.name, "parameters": total, "trainable_parameters": trainable,
+        "batch_size": tc.batch_size, "image_size": run.config.data.image_size, "device": _device_name(run.runtime),
+        "processes": run.context.world_size, "peak_memory_mb": round(peak_memory_mb(run.runtime), 1),
+        "train_seconds": round(sum(row["seconds"] for row in state.history), 2),
+    }
+    if skipped_files is not None:
+        summary.update({"skipped_unreadable": len(skipped_files), "skipped_files": list(skipped_files)})
+    write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2))
+
+
+def _tensorboard(run_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def _device_name(runtime: Runtime) -> str:
+    if runtime.on_cuda:
+        return torch.cuda.get_device_name(runtime.device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
+    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"train_loss {row['train_loss']:.4f}"]
+    if "valid_loss" in row:
+        parts += [f"valid_loss {row['valid_loss']:.4f}", f"score {row['score']:.4f}" + (" *" if improved else "")]
+    parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f}s", f"{row['images_per_s']:.0f} img/s"]
+    return "  ".join(parts)

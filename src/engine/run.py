@@ -1,0 +1,73 @@
+"""One training run end to end: build it, resume it if asked, run its epochs, write its summary."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from src.atomic import write_text
+from src.checkpoints import checkpoint_exists
+from src.config import Config, config_to_dict
+from src.distributed import init_from_env
+from src.engine.build import (Training, build_grad_scaler, build_models, build_optimizer, build_scheduler,
+                              build_train_data, build_valid_data, refuse_single_image_batches, steps_per_epoch)
+from src.engine.callbacks import Callback, create_callbacks
+from src.engine.checkpoint import RunState, restore
+from src.engine.loop import Run, run_epochs, write_summary
+from src.errors import PipelineError
+from src.formats.base import CompetitionFormat
+from src.losses import MultiHeadLoss
+from src.runtime import runtime_from_config, seed_everything
+
+
+def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, targets: dict[str, np.ndarray],
+              train_rows: np.ndarray, valid_rows: Optional[np.ndarray], run_dir: Path, resume: bool = False,
+              stop_after_epochs: Optional[int] = None, quiet: bool = False, log: Callable[[str], None] = print,
+              skipped_files: Optional[list[str]] = None) -> RunState:
+    """Train one model (a fold, or a full fit when `valid_rows` is None); return the final run state.
+
+    `run_dir` receives last.pt, best.pt, epochs.csv, config.json and, once the run stops without being
+    asked to, summary.json (naming `skipped_files`, the unreadable images left out, when given).
+    Under `torchrun` this is DDP: every rank trains on its shard of each batch (the global batch stays
+    `train.batch_size`), validation predictions are gathered across ranks, and only rank 0 writes.
+    """
+    run_dir = Path(run_dir)
+    last_path = run_dir / "last.pt"
+    if checkpoint_exists(last_path) and not resume:
+        raise PipelineError(f"{run_dir}: a run is already there; add --resume to continue it, or delete the folder to start over")
+    callbacks = create_callbacks(config.train.callbacks)
+    run = build_run(config, fmt, images, targets, train_rows, valid_rows, run_dir, callbacks, quiet, log)
+    state = RunState()
+    if resume and checkpoint_exists(last_path):
+        state = restore(last_path, run.training, run.train_data.generator, callbacks, log=run.log)
+        run.log(f"resumed {run_dir} at epoch {state.next_epoch}" + (" (already finished)" if state.finished else ""))
+    if run.context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.json", json.dumps(config_to_dict(config), indent=2))
+    if run_epochs(run, state, stop_after_epochs) and run.context.is_main:
+        write_summary(run, state, skipped_files)
+    return state
+
+
+def build_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, targets: dict[str, np.ndarray],
+              train_rows: np.ndarray, valid_rows: Optional[np.ndarray], run_dir: Path, callbacks: list[Callback],
+              quiet: bool = False, log: Callable[[str], None] = print) -> Run:
+    """Join DDP (under torchrun), seed, and build model, loaders, optimizer and schedule, in a fixed RNG order."""
+    tc, heads = config.train, fmt.heads()
+    context = init_from_env(use_cuda=tc.device == "cuda" or (tc.device == "auto" and torch.cuda.is_available()))
+    runtime = runtime_from_config(tc, context.local_rank)
+    if not context.is_main:
+        quiet, log = True, (lambda message: None)
+    seed_everything(tc.seed)
+    model, ema, trained = build_models(config, heads, runtime, context)
+    loss_fn = MultiHeadLoss(heads, tc.loss).to(runtime.device)
+    train_data = build_train_data(config, images, train_rows, targets, runtime, context)
+    refuse_single_image_batches(model, train_data.smallest_batch, tc.batch_size, context.world_size)
+    valid_data = build_valid_data(config, images, valid_rows, targets, runtime, context)
+    optimizer = build_optimizer(model, loss_fn, tc)
+    scheduler = build_scheduler(optimizer, tc, steps_per_epoch(len(train_data.loader), tc.accumulate_steps))
+    training = Training(model, trained, ema, loss_fn, optimizer, scheduler, build_grad_scaler(runtime))
+    return Run(config, fmt, heads, training, train_data, valid_data, runtime, context, callbacks, Path(run_dir), quiet, log)

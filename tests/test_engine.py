@@ -1,0 +1,193 @@
+"""The engine's callback points: per batch (inputs and targets changed before the forward pass), at epoch
+start and end, after each optimizer step; callbacks found by name with validated options; a callback's
+state resumes exactly."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import tiny_config
+from src.config import load_config
+from src.distributed import DistributedContext
+from src.engine import (Callback, CallbackOptions, Training, build_grad_scaler, build_models, build_optimizer,
+                        build_scheduler, create_callbacks, register_callback, train_one_epoch)
+from src.errors import PipelineError
+from src.formats import create_format
+from src.losses import MultiHeadLoss
+from src.runtime import make_runtime
+from src.stage import main
+
+
+@register_callback
+class ShiftAndOnes(Callback):
+    """Adds `shift` to the images and makes every multilabel target 1."""
+
+    name = "test_shift_and_ones"
+
+    class Options(CallbackOptions):
+        shift: float = 1.0
+
+    def __init__(self, options):
+        super().__init__(options)
+        self.batches = 0
+
+    def on_batch(self, training, images, targets):
+        self.batches += 1
+        return images + self.options.shift, {name: torch.ones_like(value) for name, value in targets.items()}
+
+
+@register_callback
+class Recorder(Callback):
+    """Appends every hook call to EVENTS."""
+
+    name = "test_recorder"
+    EVENTS: list[tuple] = []
+
+    def on_epoch_start(self, training, epoch):
+        self.EVENTS.append(("start", epoch))
+
+    def on_batch(self, training, images, targets):
+        self.EVENTS.append(("batch",))
+        return images, targets
+
+    def after_step(self, training, step):
+        self.EVENTS.append(("step", step))
+
+    def on_epoch_end(self, training, epoch, row):
+        self.EVENTS.append(("end", epoch, row["epoch"], "valid_loss" in row))
+
+
+@register_callback
+class Noise(Callback):
+    """Gaussian noise on the images from its own generator: its state must resume for a run to repeat."""
+
+    name = "test_noise"
+
+    class Options(CallbackOptions):
+        scale: float = 0.1
+        seed: int = 0
+
+    def __init__(self, options):
+        super().__init__(options)
+        self.generator = torch.Generator().manual_seed(options.seed)
+        self.batches = 0
+
+    def on_batch(self, training, images, targets):
+        self.batches += 1
+        noise = torch.randn(images.shape, generator=self.generator)
+        return images + self.options.scale * noise.to(images.device), targets
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state(), "batches": self.batches}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+        self.batches = state["batches"]
+
+
+class Spy(nn.Module):
+    """Records what the wrapped module is called with."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.calls = inner, []
+
+    def forward(self, *args):
+        self.calls.append(args)
+        return self.inner(*args)
+
+
+def test_on_batch_changes_what_the_forward_pass_and_the_loss_see(tiny_imet_root, tmp_path):
+    root, _ = tiny_imet_root
+    config = load_config(tiny_config(tmp_path, "imet", root))
+    heads = create_format("imet", root).heads()
+    runtime = make_runtime("cpu", threads=1)
+    model, ema, trained = build_models(config, heads, runtime, DistributedContext())
+    loss_fn = MultiHeadLoss(heads, config.train.loss)
+    optimizer = build_optimizer(model, loss_fn, config.train)
+    training = Training(model, Spy(trained), ema, Spy(loss_fn), optimizer, build_scheduler(optimizer, config.train, 3),
+                        build_grad_scaler(runtime))
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.rand(4, 3, 32, 32, generator=generator), {"attributes": torch.zeros(4, len(heads[0].class_names))},
+                torch.arange(4)) for _ in range(3)]
+    callback = create_callbacks([{"name": "test_shift_and_ones", "shift": 2.0}])[0]
+    loss_sum, seen = train_one_epoch(training, batches, runtime, callbacks=[callback])
+    assert callback.batches == 3 and seen == 12 and math.isfinite(loss_sum)
+    for (images, _, _), (forward_input,), (_, loss_targets) in zip(batches, training.trained.calls, training.loss_fn.calls):
+        assert torch.equal(forward_input, images + 2.0)
+        assert torch.equal(loss_targets["attributes"], torch.ones(4, len(heads[0].class_names)))
+
+
+def test_hooks_run_in_order_with_the_epoch_and_once_per_optimizer_step(tiny_imet_root, tmp_path):
+    root, _ = tiny_imet_root
+    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 2, "accumulate_steps": 4,
+                                                            "callbacks": [{"name": "test_recorder"}]}})
+    assert main(["folds", "--config", str(config), "--quiet"]) == 0
+    Recorder.EVENTS.clear()
+    assert main(["train", "--config", str(config), "--fold", "0", "--quiet"]) == 0
+    summary = json.loads((tmp_path / "out" / "oof" / "tiny" / "fold-0" / "summary.json").read_text())
+    batches = summary["train_images"] // 16  # batch 16, the last partial batch dropped
+    expected, step = [], 0
+    for epoch in range(2):
+        expected.append(("start", epoch))
+        for index in range(batches):
+            expected.append(("batch",))
+            if (index + 1) % 4 == 0 or index + 1 == batches:  # a partial group at the end steps too
+                step += 1
+                expected.append(("step", step))
+        expected.append(("end", epoch, epoch + 1, True))
+    assert step == 2 * math.ceil(batches / 4)
+    assert Recorder.EVENTS == expected
+
+
+def test_an_unknown_callback_or_a_bad_option_is_one_line_naming_the_item(tiny_imet_root, tmp_path, capsys):
+    cases = [([{"name": "test_nosie"}], "config train.callbacks[0].name: unknown callback 'test_nosie'; did you mean 'test_noise'?"),
+             ([{"scale": 1.0}], "config train.callbacks[0]: no 'name'; write each item as {name: <callback>"),
+             ([{"name": "test_recorder"}, {"name": "test_noise", "scael": 0.1}],
+              "config train.callbacks[1].scael: unknown option for callback 'test_noise'; did you mean 'scale'?"),
+             ([{"name": "test_noise", "scale": "big"}], "config train.callbacks[0].scale: Input should be a valid number")]
+    for items, message in cases:
+        with pytest.raises(PipelineError) as error:
+            create_callbacks(items)
+        assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert "for callback 'test_noise'; fix the value" in str(error.value)
+
+    root, _ = tiny_imet_root
+    config = tiny_config(tmp_path, "imet", root, {"train": {"callbacks": [{"name": "no_such_trick"}]}})
+    assert main(["folds", "--config", str(config), "--quiet"]) == 0
+    assert main(["train", "--config", str(config), "--fold", "0", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: config train.callbacks[0].name: unknown callback 'no_such_trick'; known callbacks:")
+    assert error.count("\n") == 1 and "test_noise" in error
+    assert not (tmp_path / "out" / "oof" / "tiny" / "fold-0").exists()  # refused before anything was written
+
+
+def test_a_callback_with_state_resumes_exactly(tiny_imet_root, tmp_path, capsys):
+    root, _ = tiny_imet_root
+    extra = {"train": {"epochs": 2, "callbacks": [{"name": "test_noise", "scale": 0.5, "seed": 7}]}}
+    straight = tiny_config(tmp_path / "a", "imet", root, extra, name="straight")
+    resumed = tiny_config(tmp_path / "b", "imet", root, extra, name="resumed")
+    assert main(["folds", "--config", str(straight), "--quiet"]) == 0
+    assert main(["train", "--config", str(straight), "--fold", "1", "--quiet"]) == 0
+    assert main(["train", "--config", str(resumed), "--fold", "1", "--quiet", "--stop-after-epochs", "1"]) == 0
+    run_b = tmp_path / "b" / "out" / "oof" / "resumed" / "fold-1"
+    after_one = torch.load(run_b / "last.pt", map_location="cpu", weights_only=True)["callbacks"]
+    assert main(["train", "--config", str(resumed), "--fold", "1", "--quiet", "--resume"]) == 0
+
+    a = torch.load(tmp_path / "a" / "out" / "oof" / "straight" / "fold-1" / "last.pt", map_location="cpu", weights_only=True)
+    b = torch.load(run_b / "last.pt", map_location="cpu", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [item["name"] for item in b["callbacks"]] == ["test_noise"]
+    assert b["callbacks"][0]["state"]["batches"] == 2 * after_one[0]["state"]["batches"] > 0  # counted on, not restarted
+    assert torch.equal(a["callbacks"][0]["state"]["generator"], b["callbacks"][0]["state"]["generator"])
+
+    # Resuming with other callbacks than the run was saved with is refused, naming both lists.
+    capsys.readouterr()
+    assert main(["train", "--config", str(resumed), "--fold", "1", "--quiet", "--resume", "train.callbacks=[]"]) == 2
+    assert "this run was saved with train.callbacks ['test_noise'], the config now asks for none" in capsys.readouterr().err
+
