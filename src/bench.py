@@ -3,7 +3,7 @@
 Every comparison runs its sides interleaved (order reversed every other round), repeats, and reports
 the median of the per-round ratios:
 - training: images/s of the real train data path (CachedImageDataset over the uint8 memmap cache,
-  the DataLoader training builds, `train._train_one_epoch`) against the same step on batches already
+  the DataLoader training builds, `engine.train_one_epoch`) against the same step on batches already
   collated on the device;
 - inference: `predict_probs` over the loader oof/submit build, with and without flip TTA, against
   forward-only on batches already on the device;
@@ -207,64 +207,38 @@ def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
                    num_workers: Optional[int] = None) -> dict:
     """images/s of training on the real data path vs on resident batches; same model, step and threads.
 
-    Both sides call `train._train_one_epoch`: the real one on batches from the training DataLoader
-    over CachedImageDataset (augmentations on the uint8 cache), the other on the same number of
-    batches already on the device. `repeats` epochs of `n_images`; the ratio is the median over pairs.
+    Both sides call `engine.train_one_epoch`: the real one on batches from the training DataLoader
+    `engine.build_train_data` builds (CachedImageDataset, augmentations on the uint8 cache), the other on
+    the same number of batches already on the device. `repeats` epochs of `n_images`; the ratio is the
+    median over pairs.
     """
     import torch
-    from torch.utils.data import RandomSampler
 
-    from src.data.dataset import CachedImageDataset
-    from src.data.transforms import build_transform
-    from src.distributed import DistributedContext
+    from src.engine import Training, build_grad_scaler, build_optimizer, build_train_data, train_one_epoch
     from src.losses import MultiHeadLoss
     from src.runtime import seed_everything
-    from src.train import _param_groups, _train_one_epoch, make_train_loader
 
-    tc, aug, size = config.train, config.augment, config.data.image_size
+    tc = config.train
     workers = tc.num_workers if num_workers is None else num_workers
     runtime = _runtime(config)
     seed_everything(tc.seed)
     model = _model(config, data.heads, runtime)
     loss_fn = MultiHeadLoss(data.heads, tc.loss).to(runtime.device)
-    optimizer = torch.optim.AdamW(_param_groups(model, tc.weight_decay) + loss_fn.parameter_group(), lr=tc.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler())
-
-    rows = np.arange(n_images) % len(data.images)
-    dataset = CachedImageDataset(data.images, rows, data.targets,
-                                 build_transform(aug.train, size, aug.mean, aug.std, "augment.train"), tc.seed)
-    generator = torch.Generator().manual_seed(tc.seed)
-    loader = make_train_loader(dataset, tc.batch_size, RandomSampler(dataset, generator=generator), workers, runtime,
-                               drop_last=n_images > tc.batch_size, generator=generator)
-    resident = _resident(list(loader), runtime)
+    optimizer = build_optimizer(model, loss_fn, tc)
+    constant_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    training = Training(model, model, None, loss_fn, optimizer, constant_lr, build_grad_scaler(runtime))
+    train_data = build_train_data(config, data.images, np.arange(n_images) % len(data.images), data.targets, runtime,
+                                  num_workers=workers)
+    resident = _resident(list(train_data.loader), runtime)
 
     def step(batches) -> int:
-        _, seen = _train_one_epoch(model, None, batches, loss_fn, optimizer, scheduler, scaler, runtime, 1, True, "bench",
-                                   DistributedContext())
+        _, seen = train_one_epoch(training, batches, runtime, desc="bench")
         if runtime.on_cuda:
             torch.cuda.synchronize()
         return seen
 
     step(resident[:2])  # warm-up: first-call allocations and kernel selection stay out of the timings
-    stream, cycle = _BatchStream(loader, dataset), itertools.cycle(resident)
-    if _pairing(workers) == "batch":
-        rates = interleaved({"real": lambda: step([stream.next()]), "resident": lambda: step([next(cycle)])},
-                            repeats * len(resident))
-        loader_rate = stream.images_per_s
-    else:
-        def real_epoch() -> int:
-            stream.epoch += 1
-            dataset.set_epoch(stream.epoch)
-            return step(loader)
-
-        def loader_only() -> int:
-            stream.epoch += 1
-            dataset.set_epoch(stream.epoch)
-            return sum(len(images) for images, _, _ in loader)
-
-        rates = interleaved({"real": real_epoch, "resident": lambda: step(resident), "loader_only": loader_only}, repeats)
-        loader_rate = statistics.median(rates["loader_only"])
+    rates, loader_rate = _training_rates(step, train_data.loader, train_data.dataset, resident, workers, repeats)
     return {
         "images_per_epoch": len(resident) * tc.batch_size, "epochs": repeats, "num_workers": workers,
         "paired_by": _pairing(workers),
@@ -273,6 +247,29 @@ def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
         "loader_only_images_per_s": loader_rate,
         "ratio": ratio_summary(rates, "real", "resident"),
     }
+
+
+def _training_rates(step: Callable[[list], int], loader, dataset, resident: list, workers: int,
+                    repeats: int) -> tuple[dict[str, list[float]], float]:
+    """(images/s per side per round, images/s of the loader alone): batch by batch without workers, else by epoch."""
+    stream, cycle = _BatchStream(loader, dataset), itertools.cycle(resident)
+    if _pairing(workers) == "batch":
+        rates = interleaved({"real": lambda: step([stream.next()]), "resident": lambda: step([next(cycle)])},
+                            repeats * len(resident))
+        return rates, stream.images_per_s
+
+    def real_epoch() -> int:
+        stream.epoch += 1
+        dataset.set_epoch(stream.epoch)
+        return step(loader)
+
+    def loader_only() -> int:
+        stream.epoch += 1
+        dataset.set_epoch(stream.epoch)
+        return sum(len(images) for images, _, _ in loader)
+
+    rates = interleaved({"real": real_epoch, "resident": lambda: step(resident), "loader_only": loader_only}, repeats)
+    return rates, statistics.median(rates["loader_only"])
 
 
 def bench_inference(config: Config, data: DemoData, n_images: int, repeats: int) -> dict:

@@ -1,17 +1,15 @@
 """Stage `train`: one fold, all folds, or a full fit on all training data."""
 from __future__ import annotations
 
-import json
 from typing import Callable, Optional
 
 import numpy as np
 
-from src.atomic import write_text
 from src.data.folds import read_folds
 from src.errors import PipelineError
 from src.experiment import Experiment
 from src.steps.common import decoded_images
-from src.train import train_run
+from src.engine import train_run
 
 
 def fold_numbers(exp: Experiment) -> list[int]:
@@ -19,17 +17,6 @@ def fold_numbers(exp: Experiment) -> list[int]:
     table = exp.fmt.read_train()
     fold_of_row = read_folds(exp.require(exp.folds_path, "folds"), table.ids)
     return sorted(int(k) for k in np.unique(fold_of_row) if k >= 0)
-
-
-def _record_skipped(run_dir, table, readable: np.ndarray) -> None:
-    """Count (and name) the unreadable training images this run skipped in its summary.json."""
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        return
-    summary = json.loads(summary_path.read_text())
-    summary["skipped_unreadable"] = int((~readable).sum())
-    summary["skipped_files"] = [str(table.paths[i]) for i in np.flatnonzero(~readable)]
-    write_text(summary_path, json.dumps(summary, indent=2))
 
 
 def run(exp: Experiment, fold: str, full: bool = False, resume: bool = False, stop_after_epochs: Optional[int] = None,
@@ -60,8 +47,8 @@ def run(exp: Experiment, fold: str, full: bool = False, resume: bool = False, st
         log(f"--- {'full fit' if k is None else f'fold {k}'}: {len(train_rows)} train / "
             f"{0 if valid_rows is None else len(valid_rows)} valid images -> {run_dir}")
         state = train_run(exp.config, exp.fmt, images, table.targets, train_rows, valid_rows, run_dir, resume=resume,
-                          stop_after_epochs=stop_after_epochs, quiet=quiet, log=log)
-        _record_skipped(run_dir, table, readable)
+                          stop_after_epochs=stop_after_epochs, quiet=quiet, log=log,
+                          skipped_files=[str(table.paths[i]) for i in np.flatnonzero(~readable)])
         if state.finished and k is not None:
             log(f"fold {k}: best epoch {state.best_epoch}, {exp.fmt.main_metric} {state.best_score:.4f} -> {run_dir / 'best.pt'}")
         elif state.finished:
