@@ -115,7 +115,7 @@ def timm_pretrained_cfg(model_tag: str) -> dict:
         raise PipelineError(f"model tag {model_tag}: names no pretrained tag; name one, e.g. {', '.join(known[:3])} "
                             f"(timm.list_pretrained('{arch}.*') lists them)")
     if not tag or not is_model_pretrained(model_tag):
-        close = difflib.get_close_matches(model_tag, known, n=3, cutoff=0.0)
+        close = difflib.get_close_matches(model_tag, known, n=3) or known[:3]
         hint = f"close ones: {', '.join(close)}" if close else f"timm has no pretrained weights for {arch} at all"
         raise PipelineError(f"model tag {model_tag}: not a timm tag with pretrained weights; {hint} "
                             f"(timm.list_pretrained('{arch}.*') lists them)")
@@ -194,7 +194,9 @@ def _fresh_staging(dest_root: Path, model_tag: str) -> Path:
         dest_root.mkdir(parents=True, exist_ok=True)
         for stale in dest_root.glob(f".{glob.escape(model_tag)}.*.download"):
             shutil.rmtree(stale, ignore_errors=True)  # left by a download that was killed; each tag has one writer
-        return Path(tempfile.mkdtemp(prefix=f".{model_tag}.", suffix=".download", dir=dest_root))
+        staging = Path(tempfile.mkdtemp(prefix=f".{model_tag}.", suffix=".download", dir=dest_root))
+        os.chmod(staging, dest_root.stat().st_mode & 0o777)  # mkdtemp makes 0700; the folder gets its parent's mode
+        return staging
     except OSError as exc:
         raise PipelineError(f"{dest_root}: cannot write ({exc.strerror or exc}); make it writable or free space") from None
 
