@@ -219,6 +219,9 @@ def _download(repo_id: str, revision: Optional[str], names: list[str], staging: 
     else:
         raise PipelineError(f"{constants.ENDPOINT}/{repo_id}: holds none of {', '.join(names)}; the hub repository "
                             "does not match timm's pretrained config: try another tag or another timm version")
+    if not meta.commit_hash:
+        raise PipelineError(f"{constants.ENDPOINT}: answered without X-Repo-Commit, so it is not a Hugging Face hub; "
+                            "check HF_ENDPOINT and any proxy, then rerun")
     size = f"{meta.size / 1e6:.1f} MB" if meta.size else "size unknown"
     log(f"downloading {name} ({size}) from {constants.ENDPOINT}/{repo_id} at revision {meta.commit_hash[:12]}")
     path = hf_hub_download(repo_id, name, revision=meta.commit_hash, local_dir=staging,
