@@ -26,6 +26,7 @@ LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pt", "best.pt"
 EPOCHS_CSV, RUN_SUMMARY, RUN_CONFIG = "epochs.csv", "summary.json", "config.json"
 FULL_RUN = "full"
 TEST_FILES = ("test_probs.npz", "test_scores.json")  # beside the submission, never part of it
+KAGGLE_SCORES = "kaggle.json"  # beside the submission: what the last upload got on the leaderboard
 KERNEL_METADATA = "kernel-metadata.json"  # beside the kernel script: its id is the kernel ref
 
 
@@ -58,6 +59,9 @@ class Layout:
         self.report_html = self.report_dir / "index.html"
         self.test_probs_path, self.test_scores_path = (self.submission_dir / file for file in TEST_FILES)
         self.kernel_metadata_path = self.kernel_dir / KERNEL_METADATA
+        self.kaggle_scores_path = self.submission_dir / KAGGLE_SCORES  # submit --kaggle, kernel submit
+        # Over every experiment of the output folder: honest OOF vs public score (status --plot).
+        self.leaderboard_plot_path = self.output_dir / "oof" / "_leaderboard" / "cv-vs-public.png"
 
     def run_dir(self, fold: Optional[int]) -> Path:
         return self.oof_dir / fold_run_name(fold)
@@ -74,7 +78,7 @@ class Layout:
         if not self.submission_dir.is_dir():
             return []
         return sorted(p for p in self.submission_dir.iterdir()
-                      if p.is_file() and not p.name.startswith(".") and p.name not in TEST_FILES)
+                      if p.is_file() and not p.name.startswith(".") and p.name not in (*TEST_FILES, KAGGLE_SCORES))
 
 
 @dataclass

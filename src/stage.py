@@ -67,7 +67,10 @@ STAGES: tuple[Stage, ...] = (
               option("--configs", type=Path, default=Path("configs"),
                      help="folder of experiment YAMLs; those not started are listed too"),
               option("--clean-cache", action="store_true",
-                     help="delete the decoded-image cache (oof/_image_cache/; rebuilt on demand) and report the space freed"))),
+                     help="delete the decoded-image cache (oof/_image_cache/; rebuilt on demand) and report the space freed"),
+              option("--plot", dest="plot", action="store_true",
+                     help="also draw honest OOF score vs public leaderboard score per experiment "
+                          "-> oof/_leaderboard/cv-vs-public.png"))),
 )
 _ROOT = Path(__file__).resolve().parents[1]
 

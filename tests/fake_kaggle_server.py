@@ -73,6 +73,11 @@ class FakeKaggle:
         self.competition_files: dict[str, dict[str, bytes]] = {}  # slug -> files served as <slug>.zip
         self.competition_zips: dict[str, bytes] = {}  # slug -> raw zip bytes (overrides the files)
         self.submissions: list[dict[str, Any]] = []
+        self.submission_rows: list[dict[str, Any]] = []  # what ListSubmissions shows, one per submission
+        # Scoring: a submission stays PENDING for its first `pending_listings` listings, then is COMPLETE
+        # with scores[slug] (public, private) as the strings the API sends (None = not shown).
+        self.pending_listings = 0
+        self.scores: dict[str, tuple[str | None, str | None]] = {}
         self.datasets: dict[str, FakeDataset] = {}   # "owner/slug" -> dataset
         self.kernels: dict[str, dict[str, Any]] = {}  # "owner/slug" -> SaveKernel body + "version"
         self.kernel_status: dict[str, tuple[str, str | None]] = {}  # ref -> (status, failure message)
@@ -206,6 +211,7 @@ class FakeKaggle:
             if token not in self.uploads:
                 return 400, {"code": 400, "message": "Unknown upload token"}, {}
             self.submissions.append(dict(body))
+            self._add_submission_row(body, self.upload_names.get(token, ""))
             return 200, {"message": f"Successfully submitted to {body.get('competitionName')}",
                          "ref": len(self.submissions)}, {}
 
@@ -214,8 +220,12 @@ class FakeKaggle:
             if ref not in self.kernels:
                 return 404, {"code": 404, "message": "Kernel not found"}, {}
             self.submissions.append(dict(body))
+            self._add_submission_row(body, body.get("fileName", ""))
             return 200, {"message": f"Successfully submitted to {body.get('competitionName')}",
                          "ref": len(self.submissions)}, {}
+
+        if rpc == "ListSubmissions":
+            return 200, {"submissions": self._list_submissions(body.get("competitionName", ""))}, {}
 
         if rpc == "GetSubmissionLimits":
             return 200, {"numAllowedNow": 4}, {}
@@ -262,6 +272,28 @@ class FakeKaggle:
             return 200, {"files": files, "log": "[]"}, {}
 
         return 404, {"code": 404, "message": f"fake Kaggle has no RPC {rpc}"}, {}
+
+    def _add_submission_row(self, body: dict, file_name: str) -> None:
+        with self._lock:
+            self.submission_rows.append({
+                "ref": 1000 + len(self.submission_rows), "competition": body.get("competitionName", ""),
+                "fileName": file_name, "description": body.get("submissionDescription", ""),
+                "date": f"2025-01-01T00:00:{len(self.submission_rows):02d}.000Z", "listings": 0})
+
+    def _list_submissions(self, slug: str) -> list[dict]:
+        """Newest first, as the real service sorts by date; each listing brings a pending one closer to scored."""
+        shown = []
+        for row in reversed(self.submission_rows):
+            if row["competition"] != slug:
+                continue
+            row["listings"] += 1
+            scored = row["listings"] > self.pending_listings
+            public, private = self.scores.get(slug, ("0.5", None)) if scored else (None, None)
+            shown.append({"ref": row["ref"], "fileName": row["fileName"], "date": row["date"],
+                          "description": row["description"], "status": "COMPLETE" if scored else "PENDING",
+                          **({"publicScore": public} if public is not None else {}),
+                          **({"privateScore": private} if private is not None else {})})
+        return shown
 
     def _uploaded_files(self, body: dict) -> dict[str, bytes]:
         tokens = [f.get("token", "") for f in body.get("files", [])]

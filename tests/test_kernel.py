@@ -18,7 +18,7 @@ from helpers import tiny_config  # noqa: E402
 from src.config import Config, load_config  # noqa: E402
 from src.demo import build_demo  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
-from src.artifacts import Experiment  # noqa: E402
+from src.artifacts import Experiment, LeaderboardRecord  # noqa: E402
 from src.kaggle import kernel  # noqa: E402
 from src.kaggle.kernel_inference import find_dataset_dir, version_drift  # noqa: E402
 from src.steps import download, folds, oof, submit, thresholds, train  # noqa: E402
@@ -246,6 +246,8 @@ def test_status_output_and_code_submission(trained, fake_kaggle):
     [code_submission] = fake_kaggle.rpc_bodies("CreateCodeSubmission")
     assert code_submission["kernelOwner"] == FAKE_USER and code_submission["kernelSlug"] == "tiny-inference"
     assert code_submission["kernelVersion"] == 1 and code_submission["fileName"] == "submission.csv"
+    [scored] = LeaderboardRecord.read(trained.kaggle_scores_path).submissions  # the code submission's score
+    assert (scored.competition, scored.status, scored.public_score, scored.ref) == (COMPETITION, "complete", 0.5, 1000)
 
 
 def test_download_unzips_into_input_slug(fake_kaggle, tmp_path):

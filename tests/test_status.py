@@ -147,3 +147,35 @@ def test_status_reports_the_image_cache_and_clean_cache_deletes_all_but_a_build_
     assert f"deleted 1 image set(s), {freed / 2**30:.2f} GB freed" in out and "1 being built, left alone" in out
     assert sorted(p.name for p in cache_dir.iterdir()) == [f"{busy_key}.json", f"{busy_key}.lock", f"{busy_key}.npy"]
     assert load_or_build(images, 8, cache_dir, skip_unreadable=False, quiet=True).images.shape == (3, 8, 8, 3)  # rebuilt
+
+
+def test_status_shows_the_public_score_beside_the_honest_oof_and_plots_them(tmp_path, capsys):
+    from src.stage import main
+
+    out, configs = make_layout(tmp_path)
+    (out / "submissions" / "done" / "kaggle.json").write_text(json.dumps({"submissions": [{
+        "competition": "c", "file": "submissions/done/submission.csv", "message": "m", "ref": 7,
+        "status": "complete", "public_score": 0.53, "private_score": None}]}))
+    (out / "submissions" / "planned").mkdir(parents=True)
+    (out / "submissions" / "planned" / "kaggle.json").write_text(json.dumps({"submissions": [{
+        "competition": "c", "file": "submission.csv", "message": "m", "status": "pending"}]}))
+
+    assert main(["status", "--output-dir", str(out), "--configs", str(configs), "--plot"]) == 0
+
+    printed = capsys.readouterr().out
+    png = out / "oof" / "_leaderboard" / "cv-vs-public.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"CV vs leaderboard (1 point(s)): {png}" in printed  # the pending one has no public score yet
+    done = next(line for line in printed.splitlines() if line.strip().startswith("done"))
+    planned = next(line for line in printed.splitlines() if line.strip().startswith("planned"))
+    assert "0.5512 / 0.5300" in done and "- / pending" in planned
+    rows = {row["experiment"]: row for row in status.show(out, configs, [].append)}
+    assert "_leaderboard" not in rows
+    assert rows["done"]["submission_files"] == [str(out / "submissions" / "done" / "submission.csv")]
+
+
+def test_plot_without_any_public_score_draws_nothing(tmp_path):
+    out, configs = make_layout(tmp_path)
+    lines: list[str] = []
+    status.run(None, output_dir=out, configs=configs, plot=True, log=lines.append)
+    assert "nothing plotted" in lines[-1] and not (out / "oof" / "_leaderboard").exists()

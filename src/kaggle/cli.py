@@ -9,6 +9,8 @@ message and log line.
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import logging
 import os
@@ -36,6 +38,7 @@ _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _AUTH_HELP = "authentication required to call the kaggle api"
 _DATASET_METADATA = "dataset-metadata.json"
 _KERNEL_METADATA = "kernel-metadata.json"
+_SUBMISSIONS_HEADER = "ref,fileName,date,description,status,publicScore,privateScore"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,20 @@ class KernelStatus:
 
     state: str
     failure_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One row of `kaggle competitions submissions`: `status` is pending, complete or error; the scores are
+    None until Kaggle has scored it (the private one until the competition has closed)."""
+
+    ref: int
+    file_name: str
+    date: str
+    description: str
+    status: str
+    public_score: float | None
+    private_score: float | None
 
 
 # ---- public API -------------------------------------------------------------------------------
@@ -117,6 +134,37 @@ def submit_code(slug: str, kernel_ref: str, version: int, file_name: str = "subm
     output = _run(["competitions", "submit", slug, "-f", file_name, "-k", kernel_ref, "-v", str(version),
                    f"--message={message}", "-q"], command, kind="competition", name=slug)
     return _submission_reply(output, command, slug)
+
+
+def list_submissions(slug: str, page_size: int = 50) -> list[Submission]:
+    """This account's submissions to competition `slug`, newest first (the CLI's CSV output, parsed)."""
+    _check_slug(slug)
+    command = f"kaggle competitions submissions {slug}"
+    output = _run(["competitions", "submissions", slug, "-v", "--page-size", str(page_size)], command,
+                  kind="competition", name=slug)
+    return parse_submissions(output, command)
+
+
+def parse_submissions(output: str, command: str) -> list[Submission]:
+    """The rows of `kaggle competitions submissions -v` (CSV: ref,fileName,date,description,status,publicScore,
+    privateScore); [] when it printed "No submissions found"."""
+    start = output.find(_SUBMISSIONS_HEADER)
+    if start < 0:
+        if "No submissions found" in output:
+            return []
+        raise PipelineError(f"{command}: no submission table in the CLI's output ({_last_line(output) or 'empty'}): "
+                            "rerun it by hand to see why")
+    rows = list(csv.reader(io.StringIO(output[start:])))
+    header = rows[0]
+    found = []
+    for row in rows[1:]:  # stderr follows stdout: anything that is not a full row is not a submission
+        if len(row) != len(header) or not row[0].strip().isdigit():
+            continue
+        cell = dict(zip(header, row))
+        found.append(Submission(int(cell["ref"]), cell["fileName"], cell["date"], cell["description"],
+                                cell["status"].rpartition(".")[2].lower(), _score(cell["publicScore"]),
+                                _score(cell["privateScore"])))
+    return found
 
 
 def create_or_version_dataset(folder: str | os.PathLike, message: str) -> str:
@@ -442,6 +490,14 @@ def _extract_zip(archive: Path, dest: Path) -> list[Path]:
         raise PipelineError(f"{archive.name}: the downloaded file is not a valid zip: rerun the download") from None
     archive.unlink()
     return [root / member.filename for member in members if not member.is_dir()]
+
+
+def _score(text: str) -> float | None:
+    """A score cell: the CLI prints None (or nothing) while a submission is unscored."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _line_after(output: str, marker: str) -> str | None:

@@ -42,8 +42,8 @@ import yaml
 from src.atomic import write_text
 from src.config import Config, config_to_dict
 from src.errors import PipelineError
-from src.artifacts import KERNEL_METADATA, Experiment
-from src.kaggle import cli
+from src.artifacts import KERNEL_METADATA, Experiment, LeaderboardEntry
+from src.kaggle import cli, leaderboard
 from src.kaggle.kernel_inference import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, file_sha256, package_versions
 
 Log = Callable[[str], None]
@@ -680,8 +680,9 @@ def fetch_output(exp: Experiment, log: Log = print) -> list[Path]:
     return files
 
 
-def submit_kernel(exp: Experiment, log: Log = print) -> str:
-    """Code competitions: submit the pushed kernel version's output once its run is complete."""
+def submit_kernel(exp: Experiment, log: Log = print) -> list[LeaderboardEntry]:
+    """Code competitions: submit the pushed kernel version's output once its run is complete, then wait
+    (bounded, `submit.score_wait_s`) for its leaderboard score."""
     record_path = exp.kernel_dir / PUSH_RECORD
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
     if not record.get("version"):
@@ -694,6 +695,9 @@ def submit_kernel(exp: Experiment, log: Log = print) -> str:
     if status.state != "complete":
         raise PipelineError(f"kernel {ref} is {status.state}, not complete: submit once its run has finished "
                             f"(check with: {exp.command('kernel status')})")
-    reply = cli.submit_code(exp.config.competition, ref, version, names[0], exp.config.submit.message)
-    log(f"submitted {ref} version {version} ({names[0]}) to {exp.config.competition}: {reply}")
-    return reply
+    competition, message = exp.config.competition, exp.config.submit.message
+    before = {competition: {row.ref for row in cli.list_submissions(competition)}}
+    reply = cli.submit_code(competition, ref, version, names[0], message)
+    log(f"submitted {ref} version {version} ({names[0]}) to {competition}: {reply}")
+    entry = LeaderboardEntry(competition=competition, file=names[0], message=message)
+    return leaderboard.wait_for_scores([entry], before, exp.config.submit.score_wait_s, exp.config.submit.score_poll_s, log)

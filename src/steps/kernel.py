@@ -61,9 +61,14 @@ def output(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = pr
 
 
 def submit(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):
+    """Submit the pushed kernel version (code competitions); its leaderboard score goes to kaggle.json."""
+    from src.artifacts import LeaderboardRecord
     from src.kaggle import kernel
 
-    return kernel.submit_kernel(exp, log)
+    record = LeaderboardRecord(submissions=kernel.submit_kernel(exp, log))
+    record.write(exp.kaggle_scores_path)
+    log(f"leaderboard: {exp.kaggle_scores_path}")
+    return record
 
 
 def _parity(exp: Experiment, built, check: Optional[bool], pushing: bool, quiet: bool, log: Callable[[str], None]):

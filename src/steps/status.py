@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import pandas as pd
 import yaml
 
-from src.artifacts import (Layout, ScoreTable, TunedThresholds, folds_file, read_kernel_ref,
+from src.artifacts import (Layout, LeaderboardRecord, ScoreTable, TunedThresholds, folds_file, read_kernel_ref,
                            read_run_config, read_run_summary, read_test_scores, tuned_column)
 from src.config import DataConfig
 from src.errors import PipelineError
@@ -21,11 +21,15 @@ EMPTY = "-"
 
 
 def run(exp=None, output_dir: Optional[Path] = None, configs: Path = Path("configs"), clean_cache: bool = False,
-        quiet: bool = False, log: Callable[[str], None] = print) -> list[dict]:
-    """The stage: `output_dir` defaults to the config's output_dir, else the current folder."""
+        plot: bool = False, quiet: bool = False, log: Callable[[str], None] = print) -> list[dict]:
+    """The stage: `output_dir` defaults to the config's output_dir, else the current folder; `plot` also draws
+    the honest OOF score against the public leaderboard score of every experiment into a PNG."""
     if output_dir is None:
         output_dir = exp.config.output_dir if exp is not None else Path(".")
-    return show(output_dir, configs, log, clean_cache)
+    rows = show(output_dir, configs, log, clean_cache)
+    if plot:
+        plot_cv_vs_public(rows, Layout(output_dir, "").leaderboard_plot_path, log)
+    return rows
 
 
 def show(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print, clean_cache: bool = False) -> list[dict]:
@@ -76,8 +80,10 @@ def experiment_status(output_dir: Path, name: str, config_path: Optional[Path]) 
     tuned_scores = ScoreTable.read(layout.threshold_scores_path)
     submission_files = [str(p) for p in layout.submission_files()]
     kernel = read_kernel_ref(layout)
+    uploaded = LeaderboardRecord.read(layout.kaggle_scores_path)
     candidates = {"config": config_path, "runs": layout.oof_dir if fold_dirs else None, "oof": layout.oof_path,
                   "thresholds": layout.thresholds_path, "submission": ", ".join(submission_files) or None,
+                  "leaderboard": layout.kaggle_scores_path,
                   "kernel": layout.kernel_dir if kernel else None, "report": layout.report_html}
     paths = {label: str(path) for label, path in candidates.items()
              if path is not None and (label in ("config", "submission", "runs", "kernel") or Path(path).exists())}
@@ -94,6 +100,7 @@ def experiment_status(output_dir: Path, name: str, config_path: Optional[Path]) 
         "submission_files": submission_files,
         "test_scores": read_test_scores(layout.test_scores_path),
         "kernel": kernel,
+        "leaderboard": leaderboard_rows(uploaded, threshold_summary),
         "report": str(layout.report_html) if layout.report_html.exists() else None,
         "paths": paths,
     }
@@ -114,6 +121,57 @@ def _thresholds(layout: Layout) -> tuple[Optional[TunedThresholds], Optional[dic
         "optimistic": {head: score.optimistic if score else None for head, score in scores.items()},
         "honest": {head: score.honest if score else None for head, score in scores.items()},
     }
+
+
+def leaderboard_rows(uploaded: Optional[LeaderboardRecord], thresholds: Optional[dict]) -> list[dict]:
+    """Per uploaded file: its competition, the honest OOF score of the head it answers (the configured
+    method's, from thresholds.json; a single file answers the only tuned head) and its leaderboard scores."""
+    if uploaded is None:
+        return []
+    honest = (thresholds or {}).get("honest", {})
+    rows = []
+    for entry in uploaded.submissions:
+        head = entry.head if entry.head is not None else (next(iter(honest)) if len(honest) == 1 else None)
+        rows.append({"head": entry.head, "competition": entry.competition, "honest": honest.get(head),
+                     "public": entry.public_score, "private": entry.private_score, "status": entry.status})
+    return rows
+
+
+def plot_cv_vs_public(rows: list[dict], path: Path, log: Callable[[str], None] = print) -> Optional[Path]:
+    """Honest OOF score (x) against public leaderboard score (y), one point per experiment and uploaded file,
+    with y = x drawn in; written to `path` (PNG). None (and a line saying why) when no experiment has both."""
+    points = [(row["experiment"] + (f" {lb['head']}" if lb["head"] else ""), lb["honest"], lb["public"], lb["competition"])
+              for row in rows for lb in row["leaderboard"] if lb["honest"] is not None and lb["public"] is not None]
+    if not points:
+        log("CV vs leaderboard: no experiment has both an honest OOF score (thresholds) and a public score "
+            "(submit --kaggle) yet: nothing plotted")
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from src.atomic import atomic_path
+
+    figure, axes = plt.subplots(figsize=(6, 6))
+    xs, ys = [p[1] for p in points], [p[2] for p in points]
+    low, high = min(xs + ys), max(xs + ys)
+    pad = max(0.01, 0.05 * (high - low))
+    axes.plot([low - pad, high + pad], [low - pad, high + pad], color="0.7", linestyle="--", label="public = CV")
+    for competition in sorted({p[3] for p in points}):  # one colour per competition: their metrics differ
+        mine = [p for p in points if p[3] == competition]
+        axes.scatter([p[1] for p in mine], [p[2] for p in mine], zorder=3, label=competition)
+    for label, x, y, _ in points:
+        axes.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axes.set(xlabel="OOF score, honest (nested thresholds)", ylabel="public leaderboard score",
+             title="CV vs public leaderboard", xlim=(low - pad, high + pad), ylim=(low - pad, high + pad))
+    axes.legend(loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    log(f"CV vs leaderboard ({len(points)} point(s)): {path}")
+    return path
 
 
 def run_status(path: Path, fold: Optional[int]) -> dict:
@@ -160,9 +218,20 @@ def _display(row: dict) -> dict:
         "OOF@0.5": _number(row["oof_score"]),
         "tuned optimistic/honest": found,
         "submission": f"{len(row['submission_files'])} file(s)" if row["submission_files"] else EMPTY,
+        "CV honest / public LB": _leaderboard_cell(row["leaderboard"]),
         "kernel": row["kernel"] or EMPTY,
         "report": "yes" if row["report"] else EMPTY,
     }
+
+
+def _leaderboard_cell(entries: list[dict]) -> str:
+    """'honest / public' per uploaded file ('pending' until Kaggle has scored it)."""
+    cells = []
+    for entry in entries:
+        public = entry["status"] if entry["status"] != "complete" else _number(entry["public"])
+        prefix = f"{entry['head']} " if entry["head"] else ""
+        cells.append(f"{prefix}{_number(entry['honest'])} / {public}")
+    return "; ".join(cells) or EMPTY
 
 
 def _configured_folds(fold_dirs: list[Path], config_path: Optional[Path]) -> Optional[int]:

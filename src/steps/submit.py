@@ -4,8 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from src.artifacts import Experiment, write_test_probs, write_test_scores
-from src.errors import PipelineError
+from src.artifacts import Experiment, LeaderboardRecord, write_test_probs, write_test_scores
 from src.inference import make_submission
 from src.runtime import runtime_from_config
 from src.steps.common import table_text
@@ -29,10 +28,25 @@ def run(exp: Experiment, to_kaggle: bool = False, quiet: bool = False, log: Call
         write_test_scores(exp.test_scores_path, scores)
         log("test score against the held-apart answers:\n" + table_text([scores]))
     if to_kaggle:
-        from src.kaggle import cli as kaggle_cli
-
-        if len(files) != 1:
-            raise PipelineError(f"{exp.submission_dir}: this format writes {len(files)} files; upload them as the course asks")
-        kaggle_cli.submit_file(config.competition, files[0], config.submit.message)
-        log(f"submitted {files[0]} to {config.competition}")
+        upload(exp, files, log)
     return files
+
+
+def upload(exp: Experiment, files: list[Path], log: Callable[[str], None] = print) -> LeaderboardRecord:
+    """Validate every file, upload each to its competition, wait (bounded) for the scores -> kaggle.json."""
+    from src.kaggle import leaderboard
+
+    config, fmt = exp.config, exp.fmt
+    # A format writing one file per head lists its files in head order (DeepFashion: category, attributes).
+    head_files = dict(zip((head.name for head in fmt.heads()), files)) if len(files) > 1 else {}
+    uploads = leaderboard.uploads_for(config.competition, config.submit.kaggle_competitions, head_files, files,
+                                      str(exp.config_path))
+    fmt.read_submission(files)  # all files valid before any leaves: a half-uploaded pair is hard to undo
+    entries, before = leaderboard.submit_files(uploads, config.submit.message, log)
+    record = LeaderboardRecord(submissions=entries)
+    record.write(exp.kaggle_scores_path)  # the uploads happened, whatever the wait brings
+    record = LeaderboardRecord(submissions=leaderboard.wait_for_scores(
+        entries, before, config.submit.score_wait_s, config.submit.score_poll_s, log))
+    record.write(exp.kaggle_scores_path)
+    log(f"leaderboard: {exp.kaggle_scores_path}")
+    return record
