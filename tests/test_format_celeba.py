@@ -235,3 +235,61 @@ def test_reads_kaggles_copy_with_csv_label_files_and_a_nested_image_folder(tmp_p
     (root / "list_attr_celeba.csv").write_text("image_id," + ",".join(NAMES) + "\n000001.jpg,1,-1,1\n")
     with pytest.raises(PipelineError, match=r"list_attr_celeba.csv line 2: 4 fields, expected 5"):
         create_format("celeba", root, None).read_train()
+
+
+def _new_test_folder(root: Path, names) -> Path:
+    folder = root / "new_test"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.new("RGB", (9, 11), (30, 90, 150)).save(folder / name)
+    return folder
+
+
+def test_a_new_test_folder_is_predicted_in_file_name_order_without_the_partition_images(tmp_path):
+    root = tmp_path / "c"
+    # The course's new test set: a folder that may also hold images the partition file lists (skipped).
+    fmt = make_competition(root, options={"test_dir": "new_test"})
+    _new_test_folder(root, ["b_2.jpg", "000001.jpg", "a_1.jpg", "c_3.png"])
+    (root / "new_test" / "Thumbs.db").write_bytes(b"")
+    test = fmt.read_test()
+    assert test.ids == ["a_1.jpg", "b_2.jpg", "c_3.png"]
+    assert test.paths == [root / "new_test" / name for name in test.ids]
+    assert len(fmt.read_train()) == 5  # training still follows the partition file
+    labels = {"attributes": np.array([[1, 0, 0, 1], [0, 1, 1, 0], [1, 1, 1, 1]], dtype=bool)}
+    files = fmt.write_submission(tmp_path / "sub", test.ids, labels, {})
+    assert files[0].read_text().splitlines()[0] == "a_1.jpg 1 -1 -1 1"
+    assert fmt.read_submission(files)[0] == test.ids
+    assert_refused_submission(fmt, tmp_path / "predictions.txt", "000006.jpg 1 -1 -1 1\n",
+                              "image '000006.jpg' where new_test (file-name order) has 'a_1.jpg'")
+
+
+def test_a_test_list_picks_images_of_the_folder(tmp_path):
+    root = tmp_path / "c"
+    _new_test_folder(root, ["x.jpg", "y.jpg", "z.jpg"])
+    (root / "wanted.txt").write_text("z.jpg\r\nx.jpg\n\n")
+    fmt = make_competition(root, options={"test_dir": "new_test", "test_list": "wanted.txt"})
+    assert fmt.read_test().ids == ["x.jpg", "z.jpg"]
+
+
+@pytest.mark.parametrize("options, folder, listed, message", [
+    ({"test_dir": "nowhere"}, None, None,
+     "config format_options.test_dir: .*nowhere is not a folder; point it at the new test images"),
+    ({"test_dir": "new_test"}, [], None, "config format_options.test_dir: .*new_test holds no images; put the new test"),
+    ({"test_dir": "new_test"}, ["000001.jpg"], None, "holds only images that list_eval_partition.txt lists"),
+    ({"test_dir": "new_test", "test_list": "missing.txt"}, ["x.jpg"], None,
+     "config format_options.test_list: .*missing.txt not found"),
+    ({"test_dir": "new_test", "test_list": "list.txt"}, ["x.jpg"], "x.jpg\ny.jpg\n",
+     "list.txt line 2: image 'y.jpg' is not in .*new_test; copy it there or remove the line"),
+    ({"test_dir": "new_test", "test_list": "list.txt"}, ["x.jpg"], "x.jpg\nx.jpg\n", "list.txt line 2: 'x.jpg' listed twice"),
+    ({"test_dir": "new_test", "test_list": "list.txt"}, ["x.jpg"], "\n", "list.txt: no image names"),
+])
+def test_a_bad_test_folder_or_list_stops_with_one_line(tmp_path, options, folder, listed, message):
+    root = tmp_path / "c"
+    if folder is not None:
+        _new_test_folder(root, folder)
+    if listed is not None:
+        (root / "list.txt").write_text(listed)
+    fmt = make_competition(root, options=options)
+    with pytest.raises(PipelineError, match=message) as error:
+        fmt.read_test()
+    assert "\n" not in str(error.value)

@@ -8,6 +8,10 @@ line) and `list_eval_partition.csv` (header `image_id,partition`) stand in for a
 images in `img_align_celeba/img_align_celeba/` are found.
 Submission: `predictions.txt`, one row per test image (partition 2, in that file's order):
 `<image> <v1> .. <vN>` with 1/-1 for every attribute of the file, in the file's original order.
+The course's new test set (released a week before the deadline, not the official partition 2):
+`test_dir` names its folder (relative to the competition folder, or absolute); every image there that
+the partition file does not list is predicted, rows in file-name order. `test_list` (a file of image
+names, one per line) picks the images of `test_dir` to predict instead (still in file-name order).
 
 Options: `attributes` trains on a subset by name; the other columns of predictions.txt then get
 each attribute's majority value among the labelled training images (`other_attributes: majority`)
@@ -27,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from src.atomic import write_validated
 from src.errors import PipelineError
 from src.formats import register
-from src.formats.base import CompetitionFormat, HeadSpec, ImageTable, read_label_text, require_images, safe_child
+from src.formats.base import (CompetitionFormat, HeadSpec, ImageTable, list_image_files, read_label_text, require_images,
+                              safe_child)
 from src.objectives import ColumnAccuracy
 
 HEAD = "attributes"
@@ -45,6 +50,9 @@ class CelebAOptions(BaseModel):
     image_dir: str = "img_align_celeba"
     attr_file: str = "list_attr_celeba.txt"
     partition_file: str = "list_eval_partition.txt"
+    test_dir: Optional[str] = Field(None, description="folder of a new test set (not partition 2): every image there that "
+                                                      "the partition file does not list; null = partition 2")
+    test_list: Optional[str] = Field(None, description="with test_dir: a file of the image names to predict, one per line")
 
 
 class _Labels:
@@ -207,6 +215,8 @@ class CelebAFormat(CompetitionFormat):
         return ImageTable(ids, paths, {HEAD: targets}, split=np.asarray(split, dtype=np.int64))
 
     def read_test(self) -> ImageTable:
+        if self.options.test_dir is not None:
+            return ImageTable(list(self._test_folder_images), [self._test_folder / image for image in self._test_folder_images])
         ids, lines = self._test_images()
         partition_path = self._partition_path
         paths = [self._image_path(image, partition_path, line) for image, line in zip(ids, lines)]
@@ -214,10 +224,61 @@ class CelebAFormat(CompetitionFormat):
         return ImageTable(ids, paths)
 
     def _test_images(self) -> tuple[list[str], list[str]]:
+        """The test images in submission order, and where each is listed (partition lines, or none for a folder)."""
+        if self.options.test_dir is not None:
+            return list(self._test_folder_images), []
         test = [(image, line) for image, (part, line) in self._partition.items() if part == TEST]
         if not test:
             raise PipelineError(f"{self._partition_path}: no partition 2 (test) images; nothing to predict")
         return [image for image, _ in test], [line for _, line in test]
+
+    @property
+    def _test_source(self) -> str:
+        """What fixes the test images and their order (for messages about predictions.txt)."""
+        if self.options.test_dir is None:
+            return self._partition_path.name
+        return f"{self.options.test_list or self.options.test_dir} (file-name order)"
+
+    @cached_property
+    def _test_folder(self) -> Path:
+        folder = self.root / self.options.test_dir
+        if not folder.is_dir():
+            raise PipelineError(f"config format_options.test_dir: {folder} is not a folder; point it at the new test "
+                                "images (relative to data.root, or absolute)")
+        return folder
+
+    @cached_property
+    def _test_folder_images(self) -> tuple[str, ...]:
+        """test_dir's images in file-name order: those test_list names, else those the partition file does not list."""
+        on_disk = [path.name for path in list_image_files(self._test_folder)]
+        if self.options.test_list is not None:
+            return tuple(sorted(self._listed_test_images(set(on_disk))))
+        images = tuple(name for name in on_disk if name not in self._partition)
+        if not images:
+            where = "no images" if not on_disk else f"only images that {self._partition_path.name} lists"
+            raise PipelineError(f"config format_options.test_dir: {self._test_folder} holds {where}; put the new test "
+                                "images there, or name them in format_options.test_list")
+        return images
+
+    def _listed_test_images(self, on_disk: set[str]) -> list[str]:
+        path = self.root / self.options.test_list
+        if not path.is_file():
+            raise PipelineError(f"config format_options.test_list: {path} not found; point it at a file of test image "
+                                "names (one per line), or set it to null")
+        names: dict[str, str] = {}
+        for line, tokens in _token_lines(path):
+            if len(tokens) != 1:
+                raise PipelineError(f"{path} line {line}: {len(tokens)} fields; write one image name per line")
+            name = tokens[0]
+            if name in names:
+                raise PipelineError(f"{path} line {line}: '{name}' listed twice (first on line {names[name]}); list each image once")
+            if name not in on_disk:
+                raise PipelineError(f"{path} line {line}: image '{name}' is not in {self._test_folder}; "
+                                    "copy it there or remove the line")
+            names[name] = line
+        if not names:
+            raise PipelineError(f"{path}: no image names; list the test images to predict, one per line")
+        return list(names)
 
     # --- folds -------------------------------------------------------------------------------
     def assign_folds(self, table: ImageTable, n_splits: int, seed: int) -> np.ndarray:
@@ -252,7 +313,7 @@ class CelebAFormat(CompetitionFormat):
         return ids, {HEAD: values[:, self._columns].astype(bool)}
 
     def _read_predictions(self, path: Path, shown_as: Path) -> tuple[list[str], np.ndarray]:
-        """Check a predictions.txt: the test images in partition order, one 1/-1 per attribute of the file."""
+        """Check a predictions.txt: the test images in submission order, one 1/-1 per attribute of the file."""
         names = self._labels.names
         expected, _ = self._test_images()
         ids, values = [], []
@@ -264,7 +325,7 @@ class CelebAFormat(CompetitionFormat):
             if index >= len(expected):
                 raise PipelineError(f"{shown_as} line {line}: more rows than the {len(expected)} test images")
             if tokens[0] != expected[index]:
-                raise PipelineError(f"{shown_as} line {line}: image '{tokens[0]}' where {self._partition_path.name} has "
+                raise PipelineError(f"{shown_as} line {line}: image '{tokens[0]}' where {self._test_source} has "
                                     f"'{expected[index]}'; keep the test images and their order")
             try:
                 values.append([_VALUES[token] for token in tokens[1:]])
