@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from src import bench
+from src.stage import stage_experiment, stage_rows
 from src.steps import bench as bench_step
 
 # Smaller than the demo config, so the quick run stays well inside a test's time.
@@ -23,7 +24,7 @@ def _positive(value) -> bool:
 def test_quick_bench_reports_every_section(tmp_path):
     out = tmp_path / "bench.json"
     lines: list[str] = []
-    returned = bench_step.run(None, TINY, quick=True, out_json=out, log=lines.append)
+    returned = bench_step.run(stage_experiment(stage_rows()["bench"], None, TINY), quick=True, out_json=out, log=lines.append)
     result = json.loads(out.read_text())
     assert result["mode"] == "quick" and result["setup"]["model"] == "test_resnet"
     assert returned["goals"] == result["goals"]

@@ -5,18 +5,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from src.data.folds import read_folds
-from src.errors import PipelineError
-from src.experiment import Experiment
-from src.steps.common import decoded_images
+from src.artifacts import Experiment
 from src.engine import train_run
-
-
-def fold_numbers(exp: Experiment) -> list[int]:
-    """The folds in the folds file (those with held-out rows)."""
-    table = exp.fmt.read_train()
-    fold_of_row = read_folds(exp.require(exp.folds_path, "folds"), table.ids)
-    return sorted(int(k) for k in np.unique(fold_of_row) if k >= 0)
+from src.errors import PipelineError
+from src.steps.common import decoded_images, fold_numbers
 
 
 def run(exp: Experiment, fold: str, full: bool = False, resume: bool = False, stop_after_epochs: Optional[int] = None,
@@ -27,16 +19,16 @@ def run(exp: Experiment, fold: str, full: bool = False, resume: bool = False, st
         targets = [None]
         fold_of_row = np.full(len(table), -1)
     else:
-        fold_of_row = read_folds(exp.require(exp.folds_path, "folds"), table.ids)
-        available = sorted(int(k) for k in np.unique(fold_of_row) if k >= 0)
+        fold_of_row = exp.fold_of_row(table.ids)
+        available = fold_numbers(fold_of_row)
         if fold == "all":
             targets = available
         else:
             if not str(fold).isdigit() or int(fold) not in available:
                 raise PipelineError(f"--fold {fold}: not a fold of {exp.folds_path} (folds: {', '.join(map(str, available))}, or 'all')")
             targets = [int(fold)]
-    tc = exp.config.train
-    log(f"train {exp.name}: {exp.config.model.name} ({'scratch' if exp.config.model.weights is None else exp.config.model.weights}), "
+    tc, model = exp.config.train, exp.config.model
+    log(f"train {exp.name}: {model.name} ({model.pretrained or model.weights or 'scratch'}), "
         f"{exp.config.data.image_size}px, batch {tc.batch_size}x{tc.accumulate_steps}, {tc.epochs} epochs, loss {tc.loss.name}, "
         f"runs: {', '.join('full' if k is None else f'fold {k}' for k in targets)} -> {exp.oof_dir}")
     images, readable = decoded_images(exp, table, quiet, log, "train images")
