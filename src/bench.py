@@ -278,14 +278,14 @@ def bench_inference(config: Config, data: DemoData, n_images: int, repeats: int)
     from torch.utils.data import DataLoader
 
     from src.data.dataset import CachedImageDataset
-    from src.data.transforms import build_transform
+    from src.data.transforms import transform_from_config
     from src.predict import predict_probs
 
-    aug, size, workers = config.augment, config.data.image_size, config.train.num_workers
+    workers = config.train.num_workers
     runtime = _runtime(config, inference=True)
     model = _model(config, data.heads, runtime).eval()
     rows = np.arange(n_images) % len(data.images)
-    dataset = CachedImageDataset(data.images, rows, None, build_transform(aug.eval, size, aug.mean, aug.std, "augment.eval"))
+    dataset = CachedImageDataset(data.images, rows, None, transform_from_config(config, "eval"))
     # As oof and submit build it.
     loader = DataLoader(dataset, batch_size=config.predict.batch_size, num_workers=workers, pin_memory=runtime.on_cuda)
     resident = _resident(list(loader), runtime)
@@ -391,10 +391,11 @@ def bench_thresholds(n_rows: int, n_classes: int, optuna_trials: int, log: Calla
     Raw optimizer output: the thresholds stage also shrinks rare classes toward the global threshold.
     """
     from src import thresholds as th
+    from src.objectives import SamplesFbeta
 
     probs, targets = synthetic_oof(n_rows, n_classes, seed, rows_seed=0)
     fresh_probs, fresh_targets = synthetic_oof(n_rows, n_classes, seed, rows_seed=1)
-    objective = th.ThresholdObjective("samples_fbeta", 2.0)
+    objective = SamplesFbeta(2.0)
     result = {"rows": n_rows, "classes": n_classes, "labels_per_image": float(targets.sum(axis=1).mean()),
               "classes_with_positives": int(targets.any(axis=0).sum())}
 

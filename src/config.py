@@ -116,8 +116,8 @@ class AugmentConfig(Section):
     eval: list[dict[str, Any]] = []
     # null = the pretrained weights' own (timm's pretrained config of model.pretrained), else ImageNet's: the
     # transforms take them from src.weights.normalisation(config), never from these fields directly.
-    mean: Optional[tuple[float, float, float]] = Field((0.485, 0.456, 0.406), description="per-channel mean; null = model.pretrained's, else ImageNet's")
-    std: Optional[tuple[float, float, float]] = Field((0.229, 0.224, 0.225), description="per-channel std; null = model.pretrained's, else ImageNet's")
+    mean: Optional[tuple[float, float, float]] = Field(None, description="per-channel mean; null = model.pretrained's, else ImageNet's")
+    std: Optional[tuple[float, float, float]] = Field(None, description="per-channel std; null = model.pretrained's, else ImageNet's")
 
 
 class PredictConfig(Section):

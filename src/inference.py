@@ -13,7 +13,7 @@ import numpy as np
 
 from src.checkpoints import load_checkpoint
 from src.data.dataset import CachedImageDataset
-from src.data.transforms import build_transform
+from src.data.transforms import transform_from_config
 from src.formats.base import CompetitionFormat
 from src.model import MultiHeadModel, build_model
 from src.predict import make_eval_loader, predict_probs
@@ -28,16 +28,11 @@ def load_inference_model(checkpoint_path: Path, fmt: CompetitionFormat) -> tuple
     return model, payload
 
 
-def eval_transform(config):
-    aug = config.augment
-    return build_transform(aug.eval, config.data.image_size, aug.mean, aug.std, "augment.eval")
-
-
 def predict_rows(model, config, heads, images: np.ndarray, rows: np.ndarray, runtime: Runtime, quiet: bool = False,
                  desc: str = "predict") -> dict[str, np.ndarray]:
     """Probabilities per head (float32, in `rows` order) of the cached `images[rows]`, as the config predicts."""
     model.to(runtime.device)
-    dataset = CachedImageDataset(images, rows, None, eval_transform(config))
+    dataset = CachedImageDataset(images, rows, None, transform_from_config(config, "eval"))
     loader = make_eval_loader(dataset, config.predict.batch_size, config.train.num_workers, runtime)
     probs, _ = predict_probs(model, loader, heads, runtime, tta_flip=config.predict.tta_flip, quiet=quiet, desc=desc)
     return probs

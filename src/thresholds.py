@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from src import metrics
 from src.errors import PipelineError
-from src.objectives import Objective, PerImageObjective, from_name
+from src.objectives import Objective, PerImageObjective
 
 # Search range of each Optuna threshold parameter.
 OPTUNA_LOW, OPTUNA_HIGH = 0.01, 0.99
@@ -31,11 +31,6 @@ OPTUNA_LOW, OPTUNA_HIGH = 0.01, 0.99
 _TOLERANCE = 1e-12
 # Rows per block when histogramming probabilities, to bound memory on big matrices.
 _ROW_BLOCK = 4096
-
-
-def ThresholdObjective(kind: str, *args, **kwargs) -> Objective:  # noqa: N802 (was a class)
-    """Deprecated: `src.objectives.from_name(kind, ...)`; kept while src/bench.py still calls it."""
-    return from_name(kind, *args, **kwargs)
 
 
 def apply_thresholds(probs, thresholds, min_labels: int = 0, max_labels: int | None = None) -> np.ndarray:

@@ -38,3 +38,12 @@ def build_transform(steps: list[dict[str, Any]], image_size: int, mean, std, whe
             raise PipelineError(f"config {where}.{index}: {name}({params}) rejected: {str(exc).splitlines()[0]}") from None
     built += [A.Normalize(mean=mean, std=std), ToTensorV2()]
     return A.Compose(built)
+
+
+def transform_from_config(config, which: str) -> A.Compose:
+    """The `augment.train` or `augment.eval` pipeline of a config, normalised as its weights expect
+    (`augment.mean`/`std`, else the pretrained weights' own, else ImageNet's)."""
+    from src.weights import normalisation
+
+    mean, std = normalisation(config)
+    return build_transform(getattr(config.augment, which), config.data.image_size, mean, std, f"augment.{which}")

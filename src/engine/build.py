@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 
 from src.config import Config, TrainConfig
 from src.data.dataset import CachedImageDataset
-from src.data.transforms import build_transform
+from src.data.transforms import transform_from_config
 from src.distributed import DistributedContext
 from src.errors import PipelineError
 from src.formats.base import HeadSpec
@@ -156,8 +156,8 @@ def build_train_data(config: Config, images: np.ndarray, rows: np.ndarray, targe
                      runtime: Runtime, context: DistributedContext = DistributedContext(),
                      num_workers: Optional[int] = None) -> TrainData:
     """Augmented training set over `rows` of the uint8 cache; each rank gets train.batch_size / processes per batch."""
-    tc, aug = config.train, config.augment
-    transform = build_transform(aug.train, config.data.image_size, aug.mean, aug.std, "augment.train")
+    tc = config.train
+    transform = transform_from_config(config, "train")
     dataset = CachedImageDataset(images, rows, targets, transform, tc.seed)
     generator = torch.Generator().manual_seed(tc.seed)
     per_rank_batch = max(1, tc.batch_size // context.world_size)
@@ -177,8 +177,7 @@ def build_valid_data(config: Config, images: np.ndarray, rows: Optional[np.ndarr
     """The validation set over `rows` (eval transforms), sharded across ranks; None for a full fit."""
     if rows is None:
         return None
-    aug = config.augment
-    transform = build_transform(aug.eval, config.data.image_size, aug.mean, aug.std, "augment.eval")
+    transform = transform_from_config(config, "eval")
     dataset = CachedImageDataset(images, rows, targets, transform)
     sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=False) if context.enabled else None
     rank_rows = rows[list(sampler)] if sampler is not None else rows
