@@ -11,15 +11,13 @@ from src.weights import (DATASET_METADATA, WEIGHTS_ROOT, WeightsFolder, dataset_
                          weights_command)
 
 
-def run(exp: Any, options: Any = None, log: Callable[[str], None] = print, *, model: Optional[str] = None,
-        push: bool = False, quiet: bool = False) -> WeightsFolder:
+def run(exp: Any, model: Optional[str] = None, push: bool = False, quiet: bool = False,
+        log: Callable[[str], None] = print) -> WeightsFolder:
     """Fetch the tag `model` (`--model`), else the config's `model.pretrained`; `exp` is None without --config.
 
-    `options` (an argparse namespace with model, push, quiet) may stand in for the keywords. Prints what it
-    does, huggingface_hub's progress bar unless quiet, and ends with the folder and its weight file's SHA-256.
+    Prints what it does, huggingface_hub's progress bar unless quiet, and ends with the folder and its
+    weight file's SHA-256.
     """
-    if options is not None:
-        model, push, quiet = getattr(options, "model", None), bool(options.push), bool(options.quiet)
     tag = _requested_tag(exp, model)
     log(f"weights {tag}: timm's pretrained weights -> {WEIGHTS_ROOT / tag}/ (the one stage that downloads)")
     with hub_online():
