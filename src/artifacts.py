@@ -60,6 +60,7 @@ class Layout:
         self.test_probs_path, self.test_scores_path = (self.submission_dir / file for file in TEST_FILES)
         self.kernel_metadata_path = self.kernel_dir / KERNEL_METADATA
         self.kaggle_scores_path = self.submission_dir / KAGGLE_SCORES  # submit --kaggle, kernel submit
+        self.wheels_dir = self.kernel_dir / "wheels"  # kernel build: the kernel's packages as a flat wheels dataset
         # Over every experiment of the output folder: honest OOF vs public score (status --plot).
         self.leaderboard_plot_path = self.output_dir / "oof" / "_leaderboard" / "cv-vs-public.png"
 

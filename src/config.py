@@ -178,6 +178,14 @@ class KaggleConfig(Section):
     dataset_title: Optional[str] = Field(None, min_length=6, max_length=50, description="null = '<experiment> weights'")
     dataset_license: str = Field("CC0-1.0", min_length=1, description="one Kaggle license name, e.g. CC0-1.0")
     enable_gpu: bool = Field(True, description="run the kernel on a GPU machine")
+    wheels: bool = Field(True, description="ship this environment's versions of the kernel's pure-Python packages "
+                                           "(timm, albumentations, pydantic, ...) as a wheels dataset; the kernel "
+                                           "installs those whose version differs, offline")
+    wheels_slug: Optional[str] = Field(None, min_length=6, max_length=50, pattern=_KAGGLE_SLUG,
+                                       description="wheels dataset; null = '<experiment>-wheels'")
+    python_version: str = Field("3.11", pattern=r"^3\.\d+$",
+                                description="the Python of Kaggle's image (major.minor): compiled wheels "
+                                            "(pydantic-core, PyYAML) are shipped only when built for it")
 
 
 class Config(Section):

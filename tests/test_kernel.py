@@ -27,6 +27,7 @@ from src.steps import kernel as kernel_step  # noqa: E402
 COMPETITION = "demo-imet"
 KERNEL_REF = f"{FAKE_USER}/tiny-inference"
 DATASET_REF = f"{FAKE_USER}/tiny-weights"
+WHEELS_REF = f"{FAKE_USER}/tiny-wheels"
 PLANTED_ENV = "planted-plain-env-value-7d1e"         # an ordinary variable: must not travel either
 PLANTED_PASSWORD = "planted-db-password-5c2a9"       # a variable named like a secret
 PLANTED_STORAGE = f"postgresql://tuner:{PLANTED_PASSWORD}@db.example/optuna"
@@ -69,7 +70,7 @@ def test_build_writes_metadata_one_script_and_a_flat_weights_dataset(trained):
     assert metadata == {
         "id": KERNEL_REF, "title": "tiny inference", "code_file": "tiny-inference.py", "language": "python",
         "kernel_type": "script", "is_private": True, "enable_gpu": True, "enable_tpu": False,
-        "enable_internet": False, "dataset_sources": [DATASET_REF], "competition_sources": [COMPETITION],
+        "enable_internet": False, "dataset_sources": [DATASET_REF, WHEELS_REF], "competition_sources": [COMPETITION],
         "kernel_sources": [], "model_sources": []}
     assert sorted(p.name for p in build.kernel_dir.glob("*.py")) == ["tiny-inference.py"]
 
@@ -89,7 +90,13 @@ def test_build_writes_metadata_one_script_and_a_flat_weights_dataset(trained):
     assert str(trained.config.output_dir) not in (dataset / "config.yaml").read_text()
     Config.model_validate(config)
 
+    wheels = build.wheels_dir  # flat, this environment's versions, named in the script with their sums
+    assert json.loads((wheels / "dataset-metadata.json").read_text())["id"] == WHEELS_REF
+    assert not [p for p in wheels.iterdir() if p.is_dir()]
+    assert {"timm-1.0.31-py3-none-any.whl", "albumentations-2.0.8-py3-none-any.whl"} <= {p.name for p in wheels.iterdir()}
+    assert not [p.name for p in wheels.iterdir() if p.name.startswith(("torch", "numpy", "opencv"))]
     script = build.script_path.read_text()
+    assert f"'sha256': '{kernel.file_sha256(wheels / 'timm-1.0.31-py3-none-any.whl')}'" in script
     compile(script, build.script_path.name, "exec")
     embedded = kernel.extract_archive(script)
     repo = Path(__file__).resolve().parents[1]
@@ -189,7 +196,7 @@ def test_kernel_refuses_weights_it_was_not_built_with(tmp_path):
 
     assert find_dataset_dir(tmp_path / "input", DATASET_REF, good) == nested  # found where Kaggle nests it
     (nested / "model.pt").write_bytes(b"newer weights")
-    with pytest.raises(PipelineError, match="not the ones this kernel was built with.*model.pt differ"):
+    with pytest.raises(PipelineError, match="not the one this kernel was built with.*model.pt differ"):
         find_dataset_dir(tmp_path / "input", DATASET_REF, good)
     assert version_drift({"torch": "0.0.1"}, "2.7.0")[0].startswith("Python ")
 
@@ -210,7 +217,9 @@ def test_push_sends_exactly_what_was_built(trained, fake_kaggle, monkeypatch):
     assert pushed["text"] == build.script_path.read_text()
     assert pushed["slug"] == KERNEL_REF and pushed["newTitle"] == "tiny inference"
     assert pushed["enableInternet"] is False and pushed["isPrivate"] is True and pushed["enableGpu"] is True
-    assert pushed["datasetDataSources"] == [DATASET_REF] and pushed["competitionDataSources"] == [COMPETITION]
+    assert pushed["datasetDataSources"] == [DATASET_REF, WHEELS_REF] and pushed["competitionDataSources"] == [COMPETITION]
+    wheels = {p.name: p.read_bytes() for p in build.wheels_dir.iterdir() if p.name != "dataset-metadata.json"}
+    assert fake_kaggle.datasets[WHEELS_REF].files == wheels and "timm-1.0.31-py3-none-any.whl" in wheels
     assert (pushed["language"], pushed["kernelType"]) == ("python", "script")
     assert f"kernel pushed: http://localhost/code/{KERNEL_REF} (version 1)" in "\n".join(logs)
     sent = [pushed["text"].encode(), *fake_kaggle.uploads.values(),
@@ -219,7 +228,7 @@ def test_push_sends_exactly_what_was_built(trained, fake_kaggle, monkeypatch):
 
     # Same weights again: only the kernel gets a new version.
     kernel_step.push(trained, quiet=True, log=logs.append)
-    assert len(fake_kaggle.rpc_bodies("CreateDataset")) == 1 and not fake_kaggle.rpc_bodies("CreateDatasetVersion")
+    assert len(fake_kaggle.rpc_bodies("CreateDataset")) == 2 and not fake_kaggle.rpc_bodies("CreateDatasetVersion")
     assert len(fake_kaggle.rpc_bodies("SaveKernel")) == 2
     assert json.loads((build.kernel_dir / "push.json").read_text())["version"] == 2
 

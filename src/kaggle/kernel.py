@@ -42,14 +42,16 @@ import yaml
 from src.atomic import write_text
 from src.config import Config, config_to_dict
 from src.errors import PipelineError
-from src.artifacts import KERNEL_METADATA, Experiment, LeaderboardEntry
+from src.artifacts import KERNEL_METADATA, Experiment, Layout, LeaderboardEntry
 from src.kaggle import cli, leaderboard
-from src.kaggle.kernel_inference import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, file_sha256, package_versions
+from src.kaggle.kernel_inference import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, package_versions
+from src.kaggle.kernel_wheels import file_sha256
 
 Log = Callable[[str], None]
 
 DATASET_METADATA = "dataset-metadata.json"
 DATASET_DIR = "dataset"
+WHEELS_DIR = Layout(".", "").wheels_dir.name
 PARITY_RECORD = "parity.json"
 PARITY_LOG = "parity.log"
 PUSH_RECORD = "push.json"
@@ -81,14 +83,15 @@ class KaggleNames:
     kernel_title: str
     dataset_slug: str
     dataset_title: str
+    wheels_slug: str = ""
 
-    @property
-    def kernel_ref(self) -> str:
-        return f"{self.username}/{self.kernel_slug}"
+    def ref(self, slug: str) -> str:
+        """owner/slug on Kaggle of one of this experiment's kernels or datasets."""
+        return f"{self.username}/{slug}"
 
-    @property
-    def dataset_ref(self) -> str:
-        return f"{self.username}/{self.dataset_slug}"
+    kernel_ref = property(lambda self: self.ref(self.kernel_slug))
+    dataset_ref = property(lambda self: self.ref(self.dataset_slug))
+    wheels_ref = property(lambda self: self.ref(self.wheels_slug))
 
     @property
     def code_file(self) -> str:
@@ -111,9 +114,13 @@ class KernelBuild:
     def dataset_dir(self) -> Path:
         return self.kernel_dir / DATASET_DIR
 
-    def dataset_files(self) -> dict[str, str]:
-        """sha256 of each dataset file the kernel reads (the metadata file aside)."""
-        prefix = DATASET_DIR + "/"
+    @property
+    def wheels_dir(self) -> Path:
+        return self.kernel_dir / WHEELS_DIR
+
+    def dataset_files(self, folder: str = DATASET_DIR) -> dict[str, str]:
+        """sha256 of each file of a dataset folder the kernel reads (the metadata file aside)."""
+        prefix = folder + "/"
         return {rel[len(prefix):]: digest for rel, digest in self.files.items()
                 if rel.startswith(prefix) and rel != prefix + DATASET_METADATA}
 
@@ -152,13 +159,14 @@ def kaggle_names(exp: Experiment) -> KaggleNames:
         raise PipelineError(f"Kaggle username {username!r} is not a user name: set kaggle.username in {exp.config_path}")
     kernel_slug = settings.kernel_slug or f"{base[:40].rstrip('-')}-inference"
     dataset_slug = settings.dataset_slug or f"{base[:42].rstrip('-')}-weights"
+    wheels_slug = settings.wheels_slug or f"{base[:43].rstrip('-')}-wheels"
     kernel_title = settings.kernel_title or kernel_slug.replace("-", " ")
     if _slugify(kernel_title) != kernel_slug:
         raise PipelineError(f"{exp.config_path}: kaggle.kernel_title '{kernel_title}' would give the kernel the URL slug "
                             f"'{_slugify(kernel_title)}', not '{kernel_slug}': make the title match the slug or drop it")
     dataset_title = settings.dataset_title or f"{exp.name[:42]} weights"
     dataset_title = dataset_title if len(dataset_title) >= 6 else f"{dataset_title} model"
-    return KaggleNames(username, kernel_slug, kernel_title, dataset_slug, dataset_title)
+    return KaggleNames(username, kernel_slug, kernel_title, dataset_slug, dataset_title, wheels_slug)
 
 
 def _slugify(title: str) -> str:
@@ -179,7 +187,8 @@ def _username_from_credentials() -> str:
 # ---- build --------------------------------------------------------------------------------------
 
 def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
-    """Write `kernels/<exp>/` (script, kernel metadata, flat weights dataset) from the trained experiment.
+    """Write `kernels/<exp>/` (script, kernel metadata, flat weights dataset, flat wheels dataset) from the
+    trained experiment.
 
     Everything is built in a staging folder and scanned for credentials first: a file holding one is
     never moved into place. The same experiment gives the same bytes (the archive is reproducible).
@@ -191,20 +200,9 @@ def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
     thresholds = exp.thresholds_path if exp.read_thresholds() is not None else None
     if thresholds is None and any(head.thresholded for head in fmt.heads()):
         exp.require(exp.thresholds_path, "thresholds")
-    kernel_dir = exp.kernel_dir
-    kernel_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{exp.name}.build-", dir=kernel_dir.parent))
+    staging = _staging(exp)
     try:
-        dataset = staging / DATASET_DIR
-        dataset.mkdir()
-        shutil.copyfile(checkpoint, dataset / MODEL_FILE)
-        if thresholds is not None:
-            shutil.copyfile(thresholds, dataset / THRESHOLDS_FILE)
-        (dataset / CONFIG_FILE).write_text(yaml.safe_dump(kaggle_config(exp), sort_keys=False, allow_unicode=True),
-                                           encoding="utf-8")
-        _write_json(dataset / DATASET_METADATA, {
-            "title": names.dataset_title, "id": names.dataset_ref,
-            "licenses": [{"name": config.kaggle.dataset_license}]})
+        dataset = _stage_weights(exp, names, checkpoint, thresholds, staging / DATASET_DIR)
         archive = code_archive()
         settings = {
             "experiment": exp.name,
@@ -213,29 +211,80 @@ def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
             "dataset_ref": names.dataset_ref,
             "dataset_files": {p.name: file_sha256(p) for p in sorted(dataset.iterdir()) if p.name != DATASET_METADATA},
             "submission_names": fmt.submission_names(),
-            "archive_sha256": hashlib.sha256(archive).hexdigest(),
-            "python": platform.python_version(),
-            "versions": package_versions(_CHECKED_MODULES),
+            "wheels": stage_wheels(exp, names, staging / WHEELS_DIR, log),
+            **script_settings(archive),
         }
         (staging / names.code_file).write_text(render_script(settings, archive), encoding="utf-8")
-        _write_json(staging / KERNEL_METADATA, kernel_metadata(exp, names))
-        leaks = find_leaks(staging, secret_values())
-        if leaks:
-            raise PipelineError(f"refusing to build the kernel: {leaks[0]}{f' (and {len(leaks) - 1} more)' if len(leaks) > 1 else ''}: "
-                                "take the credential out of the config or code and build again")
-        files = {p.relative_to(staging).as_posix(): file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
-        _move_into_place(staging, kernel_dir, names.code_file)
+        sources = [names.dataset_ref] + ([names.wheels_ref] if settings["wheels"] else [])
+        _write_json(staging / KERNEL_METADATA, kernel_metadata(exp, names, sources))
+        files = seal(staging)
+        _move_into_place(staging, exp.kernel_dir, names.code_file)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    build = KernelBuild(kernel_dir, names, files)
+    build = KernelBuild(exp.kernel_dir, names, files)
     size = (build.dataset_dir / MODEL_FILE).stat().st_size
     log(f"kernel {exp.name}: {build.script_path} ({build.script_path.stat().st_size // 1024} KiB, src embedded) and "
         f"weights dataset {build.dataset_dir} ({size / 2**20:.1f} MiB model) for {names.kernel_ref} "
-        f"with {names.dataset_ref}, internet off, GPU {'on' if config.kaggle.enable_gpu else 'off'}")
+        f"with {', '.join(sources)}, internet off, GPU {'on' if config.kaggle.enable_gpu else 'off'}")
     return build
 
 
-def kernel_metadata(exp: Experiment, names: KaggleNames) -> dict:
+def _staging(exp: Experiment) -> Path:
+    exp.kernel_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{exp.name}.build-", dir=exp.kernel_dir.parent))
+
+
+def _stage_weights(exp: Experiment, names: KaggleNames, checkpoint: Path, thresholds: Path | None, dataset: Path) -> Path:
+    """The flat weights dataset: model.pt, thresholds.json, the Kaggle-side config, dataset-metadata.json."""
+    dataset.mkdir()
+    shutil.copyfile(checkpoint, dataset / MODEL_FILE)
+    if thresholds is not None:
+        shutil.copyfile(thresholds, dataset / THRESHOLDS_FILE)
+    (dataset / CONFIG_FILE).write_text(yaml.safe_dump(kaggle_config(exp), sort_keys=False, allow_unicode=True),
+                                       encoding="utf-8")
+    _write_dataset_metadata(dataset, names.dataset_ref, names.dataset_title, exp.config.kaggle.dataset_license)
+    return dataset
+
+
+def stage_wheels(exp: Experiment, names: KaggleNames, dest: Path, log: Log) -> dict:
+    """Build the wheels dataset into `dest` (reusing unchanged wheels of the last build); return what the
+    kernel needs to know of it ({} when `kaggle.wheels` is off)."""
+    from src.kaggle import wheels
+
+    settings = exp.config.kaggle
+    if not settings.wheels:
+        return {}
+    requirements = Path(__file__).resolve().parents[2] / "requirements.txt"
+    plan = wheels.plan_wheels(requirements, settings.python_version)
+    shipped = wheels.build_wheels(plan, dest, exp.wheels_dir)
+    _write_dataset_metadata(dest, names.wheels_ref, f"{exp.name[:43]} wheels", settings.dataset_license)
+    log(wheels.describe(plan))
+    return {"dataset_ref": names.wheels_ref,
+            "files": {w.name: {"version": w.version, "file": w.file, "sha256": w.sha256} for w in shipped}}
+
+
+def script_settings(archive: bytes) -> dict:
+    """What every kernel script carries about its own build: the archive's sum, Python and package versions."""
+    return {"archive_sha256": hashlib.sha256(archive).hexdigest(), "python": platform.python_version(),
+            "versions": package_versions(_CHECKED_MODULES)}
+
+
+def seal(staging: Path) -> dict[str, str]:
+    """Refuse a staged build holding a credential; return every staged file's sha256 (relative path -> sum)."""
+    leaks = find_leaks(staging, secret_values())
+    if leaks:
+        raise PipelineError(f"refusing to build the kernel: {leaks[0]}{f' (and {len(leaks) - 1} more)' if len(leaks) > 1 else ''}: "
+                            "take the credential out of the config or code and build again")
+    return {p.relative_to(staging).as_posix(): file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+
+
+def _write_dataset_metadata(folder: Path, ref: str, title: str, license_name: str) -> None:
+    title = title if len(title) >= 6 else f"{title} files"
+    _write_json(folder / DATASET_METADATA, {"title": title, "id": ref, "licenses": [{"name": license_name}]})
+
+
+def kernel_metadata(exp: Experiment, names: KaggleNames, datasets: list[str]) -> dict:
+    """kernel-metadata.json: a private script, internet off, the competition and `datasets` attached."""
     return {
         "id": names.kernel_ref,
         "title": names.kernel_title,
@@ -246,7 +295,7 @@ def kernel_metadata(exp: Experiment, names: KaggleNames) -> dict:
         "enable_gpu": exp.config.kaggle.enable_gpu,
         "enable_tpu": False,
         "enable_internet": False,  # the CLI defaults it to true; kernels-only competitions require it off
-        "dataset_sources": [names.dataset_ref],
+        "dataset_sources": datasets,
         "competition_sources": [exp.config.competition],
         "kernel_sources": [],
         "model_sources": [],
@@ -330,10 +379,11 @@ def _move_into_place(staging: Path, kernel_dir: Path, code_file: str) -> None:
     for old in kernel_dir.glob("*.py"):
         if old.name != code_file:  # the script of a former kernel slug
             old.unlink()
-    old_dataset = kernel_dir / DATASET_DIR
-    if old_dataset.exists():
-        shutil.rmtree(old_dataset)
-    os.replace(staging / DATASET_DIR, old_dataset)
+    for folder in (DATASET_DIR, WHEELS_DIR):
+        if (kernel_dir / folder).exists():
+            shutil.rmtree(kernel_dir / folder)
+        if (staging / folder).exists():  # no wheels folder when kaggle.wheels is off
+            os.replace(staging / folder, kernel_dir / folder)
     for name in (code_file, KERNEL_METADATA):
         os.replace(staging / name, kernel_dir / name)
 
@@ -415,6 +465,8 @@ def check_parity(exp: Experiment, build: KernelBuild, run_submit: Callable[[], l
             log(f"parity: passed before for these exact files ({record_path}); pass --check to run it again")
             return ParityResult(True, record.get("detail", ""), script_sha, reused=True)
     links = {exp.config.competition: Path(exp.config.data.root), build.names.dataset_slug: build.dataset_dir}
+    if build.wheels_dir.is_dir():
+        links[build.names.wheels_slug] = build.wheels_dir
     log(f"parity: running {build.script_path.name} offline (network blocked) against a stand-in /kaggle: "
         f"input/{exp.config.competition} -> {exp.config.data.root}, input/{build.names.dataset_slug} -> {build.dataset_dir}")
     run = run_offline(build.script_path, links, timeout_s)
@@ -433,8 +485,9 @@ def check_parity(exp: Experiment, build: KernelBuild, run_submit: Callable[[], l
     return ParityResult(passed, detail, script_sha)
 
 
-def run_offline(script: Path, inputs: dict[str, Path], timeout_s: float = _PARITY_TIMEOUT_S) -> OfflineRun:
-    """Run `script` with this interpreter the way Kaggle runs a kernel with internet off.
+def run_offline(script: Path, inputs: dict[str, Path], timeout_s: float = _PARITY_TIMEOUT_S,
+                python: str | None = None) -> OfflineRun:
+    """Run `script` with this interpreter (or `python`) the way Kaggle runs a kernel with internet off.
 
     A temporary tree stands in for /kaggle: input/<name> links to each folder of `inputs`, the
     script runs from a copy in src/ with working/ as its current folder, HOME empty, no credential
@@ -463,7 +516,7 @@ def run_offline(script: Path, inputs: dict[str, Path], timeout_s: float = _PARIT
             **{name: _NOWHERE for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")},
         })
         try:
-            done = subprocess.run([sys.executable, str(code_dir / script.name)], cwd=working, env=env,
+            done = subprocess.run([python or sys.executable, str(code_dir / script.name)], cwd=working, env=env,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   timeout=timeout_s)
             returncode, output = done.returncode, done.stdout.decode("utf-8", "replace")
@@ -601,8 +654,8 @@ if os.environ.get("KERNEL_CHECK_READY"):
 
 def push(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: Log = print,
          wait_s: float = _DATASET_WAIT_S) -> tuple[str, int | None]:
-    """Upload the weights dataset (create, or a new version; skipped when unchanged since the last push),
-    wait until Kaggle has processed it, push the kernel; return (kernel URL, kernel version).
+    """Upload the weights and wheels datasets (create, or a new version; each skipped when unchanged since the
+    last push), wait until Kaggle has processed them, push the kernel; return (kernel URL, kernel version).
 
     Refused when the parity check failed, or when a built file changed since it was built and checked.
     """
@@ -619,15 +672,12 @@ def push(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: 
     record_path = build.kernel_dir / PUSH_RECORD
     last = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
     dataset_files = build.dataset_files()
-    if last.get("dataset_ref") == names.dataset_ref and last.get("dataset_files") == dataset_files:
-        log(f"weights dataset {names.dataset_ref} unchanged since the last push: not uploading it again")
-    else:
-        message = f"{exp.name}: {MODEL_FILE} {dataset_files[MODEL_FILE][:12]}"
-        url = cli.create_or_version_dataset(build.dataset_dir, message)
-        log(f"weights dataset uploaded: {url}")
-        _wait_until_ready(names.dataset_ref, wait_s, log)
-        last = {"dataset_ref": names.dataset_ref, "dataset_files": dataset_files}
-        write_text(record_path, json.dumps(last, indent=1) + "\n")
+    last = upload_dataset(build.dataset_dir, names.dataset_ref, dataset_files, "dataset", last, record_path,
+                          f"{exp.name}: {MODEL_FILE} {dataset_files[MODEL_FILE][:12]}", wait_s, log)
+    if build.wheels_dir.is_dir():
+        wheels = build.dataset_files(WHEELS_DIR)
+        last = upload_dataset(build.wheels_dir, names.wheels_ref, wheels, "wheels", last, record_path,
+                              f"{exp.name}: {len(wheels)} wheels", wait_s, log)
     kernel_url, version = cli.push_kernel_with_version(build.kernel_dir)
     write_text(record_path, json.dumps({
         **last, "kernel_ref": names.kernel_ref, "kernel_url": kernel_url, "version": version,
@@ -635,6 +685,22 @@ def push(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: 
         "submission_names": exp.fmt.submission_names()}, indent=1) + "\n")
     log(f"kernel pushed: {kernel_url} (version {version}); follow it with: {exp.command('kernel status')}")
     return kernel_url, version
+
+
+def upload_dataset(folder: Path, ref: str, files: dict[str, str], key: str, last: dict, record_path: Path,
+                   message: str, wait_s: float, log: Log) -> dict:
+    """Upload a flat dataset folder (create, or a new version) unless the last push (`last`, under `key`_ref /
+    `key`_files) sent these exact files; wait until Kaggle has processed it; return the updated record."""
+    label = "weights" if key == "dataset" else key  # push.json's first keys predate the wheels dataset
+    if last.get(f"{key}_ref") == ref and last.get(f"{key}_files") == files:
+        log(f"{label} dataset {ref} unchanged since the last push: not uploading it again")
+        return last
+    url = cli.create_or_version_dataset(folder, message)
+    log(f"{label} dataset uploaded: {url}")
+    _wait_until_ready(ref, wait_s, log)
+    last = {**last, f"{key}_ref": ref, f"{key}_files": files}
+    write_text(record_path, json.dumps(last, indent=1) + "\n")
+    return last
 
 
 def _wait_until_ready(dataset_ref: str, wait_s: float, log: Log) -> None:

@@ -4,25 +4,24 @@ The script built from `kernel_template.py` unpacks this package and calls `run_k
 settings the builder embedded. It makes an Experiment over the attached competition folder whose
 artifacts (checkpoint, thresholds, resolved config) come from the weights dataset, and then makes
 the same call as the submit stage: `src.inference.make_submission` (predict -> decide -> write + validate).
-Only the standard library is imported at module level, so the builder can import the names below.
+Only the standard library (and kernel_wheels, which uses only that) is imported at module level, so the
+builder can import the names below.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
-import itertools
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
+
+from src.kaggle.kernel_wheels import AttachedError, find_attached, folders, listing
 
 MODEL_FILE = "model.pt"
 THRESHOLDS_FILE = "thresholds.json"
 CONFIG_FILE = "config.yaml"
-# Where a Kaggle machine mounts data, relative to the input root (newer layouts nest by kind).
-_SEARCH_DEPTH = 3
 
 
 def run_kernel(settings: dict, input_root: str, working_root: str, code_dir: str | None = None,
@@ -102,41 +101,21 @@ def find_competition_dir(input_root: Path, competition: str) -> Path:
     for candidate in (input_root / competition, input_root / "competitions" / competition):
         if candidate.is_dir():
             return candidate
-    for candidate in _folders(input_root):
+    for candidate in folders(input_root):
         if candidate.name == competition:
             return candidate
-    raise PipelineError(f"{input_root}: competition {competition} is not attached (found: {_listing(input_root)}): "
+    raise PipelineError(f"{input_root}: competition {competition} is not attached (found: {listing(input_root)}): "
                         f"add it to the kernel's data (competition_sources in kernel-metadata.json)")
 
 
-def find_dataset_dir(input_root: Path, dataset_ref: str, files: dict[str, str]) -> Path:
-    """The attached weights dataset's folder, checked file by file against the sha256 sums in `files`."""
+def find_dataset_dir(input_root: Path, dataset_ref: str, files: dict[str, str], what: str = "weights dataset") -> Path:
+    """The attached dataset's folder, checked file by file against the sha256 sums in `files`."""
     from src.errors import PipelineError
 
-    owner, slug = dataset_ref.split("/")
-    preferred = [input_root / slug, input_root / "datasets" / owner / slug, input_root / owner / slug]
-    wrong = []
-    for candidate in itertools.chain(preferred, (c for c in _folders(input_root) if c not in preferred)):
-        if not all((candidate / name).is_file() for name in files):
-            continue
-        differing = [name for name, digest in sorted(files.items()) if file_sha256(candidate / name) != digest]
-        if not differing:
-            return candidate
-        wrong.append(f"{candidate} ({', '.join(differing)} differ)")
-    if wrong:
-        raise PipelineError(f"the attached weights are not the ones this kernel was built with: {'; '.join(wrong)}: "
-                            f"Kaggle attaches a new version of {dataset_ref} only once it has been processed; "
-                            "run the kernel again later, or push again with `python -m src.stage kernel --push`")
-    raise PipelineError(f"{input_root}: weights dataset {dataset_ref} is not attached (found: {_listing(input_root)}): "
-                        "add it to dataset_sources in kernel-metadata.json")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    try:
+        return find_attached(input_root, dataset_ref, files, what)
+    except AttachedError as exc:
+        raise PipelineError(str(exc)) from None
 
 
 def package_versions(modules: tuple[str, ...]) -> dict[str, str]:
@@ -172,21 +151,6 @@ def _check_own_code(code_dir: str | None) -> None:
     if code_dir is not None and not Path(src.__file__).resolve().is_relative_to(Path(code_dir).resolve()):
         raise PipelineError(f"imported src from {Path(src.__file__).parent}, not from the embedded archive: "
                             "remove that package from the kernel's inputs")
-
-
-def _folders(root: Path) -> Iterator[Path]:
-    """Folders under `root`, breadth first, up to _SEARCH_DEPTH levels down (only walked when needed)."""
-    level = [root]
-    for _ in range(_SEARCH_DEPTH):
-        level = sorted(child for folder in level if folder.is_dir() for child in folder.iterdir() if child.is_dir())
-        yield from level
-
-
-def _listing(root: Path) -> str:
-    if not root.is_dir():
-        return "no such folder"
-    names = sorted(child.name for child in root.iterdir())
-    return ", ".join(names[:20]) or "nothing"
 
 
 def _print(line: str) -> None:

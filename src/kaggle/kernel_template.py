@@ -4,12 +4,14 @@ This script carries the project's own `src` package (a gzipped tar, base64-encod
 the kernel runs exactly the code that made the local submission. It loads the ONE model from the
 attached weights dataset, predicts the competition's test images with the tuned thresholds and
 writes the submission into the working folder through the format's writer and validator, as
-`python -m src.stage submit` does. It needs no internet. To run it elsewhere, point
+`python -m src.stage submit` does. First it installs, offline, the wheels of the attached wheels dataset
+whose version differs from this machine's (the exact versions the local check ran with). It needs no internet. To run it elsewhere, point
 KAGGLE_INPUT_ROOT (default /kaggle/input) and KAGGLE_WORKING_ROOT (default /kaggle/working) at
 stand-in folders.
 """
 import base64
 import hashlib
+import importlib.util
 import io
 import os
 import sys
@@ -35,12 +37,27 @@ def unpack(archive_b64, expected_sha256, dest):
     data = base64.b64decode(archive_b64)
     if hashlib.sha256(data).hexdigest() != expected_sha256:
         raise SystemExit("error: the embedded code archive is damaged (checksum mismatch): rebuild the kernel "
-                         "with `python -m src.stage kernel` and push it again")
+                         "with `python -m src.stage kernel build` and push it again")
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
         try:
             archive.extractall(dest, filter="data")
         except TypeError:  # Python without extraction filters; the archive is our own
             archive.extractall(dest)
+
+
+def install_wheels(code_dir, input_root):
+    """Install the shipped wheels whose version differs from this machine's, before anything imports them;
+    return 0, or 2 after printing one error line."""
+    path = os.path.join(code_dir, "code", "src", "kaggle", "kernel_wheels.py")
+    spec = importlib.util.spec_from_file_location("kernel_wheels", path)
+    wheels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wheels)  # from its file: the `src` package is not imported yet
+    try:
+        wheels.install_wheels(SETTINGS.get("wheels", {}), input_root, lambda line: print(line, flush=True))
+    except wheels.AttachedError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return 0
 
 
 def main():
@@ -51,6 +68,8 @@ def main():
     working_root = os.environ.get("KAGGLE_WORKING_ROOT", "/kaggle/working")
     with tempfile.TemporaryDirectory(prefix="kernel-code-") as code_dir:
         unpack(ARCHIVE, SETTINGS["archive_sha256"], code_dir)
+        if install_wheels(code_dir, input_root):
+            return 2
         sys.path.insert(0, os.path.join(code_dir, "code"))
         # Pure-Python dependencies Kaggle's image may lack: used only where it has none of its own.
         sys.path.append(os.path.join(code_dir, "vendor"))
