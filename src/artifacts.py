@@ -28,6 +28,8 @@ FULL_RUN = "full"
 TEST_FILES = ("test_probs.npz", "test_scores.json")  # beside the submission, never part of it
 KAGGLE_SCORES = "kaggle.json"  # beside the submission: what the last upload got on the leaderboard
 KERNEL_METADATA = "kernel-metadata.json"  # beside the kernel script: its id is the kernel ref
+# The report folder's files: the HTML (figures embedded), Markdown (PNGs beside it), the A4 PDF, the tables.
+REPORT_HTML, REPORT_MD, REPORT_PDF, REPORT_TABLES = "index.html", "report.md", "report.pdf", "tables.json"
 
 
 def folds_file(root: Path, n_splits: int, seed: int, scheme: str = "") -> Path:
@@ -57,6 +59,7 @@ class Layout:
         self.thresholds_path = self.oof_dir / "thresholds.json"
         self.threshold_scores_path, self.optuna_path = self.oof_dir / "threshold_scores.json", self.oof_dir / "optuna.db"
         self.report_html = self.report_dir / "index.html"
+        self.report_pdf = self.report_dir / REPORT_PDF
         self.test_probs_path, self.test_scores_path = (self.submission_dir / file for file in TEST_FILES)
         self.kernel_metadata_path = self.kernel_dir / KERNEL_METADATA
         self.kaggle_scores_path = self.submission_dir / KAGGLE_SCORES  # submit --kaggle, kernel submit

@@ -162,6 +162,25 @@ class SubmitConfig(Section):
         return value
 
 
+class ReportConfig(Section):
+    """The `report` stage's PDF."""
+
+    max_pages: int = Field(5, ge=1, le=100, description="report.pdf holds at most this many A4 pages (the CelebA course "
+                                                        "allows 5): detail is left out and figures shrink until it fits")
+
+
+class PackageConfig(Section):
+    """The `package` stage: the zip a course asks for (file names, report, code, Readme, notebook)."""
+
+    name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                description="the student's name or roll number the course names files after, e.g. "
+                                            "RollNumber_06 (`package --name` overrides it); null = the experiment's name")
+    names: dict[str, Optional[str]] = Field(
+        {}, description="where a piece goes in the zip, over the course's own layout: keys report, notebook, readme, "
+                        "code, zip, submission (each submission file) or one submission file's name; {name} = the "
+                        "package name, {file} = the submission file's own name; null leaves the piece out")
+
+
 _KAGGLE_SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 
 
@@ -201,6 +220,8 @@ class Config(Section):
     thresholds: ThresholdsConfig = ThresholdsConfig()
     submit: SubmitConfig = SubmitConfig()
     kaggle: KaggleConfig = KaggleConfig()
+    report: ReportConfig = ReportConfig()
+    package: PackageConfig = PackageConfig()
 
     # Set by load_config, not by the YAML: outputs are named after the config file.
     experiment: str = Field("", exclude=True)

@@ -1,9 +1,10 @@
-"""Stage `report`: figures, tables and an HTML + Markdown report of one experiment from its saved artifacts.
+"""Stage `report`: figures, tables and an HTML + Markdown + PDF report of one experiment from its saved artifacts.
 
 Reads oof/<exp>/{oof.npz, thresholds.json, fold-K/ and full/ (epochs.csv, summary.json, config.json)}
-and the original training images of the few OOF rows shown as examples; writes oof/<exp>/report/
-(index.html with the figures embedded, report.md with the PNGs beside it, per-class CSVs). Nothing is
-retrained or predicted.
+and the original training images of the few OOF rows shown as examples; builds the network once
+(random weights) for its summary; writes oof/<exp>/report/ (index.html with the figures embedded,
+report.md with the PNGs beside it, report.pdf on at most `report.max_pages` A4 pages, per-class
+CSVs). Nothing is retrained or predicted.
 """
 from __future__ import annotations
 
@@ -14,17 +15,20 @@ import numpy as np
 import pandas as pd
 
 from src.errors import PipelineError
-from src.artifacts import EPOCHS_CSV, Experiment, read_run_config, read_run_summary, tuned_column
+from src.artifacts import EPOCHS_CSV, REPORT_MD, Experiment, read_run_config, read_run_summary, tuned_column
 from src.formats.base import DecisionRules
-from src.report import ReportInputs, RunRecord, build_report
+from src.report import NetworkSummary, ReportInputs, RunRecord, build_report, describe_network
+from src.report.pdf import page_count
 
 
 def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print) -> Path:
     """Build the report; return the path of index.html."""
     log(f"report {exp.name}: from {exp.oof_dir} (no retraining) -> {exp.report_dir}")
     inputs = load_inputs(exp, log)
-    html_path = build_report(inputs, exp.report_dir)
-    log(f"wrote {html_path} (open it in a browser) and {exp.report_dir / 'report.md'}")
+    html_path = build_report(inputs, exp.report_dir, max_pages=exp.config.report.max_pages)
+    pages = page_count(exp.report_pdf)
+    log(f"wrote {html_path} (open it in a browser), {exp.report_dir / REPORT_MD} and {exp.report_pdf} "
+        f"({pages} A4 page{'s' if pages != 1 else ''}, budget {exp.config.report.max_pages})")
     return html_path
 
 
@@ -61,7 +65,20 @@ def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportIn
         notes.append(f"example images unavailable ({exc})")
     return ReportInputs(experiment=exp.name, fmt=fmt, ids=oof.ids, fold_of_row=oof.fold_of_row, probs=oof.probs,
                         targets=oof.targets, rules=rules, chosen_rules=chosen, saved_thresholds=saved,
-                        chosen_method=method, runs=runs, image_paths=image_paths, notes=notes, sources=sources)
+                        chosen_method=method, runs=runs, image_paths=image_paths, notes=notes, sources=sources,
+                        network=_network(exp, runs, notes))
+
+
+def _network(exp: Experiment, runs: list[RunRecord], notes: list[str]) -> Optional[NetworkSummary]:
+    """The network of the first run's saved config (else the experiment's), summarised at its image size."""
+    saved = runs[0].config if runs else {}
+    model, data = saved.get("model", {}), saved.get("data", {})
+    name, drop_rate = model.get("name", exp.config.model.name), model.get("drop_rate", exp.config.model.drop_rate)
+    try:
+        return describe_network(name, exp.fmt.heads(), int(data.get("image_size", exp.config.data.image_size)), drop_rate)
+    except Exception as exc:  # an unknown or renamed timm model: the report says so and goes on
+        notes.append(f"no network summary ({str(exc).splitlines()[0][:160]})")
+        return None
 
 
 def load_runs(exp: Experiment) -> list[RunRecord]:

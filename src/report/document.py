@@ -1,0 +1,98 @@
+"""The report's one content model: headings, paragraphs, tables, figures and fixed-width text, in order.
+
+`build.py` fills a `Document`; `markup.py` renders it to Markdown and self-contained HTML, `pdf.py` to
+an A4 PDF within a page budget. Every block has a PDF priority: 0 is always in the PDF, higher numbers
+are left out first when the pages would run over; PDF_NEVER blocks are in the HTML and Markdown only.
+A block's priority is never below its section's, so dropping a section drops what is under it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from matplotlib.figure import Figure
+
+from src.artifacts import REPORT_HTML, REPORT_MD, REPORT_PDF, REPORT_TABLES
+from src.atomic import atomic_path, write_text
+from src.report.text import NA, cell_text, jsonable
+
+PDF_NEVER = 9
+
+
+@dataclass
+class Block:
+    """One piece of the report. `kind`: h1, h2, h3, p, table, figure or pre."""
+
+    kind: str
+    text: str = ""  # heading, paragraph, fixed-width text, or a figure's caption
+    name: str = ""  # a figure's PNG file name, a table's name in tables.json
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    priority: int = 0
+
+
+class Document:
+    """Blocks in reading order, the tables behind them (unrounded, for tables.json) and the figures written."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+        self.blocks: list[Block] = []
+        self.figures: list[Path] = []
+        self.tables: dict[str, list[dict]] = {}
+        self._section_priority = 0
+        self._subsection_priority = 0
+
+    def _add(self, block: Block, priority: Optional[int]) -> None:
+        block.priority = max(self._subsection_priority, priority or 0)
+        self.blocks.append(block)
+
+    def title(self, text: str) -> None:
+        self.blocks.append(Block("h1", text))
+
+    def section(self, text: str, priority: int = 0) -> None:
+        self._section_priority = self._subsection_priority = priority
+        self.blocks.append(Block("h2", text, priority=priority))
+
+    def subsection(self, text: str, priority: int = 0) -> None:
+        self._subsection_priority = max(self._section_priority, priority)
+        self.blocks.append(Block("h3", text, priority=self._subsection_priority))
+
+    def paragraph(self, text: str, priority: Optional[int] = None) -> None:
+        self._add(Block("p", text), priority)
+
+    def preformatted(self, text: str, priority: Optional[int] = PDF_NEVER) -> None:
+        """Fixed-width text (e.g. the layer-by-layer model summary); by default not in the PDF."""
+        self._add(Block("pre", text), priority)
+
+    def table(self, rows: list[dict], name: str, full_rows: Optional[list[dict]] = None,
+              priority: Optional[int] = None) -> None:
+        """Show `rows`; `tables.json` keeps `full_rows` (default `rows`) under `name` with unrounded numbers."""
+        self.tables[name] = full_rows if full_rows is not None else rows
+        if rows:
+            columns = list(dict.fromkeys(key for row in rows for key in row))
+            self._add(Block("table", name=name, columns=columns,
+                            rows=[[cell_text(row.get(c, NA)) for c in columns] for row in rows]), priority)
+
+    def figure(self, name: str, fig: Optional[Figure], caption: str, priority: Optional[int] = None) -> None:
+        if fig is None:
+            self.paragraph(f"({caption} Nothing to draw.)", priority)
+            return
+        path = self.out_dir / name
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, facecolor="white")
+        self.figures.append(path)
+        self._add(Block("figure", caption, name=name), priority)
+
+    def write(self, max_pages: int) -> Path:
+        """tables.json, report.md, index.html and report.pdf (at most `max_pages` A4 pages); return the HTML's path."""
+        from src.report.markup import to_html, to_markdown
+        from src.report.pdf import write_pdf
+
+        write_text(self.out_dir / REPORT_TABLES, json.dumps(jsonable(self.tables), indent=1))
+        write_text(self.out_dir / REPORT_MD, to_markdown(self.blocks))
+        html_path = self.out_dir / REPORT_HTML
+        write_text(html_path, to_html(self.blocks, self.out_dir))
+        write_pdf(self.blocks, self.out_dir, self.out_dir / REPORT_PDF, max_pages)
+        return html_path
