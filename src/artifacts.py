@@ -30,6 +30,7 @@ KAGGLE_SCORES = "kaggle.json"  # beside the submission: what the last upload got
 KERNEL_METADATA = "kernel-metadata.json"  # beside the kernel script: its id is the kernel ref
 # The report folder's files: the HTML (figures embedded), Markdown (PNGs beside it), the A4 PDF, the tables.
 REPORT_HTML, REPORT_MD, REPORT_PDF, REPORT_TABLES = "index.html", "report.md", "report.pdf", "tables.json"
+PACKAGE_DIR = "package"  # submissions/<exp>/package/: <name>/ (what the zip holds) and the zip beside it
 
 
 def folds_file(root: Path, n_splits: int, seed: int, scheme: str = "") -> Path:
@@ -60,6 +61,7 @@ class Layout:
         self.threshold_scores_path, self.optuna_path = self.oof_dir / "threshold_scores.json", self.oof_dir / "optuna.db"
         self.report_html = self.report_dir / "index.html"
         self.report_pdf = self.report_dir / REPORT_PDF
+        self.package_dir = self.submission_dir / PACKAGE_DIR  # package: the course's zip and its unzipped content
         self.test_probs_path, self.test_scores_path = (self.submission_dir / file for file in TEST_FILES)
         self.kernel_metadata_path = self.kernel_dir / KERNEL_METADATA
         self.kaggle_scores_path = self.submission_dir / KAGGLE_SCORES  # submit --kaggle, kernel submit
@@ -120,6 +122,16 @@ class Experiment(Layout):
             raise PipelineError(f"{path} is missing; make it first with: {self.command(stage, extra)}")
         return path
 
+    def require_fresh(self, path: Path, sources: list[Path], stage: str, extra: str = "") -> Path:
+        """`require`, and refuse an artifact older than any existing file it is made from (a stale one)."""
+        self.require(path, stage, extra)
+        made = path.stat().st_mtime_ns
+        newer = next((source for source in sources if source.exists() and source.stat().st_mtime_ns > made), None)
+        if newer is not None:
+            raise PipelineError(f"{path} is older than {newer}, which it is made from (stale); make it again with: "
+                                f"{self.command(stage, extra)}")
+        return path
+
     def fold_of_row(self, ids: list[str]) -> np.ndarray:
         """Fold of every training id from the folds file (-1 = never held out)."""
         from src.data.folds import read_folds
@@ -152,6 +164,27 @@ class Experiment(Layout):
         saved = self.read_thresholds()
         cfg = self.config.thresholds
         return None if saved is None else saved.rules(cfg.method, cfg.min_labels, cfg.max_labels)
+
+
+# ---- course package (package stage) -------------------------------------------------------------
+
+# The pieces of a course's zip and where each goes in it: {name} is the package name (the student's
+# roll number), {file} a submission file's own name; None leaves the piece out. `package.names` in the
+# config overrides a piece, or one submission file by its name.
+PACKAGE_PIECES = ("submission", "report", "notebook", "readme", "code", "zip")
+PACKAGE_NAMES = {"submission": "{file}", "report": "report.pdf", "notebook": None, "readme": "Readme.txt",
+                 "code": "code", "zip": "{name}.zip"}
+COURSE_PACKAGE_NAMES = {
+    # One zip: the PDF report, a folder with predictions.txt, the code, Readme.txt.
+    "celeba": {"submission": "predictions/{file}"},
+    # Three files named after the student (+ the code and Readme the notebook runs from).
+    "folder": {"submission": "{name}.csv", "report": "{name}.pdf", "notebook": "{name}.ipynb"},
+}
+
+
+def package_names(format_name: str, overrides: dict[str, Optional[str]]) -> dict[str, Optional[str]]:
+    """Every piece's name pattern for a format: the defaults, the course's layout, then the config's overrides."""
+    return {**PACKAGE_NAMES, **COURSE_PACKAGE_NAMES.get(format_name, {}), **overrides}
 
 
 # ---- OOF predictions -----------------------------------------------------------------------------

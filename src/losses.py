@@ -73,12 +73,18 @@ class MultiHeadLoss(nn.Module):
             return AsymmetricLoss(config)
         return nn.BCEWithLogitsLoss()
 
+    def _target(self, name: str, target: torch.Tensor) -> torch.Tensor:
+        """Softmax heads: class indices, or class probabilities (one row per image, e.g. mixup's mixed one-hots)
+        as floats, which cross-entropy takes as they are; multilabel heads: 0/1 or soft targets as floats."""
+        if self.kinds[name] == "softmax" and not (target.is_floating_point() and target.ndim == 2):
+            return target.long()
+        return target.float()
+
     def forward(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]):
+        """(weighted total, {head: loss}) of `outputs` (logits per head) against `targets` (hard or soft, see `_target`)."""
         parts = {}
         for name, loss_fn in self.per_head.items():
-            target = targets[name]
-            target = target.long() if self.kinds[name] == "softmax" else target.float()
-            parts[name] = loss_fn(outputs[name].float(), target)
+            parts[name] = loss_fn(outputs[name].float(), self._target(name, targets[name]))
         if self.log_vars is None:
             total = sum(self.weights[name] * value for name, value in parts.items())
         else:

@@ -42,6 +42,11 @@ STAGES: tuple[Stage, ...] = (
                           help="then upload with `kaggle competitions submit`"),)),
     Stage("report", "figures + tables from saved artifacts (no retraining) -> oof/<exp>/report/index.html and report.md",
           run="src.steps.report:run"),
+    Stage("package", "the course's deliverable: prediction file(s) named as the course asks, report PDF, code, Readme "
+                     "(+ an executed notebook for the folder course) -> submissions/<exp>/package/<name>.zip",
+          run="src.steps.package:run",
+          options=(option("--name", metavar="NAME", help="the student's name or roll number the files are named after, "
+                                                         "e.g. RollNumber_06 (default: package.name, else the experiment)"),)),
     Stage("kernel", "offline Kaggle kernel: build (+ local parity check), push, status, output, submit -> kernels/<exp>/",
           subcommands="src.steps.kernel:SUBCOMMANDS"),
     Stage("demo", "build the demo competition and run folds -> train -> oof -> thresholds -> submit -> report on it",

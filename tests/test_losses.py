@@ -53,3 +53,16 @@ def test_each_loss_is_finite_and_decreases_under_gradient_descent(name):
         loss.backward()
         optimizer.step()
     assert torch.isfinite(loss) and float(loss) < first
+
+
+def test_softmax_heads_take_class_probabilities_as_they_are_and_match_indices_when_one_hot():
+    outputs, targets = batch()
+    loss_fn = MultiHeadLoss(HEADS, LossConfig(name="bce", label_smoothing=0.1))
+    _, hard = loss_fn(outputs, targets)
+    one_hot = {**targets, "category": F.one_hot(targets["category"], 3).float()}
+    _, soft = loss_fn(outputs, one_hot)
+    assert torch.allclose(hard["category"], soft["category"])  # a one-hot row is the index, label smoothing included
+    mixed = 0.3 * one_hot["category"] + 0.7 * one_hot["category"].flip(0)
+    _, parts = loss_fn(outputs, {**targets, "category": mixed})
+    expected = F.cross_entropy(outputs["category"], mixed, label_smoothing=0.1)
+    assert torch.allclose(parts["category"], expected)  # soft targets are not cast to class indices
