@@ -66,6 +66,10 @@ class Layout:
         self.kernel_metadata_path = self.kernel_dir / KERNEL_METADATA
         self.kaggle_scores_path = self.submission_dir / KAGGLE_SCORES  # submit --kaggle, kernel submit
         self.wheels_dir = self.kernel_dir / "wheels"  # kernel build: the kernel's packages as a flat wheels dataset
+        self.train_kernel_dir = self.kernel_dir / "train"  # kernel train: the training kernel (+ state/ for --resume)
+        self.train_state_dir = self.train_kernel_dir / "state"  # --resume: the pulled run files, flat, as a dataset
+        self.train_push_path, self.train_pull_path = self.train_kernel_dir / "push.json", self.train_kernel_dir / "pull.json"
+        self.train_check_log = self.train_kernel_dir / "check.log"  # the local run of the training script
         # Over every experiment of the output folder: honest OOF vs public score (status --plot).
         self.leaderboard_plot_path = self.output_dir / "oof" / "_leaderboard" / "cv-vs-public.png"
 
@@ -376,6 +380,41 @@ class LeaderboardRecord(_Record):
             return cls.model_validate(_read_json(path)) if Path(path).exists() else None
         except ValidationError:
             return None
+
+
+# ---- a training kernel's runs (kaggle-run.json) -----------------------------------------------------
+
+TRAINING_MANIFEST = "kaggle-run.json"  # in the training kernel's output, beside oof/
+
+
+class TrainingManifest(_Record):
+    """What a training kernel trained on and wrote: the config's training part (`portable_config`), the folds
+    file's sha256, and per run folder (fold-K, full) the sha256 of every file in it."""
+
+    experiment: str
+    config: dict[str, Any]
+    folds_sha256: Optional[str]
+    runs: dict[str, dict[str, str]]
+
+    def write(self, path: Path) -> None:
+        write_text(path, json.dumps(self.model_dump(), indent=1) + "\n")
+
+    @classmethod
+    def read(cls, path: Path, remake: str) -> "TrainingManifest":
+        try:
+            return cls.model_validate(_read_json(path))
+        except ValidationError:
+            raise PipelineError(f"{path}: missing or not a training kernel's manifest; {remake}") from None
+
+
+TRAINING_SECTIONS = ("competition", "format", "format_options", "data", "model", "train", "augment", "predict")
+
+
+def portable_config(config: dict) -> dict:
+    """The part of a resolved config that shapes a training run, without what differs between this machine
+    and Kaggle (data.root, the held-apart answers): what a training kernel carries and is compared on."""
+    data = {key: value for key, value in config.get("data", {}).items() if key not in ("root", "solution")}
+    return {**{key: config[key] for key in TRAINING_SECTIONS if key in config}, "data": data}
 
 
 # ---- run folders ------------------------------------------------------------------------------

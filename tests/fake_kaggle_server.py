@@ -82,6 +82,11 @@ class FakeKaggle:
         self.kernels: dict[str, dict[str, Any]] = {}  # "owner/slug" -> SaveKernel body + "version"
         self.kernel_status: dict[str, tuple[str, str | None]] = {}  # ref -> (status, failure message)
         self.kernel_outputs: dict[str, dict[str, bytes]] = {}       # ref -> output files
+        self.kernel_logs: dict[str, str] = {}                       # ref -> what its last run printed
+        # With run_pushed, a pushed kernel is run (src.kaggle.kernel.run_offline: network blocked) on the
+        # competition files and datasets it names, in a thread; its working folder becomes its output.
+        self.run_pushed = False
+        self._runs: list[threading.Thread] = []
         self.failures: dict[str, Failure] = {}       # Rpc name or path -> canned failure
         self._next_token = 0
         self._server: ThreadingHTTPServer | None = None
@@ -257,6 +262,11 @@ class FakeKaggle:
             saved = dict(body, version=self.kernels.get(ref, {}).get("version", 0) + 1)
             self.kernels[ref] = saved
             self.kernel_status.setdefault(ref, ("RUNNING", None))
+            if self.run_pushed:
+                self.kernel_status[ref] = ("RUNNING", None)
+                thread = threading.Thread(target=self._run_kernel, args=(ref, dict(body)), daemon=True)
+                self._runs.append(thread)
+                thread.start()
             return 200, {"ref": f"/code/{ref}", "url": f"http://localhost/code/{ref}",
                          "versionNumber": saved["version"]}, {}
 
@@ -269,9 +279,35 @@ class FakeKaggle:
                 return 200, {"status": status, "failureMessage": failure}, {}
             files = [{"url": f"http://localhost/kernel-output/{ref}/{name}", "fileName": name}
                      for name in sorted(self.kernel_outputs.get(ref, {}))]
-            return 200, {"files": files, "log": "[]"}, {}
+            return 200, {"files": files, "log": self.kernel_logs.get(ref, "[]")}, {}
 
         return 404, {"code": 404, "message": f"fake Kaggle has no RPC {rpc}"}, {}
+
+    def wait_for_runs(self, timeout_s: float = 600) -> None:
+        """Wait until every kernel run started by a push has ended."""
+        for thread in self._runs:
+            thread.join(timeout_s)
+
+    def _run_kernel(self, ref: str, body: dict) -> None:
+        """Run a pushed script as Kaggle would: offline, its competition and datasets under input/<slug>."""
+        import tempfile
+
+        from src.kaggle.kernel import run_offline
+
+        with tempfile.TemporaryDirectory(prefix="fake-kaggle-run-") as tmp:
+            inputs = {}
+            for slug in body.get("competitionDataSources") or []:
+                inputs[slug] = _materialize(Path(tmp, "competitions", slug), self.competition_files.get(slug, {}))
+            for source in body.get("datasetDataSources") or []:
+                if source in self.datasets:
+                    inputs[source.split("/")[1]] = _materialize(Path(tmp, "datasets", source), self.datasets[source].files)
+            script = Path(tmp, "script.py")
+            script.write_text(body.get("text", ""), encoding="utf-8")
+            run = run_offline(script, inputs, timeout_s=600)
+        with self._lock:
+            self.kernel_outputs[ref], self.kernel_logs[ref] = run.files, run.output
+            tail = run.output.strip().splitlines()[-1:] or ["no output"]
+            self.kernel_status[ref] = ("COMPLETE", None) if run.returncode == 0 else ("ERROR", tail[0])
 
     def _add_submission_row(self, body: dict, file_name: str) -> None:
         with self._lock:
@@ -306,11 +342,19 @@ class FakeKaggle:
             slug = parts[2][: -len(".zip")]
             if slug in self.competition_files or slug in self.competition_zips:
                 return 200, self._competition_zip(slug), "application/zip"
-        if parts[0] == "kernel-output" and len(parts) == 4:
-            data = self.kernel_outputs.get(f"{parts[1]}/{parts[2]}", {}).get(parts[3])
+        if parts[0] == "kernel-output" and len(parts) >= 4:
+            data = self.kernel_outputs.get(f"{parts[1]}/{parts[2]}", {}).get("/".join(parts[3:]))
             if data is not None:
                 return 200, data, "application/octet-stream"
         return 404, b"not found", "text/plain"
+
+
+def _materialize(folder: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -323,11 +323,12 @@ def render_script(settings: dict, archive: bytes) -> str:
     return _replace_once(script, _ARCHIVE_LINE, f'ARCHIVE = """\n{wrapped}\n"""')
 
 
-def code_archive() -> bytes:
-    """A reproducible gzipped tar of the `src` package (under code/) and the vendored packages (under vendor/)."""
+def code_archive(extra: dict[str, bytes] | None = None) -> bytes:
+    """A reproducible gzipped tar of the `src` package (under code/), the vendored packages (under vendor/)
+    and `extra` files (archive path -> bytes; the training kernel's config and folds file)."""
     import src
 
-    members: dict[str, bytes] = {}
+    members: dict[str, bytes] = dict(extra or {})
     members.update(_package_files(Path(src.__file__).parent, "code/src"))
     for name in _VENDORED:
         spec = importlib.util.find_spec(name)
@@ -486,8 +487,9 @@ def check_parity(exp: Experiment, build: KernelBuild, run_submit: Callable[[], l
 
 
 def run_offline(script: Path, inputs: dict[str, Path], timeout_s: float = _PARITY_TIMEOUT_S,
-                python: str | None = None) -> OfflineRun:
-    """Run `script` with this interpreter (or `python`) the way Kaggle runs a kernel with internet off.
+                python: str | None = None, env: dict[str, str] | None = None) -> OfflineRun:
+    """Run `script` with this interpreter (or `python`) the way Kaggle runs a kernel with internet off
+    (`env`: a few more variables for it, e.g. the training kernel's check switch).
 
     A temporary tree stands in for /kaggle: input/<name> links to each folder of `inputs`, the
     script runs from a copy in src/ with working/ as its current folder, HOME empty, no credential
@@ -506,7 +508,7 @@ def run_offline(script: Path, inputs: dict[str, Path], timeout_s: float = _PARIT
         shutil.copyfile(script, code_dir / script.name)
         (guard / "sitecustomize.py").write_text(_NETWORK_GUARD, encoding="utf-8")
         attempts_log, ready_flag = tmp_root / "network-attempts.log", tmp_root / "network-guard-ready"
-        env = {name: os.environ[name] for name in _SANDBOX_ENV if name in os.environ}
+        extra, env = env or {}, {name: os.environ[name] for name in _SANDBOX_ENV if name in os.environ}
         env.update({
             "HOME": str(home), "TMPDIR": str(scratch), "PYTHONPATH": str(guard), "PYTHONNOUSERSITE": "1",
             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
@@ -514,6 +516,7 @@ def run_offline(script: Path, inputs: dict[str, Path], timeout_s: float = _PARIT
             "KERNEL_CHECK_NETWORK_LOG": str(attempts_log), "KERNEL_CHECK_READY": str(ready_flag),
             "NO_PROXY": "", "no_proxy": "",
             **{name: _NOWHERE for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")},
+            **extra,
         })
         try:
             done = subprocess.run([python or sys.executable, str(code_dir / script.name)], cwd=working, env=env,

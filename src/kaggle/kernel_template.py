@@ -1,16 +1,19 @@
-"""Offline Kaggle inference, built by `python -m src.stage kernel`: rebuild it rather than edit it.
+"""A Kaggle kernel built by `python -m src.stage kernel build` (or `kernel train`): rebuild it, do not edit it.
 
 This script carries the project's own `src` package (a gzipped tar, base64-encoded, in ARCHIVE), so
-the kernel runs exactly the code that made the local submission. It loads the ONE model from the
-attached weights dataset, predicts the competition's test images with the tuned thresholds and
-writes the submission into the working folder through the format's writer and validator, as
-`python -m src.stage submit` does. First it installs, offline, the wheels of the attached wheels dataset
-whose version differs from this machine's (the exact versions the local check ran with). It needs no internet. To run it elsewhere, point
-KAGGLE_INPUT_ROOT (default /kaggle/input) and KAGGLE_WORKING_ROOT (default /kaggle/working) at
-stand-in folders.
+the kernel runs exactly the code that was checked locally. First it installs, offline, the wheels of
+the attached wheels dataset whose version differs from this machine's (the exact versions the local
+check ran with). An inference kernel then loads the ONE model from the attached weights dataset,
+predicts the competition's test images with the tuned thresholds and writes the submission into the
+working folder through the format's writer and validator, as `python -m src.stage submit` does; a
+training kernel runs the `train` stage on the attached competition data and writes the run folders
+(oof/<exp>/fold-K/) and kaggle-run.json into the working folder. It needs no internet. To run it
+elsewhere, point KAGGLE_INPUT_ROOT (default /kaggle/input) and KAGGLE_WORKING_ROOT (default
+/kaggle/working) at stand-in folders.
 """
 import base64
 import hashlib
+import importlib
 import importlib.util
 import io
 import os
@@ -73,9 +76,20 @@ def main():
         sys.path.insert(0, os.path.join(code_dir, "code"))
         # Pure-Python dependencies Kaggle's image may lack: used only where it has none of its own.
         sys.path.append(os.path.join(code_dir, "vendor"))
+        if SETTINGS.get("kind") == "training":
+            return train(code_dir, input_root, working_root)
         from src.kaggle.kernel_inference import run_kernel
 
         return run_kernel(SETTINGS, input_root, working_root, code_dir)
+
+
+def train(code_dir, input_root, working_root):
+    """A training kernel: the `train` stage's own run function on Kaggle's copy of the data."""
+    from src.kaggle.kernel_training import run_training
+
+    module, _, name = SETTINGS["stage"].partition(":")
+    stage = getattr(importlib.import_module(module), name)
+    return run_training(SETTINGS, input_root, working_root, code_dir, stage)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Stage `kernel`: the offline Kaggle kernel, as sub-commands (a row each in SUBCOMMANDS below).
+"""Stage `kernel`: the offline Kaggle kernels, as sub-commands (a row each in SUBCOMMANDS below).
 
-`build` writes kernels/<exp>/ (script + weights dataset) and runs the parity check when the
+`build` writes kernels/<exp>/ (script + weights and wheels datasets) and runs the parity check when the
 competition's test images are here (`--check` always, `--no-check` never); `push` builds, checks
 and uploads (refused when the check fails); `status`, `output` and `submit` follow the pushed kernel.
+`train` builds (and checks, and with --push pushes) the training kernel; `pull` brings its runs back.
 Adding a sub-command is one row and one function here. src.kaggle is imported only when one runs.
 """
 from __future__ import annotations
@@ -28,6 +29,17 @@ SUBCOMMANDS: tuple[Stage, ...] = (
           run="src.steps.kernel:output"),
     Stage("submit", "code competitions: submit the pushed kernel version once its run is complete",
           run="src.steps.kernel:submit"),
+    Stage("train", "training kernel (the train stage on Kaggle's GPUs): write kernels/<exp>/train/, check it locally "
+                   "(one epoch, network blocked, same run folder as a local train), --push it",
+          run="src.steps.kernel:train", options=(
+              one_of(option("--fold", help="fold number, or 'all'"),
+                     option("--full", action="store_true", help="fit on all training data (no validation)"), required=True),
+              option("--resume", action="store_true", help="ship the pulled runs' last.pt back and continue them"),
+              option("--stop-after-epochs", type=int, metavar="N",
+                     help="stop cleanly after N whole epochs (to fit Kaggle's time limit); continue with --resume"),
+              option("--push", action="store_true", help="then upload its datasets and push it"), _CHECK)),
+    Stage("pull", "download the training kernel's runs into oof/<exp>/fold-K/ (checksums, config and folds file "
+                  "verified)", run="src.steps.kernel:pull"),
 )
 
 
@@ -49,9 +61,50 @@ def push(exp: Experiment, check: Optional[bool] = None, quiet: bool = False, log
 
 
 def status(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):
-    from src.kaggle import kernel
+    """State of the pushed inference kernel's run, and of the training kernel's when one was pushed."""
+    from src.kaggle import cli, kernel, train_kernel
 
-    return kernel.kernel_status(exp, log)
+    training = train_kernel.pushed_training_ref(exp)
+    found = kernel.kernel_status(exp, log) if training is None or (exp.kernel_dir / kernel.PUSH_RECORD).is_file() else None
+    if training is not None:
+        state = cli.kernel_status(training)
+        log(f"training kernel {training}: {state.state}" + (f": {state.failure_message}" if state.failure_message else ""))
+        found = state if found is None else found
+    return found
+
+
+def train(exp: Experiment, fold: Optional[str] = None, full: bool = False, resume: bool = False,
+          stop_after_epochs: Optional[int] = None, push: bool = False, check: Optional[bool] = None,
+          quiet: bool = False, log: Callable[[str], None] = print):
+    """Build the training kernel for these runs, check it (None = when the training images are here), push it."""
+    from src.kaggle import train_kernel
+    from src.steps import train as train_step
+
+    runs = {"fold": fold, "full": full, "resume": resume, "stop_after_epochs": stop_after_epochs}
+    built = train_kernel.build_training_kernel(exp, runs, log)
+    checked = check is True or (check is None and _has_training_images(exp))
+    if checked:
+        train_kernel.check_training(exp, built, lambda local, **runs: train_step.run(local, **runs, quiet=True, log=log), log)
+    else:
+        log("training check skipped" + (" (--no-check)" if check is False else
+                                        f": the competition's training images are not in {exp.config.data.root}"))
+    if push:
+        train_kernel.push_training(exp, built, checked, log)
+    return built
+
+
+def pull(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):
+    """Download the training kernel's runs into oof/<exp>/ once verified."""
+    from src.kaggle import train_kernel
+
+    return train_kernel.pull_training(exp, log)
+
+
+def _has_training_images(exp: Experiment) -> bool:
+    try:
+        return len(exp.fmt.read_train()) > 0
+    except PipelineError:
+        return False
 
 
 def output(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):

@@ -1,0 +1,134 @@
+"""What a training kernel runs on Kaggle: the `train` stage itself, on the attached copy of the data.
+
+The script built by `kernel train` unpacks this package (with the experiment's training config and the
+local folds file under inputs/), installs the shipped wheels, and calls `run_training` with the stage's
+own run function (`src.steps.train.run`, handed in by the script: the core never imports a stage).
+Kaggle's competition folder is read-only, so the data root is a scratch folder of links to each of its
+entries plus the shipped folds file; run folders are written straight into the working folder
+(`oof/<exp>/fold-K/`, so a run cut off by Kaggle's time limit keeps its finished epochs) and the
+decoded-image cache stays in scratch. At the end `kaggle-run.json` records the config, the folds file's
+sum and every run file's sum, which `kernel pull` checks before anything reaches oof/ here.
+
+KERNEL_CHECK=1 (set only by the local check) trains one epoch of the first run, so that the check
+compares the very script that is pushed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from src.kaggle.kernel_inference import _check_own_code, find_competition_dir, find_dataset_dir, version_drift
+from src.kaggle.kernel_wheels import file_sha256
+
+INPUTS_DIR = "inputs"  # in the code archive: the training config and the folds file
+CONFIG_NAME = "config.yaml"
+CHECK_ENV = "KERNEL_CHECK"
+
+
+def run_training(settings: dict, input_root: str, working_root: str, code_dir: str, train_stage: Callable) -> int:
+    """Train the runs `settings["runs"]` names into `working_root`; 0, or 2 after printing one error line."""
+    from src.errors import PipelineError
+
+    start_dir = os.getcwd()
+    try:
+        _check_own_code(code_dir)
+        for line in version_drift(settings.get("versions", {}), settings.get("python", "")):
+            print(f"warning: {line}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="kernel-train-") as scratch:
+            exp = training_experiment(settings, Path(input_root), Path(working_root), Path(code_dir), Path(scratch))
+            restore_state(settings, Path(input_root), exp)
+            runs = check_runs(settings["runs"]) if os.environ.get(CHECK_ENV) == "1" else settings["runs"]
+            print(f"training kernel {exp.name}: {runs} on {exp.config.data.root} -> {exp.oof_dir}", flush=True)
+            train_stage(exp, **runs, quiet=True, log=lambda line: print(line, flush=True))
+            write_manifest(exp, settings, Path(working_root))
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        os.chdir(start_dir)
+    return 0
+
+
+def check_runs(runs: dict) -> dict:
+    """The local check's share of `runs`: one epoch of the first run (fold 0 for --fold all)."""
+    return {**runs, "fold": "0" if runs.get("fold") == "all" else runs.get("fold"), "stop_after_epochs": 1}
+
+
+def training_experiment(settings: dict, input_root: Path, working_root: Path, code_dir: Path, scratch: Path):
+    """The Experiment the train stage runs on Kaggle: the shipped config over a data root of links to the
+    attached competition plus the shipped folds file, run folders in `working_root`/oof/<exp>/."""
+    import yaml
+
+    from src.artifacts import Experiment
+    from src.config import load_config
+
+    competition_dir = find_competition_dir(input_root, settings["competition"])
+    data_root = scratch / "data" / settings["competition"]
+    data_root.mkdir(parents=True)
+    for entry in sorted(competition_dir.iterdir()):
+        if entry.name != settings.get("folds_file"):  # the shipped folds file wins over any copy there
+            (data_root / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    inputs = code_dir / INPUTS_DIR
+    if settings.get("folds_file"):
+        shutil.copyfile(inputs / settings["folds_file"], data_root / settings["folds_file"])
+    raw = yaml.safe_load((inputs / CONFIG_NAME).read_text(encoding="utf-8"))
+    raw["data"]["root"], raw["output_dir"] = str(data_root), str(scratch / "out")
+    config_path = scratch / "config" / f"{settings['experiment']}.yaml"  # the experiment is named after the file
+    config_path.parent.mkdir()
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    exp = Experiment(load_config(config_path), config_path)
+    written = working_root / exp.oof_dir.relative_to(exp.output_dir)
+    written.mkdir(parents=True, exist_ok=True)
+    exp.oof_dir.parent.mkdir(parents=True)
+    exp.oof_dir.symlink_to(written, target_is_directory=True)
+    _link_pretrained(settings, input_root, scratch)
+    return exp
+
+
+def _link_pretrained(settings: dict, input_root: Path, scratch: Path) -> None:
+    """The pretrained-weights dataset where train looks for it (input/weights/<tag>/, from the current folder)."""
+    from src.weights import WEIGHTS_ROOT
+
+    pretrained = settings.get("pretrained")
+    if not pretrained:
+        return
+    folder = find_dataset_dir(input_root, pretrained["dataset_ref"], pretrained["files"], "pretrained-weights dataset")
+    link = scratch / WEIGHTS_ROOT / pretrained["tag"]
+    link.parent.mkdir(parents=True)
+    link.symlink_to(folder, target_is_directory=True)
+    os.chdir(scratch)
+
+
+def restore_state(settings: dict, input_root: Path, exp) -> None:
+    """--resume: put the shipped run files (the state dataset) back into their run folders."""
+    state = settings.get("resume")
+    if not state:
+        return
+    folder = find_dataset_dir(input_root, state["dataset_ref"], state["files"], "training-state dataset")
+    for flat, relative in sorted(state["paths"].items()):
+        target = exp.oof_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / flat, target)
+    print(f"resuming from {len(state['paths'])} shipped file(s) of {', '.join(sorted(state['runs']))}", flush=True)
+
+
+def write_manifest(exp, settings: dict, working_root: Path) -> Path:
+    """kaggle-run.json in the working folder: config, folds file sum, every run file's sum."""
+    from src.artifacts import TRAINING_MANIFEST, TrainingManifest, portable_config
+    from src.config import config_to_dict
+
+    runs = {}
+    for run_dir in sorted(p for p in exp.oof_dir.iterdir() if p.is_dir()):
+        runs[run_dir.name] = {p.relative_to(run_dir).as_posix(): file_sha256(p)
+                              for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    folds = exp.folds_path if settings.get("folds_file") else None
+    manifest = TrainingManifest(experiment=exp.name, config=portable_config(config_to_dict(exp.config)),
+                                folds_sha256=file_sha256(folds) if folds is not None else None, runs=runs)
+    path = working_root / TRAINING_MANIFEST
+    manifest.write(path)
+    print(f"wrote {path}: {', '.join(f'{name} ({len(files)} files)' for name, files in runs.items())}", flush=True)
+    return path

@@ -1,0 +1,150 @@
+"""The training kernel (src/kaggle/train_kernel.py, src/kaggle/kernel_training.py, `kernel train` / `kernel pull`):
+checked locally against the train stage, pushed through the REAL `kaggle` CLI to the fake server, which RUNS it
+(network blocked), stopped after an epoch, resumed from the pulled last.pt, pulled back with its checksums,
+config and folds file verified, and ending with the weights a local train makes."""
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_kaggle_server import FAKE_USER, fake_kaggle  # noqa: E402,F401 (fixture)
+from helpers import tiny_config  # noqa: E402
+
+from src.artifacts import Experiment  # noqa: E402
+from src.config import config_to_dict, load_config  # noqa: E402
+from src.demo import build_demo  # noqa: E402
+from src.errors import PipelineError  # noqa: E402
+from src.kaggle import kernel, train_kernel  # noqa: E402
+from src.steps import folds, oof, thresholds, train  # noqa: E402
+from src.steps import kernel as kernel_step  # noqa: E402
+
+COMPETITION = "demo-imet"
+TRAIN_REF = f"{FAKE_USER}/tiny-train"
+
+
+@pytest.fixture(scope="module")
+def exp(tmp_path_factory) -> Experiment:
+    """A tiny iMet demo with its folds file: 2 folds, 2 epochs."""
+    root = tmp_path_factory.mktemp("train-kernel")
+    paths = build_demo("imet", root / "input" / COMPETITION, answers_root=root / "input" / "answers",
+                       n_train=60, n_test=10)
+    config_path = tiny_config(root, "imet", paths.root, name="tiny", extra={
+        "competition": COMPETITION, "data": {"n_folds": 2}, "kaggle": {"username": FAKE_USER},
+        "thresholds": {"optuna_trials": 2, "honest_folds": 2}})
+    experiment = Experiment(load_config(config_path), config_path)
+    folds.run(experiment, log=[].append)
+    return experiment
+
+
+def _run_files(run_dir: Path) -> dict[str, bytes]:
+    return {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def _pulled_runs(exp: Experiment) -> dict[str, dict[str, bytes]]:
+    return {path.name: _run_files(path) for _, path in exp.fold_run_dirs()}
+
+
+def test_the_training_kernel_is_built_and_matches_a_local_train(exp):
+    logs: list[str] = []
+
+    built = kernel_step.train(exp, fold="0", check=True, quiet=True, log=logs.append)
+
+    metadata = json.loads((exp.train_kernel_dir / "kernel-metadata.json").read_text())
+    assert (metadata["id"], metadata["code_file"], metadata["enable_gpu"], metadata["enable_internet"]) == (
+        TRAIN_REF, "tiny-train.py", True, False)
+    assert metadata["dataset_sources"] == [f"{FAKE_USER}/tiny-wheels"] and metadata["competition_sources"] == [COMPETITION]
+    embedded = kernel.extract_archive(built.script_path.read_text())
+    assert embedded["inputs/folds-k2-seed42.csv"] == exp.folds_path.read_bytes()
+    shipped = embedded["inputs/config.yaml"].decode()
+    assert str(exp.config.data.root) not in shipped and str(exp.config.output_dir) not in shipped
+    assert "code/src/kaggle/kernel_training.py" in embedded and "code/src/steps/train.py" in embedded
+    assert any(line.startswith("training check: passed") for line in logs), logs
+    assert not exp.oof_dir.exists()  # the check trains in scratch folders only
+
+
+def test_run_folders_are_compared_by_content_not_timings():
+    def checkpoint(weight: float, seconds: float) -> bytes:
+        buffer = io.BytesIO()
+        torch.save({"model": {"w": torch.tensor([weight])}, "state": {"history": [{"loss": 1.0, "seconds": seconds}]}},
+                   buffer)
+        return buffer.getvalue()
+
+    local = {"fold-0": {"last.pt": checkpoint(0.5, 1.0), "epochs.csv": b"epoch,loss,seconds\n1,0.5,1.0\n"}}
+    same = {"fold-0": {"last.pt": checkpoint(0.5, 9.0), "epochs.csv": b"epoch,loss,seconds\n1,0.5,9.0\n"}}
+    other = {"fold-0": {"last.pt": checkpoint(0.5000001, 1.0), "epochs.csv": b"epoch,loss,seconds\n1,0.6,1.0\n"}}
+
+    assert train_kernel.compare_runs(same, local) == []
+    assert train_kernel.compare_runs(other, local) == ["fold-0/epochs.csv differs", "fold-0/last.pt differs"]
+    assert train_kernel.compare_runs({}, local) == ["the kernel wrote runs [], the local train ['fold-0']"]
+
+
+def test_train_on_kaggle_stop_resume_pull_then_continue_here(exp, fake_kaggle, tmp_path):
+    fake_kaggle.run_pushed = True
+    root = Path(exp.config.data.root)
+    fake_kaggle.competition_files[COMPETITION] = {p.relative_to(root).as_posix(): p.read_bytes()
+                                                  for p in root.rglob("*") if p.is_file() and p != exp.folds_path}
+    logs: list[str] = []
+
+    kernel_step.train(exp, fold="all", stop_after_epochs=1, push=True, check=False, log=logs.append)
+    fake_kaggle.wait_for_runs()
+    kernel_step.status(exp, log=logs.append)
+    kernel_step.pull(exp, log=logs.append)
+
+    assert f"training kernel {TRAIN_REF}: complete" in logs, fake_kaggle.kernel_logs.get(TRAIN_REF)
+    [pushed] = fake_kaggle.rpc_bodies("SaveKernel")
+    assert pushed["enableInternet"] is False and pushed["competitionDataSources"] == [COMPETITION]
+    assert [p.name for _, p in exp.fold_run_dirs()] == ["fold-0", "fold-1"]
+    assert (exp.run_dir(0) / "epochs.csv").read_text().count("\n") == 2  # stopped cleanly after one epoch
+    assert not (exp.run_dir(0) / "summary.json").exists()
+
+    kernel_step.train(exp, fold="all", resume=True, push=True, check=True, log=logs.append)  # checked from the state
+    fake_kaggle.wait_for_runs()
+    kernel_step.pull(exp, log=logs.append)
+
+    assert sum(line.startswith("training check: passed") for line in logs) == 1
+    assert fake_kaggle.datasets[f"{FAKE_USER}/tiny-train-state"].files  # the pulled last.pt went back
+    assert "resuming from" in fake_kaggle.kernel_logs[TRAIN_REF]
+    config = exp.config.model_copy(deep=True)
+    config.output_dir = tmp_path / "local"
+    local = Experiment(config, exp.config_path)
+    train.run(local, "all", quiet=True, log=[].append)
+    assert train_kernel.compare_runs(_pulled_runs(exp), _pulled_runs(local)) == []
+    written_here = json.dumps(config_to_dict(exp.config), indent=2).encode()  # what a local train writes
+    assert [files["config.json"] for files in _pulled_runs(exp).values()] == [written_here] * 2
+
+    oof.run(exp, quiet=True, log=[].append)  # the pulled runs carry on here
+    thresholds.run(exp, quiet=True, log=[].append)
+    assert exp.oof_path.is_file() and exp.thresholds_path.is_file()
+
+
+def test_pull_refuses_another_config_a_changed_file_and_a_local_run(exp, fake_kaggle):
+    fake_kaggle.kernels[TRAIN_REF] = {"version": 1}
+    fake_kaggle.kernel_status[TRAIN_REF] = ("COMPLETE", None)
+    exp.train_push_path.write_text(json.dumps({"kernel_ref": TRAIN_REF}))
+    outputs = {f"oof/tiny/{run}/{name}": data for run, files in _pulled_runs(exp).items() for name, data in files.items()}
+    manifest = {"experiment": "tiny", "config": train_kernel.portable_config(json.loads(outputs["oof/tiny/fold-0/config.json"])),
+                "folds_sha256": kernel.file_sha256(exp.folds_path),
+                "runs": {run: {name: kernel.file_sha256(exp.oof_dir / run / name) for name in files}
+                         for run, files in _pulled_runs(exp).items()}}
+    fake_kaggle.kernel_outputs[TRAIN_REF] = {**outputs, "kaggle-run.json": json.dumps(manifest).encode()}
+    before = _pulled_runs(exp)
+
+    other = exp.config.model_copy(deep=True)
+    other.train.lr = 0.004
+    with pytest.raises(PipelineError, match=r"trained with another config \(train.lr 0.003 there, 0.004 here"):
+        kernel_step.pull(Experiment(other, exp.config_path), log=[].append)
+    fake_kaggle.kernel_outputs[TRAIN_REF]["oof/tiny/fold-0/best.pt"] = b"not the weights"
+    with pytest.raises(PipelineError, match=r"fold-0/best.pt: missing or not the file the kernel wrote"):
+        kernel_step.pull(exp, log=[].append)
+    fake_kaggle.kernel_outputs[TRAIN_REF]["oof/tiny/fold-0/best.pt"] = outputs["oof/tiny/fold-0/best.pt"]
+    (exp.run_dir(1) / "epochs.csv").write_text("epoch\n1\n")  # a run changed here since the pull
+    with pytest.raises(PipelineError, match=r"fold-1: holds a run that did not come from this kernel"):
+        kernel_step.pull(exp, log=[].append)
+    before["fold-1"]["epochs.csv"] = b"epoch\n1\n"
+    assert _pulled_runs(exp) == before  # nothing was replaced
