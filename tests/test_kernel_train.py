@@ -21,7 +21,7 @@ from src.config import config_to_dict, load_config  # noqa: E402
 from src.demo import build_demo  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
 from src.kaggle import kernel, train_kernel  # noqa: E402
-from src.steps import folds, oof, thresholds, train  # noqa: E402
+from src.steps import folds, oof, submit, thresholds, train  # noqa: E402
 from src.steps import kernel as kernel_step  # noqa: E402
 
 COMPETITION = "demo-imet"
@@ -36,7 +36,7 @@ def exp(tmp_path_factory) -> Experiment:
                        n_train=60, n_test=10)
     config_path = tiny_config(root, "imet", paths.root, name="tiny", extra={
         "competition": COMPETITION, "data": {"n_folds": 2}, "kaggle": {"username": FAKE_USER},
-        "thresholds": {"optuna_trials": 2, "honest_folds": 2}})
+        "thresholds": {"optuna_trials": 2, "honest_folds": 2}, "submit": {"checkpoint": "fold-0"}})
     experiment = Experiment(load_config(config_path), config_path)
     folds.run(experiment, log=[].append)
     return experiment
@@ -120,7 +120,9 @@ def test_train_on_kaggle_stop_resume_pull_then_continue_here(exp, fake_kaggle, t
 
     oof.run(exp, quiet=True, log=[].append)  # the pulled runs carry on here
     thresholds.run(exp, quiet=True, log=[].append)
-    assert exp.oof_path.is_file() and exp.thresholds_path.is_file()
+    submit.run(exp, quiet=True, log=[].append)
+    kernel_step.build(exp, check=False, quiet=True, log=[].append)
+    assert (exp.kernel_dir / "dataset" / "model.pt").read_bytes() == (exp.run_dir(0) / "best.pt").read_bytes()
 
 
 def test_pull_refuses_another_config_a_changed_file_and_a_local_run(exp, fake_kaggle):
@@ -148,3 +150,33 @@ def test_pull_refuses_another_config_a_changed_file_and_a_local_run(exp, fake_ka
         kernel_step.pull(exp, log=[].append)
     before["fold-1"]["epochs.csv"] = b"epoch\n1\n"
     assert _pulled_runs(exp) == before  # nothing was replaced
+
+
+def test_the_pretrained_weights_dataset_travels_with_a_pretrained_config(exp, fake_kaggle, tmp_path, monkeypatch):
+    import timm
+
+    tag = "test_resnet.r160_in1k"
+    folder = tmp_path / "input" / "weights" / tag  # where the weights stage puts them (relative to the current folder)
+    folder.mkdir(parents=True)
+    torch.save(timm.create_model("test_resnet").state_dict(), folder / "model.pth")
+    (folder / "pretrained_cfg.json").write_text(json.dumps({"architecture": "test_resnet"}))
+    (folder / "manifest.json").write_text(json.dumps({"tag": tag, "file": "model.pth", "size": (folder / "model.pth").stat().st_size,
+                                                      "sha256": kernel.file_sha256(folder / "model.pth")}))
+    monkeypatch.chdir(tmp_path)
+    config = exp.config.model_copy(deep=True)
+    config.model.pretrained = tag
+    pretrained = Experiment(config, exp.config_path)
+    logs: list[str] = []
+
+    kernel_step.train(pretrained, fold="0", check=True, log=logs.append)  # the kernel trains from the attached copy
+
+    dataset = f"{FAKE_USER}/timm-test-resnet-r160-in1k"
+    metadata = json.loads((exp.train_kernel_dir / "kernel-metadata.json").read_text())
+    assert metadata["dataset_sources"] == [f"{FAKE_USER}/tiny-wheels", dataset]
+    assert any(line.startswith("training check: passed") for line in logs)
+    with pytest.raises(PipelineError, match=rf"dataset {dataset} \(the pretrained weights {tag}\) is not on Kaggle: "
+                                            "push it first with `python -m src.stage weights"):
+        kernel_step.train(pretrained, fold="0", push=True, check=False, log=logs.append)
+    fake_kaggle.add_dataset(dataset, {p.name: p.read_bytes() for p in folder.iterdir()})
+    kernel_step.train(pretrained, fold="0", push=True, check=False, log=logs.append)
+    assert fake_kaggle.rpc_bodies("SaveKernel")[-1]["datasetDataSources"] == [f"{FAKE_USER}/tiny-wheels", dataset]
