@@ -325,3 +325,50 @@ def test_pick_examples_are_disjoint_and_ordered():
     few = np.linspace(0.2, 0.9, 9)  # few rows, none fully right: the best half and the worst half
     right, wrong = pick_examples(few, 12)
     assert len(right) == len(wrong) == 4 and few[right].min() > few[wrong].max()
+
+
+# --- the PDF: A4, within the page budget, searchable, made from the same content -----------------
+
+
+def pdf_text(path: Path) -> tuple[int, str]:
+    from pypdf import PdfReader
+
+    reader = PdfReader(str(path))
+    assert all(round(float(page.mediabox.width)) == 595 and round(float(page.mediabox.height)) == 842
+               for page in reader.pages), "A4 pages"
+    return len(reader.pages), " ".join(page.extract_text() for page in reader.pages)
+
+
+def test_report_pdf_holds_the_report_within_the_budget(experiment):
+    pages, text = pdf_text(experiment.dir / "report.pdf")
+    assert 1 <= pages <= experiment.exp.config.report.max_pages == 5
+    summary = experiment.tables["summary"]
+    assert f"{summary[0]['value']:.4f}" in text  # the OOF F2 at 0.5, as the summary table prints it
+    for heading in ("Summary", "Model, losses and tricks", "Training curves", "Per-class table", "Precision-recall",
+                    "Examples: right and wrong", "Resources"):
+        assert heading in text, heading
+    # The model section: torchinfo's total, the loss and optimizer from the saved config.
+    network = experiment.tables["network"]
+    assert {row["part"] for row in network} >= {"stem", "layer1", "layer4", "head attributes"}
+    assert "binary cross-entropy" in text and "AdamW" in text
+    from src.model import build_model, count_parameters
+
+    total, _ = count_parameters(build_model("test_resnet", experiment.exp.fmt.heads()))
+    assert f"{total:,} parameters" in text
+    # The resource table is there, turned on its side (one column per run), train score n/a until the engine records it.
+    assert "augmented samples seen" in text and "fold-0" in text
+
+
+def test_a_tighter_budget_leaves_detail_out_and_too_tight_a_budget_is_refused(synthetic, tmp_path):
+    from src.errors import PipelineError
+
+    full_pages, _ = pdf_text(synthetic.dir / "report.pdf")
+    build_report(synthetic.inputs, tmp_path / "less", thumbnails={0: np.zeros((40, 40, 3), np.uint8)},
+                 max_pages=full_pages - 1)
+    pages, text = pdf_text(tmp_path / "less" / "report.pdf")
+    assert pages <= full_pages - 1
+    assert "Left out of this PDF to fit the page budget" in text
+    mean = synthetic.tables["attribute_accuracy_attributes"][-1]["accuracy tuned"]
+    assert f"{mean:.4f}" in text  # the per-attribute table and its average are never left out
+    with pytest.raises(PipelineError, match="config report.max_pages: .* raise report.max_pages \\(now 1\\)"):
+        build_report(synthetic.inputs, tmp_path / "one", max_pages=1)

@@ -85,12 +85,11 @@ def render_pdf(blocks: list[Block], out_dir: Path, figure_scale: float, left_out
     styles, story, pending = _styles(), [], []
     for block in blocks:
         if block.kind in ("h1", "h2", "h3", "p"):
-            pending.append(Paragraph(inline_markup(block.text), styles[block.kind]))
+            pending.append((block.kind, Paragraph(inline_markup(block.text), styles[block.kind])))
             continue
-        # Headings and their text go on the page of the table or figure after them, never alone at a page's foot.
-        story.append(KeepTogether([*pending, *_flowables(block, out_dir, figure_scale, styles)]))
+        story += _kept_with_text(pending, _flowables(block, out_dir, figure_scale, styles))
         pending = []
-    story += pending
+    story += [flowable for _, flowable in pending]
     if left_out:
         story.append(Paragraph(escape("Left out of this PDF to fit the page budget (all of it is in index.html): "
                                       + "; ".join(left_out) + "."), styles["note"]))
@@ -106,6 +105,27 @@ def render_pdf(blocks: list[Block], out_dir: Path, figure_scale: float, left_out
 
     doc.build(story, onFirstPage=footer, onLaterPages=footer)
     return buffer.getvalue(), doc.page
+
+
+def _kept_with_text(text: list[tuple[str, object]], content: list) -> list:
+    """A table or figure kept on one page with the headings and text before it (never a heading alone at a page's
+    foot); when all of that is taller than a page, only the text from the last heading on stays with it."""
+    flowables = [flowable for _, flowable in text]
+    if _height([*flowables, *content]) <= FRAME_HEIGHT:
+        return [KeepTogether([*flowables, *content])]
+    last_heading = max((i for i, (kind, _) in enumerate(text) if kind != "p"), default=len(text))
+    lead, tail = flowables[:last_heading], flowables[last_heading:]
+    if _height([*tail, *content]) <= FRAME_HEIGHT:
+        return [*lead, KeepTogether([*tail, *content])]
+    return [*flowables, KeepTogether(content)]
+
+
+def _height(flowables: list) -> float:
+    """Height of the flowables laid out one after another in the frame's width (paragraph spacing included)."""
+    total = 0.0
+    for flowable in flowables:
+        total += flowable.wrap(FRAME_WIDTH, FRAME_HEIGHT)[1] + flowable.getSpaceBefore() + flowable.getSpaceAfter()
+    return total
 
 
 def _flowables(block: Block, out_dir: Path, figure_scale: float, styles: dict) -> list:
