@@ -43,6 +43,8 @@ class ModelConfig(Section):
     weights: Optional[Path] = Field(None, description="a local weight file (or a folder the `weights` stage made) instead "
                                                       "of model.pretrained; null with pretrained null trains from scratch")
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0, description="stochastic depth: timm.create_model's drop_path_rate "
+                                                                   "(0 = off; only passed when set)")
     forbid_pretrained: bool = Field(False, description="competition rules forbid pretrained weights: refuse model.pretrained "
                                                        "and any weight file")
 
@@ -96,6 +98,14 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.01, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
     head_warmup_epochs: int = Field(0, ge=0, description="epochs that train only the heads (backbone lr = 0)")
+    layer_decay: Optional[float] = Field(None, gt=0, le=1, description="layer-wise lr decay (timm's param_groups_layer_decay): "
+                                                                       "layer i of L gets lr * layer_decay^(L-1-i), the heads "
+                                                                       "lr; null = off")
+    head_lr_mult: float = Field(1.0, gt=0, description="the heads' peak lr is train.lr times this")
+    clip_grad_norm: Optional[float] = Field(None, gt=0, description="clip the gradients' global norm to this before each "
+                                                                    "optimizer step (after AMP unscaling); null = off")
+    compile: bool = Field(False, description="torch.compile the trained module; where the platform cannot compile: one "
+                                             "log line, then it trains uncompiled")
     accumulate_steps: int = Field(1, ge=1)
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
     early_stopping_patience: Optional[int] = Field(None, ge=1)

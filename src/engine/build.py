@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -37,6 +37,13 @@ class Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
+    clip_grad_norm: Optional[float] = None                        # train.clip_grad_norm: each step's max gradient norm
+    wrap: Optional[Callable[[nn.Module], nn.Module]] = None       # model -> `trained` (DDP, compile); None = itself
+
+    def rewrap(self) -> None:
+        """Make `trained` afresh from `model`: DDP records which parameters need gradients when it wraps them."""
+        if self.wrap is not None:
+            self.trained = self.wrap(self.model)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -92,9 +99,10 @@ class WarmupCosine:
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_models(config: Config, heads: list[HeadSpec], runtime: Runtime,
-                 context: DistributedContext) -> tuple[MultiHeadModel, Optional[ModelEmaV3], nn.Module]:
-    """(model on its device, its EMA copy or None, the module to train: the model or its DDP wrapper).
+def build_models(config: Config, heads: list[HeadSpec], runtime: Runtime, context: DistributedContext,
+                 wrap: Optional[Callable[[nn.Module], nn.Module]] = None
+                 ) -> tuple[MultiHeadModel, Optional[ModelEmaV3], nn.Module]:
+    """(model on its device, its EMA copy or None, the module to train: `wrap(model)`, by default `trainer_wrapper`'s).
 
     Weights come from `model.pretrained` / `model.weights` as `src.model.model_from_config` resolves them (never a download).
     """
@@ -103,26 +111,89 @@ def build_models(config: Config, heads: list[HeadSpec], runtime: Runtime,
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
     ema = ModelEmaV3(model, decay=config.train.ema_decay) if config.train.ema_decay else None
-    trained: nn.Module = model
-    if context.enabled:
-        trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.on_cuda else None)
-    return model, ema, trained
+    wrap = wrap or trainer_wrapper(config.train, runtime, context)
+    return model, ema, wrap(model)
 
 
-def param_groups(model: MultiHeadModel, weight_decay: float) -> list[dict]:
-    """Backbone and head parameters in separate groups (head warm-up); no decay on biases and norms."""
+def trainer_wrapper(tc: TrainConfig, runtime: Runtime, context: DistributedContext,
+                    log: Callable[[str], None] = print) -> Callable[[nn.Module], nn.Module]:
+    """model -> the module the forward pass runs: its DDP wrapper under torchrun, then torch.compile'd with
+    `train.compile` where the platform compiles (else one log line, and it trains uncompiled). Checkpoints always
+    save the bare model, so they load with or without compile."""
+    compiled = tc.compile and can_compile(runtime, log)
+    if compiled:
+        torch._dynamo.reset()  # each run starts with dynamo's whole recompile budget (folds, unfreezing recompile)
+
+    def wrap(model: nn.Module) -> nn.Module:
+        trained = model
+        if context.enabled:
+            trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.on_cuda else None)
+        return torch.compile(trained) if compiled else trained
+    return wrap
+
+
+def _compile_probe(values: torch.Tensor) -> torch.Tensor:
+    return values * 2 + 1
+
+
+def can_compile(runtime: Runtime, log: Callable[[str], None] = print) -> bool:
+    """Whether torch.compile works here (its compiler toolchain: a C++ compiler on CPU, Triton on CUDA), tried on a
+    tiny function so the model's own state is untouched; says why not in one line."""
+    try:
+        torch.compile(_compile_probe)(torch.ones(4, device=runtime.device))
+        return True
+    except Exception as error:  # inductor raises many kinds (BackendCompilerFailed, InvalidCxxCompiler, ...)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        log(f"train.compile: torch.compile cannot compile on this platform ({type(error).__name__}: {reason}); "
+            f"training uncompiled")
+        return False
+
+
+def param_groups(model: MultiHeadModel, weight_decay: float, lr: Optional[float] = None,
+                 layer_decay: Optional[float] = None, head_lr_mult: float = 1.0) -> list[dict]:
+    """Backbone and head parameters in separate groups (head warm-up); no decay on biases and norms.
+
+    `layer_decay`: timm's layer-wise lr decay groups instead (`timm.optim.param_groups_layer_decay` over the
+    backbone's fine layer groups, the heads as the last layer), each with lr = `lr` x its scale. `head_lr_mult`
+    multiplies the heads' lr. Each group names its `part` (backbone / heads) and its `group` (epochs.csv's lr_<group>).
+    """
+    if layer_decay is not None:
+        return _layer_decay_groups(model, weight_decay, lr, layer_decay, head_lr_mult)
     groups = []
     for part_name, part in (("backbone", model.backbone), ("heads", model.heads)):
         decay = [p for p in part.parameters() if p.ndim > 1]
         no_decay = [p for p in part.parameters() if p.ndim <= 1]
         groups.append({"params": decay, "weight_decay": weight_decay, "part": part_name})
         groups.append({"params": no_decay, "weight_decay": 0.0, "part": part_name})
+    if head_lr_mult != 1.0:  # only then: the default groups stay exactly as they were
+        for group in groups:
+            group.update({"lr": lr * head_lr_mult} if group["part"] == "heads" else {})
     return [group for group in groups if group["params"]]
 
 
+def _layer_decay_groups(model: MultiHeadModel, weight_decay: float, lr: float, layer_decay: float,
+                        head_lr_mult: float) -> list[dict]:
+    from timm.models import group_parameters
+    from timm.optim import param_groups_layer_decay
+
+    layer_of_name = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    head_ids = {id(p) for p in model.heads.parameters()}  # the heads are timm's last layer, alone in it
+    groups = param_groups_layer_decay(model, weight_decay, no_weight_decay_list=model.no_weight_decay(),
+                                      layer_decay=layer_decay)
+    for group in groups:
+        layer = layer_of_name[name_of[id(group["params"][0])]]
+        is_heads = id(group["params"][0]) in head_ids
+        group.update({"lr": lr * group["lr_scale"] * (head_lr_mult if is_heads else 1.0),
+                      "part": "heads" if is_heads else "backbone", "group": "heads" if is_heads else f"layer{layer}"})
+    return groups
+
+
 def build_optimizer(model: MultiHeadModel, loss_fn: MultiHeadLoss, tc: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the model's groups, then the loss's learned weights (if any)."""
-    return torch.optim.AdamW(param_groups(model, tc.weight_decay) + loss_fn.parameter_group(), lr=tc.lr)
+    """AdamW over the model's groups (`param_groups`: layer decay and head lr multiplier from `tc`), then the loss's
+    learned weights (if any)."""
+    groups = param_groups(model, tc.weight_decay, tc.lr, tc.layer_decay, tc.head_lr_mult)
+    return torch.optim.AdamW(groups + loss_fn.parameter_group(), lr=tc.lr)
 
 
 def steps_per_epoch(batches: int, accumulate: int) -> int:

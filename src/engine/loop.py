@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from src.atomic import atomic_path, write_text
@@ -28,7 +30,7 @@ from src.engine.checkpoint import RunState, save_best, save_resume_point
 from src.errors import PipelineError
 from src.faults import crash_point
 from src.formats.base import CompetitionFormat, HeadSpec
-from src.model import count_parameters
+from src.model import backbone_stages, count_parameters
 from src.predict import predict_probs
 from src.runtime import Runtime, peak_memory_mb
 
@@ -53,9 +55,10 @@ class Run:
 
 def train_one_epoch(training: Training, loader, runtime: Runtime, context: DistributedContext = DistributedContext(),
                     accumulate: int = 1, callbacks: Sequence[Callback] = (), quiet: bool = True,
-                    desc: str = "train") -> tuple[float, int]:
+                    desc: str = "train", collect: Optional[TrainOutputs] = None) -> tuple[float, int]:
     """One pass over `loader` ((images, {head: targets}, rows) batches), an optimizer step every `accumulate`
-    batches and after the last; returns (sum of batch loss x batch size, images seen) on this rank."""
+    batches and after the last; returns (sum of batch loss x batch size, images seen) on this rank.
+    `collect` keeps each batch's outputs with the targets the loss saw (for the epoch's train_score)."""
     training.trained.train()
     loss_sum, seen = 0.0, 0
     training.optimizer.zero_grad(set_to_none=True)
@@ -69,6 +72,8 @@ def train_one_epoch(training: Training, loader, runtime: Runtime, context: Distr
         with runtime.autocast():
             outputs = training.trained(images)
         loss, _ = training.loss_fn(outputs, targets)
+        if collect is not None:
+            collect.add(outputs, targets)
         training.scaler.scale(loss / accumulate).backward()
         crash_point("batch")
         if (index + 1) % accumulate == 0 or index + 1 == batches:
@@ -83,6 +88,10 @@ def train_one_epoch(training: Training, loader, runtime: Runtime, context: Distr
 
 def _optimizer_step(training: Training, context: DistributedContext, callbacks: Sequence[Callback]) -> None:
     average_gradients(context, training.loss_fn.parameters())  # DDP averages the model's; the loss's are ours
+    if training.clip_grad_norm is not None:
+        training.scaler.unscale_(training.optimizer)  # clip the true gradients, not the loss-scaled ones
+        torch.nn.utils.clip_grad_norm_([p for group in training.optimizer.param_groups for p in group["params"]],
+                                       training.clip_grad_norm)
     training.scaler.step(training.optimizer)
     training.scaler.update()
     training.optimizer.zero_grad(set_to_none=True)
@@ -117,18 +126,20 @@ def run_epoch(run: Run, state: RunState, board=None) -> None:
     run.train_data.set_epoch(epoch)
     for callback in run.callbacks:
         callback.on_epoch_start(training, epoch)
+    collected = None if mixing_callbacks(run.callbacks) else TrainOutputs(run.heads)
     loss_sum, seen = train_one_epoch(training, run.train_data.loader, run.runtime, run.context, tc.accumulate_steps,
-                                     run.callbacks, run.quiet, f"epoch {epoch + 1}/{tc.epochs}")
+                                     run.callbacks, run.quiet, f"epoch {epoch + 1}/{tc.epochs}", collected)
     if training.loss_fn.log_vars is not None:
         assert_same_on_all_ranks(run.context, training.loss_fn.log_vars, "learned loss log-variances")
     loss_sum, seen = all_sum(run.context, loss_sum, seen)
     train_seconds = time.perf_counter() - started
-    row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1)}
+    row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+           "train_score": collected.score(run.fmt, run.context) if collected is not None else math.nan}
     score = _validate(run, row) if run.valid_data is not None else float(epoch)  # full fit: the last epoch is kept
     if training.loss_fn.log_vars is not None:
         row.update({f"weight_{name}": weight for name, weight in training.loss_fn.head_weights().items()})
-    row.update({"lr": training.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
-                "images_per_s": seen / max(train_seconds, 1e-9)})
+    row.update({"lr": training.optimizer.param_groups[0]["lr"], **trained_parts(training),
+                "seconds": time.perf_counter() - started, "images_per_s": seen / max(train_seconds, 1e-9)})
     for callback in run.callbacks:
         callback.on_epoch_end(training, epoch, row)
     improved = _advance(run, state, row, score)
@@ -137,6 +148,55 @@ def run_epoch(run: Run, state: RunState, board=None) -> None:
     barrier(run.context)
     if not run.quiet:
         run.log(_epoch_line(row, tc.epochs, improved))
+
+
+class TrainOutputs:
+    """The epoch's training-batch outputs as probabilities, with the targets the loss saw, per head: what its
+    train_score scores. float16 keeps an iMet-sized epoch (100k x 1,103 classes) near 220 MB."""
+
+    def __init__(self, heads: Sequence[HeadSpec]):
+        self.kinds = {head.name: head.kind for head in heads}
+        self.probs: dict[str, list[np.ndarray]] = {name: [] for name in self.kinds}
+        self.targets: dict[str, list[np.ndarray]] = {name: [] for name in self.kinds}
+
+    def add(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
+        """One batch: sigmoid (multilabel) or softmax (softmax heads) of its logits, and its targets, on the CPU."""
+        for name, kind in self.kinds.items():
+            logits = outputs[name].detach().float()
+            probs = torch.sigmoid(logits) if kind == "multilabel" else torch.softmax(logits, dim=1)
+            self.probs[name].append(probs.half().cpu().numpy())
+            self.targets[name].append(targets[name].detach().cpu().numpy())
+
+    def score(self, fmt: CompetitionFormat, context: DistributedContext) -> float:
+        """The format's validation score over every rank's batches (the same number on each rank)."""
+        parts = [(self.targets, self.probs)]
+        if context.enabled:
+            parts = [None] * context.world_size
+            dist.all_gather_object(parts, (self.targets, self.probs))
+        joined = [{name: np.concatenate([array for part in parts for array in part[index][name]]) for name in self.kinds}
+                  for index in (0, 1)]
+        if not len(joined[0][next(iter(self.kinds))]):
+            return math.nan
+        return float(fmt.validation_score(joined[0], joined[1])[0])
+
+
+def mixing_callbacks(callbacks: Sequence[Callback]) -> list[str]:
+    """Names of the callbacks that mix targets (mixup, cutmix): scoring training outputs against them means nothing."""
+    return [callback.name for callback in callbacks if callback.mixes_targets]
+
+
+def trained_parts(training: Training) -> dict:
+    """epochs.csv's `lr_<group>` (each group's lr at the epoch's last optimizer step; 0 where none of its parameters
+    trained) and `trainable` ('all', or the parts that trained, input first: e.g. 'layer4+heads')."""
+    scheduler, lrs, lr_of = training.scheduler, {}, {}
+    for group, base, factor in zip(training.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        lr = base * factor(max(scheduler.last_epoch - 1, 0))
+        lr_of.update({id(p): lr for p in group["params"]})
+        key = f"lr_{group.get('group', group['part'])}"
+        lrs[key] = max(lrs.get(key, 0.0), lr if any(p.requires_grad for p in group["params"]) else 0.0)
+    parts = [*backbone_stages(training.model.backbone), ("heads", list(training.model.heads.parameters()))]
+    trained = [name for name, params in parts if any(p.requires_grad and lr_of.get(id(p), 0.0) > 0 for p in params)]
+    return {**lrs, "trainable": "all" if len(trained) == len(parts) else "+".join(trained) or "none"}
 
 
 def _validate(run: Run, row: dict) -> float:
@@ -194,6 +254,7 @@ def write_summary(run: Run, state: RunState, skipped_files: Optional[list[str]] 
         "best_epoch": state.best_epoch, "best_score": state.best_score, "epochs_run": state.next_epoch,
         "finished": state.finished, "train_images": int(len(run.train_data.dataset)),
         "valid_images": int(len(run.valid_data.rows)) if run.valid_data is not None else 0,
+        "best_train_score": _at_best_epoch(state, "train_score"),
         "model": run.config.model.name, "parameters": total, "trainable_parameters": trainable,
         "batch_size": tc.batch_size, "image_size": run.config.data.image_size, "device": _device_name(run.runtime),
         "processes": run.context.world_size, "peak_memory_mb": round(peak_memory_mb(run.runtime), 1),
@@ -202,6 +263,12 @@ def write_summary(run: Run, state: RunState, skipped_files: Optional[list[str]] 
     if skipped_files is not None:
         summary.update({"skipped_unreadable": len(skipped_files), "skipped_files": list(skipped_files)})
     write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2))
+
+
+def _at_best_epoch(state: RunState, key: str) -> Optional[float]:
+    """`key` of the best epoch's epochs.csv row; None where it was not computed (NaN) or there is no best epoch."""
+    value = state.history[state.best_epoch - 1].get(key) if 0 < state.best_epoch <= len(state.history) else None
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _tensorboard(run_dir: Path, enabled: bool):
@@ -220,7 +287,10 @@ def _device_name(runtime: Runtime) -> str:
 
 def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
     parts = [f"epoch {row['epoch']:>3}/{epochs}", f"train_loss {row['train_loss']:.4f}"]
+    if math.isfinite(row.get("train_score", math.nan)):
+        parts.append(f"train_score {row['train_score']:.4f}")
     if "valid_loss" in row:
         parts += [f"valid_loss {row['valid_loss']:.4f}", f"score {row['score']:.4f}" + (" *" if improved else "")]
-    parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f}s", f"{row['images_per_s']:.0f} img/s"]
+    parts += [f"lr {row['lr']:.2e}"] + ([f"trained {row['trainable']}"] if row.get("trainable", "all") != "all" else [])
+    parts += [f"{row['seconds']:.1f}s", f"{row['images_per_s']:.0f} img/s"]
     return "  ".join(parts)

@@ -13,10 +13,11 @@ from src.checkpoints import checkpoint_exists
 from src.config import Config, config_to_dict
 from src.distributed import init_from_env
 from src.engine.build import (Training, build_grad_scaler, build_models, build_optimizer, build_scheduler,
-                              build_train_data, build_valid_data, refuse_single_image_batches, steps_per_epoch)
+                              build_train_data, build_valid_data, refuse_single_image_batches, steps_per_epoch,
+                              trainer_wrapper)
 from src.engine.callbacks import Callback, create_callbacks
 from src.engine.checkpoint import RunState, restore
-from src.engine.loop import Run, run_epochs, write_summary
+from src.engine.loop import Run, mixing_callbacks, run_epochs, write_summary
 from src.errors import PipelineError
 from src.formats.base import CompetitionFormat
 from src.losses import MultiHeadLoss
@@ -61,13 +62,17 @@ def build_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     runtime = runtime_from_config(tc, context.local_rank)
     if not context.is_main:
         quiet, log = True, (lambda message: None)
+    wrap = trainer_wrapper(tc, runtime, context, log)  # its compile check runs before seeding: no RNG draw moves
+    if mixing_callbacks(callbacks):
+        log(f"train_score: not computed, as {', '.join(mixing_callbacks(callbacks))} mixes the training targets")
     seed_everything(tc.seed)
-    model, ema, trained = build_models(config, heads, runtime, context)
+    model, ema, trained = build_models(config, heads, runtime, context, wrap)
     loss_fn = MultiHeadLoss(heads, tc.loss).to(runtime.device)
     train_data = build_train_data(config, images, train_rows, targets, runtime, context)
     refuse_single_image_batches(model, train_data.smallest_batch, tc.batch_size, context.world_size)
     valid_data = build_valid_data(config, images, valid_rows, targets, runtime, context)
     optimizer = build_optimizer(model, loss_fn, tc)
     scheduler = build_scheduler(optimizer, tc, steps_per_epoch(len(train_data.loader), tc.accumulate_steps))
-    training = Training(model, trained, ema, loss_fn, optimizer, scheduler, build_grad_scaler(runtime))
+    training = Training(model, trained, ema, loss_fn, optimizer, scheduler, build_grad_scaler(runtime),
+                        tc.clip_grad_norm, wrap)
     return Run(config, fmt, heads, training, train_data, valid_data, runtime, context, callbacks, Path(run_dir), quiet, log)

@@ -28,6 +28,7 @@ class Callback:
 
     name: ClassVar[str]
     Options: ClassVar[type[CallbackOptions]] = CallbackOptions
+    mixes_targets: ClassVar[bool] = False  # True: on_batch mixes targets, so the loop skips train_score (mixup, cutmix)
 
     def __init__(self, options: CallbackOptions):
         self.options = options
