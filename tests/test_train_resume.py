@@ -1,6 +1,7 @@
 """A run stopped after an epoch and resumed ends with exactly the weights of an uninterrupted run (CPU, same seed)."""
 from __future__ import annotations
 
+import pandas as pd
 import torch
 
 from helpers import tiny_config
@@ -38,6 +39,36 @@ def test_resume_matches_uninterrupted(tiny_imet_root, tmp_path):
     csv_b = (tmp_path / "b" / "out" / "oof" / "resumed" / "fold-1" / "epochs.csv").read_text().splitlines()
     strip = lambda lines: [",".join(line.split(",")[:-2]) for line in lines]  # drop seconds, images/s  # noqa: E731
     assert strip(csv_a) == strip(csv_b)
+
+
+def test_resume_matches_uninterrupted_with_every_fine_tuning_option_on(tiny_imet_root, tmp_path):
+    root, _ = tiny_imet_root
+    callbacks = [{"name": "freeze", "epochs": 1, "stages": 3, "gradual": True},
+                 {"name": "mixup", "mixup_alpha": 0.4, "cutmix_alpha": 1.0, "prob": 0.8, "seed": 5}]
+    extra = {"model": {"drop_path_rate": 0.2},
+             "train": {"epochs": 3, "ema_decay": 0.9, "accumulate_steps": 2, "layer_decay": 0.7, "head_lr_mult": 5.0,
+                       "clip_grad_norm": 0.5, "compile": True, "callbacks": callbacks}}
+    _assert_resume_is_exact(root, tmp_path, extra)
+    # train_score (off while mixup mixes the targets) resumes exactly too
+    _assert_resume_is_exact(root, tmp_path / "score", {"train": {"epochs": 2, "layer_decay": 0.7, "callbacks": callbacks[:1]}})
+
+
+def _assert_resume_is_exact(root, tmp_path, extra):
+    straight = tiny_config(tmp_path / "a", "imet", root, extra, name="straight")
+    resumed = tiny_config(tmp_path / "b", "imet", root, extra, name="resumed")
+    assert main(["folds", "--config", str(straight), "--quiet"]) == 0
+    assert main(["train", "--config", str(straight), "--fold", "1", "--quiet"]) == 0
+    assert main(["train", "--config", str(resumed), "--fold", "1", "--quiet", "--stop-after-epochs", "1"]) == 0
+    assert main(["train", "--config", str(resumed), "--fold", "1", "--quiet", "--resume"]) == 0
+    for name in ("last.pt", "best.pt"):
+        a = _weights(tmp_path / "a" / "out" / "oof" / "straight" / "fold-1" / name)
+        b = _weights(tmp_path / "b" / "out" / "oof" / "resumed" / "fold-1" / name)
+        assert a.keys() == b.keys() and not any("_orig_mod" in key for key in a)  # the bare model's keys
+        assert all(torch.equal(a[key], b[key]) for key in a), name
+    csv_a = pd.read_csv(tmp_path / "a" / "out" / "oof" / "straight" / "fold-1" / "epochs.csv")
+    csv_b = pd.read_csv(tmp_path / "b" / "out" / "oof" / "resumed" / "fold-1" / "epochs.csv")
+    pd.testing.assert_frame_equal(csv_a.drop(columns=["seconds", "images_per_s"]),
+                                  csv_b.drop(columns=["seconds", "images_per_s"]))
 
 
 def test_head_warmup_leaves_backbone_untouched_in_first_epoch(tiny_imet_root, tmp_path):
