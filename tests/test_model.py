@@ -57,3 +57,17 @@ def test_a_pretrained_tag_names_itself_in_errors(tmp_path):
         build_model("test_resnet", HEADS, weights=wrong, pretrained_tag="test_resnet.r160_in1k")
     model = build_model("test_resnet", HEADS, pretrained_tag="test_resnet.r160_in1k")
     assert model.backbone.pretrained_cfg["tag"] == "r160_in1k"
+
+
+def test_drop_path_rate_reaches_timm_and_keeps_the_weights_inference_loads():
+    from timm.layers import DropPath
+
+    from src.config import ModelConfig
+    from src.model import model_from_config
+
+    deep = model_from_config(ModelConfig(name="resnet18", drop_path_rate=0.2), HEADS)
+    rates = [module.drop_prob for module in deep.modules() if isinstance(module, DropPath)]
+    assert rates and max(rates) == pytest.approx(0.2)  # timm spreads it over the blocks, the last one gets all of it
+    plain = build_model("resnet18", HEADS)
+    assert not any(isinstance(module, DropPath) for module in plain.modules())
+    assert deep.state_dict().keys() == plain.state_dict().keys()  # best.pt loads into the model inference builds
