@@ -154,6 +154,10 @@ def test_resource_table(experiment):
         minutes, seconds = divmod(int(round(summary.get("train_seconds", epochs["seconds"].sum()))), 60)
         assert row["train time"] == (f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s")
         assert row["valid f2"] == f"{epochs['score'].max():.4f}"
+        best = epochs.loc[epochs["epoch"] == summary["best_epoch"]].iloc[0]
+        # The training-batch metric at the best epoch once the engine records it, n/a before.
+        assert row["train f2"] == (f"{best['train_score']:.4f}" if pd.notna(best.get("train_score")) else "n/a")
+        assert row["augmented samples seen"] == row["train images"] * row["epochs"]
 
 
 def test_ranking_scores_equal_sklearn():

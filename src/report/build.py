@@ -149,8 +149,10 @@ def _resources_section(doc: Document, inputs: ReportInputs, metric: str) -> None
                       "on CPU; losses and metrics are at the best epoch; images/s is the mean over epochs. Every "
                       "epoch sees each training image once under a fresh random augmentation, so the samples seen "
                       "are train images x epochs; validation images are not augmented. "
-                      f"`train {metric}` is epochs.csv's train_score: {metric} computed by the training loop during "
-                      "the epoch on the augmented training batches (n/a: the run did not record it).")
+                      f"`train {metric}` is epochs.csv's train_score at the best epoch: the format's validation score "
+                      "(multi-label heads at their best global threshold) over that epoch's training batches as the "
+                      "model saw them, augmented and in training mode; n/a where the run did not record it (a run "
+                      "from before it was recorded, or one with a mixing callback such as mixup, whose targets are blends).")
         doc.table(resources, "resources")
     else:
         doc.paragraph("No training runs found.")
