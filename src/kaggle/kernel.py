@@ -67,7 +67,7 @@ _VENDORED = ("iterstrat",)
 _TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "ema")
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.IGNORECASE)
 _PARITY_TIMEOUT_S = 4 * 3600
-_DATASET_WAIT_S = 30 * 60
+DATASET_WAIT_S = 30 * 60
 _DATASET_POLL_S = 10
 _SANDBOX_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                 "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
@@ -200,7 +200,7 @@ def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
     thresholds = exp.thresholds_path if exp.read_thresholds() is not None else None
     if thresholds is None and any(head.thresholded for head in fmt.heads()):
         exp.require(exp.thresholds_path, "thresholds")
-    staging = _staging(exp)
+    staging = staging_dir(exp)
     try:
         dataset = _stage_weights(exp, names, checkpoint, thresholds, staging / DATASET_DIR)
         archive = code_archive()
@@ -216,7 +216,7 @@ def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
         }
         (staging / names.code_file).write_text(render_script(settings, archive), encoding="utf-8")
         sources = [names.dataset_ref] + ([names.wheels_ref] if settings["wheels"] else [])
-        _write_json(staging / KERNEL_METADATA, kernel_metadata(exp, names, sources))
+        write_json(staging / KERNEL_METADATA, kernel_metadata(exp, names, sources))
         files = seal(staging)
         _move_into_place(staging, exp.kernel_dir, names.code_file)
     finally:
@@ -229,7 +229,8 @@ def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
     return build
 
 
-def _staging(exp: Experiment) -> Path:
+def staging_dir(exp: Experiment) -> Path:
+    """A fresh hidden folder beside kernels/<exp>/ where a build is made before it is moved into place."""
     exp.kernel_dir.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{exp.name}.build-", dir=exp.kernel_dir.parent))
 
@@ -242,7 +243,7 @@ def _stage_weights(exp: Experiment, names: KaggleNames, checkpoint: Path, thresh
         shutil.copyfile(thresholds, dataset / THRESHOLDS_FILE)
     (dataset / CONFIG_FILE).write_text(yaml.safe_dump(kaggle_config(exp), sort_keys=False, allow_unicode=True),
                                        encoding="utf-8")
-    _write_dataset_metadata(dataset, names.dataset_ref, names.dataset_title, exp.config.kaggle.dataset_license)
+    write_dataset_metadata(dataset, names.dataset_ref, names.dataset_title, exp.config.kaggle.dataset_license)
     return dataset
 
 
@@ -257,7 +258,7 @@ def stage_wheels(exp: Experiment, names: KaggleNames, dest: Path, log: Log) -> d
     requirements = Path(__file__).resolve().parents[2] / "requirements.txt"
     plan = wheels.plan_wheels(requirements, settings.python_version)
     shipped = wheels.build_wheels(plan, dest, exp.wheels_dir)
-    _write_dataset_metadata(dest, names.wheels_ref, f"{exp.name[:43]} wheels", settings.dataset_license)
+    write_dataset_metadata(dest, names.wheels_ref, f"{exp.name[:43]} wheels", settings.dataset_license)
     log(wheels.describe(plan))
     return {"dataset_ref": names.wheels_ref,
             "files": {w.name: {"version": w.version, "file": w.file, "sha256": w.sha256} for w in shipped}}
@@ -278,9 +279,10 @@ def seal(staging: Path) -> dict[str, str]:
     return {p.relative_to(staging).as_posix(): file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
 
 
-def _write_dataset_metadata(folder: Path, ref: str, title: str, license_name: str) -> None:
+def write_dataset_metadata(folder: Path, ref: str, title: str, license_name: str) -> None:
+    """dataset-metadata.json of a flat dataset folder (Kaggle wants a title of 6 characters or more)."""
     title = title if len(title) >= 6 else f"{title} files"
-    _write_json(folder / DATASET_METADATA, {"title": title, "id": ref, "licenses": [{"name": license_name}]})
+    write_json(folder / DATASET_METADATA, {"title": title, "id": ref, "licenses": [{"name": license_name}]})
 
 
 def kernel_metadata(exp: Experiment, names: KaggleNames, datasets: list[str]) -> dict:
@@ -395,7 +397,8 @@ def _replace_once(text: str, line: str, replacement: str) -> str:
     return text.replace(line, replacement)
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """A built JSON file (metadata), indented, newline-terminated."""
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
@@ -656,7 +659,7 @@ if os.environ.get("KERNEL_CHECK_READY"):
 # ---- push and follow -----------------------------------------------------------------------------
 
 def push(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: Log = print,
-         wait_s: float = _DATASET_WAIT_S) -> tuple[str, int | None]:
+         wait_s: float = DATASET_WAIT_S) -> tuple[str, int | None]:
     """Upload the weights and wheels datasets (create, or a new version; each skipped when unchanged since the
     last push), wait until Kaggle has processed them, push the kernel; return (kernel URL, kernel version).
 

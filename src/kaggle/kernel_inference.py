@@ -32,7 +32,7 @@ def run_kernel(settings: dict, input_root: str, working_root: str, code_dir: str
     log = log or _print
     started = time.perf_counter()
     try:
-        _check_own_code(code_dir)
+        check_own_code(code_dir)
         for line in version_drift(settings.get("versions", {}), settings.get("python", "")):
             log(f"warning: {line}")
         competition_dir = find_competition_dir(Path(input_root), settings["competition"])
@@ -143,7 +143,7 @@ def version_drift(built_with: dict[str, str], python: str) -> list[str]:
     return lines
 
 
-def _check_own_code(code_dir: str | None) -> None:
+def check_own_code(code_dir: str | None) -> None:
     """Refuse to run with a `src` package other than the embedded one (e.g. one in an attached dataset)."""
     import src
     from src.errors import PipelineError

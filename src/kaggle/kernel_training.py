@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from src.kaggle.kernel_inference import _check_own_code, find_competition_dir, find_dataset_dir, version_drift
+from src.kaggle.kernel_inference import check_own_code, find_competition_dir, find_dataset_dir, version_drift
 from src.kaggle.kernel_wheels import file_sha256
 
 INPUTS_DIR = "inputs"  # in the code archive: the training config and the folds file
@@ -35,7 +35,7 @@ def run_training(settings: dict, input_root: str, working_root: str, code_dir: s
 
     start_dir = os.getcwd()
     try:
-        _check_own_code(code_dir)
+        check_own_code(code_dir)
         for line in version_drift(settings.get("versions", {}), settings.get("python", "")):
             print(f"warning: {line}", flush=True)
         with tempfile.TemporaryDirectory(prefix="kernel-train-") as scratch:

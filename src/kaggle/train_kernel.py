@@ -82,7 +82,7 @@ def build_training_kernel(exp: Experiment, runs: dict, log: Log = print) -> Trai
                             "read; use model.pretrained (the weights stage pushes it as a dataset) or null")
     folds = None if runs.get("full") else exp.require(exp.folds_path, "folds")
     archive = kernel.code_archive(_inputs(exp, folds))
-    staging = kernel._staging(exp)
+    staging = kernel.staging_dir(exp)
     try:
         settings = {
             "kind": "training", "stage": STAGE, "experiment": exp.name, "competition": exp.config.competition,
@@ -95,7 +95,7 @@ def build_training_kernel(exp: Experiment, runs: dict, log: Log = print) -> Trai
         train_dir.mkdir(parents=True, exist_ok=True)
         (train_dir / f"{slug}.py").write_text(kernel.render_script(settings, archive), encoding="utf-8")
         sources = [part["dataset_ref"] for part in (settings["wheels"], settings["pretrained"], settings["resume"]) if part]
-        kernel._write_json(train_dir / KERNEL_METADATA, _metadata(exp, names.ref(slug), f"{slug}.py", sources))
+        kernel.write_json(train_dir / KERNEL_METADATA, _metadata(exp, names.ref(slug), f"{slug}.py", sources))
         files = kernel.seal(staging)
         _move_into_place(exp, staging)
     finally:
@@ -154,7 +154,7 @@ def _stage_state(exp: Experiment, runs: dict, ref: str, dest: Path) -> dict:
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest / flat)
             paths[flat] = f"{name}/{path.relative_to(run_dir).as_posix()}"
-    kernel._write_dataset_metadata(dest, ref, f"{exp.name[:36]} training state", exp.config.kaggle.dataset_license)
+    kernel.write_dataset_metadata(dest, ref, f"{exp.name[:36]} training state", exp.config.kaggle.dataset_license)
     return {"dataset_ref": ref, "runs": targets, "paths": paths,
             "files": {flat: file_sha256(dest / flat) for flat in paths}}
 
@@ -289,7 +289,7 @@ def _same(a, b) -> bool:
 # ---- push, status, pull --------------------------------------------------------------------------
 
 def push_training(exp: Experiment, build: TrainingBuild, checked: bool, log: Log = print,
-                  wait_s: float = kernel._DATASET_WAIT_S) -> tuple[str, int | None]:
+                  wait_s: float = kernel.DATASET_WAIT_S) -> tuple[str, int | None]:
     """Upload the wheels and training-state datasets (each skipped when unchanged since the last push), check
     that the pretrained-weights dataset is on Kaggle, push the training kernel; return (URL, version)."""
     changed = [rel for rel, digest in sorted(build.files.items())

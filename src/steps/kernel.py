@@ -19,6 +19,11 @@ _CHECK = one_of(
            help="run the parity check even if it passed before for these files"),
     option("--no-check", dest="check", action="store_const", const=False, help="skip the parity check"))
 
+_TRAIN_CHECK = one_of(
+    option("--check", dest="check", action="store_const", const=True, default=None,
+           help="require the local training check (one epoch, offline; default: run it when the images are here)"),
+    option("--no-check", dest="check", action="store_const", const=False, help="skip the local training check"))
+
 SUBCOMMANDS: tuple[Stage, ...] = (
     Stage("build", "write kernels/<exp>/ (script with src embedded + weights dataset) and run it locally offline "
                    "(parity with submit)", run="src.steps.kernel:build", options=(_CHECK,)),
@@ -37,7 +42,7 @@ SUBCOMMANDS: tuple[Stage, ...] = (
               option("--resume", action="store_true", help="ship the pulled runs' last.pt back and continue them"),
               option("--stop-after-epochs", type=int, metavar="N",
                      help="stop cleanly after N whole epochs (to fit Kaggle's time limit); continue with --resume"),
-              option("--push", action="store_true", help="then upload its datasets and push it"), _CHECK)),
+              option("--push", action="store_true", help="then upload its datasets and push it"), _TRAIN_CHECK)),
     Stage("pull", "download the training kernel's runs into oof/<exp>/fold-K/ (checksums, config and folds file "
                   "verified)", run="src.steps.kernel:pull"),
 )
