@@ -54,6 +54,7 @@ def build_package(exp: Experiment, name: Optional[str] = None, log: Callable[[st
     try:
         described = _assemble(exp, name, places, submissions, staging, log)
         write_text(staging / places["readme"], readme_text(exp, name, described, places))
+        refuse_leaks(staging)
         files = sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file())
         zip_path = exp.package_dir / places["zip"]
         with atomic_path(zip_path) as tmp:
@@ -66,6 +67,16 @@ def build_package(exp: Experiment, name: Optional[str] = None, log: Callable[[st
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Package(name, folder, zip_path, files)
+
+
+def refuse_leaks(folder: Path) -> None:
+    """Stop before zipping when a file holds a credential (the kernel's scan: Kaggle's key, secret-looking
+    environment variables): a course package is handed to other people."""
+    from src.kaggle.kernel import find_leaks, secret_values
+
+    leaks = find_leaks(folder, secret_values())
+    if leaks:
+        raise PipelineError(f"{folder}: {leaks[0]}; take the secret out of that file and package again")
 
 
 def package_name(exp: Experiment, name: Optional[str]) -> str:
@@ -229,6 +240,7 @@ def _resolved_config(exp: Experiment) -> dict:
     data["solution"] = [str(Path(item).resolve()) for item in data.get("solution", [])]
     if config["model"].get("weights"):
         config["model"]["weights"] = str(Path(config["model"]["weights"]).resolve())
+    config["thresholds"]["storage"] = None  # a database URL may carry a password; tuning again makes a local study
     return config
 
 

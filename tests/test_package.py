@@ -176,3 +176,12 @@ def test_stale_or_missing_artifacts_are_refused_naming_the_stage(packaged, capsy
     assert "config package.names.bogus: unknown piece" in capsys.readouterr().err
     assert run(["package"], made.config, [*made.overrides, "package.names.report=../up.pdf"]) == 2
     assert "config package.names.report: '../up.pdf' is not a path inside the zip" in capsys.readouterr().err
+
+
+def test_a_credential_in_a_packaged_file_stops_the_package(packaged, capsys, monkeypatch):
+    made = packaged("imet")
+    monkeypatch.setenv("COURSE_API_TOKEN", "s3cr3t-value-123")
+    # The value lands in the packaged config: the scan stops the package before any zip is written.
+    assert run(["package", "--name", "leaky"], made.config, [*made.overrides, "submit.message=s3cr3t-value-123"]) == 2
+    assert "holds the value of $COURSE_API_TOKEN" in capsys.readouterr().err
+    assert not (made.exp.package_dir / "leaky.zip").exists() and not (made.exp.package_dir / "leaky").exists()
