@@ -42,6 +42,7 @@ import yaml
 from src.atomic import write_text
 from src.config import Config, config_to_dict
 from src.errors import PipelineError
+from src.weights import normalisation
 from src.artifacts import KERNEL_METADATA, Experiment, Layout, LeaderboardEntry
 from src.kaggle import cli, leaderboard
 from src.kaggle.kernel_inference import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, package_versions
@@ -312,6 +313,8 @@ def kaggle_config(exp: Experiment) -> dict:
     raw["data"]["solution"] = []  # held-apart answers exist only here
     raw["model"]["weights"] = None  # the checkpoint holds every weight
     raw["thresholds"]["storage"] = None  # a database URL may carry a password; the kernel never tunes
+    # The mean/std resolved here, so the kernel never depends on Kaggle's timm registry or a weights folder.
+    raw["augment"]["mean"], raw["augment"]["std"] = (list(values) for values in normalisation(exp.config))
     Config.model_validate(raw)
     return raw
 
