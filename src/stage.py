@@ -40,7 +40,7 @@ STAGES: tuple[Stage, ...] = (
           run="src.steps.submit:run",
           options=(option("--kaggle", dest="to_kaggle", action="store_true",
                           help="then upload with `kaggle competitions submit`"),)),
-    Stage("report", "figures + tables from saved artifacts (no retraining) -> oof/<exp>/report/index.html and report.md",
+    Stage("report", "figures + tables from saved artifacts (no retraining) -> oof/<exp>/report/index.html, report.md, report.pdf",
           run="src.steps.report:run"),
     Stage("package", "the course's deliverable: prediction file(s) named as the course asks, report PDF, code, Readme "
                      "(+ an executed notebook for the folder course) -> submissions/<exp>/package/<name>.zip",
@@ -64,7 +64,10 @@ STAGES: tuple[Stage, ...] = (
           default_config="configs/demo-imet.yaml", default_overrides=("data.image_size=64",), options=(
               option("--quick", action="store_true", help="small sizes (a minute or two); figures are not the goals' sizes"),
               option("--json", dest="out_json", type=Path, metavar="PATH",
-                     help="where to write the results (default: oof/_bench/bench[-quick].json)"))),
+                     help="where to write the results (default: oof/_bench/bench[-quick].json)"),
+              option("--models", dest="models", metavar="NAME,NAME",
+                     help="timm models whose data path to measure, from scratch, e.g. "
+                          "resnet10t,resnet18,mobilenetv3_small_100 (default: the config's)"))),
     Stage("status", "list experiments: folds trained, best epoch per fold, OOF score, thresholds, submissions, kernels",
           run="src.steps.status:run", config="optional", options=(
               option("--output-dir", type=Path, help="folder holding oof/, submissions/, kernels/ "

@@ -51,6 +51,8 @@ def make_layout(tmp_path: Path) -> tuple[Path, Path]:
     (out / "submissions" / "done").mkdir(parents=True)
     for name in ("submission.csv", "test_probs.npz", "test_scores.json"):
         (out / "submissions" / "done" / name).write_text("{}")
+    (out / "submissions" / "done" / "package").mkdir()
+    (out / "submissions" / "done" / "package" / "RollNumber_06.zip").write_bytes(b"PK")
     (out / "kernels" / "done").mkdir(parents=True)
     (out / "kernels" / "done" / "kernel-metadata.json").write_text(json.dumps({"id": "me/done-kernel"}))
     (out / "oof" / "_image_cache").mkdir()
@@ -77,6 +79,7 @@ def test_status_lists_every_experiment_with_its_artifacts(tmp_path):
     assert done["kernel"] == "me/done-kernel"
     assert done["report"] == str(out / "oof" / "done" / "report" / "index.html")
     assert done["paths"]["kernel"] == str(out / "kernels" / "done")
+    assert done["paths"]["package"] == str(out / "submissions" / "done" / "package" / "RollNumber_06.zip")
 
     planned = rows["planned"]
     assert (planned["folds_trained"], planned["n_folds"], planned["oof_score"], planned["paths"]) == (

@@ -84,9 +84,10 @@ def experiment_status(output_dir: Path, name: str, config_path: Optional[Path]) 
     candidates = {"config": config_path, "runs": layout.oof_dir if fold_dirs else None, "oof": layout.oof_path,
                   "thresholds": layout.thresholds_path, "submission": ", ".join(submission_files) or None,
                   "leaderboard": layout.kaggle_scores_path,
-                  "kernel": layout.kernel_dir if kernel else None, "report": layout.report_html}
+                  "kernel": layout.kernel_dir if kernel else None, "report": layout.report_html,
+                  "package": ", ".join(str(p) for p in sorted(layout.package_dir.glob("*.zip"))) or None}
     paths = {label: str(path) for label, path in candidates.items()
-             if path is not None and (label in ("config", "submission", "runs", "kernel") or Path(path).exists())}
+             if path is not None and (label in ("config", "submission", "runs", "kernel", "package") or Path(path).exists())}
     return {
         "experiment": name,
         "config": str(config_path) if config_path else None,
