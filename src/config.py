@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -109,7 +109,10 @@ class TrainConfig(Section):
     accumulate_steps: int = Field(1, ge=1)
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
     early_stopping_patience: Optional[int] = Field(None, ge=1)
-    num_workers: int = Field(0, ge=0)
+    num_workers: Union[Literal["auto"], int] = Field(
+        "auto", description="DataLoader worker processes; 'auto' = min(cores - 1, 8) on CUDA, 0 on CPU (src.runtime.loader_workers)")
+    persistent_workers: Optional[bool] = Field(None, description="keep workers between epochs; null = yes when there are workers")
+    prefetch_factor: Optional[int] = Field(None, ge=1, description="batches queued per worker; null = max(2, 8 // workers)")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
@@ -119,6 +122,13 @@ class TrainConfig(Section):
     loss: LossConfig = LossConfig()
     callbacks: list[dict[str, Any]] = Field([], description="training tricks (src/engine/callbacks/), run in list order: "
                                                          "[{name: <callback>, <option>: <value>, ...}]")
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _workers(cls, value):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        raise PydanticCustomError("num_workers", "is a number of worker processes (0 or more) or 'auto'")
 
 
 class AugmentConfig(Section):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from src.checkpoints import load_checkpoint
 from src.data.dataset import CachedImageDataset
@@ -32,8 +33,12 @@ def predict_rows(model, config, heads, images: np.ndarray, rows: np.ndarray, run
                  desc: str = "predict") -> dict[str, np.ndarray]:
     """Probabilities per head (float32, in `rows` order) of the cached `images[rows]`, as the config predicts."""
     model.to(runtime.device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)  # as the batches are: no layout change per convolution
+    tc = config.train
     dataset = CachedImageDataset(images, rows, None, transform_from_config(config, "eval"))
-    loader = make_eval_loader(dataset, config.predict.batch_size, config.train.num_workers, runtime)
+    loader = make_eval_loader(dataset, config.predict.batch_size, tc.num_workers, runtime, None, tc.persistent_workers,
+                              tc.prefetch_factor)
     probs, _ = predict_probs(model, loader, heads, runtime, tta_flip=config.predict.tta_flip, quiet=quiet, desc=desc)
     return probs
 

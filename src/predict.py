@@ -1,40 +1,45 @@
 """Inference shared by validation, oof, submit and the kernel: probabilities per head, optional flip TTA."""
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from src.data.dataset import CachedImageDataset, make_loader
 from src.formats.base import HeadSpec
-from src.runtime import Runtime, loader_workers
+from src.runtime import DeviceLoader, Runtime
 
 
 def logits_to_probs(logits: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.sigmoid(logits) if kind == "multilabel" else torch.softmax(logits, dim=1)
 
 
-def make_eval_loader(dataset, batch_size: int, num_workers: int, runtime: Runtime, sampler=None) -> DataLoader:
-    """The in-order DataLoader validation, oof and submit predict from."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=loader_workers(num_workers),
-                      pin_memory=runtime.on_cuda)
+def make_eval_loader(dataset: CachedImageDataset, batch_size: int, num_workers, runtime: Runtime, sampler=None,
+                     persistent_workers: bool | None = None, prefetch_factor: int | None = None) -> DeviceLoader:
+    """The in-order loader validation, oof and submit predict from: uint8 batches of the cache (one fancy index
+    per batch when the eval pipeline has no steps), normalised on the device; workers as `src.runtime.loader_options`."""
+    return make_loader(dataset, batch_size, runtime, sampler, False, num_workers, persistent_workers, prefetch_factor)
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, loader: DataLoader, heads: list[HeadSpec], runtime: Runtime, tta_flip: bool = False,
-                  loss_fn: nn.Module | None = None, quiet: bool = False, desc: str = "predict"):
+def predict_probs(model: nn.Module, loader: DeviceLoader | Iterable, heads: list[HeadSpec], runtime: Runtime,
+                  tta_flip: bool = False, loss_fn: nn.Module | None = None, quiet: bool = False, desc: str = "predict"):
     """Return ({head: float32 probs [n, c]} in loader order, mean loss or None).
 
-    With `tta_flip` the probabilities of each image and its horizontal mirror are averaged;
-    the loss (when `loss_fn` is given) is on the un-flipped logits.
+    `loader` gives (images, {head: targets}, rows) batches; a DeviceLoader's are already model input on the
+    device (see `make_eval_loader`), and float batches elsewhere are moved there. With `tta_flip` the
+    probabilities of each image and its horizontal mirror are averaged; the loss (when `loss_fn` is given)
+    is on the un-flipped logits.
     """
     model.eval()
     kinds = {head.name: head.kind for head in heads}
     collected: dict[str, list[np.ndarray]] = {name: [] for name in kinds}
     loss_sum, seen = 0.0, 0
     for images, targets, _ in tqdm(loader, desc=desc, disable=quiet, leave=False):
-        images = runtime.to_device(images)
+        images = runtime.to_device(images)  # a no-op for a DeviceLoader's batches
         with runtime.autocast():
             outputs = model(images)
             flipped = model(torch.flip(images, dims=[3])) if tta_flip else None

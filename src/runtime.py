@@ -5,6 +5,7 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -57,13 +58,76 @@ def runtime_from_config(train_config, local_rank: int = 0, inference: bool = Fal
     return make_runtime(tc.device, tc.amp, tc.channels_last, tc.threads, local_rank, inference=inference)
 
 
-def loader_workers(requested: int) -> int:
-    """DataLoader worker processes: as configured, but no more than the CPU cores this process may use
-    (a config written for a 16-core GPU box then runs on a 2-core laptop without oversubscribing it)."""
-    import os
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(requested, cores)
+
+def loader_workers(requested: int | str, runtime: Runtime | None = None) -> int:
+    """DataLoader worker processes. "auto": min(cores - 1, 8) on CUDA (the CPU only feeds the GPU), 0 on CPU
+    (the model's threads already use every core; the data path runs between its steps, about 2-5% of the
+    time). A number is taken as configured, but never more than the usable cores (a config written for a
+    16-core GPU box then runs on a 2-core laptop without oversubscribing it)."""
+    cores = usable_cores()
+    if requested == "auto":
+        return min(cores - 1, 8) if runtime is not None and runtime.on_cuda else 0
+    return min(int(requested), cores)
+
+
+def loader_options(runtime: Runtime, num_workers: int | str = "auto", persistent_workers: bool | None = None,
+                   prefetch_factor: int | None = None) -> dict:
+    """DataLoader keyword arguments for workers: their number (`loader_workers`), persistent across epochs
+    unless told otherwise (no re-spawn per epoch), and about 8 batches queued in all (at least 2 per worker)."""
+    workers = loader_workers(num_workers, runtime)
+    if workers == 0:
+        return {"num_workers": 0}
+    return {"num_workers": workers, "persistent_workers": True if persistent_workers is None else persistent_workers,
+            "prefetch_factor": prefetch_factor or max(2, 8 // workers)}
+
+
+class DeviceLoader:
+    """Batches of `loader` ((uint8 images [B, H, W, C], {head: targets}, rows)) as model input on the device:
+    images float32, normalised by `normalize` and in the runtime's memory format, targets on the device.
+
+    On CUDA (like timm's PrefetchLoader) the next batch is copied (non-blocking, from pinned memory) and
+    normalised on a side stream while the current one computes; on CPU each batch is prepared when asked for.
+    """
+
+    def __init__(self, loader, runtime: Runtime, normalize: Callable[[torch.Tensor, bool], torch.Tensor]):
+        self.loader, self.runtime, self.normalize = loader, runtime, normalize
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def dataset(self):
+        return self.loader.dataset
+
+    def prepare(self, batch):
+        """One batch as the model takes it, on the device (rows stay on the CPU)."""
+        images, targets, rows = batch
+        device = self.runtime.device
+        images = self.normalize(images.to(device, non_blocking=True), self.runtime.channels_last)
+        return images, {name: value.to(device, non_blocking=True) for name, value in targets.items()}, rows
+
+    def __iter__(self):
+        if not self.runtime.on_cuda:
+            yield from (self.prepare(batch) for batch in self.loader)
+            return
+        side = torch.cuda.Stream(self.runtime.device)
+        main = torch.cuda.current_stream(self.runtime.device)
+        ready = None
+        for batch in self.loader:
+            with torch.cuda.stream(side):
+                upcoming = self.prepare(batch)
+            if ready is not None:
+                yield ready
+            main.wait_stream(side)
+            for tensor in [upcoming[0], *upcoming[1].values()]:
+                tensor.record_stream(main)  # made on the side stream, used on the main one: not reused too early
+            ready = upcoming
+        if ready is not None:
+            yield ready
 
 
 def peak_memory_mb(runtime: Runtime) -> float:

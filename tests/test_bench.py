@@ -24,19 +24,24 @@ def _positive(value) -> bool:
 def test_quick_bench_reports_every_section(tmp_path):
     out = tmp_path / "bench.json"
     lines: list[str] = []
-    returned = bench_step.run(stage_experiment(stage_rows()["bench"], None, TINY), quick=True, out_json=out, log=lines.append)
+    returned = bench_step.run(stage_experiment(stage_rows()["bench"], None, TINY), quick=True, out_json=out,
+                              models="test_resnet,test_efficientnet", log=lines.append)
     result = json.loads(out.read_text())
-    assert result["mode"] == "quick" and result["setup"]["model"] == "test_resnet"
+    assert result["mode"] == "quick" and result["setup"]["models"] == ["test_resnet", "test_efficientnet"]
     assert returned["goals"] == result["goals"]
 
-    training, inference = result["training"], result["inference"]
-    for key in ("real_images_per_s", "resident_images_per_s", "loader_only_images_per_s"):
-        assert _positive(training[key]), key
-    for key in ("predict_images_per_s", "predict_tta_images_per_s", "forward_only_images_per_s"):
-        assert _positive(inference[key]), key
-    for ratio in (training["ratio"], inference["ratio"], inference["tta_ratio"]):
-        assert all(_positive(ratio[key]) for key in ("median", "q1", "q3", "pairs"))
-        assert ratio["q1"] <= ratio["median"] <= ratio["q3"]
+    models = result["data_path"]["models"]
+    assert list(models) == ["test_resnet", "test_efficientnet"]
+    for name, model in models.items():
+        training, inference = model["training"], model["inference"]
+        assert training["num_workers"] == inference["num_workers"] == 0  # "auto" on CPU
+        for key in ("real_images_per_s", "resident_images_per_s", "loader_only_images_per_s"):
+            assert _positive(training[key]), (name, key)
+        for key in ("predict_images_per_s", "predict_tta_images_per_s", "forward_only_images_per_s"):
+            assert _positive(inference[key]), (name, key)
+        for ratio in (training["ratio"], inference["ratio"], inference["tta_ratio"]):
+            assert all(_positive(ratio[key]) for key in ("median", "q1", "q3", "pairs"))
+            assert ratio["q1"] <= ratio["median"] <= ratio["q3"]
 
     thresholds = result["thresholds"]
     assert (thresholds["rows"], thresholds["classes"]) == (bench.QUICK.oof_rows, bench.IMET_CLASSES)
@@ -58,10 +63,22 @@ def test_quick_bench_reports_every_section(tmp_path):
     for name, run in stages.items():
         assert run["exit_code"] == 0 and _positive(run["peak_rss_mb"]) and _positive(run["seconds"]), name
 
-    assert [type(goal["met"]) for goal in result["goals"]] == [bool] * 3
+    assert [type(goal["met"]) for goal in result["goals"]] == [bool] * (2 * len(models) + 2)
+    assert sum("test_efficientnet inference" in goal["goal"] for goal in result["goals"]) == 1
     table = "\n".join(lines)
-    for word in ("training", "inference", "thresholds", "folds", "memory", "goal:", "quick mode"):
+    for word in ("data path", "test_efficientnet", "thresholds", "folds", "memory", "goal:", "quick mode"):
         assert word in table
+
+
+def test_models_are_timm_names_separated_by_commas():
+    import pytest
+
+    from src.errors import PipelineError
+
+    assert bench_step.model_names(None) is None
+    assert bench_step.model_names("resnet10t, resnet18,") == ["resnet10t", "resnet18"]
+    with pytest.raises(PipelineError, match="resnet1000 is not a timm model name"):
+        bench_step.model_names("resnet18,resnet1000")
 
 
 def test_imet_like_frequencies_match_the_stated_shape():

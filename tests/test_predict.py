@@ -71,7 +71,7 @@ def by_hand(model: nn.Module, dataset: CachedImageDataset, flip: bool = False) -
     """Logits of every item of `dataset`, one image at a time, in eval mode (optionally of the mirrored images)."""
     model.eval()
     with torch.no_grad():
-        images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+        images = dataset.normalize(torch.stack([dataset[i][0] for i in range(len(dataset))]))
         if flip:
             images = torch.flip(images, dims=[3])
         return model(images)
@@ -104,7 +104,8 @@ def test_eval_loader_keeps_the_dataset_order():
     batches = list(loader)
     assert [len(batch[2]) for batch in batches] == [3, 3, 1]
     assert torch.cat([batch[2] for batch in batches]).tolist() == rows.tolist()
-    assert not loader.pin_memory
+    assert all(batch[0].dtype == torch.float32 and batch[0].shape[1:] == (3, SIZE, SIZE) for batch in batches)
+    assert not loader.loader.pin_memory and len(loader) == 3
 
 
 def test_eval_loader_follows_a_given_sampler():

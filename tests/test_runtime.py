@@ -1,16 +1,45 @@
-"""Runtime choices that depend on the machine: DataLoader workers never exceed the usable cores."""
+"""Runtime choices that depend on the machine: DataLoader workers follow the usable cores and the device."""
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
+from src.data.dataset import CachedImageDataset
+from src.data.transforms import build_transform
 from src.predict import make_eval_loader
-from src.runtime import loader_workers, make_runtime
+from src.runtime import Runtime, loader_options, loader_workers, make_runtime
+
+CPU = make_runtime("cpu")
+CUDA = Runtime(torch.device("cuda", 0), torch.bfloat16, True)  # only its device type is read here: no GPU needed
+
+
+def two_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
 
 
 def test_loader_workers_are_capped_at_the_usable_cores(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    two_cores(monkeypatch)
     assert [loader_workers(n) for n in (0, 1, 2, 8)] == [0, 1, 2, 2]
-    loader = make_eval_loader(torch.utils.data.TensorDataset(torch.zeros(4, 1)), 2, 8, make_runtime("cpu"))
-    assert loader.num_workers == 2 and isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+    dataset = CachedImageDataset(np.zeros((4, 2, 2, 3), np.uint8), np.arange(4), None,
+                                 build_transform([], 2, (0.5,) * 3, (0.5,) * 3, "augment.eval"))
+    loader = make_eval_loader(dataset, 2, 8, CPU)
+    assert loader.loader.num_workers == 2 and loader.loader.persistent_workers
+
+
+def test_auto_workers_feed_a_gpu_and_leave_a_cpu_to_the_model(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert loader_workers("auto", CPU) == 0 and loader_workers("auto", CUDA) == 8
+    two_cores(monkeypatch)
+    assert loader_workers("auto", CUDA) == 1 and loader_workers("auto") == 0
+
+
+def test_loader_options_persist_workers_and_queue_about_eight_batches(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert loader_options(CPU) == {"num_workers": 0}
+    assert loader_options(CUDA) == {"num_workers": 8, "persistent_workers": True, "prefetch_factor": 2}
+    assert loader_options(CPU, 2) == {"num_workers": 2, "persistent_workers": True, "prefetch_factor": 4}
+    # a configured value wins
+    assert loader_options(CUDA, 3, persistent_workers=False, prefetch_factor=6) == {
+        "num_workers": 3, "persistent_workers": False, "prefetch_factor": 6}

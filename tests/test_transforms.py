@@ -1,15 +1,14 @@
-"""Augmentation pipelines from config (src/data/transforms.py) and their per-(seed, epoch, row) randomness in
-CachedImageDataset (src/data/dataset.py)."""
+"""Augmentation pipelines from config (src/data/transforms.py): uint8 in, uint8 out, normalisation left to the
+batch; their per-(seed, epoch, row) randomness in CachedImageDataset (src/data/dataset.py)."""
 from __future__ import annotations
 
 import albumentations as A
 import numpy as np
 import pytest
 import torch
-from albumentations.pytorch import ToTensorV2
 
 from src.data.dataset import CachedImageDataset
-from src.data.transforms import build_transform
+from src.data.transforms import BatchNormalize, build_transform
 from src.errors import PipelineError
 
 SIZE = 16
@@ -30,9 +29,8 @@ def images(n: int = 6, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
 
 
-def normalised(image: np.ndarray) -> np.ndarray:
-    """What Normalize + ToTensorV2 should give, by hand: CHW float, (x / 255 - mean) / std per channel."""
-    return ((image.astype(np.float32) / 255 - np.array(MEAN, np.float32)) / np.array(STD, np.float32)).transpose(2, 0, 1)
+def mirrored(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image[:, ::-1].copy())
 
 
 def refusal(steps, where: str = "augment.train") -> str:
@@ -45,40 +43,39 @@ def refusal(steps, where: str = "augment.train") -> str:
 
 # --- build_transform ------------------------------------------------------------------------------
 
-def test_no_steps_gives_a_normalised_chw_float_tensor():
-    image = images(1)[0]
-    transform = build_transform([], SIZE, MEAN, STD, "augment.eval")
-    out = transform(image=image)["image"]
-    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (3, SIZE, SIZE)
-    np.testing.assert_allclose(out.numpy(), normalised(image), atol=1e-5)
-    assert [type(step) for step in transform.transforms] == [A.Normalize, ToTensorV2]
-
-
-def test_the_eval_pipeline_is_deterministic():
-    transform = build_transform([], SIZE, MEAN, STD, "augment.eval")
-    image = images(1)[0]
-    first, second = transform(image=image)["image"], transform(image=image)["image"]
-    assert torch.equal(first, second)
+def test_no_steps_is_no_per_image_work_and_a_batch_normalisation_with_the_given_statistics():
+    pipeline = build_transform([], SIZE, MEAN, STD, "augment.eval")
+    assert pipeline.augment.transforms == [] and not pipeline.has_steps
+    assert isinstance(pipeline.normalize, BatchNormalize)
+    assert (pipeline.normalize.mean, pipeline.normalize.std) == (MEAN, STD)
+    batch = torch.from_numpy(images(2))
+    out = pipeline.normalize(batch)
+    assert out.dtype == torch.float32 and out.shape == (2, 3, SIZE, SIZE)
+    by_hand = (batch.permute(0, 3, 1, 2).double() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    np.testing.assert_allclose(out.numpy(), by_hand.numpy(), atol=1e-5)
+    assert torch.equal(out, pipeline.normalize(batch))  # deterministic
 
 
 def test_steps_are_albumentations_transforms_by_name_with_their_arguments():
     transform = build_transform([{"name": "HorizontalFlip", "p": 1.0}, {"name": "Rotate", "limit": 15, "p": 0.25}],
                                 SIZE, MEAN, STD, "augment.train")
-    flip, rotate, normalize, _ = transform.transforms
+    flip, rotate = transform.augment.transforms
     assert isinstance(flip, A.HorizontalFlip) and flip.p == 1.0
     assert isinstance(rotate, A.Rotate) and rotate.p == 0.25 and tuple(rotate.limit) == (-15, 15)
-    assert tuple(normalize.mean) == MEAN and tuple(normalize.std) == STD
+    assert transform.normalize.mean == MEAN and transform.normalize.std == STD
     image = images(1)[0]
     only_flip = build_transform([{"name": "HorizontalFlip", "p": 1.0}], SIZE, MEAN, STD, "augment.train")
-    np.testing.assert_allclose(only_flip(image=image)["image"].numpy(), normalised(image[:, ::-1]), atol=1e-5)
+    out = only_flip.augment(image=image)["image"]
+    assert out.dtype == np.uint8 and np.array_equal(out, image[:, ::-1])  # augmentations stay on uint8
 
 
 def test_a_crop_gets_the_image_size_unless_the_config_names_one():
     image = images(1)[0]
     default = build_transform([{"name": "RandomResizedCrop", "scale": (0.5, 1.0)}], SIZE, MEAN, STD, "augment.train")
-    assert tuple(default.transforms[0].size) == (SIZE, SIZE) and default(image=image)["image"].shape == (3, SIZE, SIZE)
+    assert tuple(default.augment.transforms[0].size) == (SIZE, SIZE)
+    assert default.augment(image=image)["image"].shape == (SIZE, SIZE, 3)
     named = build_transform([{"name": "RandomResizedCrop", "size": [8, 8]}], SIZE, MEAN, STD, "augment.train")
-    assert named(image=image)["image"].shape == (3, 8, 8)
+    assert named.augment(image=image)["image"].shape == (8, 8, 3)
 
 
 def test_the_config_list_is_not_changed():
@@ -162,9 +159,8 @@ def test_two_flips_of_one_half_do_not_always_fire_together():
     """One generator pair for the whole pipeline: two p=0.5 flips cancel on some rows and not on others."""
     data = images(12)
     items = epoch_items(dataset(steps=[{"name": "HorizontalFlip", "p": 0.5}] * 2, data=data), 0)
-    mirrored = [torch.allclose(items[row], torch.from_numpy(normalised(data[row][:, ::-1].copy())), atol=1e-5)
-                for row in range(12)]
-    assert 0 < sum(mirrored) < 12
+    flipped = [torch.equal(items[row], mirrored(data[row])) for row in range(12)]
+    assert 0 < sum(flipped) < 12
 
 
 def test_the_eval_pipeline_is_not_reseeded_and_is_the_same_every_epoch():
@@ -174,7 +170,7 @@ def test_the_eval_pipeline_is_not_reseeded_and_is_the_same_every_epoch():
     epoch_0, epoch_5 = epoch_items(ds, 0), epoch_items(ds, 5)
     for index in range(len(data)):
         assert torch.equal(epoch_0[index], epoch_5[index])
-        np.testing.assert_allclose(epoch_0[index].numpy(), normalised(data[index]), atol=1e-5)
+        assert torch.equal(epoch_0[index], torch.from_numpy(data[index]))
 
 
 def test_a_loader_with_worker_processes_sees_the_same_augmentations():

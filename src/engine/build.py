@@ -12,10 +12,10 @@ import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
+from torch.utils.data import DistributedSampler, RandomSampler, Sampler
 
 from src.config import Config, TrainConfig
-from src.data.dataset import CachedImageDataset
+from src.data.dataset import CachedImageDataset, make_loader
 from src.data.transforms import transform_from_config
 from src.distributed import DistributedContext
 from src.errors import PipelineError
@@ -23,7 +23,7 @@ from src.formats.base import HeadSpec
 from src.losses import MultiHeadLoss
 from src.model import MultiHeadModel, model_from_config
 from src.predict import make_eval_loader
-from src.runtime import Runtime, loader_workers
+from src.runtime import DeviceLoader, Runtime
 
 
 @dataclass
@@ -58,12 +58,13 @@ class Training:
 
 @dataclass
 class TrainData:
-    """The training set, its sampler and loader; `generator` is the shuffling RNG last.pt saves."""
+    """The training set, its sampler and loader (model-ready batches on the device); `generator` is the
+    shuffling RNG last.pt saves."""
 
     dataset: CachedImageDataset
     sampler: Sampler
     generator: torch.Generator
-    loader: DataLoader
+    loader: DeviceLoader
     smallest_batch: int        # images in the smallest batch one rank sees
 
     def set_epoch(self, epoch: int) -> None:
@@ -77,7 +78,7 @@ class TrainData:
 class ValidData:
     """The held-out rows, this rank's share of them and the in-order loader over that share."""
 
-    loader: DataLoader
+    loader: DeviceLoader
     rows: np.ndarray                   # every validation row, in order
     rank_rows: np.ndarray              # the rows this rank predicts (all of them on one process)
     positions: dict[int, int]          # row -> its position in `rows`, to gather the ranks' predictions
@@ -216,11 +217,12 @@ def build_grad_scaler(runtime: Runtime) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler())
 
 
-def make_train_loader(dataset, batch_size: int, sampler, num_workers: int, runtime: Runtime, drop_last: bool,
-                      generator: torch.Generator) -> DataLoader:
-    """The training DataLoader (the benchmark builds it here too, so it measures what training runs)."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=loader_workers(num_workers),
-                      pin_memory=runtime.on_cuda, drop_last=drop_last, generator=generator)
+def make_train_loader(dataset: CachedImageDataset, batch_size: int, sampler, tc: TrainConfig, runtime: Runtime,
+                      drop_last: bool, generator: torch.Generator, num_workers=None) -> DeviceLoader:
+    """The training loader: uint8 batches augmented per image, normalised on the device (the benchmark builds it
+    here too, so it measures what training runs). `num_workers` overrides train.num_workers."""
+    return make_loader(dataset, batch_size, runtime, sampler, drop_last, tc.num_workers if num_workers is None else num_workers,
+                       tc.persistent_workers, tc.prefetch_factor, shuffle_generator=generator)
 
 
 def build_train_data(config: Config, images: np.ndarray, rows: np.ndarray, targets: dict[str, np.ndarray],
@@ -237,8 +239,7 @@ def build_train_data(config: Config, images: np.ndarray, rows: np.ndarray, targe
         sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=tc.seed, drop_last=True)
     else:
         sampler = RandomSampler(dataset, generator=generator)
-    loader = make_train_loader(dataset, per_rank_batch, sampler, tc.num_workers if num_workers is None else num_workers,
-                               runtime, drop_last, generator)
+    loader = make_train_loader(dataset, per_rank_batch, sampler, tc, runtime, drop_last, generator, num_workers)
     smallest = per_rank_batch if drop_last else len(rows) // context.world_size
     return TrainData(dataset, sampler, generator, loader, smallest)
 
@@ -252,7 +253,9 @@ def build_valid_data(config: Config, images: np.ndarray, rows: Optional[np.ndarr
     dataset = CachedImageDataset(images, rows, targets, transform)
     sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=False) if context.enabled else None
     rank_rows = rows[list(sampler)] if sampler is not None else rows
-    loader = make_eval_loader(dataset, config.predict.batch_size, config.train.num_workers, runtime, sampler)
+    tc = config.train
+    loader = make_eval_loader(dataset, config.predict.batch_size, tc.num_workers, runtime, sampler, tc.persistent_workers,
+                              tc.prefetch_factor)
     positions = {int(row): position for position, row in enumerate(rows)}
     return ValidData(loader, rows, rank_rows, positions, {name: values[rows] for name, values in targets.items()})
 

@@ -65,6 +65,8 @@ def train_one_epoch(training: Training, loader, runtime: Runtime, context: Distr
     batches = len(loader)
     progress = tqdm(loader, desc=desc, disable=quiet, leave=False)
     for index, (images, targets, _) in enumerate(progress):
+        # TrainData.loader (src.runtime.DeviceLoader) hands over normalised float batches already on the device
+        # (uint8 -> float once per batch there, prefetched on CUDA): these two lines only move other batches.
         images = runtime.to_device(images)
         targets = {name: value.to(runtime.device, non_blocking=True) for name, value in targets.items()}
         for callback in callbacks:

@@ -1,6 +1,7 @@
-"""Stage `bench`: data-path, inference, thresholds, folds and memory figures, measured side by side in one run.
+"""Stage `bench`: data-path (training and inference, per model), thresholds, folds and memory figures, measured
+side by side in one run.
 
-Uses the config's model, image size, batch sizes, threads and num_workers (default: the demo config
+Uses the config's model (or `--models`), image size, batch sizes, threads and num_workers (default: the demo config
 at 64 px) on real demo images built in a temporary folder; prints a table and writes the JSON.
 """
 from __future__ import annotations
@@ -14,16 +15,33 @@ from typing import Callable, Optional
 from src.atomic import write_text
 from src.bench import FULL, QUICK, run_all, summary_table
 
+def model_names(models: Optional[str]) -> Optional[list[str]]:
+    """'a,b' -> ['a', 'b'] (timm names, each known to timm), None -> None (the config's model)."""
+    if models is None:
+        return None
+    import timm
+
+    from src.errors import PipelineError
+
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    unknown = [name for name in names if not timm.is_model(name)]
+    if not names or unknown:
+        raise PipelineError(f"bench --models: {', '.join(unknown) or repr(models)} is not a timm model name; "
+                            "give comma-separated names, e.g. resnet10t,resnet18,mobilenetv3_small_100")
+    return names
+
+
 def default_json(output_dir: Path, quick: bool) -> Path:
     """Beside the image cache under oof/ (ignored by git): oof/_bench/bench.json, or bench-quick.json."""
     return Path(output_dir) / "oof" / "_bench" / f"bench{'-quick' if quick else ''}.json"
 
 
-def run(exp, quick: bool = False, out_json: Optional[Path] = None, quiet: bool = False,
+def run(exp, quick: bool = False, out_json: Optional[Path] = None, models: Optional[str] = None, quiet: bool = False,
         log: Callable[[str], None] = print) -> dict:
     """Run every benchmark section; write the result to `out_json` (default <output_dir>/oof/_bench/bench[-quick].json).
 
-    Without --config the stage table hands in the demo config at the goal's 64 px (it trains at 32 px).
+    `models` ('resnet10t,resnet18', timm names) measures the data path for each, from scratch (default: the
+    config's model). Without --config the stage table hands in the demo config at the goal's 64 px (it trains at 32 px).
     """
     config = exp.config
     sizes = QUICK if quick else FULL
@@ -31,7 +49,7 @@ def run(exp, quick: bool = False, out_json: Optional[Path] = None, quiet: bool =
         out_json = default_json(config.output_dir, quick)
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
-        result = run_all(config, sizes, workdir, log)
+        result = run_all(config, sizes, workdir, log, model_names(models))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result["config"] = str(exp.config_path)
