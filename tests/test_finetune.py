@@ -70,7 +70,7 @@ def test_layer_decay_gives_each_parameter_timms_lr_and_the_heads_their_multiplie
         assert renamed[name][:2] == pytest.approx((lr, decay), rel=1e-12), name
     scales = sorted({round(lr / 1e-3, 12) for lr, _, group in ours.values() if group != "heads"})
     assert scales == pytest.approx([0.75 ** k for k in range(5, 0, -1)])  # stem ... layer4: 0.75^5 .. 0.75^1
-    assert {group for _, _, group in ours.values()} == {"layer0", "layer1", "layer2", "layer3", "layer4", "heads"}
+    assert {group for _, _, group in ours.values()} == {"depth0", "depth1", "depth2", "depth3", "depth4", "heads"}
 
 
 def test_default_groups_are_unchanged_and_the_head_multiplier_alone_changes_only_the_heads():
@@ -112,8 +112,8 @@ def test_frozen_stages_and_their_batchnorm_statistics_stay_unchanged_then_unfree
     epochs = pd.read_csv(_run(tmp_path) / "epochs.csv")
     assert list(epochs["trainable"]) == ["layer2.0+layer3.0+layer4.0+heads",
                                          "layer1.0+layer2.0+layer3.0+layer4.0+heads", "all"]
-    assert list(epochs["lr_layer0"] > 0) == [False, False, True] and list(epochs["lr_layer1"] > 0) == [False, True, True]
-    assert (epochs["lr_heads"] > epochs["lr_layer4"]).all() and (epochs["lr_layer4"] > epochs["lr_layer3"]).all()
+    assert list(epochs["lr_depth0"] > 0) == [False, False, True] and list(epochs["lr_depth1"] > 0) == [False, True, True]
+    assert (epochs["lr_heads"] > epochs["lr_depth4"]).all() and (epochs["lr_depth4"] > epochs["lr_depth3"]).all()
     assert epochs["train_score"].between(0, 1).all()
     summary = json.loads((_run(tmp_path) / "summary.json").read_text())
     assert summary["best_train_score"] == pytest.approx(epochs["train_score"].iloc[summary["best_epoch"] - 1])

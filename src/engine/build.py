@@ -186,7 +186,7 @@ def _layer_decay_groups(model: MultiHeadModel, weight_decay: float, lr: float, l
         layer = layer_of_name[name_of[id(group["params"][0])]]
         is_heads = id(group["params"][0]) in head_ids
         group.update({"lr": lr * group["lr_scale"] * (head_lr_mult if is_heads else 1.0),
-                      "part": "heads" if is_heads else "backbone", "group": "heads" if is_heads else f"layer{layer}"})
+                      "part": "heads" if is_heads else "backbone", "group": "heads" if is_heads else f"depth{layer}"})
     return groups
 
 
