@@ -237,7 +237,7 @@ def test_mixing_only_touches_training_batches_and_skips_train_score(tiny_imet_ro
 
 # ---- clipping and compile -----------------------------------------------------------------------
 
-@pytest.mark.filterwarnings("ignore:Seems like .optimizer.step.. has been overridden")
+@pytest.mark.filterwarnings("ignore:Seems like .optimizer.step... has been overridden")
 def test_clipping_sees_unscaled_gradients_just_before_the_step(tiny_imet_root, tmp_path):
     from src.distributed import DistributedContext
     from src.engine import build_models, train_one_epoch
