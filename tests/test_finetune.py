@@ -190,6 +190,14 @@ def test_cutmix_pastes_a_box_and_mixes_the_targets_by_its_area():
 def test_mixing_probability_and_switch_and_option_errors():
     callback, training, images, targets = _mixing({"prob": 0.0})
     assert callback.on_batch(training, images, targets) == (images, targets)  # never mixed
+    assert not callback.mixed_last_batch()  # so train_score keeps this batch
+    callback, training, images, targets = _mixing({"prob": 0.5})
+    flags = []
+    for _ in range(40):
+        returned, _ = callback.on_batch(training, images, targets)
+        flags.append(callback.mixed_last_batch())
+        assert (returned is images) != flags[-1]  # handed back as it was exactly when it was not mixed
+    assert 10 < sum(flags) < 30
     callback, training, images, targets = _mixing({"mixup_alpha": 0.3, "cutmix_alpha": 1.0, "switch_prob": 1.0})
     mixed_images, _ = callback.on_batch(training, images, targets)
     assert ((mixed_images == images) | (mixed_images == images.flip(0))).all()  # CutMix: pixels swapped, not blended
@@ -231,35 +239,68 @@ def test_mixing_only_touches_training_batches_and_skips_train_score(tiny_imet_ro
     _, valid_loss = predict_probs(run.training.eval_model, run.valid_data.loader, run.heads, run.runtime,
                                   loss_fn=run.training.loss_fn, quiet=True)
     assert state.history[0]["valid_loss"] == pytest.approx(valid_loss, rel=1e-6)  # validation saw unmixed targets
-    assert math.isnan(state.history[0]["train_score"])
-    assert "train_score: not computed, as mixup mixes the training targets" in lines
+    assert math.isnan(state.history[0]["train_score"])  # every batch mixed (prob 1): nothing to score
+    assert "train_score: over the training batches mixup leaves unmixed (none, and so no train_score, where it " \
+           "mixes every batch)" in lines
 
 
 # ---- clipping and compile -----------------------------------------------------------------------
 
-@pytest.mark.filterwarnings("ignore:Seems like .optimizer.step... has been overridden")
-def test_clipping_sees_unscaled_gradients_just_before_the_step(tiny_imet_root, tmp_path):
+def _training(root, tmp_path, scaler=None, clip_grad_norm=None):
+    """A Training for the tiny iMet demo's heads, with its heads and runtime."""
     from src.distributed import DistributedContext
-    from src.engine import build_models, train_one_epoch
+    from src.engine import build_grad_scaler, build_models
     from src.formats import create_format
 
-    root, _ = tiny_imet_root
     config = load_config(tiny_config(tmp_path, "imet", root))
     heads = create_format("imet", root).heads()
     runtime = make_runtime("cpu", threads=1)
     model, ema, trained = build_models(config, heads, runtime, DistributedContext())
     loss_fn = MultiHeadLoss(heads, config.train.loss)
     optimizer = build_optimizer(model, loss_fn, config.train)
-    scheduler = build_scheduler(optimizer, config.train, 2)
+    training = Training(model, trained, ema, loss_fn, optimizer, build_scheduler(optimizer, config.train, 10),
+                        scaler or build_grad_scaler(runtime), clip_grad_norm)
+    return training, heads, runtime
+
+
+def _batches(heads, count: int) -> list:
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.rand(4, 3, 32, 32, generator=generator),
+             {"attributes": (torch.rand(4, len(heads[0].class_names), generator=generator) > 0.5).float()},
+             torch.arange(4)) for _ in range(count)]
+
+
+def test_train_score_scores_exactly_the_batches_no_callback_mixed(tiny_imet_root, tmp_path):
+    from src.distributed import DistributedContext
+    from src.engine import train_one_epoch
+    from src.engine.loop import TrainOutputs
+    from src.formats import create_format
+
+    root, _ = tiny_imet_root
+    training, heads, runtime = _training(root, tmp_path)
+    callback = create_callbacks([{"name": "mixup", "prob": 0.5, "seed": 3}])[0]
+    mixed, original = [], callback.on_batch
+    callback.on_batch = lambda *args: (original(*args), mixed.append(callback.mixed_last_batch()))[0]
+    collected = TrainOutputs(heads)
+    train_one_epoch(training, _batches(heads, 10), runtime, callbacks=[callback], collect=collected)
+    assert 0 < sum(mixed) < 10 and len(collected.probs["attributes"]) == mixed.count(False)
+    assert 0 <= collected.score(create_format("imet", root), DistributedContext()) <= 1
+    assert math.isnan(TrainOutputs(heads).score(create_format("imet", root), DistributedContext()))  # no batch kept
+
+
+@pytest.mark.filterwarnings("ignore:Seems like .optimizer.step... has been overridden")
+def test_clipping_sees_unscaled_gradients_just_before_the_step(tiny_imet_root, tmp_path):
+    from src.engine import train_one_epoch
+
+    root, _ = tiny_imet_root
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)  # a scaled loss: clipping before unscaling shows
+    training, heads, runtime = _training(root, tmp_path, scaler, clip_grad_norm=0.01)
+    optimizer = training.optimizer
     norms = []
     step = optimizer.step
     optimizer.step = lambda *a, **k: norms.append(float(torch.nn.utils.get_total_norm(
         [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]))) or step(*a, **k)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)  # a scaled loss: clipping before unscaling shows
-    training = Training(model, trained, ema, loss_fn, optimizer, scheduler, scaler, clip_grad_norm=0.01)
-    batches = [(torch.rand(4, 3, 32, 32), {"attributes": torch.ones(4, len(heads[0].class_names))}, torch.arange(4))
-               for _ in range(3)]
-    train_one_epoch(training, batches, runtime)
+    train_one_epoch(training, _batches(heads, 3), runtime)
     assert len(norms) == 3 and all(norm == pytest.approx(0.01, rel=1e-4) for norm in norms)  # not 0.01 / 4096
 
 

@@ -58,7 +58,7 @@ def train_one_epoch(training: Training, loader, runtime: Runtime, context: Distr
                     desc: str = "train", collect: Optional[TrainOutputs] = None) -> tuple[float, int]:
     """One pass over `loader` ((images, {head: targets}, rows) batches), an optimizer step every `accumulate`
     batches and after the last; returns (sum of batch loss x batch size, images seen) on this rank.
-    `collect` keeps each batch's outputs with the targets the loss saw (for the epoch's train_score)."""
+    `collect` keeps the outputs of each batch no callback mixed, with its targets (for the epoch's train_score)."""
     training.trained.train()
     loss_sum, seen = 0.0, 0
     training.optimizer.zero_grad(set_to_none=True)
@@ -74,7 +74,7 @@ def train_one_epoch(training: Training, loader, runtime: Runtime, context: Distr
         with runtime.autocast():
             outputs = training.trained(images)
         loss, _ = training.loss_fn(outputs, targets)
-        if collect is not None:
+        if collect is not None and not any(callback.mixed_last_batch() for callback in callbacks):
             collect.add(outputs, targets)
         training.scaler.scale(loss / accumulate).backward()
         crash_point("batch")
@@ -128,7 +128,7 @@ def run_epoch(run: Run, state: RunState, board=None) -> None:
     run.train_data.set_epoch(epoch)
     for callback in run.callbacks:
         callback.on_epoch_start(training, epoch)
-    collected = None if mixing_callbacks(run.callbacks) else TrainOutputs(run.heads)
+    collected = TrainOutputs(run.heads)
     loss_sum, seen = train_one_epoch(training, run.train_data.loader, run.runtime, run.context, tc.accumulate_steps,
                                      run.callbacks, run.quiet, f"epoch {epoch + 1}/{tc.epochs}", collected)
     if training.loss_fn.log_vars is not None:
@@ -136,7 +136,7 @@ def run_epoch(run: Run, state: RunState, board=None) -> None:
     loss_sum, seen = all_sum(run.context, loss_sum, seen)
     train_seconds = time.perf_counter() - started
     row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
-           "train_score": collected.score(run.fmt, run.context) if collected is not None else math.nan}
+           "train_score": collected.score(run.fmt, run.context)}
     score = _validate(run, row) if run.valid_data is not None else float(epoch)  # full fit: the last epoch is kept
     if training.loss_fn.log_vars is not None:
         row.update({f"weight_{name}": weight for name, weight in training.loss_fn.head_weights().items()})
@@ -170,20 +170,21 @@ class TrainOutputs:
             self.targets[name].append(targets[name].detach().cpu().numpy())
 
     def score(self, fmt: CompetitionFormat, context: DistributedContext) -> float:
-        """The format's validation score over every rank's batches (the same number on each rank)."""
+        """The format's validation score over every rank's batches (the same number on each rank); NaN without any."""
         parts = [(self.targets, self.probs)]
         if context.enabled:
             parts = [None] * context.world_size
             dist.all_gather_object(parts, (self.targets, self.probs))
-        joined = [{name: np.concatenate([array for part in parts for array in part[index][name]]) for name in self.kinds}
-                  for index in (0, 1)]
-        if not len(joined[0][next(iter(self.kinds))]):
-            return math.nan
-        return float(fmt.validation_score(joined[0], joined[1])[0])
+        if not any(batches for part in parts for batches in part[0].values()):
+            return math.nan  # every batch was mixed
+        targets, probs = ({name: np.concatenate([array for part in parts for array in part[index][name]])
+                           for name in self.kinds} for index in (0, 1))
+        return float(fmt.validation_score(targets, probs)[0])
 
 
 def mixing_callbacks(callbacks: Sequence[Callback]) -> list[str]:
-    """Names of the callbacks that mix targets (mixup, cutmix): scoring training outputs against them means nothing."""
+    """Names of the callbacks that may mix targets (mixup, CutMix): train_score leaves out the batches they mix, as
+    outputs scored against mixed targets mean nothing."""
     return [callback.name for callback in callbacks if callback.mixes_targets]
 
 

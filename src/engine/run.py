@@ -64,7 +64,8 @@ def build_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
         quiet, log = True, (lambda message: None)
     wrap = trainer_wrapper(tc, runtime, context, log)  # its compile check runs before seeding: no RNG draw moves
     if mixing_callbacks(callbacks):
-        log(f"train_score: not computed, as {', '.join(mixing_callbacks(callbacks))} mixes the training targets")
+        log(f"train_score: over the training batches {', '.join(mixing_callbacks(callbacks))} leaves unmixed "
+            "(none, and so no train_score, where it mixes every batch)")
     seed_everything(tc.seed)
     model, ema, trained = build_models(config, heads, runtime, context, wrap)
     loss_fn = MultiHeadLoss(heads, tc.loss).to(runtime.device)

@@ -28,7 +28,7 @@ class Callback:
 
     name: ClassVar[str]
     Options: ClassVar[type[CallbackOptions]] = CallbackOptions
-    mixes_targets: ClassVar[bool] = False  # True: on_batch mixes targets, so the loop skips train_score (mixup, cutmix)
+    mixes_targets: ClassVar[bool] = False  # True: on_batch may mix targets (mixup, CutMix); see `mixed_last_batch`
 
     def __init__(self, options: CallbackOptions):
         self.options = options
@@ -41,6 +41,10 @@ class Callback:
         """Each training batch, already on the device, before the forward pass: return the images and
         targets (per head) the forward pass and the loss should see, e.g. mixed pairs for mixup."""
         return images, targets
+
+    def mixed_last_batch(self) -> bool:
+        """Whether the last `on_batch` mixed the targets: train_score leaves such batches out."""
+        return False
 
     def after_step(self, training: Training, step: int) -> None:
         """After each optimizer step (the schedule and the EMA have moved); `step` counts the run's steps from 1."""

@@ -43,10 +43,12 @@ class Mixup(Callback):
     def __init__(self, options: Options):
         super().__init__(options)
         self.rng = np.random.default_rng(options.seed)
+        self.mixed = False
 
     def on_batch(self, training, images: torch.Tensor, targets: dict[str, torch.Tensor]):
         options = self.options
-        if self.rng.random() >= options.prob:
+        self.mixed = self.rng.random() < options.prob
+        if not self.mixed:
             return images, targets
         cutmix = options.cutmix_alpha > 0 and (options.mixup_alpha == 0 or self.rng.random() < options.switch_prob)
         alpha = options.cutmix_alpha if cutmix else options.mixup_alpha
@@ -57,6 +59,9 @@ class Mixup(Callback):
             images = images * lam + images.flip(0) * (1.0 - lam)
         classes = {name: head.out_features for name, head in training.model.heads.items()}
         return images, mix_targets(targets, classes, lam)
+
+    def mixed_last_batch(self) -> bool:
+        return self.mixed
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state}
