@@ -109,6 +109,8 @@ class TrainConfig(Section):
     accumulate_steps: int = Field(1, ge=1)
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
     early_stopping_patience: Optional[int] = Field(None, ge=1)
+    time_budget_s: Optional[float] = Field(None, gt=0, description="stop cleanly after a whole epoch when the next one "
+                                         "would pass this many seconds of this call (a Kaggle run limit); --resume continues")
     num_workers: Union[Literal["auto"], int] = Field(
         "auto", description="DataLoader worker processes; 'auto' = min(cores - 1, 8) on CUDA, 0 on CPU (src.runtime.loader_workers)")
     persistent_workers: Optional[bool] = Field(None, description="keep workers between epochs; null = yes when there are workers")

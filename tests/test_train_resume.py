@@ -141,3 +141,23 @@ def test_batches_of_one_image_are_refused_before_training_with_a_batchnorm_model
     error = capsys.readouterr().err
     assert "train.batch_size 1 over 1 process(es) gives batches of 1 image(s)" in error and "raise train.batch_size" in error
     assert not (tmp_path / "out" / "oof" / "tiny" / "fold-0" / "last.pt").exists()
+
+
+def test_time_budget_stops_after_a_whole_epoch_and_resume_finishes_the_same_run(tiny_imet_root, tmp_path, capsys):
+    """A Kaggle-style run limit: the epoch that would pass train.time_budget_s is not started; --resume continues."""
+    root, _ = tiny_imet_root
+    extra = {"train": {"epochs": 3}}
+    straight = tiny_config(tmp_path / "a", "imet", root, extra, name="straight")
+    budgeted = tiny_config(tmp_path / "b", "imet", root, extra, name="budgeted")
+    assert main(["folds", "--config", str(straight), "--quiet"]) == 0
+    assert main(["train", "--config", str(straight), "--fold", "0", "--quiet"]) == 0
+
+    assert main(["train", "--config", str(budgeted), "--fold", "0", "--quiet", "train.time_budget_s=0.001"]) == 0
+    assert "another would pass train.time_budget_s 0.001 s; continue with --resume" in capsys.readouterr().out
+    run_dir = tmp_path / "b" / "out" / "oof" / "budgeted" / "fold-0"
+    assert len((run_dir / "epochs.csv").read_text().splitlines()) == 2  # header + the one whole epoch
+    assert not (run_dir / "summary.json").exists()
+    assert main(["train", "--config", str(budgeted), "--fold", "0", "--quiet", "--resume"]) == 0
+    a = _weights(tmp_path / "a" / "out" / "oof" / "straight" / "fold-0" / "last.pt")
+    b = _weights(run_dir / "last.pt")
+    assert all(torch.equal(a[key], b[key]) for key in a)

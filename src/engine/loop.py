@@ -108,17 +108,32 @@ def run_epochs(run: Run, state: RunState, stop_after_epochs: Optional[int] = Non
     """Train epochs until the run is finished; False when it stopped after `stop_after_epochs` as asked."""
     board = _tensorboard(run.run_dir, run.config.train.tensorboard and run.context.is_main)
     try:
-        epochs_this_call = 0
+        epochs_this_call, started, longest = 0, time.perf_counter(), 0.0
         while not state.finished and state.next_epoch < run.config.train.epochs:
             if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
                 run.log(f"stopped after {epochs_this_call} epoch(s) as asked; continue with --resume")
                 return False
+            if _over_budget(run, time.perf_counter() - started, longest):
+                run.log(f"stopped after {epochs_this_call} epoch(s): another would pass train.time_budget_s "
+                        f"{run.config.train.time_budget_s:g} s; continue with --resume")
+                return False
+            epoch_started = time.perf_counter()
             run_epoch(run, state, board)
+            longest = max(longest, time.perf_counter() - epoch_started)
             epochs_this_call += 1
     finally:
         if board is not None:
             board.close()
     return True
+
+
+def _over_budget(run: Run, elapsed: float, longest_epoch: float) -> bool:
+    """Whether one more epoch (as long as the longest so far) would pass the time budget; ranks agree."""
+    budget = run.config.train.time_budget_s
+    if budget is None or longest_epoch == 0.0:
+        return False
+    [votes] = all_sum(run.context, float(elapsed + longest_epoch > budget))
+    return votes > 0  # any rank over budget stops all, so no rank waits alone in a collective
 
 
 def run_epoch(run: Run, state: RunState, board=None) -> None:
