@@ -30,6 +30,7 @@ from typing import Callable, Optional
 import numpy as np
 import yaml
 
+from src.artifacts import BEST_CHECKPOINT, EPOCHS_CSV
 from src.config import Config, load_config
 
 TAG = "test_resnet.r160_in1k"     # a real timm tag whose pretrained config names hf_hub_id timm/<tag>
@@ -118,7 +119,7 @@ def pretrain(workdir: Path, settings: TransferSettings, log: Log = print) -> dic
     run_dir = workdir / "pretrain-run"
     log(f"pretrain: test_resnet names single digits, {len(table)} images, {settings.pretrain_epochs} epochs -> {run_dir}")
     train_run(config, fmt, images, table.targets, np.arange(len(table)), None, run_dir, quiet=True, log=log)
-    weights = load_checkpoint(run_dir / "best.pt")["model"]
+    weights = load_checkpoint(run_dir / BEST_CHECKPOINT)["model"]
     state = {key[len("backbone."):]: value for key, value in weights.items() if key.startswith("backbone.")}
     state.update({"fc.weight": weights["heads.label.weight"], "fc.bias": weights["heads.label.bias"]})
     return {"model.safetensors": save({key: value.contiguous() for key, value in state.items()}), "config.json": b"{}"}
@@ -168,7 +169,7 @@ def compare(workdir: Path, settings: TransferSettings, log: Log = print) -> list
         with contextlib.chdir(workdir):  # model.pretrained resolves input/weights/<tag>/ here, as in a project folder
             train_run(config, fmt, images, targets, np.arange(len(train)), np.arange(len(train), len(train) + len(test)),
                       workdir / f"{name}-run", quiet=True, log=log)
-        epochs[name] = pd.read_csv(workdir / f"{name}-run" / "epochs.csv")
+        epochs[name] = pd.read_csv(workdir / f"{name}-run" / EPOCHS_CSV)
     return [{"epoch": index + 1, **{name: float(frame["score"][index]) for name, frame in epochs.items()},
              **{f"{name}@0.5": float(frame["f2@0.5"][index]) for name, frame in epochs.items()}}
             for index in range(settings.epochs)]

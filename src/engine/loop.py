@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from src.artifacts import BEST_CHECKPOINT, EPOCHS_CSV, LAST_CHECKPOINT, RUN_SUMMARY
 from src.atomic import atomic_path, write_text
 from src.config import Config
 from src.distributed import (DistributedContext, all_sum, assert_same_on_all_ranks, average_gradients, barrier,
@@ -253,9 +254,9 @@ def _save_epoch(run: Run, state: RunState, row: dict, improved: bool, score: flo
     """Rank 0's writes after an epoch: best.pt (when improved), last.pt, epochs.csv, TensorBoard scalars."""
     epoch = state.next_epoch
     if improved:  # best before last: a crash between the two re-runs this epoch and rewrites both
-        save_best(run.run_dir / "best.pt", run.training.eval_model, run.config, run.fmt, epoch, score)
-    save_resume_point(run.run_dir / "last.pt", run.training, run.train_data.generator, run.callbacks, state)
-    with atomic_path(run.run_dir / "epochs.csv") as tmp:
+        save_best(run.run_dir / BEST_CHECKPOINT, run.training.eval_model, run.config, run.fmt, epoch, score)
+    save_resume_point(run.run_dir / LAST_CHECKPOINT, run.training, run.train_data.generator, run.callbacks, state)
+    with atomic_path(run.run_dir / EPOCHS_CSV) as tmp:
         pd.DataFrame(state.history).to_csv(tmp, index=False, float_format="%.6g")
     if board is not None:
         for key, value in row.items():
@@ -280,7 +281,7 @@ def write_summary(run: Run, state: RunState, skipped_files: Optional[list[str]] 
     }
     if skipped_files is not None:
         summary.update({"skipped_unreadable": len(skipped_files), "skipped_files": list(skipped_files)})
-    write_text(run.run_dir / "summary.json", json.dumps(summary, indent=2))
+    write_text(run.run_dir / RUN_SUMMARY, json.dumps(summary, indent=2))
 
 
 def _at_best_epoch(state: RunState, key: str) -> Optional[float]:

@@ -8,6 +8,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from src.artifacts import LAST_CHECKPOINT, RUN_CONFIG
 from src.atomic import write_text
 from src.checkpoints import checkpoint_exists
 from src.config import Config, config_to_dict
@@ -36,7 +37,7 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     `train.batch_size`), validation predictions are gathered across ranks, and only rank 0 writes.
     """
     run_dir = Path(run_dir)
-    last_path = run_dir / "last.pt"
+    last_path = run_dir / LAST_CHECKPOINT
     if checkpoint_exists(last_path) and not resume:
         raise PipelineError(f"{run_dir}: a run is already there; add --resume to continue it, or delete the folder to start over")
     callbacks = create_callbacks(config.train.callbacks)
@@ -47,7 +48,7 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
         run.log(f"resumed {run_dir} at epoch {state.next_epoch}" + (" (already finished)" if state.finished else ""))
     if run.context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "config.json", json.dumps(config_to_dict(config), indent=2))
+        write_text(run_dir / RUN_CONFIG, json.dumps(config_to_dict(config), indent=2))
     if run_epochs(run, state, stop_after_epochs) and run.context.is_main:
         write_summary(run, state, skipped_files)
     return state

@@ -29,8 +29,8 @@ from typing import Callable
 
 import yaml
 
-from src.artifacts import (KERNEL_METADATA, TRAINING_MANIFEST, Experiment, TrainingManifest, fold_run_name,
-                           portable_config)
+from src.artifacts import (KERNEL_METADATA, LAST_CHECKPOINT, RUN_CONFIG, TRAINING_MANIFEST, Experiment, TrainingManifest,
+                           fold_run_name, portable_config)
 from src.atomic import write_text
 from src.config import config_to_dict
 from src.errors import PipelineError
@@ -146,7 +146,7 @@ def _stage_state(exp: Experiment, runs: dict, ref: str, dest: Path) -> dict:
     paths = {}
     for name in targets:
         run_dir = exp.oof_dir / name
-        if not (run_dir / "last.pt").is_file():
+        if not (run_dir / LAST_CHECKPOINT).is_file():
             raise PipelineError(f"{run_dir / 'last.pt'} is missing: pull the kernel's runs first "
                                 f"({exp.command('kernel pull')}), or train without --resume")
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
@@ -266,7 +266,7 @@ def _same_file(name: str, a: bytes, b: bytes) -> bool:
         return frames[0].equals(frames[1])
     if name.endswith(".json"):
         loaded = [json.loads(data) for data in (a, b)]
-        if name == "config.json":
+        if name == RUN_CONFIG:
             return portable_config(loaded[0]) == portable_config(loaded[1])
         return _same(*loaded)
     return a == b
@@ -401,7 +401,7 @@ def _move_runs(exp: Experiment, manifest: TrainingManifest, staging: Path) -> li
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / "oof" / exp.name / run, target)
-        write_text(target / "config.json", json.dumps(config_to_dict(exp.config), indent=2))
+        write_text(target / RUN_CONFIG, json.dumps(config_to_dict(exp.config), indent=2))
         known[run] = {p.relative_to(target).as_posix(): file_sha256(p) for p in sorted(target.rglob("*")) if p.is_file()}
         moved.append(target)
     write_text(exp.train_pull_path, json.dumps(known, indent=1) + "\n")

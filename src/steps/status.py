@@ -12,8 +12,8 @@ from typing import Callable, Optional
 import pandas as pd
 import yaml
 
-from src.artifacts import (Layout, LeaderboardRecord, ScoreTable, TunedThresholds, folds_file, read_kernel_ref,
-                           read_run_config, read_run_summary, read_test_scores, tuned_column)
+from src.artifacts import (BEST_CHECKPOINT, EPOCHS_CSV, Layout, LeaderboardRecord, ScoreTable, TunedThresholds, folds_file,
+                           read_kernel_ref, read_run_config, read_run_summary, read_test_scores, tuned_column)
 from src.config import DataConfig
 from src.errors import PipelineError
 
@@ -181,7 +181,7 @@ def run_status(path: Path, fold: Optional[int]) -> dict:
     epochs_run, best_epoch, best_score = summary.get("epochs_run"), summary.get("best_epoch"), summary.get("best_score")
     if not summary:  # still running or stopped early by --stop-after-epochs: epochs.csv says how far it got
         try:
-            epochs = pd.read_csv(path / "epochs.csv")
+            epochs = pd.read_csv(path / EPOCHS_CSV)
         except (OSError, ValueError):
             epochs = None
         if epochs is not None and len(epochs):
@@ -191,7 +191,7 @@ def run_status(path: Path, fold: Optional[int]) -> dict:
                 best_epoch, best_score = int(best["epoch"]), float(best["score"])
     return {"fold": fold, "path": str(path), "finished": bool(summary.get("finished", False)),
             "epochs_run": epochs_run, "best_epoch": best_epoch, "best_score": best_score,
-            "best_checkpoint": (path / "best.pt").exists()}
+            "best_checkpoint": (path / BEST_CHECKPOINT).exists()}
 
 
 def _display(row: dict) -> dict:
