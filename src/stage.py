@@ -164,7 +164,17 @@ def run_stage(args: argparse.Namespace, rank: int = 0) -> int:
     run: Callable = getattr(importlib.import_module(module), function)
     quiet, log = (args.quiet, print) if rank == 0 else (True, _silent)
     run(exp, **own_options(args, stage), quiet=quiet, log=log)
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """torchrun ranks finish together, then leave the group: a rank that exits while another still works
+    tears gloo's threads down under it (an intermittent 'terminate called without an active exception')."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def stage_experiment(stage: Stage, config_path: str | Path | None, overrides: list[str]):
