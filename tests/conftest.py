@@ -21,3 +21,14 @@ def tiny_imet_root(tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("imet-data")
     paths = build_demo("imet", base / "demo-imet", n_train=150, n_test=40, seed=3)
     return paths.root, paths.solution_files[0]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one CPU thread for the test, restored after it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -30,12 +30,7 @@ CPU = make_runtime("cpu")
 PROBS_TOLERANCE = 1e-5  # stated bound on CPU float32; the inputs are bit-identical, so the observed difference is 0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # OpenMP spin-waits: 1 thread on a shared box
 
 
 def images(n: int = 10, seed: int = 0) -> np.ndarray:

@@ -18,12 +18,7 @@ HEADS = [HeadSpec("labels", "multilabel", ("a", "b", "c")), HeadSpec("kind", "so
 CPU = make_runtime("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # OpenMP spin-waits: 1 thread on a shared box
 
 
 class TwoHeads(nn.Module):

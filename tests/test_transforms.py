@@ -17,12 +17,7 @@ TRAIN = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContras
          {"name": "Affine", "rotate": (-20, 20), "p": 0.7}]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # OpenMP spin-waits: 1 thread on a shared box
 
 
 def images(n: int = 6, seed: int = 0) -> np.ndarray:
