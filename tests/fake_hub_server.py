@@ -21,11 +21,13 @@ import json
 import socket
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from local_server import LocalServer
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 AGENT_REGISTRY = "/api/agent-harnesses"
@@ -38,42 +40,27 @@ class HubRequest:
     headers: dict[str, str]
 
 
-class FakeHub:
+class FakeHub(LocalServer):
     """Repositories of files (`repos[repo_id][file name] = bytes`) served on 127.0.0.1:<free port>."""
 
+    owner_attribute, thread_name = "hub", "fake-hub"
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
+
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self.repos: dict[str, dict[str, bytes]] = {}
         self.commits: dict[str, str] = {}
         self.requests: list[HubRequest] = []
         self.failures: dict[str, int] = {}  # file name -> HTTP status to answer instead
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
 
     def add_repo(self, repo_id: str, files: dict[str, bytes]) -> str:
         """Serve `files` as the latest commit of `repo_id`; return that commit's hash."""
         self.repos[repo_id] = dict(files)
         self.commits[repo_id] = hashlib.sha1(repo_id.encode() + b"".join(files[name] for name in sorted(files))).hexdigest()
         return self.commits[repo_id]
-
-    def start(self) -> "FakeHub":
-        handler = type("Handler", (_Handler,), {"hub": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-hub", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
 
     def record(self, method: str, path: str, headers: dict[str, str]) -> None:
         with self._lock:
@@ -102,11 +89,6 @@ class FakeHub:
                            "X-Linked-Size": str(len(data)), "Accept-Ranges": "bytes",
                            "Content-Type": "application/octet-stream"}
 
-    def __enter__(self) -> "FakeHub":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 class _Handler(BaseHTTPRequestHandler):

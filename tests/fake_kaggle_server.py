@@ -17,12 +17,14 @@ import stat
 import threading
 import zipfile
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from local_server import LocalServer
 
 # Recognisable fake credentials: tests assert these never leak into output or errors.
 FAKE_USER = "fakeuser"
@@ -62,10 +64,16 @@ class FakeDataset:
     versions: list[str] = field(default_factory=list)  # version notes, one per version after the first
 
 
-class FakeKaggle:
+class FakeKaggle(LocalServer):
     """The fake service's state plus the HTTP server that exposes it on 127.0.0.1:<free port>."""
 
+    owner_attribute, thread_name = "fake", "fake-kaggle"
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
+
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self.uploads: dict[str, bytes] = {}          # upload token -> bytes PUT to its createUrl
@@ -89,34 +97,6 @@ class FakeKaggle:
         self._runs: list[threading.Thread] = []
         self.failures: dict[str, Failure] = {}       # Rpc name or path -> canned failure
         self._next_token = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
-
-    # ---- lifecycle --------------------------------------------------------------------------
-    def start(self) -> "FakeKaggle":
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-kaggle", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> "FakeKaggle":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # ---- test controls ----------------------------------------------------------------------
     def fail(self, route: str, status: int, body: str | dict | None = None, *, as_json: bool = True,
