@@ -41,6 +41,28 @@ def tiny_config(tmp: Path, format_name: str, data_root: Path, extra: dict | None
 
 
 
+def tiny_training(data_root: Path, tmp: Path, total_steps: int, scaler=None, clip_grad_norm=None, wrap=lambda part: part):
+    """(a real src.engine Training for the tiny iMet demo's heads on CPU, its heads, its runtime);
+    `wrap` is applied to the trained module and the loss (e.g. a spy recording their calls)."""
+    from src.config import load_config
+    from src.distributed import DistributedContext
+    from src.engine import Training, build_grad_scaler, build_models, build_optimizer, build_scheduler
+    from src.formats import create_format
+    from src.losses import MultiHeadLoss
+    from src.runtime import make_runtime
+
+    config = load_config(tiny_config(tmp, "imet", data_root))
+    heads = create_format("imet", data_root).heads()
+    runtime = make_runtime("cpu", threads=1)
+    model, ema, trained = build_models(config, heads, runtime, DistributedContext())
+    loss_fn = MultiHeadLoss(heads, config.train.loss)
+    optimizer = build_optimizer(model, loss_fn, config.train)
+    training = Training(model, wrap(trained), ema, wrap(loss_fn), optimizer,
+                        build_scheduler(optimizer, config.train, total_steps), scaler or build_grad_scaler(runtime),
+                        clip_grad_norm)
+    return training, heads, runtime
+
+
 def assert_refused_submission(fmt, path: Path, text: str, message: str) -> None:
     """Writing `text` to `path` and reading it as a submission stops with one error naming the file and `message`."""
     import pytest

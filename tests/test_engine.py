@@ -10,15 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import tiny_config
-from src.config import load_config
-from src.distributed import DistributedContext
-from src.engine import (Callback, CallbackOptions, Training, build_grad_scaler, build_models, build_optimizer,
-                        build_scheduler, create_callbacks, register_callback, train_one_epoch)
+from helpers import tiny_config, tiny_training
+from src.engine import Callback, CallbackOptions, create_callbacks, register_callback, train_one_epoch
 from src.errors import PipelineError
-from src.formats import create_format
-from src.losses import MultiHeadLoss
-from src.runtime import make_runtime
 from src.stage import main
 
 
@@ -103,14 +97,7 @@ class Spy(nn.Module):
 
 def test_on_batch_changes_what_the_forward_pass_and_the_loss_see(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
-    config = load_config(tiny_config(tmp_path, "imet", root))
-    heads = create_format("imet", root).heads()
-    runtime = make_runtime("cpu", threads=1)
-    model, ema, trained = build_models(config, heads, runtime, DistributedContext())
-    loss_fn = MultiHeadLoss(heads, config.train.loss)
-    optimizer = build_optimizer(model, loss_fn, config.train)
-    training = Training(model, Spy(trained), ema, Spy(loss_fn), optimizer, build_scheduler(optimizer, config.train, 3),
-                        build_grad_scaler(runtime))
+    training, heads, runtime = tiny_training(root, tmp_path, 3, wrap=Spy)
     generator = torch.Generator().manual_seed(1)
     batches = [(torch.rand(4, 3, 32, 32, generator=generator), {"attributes": torch.zeros(4, len(heads[0].class_names))},
                 torch.arange(4)) for _ in range(3)]

@@ -16,15 +16,14 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import tiny_config
+from helpers import tiny_config, tiny_training
 from src.config import TrainConfig, load_config
-from src.engine import Training, build_optimizer, build_scheduler, create_callbacks, param_groups
+from src.engine import build_optimizer, create_callbacks, param_groups
 from src.engine.callbacks.mixup import mix_targets
 from src.errors import PipelineError
 from src.formats.base import HeadSpec
 from src.losses import MultiHeadLoss
 from src.model import backbone_stages, build_model
-from src.runtime import make_runtime
 from src.stage import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,23 +245,6 @@ def test_mixing_only_touches_training_batches_and_skips_train_score(tiny_imet_ro
 
 # ---- clipping and compile -----------------------------------------------------------------------
 
-def _training(root, tmp_path, scaler=None, clip_grad_norm=None):
-    """A Training for the tiny iMet demo's heads, with its heads and runtime."""
-    from src.distributed import DistributedContext
-    from src.engine import build_grad_scaler, build_models
-    from src.formats import create_format
-
-    config = load_config(tiny_config(tmp_path, "imet", root))
-    heads = create_format("imet", root).heads()
-    runtime = make_runtime("cpu", threads=1)
-    model, ema, trained = build_models(config, heads, runtime, DistributedContext())
-    loss_fn = MultiHeadLoss(heads, config.train.loss)
-    optimizer = build_optimizer(model, loss_fn, config.train)
-    training = Training(model, trained, ema, loss_fn, optimizer, build_scheduler(optimizer, config.train, 10),
-                        scaler or build_grad_scaler(runtime), clip_grad_norm)
-    return training, heads, runtime
-
-
 def _batches(heads, count: int) -> list:
     generator = torch.Generator().manual_seed(0)
     return [(torch.rand(4, 3, 32, 32, generator=generator),
@@ -277,7 +259,7 @@ def test_train_score_scores_exactly_the_batches_no_callback_mixed(tiny_imet_root
     from src.formats import create_format
 
     root, _ = tiny_imet_root
-    training, heads, runtime = _training(root, tmp_path)
+    training, heads, runtime = tiny_training(root, tmp_path, 10)
     callback = create_callbacks([{"name": "mixup", "prob": 0.5, "seed": 3}])[0]
     mixed, original = [], callback.on_batch
     callback.on_batch = lambda *args: (original(*args), mixed.append(callback.mixed_last_batch()))[0]
@@ -294,7 +276,7 @@ def test_clipping_sees_unscaled_gradients_just_before_the_step(tiny_imet_root, t
 
     root, _ = tiny_imet_root
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)  # a scaled loss: clipping before unscaling shows
-    training, heads, runtime = _training(root, tmp_path, scaler, clip_grad_norm=0.01)
+    training, heads, runtime = tiny_training(root, tmp_path, 10, scaler, clip_grad_norm=0.01)
     optimizer = training.optimizer
     norms = []
     step = optimizer.step
