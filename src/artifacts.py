@@ -153,7 +153,10 @@ class Experiment(Layout):
         return self.best_checkpoint(None if choice == FULL_RUN else int(choice.split("-")[1]))
 
     def read_oof(self) -> "OofPredictions":
-        return OofPredictions.read(self.require(self.oof_path, "oof"), self.command("oof"))
+        """oof.npz, checked against the format's heads and classes (a stale file is refused)."""
+        oof = OofPredictions.read(self.require(self.oof_path, "oof"), self.command("oof"))
+        oof.check_heads(self.fmt.heads(), self.oof_path, self.command("oof"))
+        return oof
 
     def read_thresholds(self, required: bool = False) -> Optional["TunedThresholds"]:
         """thresholds.json checked against the format's heads; None when not tuned yet (unless `required`)."""

@@ -97,13 +97,6 @@ def score_line(entry: LeaderboardEntry, wait_s: float) -> str:
             "shows the score once Kaggle has it")
 
 
-def submit_and_score(uploads: Sequence[Upload], message: str, wait_s: float, poll_s: float,
-                     log: Log = print) -> list[LeaderboardEntry]:
-    """Upload every file, then wait (bounded) for their leaderboard scores."""
-    entries, before = submit_files(uploads, message, log)
-    return wait_for_scores(entries, before, wait_s, poll_s, log)
-
-
 def _refreshed(entry: LeaderboardEntry, known: set[int], listed: dict, log: Log) -> LeaderboardEntry:
     """The entry with what the competition's submission list shows now (unchanged while it is not there)."""
     if entry.status != "pending":

@@ -37,7 +37,6 @@ def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportIn
     fmt = exp.fmt
     oof = exp.read_oof()
     heads = fmt.heads()
-    oof.check_heads(heads, exp.oof_path, exp.command("oof"))
     sources = {"OOF probabilities": exp.oof_path}
     notes: list[str] = []
     # Softmax-only formats decide by argmax: "at 0.5" would be a misleading name for that column.

@@ -44,7 +44,6 @@ def _tuners(exp: Experiment, head_name: str, objective) -> dict[str, Callable]:
 def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print) -> None:
     cfg = exp.config.thresholds
     oof = exp.read_oof()
-    oof.check_heads(exp.fmt.heads(), exp.oof_path, exp.command("oof"))
     heads = [head for head in exp.fmt.heads() if head.thresholded]
     log(f"thresholds {exp.name}: {len(oof.ids)} OOF rows, heads {', '.join(h.name for h in heads) or '(none)'}; "
         f"methods global, exact, optuna ({cfg.optuna_trials} trials, {exp.optuna_storage}); honest = {cfg.honest_folds}-fold over OOF rows")
