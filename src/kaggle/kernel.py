@@ -446,10 +446,10 @@ def _secrets_in_file(path: Path, secrets: dict[str, str]) -> list[str]:
 
 # ---- parity --------------------------------------------------------------------------------------
 
-def has_test_images(exp: Experiment) -> bool:
-    """Whether the competition's test images are here, so that the kernel can be run locally."""
+def has_images(exp: Experiment, split: str) -> bool:
+    """Whether the competition's `split` ('train' or 'test') images are here, so a kernel can be run locally."""
     try:
-        return len(exp.fmt.read_test()) > 0
+        return len(exp.fmt.read_train() if split == "train" else exp.fmt.read_test()) > 0
     except PipelineError:
         return False
 

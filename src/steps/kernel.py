@@ -82,12 +82,12 @@ def train(exp: Experiment, fold: Optional[str] = None, full: bool = False, resum
           stop_after_epochs: Optional[int] = None, push: bool = False, check: Optional[bool] = None,
           quiet: bool = False, log: Callable[[str], None] = print):
     """Build the training kernel for these runs, check it (None = when the training images are here), push it."""
-    from src.kaggle import train_kernel
+    from src.kaggle import kernel, train_kernel
     from src.steps import train as train_step
 
     runs = {"fold": fold, "full": full, "resume": resume, "stop_after_epochs": stop_after_epochs}
     built = train_kernel.build_training_kernel(exp, runs, log)
-    checked = check is True or (check is None and _has_training_images(exp))
+    checked = check is True or (check is None and kernel.has_images(exp, "train"))
     if checked:
         train_kernel.check_training(exp, built, lambda local, **runs: train_step.run(local, **runs, quiet=True, log=log), log)
     else:
@@ -103,13 +103,6 @@ def pull(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = prin
     from src.kaggle import train_kernel
 
     return train_kernel.pull_training(exp, log)
-
-
-def _has_training_images(exp: Experiment) -> bool:
-    try:
-        return len(exp.fmt.read_train()) > 0
-    except PipelineError:
-        return False
 
 
 def output(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):
@@ -136,7 +129,7 @@ def _parity(exp: Experiment, built, check: Optional[bool], pushing: bool, quiet:
     if check is False:
         log("parity check skipped (--no-check)")
         return None
-    if not kernel.has_test_images(exp):
+    if not kernel.has_images(exp, "test"):
         if check:
             raise PipelineError(f"{exp.config.data.root}: the competition's test images are not here, so the kernel "
                                 f"cannot be run locally: download them (python -m src.stage download --competition "
