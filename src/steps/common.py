@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from src.artifacts import Experiment
@@ -25,6 +26,4 @@ def table_text(rows: list[dict], float_format: str = "{:.4f}") -> str:
 
 def fold_numbers(fold_of_row) -> list[int]:
     """The folds that hold rows out (-1 = never held out)."""
-    import numpy as np
-
     return sorted(int(k) for k in np.unique(fold_of_row) if k >= 0)
