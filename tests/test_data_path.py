@@ -181,3 +181,38 @@ def test_predict_rows_normalises_as_the_config_says():
     probs = predict_rows(model, config, HEADS, data, rows, CPU, quiet=True)
     reference = per_image_probs(model, data, rows, ODD, 5, True)
     assert all(np.abs(probs[head] - reference[head]).max() < PROBS_TOLERANCE for head in probs)
+
+
+# --- augmentation randomness: the numpy generator is built only when a transform draws from it -----------------
+
+NUMPY_DRAWING = [{"name": "GaussNoise", "std_range": (0.1, 0.3), "p": 0.8},
+                 {"name": "CoarseDropout", "num_holes_range": (1, 3), "hole_height_range": (2, 5),
+                  "hole_width_range": (2, 5), "p": 0.8}, *TRAIN]
+
+
+@pytest.mark.parametrize("steps", [TRAIN, NUMPY_DRAWING], ids=["python-random only", "numpy-drawing"])
+def test_augmentations_are_those_of_an_eagerly_built_generator_pair(steps):
+    import random
+
+    data, seed = images(8), 5
+    ds = dataset(data, steps, seed=seed)
+    augment = ds.pipeline.augment
+    for epoch in (0, 3):
+        for row in range(len(data)):
+            image_seed = (seed * 1_000_003 + epoch * 7_919 + row) % (2**32)
+            augment.set_random_state(np.random.default_rng(image_seed), random.Random(image_seed))
+            expected = augment(image=data[row])["image"]
+            assert np.array_equal(ds._augmented(row, epoch), expected), (epoch, row)
+
+
+def test_transforms_drawing_only_from_python_random_build_no_numpy_generator(monkeypatch):
+    python_only, numpy_drawing = dataset(images(), TRAIN), dataset(images(), NUMPY_DRAWING)
+    built = []
+    real = np.random.default_rng
+    monkeypatch.setattr(np.random, "default_rng", lambda seed=None: built.append(seed) or real(seed))
+    python_only[(0, list(range(len(python_only))))]
+    assert built == []
+    numpy_drawing[(0, list(range(len(numpy_drawing))))]
+    image_seeds = [(5 * 1_000_003 + row) % (2**32) for row in range(len(numpy_drawing))]
+    drawn = [seed for seed in built if seed in image_seeds]
+    assert drawn and len(drawn) == len(set(drawn))  # at most once per image (its first draw), not for every image

@@ -37,10 +37,11 @@ class BatchNormalize:
         # torch on the CPU too: its 2 threads beat numpy's one (0.34 vs 0.65 ms per 128 images at 64 px, measured)
         offset, scale = self._constants(images.device)
         planar = images.permute(0, 3, 1, 2)  # a view: NHWC storage is the channels_last layout of NCHW
-        if not channels_last:
-            planar = planar.contiguous()  # one uint8 copy, a quarter of the float one
-        out = planar.float().sub_(offset).mul_(scale)
-        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+        # uint8 -> float32 in one copy straight into the wanted layout (exact: every uint8 is a float32), then the two
+        # steps in place: no uint8 staging copy, no second float tensor (1.2 vs 1.6 ms per 128 images at 64 px, measured).
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        out = torch.empty(planar.shape, dtype=torch.float32, device=images.device, memory_format=layout)
+        return out.copy_(planar).sub_(offset).mul_(scale)
 
     def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device not in self._on_device:
@@ -73,7 +74,9 @@ def build_transform(steps: list[dict[str, Any]], image_size: int, mean, std, whe
     takes a `size` (crops) gets `(image_size, image_size)` unless the config names one.
     `where` (e.g. 'augment.train') goes into error messages.
     """
-    return ImagePipeline(A.Compose([_build_step(step, index, image_size, where) for index, step in enumerate(steps)]),
+    # Only `image` is ever passed, so Compose's cross-target shape check has nothing to compare (and costs ~10 us/image).
+    return ImagePipeline(A.Compose([_build_step(step, index, image_size, where) for index, step in enumerate(steps)],
+                                   is_check_shapes=False),
                          BatchNormalize(mean, std))
 
 
