@@ -19,7 +19,7 @@ def experiment(tiny_imet_root, tmp_path_factory):
     root, solution = tiny_imet_root
     tmp = tmp_path_factory.mktemp("stages")
     config = tiny_config(tmp, "imet", root, {"data": {"solution": str(solution)}})
-    return SimpleNamespace(root=root, tmp=tmp, config=config, out=tmp / "out")
+    return SimpleNamespace(root=root, tmp=tmp, config=config, out=tmp / "out", solution=solution)
 
 
 def run(config, *args) -> int:
@@ -93,6 +93,19 @@ def test_submit_refuses_a_checkpoint_list(experiment, capsys):
     config = experiment.config
     assert run(config, "submit", "submit.checkpoint=[fold-0, fold-1]") == 2
     assert "ensemble" in capsys.readouterr().err
+
+
+def test_answers_to_another_test_set_leave_the_submission_without_a_score(experiment, tmp_path, capsys):
+    """A shared config's demo answers with data.root pointed elsewhere: the submission stands, no stale test score."""
+    scores_path = experiment.out / "submissions" / "tiny" / "test_scores.json"
+    assert scores_path.exists()  # from the full chain
+    answers = pd.read_csv(experiment.solution, dtype=str)
+    other = tmp_path / "other-solution.csv"
+    pd.concat([answers, answers.assign(id=answers["id"] + "x")]).to_csv(other, index=False)
+    assert run(experiment.config, "submit", f"data.solution={other}") == 0
+    out = capsys.readouterr().out
+    assert "no test score: data.solution does not answer this test set" in out and str(other) in out
+    assert (experiment.out / "submissions" / "tiny" / "submission.csv").exists() and not scores_path.exists()
 
 
 def test_data_root_override_runs_on_another_copy(experiment, tmp_path, capsys):

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Callable
 
 from src.artifacts import Experiment, LeaderboardRecord, write_test_probs, write_test_scores
+from src.errors import PipelineError
 from src.inference import make_submission
 from src.runtime import runtime_from_config
 from src.steps.common import table_text
@@ -22,14 +23,29 @@ def run(exp: Experiment, to_kaggle: bool = False, quiet: bool = False, log: Call
     files, ids, probs = make_submission(exp, checkpoint, rules, exp.submission_dir, runtime, quiet, log)
     write_test_probs(exp.test_probs_path, ids, probs)
     log("wrote (validated against the competition's format): " + ", ".join(str(f) for f in files))
-    solution_files = config.data.solution
-    if solution_files and all(Path(f).exists() for f in solution_files):
-        scores = fmt.score_submission(files, [Path(f) for f in solution_files])
-        write_test_scores(exp.test_scores_path, scores)
-        log("test score against the held-apart answers:\n" + table_text([scores]))
+    score_against_answers(exp, files, log)
     if to_kaggle:
         upload(exp, files, log)
     return files
+
+
+def score_against_answers(exp: Experiment, files: list[Path], log: Callable[[str], None] = print) -> None:
+    """Score the submission against `data.solution` (held-apart answers, the demo's) when they are there -> test_scores.json.
+
+    Answers to another test set (a shared config's demo answers with `data.root` pointed at a real competition)
+    leave the submission as it is: one line says why there is no test score, and an older score is removed.
+    """
+    solution_files = [Path(f) for f in exp.config.data.solution]
+    if not solution_files or not all(f.exists() for f in solution_files):
+        return
+    try:
+        scores = exp.fmt.score_submission(files, solution_files)
+    except PipelineError as error:
+        exp.test_scores_path.unlink(missing_ok=True)
+        log(f"no test score: data.solution does not answer this test set ({error})")
+        return
+    write_test_scores(exp.test_scores_path, scores)
+    log("test score against the held-apart answers:\n" + table_text([scores]))
 
 
 def upload(exp: Experiment, files: list[Path], log: Callable[[str], None] = print) -> LeaderboardRecord:
