@@ -56,20 +56,23 @@ class BenchSizes:
     demo_train: int                 # tiny demo for per-stage memory
     demo_test: int
     stages: int                     # how many of STAGE_RUNS (a prefix: each needs the one before) get a process
+    allocator_pairs: int            # process pairs (glibc defaults / freed memory reused) per model
+    allocator_steps: tuple[int, int]  # training steps, forward passes timed in each of those processes
+    allocator_all_models: bool      # every model asked for, else the first
 
     @property
     def label(self) -> str:
         return "quick" if self is QUICK else "full"
 
 
-FULL = BenchSizes(train_images=960, train_repeats=2, predict_images=512, predict_repeats=16,
+FULL = BenchSizes(train_images=960, train_repeats=3, predict_images=512, predict_repeats=32,
                   oof_rows=20_000, oof_classes=IMET_CLASSES, optuna_trials=200,
                   folds_ladder=(5_000, 10_000, 20_000), folds_full=True, demo_train=240, demo_test=60,
-                  stages=5)
+                  stages=5, allocator_pairs=2, allocator_steps=(12, 8), allocator_all_models=True)
 QUICK = BenchSizes(train_images=96, train_repeats=2, predict_images=128, predict_repeats=4,
                    oof_rows=3_000, oof_classes=IMET_CLASSES, optuna_trials=12,
                    folds_ladder=(1_000, 2_000, 4_000), folds_full=False, demo_train=96, demo_test=24,
-                   stages=1)
+                   stages=1, allocator_pairs=1, allocator_steps=(3, 2), allocator_all_models=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,6 +348,84 @@ def bench_data_path(config: Config, data: DemoData, sizes: BenchSizes, models: l
 
 
 # --------------------------------------------------------------------------------------------
+# The C allocator: glibc's defaults against src.runtime.reuse_freed_memory, each in its own process
+
+
+def allocator_child(model: str, image_size: int, batch_size: int, predict_batch_size: int, threads: Optional[int],
+                    reuse: bool, train_steps: int, predict_passes: int) -> dict:
+    """(In a fresh process: the allocator setting is process-wide) images/s of training steps and of forward passes
+    of `model` on the CPU, on random normalised batches, with or without `reuse_freed_memory`; and the minor page
+    faults per training step."""
+    import resource
+
+    import torch
+
+    from src.formats.base import HeadSpec
+    from src.model import build_model
+    from src.runtime import make_runtime, reuse_freed_memory
+
+    make_runtime("cpu", threads=threads, reuse_memory=False)
+    reused = reuse_freed_memory() if reuse else False
+    torch.manual_seed(0)
+    heads = [HeadSpec("labels", "multilabel", tuple(f"c{index}" for index in range(12)))]
+    network = build_model(model, heads)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    images, targets = torch.randn(batch_size, 3, image_size, image_size), torch.rand(batch_size, 12)
+    batch = torch.randn(predict_batch_size, 3, image_size, image_size)
+
+    def train_step() -> None:
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(network(images)["labels"], targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def timed(step: Callable[[], None], warm_up: int, repeats: int) -> tuple[float, int]:
+        for _ in range(warm_up):  # glibc settles within a few rounds of the same sizes
+            step()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        started = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        return (time.perf_counter() - started) / repeats, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+
+    network.train()
+    step_seconds, step_faults = timed(train_step, 6, train_steps)
+    network.eval()
+    with torch.no_grad():
+        pass_seconds, _ = timed(lambda: network(batch), 6, predict_passes)
+    return {"reused": reused, "train_images_per_s": batch_size / step_seconds,
+            "predict_images_per_s": predict_batch_size / pass_seconds, "faults_per_train_step": step_faults / train_steps}
+
+
+def bench_allocator(config: Config, models: list[str], pairs: int, train_steps: int, predict_passes: int,
+                    log: Callable[[str], None]) -> dict:
+    """Training and inference images/s on the CPU with `reuse_freed_memory` over without it, per model: fresh processes
+    in alternating order, `pairs` of them; the ratio is the median over pairs (> 1: reuse is faster)."""
+    results = {}
+    for name in models:
+        arguments = {"model": name, "image_size": config.data.image_size, "batch_size": config.train.batch_size,
+                     "predict_batch_size": config.predict.batch_size, "threads": config.train.threads,
+                     "train_steps": train_steps, "predict_passes": predict_passes}
+        runs: dict[bool, list[dict]] = {False: [], True: []}
+        for pair in range(pairs):
+            for reuse in ((False, True) if pair % 2 == 0 else (True, False)):
+                runs[reuse].append(_run_child("allocator_child", {**arguments, "reuse": reuse}))
+        rates = {f"{part}_{setting}": [run[f"{part}_images_per_s"] for run in runs[reuse]]
+                 for part in ("train", "predict") for setting, reuse in (("default", False), ("reuse", True))}
+        results[name] = {
+            "pairs": pairs, "reused": all(run["reused"] for run in runs[True]),
+            "training": ratio_summary(rates, "train_reuse", "train_default"),
+            "inference": ratio_summary(rates, "predict_reuse", "predict_default"),
+            **{f"{key}_images_per_s": statistics.median(values) for key, values in rates.items()},
+            "faults_per_train_step": {setting: statistics.median(run["faults_per_train_step"] for run in runs[reuse])
+                                      for setting, reuse in (("default", False), ("reuse", True))},
+        }
+        log(f"  {name:<24} training x{results[name]['training']['median']:.3f}, inference "
+            f"x{results[name]['inference']['median']:.3f} with freed memory reused")
+    return {"models": results}
+
+
+# --------------------------------------------------------------------------------------------
 # Thresholds on a synthetic iMet-scale OOF matrix
 
 
@@ -614,6 +695,10 @@ def run_all(config: Config, sizes: BenchSizes, workdir: Path, log: Callable[[str
     data = demo_data(workdir, config.data.image_size, max(sizes.train_images, sizes.predict_images), log)
     section("data_path", "data path per model: training (real path vs resident batches), inference (predict_probs vs "
                       "forward-only)", lambda: bench_data_path(config, data, sizes, models, log))
+    allocator_models = models if sizes.allocator_all_models else models[:1]
+    section("allocator", "C allocator: CPU training and inference with freed memory reused vs glibc's defaults, fresh "
+                         "processes", lambda: bench_allocator(config, allocator_models, sizes.allocator_pairs,
+                                                              *sizes.allocator_steps, log))
     section("thresholds", f"thresholds: synthetic OOF {sizes.oof_rows} x {sizes.oof_classes}",
             lambda: bench_thresholds(sizes.oof_rows, sizes.oof_classes, sizes.optuna_trials, log))
     section("folds", "folds: make_folds (MultilabelStratifiedKFold) in a fresh process",
@@ -639,6 +724,8 @@ def summary_table(result: dict) -> str:
         f"on {result['machine']['cpus']} CPUs",
         "",
         *data_path_lines(models),
+        "",
+        *allocator_lines(result["allocator"]["models"]),
         "",
         f"thresholds   {th['rows']} x {th['classes']} synthetic OOF ({th['labels_per_image']:.1f} labels/image): "
         f"per-image F2",
@@ -673,6 +760,19 @@ def data_path_lines(models: dict) -> list[str]:
         lines.append(f"{name:<24} {t['real_images_per_s']:>9.0f} / {t['resident_images_per_s']:<19.0f} {_ratio(t['ratio'])}  "
                      f"{i['predict_images_per_s']:>9.0f} / {i['forward_only_images_per_s']:<17.0f} {_ratio(i['ratio'])}  "
                      f"{_ratio(i['tta_ratio'])}")
+    return lines
+
+
+def allocator_lines(models: dict) -> list[str]:
+    """One line per model: CPU images/s with freed memory reused over glibc's defaults, training and inference."""
+    lines = [f"{'C allocator (CPU)':<24} training: reuse / default img/s  ratio                 "
+             f"inference: reuse / default    ratio                 page faults per step"]
+    for name, run in models.items():
+        faults = run["faults_per_train_step"]
+        lines.append(f"{name:<24} {run['train_reuse_images_per_s']:>9.0f} / {run['train_default_images_per_s']:<19.0f} "
+                     f"{_ratio(run['training'])}  {run['predict_reuse_images_per_s']:>9.0f} / "
+                     f"{run['predict_default_images_per_s']:<17.0f} {_ratio(run['inference'])}  "
+                     f"{faults['default']:.0f} -> {faults['reuse']:.0f}" + ("" if run["reused"] else "  (not glibc: no effect)"))
     return lines
 
 

@@ -120,6 +120,9 @@ class TrainConfig(Section):
     amp: bool = True
     channels_last: bool = True
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; null = torch's default")
+    reuse_freed_memory: bool = Field(True, description="glibc (Linux): freed CPU memory is kept for the next tensors "
+                                     "instead of being returned to the OS and page-faulted in again (src.runtime."
+                                     "reuse_freed_memory; bench's 'C allocator' line); false = glibc's defaults")
     tensorboard: bool = Field(False, description="also write TensorBoard event files beside epochs.csv")
     loss: LossConfig = LossConfig()
     callbacks: list[dict[str, Any]] = Field([], description="training tricks (src/engine/callbacks/), run in list order: "

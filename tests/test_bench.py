@@ -43,6 +43,15 @@ def test_quick_bench_reports_every_section(tmp_path):
             assert all(_positive(ratio[key]) for key in ("median", "q1", "q3", "pairs"))
             assert ratio["q1"] <= ratio["median"] <= ratio["q3"]
 
+    allocator = result["allocator"]["models"]
+    assert list(allocator) == ["test_resnet"]  # quick mode: the first model only
+    run = allocator["test_resnet"]
+    assert run["pairs"] == bench.QUICK.allocator_pairs and run["reused"] is True  # glibc here
+    for key in ("train_default", "train_reuse", "predict_default", "predict_reuse"):
+        assert _positive(run[f"{key}_images_per_s"]), key
+    assert all(_positive(run[part]["median"]) for part in ("training", "inference"))
+    assert run["faults_per_train_step"]["reuse"] <= run["faults_per_train_step"]["default"] * 1.1 + 10
+
     thresholds = result["thresholds"]
     assert (thresholds["rows"], thresholds["classes"]) == (bench.QUICK.oof_rows, bench.IMET_CLASSES)
     for method in ("global", "exact", "optuna"):
@@ -66,7 +75,7 @@ def test_quick_bench_reports_every_section(tmp_path):
     assert [type(goal["met"]) for goal in result["goals"]] == [bool] * (2 * len(models) + 2)
     assert sum("test_efficientnet inference" in goal["goal"] for goal in result["goals"]) == 1
     table = "\n".join(lines)
-    for word in ("data path", "test_efficientnet", "thresholds", "folds", "memory", "goal:", "quick mode"):
+    for word in ("data path", "test_efficientnet", "C allocator", "thresholds", "folds", "memory", "goal:", "quick mode"):
         assert word in table
 
 

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from src.data.dataset import CachedImageDataset
@@ -43,3 +47,47 @@ def test_loader_options_persist_workers_and_queue_about_eight_batches(monkeypatc
     # a configured value wins
     assert loader_options(CUDA, 3, persistent_workers=False, prefetch_factor=6) == {
         "num_workers": 3, "persistent_workers": False, "prefetch_factor": 6}
+
+
+# --- the C allocator: freed tensors' memory is reused, not page-faulted in again ---------------------------------
+
+FAULTS_CHILD = """
+import resource, sys
+import torch
+from src.runtime import reuse_freed_memory
+reused = reuse_freed_memory() if sys.argv[1] == "reuse" else False
+def fresh_tensor():  # 64 MB, written, then freed: above glibc's largest adaptive mmap threshold (32 MB)
+    torch.empty(16 * 2**20).fill_(1.0)
+for _ in range(8):  # glibc settles within a few
+    fresh_tensor()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    fresh_tensor()
+print(reused, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_reused_memory_stops_a_fresh_tensor_from_page_faulting_in_again():
+    def faults_per_tensor(mode: str) -> tuple[str, float]:
+        done = subprocess.run([sys.executable, "-c", FAULTS_CHILD, mode], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parents[1])
+        reused, faults = done.stdout.split()
+        return reused, float(faults)
+
+    default, reused = faults_per_tensor("default"), faults_per_tensor("reuse")
+    pages = 64 * 2**20 / os.sysconf("SC_PAGE_SIZE")
+    assert default[0] == "False" and default[1] > pages / 2  # glibc maps and unmaps each one: every page faults
+    assert reused[0] == "True" and reused[1] < pages / 100
+
+
+def test_the_config_switch_reaches_the_allocator(monkeypatch):
+    import src.runtime as runtime_module
+    from src.config import TrainConfig
+
+    calls = []
+    monkeypatch.setattr(runtime_module, "reuse_freed_memory", lambda: calls.append(1) or True)
+    runtime_module.runtime_from_config(TrainConfig(device="cpu", reuse_freed_memory=False))
+    assert calls == []
+    runtime_module.runtime_from_config(TrainConfig(device="cpu"))
+    assert calls == [1]
