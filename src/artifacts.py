@@ -158,17 +158,21 @@ class Experiment(Layout):
         oof.check_heads(self.fmt.heads(), self.oof_path, self.command("oof"))
         return oof
 
-    def read_thresholds(self, required: bool = False) -> Optional["TunedThresholds"]:
-        """thresholds.json checked against the format's heads; None when not tuned yet (unless `required`)."""
-        if not self.thresholds_path.exists() and not required:
+    def read_thresholds(self, required: bool = False, path: Optional[Path] = None,
+                        rewrite_command: Optional[str] = None) -> Optional["TunedThresholds"]:
+        """thresholds.json (or the copy at `path`, e.g. the offline kernel's) checked against the format's heads;
+        None when not tuned yet (unless `required`). `rewrite_command` is what a damaged file's error names."""
+        path = self.thresholds_path if path is None else path
+        if not path.exists() and not required:
             return None
-        saved = TunedThresholds.read(self.require(self.thresholds_path, "thresholds"), self.command("thresholds"))
-        saved.check_heads(self.fmt.heads(), self.thresholds_path, self.command("thresholds"))
+        saved = TunedThresholds.read(self.require(path, "thresholds"), rewrite_command or self.command("thresholds"))
+        saved.check_heads(self.fmt.heads(), path, self.command("thresholds"))
         return saved
 
-    def decision_rules(self):
-        """The rules submit applies: the `thresholds.method` thresholds + min/max labels; None when untuned."""
-        saved = self.read_thresholds()
+    def decision_rules(self, path: Optional[Path] = None, rewrite_command: Optional[str] = None):
+        """The rules submit applies: the `thresholds.method` thresholds + min/max labels; None when untuned.
+        `path`, `rewrite_command`: as `read_thresholds`."""
+        saved = self.read_thresholds(path=path, rewrite_command=rewrite_command)
         cfg = self.config.thresholds
         return None if saved is None else saved.rules(cfg.method, cfg.min_labels, cfg.max_labels)
 

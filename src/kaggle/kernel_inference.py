@@ -52,18 +52,12 @@ def run_kernel(settings: dict, input_root: str, working_root: str, code_dir: str
 def predict_submission(exp, checkpoint: Path, thresholds_file: Path, out_dir: Path, log: Callable[[str], None],
                        quiet: bool = True) -> list[Path]:
     """The submit stage's own call (`src.inference.make_submission`), writing into `out_dir`."""
-    from src.artifacts import TunedThresholds
     from src.errors import PipelineError
     from src.inference import make_submission
     from src.runtime import runtime_from_config
 
-    rules = None
-    if thresholds_file.is_file():
-        cfg = exp.config.thresholds
-        tuned = TunedThresholds.read(thresholds_file, "python -m src.stage kernel build (after the thresholds stage)")
-        tuned.check_heads(exp.fmt.heads(), thresholds_file, "python -m src.stage thresholds")
-        rules = tuned.rules(cfg.method, cfg.min_labels, cfg.max_labels)
-    elif any(head.thresholded for head in exp.fmt.heads()):
+    rules = exp.decision_rules(thresholds_file, "python -m src.stage kernel build (after the thresholds stage)")
+    if rules is None and any(head.thresholded for head in exp.fmt.heads()):
         raise PipelineError(f"{thresholds_file}: the weights dataset has no thresholds: rebuild the kernel "
                             "after running the thresholds stage")
     runtime = runtime_from_config(exp.config.train, inference=True)
