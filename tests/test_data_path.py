@@ -12,7 +12,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, RandomSampler
 
 from src.config import load_config
-from src.data.dataset import CachedImageDataset, make_loader
+from src.data.dataset import CachedImageDataset, augmentation_seed, make_loader
 from src.data.transforms import BatchNormalize, build_transform, transform_from_config
 from src.formats.base import HeadSpec
 from src.inference import predict_rows
@@ -199,7 +199,7 @@ def test_augmentations_are_those_of_an_eagerly_built_generator_pair(steps):
     augment = ds.pipeline.augment
     for epoch in (0, 3):
         for row in range(len(data)):
-            image_seed = (seed * 1_000_003 + epoch * 7_919 + row) % (2**32)
+            image_seed = augmentation_seed(seed, epoch, row)
             augment.set_random_state(np.random.default_rng(image_seed), random.Random(image_seed))
             expected = augment(image=data[row])["image"]
             assert np.array_equal(ds._augmented(row, epoch), expected), (epoch, row)
@@ -213,6 +213,6 @@ def test_transforms_drawing_only_from_python_random_build_no_numpy_generator(mon
     python_only[(0, list(range(len(python_only))))]
     assert built == []
     numpy_drawing[(0, list(range(len(numpy_drawing))))]
-    image_seeds = [(5 * 1_000_003 + row) % (2**32) for row in range(len(numpy_drawing))]
+    image_seeds = [augmentation_seed(5, 0, row) for row in range(len(numpy_drawing))]
     drawn = [seed for seed in built if seed in image_seeds]
     assert drawn and len(drawn) == len(set(drawn))  # at most once per image (its first draw), not for every image

@@ -66,12 +66,17 @@ class CachedImageDataset(Dataset):
         return torch.from_numpy(images), targets, torch.from_numpy(rows)
 
     def _augmented(self, row: int, epoch: int) -> np.ndarray:
-        seed = (self.seed * 1_000_003 + epoch * 7_919 + row) % (2**32)
+        seed = augmentation_seed(self.seed, epoch, row)
         # One generator pair shared by the whole pipeline: `set_random_seed` gave every transform its own
         # copy of one stream (so e.g. two p=0.5 flips always fired together) and took 3x as long.
         augment = self.pipeline.augment
         augment.set_random_state(SeededNumpyGenerator(seed), random.Random(seed))
         return augment(image=np.ascontiguousarray(self.images[row]))["image"]
+
+
+def augmentation_seed(seed: int, epoch: int, row: int) -> int:
+    """The seed of one image's augmentations in one epoch: a function of (seed, epoch, row) only."""
+    return (seed * 1_000_003 + epoch * 7_919 + row) % (2**32)
 
 
 class SeededNumpyGenerator:
