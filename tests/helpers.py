@@ -40,6 +40,22 @@ def tiny_config(tmp: Path, format_name: str, data_root: Path, extra: dict | None
     return write_config(tmp / "configs", name, _merge(body, extra or {}))
 
 
+def kaggle_demo_experiment(root: Path, competition: str, n_train: int, n_test: int, extra: dict):
+    """A tiny iMet demo under `<root>/input/<competition>` (answers apart) as an Experiment named tiny, on 2 folds
+    whose folds file is written; `extra` is merged into the tiny config (the Kaggle username, sizes, ...)."""
+    from src.artifacts import Experiment
+    from src.config import load_config
+    from src.demo import build_demo
+    from src.steps import folds
+
+    paths = build_demo("imet", root / "input" / competition, answers_root=root / "input" / "answers",
+                       n_train=n_train, n_test=n_test)
+    config_path = tiny_config(root, "imet", paths.root, name="tiny",
+                              extra=_merge({"competition": competition, "data": {"n_folds": 2}}, extra))
+    experiment = Experiment(load_config(config_path), config_path)
+    folds.run(experiment, log=[].append)
+    return experiment
+
 
 def tiny_training(data_root: Path, tmp: Path, total_steps: int, scaler=None, clip_grad_norm=None, wrap=lambda part: part):
     """(a real src.engine Training for the tiny iMet demo's heads on CPU, its heads, its runtime);

@@ -13,15 +13,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_kaggle_server import FAKE_KEY, FAKE_TOKEN, FAKE_USER, fake_kaggle  # noqa: E402,F401 (fixture)
-from helpers import tiny_config  # noqa: E402
+from helpers import kaggle_demo_experiment  # noqa: E402
 
-from src.config import Config, load_config  # noqa: E402
-from src.demo import build_demo  # noqa: E402
+from src.config import Config  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
 from src.artifacts import Experiment, LeaderboardRecord  # noqa: E402
 from src.kaggle import kernel  # noqa: E402
 from src.kaggle.kernel_inference import find_dataset_dir, version_drift  # noqa: E402
-from src.steps import download, folds, oof, submit, thresholds, train  # noqa: E402
+from src.steps import download, oof, submit, thresholds, train  # noqa: E402
 from src.steps import kernel as kernel_step  # noqa: E402
 
 COMPETITION = "demo-imet"
@@ -36,19 +35,9 @@ PLANTED_STORAGE = f"postgresql://tuner:{PLANTED_PASSWORD}@db.example/optuna"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Experiment:
     """A tiny iMet demo, trained for one epoch on 2 folds + a full fit, tuned and submitted."""
-    root = tmp_path_factory.mktemp("kernel")
-    paths = build_demo("imet", root / "input" / COMPETITION, answers_root=root / "input" / "answers",
-                       n_train=120, n_test=40)
-    config_path = tiny_config(root, "imet", paths.root, name="tiny", extra={
-        "competition": COMPETITION,
-        "data": {"n_folds": 2},
-        "train": {"epochs": 1},
-        "thresholds": {"optuna_trials": 3, "honest_folds": 2},
-        "kaggle": {"username": FAKE_USER},
-    })
-    exp = Experiment(load_config(config_path), config_path)
+    exp = kaggle_demo_experiment(tmp_path_factory.mktemp("kernel"), COMPETITION, 120, 40, {
+        "train": {"epochs": 1}, "thresholds": {"optuna_trials": 3, "honest_folds": 2}, "kaggle": {"username": FAKE_USER}})
     quiet = [].append
-    folds.run(exp, log=quiet)
     train.run(exp, "all", quiet=True, log=quiet)
     train.run(exp, "all", full=True, quiet=True, log=quiet)
     oof.run(exp, quiet=True, log=quiet)

@@ -14,14 +14,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_kaggle_server import FAKE_USER, fake_kaggle  # noqa: E402,F401 (fixture)
-from helpers import tiny_config  # noqa: E402
+from helpers import kaggle_demo_experiment  # noqa: E402
 
 from src.artifacts import Experiment  # noqa: E402
-from src.config import config_to_dict, load_config  # noqa: E402
-from src.demo import build_demo  # noqa: E402
+from src.config import config_to_dict  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
 from src.kaggle import kernel, train_kernel  # noqa: E402
-from src.steps import folds, oof, submit, thresholds, train  # noqa: E402
+from src.steps import oof, submit, thresholds, train  # noqa: E402
 from src.steps import kernel as kernel_step  # noqa: E402
 
 COMPETITION = "demo-imet"
@@ -31,15 +30,9 @@ TRAIN_REF = f"{FAKE_USER}/tiny-train"
 @pytest.fixture(scope="module")
 def exp(tmp_path_factory) -> Experiment:
     """A tiny iMet demo with its folds file: 2 folds, 2 epochs."""
-    root = tmp_path_factory.mktemp("train-kernel")
-    paths = build_demo("imet", root / "input" / COMPETITION, answers_root=root / "input" / "answers",
-                       n_train=60, n_test=10)
-    config_path = tiny_config(root, "imet", paths.root, name="tiny", extra={
-        "competition": COMPETITION, "data": {"n_folds": 2}, "kaggle": {"username": FAKE_USER},
-        "thresholds": {"optuna_trials": 2, "honest_folds": 2}, "submit": {"checkpoint": "fold-0"}})
-    experiment = Experiment(load_config(config_path), config_path)
-    folds.run(experiment, log=[].append)
-    return experiment
+    return kaggle_demo_experiment(tmp_path_factory.mktemp("train-kernel"), COMPETITION, 60, 10, {
+        "kaggle": {"username": FAKE_USER}, "thresholds": {"optuna_trials": 2, "honest_folds": 2},
+        "submit": {"checkpoint": "fold-0"}})
 
 
 def _run_files(run_dir: Path) -> dict[str, bytes]:
