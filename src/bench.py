@@ -1,7 +1,8 @@
 """Benchmarks that report ratios measured side by side in one run, so a loaded machine cancels out.
 
-Every comparison runs its sides interleaved (order reversed every other round), repeats, and reports
-the median of the per-round ratios:
+Every comparison runs its sides interleaved (order reversed every other round), repeats (data-path comparisons
+also for a minimum time), and reports the median of the per-round ratios with its quartiles and a distribution-free
+95% interval of the median:
 - data path, for each model asked for: training images/s of the real train data path (CachedImageDataset
   over the uint8 memmap cache, the loader training builds, uint8 batches normalised on the device,
   `engine.train_one_epoch`) against the same step on batches already normalised on the device; inference
@@ -48,6 +49,7 @@ class BenchSizes:
     train_repeats: int
     predict_images: int
     predict_repeats: int
+    data_path_seconds: float        # each data-path comparison runs at least its repeats and on for this long
     oof_rows: int
     oof_classes: int
     optuna_trials: int
@@ -65,11 +67,11 @@ class BenchSizes:
         return "quick" if self is QUICK else "full"
 
 
-FULL = BenchSizes(train_images=960, train_repeats=3, predict_images=512, predict_repeats=32,
+FULL = BenchSizes(train_images=960, train_repeats=3, predict_images=512, predict_repeats=32, data_path_seconds=60.0,
                   oof_rows=20_000, oof_classes=IMET_CLASSES, optuna_trials=200,
                   folds_ladder=(5_000, 10_000, 20_000), folds_full=True, demo_train=240, demo_test=60,
                   stages=5, allocator_pairs=2, allocator_steps=(12, 8), allocator_all_models=True)
-QUICK = BenchSizes(train_images=96, train_repeats=2, predict_images=128, predict_repeats=4,
+QUICK = BenchSizes(train_images=96, train_repeats=2, predict_images=128, predict_repeats=4, data_path_seconds=0.0,
                    oof_rows=3_000, oof_classes=IMET_CLASSES, optuna_trials=12,
                    folds_ladder=(1_000, 2_000, 4_000), folds_full=False, demo_train=96, demo_test=24,
                    stages=1, allocator_pairs=1, allocator_steps=(3, 2), allocator_all_models=False)
@@ -79,27 +81,51 @@ QUICK = BenchSizes(train_images=96, train_repeats=2, predict_images=128, predict
 # Timing helpers
 
 
-def interleaved(sides: dict[str, Callable[[], int]], repeats: int) -> dict[str, list[float]]:
-    """Run every side `repeats` times, in rotating order; return images/s per side per repeat.
+def interleaved(sides: dict[str, Callable[[], int]], repeats: int, min_seconds: float = 0.0,
+                max_repeats: Optional[int] = None) -> dict[str, list[float]]:
+    """Run every side at least `repeats` times, in rotating order, and on until `min_seconds` have passed (at most
+    `max_repeats` rounds, default 20 x `repeats`); return images/s per side per round.
 
-    A side is a function that does its work and returns how many images it processed.
+    A side is a function that does its work and returns how many images it processed. Fast sides get more rounds
+    in the same time: a short round is the one a burst of load moves most.
     """
     names = list(sides)
     rates: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
+    limit = max_repeats if max_repeats is not None else 20 * repeats
+    started, repeat = time.perf_counter(), 0
+    while repeat < repeats or (repeat < limit and time.perf_counter() - started < min_seconds):
         order = names if repeat % 2 == 0 else names[::-1]
         for name in order:
-            started = time.perf_counter()
+            side_started = time.perf_counter()
             images = sides[name]()
-            rates[name].append(images / max(time.perf_counter() - started, 1e-9))
+            rates[name].append(images / max(time.perf_counter() - side_started, 1e-9))
+        repeat += 1
     return rates
 
 
+def median_interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free interval for the median of `values`: the order statistics [low, n-1-low] (0-based), low
+    the largest with P(Binomial(n, 1/2) <= low) <= (1 - confidence) / 2; (min, max) when n is too small for one."""
+    ordered = sorted(values)
+    n = len(ordered)
+    parts = 10**6  # integer arithmetic: 2**n overflows a float past n = 1023
+    tail_allowed = round((1 - confidence) / 2 * parts) * 2**n
+    cumulative, low = 0, 0
+    for count in range(n // 2):
+        cumulative += math.comb(n, count)
+        if cumulative * parts > tail_allowed:
+            break
+        low = count
+    return float(ordered[low]), float(ordered[n - 1 - low])
+
+
 def ratio_summary(rates: dict[str, list[float]], numerator: str, denominator: str) -> dict:
-    """Median and quartiles of the per-repeat ratio numerator/denominator (same repeat = same load)."""
+    """Median, quartiles and a 95% interval of the median (`median_interval`) of the per-round ratio
+    numerator/denominator (same round = same load)."""
     ratios = np.array([a / b for a, b in zip(rates[numerator], rates[denominator])])
     q1, median, q3 = np.percentile(ratios, [25, 50, 75])
-    return {"median": float(median), "q1": float(q1), "q3": float(q3), "pairs": int(ratios.size)}
+    low, high = median_interval(ratios.tolist())
+    return {"median": float(median), "q1": float(q1), "q3": float(q3), "ci95": [low, high], "pairs": int(ratios.size)}
 
 
 def _status_mb(field: str) -> float:
@@ -209,13 +235,13 @@ def _pairing(workers: int) -> str:
 
 
 def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
-                   num_workers: Optional[int] = None) -> dict:
+                   num_workers: Optional[int] = None, min_seconds: float = 0.0) -> dict:
     """images/s of training on the real data path vs on resident batches; same model, step and threads.
 
     Both sides call `engine.train_one_epoch`: the real one on batches from the training loader
     `engine.build_train_data` builds (CachedImageDataset, augmentations on the uint8 cache, uint8 batches
-    normalised on the device), the other on the same batches already normalised on the device. `repeats` epochs of `n_images`; the ratio is the
-    median over pairs.
+    normalised on the device), the other on the same batches already normalised on the device. At least `repeats`
+    epochs of `n_images`, and on for `min_seconds`; the ratio is the median over pairs.
     """
     import torch
 
@@ -243,9 +269,11 @@ def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
         return seen
 
     step(resident[:2])  # warm-up: first-call allocations and kernel selection stay out of the timings
-    rates, loader_rate = _training_rates(step, train_data.loader, train_data.dataset, resident, workers, repeats)
+    rates, loader_rate = _training_rates(step, train_data.loader, train_data.dataset, resident, workers, repeats,
+                                         min_seconds)
     return {
-        "images_per_epoch": len(resident) * tc.batch_size, "epochs": repeats, "num_workers": workers,
+        "images_per_epoch": len(resident) * tc.batch_size, "num_workers": workers,
+        "epochs": len(rates["real"]) / (len(resident) if _pairing(workers) == "batch" else 1),
         "paired_by": _pairing(workers),
         "real_images_per_s": statistics.median(rates["real"]),
         "resident_images_per_s": statistics.median(rates["resident"]),
@@ -254,13 +282,13 @@ def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
     }
 
 
-def _training_rates(step: Callable[[list], int], loader, dataset, resident: list, workers: int,
-                    repeats: int) -> tuple[dict[str, list[float]], float]:
+def _training_rates(step: Callable[[list], int], loader, dataset, resident: list, workers: int, repeats: int,
+                    min_seconds: float) -> tuple[dict[str, list[float]], float]:
     """(images/s per side per round, images/s of the loader alone): batch by batch without workers, else by epoch."""
     stream, cycle = _BatchStream(loader, dataset), itertools.cycle(resident)
     if _pairing(workers) == "batch":
         rates = interleaved({"real": lambda: step([stream.next()]), "resident": lambda: step([next(cycle)])},
-                            repeats * len(resident))
+                            repeats * len(resident), min_seconds)
         return rates, stream.images_per_s
 
     def real_epoch() -> int:
@@ -273,12 +301,14 @@ def _training_rates(step: Callable[[list], int], loader, dataset, resident: list
         dataset.set_epoch(stream.epoch)
         return sum(len(images) for images, _, _ in loader)
 
-    rates = interleaved({"real": real_epoch, "resident": lambda: step(resident), "loader_only": loader_only}, repeats)
+    rates = interleaved({"real": real_epoch, "resident": lambda: step(resident), "loader_only": loader_only}, repeats,
+                        min_seconds)
     return rates, statistics.median(rates["loader_only"])
 
 
-def bench_inference(config: Config, data: DemoData, n_images: int, repeats: int) -> dict:
-    """images/s of predict_probs (no TTA, flip TTA) over the loader oof/submit build vs forward-only on resident batches."""
+def bench_inference(config: Config, data: DemoData, n_images: int, repeats: int, min_seconds: float = 0.0) -> dict:
+    """images/s of predict_probs (no TTA, flip TTA) over the loader oof/submit build vs forward-only on resident batches;
+    at least `repeats` passes of each, and on for `min_seconds`."""
     import torch
 
     from src.data.dataset import CachedImageDataset
@@ -313,9 +343,9 @@ def bench_inference(config: Config, data: DemoData, n_images: int, repeats: int)
     # is not a per-batch cost); a pass of a few batches is short, so each pair still runs under one load.
     sides = {"predict": lambda: predict(loader, False), "predict_tta": lambda: predict(loader, True),
              "forward_only": lambda: forward_only(resident)}
-    rates = interleaved(sides, repeats)
+    rates = interleaved(sides, repeats, min_seconds)
     return {
-        "images": n_images, "repeats": repeats, "batch_size": config.predict.batch_size, "num_workers": workers,
+        "images": n_images, "repeats": len(rates["predict"]), "batch_size": config.predict.batch_size, "num_workers": workers,
         "paired_by": "pass",
         "predict_images_per_s": statistics.median(rates["predict"]),
         "predict_tta_images_per_s": statistics.median(rates["predict_tta"]),
@@ -338,8 +368,10 @@ def bench_data_path(config: Config, data: DemoData, sizes: BenchSizes, models: l
     results = {}
     for name in models:
         model_config = with_model(config, name)
-        training = bench_training(model_config, data, sizes.train_images, sizes.train_repeats)
-        inference = bench_inference(model_config, data, sizes.predict_images, sizes.predict_repeats)
+        training = bench_training(model_config, data, sizes.train_images, sizes.train_repeats,
+                                  min_seconds=sizes.data_path_seconds)
+        inference = bench_inference(model_config, data, sizes.predict_images, sizes.predict_repeats,
+                                    sizes.data_path_seconds)
         results[name] = {"training": training, "inference": inference}
         log(f"  {name:<24} training {training['ratio']['median']:.3f} ({training['real_images_per_s']:.0f} vs "
             f"{training['resident_images_per_s']:.0f} img/s), inference {inference['ratio']['median']:.3f} "
@@ -657,10 +689,12 @@ DATA_PATH_GOAL = 0.95  # training and inference ratio per model, 2 CPU cores at 
 def goals(result: dict) -> list[dict]:
     """The issue's goals against what was measured (a quick run measures smaller sizes than the goals name)."""
     thresholds = result["thresholds"]
-    data_path = [{"goal": f"{name} {part} data-path ratio >= {DATA_PATH_GOAL}", "measured": ratio,
-                  "met": ratio >= DATA_PATH_GOAL}
+    # `interval`: the 95% interval of the median; a goal inside it is one this run cannot tell apart from what it measured.
+    data_path = [{"goal": f"{name} {part} data-path ratio >= {DATA_PATH_GOAL}", "measured": ratio["median"],
+                  "met": ratio["median"] >= DATA_PATH_GOAL, "target": DATA_PATH_GOAL,
+                  "interval": ratio["ci95"]}
                  for name, model in result["data_path"]["models"].items() for part in ("training", "inference")
-                 for ratio in [model[part]["ratio"]["median"]]]
+                 for ratio in [model[part]["ratio"]]]
     return [
         *data_path,
         {"goal": f"exact thresholds <= 10 s ({thresholds['rows']} x {thresholds['classes']})",
@@ -745,16 +779,16 @@ def summary_table(result: dict) -> str:
     ]
     if len(m["stages"]) < len(STAGE_RUNS):
         lines.insert(-1, f"             (this mode measures the first {len(m['stages'])} of {len(STAGE_RUNS)} stages)")
-    lines += [f"goal: {g['goal']}: {'met' if g['met'] else 'NOT met'} (measured {g['measured']:.3f})" for g in result["goals"]]
+    lines += [goal_line(goal) for goal in result["goals"]]
     if result["mode"] == "quick":
         lines.append("quick mode: smaller sizes than the goals name (see sizes in the JSON); run without --quick for the figures")
     return "\n".join(lines)
 
 
 def data_path_lines(models: dict) -> list[str]:
-    """One line per model: training and inference images/s and ratios (median [quartiles]), flip TTA."""
-    lines = [f"{'data path':<24} {'training: real / resident img/s':<32} {'ratio':<21} "
-             f"{'inference: predict / forward':<30} {'ratio':<21} flip TTA (0.5 = free)"]
+    """One line per model: training and inference images/s and ratios (median [95% interval]), flip TTA."""
+    lines = [f"{'data path':<24} {'training: real / resident img/s':<32} {'ratio [95% interval]':<21} "
+             f"{'inference: predict / forward':<30} {'ratio [95% interval]':<21} flip TTA (0.5 = free)"]
     for name, model in models.items():
         t, i = model["training"], model["inference"]
         lines.append(f"{name:<24} {t['real_images_per_s']:>9.0f} / {t['resident_images_per_s']:<19.0f} {_ratio(t['ratio'])}  "
@@ -777,4 +811,16 @@ def allocator_lines(models: dict) -> list[str]:
 
 
 def _ratio(ratio: dict) -> str:
-    return f"{ratio['median']:.3f} [{ratio['q1']:.3f}-{ratio['q3']:.3f}]"
+    low, high = ratio["ci95"]
+    return f"{ratio['median']:.3f} [{low:.3f}-{high:.3f}]"
+
+
+def goal_line(goal: dict) -> str:
+    """'goal: ...: met (measured x)', with the 95% interval of the median where there is one, and whether the goal
+    lies inside it (then this run does not tell the two apart)."""
+    line = f"goal: {goal['goal']}: {'met' if goal['met'] else 'NOT met'} (measured {goal['measured']:.3f}"
+    if "interval" not in goal:
+        return line + ")"
+    low, high = goal["interval"]
+    inside = low <= goal["target"] <= high
+    return line + f", 95% interval {low:.3f}-{high:.3f}" + (": the goal is inside it)" if inside else ")")

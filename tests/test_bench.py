@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 
@@ -42,6 +43,7 @@ def test_quick_bench_reports_every_section(tmp_path):
         for ratio in (training["ratio"], inference["ratio"], inference["tta_ratio"]):
             assert all(_positive(ratio[key]) for key in ("median", "q1", "q3", "pairs"))
             assert ratio["q1"] <= ratio["median"] <= ratio["q3"]
+            assert ratio["ci95"][0] <= ratio["median"] <= ratio["ci95"][1]
 
     allocator = result["allocator"]["models"]
     assert list(allocator) == ["test_resnet"]  # quick mode: the first model only
@@ -123,4 +125,38 @@ def test_interleaved_rotates_order_and_ratio_summary_pairs_repeats():
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert all(len(values) == 4 and all(v > 0 for v in values) for values in rates.values())
     summary = bench.ratio_summary({"x": [1.0, 2.0, 3.0], "y": [2.0, 2.0, 2.0]}, "x", "y")
-    assert summary == {"median": 1.0, "q1": 0.75, "q3": 1.25, "pairs": 3}
+    assert summary == {"median": 1.0, "q1": 0.75, "q3": 1.25, "ci95": [0.5, 1.5], "pairs": 3}
+
+
+def test_interleaved_runs_on_for_min_seconds_but_not_past_max_repeats():
+    counts = {"a": 0}
+
+    def side() -> int:
+        counts["a"] += 1
+        time.sleep(0.01)
+        return 1
+
+    assert len(bench.interleaved({"a": side}, 2, min_seconds=0.15)["a"]) >= 10
+    assert len(bench.interleaved({"a": side}, 2, min_seconds=60.0, max_repeats=5)["a"]) == 5
+    assert len(bench.interleaved({"a": side}, 3)["a"]) == 3
+
+
+def test_median_interval_is_the_binomial_order_statistics():
+    # Tables of the distribution-free interval: n = 10 -> ranks 2 and 9, n = 100 -> ranks 40 and 61 (1-based).
+    assert bench.median_interval(list(range(10))) == (1.0, 8.0)
+    assert bench.median_interval(list(range(100))[::-1]) == (39.0, 60.0)
+    assert bench.median_interval([3.0, 1.0]) == (1.0, 3.0)  # too few for 95%: the whole range
+    assert bench.median_interval(list(range(3000)))[0] > 1400  # no float overflow past n = 1023
+    rng = np.random.default_rng(0)
+    covered = [low <= 0.0 <= high for low, high in (bench.median_interval(rng.standard_normal(41).tolist())
+                                                   for _ in range(1000))]
+    assert 0.93 <= np.mean(covered) <= 0.99
+
+
+def test_goal_line_says_when_the_goal_is_inside_the_interval():
+    goal = {"goal": "m training data-path ratio >= 0.95", "measured": 0.947, "met": False, "target": 0.95,
+            "interval": [0.93, 0.96]}
+    assert bench.goal_line(goal).endswith("NOT met (measured 0.947, 95% interval 0.930-0.960: the goal is inside it)")
+    assert bench.goal_line({**goal, "measured": 0.97, "met": True, "interval": [0.96, 0.98]}).endswith(
+        "met (measured 0.970, 95% interval 0.960-0.980)")
+    assert bench.goal_line({"goal": "exact", "measured": 1.5, "met": True}) == "goal: exact: met (measured 1.500)"
