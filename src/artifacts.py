@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from src.atomic import atomic_path, write_text
 from src.errors import PipelineError
@@ -28,6 +28,7 @@ FULL_RUN = "full"
 TEST_FILES = ("test_probs.npz", "test_scores.json")  # beside the submission, never part of it
 KAGGLE_SCORES = "kaggle.json"  # beside the submission: what the last upload got on the leaderboard
 KERNEL_METADATA = "kernel-metadata.json"  # beside the kernel script: its id is the kernel ref
+PUSH_RECORD, PARITY_RECORD = "push.json", "parity.json"  # in kernels/<exp>/ (push.json also in kernels/<exp>/train/)
 # The report folder's files: the HTML (figures embedded), Markdown (PNGs beside it), the A4 PDF, the tables.
 REPORT_HTML, REPORT_MD, REPORT_PDF, REPORT_TABLES = "index.html", "report.md", "report.pdf", "tables.json"
 PACKAGE_DIR = "package"  # submissions/<exp>/package/: <name>/ (what the zip holds) and the zip beside it
@@ -64,11 +65,12 @@ class Layout:
         self.package_dir = self.submission_dir / PACKAGE_DIR  # package: the course's zip and its unzipped content
         self.test_probs_path, self.test_scores_path = (self.submission_dir / file for file in TEST_FILES)
         self.kernel_metadata_path = self.kernel_dir / KERNEL_METADATA
+        self.kernel_push_path, self.parity_path = self.kernel_dir / PUSH_RECORD, self.kernel_dir / PARITY_RECORD
         self.kaggle_scores_path = self.submission_dir / KAGGLE_SCORES  # submit --kaggle, kernel submit
         self.wheels_dir = self.kernel_dir / "wheels"  # kernel build: the kernel's packages as a flat wheels dataset
         self.train_kernel_dir = self.kernel_dir / "train"  # kernel train: the training kernel (+ state/ for --resume)
         self.train_state_dir = self.train_kernel_dir / "state"  # --resume: the pulled run files, flat, as a dataset
-        self.train_push_path, self.train_pull_path = self.train_kernel_dir / "push.json", self.train_kernel_dir / "pull.json"
+        self.train_push_path, self.train_pull_path = self.train_kernel_dir / PUSH_RECORD, self.train_kernel_dir / "pull.json"
         self.train_check_log = self.train_kernel_dir / "check.log"  # the local run of the training script
         # Over every experiment of the output folder: honest OOF vs public score (status --plot).
         self.leaderboard_plot_path = self.output_dir / "oof" / "_leaderboard" / "cv-vs-public.png"
@@ -304,9 +306,7 @@ class TunedThresholds(_Record):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"]) or "top level"
-            raise PipelineError(f"{path}: {where}: {error['msg']} (damaged or from another version); "
+            raise PipelineError(f"{path}: {_first_error(exc)} (damaged or from another version); "
                                 f"write it again with: {remake}") from None
 
     def check_heads(self, heads, path: Path, remake: str) -> None:
@@ -387,6 +387,106 @@ class LeaderboardRecord(_Record):
             return cls.model_validate(_read_json(path)) if Path(path).exists() else None
         except ValidationError:
             return None
+
+
+# ---- Kaggle pushes and local kernel checks (kernels/<exp>/push.json, parity.json, train/push.json, train/pull.json)
+
+UPLOADS = ("dataset", "wheels", "state")  # the datasets a push uploads: weights, wheels, a training kernel's state
+
+
+class PushRecord(BaseModel):
+    """push.json: what the last push sent, so an unchanged dataset is not uploaded again: per dataset of `UPLOADS` its
+    ref and file sums (flat `<key>_ref` / `<key>_files`, as the first records were written), then the kernel version
+    pushed; the inference kernel adds its script's sum, competition and file names, a training kernel its runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_ref: Optional[str] = None
+    dataset_files: Optional[dict[str, str]] = None
+    wheels_ref: Optional[str] = None
+    wheels_files: Optional[dict[str, str]] = None
+    state_ref: Optional[str] = None
+    state_files: Optional[dict[str, str]] = None
+    kernel_ref: Optional[str] = None
+    kernel_url: Optional[str] = None
+    version: Optional[int] = None
+    script_sha256: Optional[str] = None
+    competition: Optional[str] = None
+    submission_names: Optional[list[str]] = None
+    runs: Optional[dict[str, Any]] = None
+
+    def uploaded(self, key: str) -> tuple[Optional[str], Optional[dict[str, str]]]:
+        """(ref, file sums) of the dataset `key` (one of `UPLOADS`) as last uploaded; (None, None) if never."""
+        return getattr(self, f"{_upload_key(key)}_ref"), getattr(self, f"{key}_files")
+
+    def with_upload(self, key: str, ref: str, files: dict[str, str]) -> "PushRecord":
+        return self.model_copy(update={f"{_upload_key(key)}_ref": ref, f"{key}_files": dict(files)})
+
+    def write(self, path: Path) -> None:
+        write_text(path, json.dumps(self.model_dump(exclude_none=True), indent=1) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> "PushRecord":
+        """The record; an empty one when there is none (nothing pushed yet); a damaged one is refused by name."""
+        if not Path(path).exists():
+            return cls()
+        try:
+            return cls.model_validate(_read_json(path))
+        except ValidationError as error:
+            raise PipelineError(f"{path}: not a push record ({_first_error(error)}); delete it: the next push "
+                                "uploads its datasets again") from None
+
+
+def _upload_key(key: str) -> str:
+    if key not in UPLOADS:
+        raise ValueError(f"unknown upload {key!r}: one of {', '.join(UPLOADS)}")
+    return key
+
+
+class ParityRecord(_Record):
+    """parity.json: the last local run of the inference kernel and whether its files equalled submit's; the
+    fingerprint covers script, dataset and submission, so a pass stands only for those exact bytes."""
+
+    passed: bool
+    detail: str
+    fingerprint: dict[str, Any]  # script and dataset sums, submission sums, interpreter and package versions
+    seconds: float
+
+    def write(self, path: Path) -> None:
+        write_text(path, json.dumps(self.model_dump(), indent=1) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> Optional["ParityRecord"]:
+        """The record, or None when missing or damaged (the check then runs again)."""
+        try:
+            return cls.model_validate(_read_json(path)) if Path(path).exists() else None
+        except ValidationError:
+            return None
+
+
+class PulledRuns(RootModel[dict[str, dict[str, str]]]):
+    """train/pull.json: per run folder the last `kernel pull` brought (fold-K, full), the sha256 of each of its files;
+    a local run folder is replaced by a pull only while it still holds exactly those."""
+
+    def write(self, path: Path) -> None:
+        write_text(path, json.dumps(self.root, indent=1) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> "PulledRuns":
+        if not Path(path).exists():
+            return cls({})
+        try:
+            return cls.model_validate(_read_json(path))
+        except ValidationError as error:
+            raise PipelineError(f"{path}: not a record of pulled runs ({_first_error(error)}); it guards local run "
+                                "folders from being replaced: move the run folders a pull should replace out of "
+                                "oof/<exp>/, delete it, then pull again") from None
+
+
+def _first_error(error: ValidationError) -> str:
+    """'key.path: what is wrong' of a validation error's first problem ('top level: ...' for the file as a whole)."""
+    first = error.errors()[0]
+    return f"{'.'.join(str(part) for part in first['loc']) or 'top level'}: {first['msg']}"
 
 
 # ---- a training kernel's runs (kaggle-run.json) -----------------------------------------------------

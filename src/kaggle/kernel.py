@@ -43,7 +43,7 @@ from src.atomic import write_text
 from src.config import Config, config_to_dict
 from src.errors import PipelineError
 from src.weights import normalisation
-from src.artifacts import KERNEL_METADATA, Experiment, Layout, LeaderboardEntry
+from src.artifacts import KERNEL_METADATA, Experiment, Layout, LeaderboardEntry, ParityRecord, PushRecord
 from src.kaggle import cli, leaderboard
 from src.kaggle.kernel_inference import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, package_versions
 from src.kaggle.kernel_wheels import file_sha256
@@ -53,9 +53,7 @@ Log = Callable[[str], None]
 DATASET_METADATA = "dataset-metadata.json"
 DATASET_DIR = "dataset"
 WHEELS_DIR = Layout(".", "").wheels_dir.name
-PARITY_RECORD = "parity.json"
 PARITY_LOG = "parity.log"
-PUSH_RECORD = "push.json"
 OUTPUT_DIR = "output"
 KAGGLE_INPUT = "/kaggle/input"
 TEMPLATE = Path(__file__).with_name("kernel_template.py")
@@ -465,12 +463,11 @@ def check_parity(exp: Experiment, build: KernelBuild, run_submit: Callable[[], l
     script_sha = file_sha256(build.script_path)
     reference, regenerated = _reference_files(exp, run_submit, log)
     fingerprint = _parity_fingerprint(build, script_sha, reference)
-    record_path = build.kernel_dir / PARITY_RECORD
-    if reuse and record_path.is_file():
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record.get("passed") and record.get("fingerprint") == fingerprint:
-            log(f"parity: passed before for these exact files ({record_path}); pass --check to run it again")
-            return ParityResult(True, record.get("detail", ""), script_sha, reused=True)
+    record_path = exp.parity_path
+    record = ParityRecord.read(record_path) if reuse else None
+    if record is not None and record.passed and record.fingerprint == fingerprint:
+        log(f"parity: passed before for these exact files ({record_path}); pass --check to run it again")
+        return ParityResult(True, record.detail, script_sha, reused=True)
     links = {exp.config.competition: Path(exp.config.data.root), build.names.dataset_slug: build.dataset_dir}
     if build.wheels_dir.is_dir():
         links[build.names.wheels_slug] = build.wheels_dir
@@ -486,8 +483,7 @@ def check_parity(exp: Experiment, build: KernelBuild, run_submit: Callable[[], l
         problems = _compare(run, reference)
     passed = not problems
     detail = ("byte-identical to " + ", ".join(str(p) for p in reference)) if passed else "; ".join(problems)
-    write_text(record_path, json.dumps({"passed": passed, "detail": detail, "fingerprint": fingerprint,
-                                        "seconds": round(run.seconds, 1)}, indent=1) + "\n")
+    ParityRecord(passed=passed, detail=detail, fingerprint=fingerprint, seconds=round(run.seconds, 1)).write(record_path)
     log(f"parity: {'passed' if passed else 'FAILED'} in {run.seconds:.0f} s: {detail}")
     return ParityResult(passed, detail, script_sha)
 
@@ -678,8 +674,8 @@ def push(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: 
     elif not parity.passed or parity.script_sha256 != build.files[build.names.code_file]:
         raise PipelineError(f"the parity check did not pass for {build.script_path}: not pushing ({parity.detail})")
     names = build.names
-    record_path = build.kernel_dir / PUSH_RECORD
-    last = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    record_path = exp.kernel_push_path
+    last = PushRecord.read(record_path)
     dataset_files = build.dataset_files()
     last = upload_dataset(build.dataset_dir, names.dataset_ref, dataset_files, "dataset", last, record_path,
                           f"{exp.name}: {MODEL_FILE} {dataset_files[MODEL_FILE][:12]}", wait_s, log)
@@ -688,27 +684,26 @@ def push(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: 
         last = upload_dataset(build.wheels_dir, names.wheels_ref, wheels, "wheels", last, record_path,
                               f"{exp.name}: {len(wheels)} wheels", wait_s, log)
     kernel_url, version = cli.push_kernel_with_version(build.kernel_dir)
-    write_text(record_path, json.dumps({
-        **last, "kernel_ref": names.kernel_ref, "kernel_url": kernel_url, "version": version,
-        "script_sha256": build.files[names.code_file], "competition": exp.config.competition,
-        "submission_names": exp.fmt.submission_names()}, indent=1) + "\n")
+    last.model_copy(update={"kernel_ref": names.kernel_ref, "kernel_url": kernel_url, "version": version,
+                            "script_sha256": build.files[names.code_file], "competition": exp.config.competition,
+                            "submission_names": exp.fmt.submission_names()}).write(record_path)
     log(f"kernel pushed: {kernel_url} (version {version}); follow it with: {exp.command('kernel status')}")
     return kernel_url, version
 
 
-def upload_dataset(folder: Path, ref: str, files: dict[str, str], key: str, last: dict, record_path: Path,
-                   message: str, wait_s: float, log: Log) -> dict:
-    """Upload a flat dataset folder (create, or a new version) unless the last push (`last`, under `key`_ref /
-    `key`_files) sent these exact files; wait until Kaggle has processed it; return the updated record."""
+def upload_dataset(folder: Path, ref: str, files: dict[str, str], key: str, last: PushRecord, record_path: Path,
+                   message: str, wait_s: float, log: Log) -> PushRecord:
+    """Upload a flat dataset folder (create, or a new version) unless the last push (`last`, its upload `key`)
+    sent these exact files; wait until Kaggle has processed it; return the updated record (written at once)."""
     label = "weights" if key == "dataset" else key  # push.json's first keys predate the wheels dataset
-    if last.get(f"{key}_ref") == ref and last.get(f"{key}_files") == files:
+    if last.uploaded(key) == (ref, files):
         log(f"{label} dataset {ref} unchanged since the last push: not uploading it again")
         return last
     url = cli.create_or_version_dataset(folder, message)
     log(f"{label} dataset uploaded: {url}")
     _wait_until_ready(ref, wait_s, log)
-    last = {**last, f"{key}_ref": ref, f"{key}_files": files}
-    write_text(record_path, json.dumps(last, indent=1) + "\n")
+    last = last.with_upload(key, ref, files)
+    last.write(record_path)
     return last
 
 
@@ -758,12 +753,12 @@ def fetch_output(exp: Experiment, log: Log = print) -> list[Path]:
 def submit_kernel(exp: Experiment, log: Log = print) -> list[LeaderboardEntry]:
     """Code competitions: submit the pushed kernel version's output once its run is complete, then wait
     (bounded, `submit.score_wait_s`) for its leaderboard score."""
-    record_path = exp.kernel_dir / PUSH_RECORD
-    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
-    if not record.get("version"):
+    record_path = exp.kernel_push_path
+    record = PushRecord.read(record_path)
+    if not record.version or not record.kernel_ref:
         raise PipelineError(f"{record_path}: no pushed kernel version: push first with: {exp.command('kernel push')}")
-    ref, version = record["kernel_ref"], int(record["version"])
-    names = record.get("submission_names") or ["submission.csv"]
+    ref, version = record.kernel_ref, record.version
+    names = record.submission_names or ["submission.csv"]
     if len(names) != 1:
         raise PipelineError(f"this format writes {len(names)} files; a code competition takes one: submit by hand")
     status = cli.kernel_status(ref)

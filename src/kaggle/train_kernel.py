@@ -29,8 +29,8 @@ from typing import Callable
 
 import yaml
 
-from src.artifacts import (KERNEL_METADATA, LAST_CHECKPOINT, RUN_CONFIG, TRAINING_MANIFEST, Experiment, TrainingManifest,
-                           fold_run_name, portable_config)
+from src.artifacts import (KERNEL_METADATA, LAST_CHECKPOINT, RUN_CONFIG, TRAINING_MANIFEST, Experiment, PulledRuns,
+                           PushRecord, TrainingManifest, fold_run_name, portable_config)
 from src.atomic import write_text
 from src.config import config_to_dict
 from src.errors import PipelineError
@@ -300,7 +300,7 @@ def push_training(exp: Experiment, build: TrainingBuild, checked: bool, log: Log
     if not checked:
         log("warning: pushing a training kernel that was not run locally (no check)")
     settings, record_path = build.settings, exp.train_push_path
-    last = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    last = PushRecord.read(record_path)
     for key, part, folder in (("wheels", settings["wheels"], exp.wheels_dir), ("state", settings["resume"], exp.train_state_dir)):
         if part:
             files = build.dataset_files(_relative(exp, folder))
@@ -309,8 +309,8 @@ def push_training(exp: Experiment, build: TrainingBuild, checked: bool, log: Log
     if settings["pretrained"]:
         _require_dataset(settings["pretrained"]["dataset_ref"], settings["pretrained"]["tag"], exp)
     url, version = cli.push_kernel_with_version(exp.train_kernel_dir)
-    write_text(record_path, json.dumps({**last, "kernel_ref": build.kernel_ref, "kernel_url": url, "version": version,
-                                        "runs": settings["runs"]}, indent=1) + "\n")
+    last.model_copy(update={"kernel_ref": build.kernel_ref, "kernel_url": url, "version": version,
+                            "runs": settings["runs"]}).write(record_path)
     log(f"training kernel pushed: {url} (version {version}); follow it with: {exp.command('kernel status')}, "
         f"then fetch its runs with: {exp.command('kernel pull')}")
     return url, version
@@ -330,8 +330,7 @@ def _require_dataset(ref: str, tag: str, exp: Experiment) -> None:
 
 def pushed_training_ref(exp: Experiment) -> str | None:
     """The training kernel last pushed for this experiment (None when none was)."""
-    record = json.loads(exp.train_push_path.read_text(encoding="utf-8")) if exp.train_push_path.is_file() else {}
-    return record.get("kernel_ref")
+    return PushRecord.read(exp.train_push_path).kernel_ref
 
 
 def pull_training(exp: Experiment, log: Log = print) -> list[Path]:
@@ -384,16 +383,15 @@ def _refuse_local_only(exp: Experiment, run: str) -> None:
     local = exp.oof_dir / run
     if not local.is_dir():
         return
-    known = json.loads(exp.train_pull_path.read_text(encoding="utf-8")) if exp.train_pull_path.is_file() else {}
-    sums = {p.relative_to(local).as_posix(): file_sha256(p) for p in sorted(local.rglob("*")) if p.is_file()}
-    if known.get(run) != sums:
+    known = PulledRuns.read(exp.train_pull_path).root
+    if known.get(run) != _file_sums(local):
         raise PipelineError(f"{local}: holds a run that did not come from this kernel (or changed since it was "
                             "pulled): not replaced; move it away, then pull again")
 
 
 def _move_runs(exp: Experiment, manifest: TrainingManifest, staging: Path) -> list[Path]:
     """Move the verified run folders into oof/<exp>/ and write their config.json as a local train does."""
-    known = json.loads(exp.train_pull_path.read_text(encoding="utf-8")) if exp.train_pull_path.is_file() else {}
+    known = PulledRuns.read(exp.train_pull_path).root
     moved = []
     for run in sorted(manifest.runs):
         target = exp.oof_dir / run
@@ -402,10 +400,15 @@ def _move_runs(exp: Experiment, manifest: TrainingManifest, staging: Path) -> li
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / "oof" / exp.name / run, target)
         write_text(target / RUN_CONFIG, json.dumps(config_to_dict(exp.config), indent=2))
-        known[run] = {p.relative_to(target).as_posix(): file_sha256(p) for p in sorted(target.rglob("*")) if p.is_file()}
+        known[run] = _file_sums(target)
         moved.append(target)
-    write_text(exp.train_pull_path, json.dumps(known, indent=1) + "\n")
+    PulledRuns(known).write(exp.train_pull_path)
     return moved
+
+
+def _file_sums(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by its path relative to it."""
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _first_difference(theirs: dict, ours: dict, prefix: str = "") -> str:

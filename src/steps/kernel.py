@@ -70,7 +70,7 @@ def status(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = pr
     from src.kaggle import cli, kernel, train_kernel
 
     training = train_kernel.pushed_training_ref(exp)
-    found = kernel.kernel_status(exp, log) if training is None or (exp.kernel_dir / kernel.PUSH_RECORD).is_file() else None
+    found = kernel.kernel_status(exp, log) if training is None or exp.kernel_push_path.is_file() else None
     if training is not None:
         state = cli.kernel_status(training)
         log(f"training kernel {training}: {state.state}" + (f": {state.failure_message}" if state.failure_message else ""))

@@ -1,0 +1,70 @@
+"""The Kaggle records in src.artifacts: push.json, parity.json and pull.json round-trip, read what earlier versions
+wrote, and a damaged one is refused with its path and what to do (or, for parity, just checked again)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from src.artifacts import Layout, ParityRecord, PulledRuns, PushRecord
+from src.errors import PipelineError
+
+
+def test_push_record_keeps_each_upload_and_the_kernel_version(tmp_path):
+    path = tmp_path / "push.json"
+    assert PushRecord.read(path) == PushRecord()  # nothing pushed yet
+    record = PushRecord().with_upload("dataset", "me/weights", {"model.pt": "aa"}).with_upload("wheels", "me/wheels", {})
+    record = record.model_copy(update={"kernel_ref": "me/kernel", "version": 3})
+    record.write(path)
+    again = PushRecord.read(path)
+    assert again == record
+    assert again.uploaded("dataset") == ("me/weights", {"model.pt": "aa"})
+    assert again.uploaded("wheels") == ("me/wheels", {})
+    assert again.uploaded("state") == (None, None)
+    assert "state_ref" not in json.loads(path.read_text())  # unset fields are left out of the file
+    with pytest.raises(ValueError, match="unknown upload"):
+        record.uploaded("weights")
+
+
+def test_push_record_reads_the_flat_file_the_first_pushes_wrote(tmp_path):
+    path = tmp_path / "push.json"
+    path.write_text(json.dumps({"dataset_ref": "me/w", "dataset_files": {"model.pt": "aa"}, "kernel_ref": "me/k",
+                                "kernel_url": "https://www.kaggle.com/code/me/k", "version": 2, "script_sha256": "bb",
+                                "competition": "imet-2019", "submission_names": ["submission.csv"]}))
+    record = PushRecord.read(path)
+    assert record.version == 2 and record.uploaded("dataset") == ("me/w", {"model.pt": "aa"})
+
+
+@pytest.mark.parametrize("body", ["{not json", "[]", '{"version": "two"}', '{"dataset_ref": "a", "surprise": 1}'])
+def test_a_damaged_push_record_is_refused_by_name(tmp_path, body):
+    path = tmp_path / "push.json"
+    path.write_text(body)
+    with pytest.raises(PipelineError, match=r"push\.json: not a push record .*delete it: the next push uploads"):
+        PushRecord.read(path)
+
+
+def test_parity_record_round_trips_and_a_damaged_one_means_check_again(tmp_path):
+    path = tmp_path / "parity.json"
+    assert ParityRecord.read(path) is None
+    record = ParityRecord(passed=True, detail="byte-identical", fingerprint={"script": "ff", "versions": {"torch": "2.14.1"}}, seconds=1.5)
+    record.write(path)
+    assert ParityRecord.read(path) == record
+    path.write_text('{"passed": true}')
+    assert ParityRecord.read(path) is None
+
+
+def test_pulled_runs_round_trip_and_a_damaged_record_is_refused(tmp_path):
+    path = tmp_path / "pull.json"
+    assert PulledRuns.read(path).root == {}
+    PulledRuns({"fold-0": {"best.pt": "aa", "epochs.csv": "bb"}}).write(path)
+    assert PulledRuns.read(path).root == {"fold-0": {"best.pt": "aa", "epochs.csv": "bb"}}
+    path.write_text('{"fold-0": ["best.pt"]}')
+    with pytest.raises(PipelineError, match=r"pull\.json: not a record of pulled runs \(fold-0: .*delete it"):
+        PulledRuns.read(path)
+
+
+def test_layout_names_the_kernel_records():
+    layout = Layout("out", "exp")
+    assert layout.kernel_push_path.as_posix() == "out/kernels/exp/push.json"
+    assert layout.parity_path.as_posix() == "out/kernels/exp/parity.json"
+    assert layout.train_push_path.as_posix() == "out/kernels/exp/train/push.json"
