@@ -12,7 +12,6 @@ Everything is a pure function of the seed: the same seed gives the same bytes.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import shutil
 import tempfile
@@ -23,11 +22,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
+from src.demo_drawing import (N_DIGITS, DigitPools, bright_color, digit_mask, digit_pools, paste, photo_crop,
+                              pick_digit, place_digit, to_image)
 from src.errors import PipelineError
 
-N_DIGITS = 10
-# Fraction of each digit class held out for test images.
-TEST_POOL_FRACTION = 0.25
 DEFAULT_N_TRAIN = 1200
 DEFAULT_N_TEST = 300
 MANIFEST_NAME = "demo.json"
@@ -203,45 +201,7 @@ def _move_aside(path: Path, cleanup: contextlib.ExitStack) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Image sources: digit pools and photo textures
-
-
-@functools.lru_cache(maxsize=1)
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return data.images.astype(np.float32) / 16.0, data.target.astype(np.int64)
-
-
-@functools.lru_cache(maxsize=1)
-def _photos() -> tuple[Image.Image, ...]:
-    from sklearn.datasets import load_sample_images
-
-    return tuple(Image.fromarray(image) for image in load_sample_images().images)
-
-
-@dataclass(frozen=True)
-class _DigitPools:
-    """Real 8x8 digits (0..1 floats) by class, split into disjoint train and test pools."""
-
-    train: tuple[np.ndarray, ...]
-    test: tuple[np.ndarray, ...]
-
-    def pool(self, split: str) -> tuple[np.ndarray, ...]:
-        return self.train if split == "train" else self.test
-
-
-def _digit_pools(seed: int) -> _DigitPools:
-    images, target = _digits()
-    rng = np.random.default_rng([seed, 0])
-    train, test = [], []
-    for digit in range(N_DIGITS):
-        members = rng.permutation(np.flatnonzero(target == digit))
-        n_test = int(round(len(members) * TEST_POOL_FRACTION))
-        test.append(images[np.sort(members[:n_test])])
-        train.append(images[np.sort(members[n_test:])])
-    return _DigitPools(train=tuple(train), test=tuple(test))
+# Per-image random generators, files
 
 
 def _image_rng(seed: int, format_salt: int, split: str, index: int) -> np.random.Generator:
@@ -251,61 +211,6 @@ def _image_rng(seed: int, format_salt: int, split: str, index: int) -> np.random
 
 def _split_rng(seed: int, format_salt: int, split: str) -> np.random.Generator:
     return np.random.default_rng([seed, format_salt, 2 if split == "train" else 3])
-
-
-def _pick_digit(pools: _DigitPools, split: str, digit: int, rng: np.random.Generator) -> np.ndarray:
-    pool = pools.pool(split)[digit]
-    return pool[rng.integers(len(pool))]
-
-
-def _digit_mask(digit8: np.ndarray, size: int, bold: bool = False) -> np.ndarray:
-    """An 8x8 digit -> a size x size stroke mask in 0..1 (one blank pixel of margin, bicubic upsampling)."""
-    padded = np.pad(digit8, 1)
-    image = Image.fromarray(np.round(padded * 255).astype(np.uint8), "L").resize((size, size), Image.BICUBIC)
-    if bold:
-        image = image.filter(ImageFilter.MaxFilter(3))
-    return np.asarray(image, dtype=np.float32) / 255.0
-
-
-def _paste(canvas: np.ndarray, mask: np.ndarray, color, top: int, left: int) -> None:
-    """Alpha-blend `color` through `mask` into `canvas` (H x W x 3) at (top, left), clamped inside."""
-    height, width = canvas.shape[:2]
-    size_y, size_x = mask.shape
-    top = int(np.clip(top, 0, height - size_y))
-    left = int(np.clip(left, 0, width - size_x))
-    alpha = mask[..., None]
-    region = canvas[top:top + size_y, left:left + size_x]
-    region[:] = region * (1.0 - alpha) + np.asarray(color, dtype=np.float32) * alpha
-
-
-def _place_digit(
-    canvas: np.ndarray, digit8: np.ndarray, size: int, top: int, left: int, color, rng: np.random.Generator,
-    jitter: int = 2, bold: bool = False,
-) -> None:
-    """Draw a digit about `size` px at about (top, left), with light jitter in size, position and contrast."""
-    size = max(6, int(round(size * rng.uniform(0.9, 1.1))))
-    mask = _digit_mask(digit8, size, bold=bold) * rng.uniform(0.8, 1.0)
-    shift = rng.integers(-jitter, jitter + 1, size=2)
-    _paste(canvas, mask, color, top + int(shift[0]), left + int(shift[1]))
-
-
-def _photo_crop(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A random square crop of one of scikit-learn's two sample photos, resized to height x width, 0..1 floats."""
-    photo = _photos()[rng.integers(len(_photos()))]
-    side = int(rng.integers(min(photo.size) // 4, min(photo.size) + 1))
-    top = int(rng.integers(0, photo.height - side + 1))
-    left = int(rng.integers(0, photo.width - side + 1))
-    crop = photo.resize((width, height), Image.BILINEAR, box=(left, top, left + side, top + side))
-    return np.asarray(crop, dtype=np.float32) / 255.0
-
-
-def _bright_color(rng: np.random.Generator) -> np.ndarray:
-    # Every channel >= 0.65 keeps the digit bright in grey too (luminance >= 0.65 vs backgrounds <= 0.45).
-    return rng.uniform(0.65, 1.0, size=3).astype(np.float32)
-
-
-def _to_image(canvas: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.round(np.clip(canvas, 0.0, 1.0) * 255).astype(np.uint8), "RGB")
 
 
 def _save(image: Image.Image, path: Path) -> None:
@@ -349,7 +254,7 @@ def write_imet(comp_dir: Path, answers_dir: Path, seed: int, n_train: int, n_tes
     Layout: train.csv (id,attribute_ids), labels.csv (attribute_id,attribute_name),
     sample_submission.csv, train/<id>.png, test/<id>.png. Answers: solution.csv (id,attribute_ids).
     """
-    pools = _digit_pools(seed)
+    pools = digit_pools(seed)
     ids = _hex_names(_split_rng(seed, _IMET_SALT, "train"), n_train + n_test, 16)
     rows = {"train": [], "test": []}
     for split, split_ids in (("train", ids[:n_train]), ("test", ids[n_train:])):
@@ -364,22 +269,22 @@ def write_imet(comp_dir: Path, answers_dir: Path, seed: int, n_train: int, n_tes
     _write_lines(answers_dir / "solution.csv", [header] + sorted(rows["test"]))
 
 
-def _imet_image(pools: _DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, list[int]]:
+def _imet_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, list[int]]:
     weights = np.asarray(IMET_DIGIT_WEIGHTS) / sum(IMET_DIGIT_WEIGHTS)
     count = int(rng.choice(len(_IMET_COUNT_PROBS), p=_IMET_COUNT_PROBS)) + 1
     digits = rng.choice(N_DIGITS, size=count, replace=False, p=weights)
     cells = rng.permutation(4)[:count]
-    canvas = _photo_crop(rng, _IMET_SIZE, _IMET_SIZE) * 0.3
+    canvas = photo_crop(rng, _IMET_SIZE, _IMET_SIZE) * 0.3
     cell = _IMET_SIZE // 2
     for digit, cell_index in zip(digits, cells):
         top, left = (cell_index // 2) * cell + 3, (cell_index % 2) * cell + 3
-        _place_digit(canvas, _pick_digit(pools, split, int(digit), rng), cell - 6, top, left, _bright_color(rng), rng)
+        place_digit(canvas, pick_digit(pools, split, int(digit), rng), cell - 6, top, left, bright_color(rng), rng)
     labels = [int(d) for d in digits]
     if count == 1:
         labels.append(IMET_LABELS.index("tag::single"))
     if count >= 3:
         labels.append(IMET_LABELS.index("tag::many"))
-    return _to_image(canvas), labels
+    return to_image(canvas), labels
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,7 +308,7 @@ def write_deepfashion(comp_dir: Path, answers_dir: Path, seed: int, n_train: int
     (file_path,attribute_label). attribute_label is space-separated ids into DEEPFASHION_ATTRIBUTES,
     empty when none.
     """
-    pools = _digit_pools(seed)
+    pools = digit_pools(seed)
     train_rows, category_rows, attribute_rows, test_paths = [], [], [], []
     for split, count, offset in (("train", n_train, 0), ("test", n_test, n_train)):
         for index in range(count):
@@ -422,7 +327,7 @@ def write_deepfashion(comp_dir: Path, answers_dir: Path, seed: int, n_train: int
     _write_lines(answers_dir / "attribute.csv", ["file_path,attribute_label"] + attribute_rows)
 
 
-def _deepfashion_image(pools: _DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, int, list[int]]:
+def _deepfashion_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, int, list[int]]:
     size = _DEEPFASHION_SIZE
     color_name = (None, "red_digit", "green_digit", "blue_digit")[rng.choice(4, p=(0.4, 0.2, 0.2, 0.2))]
     background_name = (None, "warm_background", "cool_background")[rng.choice(3, p=(0.5, 0.25, 0.25))]
@@ -433,7 +338,7 @@ def _deepfashion_image(pools: _DigitPools, split: str, rng: np.random.Generator)
     canvas = np.empty((size, size, 3), dtype=np.float32)
     canvas[:] = _BACKGROUNDS[background_name]
     if "photo_background" in present:
-        canvas = 0.55 * canvas + 0.4 * _photo_crop(rng, size, size)
+        canvas = 0.55 * canvas + 0.4 * photo_crop(rng, size, size)
     if "horizontal_stripes" in present:
         canvas[(np.arange(size) // 4) % 2 == 0, :] += 0.2
     if "vertical_stripes" in present:
@@ -447,17 +352,17 @@ def _deepfashion_image(pools: _DigitPools, split: str, rng: np.random.Generator)
         canvas[(yy - 7) ** 2 + (xx - 56) ** 2 <= 16] = (1.0, 0.9, 0.1)
 
     category = int(rng.integers(N_DIGITS))
-    _place_digit(
-        canvas, _pick_digit(pools, split, category, rng), 38, 13, 13, _DIGIT_COLORS[color_name], rng,
+    place_digit(
+        canvas, pick_digit(pools, split, category, rng), 38, 13, 13, _DIGIT_COLORS[color_name], rng,
         bold="bold" in present,
     )
     for name, top, left in (("corner_digit_top_left", 1, 1), ("corner_digit_bottom_right", 50, 50)):
         if name in present:
-            small = _pick_digit(pools, split, int(rng.integers(N_DIGITS)), rng)
-            _paste(canvas, _digit_mask(small, 13), (0.95, 0.95, 0.95), top, left)
+            small = pick_digit(pools, split, int(rng.integers(N_DIGITS)), rng)
+            paste(canvas, digit_mask(small, 13), (0.95, 0.95, 0.95), top, left)
     if "noise" in present:
         canvas += rng.normal(0.0, 0.12, size=canvas.shape).astype(np.float32)
-    return _to_image(canvas), category, [DEEPFASHION_ATTRIBUTES.index(n) for n in present]
+    return to_image(canvas), category, [DEEPFASHION_ATTRIBUTES.index(n) for n in present]
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,7 +381,7 @@ def write_celeba(comp_dir: Path, answers_dir: Path, seed: int, n_train: int, n_t
     list_eval_partition.txt (`<image> <0|1|2>`). `n_train` labelled images are split about 90/10 into
     partitions 0 (train) and 1 (valid); `n_test` images are partition 2. Answers: predictions.txt.
     """
-    pools = _digit_pools(seed)
+    pools = digit_pools(seed)
     n_valid = int(round(n_train * CELEBA_VALID_FRACTION)) if n_train > 1 else 0
     attr_rows, partition_rows, answer_rows = [], [], []
     number = 0
@@ -499,7 +404,7 @@ def write_celeba(comp_dir: Path, answers_dir: Path, seed: int, n_train: int, n_t
     _write_lines(answers_dir / "predictions.txt", answer_rows)
 
 
-def _celeba_image(pools: _DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, list[int]]:
+def _celeba_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, list[int]]:
     size, cell = _CELEBA_SIZE, _CELEBA_SIZE // 2
     occupied = rng.random(4) < 0.55
     if not occupied.any():
@@ -517,7 +422,7 @@ def _celeba_image(pools: _DigitPools, split: str, rng: np.random.Generator) -> t
     canvas = np.empty((size, size, 3), dtype=np.float32)
     canvas[:] = ((0.12, 0.12, 0.12), (0.45, 0.08, 0.08), (0.08, 0.12, 0.45))[background]
     if style["Photo_Background"]:
-        canvas = 0.55 * canvas + 0.4 * _photo_crop(rng, size, size)
+        canvas = 0.55 * canvas + 0.4 * photo_crop(rng, size, size)
     if style["Striped_Background"]:
         canvas[:, (np.arange(size) // 4) % 2 == 0] += 0.2
     if style["Framed"]:
@@ -526,14 +431,14 @@ def _celeba_image(pools: _DigitPools, split: str, rng: np.random.Generator) -> t
     for index, digit in enumerate(cell_digits):
         if digit is not None:
             top, left = (index // 2) * cell + 3, (index % 2) * cell + 3
-            _place_digit(canvas, _pick_digit(pools, split, digit, rng), cell - 6, top, left, color, rng,
+            place_digit(canvas, pick_digit(pools, split, digit, rng), cell - 6, top, left, color, rng,
                          bold=style["Bold_Digits"])
-    image = _to_image(canvas)
+    image = to_image(canvas)
     if style["Blurry"]:
         image = image.filter(ImageFilter.GaussianBlur(1.2))
     if style["Noisy"]:
         noisy = np.asarray(image, dtype=np.float32) / 255.0 + rng.normal(0.0, 0.1, size=canvas.shape)
-        image = _to_image(noisy.astype(np.float32))
+        image = to_image(noisy.astype(np.float32))
 
     present = [d for d in cell_digits if d is not None]
     truth: dict[str, bool] = {f"Has_Digit_{d}": d in present for d in range(N_DIGITS)}
@@ -567,7 +472,7 @@ def write_folder(comp_dir: Path, answers_dir: Path, seed: int, n_train: int, n_t
     Layout: train/<0..9>/<name>.{png,jpg}, test/<name>.{png,jpg} with mixed sizes (24..80 px a side)
     and modes RGB, L, RGBA (PNG) and CMYK (JPEG). Answers: solution.csv (image,label,probability).
     """
-    pools = _digit_pools(seed)
+    pools = digit_pools(seed)
     names = _hex_names(_split_rng(seed, _FOLDER_SALT, "train"), n_train + n_test, 12)
     answer_rows = []
     for split, split_names in (("train", names[:n_train]), ("test", names[n_train:])):
@@ -586,21 +491,21 @@ def write_folder(comp_dir: Path, answers_dir: Path, seed: int, n_train: int, n_t
     _write_lines(answers_dir / "solution.csv", ["image,label,probability"] + sorted(answer_rows))
 
 
-def _folder_image(pools: _DigitPools, split: str, label: int, mode: str, rng: np.random.Generator) -> Image.Image:
+def _folder_image(pools: DigitPools, split: str, label: int, mode: str, rng: np.random.Generator) -> Image.Image:
     width = int(rng.integers(_FOLDER_MIN_SIDE, _FOLDER_MAX_SIDE + 1))
     height = int(np.clip(round(width * rng.uniform(0.75, 1.33)), _FOLDER_MIN_SIDE, _FOLDER_MAX_SIDE))
     if rng.random() < 0.5:
-        canvas = _photo_crop(rng, height, width) * 0.45
+        canvas = photo_crop(rng, height, width) * 0.45
     else:
         canvas = np.empty((height, width, 3), dtype=np.float32)
         canvas[:] = rng.uniform(0.0, 0.35, size=3)
     side = int(min(width, height) * 0.8)
-    digit8 = _pick_digit(pools, split, label, rng)
-    mask = _digit_mask(digit8, side) * rng.uniform(0.85, 1.0)
+    digit8 = pick_digit(pools, split, label, rng)
+    mask = digit_mask(digit8, side) * rng.uniform(0.85, 1.0)
     shift = rng.integers(-2, 3, size=2)
     top, left = (height - side) // 2 + int(shift[0]), (width - side) // 2 + int(shift[1])
-    _paste(canvas, mask, _bright_color(rng), top, left)
-    image = _to_image(canvas)
+    paste(canvas, mask, bright_color(rng), top, left)
+    image = to_image(canvas)
     if mode == "RGBA":
         # Half-transparent background, opaque strokes; the RGB under the alpha is the full picture.
         alpha = np.full((height, width), 150, dtype=np.uint8)

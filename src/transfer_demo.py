@@ -82,20 +82,20 @@ def run_transfer_demo(workdir: Path, serve: Callable[[dict[str, bytes]], str], s
 
 def render_digits(root: Path, settings: TransferSettings) -> Path:
     """A folder-format competition `root/train/<digit>/<n>.png`: each train-pool digit drawn `pretrain_copies` times
-    at a random size, place and colour over a dim photo crop (the demo's own drawing helpers)."""
-    from src.demo import _bright_color, _digit_pools, _photo_crop, _place_digit, _to_image
+    at a random size, place and colour over a dim photo crop (the demo's own drawing, src.demo_drawing)."""
+    from src.demo_drawing import bright_color, digit_pools, photo_crop, place_digit, to_image
 
-    pools = _digit_pools(settings.seed)  # the demo's split: the test pool stays unseen
+    pools = digit_pools(settings.seed)  # the demo's split: the test pool stays unseen
     rng = np.random.default_rng([settings.seed, 7])
     for digit, pool in enumerate(pools.train):
         folder = root / "train" / str(digit)
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(len(pool) * settings.pretrain_copies):
-            canvas = _photo_crop(rng, _CANVAS, _CANVAS) * 0.3
+            canvas = photo_crop(rng, _CANVAS, _CANVAS) * 0.3
             size = int(rng.integers(20, 44))
             top, left = (int(value) for value in rng.integers(0, _CANVAS - size + 1, size=2))
-            _place_digit(canvas, pool[index % len(pool)], size, top, left, _bright_color(rng), rng)
-            _to_image(canvas).save(folder / f"{index}.png")
+            place_digit(canvas, pool[index % len(pool)], size, top, left, bright_color(rng), rng)
+            to_image(canvas).save(folder / f"{index}.png")
     (root / "test").mkdir(exist_ok=True)
     return root
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from src import demo
+from src import demo, demo_drawing
 from src.demo import build_demo, list_formats
 from src.errors import PipelineError
 
@@ -177,7 +177,7 @@ def test_same_seed_same_bytes(tmp_path, format_name):
 
 
 def test_test_pool_is_unseen_handwriting():
-    pools = demo._digit_pools(seed=0)
+    pools = demo_drawing.digit_pools(seed=0)
     for train, test in zip(pools.train, pools.test):
         assert len(test) > 0 and len(train) > len(test)
         seen = {row.tobytes() for row in train}
