@@ -269,6 +269,17 @@ class ScoreTable:
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    def write(self, path: Path) -> None:
+        write_text(path, json.dumps(self.model_dump(), indent=1) + "\n")
+
+    @classmethod
+    def _read_or_none(cls, path: Path):
+        """The record at `path`, or None when it is missing or damaged."""
+        try:
+            return cls.model_validate(_read_json(path)) if Path(path).exists() else None
+        except ValidationError:
+            return None
+
 
 class LabelCountRule(_Record):
     min_labels: int
@@ -377,16 +388,10 @@ class LeaderboardRecord(_Record):
 
     submissions: list[LeaderboardEntry]
 
-    def write(self, path: Path) -> None:
-        write_text(path, json.dumps(self.model_dump(), indent=1) + "\n")
-
     @classmethod
     def read(cls, path: Path) -> Optional["LeaderboardRecord"]:
         """The record, or None when missing or damaged (status shows what exists)."""
-        try:
-            return cls.model_validate(_read_json(path)) if Path(path).exists() else None
-        except ValidationError:
-            return None
+        return cls._read_or_none(path)
 
 
 # ---- Kaggle pushes and local kernel checks (kernels/<exp>/push.json, parity.json, train/push.json, train/pull.json)
@@ -452,16 +457,10 @@ class ParityRecord(_Record):
     fingerprint: dict[str, Any]  # script and dataset sums, submission sums, interpreter and package versions
     seconds: float
 
-    def write(self, path: Path) -> None:
-        write_text(path, json.dumps(self.model_dump(), indent=1) + "\n")
-
     @classmethod
     def read(cls, path: Path) -> Optional["ParityRecord"]:
         """The record, or None when missing or damaged (the check then runs again)."""
-        try:
-            return cls.model_validate(_read_json(path)) if Path(path).exists() else None
-        except ValidationError:
-            return None
+        return cls._read_or_none(path)
 
 
 class PulledRuns(RootModel[dict[str, dict[str, str]]]):
@@ -502,9 +501,6 @@ class TrainingManifest(_Record):
     config: dict[str, Any]
     folds_sha256: Optional[str]
     runs: dict[str, dict[str, str]]
-
-    def write(self, path: Path) -> None:
-        write_text(path, json.dumps(self.model_dump(), indent=1) + "\n")
 
     @classmethod
     def read(cls, path: Path, remake: str) -> "TrainingManifest":
