@@ -399,12 +399,10 @@ class LeaderboardRecord(_Record):
 UPLOADS = ("dataset", "wheels", "state")  # the datasets a push uploads: weights, wheels, a training kernel's state
 
 
-class PushRecord(BaseModel):
+class PushRecord(_Record):
     """push.json: what the last push sent, so an unchanged dataset is not uploaded again: per dataset of `UPLOADS` its
     ref and file sums (flat `<key>_ref` / `<key>_files`, as the first records were written), then the kernel version
     pushed; the inference kernel adds its script's sum, competition and file names, a training kernel its runs."""
-
-    model_config = ConfigDict(extra="forbid")
 
     dataset_ref: Optional[str] = None
     dataset_files: Optional[dict[str, str]] = None
@@ -427,7 +425,7 @@ class PushRecord(BaseModel):
     def with_upload(self, key: str, ref: str, files: dict[str, str]) -> "PushRecord":
         return self.model_copy(update={f"{_upload_key(key)}_ref": ref, f"{key}_files": dict(files)})
 
-    def write(self, path: Path) -> None:
+    def write(self, path: Path) -> None:  # unset uploads left out, as the first records were written
         write_text(path, json.dumps(self.model_dump(exclude_none=True), indent=1) + "\n")
 
     @classmethod

@@ -46,7 +46,7 @@ from src.weights import normalisation
 from src.artifacts import KERNEL_METADATA, Experiment, Layout, LeaderboardEntry, ParityRecord, PushRecord
 from src.kaggle import cli, leaderboard
 from src.kaggle.kernel_inference import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, package_versions
-from src.kaggle.kernel_wheels import file_sha256
+from src.kaggle.kernel_wheels import file_sha256, tree_sha256
 
 Log = Callable[[str], None]
 
@@ -275,7 +275,7 @@ def seal(staging: Path) -> dict[str, str]:
     if leaks:
         raise PipelineError(f"refusing to build the kernel: {leaks[0]}{f' (and {len(leaks) - 1} more)' if len(leaks) > 1 else ''}: "
                             "take the credential out of the config or code and build again")
-    return {p.relative_to(staging).as_posix(): file_sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+    return tree_sha256(staging)
 
 
 def write_dataset_metadata(folder: Path, ref: str, title: str, license_name: str) -> None:

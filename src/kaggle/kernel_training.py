@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from src.kaggle.kernel_inference import check_own_code, find_competition_dir, find_dataset_dir, version_drift
-from src.kaggle.kernel_wheels import file_sha256
+from src.kaggle.kernel_wheels import file_sha256, tree_sha256
 
 INPUTS_DIR = "inputs"  # in the code archive: the training config and the folds file
 CONFIG_NAME = "config.yaml"
@@ -123,8 +123,7 @@ def write_manifest(exp, settings: dict, working_root: Path) -> Path:
 
     runs = {}
     for run_dir in sorted(p for p in exp.oof_dir.iterdir() if p.is_dir()):
-        runs[run_dir.name] = {p.relative_to(run_dir).as_posix(): file_sha256(p)
-                              for p in sorted(run_dir.rglob("*")) if p.is_file()}
+        runs[run_dir.name] = tree_sha256(run_dir)
     folds = exp.folds_path if settings.get("folds_file") else None
     manifest = TrainingManifest(experiment=exp.name, config=portable_config(config_to_dict(exp.config)),
                                 folds_sha256=file_sha256(folds) if folds is not None else None, runs=runs)

@@ -94,6 +94,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_sha256(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by its path relative to it (posix), in sorted order."""
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def folders(root: Path) -> Iterator[Path]:
     """Folders under `root`, breadth first, up to _SEARCH_DEPTH levels down (only walked when needed)."""
     level = [root]

@@ -36,7 +36,7 @@ from src.config import config_to_dict
 from src.errors import PipelineError
 from src.kaggle import cli, kernel
 from src.kaggle.kernel_training import CHECK_ENV, CONFIG_NAME, INPUTS_DIR, check_runs
-from src.kaggle.kernel_wheels import file_sha256
+from src.kaggle.kernel_wheels import file_sha256, tree_sha256
 
 Log = Callable[[str], None]
 STAGE = "src.steps.train:run"  # what the kernel runs: the local train stage's own function
@@ -344,21 +344,22 @@ def pull_training(exp: Experiment, log: Log = print) -> list[Path]:
         raise PipelineError(f"kernel {ref} is {status.state}, not complete: pull once its run has finished (check with: "
                             f"{exp.command('kernel status')})" + (f"; Kaggle says: {status.failure_message}"
                                                                  if status.failure_message else ""))
+    pulled = PulledRuns.read(exp.train_pull_path)  # read once, before the download: a damaged one stops it
     exp.train_kernel_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".pull-", dir=exp.train_kernel_dir) as staging:
         cli.kernel_output(ref, staging)
         manifest = TrainingManifest.read(Path(staging) / TRAINING_MANIFEST,
                                          f"kernel {ref} did not finish its runs: see its log in {staging}")
-        verify_pulled(exp, manifest, Path(staging))
-        moved = _move_runs(exp, manifest, Path(staging))
+        verify_pulled(exp, manifest, Path(staging), pulled)
+        moved = _move_runs(exp, manifest, Path(staging), pulled)
     log(f"pulled {ref}: {', '.join(str(p) for p in moved)} (checksums verified; same config and folds file); "
         f"continue here with: {exp.command('oof')}")
     return moved
 
 
-def verify_pulled(exp: Experiment, manifest: TrainingManifest, staging: Path) -> None:
-    """Refuse runs trained on another training config or folds file, or files that are not what the kernel
-    wrote (one line naming the first difference)."""
+def verify_pulled(exp: Experiment, manifest: TrainingManifest, staging: Path, pulled: PulledRuns) -> None:
+    """Refuse runs trained on another training config or folds file, files that are not what the kernel wrote, or
+    a local run folder that is not what the last pull (`pulled`) brought (one line naming the first difference)."""
     where = staging / TRAINING_MANIFEST
     here = portable_config(config_to_dict(exp.config))
     if manifest.experiment != exp.name or manifest.config != here:
@@ -375,23 +376,22 @@ def verify_pulled(exp: Experiment, manifest: TrainingManifest, staging: Path) ->
             if ".." in Path(run, relative).parts or not path.is_file() or file_sha256(path) != digest:
                 raise PipelineError(f"{path}: missing or not the file the kernel wrote (sha256 differs from "
                                     f"{TRAINING_MANIFEST}): not pulled; pull again")
-        _refuse_local_only(exp, run)
+        _refuse_local_only(exp, run, pulled)
 
 
-def _refuse_local_only(exp: Experiment, run: str) -> None:
+def _refuse_local_only(exp: Experiment, run: str, pulled: PulledRuns) -> None:
     """A local run folder is replaced only when it is what the last pull brought (or --resume shipped)."""
     local = exp.oof_dir / run
     if not local.is_dir():
         return
-    known = PulledRuns.read(exp.train_pull_path).root
-    if known.get(run) != _file_sums(local):
+    if pulled.root.get(run) != tree_sha256(local):
         raise PipelineError(f"{local}: holds a run that did not come from this kernel (or changed since it was "
                             "pulled): not replaced; move it away, then pull again")
 
 
-def _move_runs(exp: Experiment, manifest: TrainingManifest, staging: Path) -> list[Path]:
+def _move_runs(exp: Experiment, manifest: TrainingManifest, staging: Path, pulled: PulledRuns) -> list[Path]:
     """Move the verified run folders into oof/<exp>/ and write their config.json as a local train does."""
-    known = PulledRuns.read(exp.train_pull_path).root
+    known = dict(pulled.root)
     moved = []
     for run in sorted(manifest.runs):
         target = exp.oof_dir / run
@@ -400,15 +400,10 @@ def _move_runs(exp: Experiment, manifest: TrainingManifest, staging: Path) -> li
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / "oof" / exp.name / run, target)
         write_text(target / RUN_CONFIG, json.dumps(config_to_dict(exp.config), indent=2))
-        known[run] = _file_sums(target)
+        known[run] = tree_sha256(target)
         moved.append(target)
     PulledRuns(known).write(exp.train_pull_path)
     return moved
-
-
-def _file_sums(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder`, by its path relative to it."""
-    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _first_difference(theirs: dict, ours: dict, prefix: str = "") -> str:
