@@ -10,6 +10,7 @@ import albumentations as A
 import numpy as np
 import torch
 
+from src.data.image_affine import IMAGE_ONLY_TWINS
 from src.errors import PipelineError
 
 MAX_PIXEL = 255.0
@@ -94,6 +95,8 @@ def _build_step(step: dict[str, Any], index: int, image_size: int, where: str) -
         # albumentations only warns and then runs with the defaults: a typo would silently change the recipe
         raise PipelineError(f"config {where}.{index}: {name} has no argument {', '.join(map(repr, unknown))}; "
                             f"its arguments: {', '.join(k for k in accepted if k != 'self')}")
+    # Pipelines here only ever pass `image`: a twin that skips the work other targets need gives the same pixels.
+    transform_cls = IMAGE_ONLY_TWINS.get(str(name), transform_cls)
     try:
         return transform_cls(**params)
     except Exception as exc:  # albumentations validates its own arguments
