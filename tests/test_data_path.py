@@ -63,6 +63,17 @@ def test_batch_normalisation_equals_albumentations_bit_for_bit(stats, channels_l
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_normalisation_of_wide_tall_and_strided_batches_is_albumentations_too(channels_last):
+    normalize = BatchNormalize(*ODD)  # one normaliser: its constants per row width must not mix
+    for height, width in [(SIZE, 2 * SIZE + 3), (2 * SIZE + 1, SIZE // 2), (SIZE, SIZE)]:
+        data = np.random.default_rng(width).integers(0, 256, size=(3, height, 2 * width, 3), dtype=np.uint8)
+        batch = torch.from_numpy(data)[:, :, ::2]  # a strided view, as a crop of a larger buffer would be
+        out = normalize(batch, channels_last)
+        expected = torch.stack([per_image(np.ascontiguousarray(image), *ODD) for image in data[:, :, ::2]])
+        assert out.shape == (3, 3, height, width) and torch.equal(out, expected), (height, width)
+
+
 def test_batch_normalisation_refuses_what_is_not_a_uint8_nhwc_batch():
     from src.errors import PipelineError
 

@@ -29,25 +29,44 @@ class BatchNormalize:
         # The same float32 expressions as A.Normalize.__init__ (mean * max_pixel, reciprocal(std * max_pixel)).
         self._offset = torch.from_numpy(np.array(self.mean, dtype=np.float32) * MAX_PIXEL).view(1, -1, 1, 1)
         self._scale = torch.from_numpy(np.reciprocal(np.array(self.std, dtype=np.float32) * MAX_PIXEL)).view(1, -1, 1, 1)
-        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._on_device: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
         """Normalise a uint8 NHWC batch where it lies; channels_last memory format, or contiguous NCHW."""
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise PipelineError(f"BatchNormalize takes uint8 [B, H, W, C] batches, got {images.dtype} {tuple(images.shape)}")
-        # torch on the CPU too: its 2 threads beat numpy's one (0.34 vs 0.65 ms per 128 images at 64 px, measured)
-        offset, scale = self._constants(images.device)
-        planar = images.permute(0, 3, 1, 2)  # a view: NHWC storage is the channels_last layout of NCHW
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[3] != len(self.mean):
+            raise PipelineError(f"BatchNormalize takes uint8 [B, H, W, {len(self.mean)}] batches, got {images.dtype} "
+                                f"{tuple(images.shape)}")
+        # torch on the CPU too: its 2 threads beat numpy's one (0.34 vs 0.65 ms per 128 images at 64 px, measured).
         # uint8 -> float32 in one copy straight into the wanted layout (exact: every uint8 is a float32), then the two
-        # steps in place: no uint8 staging copy, no second float tensor (1.2 vs 1.6 ms per 128 images at 64 px, measured).
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        out = torch.empty(planar.shape, dtype=torch.float32, device=images.device, memory_format=layout)
+        # steps in place: no uint8 staging copy, no second float tensor.
+        if channels_last:
+            return self._channels_last(images)
+        offset, scale = self._constants(images.device)
+        planar = images.permute(0, 3, 1, 2)  # a view; NCHW contiguous: the (1, C, 1, 1) constants broadcast well
+        out = torch.empty(planar.shape, dtype=torch.float32, device=images.device)
         return out.copy_(planar).sub_(offset).mul_(scale)
 
-    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device not in self._on_device:
-            self._on_device[device] = (self._offset.to(device), self._scale.to(device))
-        return self._on_device[device]
+    def _channels_last(self, images: torch.Tensor) -> torch.Tensor:
+        # NHWC storage is the channels_last layout of NCHW. Seen as rows of W x C values, with the constants tiled
+        # W times, every op runs along long contiguous rows instead of broadcasting over C = 3 innermost (0.23 vs
+        # 2.85 ms per 128 images at 64 px on the CPU, measured); each element sees the same two float32 steps.
+        batch, height, width, channels = images.shape
+        offset, scale = self._constants(images.device, width)
+        out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+        out.view(batch * height, width * channels).copy_(images.reshape(batch * height, width * channels))
+        out.view(batch * height, width * channels).sub_(offset).mul_(scale)
+        return out.permute(0, 3, 1, 2)
+
+    def _constants(self, device: torch.device, row_width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(offset, scale) on `device`: shaped (1, C, 1, 1), or tiled along a row of `row_width` pixels of C values."""
+        key = (device, row_width)
+        if key not in self._on_device:
+            if row_width:
+                constants = (self._offset.view(-1).repeat(row_width), self._scale.view(-1).repeat(row_width))
+            else:
+                constants = (self._offset, self._scale)
+            self._on_device[key] = tuple(value.to(device) for value in constants)
+        return self._on_device[key]
 
     def __getstate__(self) -> dict:
         return {"mean": self.mean, "std": self.std}  # a worker process rebuilds its own (CPU) constants
