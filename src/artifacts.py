@@ -377,6 +377,9 @@ class LeaderboardEntry(_Record):
     head: Optional[str] = None  # the format's head this file answers, when a format writes one file per head
     message: str
     ref: Optional[int] = None
+    # The highest submission ref the competition listed before this upload (0: none): its row is above it, so a later
+    # `status --refresh-scores` finds it again without the list of refs the upload saw.
+    listed_before: Optional[int] = None
     submitted: Optional[str] = None
     status: str = "pending"
     public_score: Optional[float] = None

@@ -76,6 +76,9 @@ STAGES: tuple[Stage, ...] = (
                      help="folder of experiment YAMLs; those not started are listed too"),
               option("--clean-cache", action="store_true",
                      help="delete the decoded-image cache (oof/_image_cache/; rebuilt on demand) and report the space freed"),
+              option("--refresh-scores", dest="refresh_scores", action="store_true",
+                     help="first ask Kaggle (kaggle CLI) for the scores of uploads still pending in each kaggle.json "
+                          "and record them"),
               option("--plot", dest="plot", action="store_true",
                      help="also draw honest OOF score vs public leaderboard score per experiment "
                           "-> oof/_leaderboard/cv-vs-public.png"))),

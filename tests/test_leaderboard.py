@@ -153,3 +153,49 @@ def test_a_bad_slug_is_a_config_error(tmp_path):
     config_path = tiny_config(tmp_path, "imet", tmp_path, extra={"submit": {"kaggle_competitions": {"a": "no slug"}}})
     with pytest.raises(PipelineError, match="submit.kaggle_competitions.*'no slug' is not a competition slug"):
         load_config(config_path)
+
+
+def test_a_pending_score_is_recorded_later_by_status_refresh_scores(fake_kaggle, tmp_path):
+    exp, files = _experiment(tmp_path, "imet", {"score_wait_s": 0.0, "score_poll_s": 0.1})
+    fake_kaggle.competition_files["demo-imet"] = {}
+    fake_kaggle.scores["demo-imet"] = ("0.6543", None)
+    fake_kaggle.pending_listings = 2
+    submit_step.upload(exp, files, [].append)
+    [pending] = LeaderboardRecord.read(exp.kaggle_scores_path).submissions
+    assert (pending.status, pending.ref, pending.listed_before) == ("pending", 1000, 0)
+    logs: list[str] = []
+
+    status.run(output_dir=exp.output_dir, configs=tmp_path / "configs", refresh_scores=True, log=logs.append)
+    assert LeaderboardRecord.read(exp.kaggle_scores_path).submissions[0].status == "pending"  # Kaggle: not yet
+    assert any(line.startswith("tiny: submission.csv -> demo-imet (ref 1000): still pending") for line in logs)
+    rows = status.run(output_dir=exp.output_dir, configs=tmp_path / "configs", refresh_scores=True, log=logs.append)
+
+    [entry] = LeaderboardRecord.read(exp.kaggle_scores_path).submissions
+    assert (entry.status, entry.ref, entry.public_score) == ("complete", 1000, 0.6543)
+    assert "tiny: submission.csv -> demo-imet (ref 1000): public score 0.65430" in logs
+    [row] = [row for row in rows if row["experiment"] == "tiny"]
+    assert row["leaderboard"][0]["public"] == 0.6543 and row["leaderboard"][0]["status"] == "complete"
+    logs.clear()
+    status.run(output_dir=exp.output_dir, configs=tmp_path / "configs", refresh_scores=True, log=logs.append)
+    assert "leaderboard: no upload is waiting for a score" in logs
+    assert len(fake_kaggle.rpc_bodies("ListSubmissions")) == 4  # before the upload, after it, two refreshes
+
+
+def test_a_refresh_tells_the_upload_from_older_ones_with_the_same_file_and_message(fake_kaggle, tmp_path):
+    exp, files = _experiment(tmp_path, "imet", {})
+    fake_kaggle.competition_files["demo-imet"] = {}
+    cli.submit_file("demo-imet", files[0], "single model")  # ref 1000: an older upload of the same file and message
+    cli.submit_file("demo-imet", files[0], "single model")  # ref 1001: the one the record is about
+    never_listed = LeaderboardRecord(submissions=[
+        {"competition": "demo-imet", "file": str(files[0]), "message": "single model", "listed_before": 1000}])
+    never_listed.write(exp.kaggle_scores_path)
+
+    status.refresh_leaderboards(exp.output_dir, ["tiny"], [].append)
+    assert LeaderboardRecord.read(exp.kaggle_scores_path).submissions[0].ref == 1001
+
+    unknown = LeaderboardRecord(submissions=[{"competition": "demo-imet", "file": str(files[0]), "message": "single model"}])
+    unknown.write(exp.kaggle_scores_path)  # written before records kept the last ref listed: no safe match
+    logs: list[str] = []
+    status.refresh_leaderboards(exp.output_dir, ["tiny"], logs.append)
+    assert LeaderboardRecord.read(exp.kaggle_scores_path) == unknown
+    assert any("cannot be told from older ones" in line for line in logs)

@@ -766,8 +766,9 @@ def submit_kernel(exp: Experiment, log: Log = print) -> list[LeaderboardEntry]:
         raise PipelineError(f"kernel {ref} is {status.state}, not complete: submit once its run has finished "
                             f"(check with: {exp.command('kernel status')})")
     competition, message = exp.config.competition, exp.config.submit.message
-    before = {competition: {row.ref for row in cli.list_submissions(competition)}}
+    before = leaderboard.refs_listed([competition])
     reply = cli.submit_code(competition, ref, version, names[0], message)
     log(f"submitted {ref} version {version} ({names[0]}) to {competition}: {reply}")
-    entry = LeaderboardEntry(competition=competition, file=names[0], message=message)
+    entry = LeaderboardEntry(competition=competition, file=names[0], message=message,
+                             listed_before=max(before[competition], default=0))
     return leaderboard.wait_for_scores([entry], before, exp.config.submit.score_wait_s, exp.config.submit.score_poll_s, log)

@@ -3,7 +3,7 @@
 Kaggle answers an upload with a message only, so a submission is found again in
 `kaggle competitions submissions <slug>` as the row that was not there before the upload, with this
 file name and message. Polling is bounded (`submit.score_wait_s`); a submission still pending then is
-recorded as pending, and the leaderboard shows its score later.
+recorded as pending, and `status --refresh-scores` (`refresh_scores`) records its score later.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def submit_files(uploads: Sequence[Upload], message: str, log: Log = print) -> t
 
     A failure after the first upload says which files went through, so nothing is uploaded twice by hand.
     """
-    before = {u.competition: {row.ref for row in cli.list_submissions(u.competition)} for u in uploads}
+    before = refs_listed([upload.competition for upload in uploads])
     entries: list[LeaderboardEntry] = []
     for upload in uploads:
         try:
@@ -62,9 +62,30 @@ def submit_files(uploads: Sequence[Upload], message: str, log: Log = print) -> t
                                 f"already: upload only this file again with: kaggle competitions submit "
                                 f"{upload.competition} -f {upload.file} -m \"{message}\"") from None
         entries.append(LeaderboardEntry(competition=upload.competition, file=str(upload.file), head=upload.head,
-                                        message=message))
+                                        message=message, listed_before=max(before[upload.competition], default=0)))
     log("submitted " + " and ".join(f"{Path(e.file).name} to {e.competition}" for e in entries))
     return entries, before
+
+
+def refs_listed(competitions: Sequence[str]) -> dict[str, set[int]]:
+    """{competition: refs of the submissions it lists now}: taken before an upload, to tell its row from older ones."""
+    return {competition: {row.ref for row in cli.list_submissions(competition)} for competition in dict.fromkeys(competitions)}
+
+
+def refresh_scores(entries: list[LeaderboardEntry], log: Log = print,
+                   listed: Optional[dict[str, list[cli.Submission]]] = None) -> list[LeaderboardEntry]:
+    """The entries with what their competitions' submission lists show now: one look, no upload, no waiting; only
+    pending entries change. `listed` ({competition: rows}) is shared by callers refreshing several records."""
+    listed = {} if listed is None else listed
+    refreshed = []
+    for entry in entries:
+        if entry.status == "pending" and entry.ref is None and entry.listed_before is None:
+            log(f"{Path(entry.file).name} -> {entry.competition}: recorded before uploads kept the last ref listed, "
+                f"so its row cannot be told from older ones: see `kaggle competitions submissions {entry.competition}`")
+            refreshed.append(entry)
+            continue
+        refreshed.append(_refreshed(entry, set(), listed, log))
+    return refreshed
 
 
 def wait_for_scores(entries: list[LeaderboardEntry], before: dict, wait_s: float, poll_s: float, log: Log = print,
@@ -84,8 +105,9 @@ def wait_for_scores(entries: list[LeaderboardEntry], before: dict, wait_s: float
     return entries
 
 
-def score_line(entry: LeaderboardEntry, wait_s: float) -> str:
-    """One line: the file, where it went, and its leaderboard scores (or why there are none yet)."""
+def score_line(entry: LeaderboardEntry, wait_s: Optional[float] = None) -> str:
+    """One line: the file, where it went, and its leaderboard scores (or why there are none yet; `wait_s`: how long
+    this call waited for them)."""
     where = f"{Path(entry.file).name} -> {entry.competition}" + (f" (ref {entry.ref})" if entry.ref is not None else "")
     if entry.status == "complete":
         private = f", private {entry.private_score:.5f}" if entry.private_score is not None else ""
@@ -93,8 +115,9 @@ def score_line(entry: LeaderboardEntry, wait_s: float) -> str:
         return f"{where}: public score {public}{private}"
     if entry.status == "error":
         return f"{where}: Kaggle could not score it: open the competition's submissions page to see why"
-    return (f"{where}: not scored after {wait_s:.0f} s; `kaggle competitions submissions {entry.competition}` "
-            "shows the score once Kaggle has it")
+    waited = "still pending" if wait_s is None else f"not scored after {wait_s:.0f} s"
+    return (f"{where}: {waited}; `kaggle competitions submissions {entry.competition}` shows the score once Kaggle "
+            "has it, and `python -m src.stage status --refresh-scores` records it")
 
 
 def _refreshed(entry: LeaderboardEntry, known: set[int], listed: dict, log: Log) -> LeaderboardEntry:
@@ -108,8 +131,10 @@ def _refreshed(entry: LeaderboardEntry, known: set[int], listed: dict, log: Log)
             log(f"warning: could not read the submissions of {entry.competition}: {exc}")
             listed[entry.competition] = []
     name = Path(entry.file).name
-    mine = [row for row in listed[entry.competition] if row.ref not in known and row.description == entry.message
-            and row.file_name in (name, "")]
+    # Rows the upload did not see: by the refs listed before it, else (a later refresh) by Kaggle's increasing refs.
+    newer_than = -1 if entry.listed_before is None else entry.listed_before
+    mine = [row for row in listed[entry.competition] if (row.ref not in known if known else row.ref > newer_than)
+            and row.description == entry.message and row.file_name in (name, "")]
     if entry.ref is not None:
         mine = [row for row in mine if row.ref == entry.ref]
     if not mine:

@@ -2,7 +2,8 @@
 
 One row per experiment found in output_dir/oof/ or configs/: folds trained (best epoch and score of
 each), the full fit, the OOF score at 0.5 and tuned, the thresholds found, submissions written, the
-kernel built and the report, with their paths. Reads files only; loads no model and no config class.
+kernel built and the report, with their paths. Reads files only (`--refresh-scores` first asks Kaggle for
+pending leaderboard scores); loads no model and no config class.
 """
 from __future__ import annotations
 
@@ -21,11 +22,15 @@ EMPTY = "-"
 
 
 def run(exp=None, output_dir: Optional[Path] = None, configs: Path = Path("configs"), clean_cache: bool = False,
-        plot: bool = False, quiet: bool = False, log: Callable[[str], None] = print) -> list[dict]:
-    """The stage: `output_dir` defaults to the config's output_dir, else the current folder; `plot` also draws
-    the honest OOF score against the public leaderboard score of every experiment into a PNG."""
+        plot: bool = False, refresh_scores: bool = False, quiet: bool = False,
+        log: Callable[[str], None] = print) -> list[dict]:
+    """The stage: `output_dir` defaults to the config's output_dir, else the current folder; `refresh_scores` first
+    asks Kaggle for the uploads still pending in each kaggle.json; `plot` also draws the honest OOF score against
+    the public leaderboard score of every experiment into a PNG."""
     if output_dir is None:
         output_dir = exp.config.output_dir if exp is not None else Path(".")
+    if refresh_scores:
+        refresh_leaderboards(output_dir, experiment_names(output_dir, configs)[0], log)
     rows = show(output_dir, configs, log, clean_cache)
     if plot:
         plot_cv_vs_public(rows, Layout(output_dir, "").leaderboard_plot_path, log)
@@ -36,13 +41,9 @@ def show(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print
     """One dict per experiment (sorted by name); logs a compact table, the paths and the image cache's size
     (deleting the cache first with `clean_cache`)."""
     output_dir, configs_dir = Path(output_dir), Path(configs_dir)
-    names = set()
+    names, configs = experiment_names(output_dir, configs_dir)
     oof_root = output_dir / "oof"
-    if oof_root.is_dir():
-        names |= {p.name for p in oof_root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
-    configs = {p.stem: p for p in sorted(configs_dir.glob("*.yaml"))} if configs_dir.is_dir() else {}
-    names |= set(configs)
-    rows = [experiment_status(output_dir, name, configs.get(name)) for name in sorted(names)]
+    rows = [experiment_status(output_dir, name, configs.get(name)) for name in names]
     if rows:
         log(f"experiments under {output_dir.resolve()} (configs: {configs_dir}):")
         log(pd.DataFrame([_display(row) for row in rows]).to_string(index=False))
@@ -54,6 +55,41 @@ def show(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print
         log(f"no experiments under {oof_root} or {configs_dir}")
     _image_cache_line(Layout(output_dir, "").cache_dir, clean_cache, log)
     return rows
+
+
+def experiment_names(output_dir: Path, configs_dir: Path) -> tuple[list[str], dict[str, Path]]:
+    """(sorted names of the experiments under output_dir/oof/ or with a config in configs_dir, {name: config path})."""
+    output_dir, configs_dir = Path(output_dir), Path(configs_dir)
+    names = set()
+    oof_root = output_dir / "oof"
+    if oof_root.is_dir():
+        names |= {p.name for p in oof_root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    configs = {p.stem: p for p in sorted(configs_dir.glob("*.yaml"))} if configs_dir.is_dir() else {}
+    return sorted(names | set(configs)), configs
+
+
+def refresh_leaderboards(output_dir: Path, names: list[str], log: Callable[[str], None] = print) -> None:
+    """One look at Kaggle (one submission listing per competition) for every upload still pending in the experiments'
+    kaggle.json; a record that changed is rewritten, and each of those uploads gets its score line."""
+    from src.kaggle import leaderboard
+
+    listed: dict = {}
+    pending_anywhere = False
+    for name in names:
+        path = Layout(output_dir, name).kaggle_scores_path
+        record = LeaderboardRecord.read(path)
+        pending = [entry.status == "pending" for entry in record.submissions] if record else []
+        if not any(pending):
+            continue
+        pending_anywhere = True
+        entries = leaderboard.refresh_scores(record.submissions, log, listed)
+        if entries != record.submissions:
+            LeaderboardRecord(submissions=entries).write(path)
+        for entry, was_pending in zip(entries, pending):
+            if was_pending:
+                log(f"{name}: {leaderboard.score_line(entry)}")
+    if not pending_anywhere:
+        log("leaderboard: no upload is waiting for a score")
 
 
 def _image_cache_line(cache_dir: Path, clean: bool, log: Callable[[str], None]) -> None:
