@@ -1,6 +1,8 @@
 """Test helpers: tiny configs for fast CPU runs; the shared check that a validator refuses a bad file."""
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import yaml
@@ -89,3 +91,13 @@ def assert_refused_submission(fmt, path: Path, text: str, message: str) -> None:
     with pytest.raises(PipelineError) as error:
         fmt.read_submission([path])
     assert message in str(error.value) and path.name in str(error.value)
+
+
+def load_script(name: str):
+    """scripts/<name>.py imported as module `name` (registered in sys.modules, where dataclasses look it up)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

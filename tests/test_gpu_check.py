@@ -4,7 +4,6 @@ No timing thresholds: the figures only mean something on a GPU (and say so there
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,16 +11,10 @@ from pathlib import Path
 
 import torch
 
+from helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cpu_mode_measures_every_part_and_writes_the_json(tmp_path):
@@ -45,7 +38,7 @@ def test_cpu_mode_measures_every_part_and_writes_the_json(tmp_path):
 
 
 def test_compile_is_measured_exactly_when_the_config_has_the_key():
-    gpu_check = _module()
+    gpu_check = load_script("gpu_check")
     config = gpu_check.check_config(gpu_check.TINY, "cpu")
     names = [name for name, _, _ in gpu_check.variants(config, torch.device("cpu"))]
     assert ("bf16 channels_last compile" in names) == gpu_check.has_compile_key(config)

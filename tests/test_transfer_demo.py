@@ -1,11 +1,14 @@
-"""The transfer proof end to end (`python -m src.transfer_demo`): a backbone pretrained on single digits, published
+"""The transfer proof end to end (`python scripts/transfer_demo.py`): a backbone pretrained on single digits, published
 on the local stand-in hub, fetched by the real `weights` stage, beats training from scratch at equal epochs."""
 from __future__ import annotations
 
 import hashlib
 import json
 
-from src.transfer_demo import TAG, main
+from helpers import load_script
+
+transfer_demo = load_script("transfer_demo")
+TAG, main = transfer_demo.TAG, transfer_demo.main
 
 
 def test_fine_tuning_fetched_weights_beats_scratch_at_every_epoch(tmp_path, capsys):

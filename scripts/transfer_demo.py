@@ -13,7 +13,8 @@
    weights (`model.pretrained`), same config and epochs, each scored every epoch on the demo's test images
    (handwriting that neither the pretraining nor the fine-tuning saw).
 
-`python -m src.transfer_demo [--workdir DIR]` runs all four and prints the scores per epoch.
+`python scripts/transfer_demo.py [--workdir DIR]` runs all four and prints the scores per epoch. A script, not part
+of the pipeline: it serves the weights from the tests' stand-in hub.
 """
 from __future__ import annotations
 
@@ -30,12 +31,14 @@ from typing import Callable, Optional
 import numpy as np
 import yaml
 
-from src.artifacts import BEST_CHECKPOINT, EPOCHS_CSV
-from src.config import Config, load_config
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as `python scripts/transfer_demo.py` from anywhere
+
+from src.artifacts import BEST_CHECKPOINT, EPOCHS_CSV  # noqa: E402 (after the path above)
+from src.config import Config, load_config  # noqa: E402
 
 TAG = "test_resnet.r160_in1k"     # a real timm tag whose pretrained config names hf_hub_id timm/<tag>
 HUB_REPO = f"timm/{TAG}"
-ROOT = Path(__file__).resolve().parents[1]
 _NORMALISE = [0.5, 0.5, 0.5]       # the tag's own mean and std: scratch runs use them too, so only the weights differ
 _CANVAS = 64                       # the iMet demo's mosaic side: pretraining digits are drawn at the same scale
 Log = Callable[[str], None]
@@ -208,8 +211,8 @@ def score_table(rows: list[dict]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m src.transfer_demo`: the whole proof, served by the repository's stand-in hub."""
-    parser = argparse.ArgumentParser(prog="python -m src.transfer_demo", description=__doc__.splitlines()[0])
+    """`python scripts/transfer_demo.py`: the whole proof, served by the repository's stand-in hub."""
+    parser = argparse.ArgumentParser(prog="python scripts/transfer_demo.py", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("oof/_transfer_demo"), help="where everything is written")
     parser.add_argument("--epochs", type=int, default=TransferSettings.epochs)
     args = parser.parse_args(argv)
