@@ -311,17 +311,12 @@ def bench_inference(config: Config, data: DemoData, n_images: int, repeats: int,
     at least `repeats` passes of each, and on for `min_seconds`."""
     import torch
 
-    from src.data.dataset import CachedImageDataset
-    from src.data.transforms import transform_from_config
-    from src.predict import make_eval_loader, predict_probs
+    from src.predict import config_eval_loader, predict_probs
 
-    tc = config.train
     runtime = bench_runtime(config, inference=True)
     model = fresh_model(config, data.heads, runtime).eval()
     rows = np.arange(n_images) % len(data.images)
-    dataset = CachedImageDataset(data.images, rows, None, transform_from_config(config, "eval"))
-    loader = make_eval_loader(dataset, config.predict.batch_size, tc.num_workers, runtime, None, tc.persistent_workers,
-                              tc.prefetch_factor)
+    loader = config_eval_loader(config, data.images, rows, runtime)
     workers = loader.loader.num_workers
     resident = resident_batches(list(loader), runtime)
 

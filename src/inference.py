@@ -13,11 +13,9 @@ import numpy as np
 import torch
 
 from src.checkpoints import load_checkpoint
-from src.data.dataset import CachedImageDataset
-from src.data.transforms import transform_from_config
 from src.formats.base import CompetitionFormat
 from src.model import MultiHeadModel, build_model
-from src.predict import make_eval_loader, predict_probs
+from src.predict import config_eval_loader, predict_probs
 from src.runtime import Runtime
 
 
@@ -35,10 +33,7 @@ def predict_rows(model, config, heads, images: np.ndarray, rows: np.ndarray, run
     model.to(runtime.device)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)  # as the batches are: no layout change per convolution
-    tc = config.train
-    dataset = CachedImageDataset(images, rows, None, transform_from_config(config, "eval"))
-    loader = make_eval_loader(dataset, config.predict.batch_size, tc.num_workers, runtime, None, tc.persistent_workers,
-                              tc.prefetch_factor)
+    loader = config_eval_loader(config, images, rows, runtime)
     probs, _ = predict_probs(model, loader, heads, runtime, tta_flip=config.predict.tta_flip, quiet=quiet, desc=desc)
     return probs
 

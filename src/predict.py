@@ -9,6 +9,7 @@ from torch import nn
 from tqdm import tqdm
 
 from src.data.dataset import CachedImageDataset, make_loader
+from src.data.transforms import transform_from_config
 from src.formats.base import HeadSpec
 from src.runtime import DeviceLoader, Runtime
 
@@ -22,6 +23,16 @@ def make_eval_loader(dataset: CachedImageDataset, batch_size: int, num_workers, 
     """The in-order loader validation, oof and submit predict from: uint8 batches of the cache (one fancy index
     per batch when the eval pipeline has no steps), normalised on the device; workers as `src.runtime.loader_options`."""
     return make_loader(dataset, batch_size, runtime, sampler, False, num_workers, persistent_workers, prefetch_factor)
+
+
+def config_eval_loader(config, images: np.ndarray, rows: np.ndarray, runtime: Runtime,
+                       targets: dict[str, np.ndarray] | None = None, sampler=None) -> DeviceLoader:
+    """`make_eval_loader` over the cached `images[rows]` as the config predicts: its eval pipeline, predict batch
+    size and loader settings (`train.num_workers`, persistent workers, prefetch factor)."""
+    tc = config.train
+    dataset = CachedImageDataset(images, rows, targets, transform_from_config(config, "eval"))
+    return make_eval_loader(dataset, config.predict.batch_size, tc.num_workers, runtime, sampler, tc.persistent_workers,
+                            tc.prefetch_factor)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from src.errors import PipelineError
 from src.formats.base import HeadSpec
 from src.losses import MultiHeadLoss
 from src.model import MultiHeadModel, model_from_config
-from src.predict import make_eval_loader
+from src.predict import config_eval_loader
 from src.runtime import DeviceLoader, Runtime
 
 
@@ -249,13 +249,10 @@ def build_valid_data(config: Config, images: np.ndarray, rows: Optional[np.ndarr
     """The validation set over `rows` (eval transforms), sharded across ranks; None for a full fit."""
     if rows is None:
         return None
-    transform = transform_from_config(config, "eval")
-    dataset = CachedImageDataset(images, rows, targets, transform)
-    sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=False) if context.enabled else None
+    # A sampler needs only the length: positions 0..len(rows)-1, this rank's share of them.
+    sampler = DistributedSampler(rows, context.world_size, context.rank, shuffle=False) if context.enabled else None
     rank_rows = rows[list(sampler)] if sampler is not None else rows
-    tc = config.train
-    loader = make_eval_loader(dataset, config.predict.batch_size, tc.num_workers, runtime, sampler, tc.persistent_workers,
-                              tc.prefetch_factor)
+    loader = config_eval_loader(config, images, rows, runtime, targets, sampler)
     positions = {int(row): position for position, row in enumerate(rows)}
     return ValidData(loader, rows, rank_rows, positions, {name: values[rows] for name, values in targets.items()})
 
