@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from src.data.image_affine import ImageAffine, ImageShiftScaleRotate, is_identity
+from src.data.image_affine import CHECKED_ALBUMENTATIONS, ImageAffine, ImageShiftScaleRotate, image_only_twin, is_identity
 from src.data.transforms import build_transform
 
 SEEDS = 120
@@ -79,3 +79,9 @@ def test_configs_naming_affine_get_the_twins():
     affine, flip = build_transform(steps, 16, (0.5,) * 3, (0.25,) * 3, "augment.train").augment.transforms
     assert type(affine) is ImageAffine and isinstance(affine, A.Affine) and affine.p == 0.5
     assert type(flip) is A.HorizontalFlip
+
+
+def test_twins_are_only_built_on_the_albumentations_release_they_were_checked_against():
+    assert A.__version__ == CHECKED_ALBUMENTATIONS  # requirements.txt moved on: rerun this file, then bump the constant
+    assert image_only_twin("Affine") is ImageAffine and image_only_twin("HorizontalFlip") is None
+    assert image_only_twin("Affine", version="2.0.9") is None  # another release: the stock transform, same pixels

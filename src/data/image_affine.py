@@ -60,5 +60,15 @@ class ImageShiftScaleRotate(ImageOnlyAffine, A.ShiftScaleRotate):
     """A.ShiftScaleRotate, faster on images alone (see the module docstring)."""
 
 
+# The albumentations release the twins were checked against, bit for bit (tests/test_image_affine.py). They use its
+# protected draw helpers, so on any other release (a Kaggle image without the shipped wheels, say) configs get the
+# stock transforms: the same pixels, only slower. Bump it with requirements.txt once those tests pass.
+CHECKED_ALBUMENTATIONS = "2.0.8"
+
 # Config name -> the class built in its place; each takes exactly its stock class's arguments.
 IMAGE_ONLY_TWINS: dict[str, type] = {"Affine": ImageAffine, "ShiftScaleRotate": ImageShiftScaleRotate}
+
+
+def image_only_twin(name: str, version: str = A.__version__) -> type | None:
+    """The twin to build for config step `name`, or None (no twin, or albumentations is not the checked release)."""
+    return IMAGE_ONLY_TWINS.get(name) if version == CHECKED_ALBUMENTATIONS else None

@@ -10,7 +10,7 @@ import albumentations as A
 import numpy as np
 import torch
 
-from src.data.image_affine import IMAGE_ONLY_TWINS
+from src.data.image_affine import image_only_twin
 from src.errors import PipelineError
 
 MAX_PIXEL = 255.0
@@ -115,7 +115,7 @@ def _build_step(step: dict[str, Any], index: int, image_size: int, where: str) -
         raise PipelineError(f"config {where}.{index}: {name} has no argument {', '.join(map(repr, unknown))}; "
                             f"its arguments: {', '.join(k for k in accepted if k != 'self')}")
     # Pipelines here only ever pass `image`: a twin that skips the work other targets need gives the same pixels.
-    transform_cls = IMAGE_ONLY_TWINS.get(str(name), transform_cls)
+    transform_cls = image_only_twin(str(name)) or transform_cls
     try:
         return transform_cls(**params)
     except Exception as exc:  # albumentations validates its own arguments
