@@ -53,8 +53,8 @@ class BatchNormalize:
         batch, height, width, channels = images.shape
         offset, scale = self._constants(images.device, width)
         out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
-        out.view(batch * height, width * channels).copy_(images.reshape(batch * height, width * channels))
-        out.view(batch * height, width * channels).sub_(offset).mul_(scale)
+        rows = out.view(batch * height, width * channels)
+        rows.copy_(images.reshape(batch * height, width * channels)).sub_(offset).mul_(scale)
         return out.permute(0, 3, 1, 2)
 
     def _constants(self, device: torch.device, row_width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -769,6 +769,5 @@ def submit_kernel(exp: Experiment, log: Log = print) -> list[LeaderboardEntry]:
     before = leaderboard.refs_listed([competition])
     reply = cli.submit_code(competition, ref, version, names[0], message)
     log(f"submitted {ref} version {version} ({names[0]}) to {competition}: {reply}")
-    entry = LeaderboardEntry(competition=competition, file=names[0], message=message,
-                             listed_before=max(before[competition], default=0))
+    entry = leaderboard.uploaded_entry(competition, names[0], message, before)
     return leaderboard.wait_for_scores([entry], before, exp.config.submit.score_wait_s, exp.config.submit.score_poll_s, log)

@@ -61,8 +61,7 @@ def submit_files(uploads: Sequence[Upload], message: str, log: Log = print) -> t
             raise PipelineError(f"{upload.file}: the upload to {upload.competition} failed ({exc}); {went} went through "
                                 f"already: upload only this file again with: kaggle competitions submit "
                                 f"{upload.competition} -f {upload.file} -m \"{message}\"") from None
-        entries.append(LeaderboardEntry(competition=upload.competition, file=str(upload.file), head=upload.head,
-                                        message=message, listed_before=max(before[upload.competition], default=0)))
+        entries.append(uploaded_entry(upload.competition, str(upload.file), message, before, upload.head))
     log("submitted " + " and ".join(f"{Path(e.file).name} to {e.competition}" for e in entries))
     return entries, before
 
@@ -70,6 +69,13 @@ def submit_files(uploads: Sequence[Upload], message: str, log: Log = print) -> t
 def refs_listed(competitions: Sequence[str]) -> dict[str, set[int]]:
     """{competition: refs of the submissions it lists now}: taken before an upload, to tell its row from older ones."""
     return {competition: {row.ref for row in cli.list_submissions(competition)} for competition in dict.fromkeys(competitions)}
+
+
+def uploaded_entry(competition: str, file: str, message: str, before: dict[str, set[int]],
+                   head: Optional[str] = None) -> LeaderboardEntry:
+    """The pending record of one upload; `before` is `refs_listed` from just before it (its highest ref is kept)."""
+    return LeaderboardEntry(competition=competition, file=file, head=head, message=message,
+                            listed_before=max(before[competition], default=0))
 
 
 def refresh_scores(entries: list[LeaderboardEntry], log: Log = print,
