@@ -124,3 +124,17 @@ def test_submit_kaggle_uploads_the_validated_file_through_the_real_cli(experimen
     assert list(fake_kaggle.uploads.values()) == [submission.read_bytes()]
     [sent] = fake_kaggle.submissions
     assert sent["competitionName"] == "demo-imet" and "single model" in sent["submissionDescription"]
+
+
+def test_thresholds_tune_a_head_whose_format_names_no_objective(experiment, monkeypatch, capsys):
+    """A multilabel head without `objective` is tuned for per-image F1 (HeadSpec.threshold_objective), not a crash."""
+    import dataclasses
+
+    from src.formats.imet import ImetFormat
+
+    heads = ImetFormat.heads
+    monkeypatch.setattr(ImetFormat, "heads", lambda self: [dataclasses.replace(h, objective=None) for h in heads(self)])
+    assert run(experiment.config, "thresholds") == 0
+    assert "[attributes] F1 per image (mean)" in capsys.readouterr().out  # the objective it fell back to
+    saved = json.loads((experiment.out / "oof" / "tiny" / "thresholds.json").read_text())
+    assert set(saved["heads"]["attributes"]["methods"]) == {"global", "exact", "optuna"}

@@ -51,7 +51,7 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     for head in heads:
         result["heads"][head.name], result["honest"][head.name] = _tune_head(exp, head, oof.probs[head.name],
                                                                              oof.targets[head.name])
-        log(f"[{head.name}] {head.objective.label}; global threshold "
+        log(f"[{head.name}] {head.threshold_objective.label}; global threshold "
             f"{result['heads'][head.name]['global']:.3f}:\n" + table_text(result["honest"][head.name]))
     tuned = TunedThresholds.model_validate(result)
     tuned.write(exp.thresholds_path)
@@ -69,8 +69,9 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
 def _tune_head(exp: Experiment, head, head_probs, head_targets) -> tuple[dict, list[dict]]:
     """(thresholds.json entry of one head, its rows of optimistic and honest scores per method)."""
     cfg = exp.config.thresholds
-    tuners = _tuners(exp, head.name, head.objective)
-    global_value, _ = th.best_global_threshold(head_probs, head_targets, head.objective)
+    objective = head.threshold_objective  # per-image F1 where the format names no objective
+    tuners = _tuners(exp, head.name, objective)
+    global_value, _ = th.best_global_threshold(head_probs, head_targets, objective)
     found = {
         "global": tuners["global"](head_probs, head_targets),
         "exact": tuners["exact"](head_probs, head_targets),
@@ -78,14 +79,14 @@ def _tune_head(exp: Experiment, head, head_probs, head_targets) -> tuple[dict, l
     }
     rows = []
     for method, tuner in tuners.items():
-        nested = th.nested_score(head_probs, head_targets, head.objective, tuner, n_splits=cfg.honest_folds,
+        nested = th.nested_score(head_probs, head_targets, objective, tuner, n_splits=cfg.honest_folds,
                                  seed=exp.config.data.fold_seed)
-        rows.append({"method": method, "optimistic": th.score(head_probs, head_targets, found[method], head.objective),
+        rows.append({"method": method, "optimistic": th.score(head_probs, head_targets, found[method], objective),
                      "honest": nested["honest"]})
-    min_labels, max_labels, count_score = th.best_label_count_rule(head_probs, head_targets, head.objective, global_value)
+    min_labels, max_labels, count_score = th.best_label_count_rule(head_probs, head_targets, objective, global_value)
     rows.append({"method": f"global + labels per image in [{min_labels}, {max_labels}]", "optimistic": count_score,
                  "honest": float("nan")})
-    at_half = th.score(head_probs, head_targets, 0.5, head.objective)
+    at_half = th.score(head_probs, head_targets, 0.5, objective)
     rows.append({"method": "0.5 (no tuning)", "optimistic": at_half, "honest": at_half})
     entry = {"class_names": list(head.class_names), "global": global_value,
              "methods": {method: values.tolist() for method, values in found.items()},
