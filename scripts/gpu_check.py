@@ -105,7 +105,7 @@ def _speed_sides(config, data, name: str, runtime, compiled: bool, log) -> tuple
     optimizer = build_optimizer(model, loss_fn, tc)
     trained = torch.compile(model) if compiled else model
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    training = Training(model, trained, None, loss_fn, optimizer, scheduler, build_grad_scaler(runtime))
+    training = Training(model, trained, loss_fn, optimizer, scheduler, build_grad_scaler(runtime))
     dataset = CachedImageDataset(data.images, np.arange(len(data.images)), data.targets, transform_from_config(config, "eval"))
     batches = list(make_eval_loader(dataset, tc.batch_size, 0, runtime))
 

@@ -47,8 +47,8 @@ Log = Callable[[str], None]
 VARIANTS: dict[str, tuple[Optional[str], dict]] = {
     "scratch": (None, {}),
     "fine_tuned": (TAG, {}),
-    "fine_tuned_recipe": (TAG, {"head_warmup_epochs": 1, "layer_decay": 0.8, "head_lr_mult": 5.0,
-                                "callbacks": [{"name": "freeze", "epochs": 1}]}),
+    "fine_tuned_recipe": (TAG, {"layer_decay": 0.8, "head_lr_mult": 5.0,
+                                "callbacks": [{"name": "freeze", "epochs": 1, "rewarm": True}]}),
 }
 
 

@@ -24,6 +24,7 @@ from src.errors import PipelineError
 # Files inside one training run's folder (written by the engine, read by oof, report, status, kernel).
 LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pt", "best.pt"
 EPOCHS_CSV, RUN_SUMMARY, RUN_CONFIG = "epochs.csv", "summary.json", "config.json"
+TENSORBOARD_DIR = "tensorboard"  # the tensorboard callback's event files
 FULL_RUN = "full"
 TEST_FILES = ("test_probs.npz", "test_scores.json")  # beside the submission, never part of it
 KAGGLE_SCORES = "kaggle.json"  # beside the submission: what the last upload got on the leaderboard

@@ -256,7 +256,7 @@ def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
     loss_fn = MultiHeadLoss(data.heads, tc.loss).to(runtime.device)
     optimizer = build_optimizer(model, loss_fn, tc)
     constant_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    training = Training(model, model, None, loss_fn, optimizer, constant_lr, build_grad_scaler(runtime))
+    training = Training(model, model, loss_fn, optimizer, constant_lr, build_grad_scaler(runtime))
     train_data = build_train_data(config, data.images, np.arange(n_images) % len(data.images), data.targets, runtime,
                                   num_workers=num_workers)
     workers = train_data.loader.loader.num_workers

@@ -97,20 +97,25 @@ class TrainConfig(Section):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
-    head_warmup_epochs: int = Field(0, ge=0, description="epochs that train only the heads (backbone lr = 0)")
+    head_warmup_epochs: Optional[int] = Field(None, exclude=True, description="moved: the freeze callback's `rewarm` "
+                                              "(train.callbacks: [{name: freeze, epochs: N, rewarm: true}])")
     layer_decay: Optional[float] = Field(None, gt=0, le=1, description="layer-wise lr decay (timm's param_groups_layer_decay): "
                                                                        "layer i of L gets lr * layer_decay^(L-1-i), the heads "
                                                                        "lr; null = off")
     head_lr_mult: float = Field(1.0, gt=0, description="the heads' peak lr is train.lr times this")
     clip_grad_norm: Optional[float] = Field(None, gt=0, description="clip the gradients' global norm to this before each "
-                                                                    "optimizer step (after AMP unscaling); null = off")
+                                            "optimizer step (after AMP unscaling); null = off; shorthand for the "
+                                            "clip_grad_norm callback")
     compile: bool = Field(False, description="torch.compile the trained module; where the platform cannot compile: one "
                                              "log line, then it trains uncompiled")
     accumulate_steps: int = Field(1, ge=1)
-    ema_decay: Optional[float] = Field(None, gt=0, lt=1)
-    early_stopping_patience: Optional[int] = Field(None, ge=1)
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="validate and keep an exponential moving average "
+                                       "of the weights; shorthand for the ema callback")
+    early_stopping_patience: Optional[int] = Field(None, ge=1, description="end the run after this many epochs without "
+                                                   "a better score; shorthand for the early_stopping callback")
     time_budget_s: Optional[float] = Field(None, gt=0, description="stop cleanly after a whole epoch when the next one "
-                                         "would pass this many seconds of this call (a Kaggle run limit); --resume continues")
+                                         "would pass this many seconds of this call (a Kaggle run limit); --resume "
+                                         "continues; shorthand for the time_budget callback")
     num_workers: Union[Literal["auto"], int] = Field(
         "auto", description="DataLoader worker processes; 'auto' = min(cores - 1, 8) on CUDA, 0 on CPU (src.runtime.loader_workers)")
     persistent_workers: Optional[bool] = Field(None, description="keep workers between epochs; null = yes when there are workers")
@@ -123,10 +128,19 @@ class TrainConfig(Section):
     reuse_freed_memory: bool = Field(True, description="glibc (Linux): freed CPU memory is kept for the next tensors "
                                      "instead of being returned to the OS and page-faulted in again (src.runtime."
                                      "reuse_freed_memory; bench's 'C allocator' line); false = glibc's defaults")
-    tensorboard: bool = Field(False, description="also write TensorBoard event files beside epochs.csv")
+    tensorboard: bool = Field(False, description="also write TensorBoard event files beside epochs.csv; shorthand for "
+                                                 "the tensorboard callback")
     loss: LossConfig = LossConfig()
     callbacks: list[dict[str, Any]] = Field([], description="training tricks (src/engine/callbacks/), run in list order: "
                                                          "[{name: <callback>, <option>: <value>, ...}]")
+
+    @field_validator("head_warmup_epochs")
+    @classmethod
+    def _moved_to_freeze(cls, value: Optional[int]) -> Optional[int]:
+        if value:  # 0 / null (as in saved configs) mean nothing and pass
+            raise PydanticCustomError("moved", "has moved to the freeze callback (one freezing mechanism): write "
+                                      f"train.callbacks: [{{name: freeze, epochs: {value}, rewarm: true}}] instead")
+        return None
 
     @field_validator("num_workers", mode="before")
     @classmethod

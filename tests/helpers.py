@@ -59,7 +59,7 @@ def kaggle_demo_experiment(root: Path, competition: str, n_train: int, n_test: i
     return experiment
 
 
-def tiny_training(data_root: Path, tmp: Path, total_steps: int, scaler=None, clip_grad_norm=None, wrap=lambda part: part):
+def tiny_training(data_root: Path, tmp: Path, total_steps: int, scaler=None, wrap=lambda part: part):
     """(a real src.engine Training for the tiny iMet demo's heads on CPU, its heads, its runtime);
     `wrap` is applied to the trained module and the loss (e.g. a spy recording their calls)."""
     from src.config import load_config
@@ -72,12 +72,11 @@ def tiny_training(data_root: Path, tmp: Path, total_steps: int, scaler=None, cli
     config = load_config(tiny_config(tmp, "imet", data_root))
     heads = create_format("imet", data_root).heads()
     runtime = make_runtime("cpu", threads=1)
-    model, ema, trained = build_models(config, heads, runtime, DistributedContext())
+    model, trained = build_models(config, heads, runtime, DistributedContext())
     loss_fn = MultiHeadLoss(heads, config.train.loss)
     optimizer = build_optimizer(model, loss_fn, config.train)
-    training = Training(model, wrap(trained), ema, wrap(loss_fn), optimizer,
-                        build_scheduler(optimizer, config.train, total_steps), scaler or build_grad_scaler(runtime),
-                        clip_grad_norm)
+    training = Training(model, wrap(trained), wrap(loss_fn), optimizer,
+                        build_scheduler(optimizer, config.train, total_steps), scaler or build_grad_scaler(runtime))
     return training, heads, runtime
 
 

@@ -18,7 +18,7 @@ import torch
 
 from helpers import tiny_config, tiny_training
 from src.config import TrainConfig, load_config
-from src.engine import build_optimizer, create_callbacks, param_groups
+from src.engine import Batch, build_optimizer, create_callbacks, param_groups
 from src.engine.callbacks.mixup import mix_targets
 from src.errors import PipelineError
 from src.formats.base import HeadSpec
@@ -151,17 +151,25 @@ def test_freezing_under_ddp_rewraps_the_model_so_both_ranks_train_what_is_unfroz
 
 def _mixing(options: dict):
     callback = create_callbacks([{"name": "mixup", **options}])[0]
-    training = SimpleNamespace(model=build_model("test_resnet", HEADS))
+    run = SimpleNamespace(model=build_model("test_resnet", HEADS))
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(6, 3, 16, 16, generator=generator)
     targets = {"attributes": (torch.rand(6, 5, generator=generator) > 0.5).to(torch.uint8),
                "category": torch.tensor([0, 1, 2, 0, 1, 2])}
-    return callback, training, images, targets
+    return callback, run, images, targets
+
+
+def _mixed(callback, run, images, targets):
+    """(images, targets, mixed_by) after the callback's on_batch on a fresh batch of `images` and `targets`."""
+    batch = Batch(images, targets, 0)
+    callback.on_batch(run, batch)
+    return batch.images, batch.targets, batch.mixed_by
 
 
 def test_mixup_mixes_images_and_every_heads_targets_with_one_lam():
-    callback, training, images, targets = _mixing({"mixup_alpha": 0.4})
-    mixed_images, mixed = callback.on_batch(training, images, targets)
+    callback, run, images, targets = _mixing({"mixup_alpha": 0.4})
+    mixed_images, mixed, by = _mixed(callback, run, images, targets)
+    assert by == "mixup"
     one_hot = torch.nn.functional.one_hot(targets["category"], 3).float()
     lam = float(mixed["category"][0, 0])  # image 0 is class 0 mixed with image 5 (class 2)
     assert 0 < lam < 1 and torch.allclose(mixed_images, lam * images + (1 - lam) * images.flip(0))
@@ -173,9 +181,9 @@ def test_mixup_mixes_images_and_every_heads_targets_with_one_lam():
 
 
 def test_cutmix_pastes_a_box_and_mixes_the_targets_by_its_area():
-    callback, training, images, targets = _mixing({"mixup_alpha": 0.0, "cutmix_alpha": 1.0})
+    callback, run, images, targets = _mixing({"mixup_alpha": 0.0, "cutmix_alpha": 1.0})
     for _ in range(5):
-        mixed_images, mixed = callback.on_batch(training, images, targets)
+        mixed_images, mixed, _ = _mixed(callback, run, images, targets)
         kept = (mixed_images == images).all(dim=1).float().mean(dim=(1, 2))  # per image: pixels left as they were
         lam = 1 - float((mixed_images[0] != images[0]).any(dim=0).float().mean())
         assert torch.allclose(kept, torch.full((6,), lam)) or lam == 1.0
@@ -187,18 +195,18 @@ def test_cutmix_pastes_a_box_and_mixes_the_targets_by_its_area():
 
 
 def test_mixing_probability_and_switch_and_option_errors():
-    callback, training, images, targets = _mixing({"prob": 0.0})
-    assert callback.on_batch(training, images, targets) == (images, targets)  # never mixed
-    assert not callback.mixed_last_batch()  # so train_score keeps this batch
-    callback, training, images, targets = _mixing({"prob": 0.5})
+    callback, run, images, targets = _mixing({"prob": 0.0})
+    returned, returned_targets, by = _mixed(callback, run, images, targets)
+    assert returned is images and returned_targets is targets and by is None  # never mixed, so train_score keeps it
+    callback, run, images, targets = _mixing({"prob": 0.5})
     flags = []
     for _ in range(40):
-        returned, _ = callback.on_batch(training, images, targets)
-        flags.append(callback.mixed_last_batch())
+        returned, _, by = _mixed(callback, run, images, targets)
+        flags.append(by is not None)
         assert (returned is images) != flags[-1]  # handed back as it was exactly when it was not mixed
     assert 10 < sum(flags) < 30
-    callback, training, images, targets = _mixing({"mixup_alpha": 0.3, "cutmix_alpha": 1.0, "switch_prob": 1.0})
-    mixed_images, _ = callback.on_batch(training, images, targets)
+    callback, run, images, targets = _mixing({"mixup_alpha": 0.3, "cutmix_alpha": 1.0, "switch_prob": 1.0})
+    mixed_images, _, _ = _mixed(callback, run, images, targets)
     assert ((mixed_images == images) | (mixed_images == images.flip(0))).all()  # CutMix: pixels swapped, not blended
     with pytest.raises(PipelineError) as error:
         create_callbacks([{"name": "mixup", "mixup_alpha": 0.0}])
@@ -212,8 +220,7 @@ def test_mixing_probability_and_switch_and_option_errors():
 
 def test_mixing_only_touches_training_batches_and_skips_train_score(tiny_imet_root, tmp_path):
     from src.data.cache import decode_table
-    from src.engine import build_run
-    from src.engine.checkpoint import RunState
+    from src.engine import build_run, callbacks_for
     from src.engine.loop import run_epochs
     from src.formats import create_format
     from src.predict import predict_probs
@@ -225,22 +232,23 @@ def test_mixing_only_touches_training_batches_and_skips_train_score(tiny_imet_ro
     table = fmt.read_train()
     lines: list[str] = []
     images, _ = decode_table(table.paths, config.data.image_size, tmp_path / "cache", False, True, lines.append, "train")
-    callbacks = create_callbacks(config.train.callbacks)
+    callbacks = callbacks_for(config.train)
+    mixup = next(callback for callback in callbacks if callback.name == "mixup")
     calls = []
-    original = callbacks[0].on_batch
-    callbacks[0].on_batch = lambda training, x, y: calls.append(len(x)) or original(training, x, y)
+    original = mixup.on_batch
+    mixup.on_batch = lambda run, batch: calls.append(len(batch)) or original(run, batch)
     rows = np.arange(len(table))
     run = build_run(config, fmt, images, table.targets, rows[rows % 3 != 0], rows[rows % 3 == 0], tmp_path / "run",
                     callbacks, quiet=True, log=lines.append)
-    state = RunState()
-    run_epochs(run, state)
+    run.callbacks.call("setup", run)
+    run_epochs(run)
     assert sum(calls) == len(run.train_data.loader) * 16  # once per training batch, never while validating
-    _, valid_loss = predict_probs(run.training.eval_model, run.valid_data.loader, run.heads, run.runtime,
+    _, valid_loss = predict_probs(run.eval_model, run.valid_data.loader, run.heads, run.runtime,
                                   loss_fn=run.training.loss_fn, quiet=True)
-    assert state.history[0]["valid_loss"] == pytest.approx(valid_loss, rel=1e-6)  # validation saw unmixed targets
-    assert math.isnan(state.history[0]["train_score"])  # every batch mixed (prob 1): nothing to score
-    assert "train_score: over the training batches mixup leaves unmixed (none, and so no train_score, where it " \
-           "mixes every batch)" in lines
+    assert run.state.history[0]["valid_loss"] == pytest.approx(valid_loss, rel=1e-6)  # validation saw unmixed targets
+    assert math.isnan(run.state.history[0]["train_score"])  # every batch mixed (prob 1): nothing to score
+    assert f"train_score: over the training batches no callback mixed (mixup mixed {len(run.train_data.loader)} of " \
+           "this rank's batches this epoch; none kept means no train_score)" in lines
 
 
 # ---- clipping and compile -----------------------------------------------------------------------
@@ -254,35 +262,42 @@ def _batches(heads, count: int) -> list:
 
 def test_train_score_scores_exactly_the_batches_no_callback_mixed(tiny_imet_root, tmp_path):
     from src.distributed import DistributedContext
-    from src.engine import train_one_epoch
-    from src.engine.loop import TrainOutputs
+    from src.engine import CallbackList, train_one_epoch
+    from src.engine.callbacks.train_score import TrainOutputs
     from src.formats import create_format
 
     root, _ = tiny_imet_root
     training, heads, runtime = tiny_training(root, tmp_path, 10)
-    callback = create_callbacks([{"name": "mixup", "prob": 0.5, "seed": 3}])[0]
-    mixed, original = [], callback.on_batch
-    callback.on_batch = lambda *args: (original(*args), mixed.append(callback.mixed_last_batch()))[0]
-    collected = TrainOutputs(heads)
-    train_one_epoch(training, _batches(heads, 10), runtime, callbacks=[callback], collect=collected)
-    assert 0 < sum(mixed) < 10 and len(collected.probs["attributes"]) == mixed.count(False)
-    assert 0 <= collected.score(create_format("imet", root), DistributedContext()) <= 1
-    assert math.isnan(TrainOutputs(heads).score(create_format("imet", root), DistributedContext()))  # no batch kept
+    fmt = create_format("imet", root)
+    mixup, train_score = create_callbacks([{"name": "mixup", "prob": 0.5, "seed": 3}, {"name": "train_score"}])
+    mixed, original = [], mixup.on_batch
+    mixup.on_batch = lambda run, batch: (original(run, batch), mixed.append(batch.mixed_by is not None))[0]
+    run = SimpleNamespace(heads=heads, fmt=fmt, distributed=DistributedContext(), log=print, model=training.model)
+    train_score.on_fit_start(run)
+    train_score.on_epoch_start(run)
+    train_one_epoch(training, _batches(heads, 10), runtime, callbacks=CallbackList([mixup, train_score]), run=run)
+    row = {}
+    train_score.on_train_epoch_end(run, row)
+    assert 0 < sum(mixed) < 10 and len(train_score.outputs.probs["attributes"]) == mixed.count(False)
+    assert train_score.mixed == {"mixup": sum(mixed)} and 0 <= row["train_score"] <= 1
+    assert row["train_score"] == train_score.outputs.score(fmt, DistributedContext())
+    assert math.isnan(TrainOutputs(heads).score(fmt, DistributedContext()))  # no batch kept
 
 
 @pytest.mark.filterwarnings("ignore:Seems like .optimizer.step... has been overridden")
 def test_clipping_sees_unscaled_gradients_just_before_the_step(tiny_imet_root, tmp_path):
-    from src.engine import train_one_epoch
+    from src.engine import CallbackList, train_one_epoch
 
     root, _ = tiny_imet_root
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)  # a scaled loss: clipping before unscaling shows
-    training, heads, runtime = tiny_training(root, tmp_path, 10, scaler, clip_grad_norm=0.01)
+    training, heads, runtime = tiny_training(root, tmp_path, 10, scaler)
+    clipping = CallbackList(create_callbacks([{"name": "clip_grad_norm", "max_norm": 0.01}]))
     optimizer = training.optimizer
     norms = []
     step = optimizer.step
     optimizer.step = lambda *a, **k: norms.append(float(torch.nn.utils.get_total_norm(
         [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]))) or step(*a, **k)
-    train_one_epoch(training, _batches(heads, 3), runtime)
+    train_one_epoch(training, _batches(heads, 3), runtime, callbacks=clipping, run=SimpleNamespace(training=training))
     assert len(norms) == 3 and all(norm == pytest.approx(0.01, rel=1e-4) for norm in norms)  # not 0.01 / 4096
 
 

@@ -14,7 +14,8 @@ def _weights(path):
 
 def test_resume_matches_uninterrupted(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
-    extra = {"train": {"epochs": 3, "ema_decay": 0.9, "accumulate_steps": 2, "head_warmup_epochs": 1},
+    extra = {"train": {"epochs": 3, "ema_decay": 0.9, "accumulate_steps": 2,
+                       "callbacks": [{"name": "freeze", "epochs": 1, "rewarm": True}]},
              "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.5}]}}
     straight = tiny_config(tmp_path / "a", "imet", root, extra, name="straight")
     resumed = tiny_config(tmp_path / "b", "imet", root, extra, name="resumed")
@@ -73,7 +74,8 @@ def _assert_resume_is_exact(root, tmp_path, extra):
 
 def test_head_warmup_leaves_backbone_untouched_in_first_epoch(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
-    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 2, "head_warmup_epochs": 1, "weight_decay": 0.0}})
+    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 2, "weight_decay": 0.0, "callbacks": [
+        {"name": "freeze", "epochs": 1, "rewarm": True}]}})
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     assert main(["train", "--config", str(config), "--fold", "0", "--quiet", "--stop-after-epochs", "1"]) == 0
     trained = torch.load(tmp_path / "out" / "oof" / "tiny" / "fold-0" / "last.pt", map_location="cpu", weights_only=True)["model"]
@@ -161,3 +163,13 @@ def test_time_budget_stops_after_a_whole_epoch_and_resume_finishes_the_same_run(
     a = _weights(tmp_path / "a" / "out" / "oof" / "straight" / "fold-0" / "last.pt")
     b = _weights(run_dir / "last.pt")
     assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_head_warmup_epochs_names_its_new_spelling_in_one_line(tiny_imet_root, tmp_path, capsys):
+    root, _ = tiny_imet_root
+    config = tiny_config(tmp_path, "imet", root, {"train": {"head_warmup_epochs": 2}})
+    assert main(["folds", "--config", str(config), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "train.head_warmup_epochs: has moved to the freeze callback" in error
+    assert "train.callbacks: [{name: freeze, epochs: 2, rewarm: true}]" in error
+    assert main(["folds", "--config", str(config), "--quiet", "train.head_warmup_epochs=0"]) == 0  # as saved configs hold

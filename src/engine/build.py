@@ -1,5 +1,6 @@
-"""Building a training run: model (+ EMA, DDP wrapper), parameter groups, optimizer, warm-up + cosine
-schedule, training and validation loaders, grad scaler. Nothing here trains; `src.engine.loop` does.
+"""Building a training run: model (+ DDP wrapper, compile), parameter groups, optimizer, warm-up + cosine
+schedule, training and validation loaders, grad scaler. Nothing here trains; `src.engine.loop` does, and what
+changes training on the way (EMA, freezing, clipping, ...) is a callback (`src.engine.callbacks`).
 """
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, RandomSampler, Sampler
@@ -30,25 +30,18 @@ from src.runtime import DeviceLoader, Runtime
 class Training:
     """What an optimizer step reads and changes; last.pt saves all of it except `trained`."""
 
-    model: MultiHeadModel      # the bare model: saved, validated, followed by the EMA
+    model: MultiHeadModel      # the bare model: saved, and validated unless a callback provides other weights
     trained: nn.Module         # what the forward pass runs: `model`, or its DDP wrapper under torchrun
-    ema: Optional[ModelEmaV3]
     loss_fn: MultiHeadLoss
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
-    clip_grad_norm: Optional[float] = None                        # train.clip_grad_norm: each step's max gradient norm
     wrap: Optional[Callable[[nn.Module], nn.Module]] = None       # model -> `trained` (DDP, compile); None = itself
 
     def rewrap(self) -> None:
         """Make `trained` afresh from `model`: DDP records which parameters need gradients when it wraps them."""
         if self.wrap is not None:
             self.trained = self.wrap(self.model)
-
-    @property
-    def eval_model(self) -> nn.Module:
-        """The weights validation scores and best.pt keeps: the EMA's when EMA is on."""
-        return self.ema.module if self.ema is not None else self.model
 
     @property
     def step(self) -> int:
@@ -86,7 +79,8 @@ class ValidData:
 
 
 class WarmupCosine:
-    """LR factor per optimizer step: linear warm-up, then cosine to `floor`; 0 for frozen groups early on."""
+    """LR factor per optimizer step: linear warm-up, then cosine to `floor`; 0 for the first `frozen_steps` (a part
+    the freeze callback holds, which then warms up from 0: its `warmup_steps` include the frozen ones)."""
 
     def __init__(self, total_steps: int, warmup_steps: int, frozen_steps: int = 0, floor: float = 0.01):
         self.total_steps, self.warmup_steps, self.frozen_steps, self.floor = total_steps, warmup_steps, frozen_steps, floor
@@ -101,9 +95,8 @@ class WarmupCosine:
 
 
 def build_models(config: Config, heads: list[HeadSpec], runtime: Runtime, context: DistributedContext,
-                 wrap: Optional[Callable[[nn.Module], nn.Module]] = None
-                 ) -> tuple[MultiHeadModel, Optional[ModelEmaV3], nn.Module]:
-    """(model on its device, its EMA copy or None, the module to train: `wrap(model)`, by default `trainer_wrapper`'s).
+                 wrap: Optional[Callable[[nn.Module], nn.Module]] = None) -> tuple[MultiHeadModel, nn.Module]:
+    """(model on its device, the module to train: `wrap(model)`, by default `trainer_wrapper`'s).
 
     Weights come from `model.pretrained` / `model.weights` as `src.model.model_from_config` resolves them (never a download).
     """
@@ -111,9 +104,8 @@ def build_models(config: Config, heads: list[HeadSpec], runtime: Runtime, contex
     model.to(runtime.device)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
-    ema = ModelEmaV3(model, decay=config.train.ema_decay) if config.train.ema_decay else None
     wrap = wrap or trainer_wrapper(config.train, runtime, context)
-    return model, ema, wrap(model)
+    return model, wrap(model)
 
 
 def trainer_wrapper(tc: TrainConfig, runtime: Runtime, context: DistributedContext,
@@ -203,13 +195,21 @@ def steps_per_epoch(batches: int, accumulate: int) -> int:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig, epoch_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Warm-up + cosine per group over the run; backbone groups also wait out `head_warmup_epochs` at lr 0."""
+    """Warm-up + cosine per group over the run (a callback may hold a group at 0 first: `hold_group`)."""
     total_steps = epoch_steps * tc.epochs
     warmup = int(round(tc.warmup_epochs * epoch_steps))
-    frozen = tc.head_warmup_epochs * epoch_steps
-    lambdas = [WarmupCosine(total_steps, warmup + (frozen if g["part"] == "backbone" else 0),
-                            frozen if g["part"] == "backbone" else 0) for g in optimizer.param_groups]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [WarmupCosine(total_steps, warmup) for _ in optimizer.param_groups])
+
+
+def hold_group(scheduler: torch.optim.lr_scheduler.LambdaLR, index: int, steps: int) -> None:
+    """Group `index` stays at lr 0 for the first `steps` optimizer steps, then warms up from 0 (its warm-up moves
+    by `steps`); call it before the first step."""
+    schedule = scheduler.lr_lambdas[index]
+    held = WarmupCosine(schedule.total_steps, schedule.warmup_steps + steps, steps, schedule.floor)
+    scheduler.lr_lambdas[index] = held
+    group = scheduler.optimizer.param_groups[index]
+    group["lr"] = scheduler.base_lrs[index] * held(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
 
 
 def build_grad_scaler(runtime: Runtime) -> torch.amp.GradScaler:

@@ -1,16 +1,15 @@
 """What a run's checkpoints hold and how a run resumes from last.pt.
 
-last.pt holds everything an exact resume needs: model, EMA, optimizer, scheduler, grad scaler, the
-loss's learned weights, the sampler's and the global RNG states, each callback's state and the
-RunState. best.pt holds inference weights only. The file-level IO (atomic, hashed, previous copy kept)
+last.pt holds everything an exact resume needs: model, optimizer, scheduler, grad scaler, the loss's
+learned weights, the sampler's and the global RNG states, each callback's state (EMA and SWA weights
+among them) and the RunState. best.pt holds inference weights only. The file-level IO (atomic, hashed, previous copy kept)
 is src.checkpoints.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -18,41 +17,32 @@ from torch import nn
 from src.checkpoints import load_checkpoint, save_checkpoint
 from src.config import Config
 from src.engine.build import Training
-from src.engine.callbacks import Callback
+from src.engine.callbacks import CallbackList
 from src.errors import PipelineError
 from src.formats.base import CompetitionFormat
 from src.runtime import rng_state, set_rng_state
 
+if TYPE_CHECKING:
+    from src.engine.context import Run, RunState
+
 _CHANGED_CONFIG_FIX = "restore the run's config (its config.json) or delete the folder to start over"
 
 
-@dataclass
-class RunState:
-    """What survives between epochs (saved in last.pt)."""
-
-    next_epoch: int = 0
-    best_score: float = -math.inf
-    best_epoch: int = -1
-    epochs_since_best: int = 0
-    finished: bool = False
-    history: list[dict] = field(default_factory=list)
-
-
-def resume_payload(training: Training, sampler_rng: torch.Generator, callbacks: list[Callback], state: RunState) -> dict:
+def resume_payload(run: Run) -> dict:
     """last.pt's content, taken now: call it after the epoch's validation, as the RNG states are part of it."""
+    training = run.training
     return {
-        "model": training.model.state_dict(), "ema": training.ema.state_dict() if training.ema is not None else None,
-        "optimizer": training.optimizer.state_dict(), "scheduler": training.scheduler.state_dict(),
-        "scaler": training.scaler.state_dict(), "loss": training.loss_fn.state_dict(),
-        "sampler_rng": sampler_rng.get_state(), "rng": rng_state(), "state": asdict(state),
-        "callbacks": [{"name": callback.name, "state": callback.state_dict()} for callback in callbacks],
+        "model": training.model.state_dict(), "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(), "scaler": training.scaler.state_dict(),
+        "loss": training.loss_fn.state_dict(), "sampler_rng": run.train_data.generator.get_state(), "rng": rng_state(),
+        "state": asdict(run.state),
+        "callbacks": [{"name": callback.name, "state": callback.state_dict()} for callback in run.callbacks],
     }
 
 
-def save_resume_point(path: Path, training: Training, sampler_rng: torch.Generator, callbacks: list[Callback],
-                      state: RunState) -> None:
+def save_resume_point(path: Path, run: Run) -> None:
     """Write last.pt (the one before it kept as last.prev.pt)."""
-    save_checkpoint(path, keep_previous=True, payload=resume_payload(training, sampler_rng, callbacks, state))
+    save_checkpoint(path, keep_previous=True, payload=resume_payload(run))
 
 
 def save_best(path: Path, model: nn.Module, config: Config, fmt: CompetitionFormat, epoch: int, score: float) -> None:
@@ -67,20 +57,22 @@ def inference_payload(model: nn.Module, config: Config, fmt: CompetitionFormat, 
             "image_size": config.data.image_size, "epoch": epoch, "score": score}
 
 
-def restore(path: Path, training: Training, sampler_rng: torch.Generator, callbacks: list[Callback],
-            log: Callable[[str], None] = print) -> RunState:
-    """Load last.pt (or its previous copy when it is damaged) into the built run; return the state it saved."""
+def restore(path: Path, run: Run, log: Callable[[str], None] = print) -> RunState:
+    """Load last.pt (or its previous copy when it is damaged) into the built run (its callbacks set up); return the
+    state it saved."""
+    from src.engine.context import RunState
+
     checkpoint = load_checkpoint(path, fallback=True, log=log)
+    training = run.training
     training.model.load_state_dict(checkpoint["model"])
     _restore_trained_values(training, checkpoint, path)
     training.scheduler.load_state_dict(checkpoint["scheduler"])
     training.scaler.load_state_dict(checkpoint["scaler"])
-    if training.ema is not None and checkpoint.get("ema") is not None:
-        training.ema.load_state_dict(checkpoint["ema"])
-    _restore_callbacks(callbacks, checkpoint.get("callbacks", []), path)
-    sampler_rng.set_state(checkpoint["sampler_rng"])
+    _restore_callbacks(run.callbacks, checkpoint.get("callbacks", []), path)
+    run.train_data.generator.set_state(checkpoint["sampler_rng"])
     set_rng_state(checkpoint["rng"])
-    return RunState(**checkpoint["state"])
+    known = {item.name for item in fields(RunState)}
+    return RunState(**{key: value for key, value in checkpoint["state"].items() if key in known})
 
 
 def _restore_trained_values(training: Training, checkpoint: dict, path: Path) -> None:
@@ -94,10 +86,15 @@ def _restore_trained_values(training: Training, checkpoint: dict, path: Path) ->
                             f"{_CHANGED_CONFIG_FIX}") from error
 
 
-def _restore_callbacks(callbacks: list[Callback], saved: list[dict], path: Path) -> None:
-    names, saved_names = [callback.name for callback in callbacks], [item["name"] for item in saved]
+def _restore_callbacks(callbacks: CallbackList, saved: list[dict], path: Path) -> None:
+    """Hand each callback that keeps state its saved state; those without state (a time budget, TensorBoard) may
+    differ between the calls of one run, those with state must be the same, in the same order."""
+    keeping = [callback for callback in callbacks if callback.state_dict()]
+    saved = [item for item in saved if item["state"]]
+    names, saved_names = [callback.name for callback in keeping], [item["name"] for item in saved]
     if names != saved_names:
-        raise PipelineError(f"{path}: this run was saved with train.callbacks {saved_names or 'none'}, the config now asks "
-                            f"for {names or 'none'}; {_CHANGED_CONFIG_FIX}")
-    for callback, item in zip(callbacks, saved):
+        raise PipelineError(f"{path}: this run was saved with the callbacks that keep state {saved_names or 'none'}, the "
+                            f"config now asks for {names or 'none'} (train.callbacks and the train.* keys that switch "
+                            f"one on); {_CHANGED_CONFIG_FIX}")
+    for callback, item in zip(keeping, saved):
         callback.load_state_dict(item["state"])

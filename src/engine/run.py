@@ -16,9 +16,10 @@ from src.distributed import init_from_env
 from src.engine.build import (Training, build_grad_scaler, build_models, build_optimizer, build_scheduler,
                               build_train_data, build_valid_data, refuse_single_image_batches, steps_per_epoch,
                               trainer_wrapper)
-from src.engine.callbacks import Callback, create_callbacks
-from src.engine.checkpoint import RunState, restore
-from src.engine.loop import Run, mixing_callbacks, run_epochs, write_summary
+from src.engine.callbacks import CallbackList, callbacks_for
+from src.engine.checkpoint import restore
+from src.engine.context import Run, RunState
+from src.engine.loop import run_epochs, write_summary
 from src.errors import PipelineError
 from src.formats.base import CompetitionFormat
 from src.losses import MultiHeadLoss
@@ -40,22 +41,22 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     last_path = run_dir / LAST_CHECKPOINT
     if checkpoint_exists(last_path) and not resume:
         raise PipelineError(f"{run_dir}: a run is already there; add --resume to continue it, or delete the folder to start over")
-    callbacks = create_callbacks(config.train.callbacks)
+    callbacks = callbacks_for(config.train)
     run = build_run(config, fmt, images, targets, train_rows, valid_rows, run_dir, callbacks, quiet, log)
-    state = RunState()
+    run.callbacks.call("setup", run)
     if resume and checkpoint_exists(last_path):
-        state = restore(last_path, run.training, run.train_data.generator, callbacks, log=run.log)
-        run.log(f"resumed {run_dir} at epoch {state.next_epoch}" + (" (already finished)" if state.finished else ""))
-    if run.context.is_main:
+        run.state = restore(last_path, run, log=run.log)
+        run.log(f"resumed {run_dir} at epoch {run.state.next_epoch}" + (" (already finished)" if run.state.finished else ""))
+    if run.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / RUN_CONFIG, json.dumps(config_to_dict(config), indent=2))
-    if run_epochs(run, state, stop_after_epochs) and run.context.is_main:
-        write_summary(run, state, skipped_files)
-    return state
+    if run_epochs(run, stop_after_epochs) and run.is_main:
+        write_summary(run, skipped_files)
+    return run.state
 
 
 def build_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, targets: dict[str, np.ndarray],
-              train_rows: np.ndarray, valid_rows: Optional[np.ndarray], run_dir: Path, callbacks: list[Callback],
+              train_rows: np.ndarray, valid_rows: Optional[np.ndarray], run_dir: Path, callbacks: CallbackList,
               quiet: bool = False, log: Callable[[str], None] = print) -> Run:
     """Join DDP (under torchrun), seed, and build model, loaders, optimizer and schedule, in a fixed RNG order."""
     tc, heads = config.train, fmt.heads()
@@ -64,17 +65,13 @@ def build_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     if not context.is_main:
         quiet, log = True, (lambda message: None)
     wrap = trainer_wrapper(tc, runtime, context, log)  # its compile check runs before seeding: no RNG draw moves
-    if mixing_callbacks(callbacks):
-        log(f"train_score: over the training batches {', '.join(mixing_callbacks(callbacks))} leaves unmixed "
-            "(none, and so no train_score, where it mixes every batch)")
     seed_everything(tc.seed)
-    model, ema, trained = build_models(config, heads, runtime, context, wrap)
+    model, trained = build_models(config, heads, runtime, context, wrap)
     loss_fn = MultiHeadLoss(heads, tc.loss).to(runtime.device)
     train_data = build_train_data(config, images, train_rows, targets, runtime, context)
     refuse_single_image_batches(model, train_data.smallest_batch, tc.batch_size, context.world_size)
     valid_data = build_valid_data(config, images, valid_rows, targets, runtime, context)
     optimizer = build_optimizer(model, loss_fn, tc)
     scheduler = build_scheduler(optimizer, tc, steps_per_epoch(len(train_data.loader), tc.accumulate_steps))
-    training = Training(model, trained, ema, loss_fn, optimizer, scheduler, build_grad_scaler(runtime),
-                        tc.clip_grad_norm, wrap)
+    training = Training(model, trained, loss_fn, optimizer, scheduler, build_grad_scaler(runtime), wrap)
     return Run(config, fmt, heads, training, train_data, valid_data, runtime, context, callbacks, Path(run_dir), quiet, log)

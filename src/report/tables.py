@@ -215,8 +215,8 @@ def settings_rows(config: dict, heads: list[HeadSpec]) -> list[dict]:
                           f"{train.get('epochs', NA)} epochs" + (f"; early stopping after {train['early_stopping_patience']}"
                                                                  " epochs without gain" if train.get("early_stopping_patience") else "")),
              ("batch", f"{train.get('batch_size', NA)}" + (f" x {accumulate} accumulated steps" if accumulate > 1 else "")),
-             ("head-only warm-up", f"{train.get('head_warmup_epochs', 0)} epochs"),
-             ("EMA of weights", f"decay {train['ema_decay']}" if train.get("ema_decay") else "off"),
+             ("head-only warm-up", _head_only_text(train)),
+             ("EMA of weights", f"decay {_ema_decay(train)}" if _ema_decay(train) else "off"),
              ("dropout before the heads", f"{model.get('drop_rate', 0.0):g}"),
              ("mixed precision, channels_last", f"AMP {'on' if train.get('amp', True) else 'off'}, channels_last "
                                                 f"{'on' if train.get('channels_last', True) else 'off'} (CUDA only)"),
@@ -228,6 +228,22 @@ def settings_rows(config: dict, heads: list[HeadSpec]) -> list[dict]:
         rows.append(("decision thresholds", f"{tuning.get('method', 'exact')} per class, shrunk toward the global one "
                                             f"(strength {tuning.get('shrink_strength', NA)})"))
     return [{"setting": key, "value": value} for key, value in rows]
+
+
+def _head_only_text(train: dict) -> str:
+    """The freeze callback's head-only epochs (a config saved before it took over: train.head_warmup_epochs)."""
+    freeze = next((item for item in train.get("callbacks", []) if item.get("name") == "freeze"), None)
+    if freeze is None:
+        return f"{train.get('head_warmup_epochs') or 0} epochs"
+    part = "backbone" if freeze.get("stages") is None else f"first {freeze['stages']} stages"
+    return (f"{freeze.get('epochs', 1)} epochs ({part} frozen" + (", then re-warmed from lr 0" if freeze.get("rewarm")
+                                                                   else "") + ")")
+
+
+def _ema_decay(train: dict):
+    """train.ema_decay, or the decay of an ema callback in train.callbacks."""
+    ema = next((item for item in train.get("callbacks", []) if item.get("name") == "ema"), None)
+    return train.get("ema_decay") or (ema or {}).get("decay", 0.999 if ema else None)
 
 
 def _transforms_text(items: list[dict]) -> str:

@@ -1,23 +1,35 @@
-"""Training tricks as callbacks, found by name (like the formats in src/formats/).
+"""Training behaviours as callbacks, found by name (like the formats in src/formats/).
 
-A trick is ONE module in this folder: a `Callback` subclass with a `name`, an `Options` model (a
+A behaviour is ONE module in this folder: a `Callback` subclass with a `name`, an `Options` model (a
 `CallbackOptions`) and `@register_callback`. Every module here is imported when callbacks are created,
-so nothing else needs an edit. A config switches tricks on, in order, with
-`train.callbacks: [{name: <callback>, <option>: <value>, ...}]`.
+so nothing else needs an edit. A config switches them on, in order, with
+`train.callbacks: [{name: <callback>, <option>: <value>, ...}]`; a few `train.*` keys are shorthand for
+one (`SHORTHAND`), and `train_score` runs in every run.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
 import pkgutil
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import ValidationError
 
-from src.engine.callbacks.base import Callback, CallbackOptions
+from src.engine.callbacks.base import NO_CALLBACKS, Batch, Callback, CallbackList, CallbackOptions
 from src.errors import PipelineError
 
-__all__ = ["Callback", "CallbackOptions", "callback_names", "create_callbacks", "register_callback"]
+__all__ = ["NO_CALLBACKS", "SHORTHAND", "Batch", "Callback", "CallbackList", "CallbackOptions", "callback_names",
+           "callbacks_for", "create_callbacks", "register_callback"]
+
+# train.<key>: the callback it switches on, and that callback's option the key's value sets (None: no option).
+SHORTHAND: dict[str, tuple[str, Optional[str]]] = {
+    "clip_grad_norm": ("clip_grad_norm", "max_norm"),
+    "ema_decay": ("ema", "decay"),
+    "early_stopping_patience": ("early_stopping", "patience"),
+    "time_budget_s": ("time_budget", "seconds"),
+    "tensorboard": ("tensorboard", None),
+}
+ALWAYS_ON = ("train_score",)  # every run: epochs.csv's train_score
 
 _REGISTRY: dict[str, type[Callback]] = {}
 
@@ -44,11 +56,31 @@ def callback_names() -> list[str]:
     return sorted(_registry())
 
 
+def callbacks_for(train_config) -> CallbackList:
+    """A run's callbacks: `train_score`, then `train.callbacks` in order, then those the shorthand keys switch on
+    (`train.ema_decay: 0.999` = `{name: ema, decay: 0.999}`); one switched on twice is refused in one line."""
+    items = [(f"config train.callbacks[{index}]", item) for index, item in enumerate(train_config.callbacks)]
+    for key, (name, option) in SHORTHAND.items():
+        value = getattr(train_config, key)
+        if value is not None and value is not False:
+            items.append((f"config train.{key}", {"name": name, **({option: value} if option else {})}))
+    listed = [item.get("name") for _, item in items]
+    for where, item in items:
+        if listed.count(item.get("name")) > 1:
+            also = [w for w, other in items if other.get("name") == item.get("name") and w != where]
+            raise PipelineError(f"{where}: callback '{item.get('name')}' is also switched on by {also[0]}; keep one")
+    always = [(f"callback {name} (always on)", {"name": name}) for name in ALWAYS_ON if name not in listed]
+    return CallbackList(_created(always + items))
+
+
 def create_callbacks(items: list[dict[str, Any]]) -> list[Callback]:
     """One callback per `train.callbacks` item ({name: ..., options}); a bad name or option is one PipelineError line."""
+    return _created([(f"config train.callbacks[{index}]", item) for index, item in enumerate(items)])
+
+
+def _created(items: list[tuple[str, dict[str, Any]]]) -> list[Callback]:
     registry, callbacks = _registry(), []
-    for index, item in enumerate(items):
-        where = f"config train.callbacks[{index}]"
+    for where, item in items:
         options = dict(item)
         name = options.pop("name", None)
         if name not in registry:

@@ -6,6 +6,10 @@ are (it skips a parameter without a gradient, weight decay included) and backwar
 stage. With `freeze_bn` the BatchNorm layers of frozen stages also keep their running statistics (eval mode).
 Under DDP the wrapper is rebuilt whenever the frozen set changes, as DDP fixes the parameters it reduces when it
 wraps the model (`Training.rewrap`). The schedule is a function of the epoch, so a resumed run freezes the same way.
+
+`rewarm: true` (what `train.head_warmup_epochs` was) also holds each frozen parameter group's lr at 0 until its last
+stage is unfrozen and then warms it up from 0 over `train.warmup_epochs`, instead of letting it join the cosine
+where it stands: the freshly trained heads first settle, then the pretrained features start moving gently.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Optional
 from pydantic import Field
 from torch import nn
 
+from src.engine.build import hold_group
 from src.engine.callbacks import Callback, CallbackOptions, register_callback
 from src.model import backbone_stages
 
@@ -29,6 +34,7 @@ class Freeze(Callback):
         stages: Optional[int] = Field(None, ge=1, description="freeze the backbone's first N stages; null = all of it")
         gradual: bool = Field(False, description="afterwards unfreeze one stage per epoch, the top one first")
         freeze_bn: bool = Field(True, description="BatchNorm in frozen stages keeps its running statistics")
+        rewarm: bool = Field(False, description="a frozen group's lr stays 0 until it is unfrozen, then warms up from 0")
 
     def __init__(self, options: Options):
         super().__init__(options)
@@ -42,9 +48,25 @@ class Freeze(Callback):
             return count
         return max(0, count - (epoch - self.options.epochs + 1)) if self.options.gradual else 0
 
-    def on_epoch_start(self, training, epoch: int) -> None:
+    def unfrozen_from(self, stage: int, n_stages: int, epochs: int) -> int:
+        """The first epoch (0-based) in which `stage` trains; `epochs` when it never does."""
+        return next((epoch for epoch in range(epochs) if self.frozen_stages(epoch, n_stages) <= stage), epochs)
+
+    def setup(self, run) -> None:
+        if not self.options.rewarm:
+            return
+        stages = backbone_stages(run.model.backbone)
+        first_epoch = {id(param): self.unfrozen_from(index, len(stages), run.epochs)
+                       for index, (_, params) in enumerate(stages) for param in params}
+        for index, group in enumerate(run.optimizer.param_groups):
+            held = max((first_epoch.get(id(param), 0) for param in group["params"]), default=0)
+            if held:
+                hold_group(run.training.scheduler, index, held * run.steps_per_epoch)
+
+    def on_epoch_start(self, run) -> None:
+        training = run.training
         stages = backbone_stages(training.model.backbone)
-        count = self.frozen_stages(epoch, len(stages))
+        count = self.frozen_stages(run.epoch, len(stages))
         if count == self.frozen:
             return
         for index, (_, params) in enumerate(stages):
@@ -58,7 +80,6 @@ class Freeze(Callback):
         self.frozen = count
         training.rewrap()
 
-    def on_batch(self, training, images, targets):
+    def on_batch(self, run, batch) -> None:
         for module in self._frozen_norms:  # the loop's train() put them back in training mode
             module.eval()
-        return images, targets

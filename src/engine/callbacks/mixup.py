@@ -23,7 +23,6 @@ class Mixup(Callback):
     """`{name: mixup, mixup_alpha: 0.2, cutmix_alpha: 1.0, prob: 1.0, switch_prob: 0.5}` (see the module docstring)."""
 
     name = "mixup"
-    mixes_targets = True
 
     class Options(CallbackOptions):
         mixup_alpha: float = Field(0.2, ge=0, description="Beta(alpha, alpha) of mixup's lam; 0 = no mixup")
@@ -43,13 +42,11 @@ class Mixup(Callback):
     def __init__(self, options: Options):
         super().__init__(options)
         self.rng = np.random.default_rng(options.seed)
-        self.mixed = False
 
-    def on_batch(self, training, images: torch.Tensor, targets: dict[str, torch.Tensor]):
-        options = self.options
-        self.mixed = self.rng.random() < options.prob
-        if not self.mixed:
-            return images, targets
+    def on_batch(self, run, batch) -> None:
+        options, images = self.options, batch.images
+        if not self.rng.random() < options.prob:
+            return
         cutmix = options.cutmix_alpha > 0 and (options.mixup_alpha == 0 or self.rng.random() < options.switch_prob)
         alpha = options.cutmix_alpha if cutmix else options.mixup_alpha
         lam = float(self.rng.beta(alpha, alpha))
@@ -57,11 +54,8 @@ class Mixup(Callback):
             images, lam = cutmix_images(images, lam, self.rng)
         else:
             images = images * lam + images.flip(0) * (1.0 - lam)
-        classes = {name: head.out_features for name, head in training.model.heads.items()}
-        return images, mix_targets(targets, classes, lam)
-
-    def mixed_last_batch(self) -> bool:
-        return self.mixed
+        classes = {name: head.out_features for name, head in run.model.heads.items()}
+        batch.mix(self.name, images, mix_targets(batch.targets, classes, lam))
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state}
