@@ -36,8 +36,8 @@ PACKAGE_DIR = "package"  # submissions/<exp>/package/: <name>/ (what the zip hol
 
 
 def folds_file(root: Path, n_splits: int, seed: int, scheme: str = "") -> Path:
-    """Folds file inside the competition folder; `scheme` names a non-default split (CelebA's official
-    partition) so two ways of splitting never share one file."""
+    """Folds file inside the competition folder; `scheme` (the format's `folds_scheme_of`) names a non-default
+    split, e.g. a competition's official partition, so two ways of splitting never share one file."""
     if scheme:
         return Path(root) / f"folds-{scheme}.csv"
     return Path(root) / f"folds-k{n_splits}-seed{seed}.csv"
@@ -188,17 +188,13 @@ class Experiment(Layout):
 PACKAGE_PIECES = ("submission", "report", "notebook", "readme", "code", "zip")
 PACKAGE_NAMES = {"submission": "{file}", "report": "report.pdf", "notebook": None, "readme": "Readme.txt",
                  "code": "code", "zip": "{name}.zip"}
-COURSE_PACKAGE_NAMES = {
-    # One zip: the PDF report, a folder with predictions.txt, the code, Readme.txt.
-    "celeba": {"submission": "predictions/{file}"},
-    # Three files named after the student (+ the code and Readme the notebook runs from).
-    "folder": {"submission": "{name}.csv", "report": "{name}.pdf", "notebook": "{name}.ipynb"},
-}
 
 
-def package_names(format_name: str, overrides: dict[str, Optional[str]]) -> dict[str, Optional[str]]:
-    """Every piece's name pattern for a format: the defaults, the course's layout, then the config's overrides."""
-    return {**PACKAGE_NAMES, **COURSE_PACKAGE_NAMES.get(format_name, {}), **overrides}
+def package_names(course_names: dict[str, Optional[str]],
+                  overrides: dict[str, Optional[str]]) -> dict[str, Optional[str]]:
+    """Every piece's name pattern: the defaults, the course's layout (the format's `course_package_names`), then the
+    config's overrides."""
+    return {**PACKAGE_NAMES, **course_names, **overrides}
 
 
 # ---- OOF predictions -----------------------------------------------------------------------------

@@ -248,7 +248,7 @@ class KaggleConfig(Section):
 
 class Config(Section):
     competition: str = Field(description="the Kaggle competition slug")
-    format: str = Field(description="competition format name: imet, deepfashion, celeba, folder")
+    format: str = Field(description="a registered format name (one module in src/formats/)")
     format_options: dict[str, Any] = {}
     output_dir: Path = Field(Path("."), description="where oof/, submissions/ and kernels/ live")
     data: DataConfig

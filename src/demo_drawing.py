@@ -1,11 +1,14 @@
 """What the demo competitions are drawn from and with: scikit-learn's real handwritten digits split into disjoint
 train and test pools, crops of its two sample photos, and the few drawing steps the scenes are made of (a digit
 upsampled to a stroke mask, jittered and alpha-blended onto a canvas of 0..1 floats). Pure functions of their
-random generator: the same generator state draws the same pixels."""
+random generator: the same generator state draws the same pixels. Also the per-image random generators and the
+file writers every format's `write_demo` (src/formats/) shares.
+"""
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -106,3 +109,76 @@ def bright_color(rng: np.random.Generator) -> np.ndarray:
 
 def to_image(canvas: np.ndarray) -> Image.Image:
     return Image.fromarray(np.round(np.clip(canvas, 0.0, 1.0) * 255).astype(np.uint8), "RGB")
+
+
+def one_digit_image(pools: DigitPools, split: str, label: int, mode: str, rng: np.random.Generator,
+                    min_side: int = 24, max_side: int = 80) -> Image.Image:
+    """One digit `label` centred on a photo crop or a dark plain background, min_side..max_side px a side, in
+    PIL `mode` (RGBA: half-transparent background, opaque strokes)."""
+    width = int(rng.integers(min_side, max_side + 1))
+    height = int(np.clip(round(width * rng.uniform(0.75, 1.33)), min_side, max_side))
+    if rng.random() < 0.5:
+        canvas = photo_crop(rng, height, width) * 0.45
+    else:
+        canvas = np.empty((height, width, 3), dtype=np.float32)
+        canvas[:] = rng.uniform(0.0, 0.35, size=3)
+    side = int(min(width, height) * 0.8)
+    digit8 = pick_digit(pools, split, label, rng)
+    mask = digit_mask(digit8, side) * rng.uniform(0.85, 1.0)
+    shift = rng.integers(-2, 3, size=2)
+    top, left = (height - side) // 2 + int(shift[0]), (width - side) // 2 + int(shift[1])
+    paste(canvas, mask, bright_color(rng), top, left)
+    image = to_image(canvas)
+    if mode == "RGBA":
+        # Half-transparent background, opaque strokes; the RGB under the alpha is the full picture.
+        alpha = np.full((height, width), 150, dtype=np.uint8)
+        alpha[np.asarray(image.convert("L")) > 150] = 255
+        image = image.convert("RGBA")
+        image.putalpha(Image.fromarray(alpha, "L"))
+        return image
+    return image.convert(mode)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-image random generators and files, shared by every format's demo writer
+
+
+def image_rng(seed: int, format_salt: int, split: str, index: int) -> np.random.Generator:
+    """The generator of image `index` of `split`: image i is the same whatever n_train / n_test are."""
+    return np.random.default_rng([seed, format_salt, 0 if split == "train" else 1, index])
+
+
+def split_rng(seed: int, format_salt: int, split: str) -> np.random.Generator:
+    """The generator of a whole split's draws (names, label order)."""
+    return np.random.default_rng([seed, format_salt, 2 if split == "train" else 3])
+
+
+def save_image(image: Image.Image, path: Path) -> None:
+    """Save as JPEG (quality 92) when `path` ends in .jpg, else PNG; parent folders are made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jpg":
+        image.save(path, format="JPEG", quality=92)
+    else:
+        image.save(path, format="PNG")
+
+
+def hex_names(rng: np.random.Generator, count: int, n_chars: int) -> list[str]:
+    """`count` distinct random lowercase hex names of `n_chars` characters."""
+    names: list[str] = []
+    seen: set[str] = set()
+    while len(names) < count:
+        name = rng.bytes((n_chars + 1) // 2).hex()[:n_chars]
+        if name not in seen:
+            seen.add(name)
+            names.append(name)
+    return names
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    """`lines` as a UTF-8 text file with '\\n' endings and a final newline."""
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
+
+
+def join_ids(ids) -> str:
+    """Integer ids sorted and space-separated ('2 7 11')."""
+    return " ".join(str(i) for i in sorted(ids))

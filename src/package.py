@@ -96,7 +96,7 @@ def piece_places(exp: Experiment, name: str) -> dict[str, str]:
     if unknown:
         raise PipelineError(f"config package.names.{unknown[0]}: unknown piece; use one of "
                             f"{', '.join([*PACKAGE_PIECES, *submissions])}")
-    patterns = package_names(exp.config.format, {k: v for k, v in overrides.items() if k in PACKAGE_PIECES})
+    patterns = package_names(exp.fmt.course_package_names, {k: v for k, v in overrides.items() if k in PACKAGE_PIECES})
     places: dict[str, str] = {}
     for key in [piece for piece in PACKAGE_PIECES if piece != "submission"] + [f"submission:{f}" for f in submissions]:
         file = key.partition(":")[2]

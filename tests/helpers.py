@@ -100,3 +100,23 @@ def load_script(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def open_images(paths) -> list:
+    """Every image at `paths` opened and loaded (PIL images, files closed)."""
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            image.load()
+            images.append(image)
+    return images
+
+
+def small_demo(tmp_path_factory, format_name: str, n_train: int = 30, n_test: int = 12):
+    """The demo of `format_name` at seed 3 and a small size, built once under a fresh temp folder (DemoPaths)."""
+    from src.demo import build_demo
+
+    root = tmp_path_factory.mktemp(f"demo-{format_name}")
+    return build_demo(format_name, root / f"demo-{format_name}", seed=3, n_train=n_train, n_test=n_test)

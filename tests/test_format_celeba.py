@@ -1,17 +1,21 @@
 """CelebA format: the two text files read strictly and kindly, official and K-fold splits, subsets, predictions.txt."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
 from helpers import assert_refused_submission
+from helpers import open_images, small_demo
 from src import report
 from src.errors import PipelineError
 from src.formats import create_format
+from src.formats.celeba import DEMO_ATTRIBUTES
 
 NAMES = ["Smiling", "Male", "Young", "Eyeglasses"]
 # (image, partition, values or None when the attribute file has no row for it)
@@ -293,3 +297,36 @@ def test_a_bad_test_folder_or_list_stops_with_one_line(tmp_path, options, folder
     with pytest.raises(PipelineError, match=message) as error:
         fmt.read_test()
     assert "\n" not in str(error.value)
+
+
+# --- the demo --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return small_demo(tmp_path_factory, "celeba")
+
+
+def test_demo_layout_hides_test_labels(demo):
+    root = demo.root
+    lines = (root / "list_attr_celeba.txt").read_text().splitlines()
+    names = lines[1].split()
+    assert len(names) == 40 == len(set(names)) and names == list(DEMO_ATTRIBUTES)
+    assert int(lines[0]) == len(lines) - 2 == 30
+    assert re.search(r"\.jpg +-?1(  1| -1)", lines[2])  # values right-aligned, "  1" after a value
+
+    attrs = pd.read_csv(root / "list_attr_celeba.txt", sep=r"\s+", skiprows=1)
+    assert attrs.shape == (30, 40) and set(np.unique(attrs.to_numpy())) <= {-1, 1}
+    partition = pd.read_csv(root / "list_eval_partition.txt", sep=" ", header=None, names=["image", "partition"])
+    images = sorted(p.name for p in (root / "img_align_celeba").iterdir())
+    assert partition.image.tolist() == images and images[0] == "000001.jpg"
+    assert set(partition.partition) == {0, 1, 2}
+    test_images = partition.image[partition.partition == 2].tolist()
+    assert len(test_images) == 12
+    assert not set(test_images) & set(attrs.index)
+    assert set(attrs.index) == set(partition.image[partition.partition < 2])
+
+    rows = [line.split(" ") for line in (demo.answers_root / "predictions.txt").read_text().splitlines()]
+    assert [row[0] for row in rows] == test_images
+    assert all(len(row) == 41 and set(row[1:]) <= {"1", "-1"} for row in rows)
+    found = open_images(root / "img_align_celeba" / name for name in images)
+    assert {image.format for image in found} == {"JPEG"}

@@ -4,16 +4,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 from sklearn import metrics as skm
+
+from helpers import open_images, small_demo
 
 from src import report
 from src.config import LossConfig, load_config
 from src.errors import PipelineError
 from src.formats import create_format
 from src.formats.base import DecisionRules, HeadSpec
+from src.formats.deepfashion import DEMO_ATTRIBUTES
 from src.losses import MultiHeadLoss
 from src.stage import main
 
@@ -334,3 +338,34 @@ def test_resume_with_another_head_weighting_is_one_clear_error(tmp_path, capsys)
     assert main(_uncertainty_train(root, tmp_path / "a", "--resume", "train.loss.head_weighting=fixed")) == 2
     error = capsys.readouterr().err
     assert "last.pt: this run was saved with other trained values" in error and "config.json" in error
+
+
+# --- the demo --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return small_demo(tmp_path_factory, "deepfashion")
+
+
+def test_demo_layout(demo):
+    root = demo.root
+    train = pd.read_csv(root / "train.csv", dtype={"attribute_label": str}, keep_default_na=False)
+    test = pd.read_csv(root / "test.csv")
+    category = pd.read_csv(demo.answers_root / "category.csv")
+    attribute = pd.read_csv(demo.answers_root / "attribute.csv", dtype={"attribute_label": str}, keep_default_na=False)
+
+    assert list(train.columns) == ["file_path", "category_label", "attribute_label"]
+    assert list(test.columns) == ["file_path"] and len(test) == 12
+    assert train.file_path.str.fullmatch(r"train/\d{6}\.jpg").all()
+    assert test.file_path.str.fullmatch(r"test/\d{6}\.jpg").all()
+    assert train.category_label.between(0, 9).all() and category.category_label.between(0, 9).all()
+    for labels in pd.concat([train.attribute_label, attribute.attribute_label]):
+        values = [int(v) for v in labels.split()]
+        assert values == sorted(set(values)) and all(0 <= v < 15 for v in values)
+    assert len(DEMO_ATTRIBUTES) == 15
+
+    assert list(category.columns) == ["file_path", "category_label"]
+    assert list(attribute.columns) == ["file_path", "attribute_label"]
+    assert category.file_path.tolist() == attribute.file_path.tolist() == test.file_path.tolist()
+    images = open_images(root / p for p in pd.concat([train.file_path, test.file_path]))
+    assert {(image.format, image.mode) for image in images} == {("JPEG", "RGB")}

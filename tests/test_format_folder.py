@@ -4,16 +4,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
 from helpers import assert_refused_submission
+from helpers import open_images, small_demo
 from src import report
 from src.data.images import load_rgb
 from src.errors import PipelineError
 from src.formats import create_format
 from src.formats.folder import natural_key
+from src.formats.folder import DEMO_MODES
 
 MODES = {"RGB": ".png", "L": ".png", "RGBA": ".png", "CMYK": ".jpg", "P": ".png"}
 
@@ -197,3 +200,39 @@ def test_stratified_folds_keep_every_class_in_every_fold(tmp_path):
     folds = fmt.assign_folds(table, 3, seed=0)
     for fold in range(3):
         assert np.bincount(table.targets["label"][folds == fold], minlength=4).tolist() == [2, 2, 2, 2]
+
+
+# --- the demo --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return small_demo(tmp_path_factory, "folder")
+
+
+def test_demo_layout_mixes_sizes_and_modes(demo):
+    root = demo.root
+    class_dirs = sorted(p.name for p in (root / "train").iterdir())
+    assert class_dirs == [str(d) for d in range(10)]
+    train_files = sorted((root / "train").glob("*/*"))
+    test_files = sorted((root / "test").iterdir())
+    assert len(train_files) == 30 and len(test_files) == 12
+    assert all(p.is_file() for p in test_files)
+
+    for files in (train_files, test_files):
+        images = open_images(files)
+        assert {image.mode for image in images} == set(DEMO_MODES)
+        for path, image in zip(files, images):
+            assert path.suffix in {".png", ".jpg"}
+            assert (image.format == "JPEG") == (path.suffix == ".jpg")
+            if image.mode == "CMYK":
+                assert path.suffix == ".jpg"
+            if image.mode == "RGBA":
+                assert path.suffix == ".png"
+            assert all(24 <= side <= 80 for side in image.size)
+        assert len({image.size for image in images}) > 3
+    assert {p.suffix for p in train_files} == {".png", ".jpg"}
+
+    solution = pd.read_csv(demo.answers_root / "solution.csv")
+    assert list(solution.columns) == ["image", "label", "probability"]
+    assert sorted(solution.image) == [p.name for p in test_files]
+    assert solution.label.between(0, 9).all() and (solution.probability == 1.0).all()

@@ -1,9 +1,15 @@
 """iMet reader (strict and kind), submission writer and validator."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
+
+from helpers import open_images, small_demo
+from src.demo import build_demo
 
 from src.errors import PipelineError
 from src.formats import create_format
@@ -99,3 +105,43 @@ def test_writer_refuses_to_replace_a_good_file_with_a_bad_one(tmp_path):
         fmt.write_submission(tmp_path / "sub", ["t2", "t1"], {"attributes": np.eye(2, 3, dtype=bool)}, {})
     assert good.read_bytes() == before
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["submission.csv"]
+
+
+# --- the demo --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return small_demo(tmp_path_factory, "imet")
+
+
+def test_demo_layout(demo):
+    root = demo.root
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    labels = pd.read_csv(root / "labels.csv")
+    sample = pd.read_csv(root / "sample_submission.csv", dtype=str)
+    solution = pd.read_csv(demo.answers_root / "solution.csv", dtype=str)
+
+    assert list(train.columns) == ["id", "attribute_ids"] and len(train) == 30
+    assert list(labels.columns) == ["attribute_id", "attribute_name"]
+    assert labels.attribute_id.tolist() == list(range(len(labels)))
+    assert labels.attribute_name.str.match(r"^(digit|tag)::").all()
+    assert all(re.fullmatch(r"[0-9a-f]{16}", image_id) for image_id in train.id)
+    for ids in pd.concat([train.attribute_ids, solution.attribute_ids]):
+        values = [int(v) for v in ids.split()]
+        assert values == sorted(set(values)) and values and max(values) < len(labels)
+        assert any(v < 10 for v in values)  # every mosaic holds at least one digit
+
+    assert list(sample.columns) == ["id", "attribute_ids"] and (sample.attribute_ids == "0 1 2").all()
+    assert sorted(sample.id) == sorted(solution.id) == sorted(p.stem for p in (root / "test").glob("*.png"))
+    assert sorted(train.id) == sorted(p.stem for p in (root / "train").glob("*.png"))
+    assert not set(train.id) & set(solution.id)
+    images = open_images((root / "train").glob("*.png"))
+    assert {(image.size, image.mode, image.format) for image in images} == {((64, 64), "RGB", "PNG")}
+
+
+def test_demo_class_frequencies_have_a_tail(tmp_path):
+    paths = build_demo("imet", tmp_path / "imet", n_train=200, n_test=1)
+    train = pd.read_csv(paths.root / "train.csv", dtype=str)
+    counts = np.bincount([int(v) for ids in train.attribute_ids for v in ids.split()], minlength=10)[:10]
+    assert counts.min() > 0 and counts.max() >= 3 * counts.min()
+    assert counts[0] > counts[9]

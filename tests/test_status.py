@@ -120,6 +120,25 @@ def test_status_counts_held_out_folds_from_the_folds_file(tmp_path):
     assert (row["folds_trained"], row["n_folds"]) == (1, 1)
 
 
+def test_status_reads_the_folds_file_the_formats_own_scheme_names(tmp_path):
+    """A format with its own fold scheme (an official split) names its folds file; status asks the format which."""
+    from src.artifacts import folds_file
+    from src.formats import folds_scheme_of, format_names
+
+    name = next(name for name in format_names() if folds_scheme_of(name))
+    root = tmp_path / "competition"
+    root.mkdir()
+    pd.DataFrame({"id": ["a", "b", "c"], "fold": [-1, -1, 0]}).to_csv(folds_file(root, 5, 42, folds_scheme_of(name)),
+                                                                     index=False)
+    pd.DataFrame({"id": ["a", "b", "c"], "fold": [0, 1, 2]}).to_csv(folds_file(root, 5, 42), index=False)
+    run_dir = tmp_path / "out" / "oof" / "official" / "fold-0"
+    write_run(run_dir, [0.7, 0.8])
+    saved = {"format": name, "format_options": {}, "data": {"root": str(root), "n_folds": 5, "fold_seed": 42}}
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    [row] = status.show(tmp_path / "out", tmp_path / "configs", lambda line: None)
+    assert (row["folds_trained"], row["n_folds"]) == (1, 1)
+
+
 def test_status_reports_the_image_cache_and_clean_cache_deletes_all_but_a_build_in_progress(tmp_path, capsys):
     import fcntl
 

@@ -91,17 +91,31 @@ class CompetitionFormat(ABC):
     name: ClassVar[str]
     main_metric: ClassVar[str] = "score"
     Options: ClassVar[type[BaseModel]] = NoOptions
+    # Where the course's zip puts each piece (`package` stage), over artifacts.PACKAGE_NAMES; {} = the defaults.
+    course_package_names: ClassVar[dict[str, Optional[str]]] = {}
+    # The demo (src/demo.py builds it): the answers files `write_demo` writes, and its default train / test sizes.
+    demo_solution_names: ClassVar[tuple[str, ...]] = ()
+    demo_sizes: ClassVar[tuple[int, int]] = (1200, 300)
+    # The shared end-to-end test's bar: the demo chain's test score must beat the best image-blind prediction by
+    # this much; None leaves the format out of that test (its chain is tested on its own).
+    demo_margin_over_chance: ClassVar[Optional[float]] = None
 
     def __init__(self, root: Path, options: dict[str, Any] | None = None):
         self.root = Path(root)
+        self.options = self.parse_options(options)
+        if not self.root.is_dir():
+            raise PipelineError(f"{self.root}: competition folder not found; set data.root to the folder holding the "
+                                "competition's files")
+
+    @classmethod
+    def parse_options(cls, options: dict[str, Any] | None) -> BaseModel:
+        """`format_options` from the config -> this format's validated Options; a bad value is one config line."""
         try:
-            self.options = self.Options.model_validate(options or {})
+            return cls.Options.model_validate(options or {})
         except ValidationError as exc:
             error = exc.errors()[0]
             key = ".".join(["format_options", *(str(part) for part in error["loc"])])
-            raise PipelineError(f"config {key}: {error['msg']} for format '{self.name}'; fix the value") from None
-        if not self.root.is_dir():
-            raise PipelineError(f"{self.root}: competition folder not found; set data.root to the folder holding the competition's files")
+            raise PipelineError(f"config {key}: {error['msg']} for format '{cls.name}'; fix the value") from None
 
     # --- files -------------------------------------------------------------------------------
     @abstractmethod
@@ -137,15 +151,28 @@ class CompetitionFormat(ABC):
             blocks.append(values if head.kind == "multilabel" else np.eye(head.n_outputs, dtype=np.uint8)[values])
         return np.concatenate(blocks, axis=1)
 
-    def folds_scheme(self) -> str:
-        """Name of a non-default fold scheme (it names the folds file); '' = K stratified folds."""
+    @classmethod
+    def folds_scheme_of(cls, options: BaseModel) -> str:
+        """Name of the non-default fold scheme these validated options choose (it names the folds file);
+        '' = K stratified folds. The one place a format says how it splits; status reads it without any data."""
         return ""
+
+    def folds_scheme(self) -> str:
+        """This format's fold scheme under its own options (see `folds_scheme_of`)."""
+        return self.folds_scheme_of(self.options)
 
     def assign_folds(self, table: ImageTable, n_splits: int, seed: int) -> np.ndarray:
         """Fold of every training row (-1 = never held out). Default: iterative stratification on all labels."""
         from src.data.folds import make_folds
 
         return make_folds(self.stratify_matrix(table), n_splits, seed)
+
+    # --- demo --------------------------------------------------------------------------------
+    @classmethod
+    def write_demo(cls, comp_dir: Path, answers_dir: Path, seed: int, n_train: int, n_test: int) -> None:
+        """Write a demo competition in this format's layout into the empty `comp_dir` and its test answers
+        (`demo_solution_names`, in the submission format) into `answers_dir`; a pure function of the arguments."""
+        raise PipelineError(f"format '{cls.name}' has no demo; write one in its module (write_demo)")
 
     # --- decisions and scores ----------------------------------------------------------------
     def decide(self, probs: dict[str, np.ndarray], rules: DecisionRules | None) -> dict[str, np.ndarray]:

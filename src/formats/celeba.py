@@ -26,9 +26,12 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
+from PIL import Image, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field
 
 from src.atomic import write_validated
+from src.demo_drawing import (N_DIGITS, DigitPools, digit_pools, image_rng, photo_crop, pick_digit, place_digit,
+                              save_image, to_image, write_lines)
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import (CompetitionFormat, HeadSpec, ImageTable, list_image_files, read_label_text, require_images,
@@ -68,6 +71,10 @@ class CelebAFormat(CompetitionFormat):
     name = "celeba"
     main_metric = "mean_accuracy"
     Options = CelebAOptions
+    # The course's zip: the PDF report, a folder with predictions.txt, the code, Readme.txt.
+    course_package_names = {"submission": "predictions/{file}"}
+    demo_solution_names = (SUBMISSION_FILE,)
+    demo_margin_over_chance = 0.05
 
     # --- files -------------------------------------------------------------------------------
     @property
@@ -169,9 +176,10 @@ class CelebAFormat(CompetitionFormat):
         """Every attribute of the file, in its order (the columns of predictions.txt)."""
         return list(self._labels.names)
 
-    def folds_scheme(self) -> str:
+    @classmethod
+    def folds_scheme_of(cls, options: CelebAOptions) -> str:
         # The official split ignores K and the seed: its own file, never confused with K folds.
-        return "official" if self.options.fold_mode == "official" else ""
+        return "official" if options.fold_mode == "official" else ""
 
     def heads(self) -> list[HeadSpec]:
         names = tuple(self._labels.names[column] for column in self._columns)
@@ -290,6 +298,38 @@ class CelebAFormat(CompetitionFormat):
                                 "fold_mode official; add some or set format_options.fold_mode=kfold")
         return np.where(table.split == VALID, 0, -1).astype(np.int64)
 
+    # --- demo --------------------------------------------------------------------------------
+    @classmethod
+    def write_demo(cls, comp_dir: Path, answers_dir: Path, seed: int, n_train: int, n_test: int) -> None:
+        """Write a CelebA-attributes-layout demo into `comp_dir`, the hidden test labels into `answers_dir`.
+
+        Layout: img_align_celeba/NNNNNN.jpg (from 000001), list_attr_celeba.txt (count line, names line,
+        then `<image> <v1> .. <v40>` right-aligned 1/-1 for partitions 0 and 1 only),
+        list_eval_partition.txt (`<image> <0|1|2>`). `n_train` labelled images are split about 90/10 into
+        partitions 0 (train) and 1 (valid); `n_test` images are partition 2. Answers: predictions.txt.
+        """
+        pools = digit_pools(seed)
+        n_valid = int(round(n_train * DEMO_VALID_FRACTION)) if n_train > 1 else 0
+        attr_rows, partition_rows, answer_rows = [], [], []
+        number = 0
+        for split, count in (("train", n_train), ("test", n_test)):
+            for index in range(count):
+                number += 1
+                name = f"{number:06d}.jpg"
+                image, values = _demo_image(pools, split, image_rng(seed, _DEMO_SALT, split, index))
+                save_image(image, comp_dir / "img_align_celeba" / name)
+                if split == "train":
+                    partition = 0 if index < n_train - n_valid else 1
+                    # The real file right-aligns each value in two characters: "  1" after "-1".
+                    attr_rows.append(name + " " + " ".join(f"{v:2d}" for v in values))
+                else:
+                    partition = 2
+                    answer_rows.append(name + " " + " ".join(str(v) for v in values))
+                partition_rows.append(f"{name} {partition}")
+        write_lines(comp_dir / "list_attr_celeba.txt", [str(len(attr_rows)), " ".join(DEMO_ATTRIBUTES)] + attr_rows)
+        write_lines(comp_dir / "list_eval_partition.txt", partition_rows)
+        write_lines(answers_dir / SUBMISSION_FILE, answer_rows)
+
     # --- submission --------------------------------------------------------------------------
     def _other_values(self) -> np.ndarray:
         """0/1 per attribute of the file for the columns the model does not predict."""
@@ -353,3 +393,82 @@ def _token_lines(path: Path, shown_as: Path | None = None) -> list[tuple[str, li
     else:
         split = str.split
     return [(str(number), split(line)) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+# --- demo: a 2x2 grid of digits, 40 +1/-1 attributes about digits, layout and style -------------------------
+
+_CELLS = ("Top_Left", "Top_Right", "Bottom_Left", "Bottom_Right")
+DEMO_ATTRIBUTES = (
+    tuple(f"Has_Digit_{digit}" for digit in range(N_DIGITS))
+    + tuple(f"{cell}_Occupied" for cell in _CELLS)
+    + tuple(f"{cell}_Even" for cell in _CELLS)
+    + tuple(f"{cell}_Large" for cell in _CELLS)
+    + ("Top_Row_Full", "Bottom_Row_Full", "Left_Column_Full", "Right_Column_Full")
+    + ("Single_Digit", "Many_Digits", "Has_Repeat", "Has_Prime", "All_Even")
+    + ("Red_Background", "Blue_Background", "Photo_Background", "Striped_Background", "Framed")
+    + ("Green_Digits", "Bold_Digits", "Blurry", "Noisy")
+)
+DEMO_VALID_FRACTION = 0.1
+_DEMO_SALT = 3
+_DEMO_SIZE = 64
+_PRIMES = frozenset({2, 3, 5, 7})
+
+
+def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, list[int]]:
+    size, cell = _DEMO_SIZE, _DEMO_SIZE // 2
+    occupied = rng.random(4) < 0.55
+    if not occupied.any():
+        occupied[rng.integers(4)] = True
+    cell_digits: list[int | None] = [None] * 4
+    for index in np.flatnonzero(occupied):
+        earlier = [d for d in cell_digits if d is not None]
+        # A bias towards repeats keeps Has_Repeat from being too rare to learn.
+        repeat = earlier and rng.random() < 0.25
+        cell_digits[index] = int(rng.choice(earlier)) if repeat else int(rng.integers(N_DIGITS))
+    style = {name: rng.random() < 0.25 for name in (
+        "Photo_Background", "Striped_Background", "Framed", "Green_Digits", "Bold_Digits", "Blurry", "Noisy")}
+    background = rng.choice(3, p=(0.5, 0.25, 0.25))
+    style["Red_Background"], style["Blue_Background"] = background == 1, background == 2
+
+    canvas = np.empty((size, size, 3), dtype=np.float32)
+    canvas[:] = ((0.12, 0.12, 0.12), (0.45, 0.08, 0.08), (0.08, 0.12, 0.45))[background]
+    if style["Photo_Background"]:
+        canvas = 0.55 * canvas + 0.4 * photo_crop(rng, size, size)
+    if style["Striped_Background"]:
+        canvas[:, (np.arange(size) // 4) % 2 == 0] += 0.2
+    if style["Framed"]:
+        canvas[:2], canvas[-2:], canvas[:, :2], canvas[:, -2:] = 0.85, 0.85, 0.85, 0.85
+    color = (0.25, 1.0, 0.3) if style["Green_Digits"] else (0.95, 0.95, 0.95)
+    for index, digit in enumerate(cell_digits):
+        if digit is not None:
+            top, left = (index // 2) * cell + 3, (index % 2) * cell + 3
+            place_digit(canvas, pick_digit(pools, split, digit, rng), cell - 6, top, left, color, rng,
+                         bold=style["Bold_Digits"])
+    image = to_image(canvas)
+    if style["Blurry"]:
+        image = image.filter(ImageFilter.GaussianBlur(1.2))
+    if style["Noisy"]:
+        noisy = np.asarray(image, dtype=np.float32) / 255.0 + rng.normal(0.0, 0.1, size=canvas.shape)
+        image = to_image(noisy.astype(np.float32))
+    return image, [1 if value else -1 for value in _demo_truth(cell_digits, occupied, style).values()]
+
+
+def _demo_truth(cell_digits: list[int | None], occupied: np.ndarray, style: dict[str, bool]) -> dict[str, bool]:
+    """Every demo attribute's truth, in DEMO_ATTRIBUTES order."""
+    present = [d for d in cell_digits if d is not None]
+    truth: dict[str, bool] = {f"Has_Digit_{d}": d in present for d in range(N_DIGITS)}
+    for cell_name, digit in zip(_CELLS, cell_digits):
+        truth[f"{cell_name}_Occupied"] = digit is not None
+        truth[f"{cell_name}_Even"] = digit is not None and digit % 2 == 0
+        truth[f"{cell_name}_Large"] = digit is not None and digit >= 5
+    truth["Top_Row_Full"] = bool(occupied[0] and occupied[1])
+    truth["Bottom_Row_Full"] = bool(occupied[2] and occupied[3])
+    truth["Left_Column_Full"] = bool(occupied[0] and occupied[2])
+    truth["Right_Column_Full"] = bool(occupied[1] and occupied[3])
+    truth["Single_Digit"] = len(present) == 1
+    truth["Many_Digits"] = len(present) >= 3
+    truth["Has_Repeat"] = len(set(present)) < len(present)
+    truth["Has_Prime"] = bool(_PRIMES & set(present))
+    truth["All_Even"] = all(d % 2 == 0 for d in present)
+    truth.update({name: bool(value) for name, value in style.items()})
+    return {name: truth[name] for name in DEMO_ATTRIBUTES}

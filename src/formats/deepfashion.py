@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from src.atomic import write_validated
+from src.demo_drawing import (N_DIGITS, DigitPools, digit_mask, digit_pools, image_rng, join_ids, paste, photo_crop,
+                              pick_digit, place_digit, save_image, to_image, write_lines)
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import (
@@ -67,6 +70,8 @@ class DeepFashionFormat(CompetitionFormat):
     name = "deepfashion"
     main_metric = "score"
     Options = DeepFashionOptions
+    demo_solution_names = (CATEGORY_FILE, ATTRIBUTE_FILE)
+    demo_margin_over_chance = 0.08
 
     @cached_property
     def class_counts(self) -> tuple[int, int]:
@@ -178,6 +183,34 @@ class DeepFashionFormat(CompetitionFormat):
                                         f"ids run 0..{len(known) - 1}: fix the row or set format_options.n_attributes")] = 1
         return matrix
 
+    # --- demo --------------------------------------------------------------------------------
+    @classmethod
+    def write_demo(cls, comp_dir: Path, answers_dir: Path, seed: int, n_train: int, n_test: int) -> None:
+        """Write a DeepFashion-category-and-attribute-layout demo into `comp_dir`, answers into `answers_dir`.
+
+        Layout: train/NNNNNN.jpg, test/NNNNNN.jpg, train.csv (file_path,category_label,attribute_label),
+        test.csv (file_path). Answers: category.csv (file_path,category_label), attribute.csv
+        (file_path,attribute_label). attribute_label is space-separated ids into DEMO_ATTRIBUTES,
+        empty when none.
+        """
+        pools = digit_pools(seed)
+        train_rows, category_rows, attribute_rows, test_paths = [], [], [], []
+        for split, count, offset in (("train", n_train, 0), ("test", n_test, n_train)):
+            for index in range(count):
+                image, category, attributes = _demo_image(pools, split, image_rng(seed, _DEMO_SALT, split, index))
+                file_path = f"{split}/{offset + index:06d}.jpg"
+                save_image(image, comp_dir / file_path)
+                if split == "train":
+                    train_rows.append(f"{file_path},{category},{join_ids(attributes)}")
+                else:
+                    test_paths.append(file_path)
+                    category_rows.append(f"{file_path},{category}")
+                    attribute_rows.append(f"{file_path},{join_ids(attributes)}")
+        write_lines(comp_dir / "train.csv", ["file_path,category_label,attribute_label"] + train_rows)
+        write_lines(comp_dir / "test.csv", ["file_path"] + test_paths)
+        write_lines(answers_dir / CATEGORY_FILE, ["file_path,category_label"] + category_rows)
+        write_lines(answers_dir / ATTRIBUTE_FILE, ["file_path,attribute_label"] + attribute_rows)
+
     # --- submission --------------------------------------------------------------------------
     def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]) -> list[Path]:
         category_lines = [f"{PATH_COLUMN},{CATEGORY_COLUMN}"]
@@ -234,3 +267,61 @@ class DeepFashionFormat(CompetitionFormat):
     def _header(path: Path) -> list[str]:
         first = path.read_bytes().decode("utf-8-sig").splitlines()[0]
         return [cell.strip() for cell in first.split(",")]
+
+
+# --- demo: category = the large digit, 15 visible style attributes ------------------------------------------
+
+DEMO_ATTRIBUTES = (
+    "red_digit", "green_digit", "blue_digit",
+    "warm_background", "cool_background", "photo_background",
+    "horizontal_stripes", "vertical_stripes",
+    "border", "underline", "corner_dot",
+    "corner_digit_top_left", "corner_digit_bottom_right",
+    "bold", "noise",
+)
+_DEMO_SALT = 2
+_DEMO_SIZE = 64
+_DIGIT_COLORS = {
+    None: (0.95, 0.95, 0.95), "red_digit": (1.0, 0.2, 0.15),
+    "green_digit": (0.2, 1.0, 0.25), "blue_digit": (0.3, 0.45, 1.0),
+}
+_BACKGROUNDS = {None: (0.12, 0.12, 0.12), "warm_background": (0.45, 0.18, 0.05), "cool_background": (0.05, 0.15, 0.45)}
+_INDEPENDENT_ATTRIBUTE_P = 0.25
+
+
+def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, int, list[int]]:
+    size = _DEMO_SIZE
+    color_name = (None, "red_digit", "green_digit", "blue_digit")[rng.choice(4, p=(0.4, 0.2, 0.2, 0.2))]
+    background_name = (None, "warm_background", "cool_background")[rng.choice(3, p=(0.5, 0.25, 0.25))]
+    independent = [name for name in DEMO_ATTRIBUTES if name not in _DIGIT_COLORS and name not in _BACKGROUNDS]
+    present = {name for name in independent if rng.random() < _INDEPENDENT_ATTRIBUTE_P}
+    present |= {name for name in (color_name, background_name) if name}
+
+    canvas = np.empty((size, size, 3), dtype=np.float32)
+    canvas[:] = _BACKGROUNDS[background_name]
+    if "photo_background" in present:
+        canvas = 0.55 * canvas + 0.4 * photo_crop(rng, size, size)
+    if "horizontal_stripes" in present:
+        canvas[(np.arange(size) // 4) % 2 == 0, :] += 0.2
+    if "vertical_stripes" in present:
+        canvas[:, (np.arange(size) // 4) % 2 == 0] += 0.2
+    if "border" in present:
+        canvas[:2], canvas[-2:], canvas[:, :2], canvas[:, -2:] = 0.85, 0.85, 0.85, 0.85
+    if "underline" in present:
+        canvas[53:56, 16:48] = (0.9, 0.9, 0.3)
+    if "corner_dot" in present:
+        yy, xx = np.mgrid[:size, :size]
+        canvas[(yy - 7) ** 2 + (xx - 56) ** 2 <= 16] = (1.0, 0.9, 0.1)
+
+    category = int(rng.integers(N_DIGITS))
+    place_digit(
+        canvas, pick_digit(pools, split, category, rng), 38, 13, 13, _DIGIT_COLORS[color_name], rng,
+        bold="bold" in present,
+    )
+    for name, top, left in (("corner_digit_top_left", 1, 1), ("corner_digit_bottom_right", 50, 50)):
+        if name in present:
+            small = pick_digit(pools, split, int(rng.integers(N_DIGITS)), rng)
+            paste(canvas, digit_mask(small, 13), (0.95, 0.95, 0.95), top, left)
+    if "noise" in present:
+        canvas += rng.normal(0.0, 0.12, size=canvas.shape).astype(np.float32)
+    return to_image(canvas), category, [DEMO_ATTRIBUTES.index(n) for n in present]

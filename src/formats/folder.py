@@ -14,12 +14,15 @@ import math
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from src.atomic import write_validated
+from src.demo_drawing import (N_DIGITS, DigitPools, digit_pools, hex_names, image_rng, one_digit_image, save_image,
+                              split_rng, write_lines)
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import OS_JUNK_FILES, CompetitionFormat, HeadSpec, ImageTable, list_image_files, read_csv_rows
@@ -56,6 +59,10 @@ class FolderFormat(CompetitionFormat):
     name = "folder"
     main_metric = "accuracy"
     Options = FolderOptions
+    # The course's zip: three files named after the student (+ the code and Readme the notebook runs from).
+    course_package_names = {"submission": "{name}.csv", "report": "{name}.pdf", "notebook": "{name}.ipynb"}
+    demo_solution_names = ("solution.csv",)
+    demo_margin_over_chance = 0.3
 
     @cached_property
     def class_names(self) -> list[str]:
@@ -132,6 +139,24 @@ class FolderFormat(CompetitionFormat):
             first[image_id] = path
         return ids
 
+    # --- demo --------------------------------------------------------------------------------
+    @classmethod
+    def write_demo(cls, comp_dir: Path, answers_dir: Path, seed: int, n_train: int, n_test: int) -> None:
+        """Write a folder-per-class demo into `comp_dir`, the test answers into `answers_dir`.
+
+        Layout: train/<0..9>/<name>.{png,jpg}, test/<name>.{png,jpg} with mixed sizes (24..80 px a side)
+        and modes RGB, L, RGBA (PNG) and CMYK (JPEG). Answers: solution.csv (image,label,probability).
+        """
+        pools = digit_pools(seed)
+        names = hex_names(split_rng(seed, _DEMO_SALT, "train"), n_train + n_test, 12)
+        answer_rows = []
+        for split, split_names in (("train", names[:n_train]), ("test", names[n_train:])):
+            for file_name, label, image in demo_digit_images(pools, seed, _DEMO_SALT, split, split_names):
+                save_image(image, comp_dir / split / (str(label) if split == "train" else "") / file_name)
+                if split == "test":
+                    answer_rows.append(f"{file_name},{label},1.0")
+        write_lines(answers_dir / "solution.csv", ["image,label,probability"] + sorted(answer_rows))
+
     # --- submission --------------------------------------------------------------------------
     def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]) -> list[Path]:
         options, names = self.options, self.class_names
@@ -186,3 +211,23 @@ class FolderFormat(CompetitionFormat):
             labels.append(index_of[label])
             probabilities.append(probability)
         return ids, np.asarray(labels, dtype=np.int64), np.asarray(probabilities)
+
+
+# --- demo: one digit per image, mixed sizes, modes (RGB, L, RGBA, CMYK) and file types -----------------------
+
+DEMO_MODES = ("RGB", "L", "RGBA", "CMYK")
+_DEMO_SALT = 4
+
+
+def demo_digit_images(pools: DigitPools, seed: int, salt: int, split: str,
+                      stems: list[str]) -> Iterator[tuple[str, int, Image.Image]]:
+    """(file name, label, image) per stem, in order: labels 0..9 and DEMO_MODES cycled then shuffled, so every class
+    and every mode appears once there are 10 / 4 images; RGBA is a PNG, CMYK a JPEG, the others either."""
+    split_draws = split_rng(seed, salt, split)
+    labels = split_draws.permutation(np.arange(len(stems)) % N_DIGITS)
+    modes = split_draws.permutation(np.arange(len(stems)) % len(DEMO_MODES))
+    for index, (stem, label, mode_index) in enumerate(zip(stems, labels, modes)):
+        rng = image_rng(seed, salt, split, index)
+        image = one_digit_image(pools, split, int(label), DEMO_MODES[mode_index], rng)
+        suffix = {"RGBA": ".png", "CMYK": ".jpg"}.get(image.mode) or (".png" if rng.random() < 0.5 else ".jpg")
+        yield stem + suffix, int(label), image

@@ -274,21 +274,11 @@ def _leaderboard_cell(entries: list[dict]) -> str:
 def _configured_folds(fold_dirs: list[Path], config_path: Optional[Path]) -> Optional[int]:
     """How many folds the experiment has: the folds file's held-out folds, else data.n_folds.
 
-    The resolved config a run saved (overrides included) wins over the YAML file. The folds file
-    matters where a format holds out fewer folds than data.n_folds (CelebA's official split: one).
+    The folds file matters where a format holds out fewer folds than data.n_folds (an official split: one);
+    its name comes from the format's fold scheme (`folds_scheme_of`), as the folds stage names it.
     """
-    data = None
-    for path in fold_dirs:
-        saved = read_run_config(path)
-        if isinstance(saved.get("data"), dict):
-            data = saved["data"]
-            break
-    if data is None and config_path is not None:
-        try:
-            raw = yaml.safe_load(config_path.read_text(encoding="utf-8-sig")) or {}
-            data = raw.get("data") if isinstance(raw, dict) else None
-        except (OSError, yaml.YAMLError):
-            data = None
+    config = _experiment_config(fold_dirs, config_path)
+    data = config.get("data")
     if not isinstance(data, dict):
         return None
     try:
@@ -297,16 +287,39 @@ def _configured_folds(fold_dirs: list[Path], config_path: Optional[Path]) -> Opt
     except (TypeError, ValueError):
         return None
     if data.get("root"):
-        path = folds_file(Path(data["root"]), n_folds, seed)
-        official = folds_file(Path(data["root"]), n_folds, seed, "official")  # CelebA's own scheme
-        if not path.exists() and official.exists():
-            path = official
+        path = folds_file(Path(data["root"]), n_folds, seed, _folds_scheme(config))
         try:
             folds = pd.read_csv(path, usecols=["fold"])["fold"]
             return int(folds[folds >= 0].nunique())
         except (OSError, ValueError, KeyError):
             pass
     return n_folds
+
+
+def _experiment_config(fold_dirs: list[Path], config_path: Optional[Path]) -> dict:
+    """The resolved config a run saved (overrides included), else the YAML file's; {} when neither is readable."""
+    for path in fold_dirs:
+        saved = read_run_config(path)
+        if isinstance(saved.get("data"), dict):
+            return saved
+    if config_path is not None:
+        try:
+            raw = yaml.safe_load(config_path.read_text(encoding="utf-8-sig")) or {}
+            return raw if isinstance(raw, dict) else {}
+        except (OSError, yaml.YAMLError):
+            return {}
+    return {}
+
+
+def _folds_scheme(config: dict) -> str:
+    """The fold scheme the config's format chooses with its options; '' (K folds) when they name no valid format."""
+    from src.formats import folds_scheme_of
+
+    options = config.get("format_options")
+    try:
+        return folds_scheme_of(str(config.get("format")), options if isinstance(options, dict) else None)
+    except PipelineError:
+        return ""
 
 
 def _number(value, digits: int = 4) -> str:
