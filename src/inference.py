@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from src.checkpoints import load_checkpoint
+from src.checkpoint_files import load_checkpoint
 from src.formats.base import CompetitionFormat
 from src.model import MultiHeadModel, build_model
 from src.predict import config_eval_loader, predict_probs

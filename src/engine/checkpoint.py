@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from src.checkpoints import load_checkpoint, save_checkpoint
+from src.checkpoint_files import load_checkpoint, save_checkpoint
 from src.config import Config
 from src.engine.build import Training
 from src.engine.callbacks import Callback

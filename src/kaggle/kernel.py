@@ -369,7 +369,7 @@ def _package_files(folder: Path, prefix: str) -> dict[str, bytes]:
 
 
 def _check_weights_only(checkpoint: Path) -> None:
-    from src.checkpoints import load_checkpoint
+    from src.checkpoint_files import load_checkpoint
 
     payload = load_checkpoint(checkpoint)
     state = [key for key in payload if key in _TRAINING_STATE]
