@@ -32,7 +32,7 @@ from src.errors import PipelineError
 from src.faults import crash_point
 from src.formats.base import CompetitionFormat, HeadSpec
 from src.model import backbone_stages, count_parameters
-from src.predict import predict_probs
+from src.predict_loop import predict_probs
 from src.runtime import Runtime, peak_memory_mb
 
 
