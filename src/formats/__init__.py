@@ -1,41 +1,29 @@
 """Registry of competition formats, found by name (like timm's readers).
 
 Adding a format = adding one module here that defines a `CompetitionFormat` subclass decorated with
-`@register`; it is imported below so the registry knows it.
+`@register`; every module here is imported before the first lookup (src.registry), so nothing else needs an edit.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Any
 
-from src.errors import PipelineError
 from src.formats.base import CompetitionFormat
+from src.registry import Registry
 
-_REGISTRY: dict[str, type[CompetitionFormat]] = {}
+_FORMATS: Registry[type[CompetitionFormat]] = Registry("format", discover=__name__)
 
 
 def register(cls: type[CompetitionFormat]) -> type[CompetitionFormat]:
-    """Class decorator: make a format available by its `name`."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _import_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
-            importlib.import_module(f"{__name__}.{module.name}")
+    """Class decorator: make a format available by its `name` (a name taken by another format is refused)."""
+    return _FORMATS.register(cls)
 
 
 def format_names() -> list[str]:
-    _import_all()
-    return sorted(_REGISTRY)
+    """Every format's name, sorted (every module here imported first)."""
+    return _FORMATS.names()
 
 
 def create_format(name: str, root: Path, options: dict[str, Any] | None = None) -> CompetitionFormat:
     """Instantiate the format `name` over the competition folder `root`."""
-    _import_all()
-    if name not in _REGISTRY:
-        raise PipelineError(f"config format: unknown format '{name}'; known formats: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](root, options)
+    return _FORMATS.create(name, root, options, where="config format")
