@@ -49,10 +49,10 @@ def _requested_tag(exp: Any, model: Optional[str]) -> str:
 
 def _push(folder: WeightsFolder, exp: Any, log: Callable[[str], None]) -> None:
     """Write dataset-metadata.json into the (flat) folder, then create the dataset, or a new version of it."""
-    from src.kaggle import cli
-    from src.kaggle.kernel import _username_from_credentials
+    from src.kaggle.local import cli
+    from src.kaggle.local.names import username_from_credentials
 
-    owner = (exp.config.kaggle.username if exp is not None else None) or _username_from_credentials()
+    owner = (exp.config.kaggle.username if exp is not None else None) or username_from_credentials()
     if not owner:
         raise PipelineError("weights --push: no Kaggle username; set kaggle.username in the config, or KAGGLE_USERNAME, "
                             "or save kaggle.json in ~/.kaggle")

@@ -1,10 +1,10 @@
 """What the offline kernel runs on Kaggle: find the inputs, load the ONE model, write the submission.
 
-The script built from `kernel_template.py` unpacks this package and calls `run_kernel` with the
+The script built from `script_template.py` unpacks this package and calls `run_kernel` with the
 settings the builder embedded. It makes an Experiment over the attached competition folder whose
 artifacts (checkpoint, thresholds, resolved config) come from the weights dataset, and then makes
 the same call as the submit stage: `src.inference.make_submission` (predict -> decide -> write + validate).
-Only the standard library (and kernel_wheels, which uses only that) is imported at module level, so the
+Only the standard library (and install_wheels, which uses only that) is imported at module level, so the
 builder can import the names below.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from src.kaggle.kernel_wheels import AttachedError, find_attached, folders, listing
+from src.kaggle.on_kaggle.install_wheels import AttachedError, find_attached, folders, listing
 
 MODEL_FILE = "model.pt"
 THRESHOLDS_FILE = "thresholds.json"
