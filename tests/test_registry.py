@@ -43,8 +43,9 @@ def test_a_taken_name_is_refused_naming_both():
     class Other:
         name = "mixup"
 
-    with pytest.raises(ValueError, match=r"callback name 'mixup' is taken by .*make_registry.<locals>.Mixup; "
-                                         r".*test_a_taken_name_is_refused_naming_both.<locals>.Other needs another name"):
+    both = (r"callback name 'mixup' is taken by .*make_registry.<locals>.Mixup; "
+            r".*test_a_taken_name_is_refused_naming_both.<locals>.Other needs another name")
+    with pytest.raises(ValueError, match=both):
         tricks.register(Other)
     mixup = tricks.get("mixup")
     assert tricks.register(mixup) is mixup  # the same class again (a module imported twice) is no duplicate

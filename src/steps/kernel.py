@@ -125,7 +125,7 @@ def submit(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = pr
 
 
 def _parity(exp: Experiment, built, check: Optional[bool], pushing: bool, quiet: bool, log: Callable[[str], None]):
-    from src.kaggle.local import inference_kernel, parity
+    from src.kaggle.local import parity
     from src.steps import submit as submit_step
 
     if check is False:
@@ -141,5 +141,5 @@ def _parity(exp: Experiment, built, check: Optional[bool], pushing: bool, quiet:
     result = parity.check_parity(exp, built, lambda: submit_step.run(exp, quiet=quiet, log=log), log, reuse=check is None)
     if not result.passed:
         raise PipelineError(f"parity check failed{' (nothing pushed)' if pushing else ''}: {result.detail}; "
-                            f"the kernel's log is {built.kernel_dir / inference_kernel.PARITY_LOG}")
+                            f"the kernel's log is {exp.parity_log_path}")
     return result

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Optional
 
+from src.artifacts import DATASET_METADATA, WEIGHTS_ROOT
 from src.atomic import write_text
 from src.errors import PipelineError
-from src.weights import (DATASET_METADATA, WEIGHTS_ROOT, WeightsFolder, dataset_metadata, fetch_weights, hub_online,
-                         weights_command)
+from src.weights import WeightsFolder, dataset_metadata, fetch_weights, hub_online, weights_command
 
 
 def run(exp: Any, model: Optional[str] = None, push: bool = False, quiet: bool = False,

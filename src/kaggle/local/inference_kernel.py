@@ -30,19 +30,15 @@ import yaml
 from src.config import Config, config_to_dict
 from src.errors import PipelineError
 from src.weights import normalisation
-from src.artifacts import KERNEL_METADATA, Experiment, Layout
+from src.artifacts import (DATASET_METADATA, KERNEL_CONFIG_FILE, KERNEL_DATASET_DIR as DATASET_DIR, KERNEL_METADATA,
+                           KERNEL_MODEL_FILE, KERNEL_THRESHOLDS_FILE, KERNEL_WHEELS_DIR as WHEELS_DIR, Experiment)
 from src.kaggle.local.kernel_script import code_archive, render_script, script_settings
 from src.kaggle.local.names import KaggleNames, kaggle_names
 from src.kaggle.local.secret_scan import seal
 from src.kaggle.on_kaggle.install_wheels import file_sha256
-from src.kaggle.on_kaggle.predict import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE
 
 Log = Callable[[str], None]
 
-DATASET_METADATA = "dataset-metadata.json"
-DATASET_DIR = "dataset"
-WHEELS_DIR = Layout(".", "").wheels_dir.name
-PARITY_LOG = "parity.log"
 KAGGLE_INPUT = "/kaggle/input"
 _TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "ema")
 
@@ -110,7 +106,7 @@ def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     build = KernelBuild(exp.kernel_dir, names, files)
-    size = (build.dataset_dir / MODEL_FILE).stat().st_size
+    size = (build.dataset_dir / KERNEL_MODEL_FILE).stat().st_size
     log(f"kernel {exp.name}: {build.script_path} ({build.script_path.stat().st_size // 1024} KiB, src embedded) and "
         f"weights dataset {build.dataset_dir} ({size / 2**20:.1f} MiB model) for {names.kernel_ref} "
         f"with {', '.join(sources)}, internet off, GPU {'on' if config.kaggle.enable_gpu else 'off'}")
@@ -126,10 +122,10 @@ def staging_dir(exp: Experiment) -> Path:
 def _stage_weights(exp: Experiment, names: KaggleNames, checkpoint: Path, thresholds: Path | None, dataset: Path) -> Path:
     """The flat weights dataset: model.pt, thresholds.json, the Kaggle-side config, dataset-metadata.json."""
     dataset.mkdir()
-    shutil.copyfile(checkpoint, dataset / MODEL_FILE)
+    shutil.copyfile(checkpoint, dataset / KERNEL_MODEL_FILE)
     if thresholds is not None:
-        shutil.copyfile(thresholds, dataset / THRESHOLDS_FILE)
-    (dataset / CONFIG_FILE).write_text(yaml.safe_dump(kaggle_config(exp), sort_keys=False, allow_unicode=True),
+        shutil.copyfile(thresholds, dataset / KERNEL_THRESHOLDS_FILE)
+    (dataset / KERNEL_CONFIG_FILE).write_text(yaml.safe_dump(kaggle_config(exp), sort_keys=False, allow_unicode=True),
                                        encoding="utf-8")
     write_dataset_metadata(dataset, names.dataset_ref, names.dataset_title, exp.config.kaggle.dataset_license)
     return dataset

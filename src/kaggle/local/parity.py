@@ -13,7 +13,7 @@ from typing import Callable
 from src.artifacts import Experiment, ParityRecord
 from src.atomic import write_text
 from src.errors import PipelineError
-from src.kaggle.local.inference_kernel import PARITY_LOG, KernelBuild
+from src.kaggle.local.inference_kernel import KernelBuild
 from src.kaggle.local.kernel_script import CHECKED_MODULES
 from src.kaggle.local.offline_sandbox import RUN_TIMEOUT_S, OfflineRun, run_offline
 from src.kaggle.on_kaggle.install_wheels import file_sha256
@@ -60,7 +60,7 @@ def check_parity(exp: Experiment, build: KernelBuild, run_submit: Callable[[], l
     log(f"parity: running {build.script_path.name} offline (network blocked) against a stand-in /kaggle: "
         f"input/{exp.config.competition} -> {exp.config.data.root}, input/{build.names.dataset_slug} -> {build.dataset_dir}")
     run = run_offline(build.script_path, links, timeout_s)
-    write_text(build.kernel_dir / PARITY_LOG, run.output)
+    write_text(exp.parity_log_path, run.output)
     problems = _compare(run, reference)
     if problems and not regenerated and run.returncode == 0 and not run.network_attempts:
         log("parity: the kernel's files differ from the submission on disk: running submit again to compare with a fresh one")

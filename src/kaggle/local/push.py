@@ -9,18 +9,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from src.artifacts import Experiment, LeaderboardEntry, PushRecord
+from src.artifacts import KERNEL_MODEL_FILE, KERNEL_WHEELS_DIR, Experiment, LeaderboardEntry, PushRecord
 from src.errors import PipelineError
 from src.kaggle.local import cli, leaderboard
-from src.kaggle.local.inference_kernel import WHEELS_DIR, KernelBuild
+from src.kaggle.local.inference_kernel import KernelBuild
 from src.kaggle.local.names import kaggle_names
 from src.kaggle.local.parity import ParityResult
 from src.kaggle.on_kaggle.install_wheels import file_sha256
-from src.kaggle.on_kaggle.predict import MODEL_FILE
 
 Log = Callable[[str], None]
 
-OUTPUT_DIR = "output"
 DATASET_WAIT_S = 30 * 60
 _DATASET_POLL_S = 10
 
@@ -46,9 +44,9 @@ def push(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: 
     last = PushRecord.read(record_path)
     dataset_files = build.dataset_files()
     last = upload_dataset(build.dataset_dir, names.dataset_ref, dataset_files, "dataset", last, record_path,
-                          f"{exp.name}: {MODEL_FILE} {dataset_files[MODEL_FILE][:12]}", wait_s, log)
+                          f"{exp.name}: {KERNEL_MODEL_FILE} {dataset_files[KERNEL_MODEL_FILE][:12]}", wait_s, log)
     if build.wheels_dir.is_dir():
-        wheels = build.dataset_files(WHEELS_DIR)
+        wheels = build.dataset_files(KERNEL_WHEELS_DIR)
         last = upload_dataset(build.wheels_dir, names.wheels_ref, wheels, "wheels", last, record_path,
                               f"{exp.name}: {len(wheels)} wheels", wait_s, log)
     kernel_url, version = cli.push_kernel_with_version(build.kernel_dir)
@@ -103,7 +101,7 @@ def fetch_output(exp: Experiment, log: Log = print) -> list[Path]:
     """Download the latest run's output into kernels/<exp>/output/ and validate its submission when the
     competition folder is here."""
     ref = kaggle_names(exp).kernel_ref
-    dest = exp.kernel_dir / OUTPUT_DIR
+    dest = exp.kernel_output_dir
     files = cli.kernel_output(ref, dest)
     log(f"kernel {ref} output -> {dest}: {', '.join(p.name for p in files) or 'nothing'}")
     try:

@@ -29,14 +29,14 @@ from typing import Callable
 
 import yaml
 
-from src.artifacts import (KERNEL_METADATA, LAST_CHECKPOINT, RUN_CONFIG, TRAINING_MANIFEST, Experiment, PulledRuns,
-                           PushRecord, TrainingManifest, fold_run_name, portable_config)
+from src.artifacts import (DATASET_METADATA, KERNEL_METADATA, KERNEL_WHEELS_DIR, LAST_CHECKPOINT, RUN_CONFIG,
+                           TRAINING_MANIFEST, WEIGHTS_ROOT, Experiment, PulledRuns, PushRecord, TrainingManifest,
+                           fold_run_name, portable_config)
 from src.atomic import write_text
 from src.config import config_to_dict
 from src.errors import PipelineError
 from src.kaggle.local import cli
-from src.kaggle.local.inference_kernel import (DATASET_METADATA, WHEELS_DIR, stage_wheels, staging_dir,
-                                               write_dataset_metadata, write_json)
+from src.kaggle.local.inference_kernel import stage_wheels, staging_dir, write_dataset_metadata, write_json
 from src.kaggle.local.kernel_script import code_archive, render_script, script_settings
 from src.kaggle.local.names import KaggleNames, kaggle_names
 from src.kaggle.local.offline_sandbox import run_offline
@@ -94,7 +94,7 @@ def build_training_kernel(exp: Experiment, runs: dict, log: Log = print) -> Trai
         settings = {
             "kind": "training", "stage": STAGE, "experiment": exp.name, "competition": exp.config.competition,
             "kernel_ref": names.ref(slug), "runs": runs, "folds_file": folds.name if folds else None,
-            "wheels": stage_wheels(exp, names, staging / WHEELS_DIR, log),
+            "wheels": stage_wheels(exp, names, staging / KERNEL_WHEELS_DIR, log),
             "pretrained": _pretrained(exp, names), **script_settings(archive),
             "resume": _stage_state(exp, runs, names.ref(state_slug), staging / _relative(exp, exp.train_state_dir)),
         }
@@ -133,7 +133,7 @@ def _pretrained(exp: Experiment, names: KaggleNames) -> dict:
     tag = exp.config.model.pretrained
     if tag is None:
         return {}
-    from src.weights import MANIFEST, PRETRAINED_CFG, WEIGHTS_ROOT, kaggle_slug, read_weights_folder, weights_command
+    from src.weights import MANIFEST, PRETRAINED_CFG, kaggle_slug, read_weights_folder, weights_command
 
     folder = WEIGHTS_ROOT / tag
     if not (folder / MANIFEST).is_file():

@@ -91,7 +91,7 @@ def training_experiment(settings: dict, input_root: Path, working_root: Path, co
 
 def _link_pretrained(settings: dict, input_root: Path, scratch: Path) -> None:
     """The pretrained-weights dataset where train looks for it (input/weights/<tag>/, from the current folder)."""
-    from src.weights import WEIGHTS_ROOT
+    from src.artifacts import WEIGHTS_ROOT
 
     pretrained = settings.get("pretrained")
     if not pretrained:
