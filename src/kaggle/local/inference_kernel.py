@@ -30,8 +30,8 @@ import yaml
 from src.config import Config, config_to_dict
 from src.errors import PipelineError
 from src.weights import normalisation
-from src.artifacts import (DATASET_METADATA, KERNEL_CONFIG_FILE, KERNEL_DATASET_DIR as DATASET_DIR, KERNEL_METADATA,
-                           KERNEL_MODEL_FILE, KERNEL_THRESHOLDS_FILE, KERNEL_WHEELS_DIR as WHEELS_DIR, Experiment)
+from src.artifacts import (DATASET_METADATA, KERNEL_CONFIG_FILE, KERNEL_DATASET_DIR, KERNEL_METADATA,
+                           KERNEL_MODEL_FILE, KERNEL_THRESHOLDS_FILE, KERNEL_WHEELS_DIR, Experiment)
 from src.kaggle.local.kernel_script import code_archive, render_script, script_settings
 from src.kaggle.local.names import KaggleNames, kaggle_names
 from src.kaggle.local.secret_scan import seal
@@ -57,13 +57,13 @@ class KernelBuild:
 
     @property
     def dataset_dir(self) -> Path:
-        return self.kernel_dir / DATASET_DIR
+        return self.kernel_dir / KERNEL_DATASET_DIR
 
     @property
     def wheels_dir(self) -> Path:
-        return self.kernel_dir / WHEELS_DIR
+        return self.kernel_dir / KERNEL_WHEELS_DIR
 
-    def dataset_files(self, folder: str = DATASET_DIR) -> dict[str, str]:
+    def dataset_files(self, folder: str = KERNEL_DATASET_DIR) -> dict[str, str]:
         """sha256 of each file of a dataset folder the kernel reads (the metadata file aside)."""
         prefix = folder + "/"
         return {rel[len(prefix):]: digest for rel, digest in self.files.items()
@@ -86,7 +86,7 @@ def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
         exp.require(exp.thresholds_path, "thresholds")
     staging = staging_dir(exp)
     try:
-        dataset = _stage_weights(exp, names, checkpoint, thresholds, staging / DATASET_DIR)
+        dataset = _stage_weights(exp, names, checkpoint, thresholds, staging / KERNEL_DATASET_DIR)
         archive = code_archive()
         settings = {
             "experiment": exp.name,
@@ -95,7 +95,7 @@ def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
             "dataset_ref": names.dataset_ref,
             "dataset_files": {p.name: file_sha256(p) for p in sorted(dataset.iterdir()) if p.name != DATASET_METADATA},
             "submission_names": fmt.submission_names(),
-            "wheels": stage_wheels(exp, names, staging / WHEELS_DIR, log),
+            "wheels": stage_wheels(exp, names, staging / KERNEL_WHEELS_DIR, log),
             **script_settings(archive),
         }
         (staging / names.code_file).write_text(render_script(settings, archive), encoding="utf-8")
@@ -202,7 +202,7 @@ def _move_into_place(staging: Path, kernel_dir: Path, code_file: str) -> None:
     for old in kernel_dir.glob("*.py"):
         if old.name != code_file:  # the script of a former kernel slug
             old.unlink()
-    for folder in (DATASET_DIR, WHEELS_DIR):
+    for folder in (KERNEL_DATASET_DIR, KERNEL_WHEELS_DIR):
         if (kernel_dir / folder).exists():
             shutil.rmtree(kernel_dir / folder)
         if (staging / folder).exists():  # no wheels folder when kaggle.wheels is off
