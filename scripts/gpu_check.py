@@ -97,7 +97,7 @@ def _speed_sides(config, data, name: str, runtime, compiled: bool, log) -> tuple
     from src.data.transforms import transform_from_config
     from src.engine import Training, build_grad_scaler, build_optimizer, train_one_epoch
     from src.losses import MultiHeadLoss
-    from src.predict import make_eval_loader
+    from src.predict_loop import make_eval_loader
 
     tc = config.train
     model = bench.fresh_model(config, data.heads, runtime)

@@ -107,7 +107,7 @@ def pretrain(workdir: Path, settings: TransferSettings, log: Log = print) -> dic
     """Train the digit classifier (a full fit with the engine); return the hub repository's files for TAG."""
     from safetensors.torch import save
 
-    from src.checkpoints import load_checkpoint
+    from src.checkpoint_files import load_checkpoint
     from src.engine import train_run
     from src.formats import create_format
 

@@ -33,6 +33,12 @@ PUSH_RECORD, PARITY_RECORD = "push.json", "parity.json"  # in kernels/<exp>/ (pu
 # The report folder's files: the HTML (figures embedded), Markdown (PNGs beside it), the A4 PDF, the tables.
 REPORT_HTML, REPORT_MD, REPORT_PDF, REPORT_TABLES = "index.html", "report.md", "report.pdf", "tables.json"
 PACKAGE_DIR = "package"  # submissions/<exp>/package/: <name>/ (what the zip holds) and the zip beside it
+WEIGHTS_ROOT = Path("input/weights")  # pretrained weights, one folder per timm tag (the weights stage writes them)
+DATASET_METADATA = "dataset-metadata.json"  # in every folder that becomes a Kaggle dataset
+# kernels/<exp>/: the flat weights dataset and its files (as the kernel reads them), the wheels dataset, the
+# parity check's log and what `kernel output` downloads.
+KERNEL_DATASET_DIR, KERNEL_WHEELS_DIR, PARITY_LOG, KERNEL_OUTPUT_DIR = "dataset", "wheels", "parity.log", "output"
+KERNEL_MODEL_FILE, KERNEL_THRESHOLDS_FILE, KERNEL_CONFIG_FILE = "model.pt", "thresholds.json", "config.yaml"
 
 
 def folds_file(root: Path, n_splits: int, seed: int, scheme: str = "") -> Path:
@@ -41,6 +47,11 @@ def folds_file(root: Path, n_splits: int, seed: int, scheme: str = "") -> Path:
     if scheme:
         return Path(root) / f"folds-{scheme}.csv"
     return Path(root) / f"folds-k{n_splits}-seed{seed}.csv"
+
+
+def bench_json_path(output_dir: Path, quick: bool) -> Path:
+    """bench's results beside the image cache under oof/ (ignored by git): oof/_bench/bench[-quick].json."""
+    return Path(output_dir) / "oof" / "_bench" / f"bench{'-quick' if quick else ''}.json"
 
 
 def fold_run_name(fold: Optional[int]) -> str:
@@ -68,7 +79,8 @@ class Layout:
         self.kernel_metadata_path = self.kernel_dir / KERNEL_METADATA
         self.kernel_push_path, self.parity_path = self.kernel_dir / PUSH_RECORD, self.kernel_dir / PARITY_RECORD
         self.kaggle_scores_path = self.submission_dir / KAGGLE_SCORES  # submit --kaggle, kernel submit
-        self.wheels_dir = self.kernel_dir / "wheels"  # kernel build: the kernel's packages as a flat wheels dataset
+        self.wheels_dir = self.kernel_dir / KERNEL_WHEELS_DIR  # kernel build: the kernel's packages as a flat dataset
+        self.parity_log_path, self.kernel_output_dir = self.kernel_dir / PARITY_LOG, self.kernel_dir / KERNEL_OUTPUT_DIR
         self.train_kernel_dir = self.kernel_dir / "train"  # kernel train: the training kernel (+ state/ for --resume)
         self.train_state_dir = self.train_kernel_dir / "state"  # --resume: the pulled run files, flat, as a dataset
         self.train_push_path, self.train_pull_path = self.train_kernel_dir / PUSH_RECORD, self.train_kernel_dir / "pull.json"

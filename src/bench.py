@@ -311,7 +311,7 @@ def bench_inference(config: Config, data: DemoData, n_images: int, repeats: int,
     at least `repeats` passes of each, and on for `min_seconds`."""
     import torch
 
-    from src.predict import config_eval_loader, predict_probs
+    from src.predict_loop import config_eval_loader, predict_probs
 
     runtime = bench_runtime(config, inference=True)
     model = fresh_model(config, data.heads, runtime).eval()

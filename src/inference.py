@@ -1,8 +1,9 @@
 """Prediction with a trained model: oof, submit, bench and the offline kernel call these, never the trainer.
 
 `load_inference_model` rebuilds a model from a best.pt; `predict_rows` is THE inference pipeline
-(eval transform -> dataset -> loader -> probabilities per head, optional flip TTA); `make_submission`
-is what `submit` and the offline kernel both run: one model, decision rules, the format's writer.
+(eval transform -> dataset -> loader -> probabilities per head, optional flip TTA; the batch loop itself is
+`src.predict_loop`, which validation shares); `make_submission` is what `submit` and the offline kernel both
+run: one model, decision rules, the format's writer.
 """
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from src.checkpoints import load_checkpoint
+from src.checkpoint_files import load_checkpoint
 from src.formats.base import CompetitionFormat
 from src.model import MultiHeadModel, build_model
-from src.predict import config_eval_loader, predict_probs
+from src.predict_loop import config_eval_loader, predict_probs
 from src.runtime import Runtime
 
 

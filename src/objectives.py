@@ -22,8 +22,9 @@ import numpy as np
 
 from src import metrics
 from src.errors import PipelineError
+from src.registry import Registry
 
-_REGISTRY: dict[str, type["Objective"]] = {}
+OBJECTIVES: Registry[type["Objective"]] = Registry("threshold objective")
 
 
 class Objective(ABC):
@@ -39,10 +40,8 @@ class Objective(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            if cls.name in _REGISTRY:
-                raise TypeError(f"objective name {cls.name!r} is taken by {_REGISTRY[cls.name].__name__}")
-            _REGISTRY[cls.name] = cls
+        if "name" in cls.__dict__:  # a subclass that names itself is an objective (abstract bases do not)
+            OBJECTIVES.register(cls)
 
     @property
     @abstractmethod
@@ -187,12 +186,10 @@ class ColumnFbeta(_Fbeta, Objective):
 
 
 def names() -> tuple[str, ...]:
-    """Every objective's name, in definition order."""
-    return tuple(_REGISTRY)
+    """Every objective's name, sorted."""
+    return tuple(OBJECTIVES.names())
 
 
 def from_name(name: str, *args, **kwargs) -> Objective:
     """The objective called `name` built with the given parameters (e.g. `from_name('samples_fbeta', 2.0)`)."""
-    if name not in _REGISTRY:
-        raise PipelineError(f"threshold objective kind {name!r} is unknown; use one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[name](*args, **kwargs)
+    return OBJECTIVES.create(name, *args, **kwargs)

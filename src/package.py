@@ -72,7 +72,7 @@ def build_package(exp: Experiment, name: Optional[str] = None, log: Callable[[st
 def refuse_leaks(folder: Path) -> None:
     """Stop before zipping when a file holds a credential (the kernel's scan: Kaggle's key, secret-looking
     environment variables): a course package is handed to other people."""
-    from src.kaggle.kernel import find_leaks, secret_values
+    from src.kaggle.local.secret_scan import find_leaks, secret_values
 
     leaks = find_leaks(folder, secret_values())
     if leaks:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
+from src.artifacts import WEIGHTS_ROOT
 from src.atomic import _fsync_dir, write_text
 from src.errors import PipelineError
 
@@ -31,10 +32,8 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 
-WEIGHTS_ROOT = Path("input/weights")
 MANIFEST = "manifest.json"
 PRETRAINED_CFG = "pretrained_cfg.json"
-DATASET_METADATA = "dataset-metadata.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The license names `dataset-metadata.json` accepts (Kaggle's dataset metadata documentation).

@@ -91,7 +91,7 @@ class FakeKaggle(LocalServer):
         self.kernel_status: dict[str, tuple[str, str | None]] = {}  # ref -> (status, failure message)
         self.kernel_outputs: dict[str, dict[str, bytes]] = {}       # ref -> output files
         self.kernel_logs: dict[str, str] = {}                       # ref -> what its last run printed
-        # With run_pushed, a pushed kernel is run (src.kaggle.kernel.run_offline: network blocked) on the
+        # With run_pushed, a pushed kernel is run (src.kaggle.local.offline_sandbox.run_offline: network blocked) on the
         # competition files and datasets it names, in a thread; its working folder becomes its output.
         self.run_pushed = False
         self._runs: list[threading.Thread] = []
@@ -272,7 +272,7 @@ class FakeKaggle(LocalServer):
         """Run a pushed script as Kaggle would: offline, its competition and datasets under input/<slug>."""
         import tempfile
 
-        from src.kaggle.kernel import run_offline
+        from src.kaggle.local.offline_sandbox import run_offline
 
         with tempfile.TemporaryDirectory(prefix="fake-kaggle-run-") as tmp:
             inputs = {}

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from helpers import tiny_config
-from src.checkpoints import load_checkpoint
+from src.checkpoint_files import load_checkpoint
 from src.stage import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from src.checkpoints import load_checkpoint, save_checkpoint
+from src.checkpoint_files import load_checkpoint, save_checkpoint
 from src.errors import PipelineError
 from src.stage import main
 

@@ -17,7 +17,7 @@ from src.data.transforms import BatchNormalize, build_transform, transform_from_
 from src.formats.base import HeadSpec
 from src.inference import predict_rows
 from src.model import build_model
-from src.predict import make_eval_loader, predict_probs
+from src.predict_loop import make_eval_loader, predict_probs
 from src.runtime import Runtime, make_runtime
 
 SIZE = 16

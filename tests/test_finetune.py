@@ -223,7 +223,7 @@ def test_mixing_only_touches_training_batches_and_skips_train_score(tiny_imet_ro
     from src.engine import build_run, callbacks_for
     from src.engine.loop import run_epochs
     from src.formats import create_format
-    from src.predict import predict_probs
+    from src.predict_loop import predict_probs
 
     root, _ = tiny_imet_root
     config = load_config(tiny_config(tmp_path, "imet", root, {"train": {"epochs": 1, "callbacks": [

@@ -1,4 +1,4 @@
-"""src/kaggle/cli.py driving the REAL `kaggle` CLI against the local fake server in fake_kaggle_server.py."""
+"""src/kaggle/local/cli.py driving the REAL `kaggle` CLI against the local fake server in fake_kaggle_server.py."""
 from __future__ import annotations
 
 import io
@@ -15,7 +15,7 @@ from fake_kaggle_server import FAKE_KEY, FAKE_TOKEN, FAKE_USER, fake_kaggle  # n
 from fake_kaggle_server import use_env as _use_env  # noqa: E402
 
 from src.errors import PipelineError  # noqa: E402
-from src.kaggle import cli  # noqa: E402
+from src.kaggle.local import cli  # noqa: E402
 
 SLUG = "imet-2019-fgvc6"
 KERNEL = f"{FAKE_USER}/imet-inference"

@@ -1,5 +1,5 @@
-"""The offline kernel (src/kaggle/kernel.py, src/steps/kernel.py, src/steps/download.py): built, checked
-by running it offline, pushed through the REAL `kaggle` CLI to the fake server, and never carrying a secret."""
+"""The offline kernel (src/kaggle/local/: inference_kernel.py and its neighbours; src/steps/kernel.py,
+src/steps/download.py): built, checked by running it offline, pushed through the REAL `kaggle` CLI to the fake server, and never carrying a secret."""
 from __future__ import annotations
 
 import json
@@ -18,8 +18,9 @@ from helpers import kaggle_demo_experiment  # noqa: E402
 from src.config import Config  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
 from src.artifacts import Experiment, LeaderboardRecord  # noqa: E402
-from src.kaggle import kernel  # noqa: E402
-from src.kaggle.kernel_inference import find_dataset_dir, version_drift  # noqa: E402
+from src.kaggle.local import inference_kernel, kernel_script, offline_sandbox, parity, push  # noqa: E402
+from src.kaggle.local.names import kaggle_names  # noqa: E402
+from src.kaggle.on_kaggle.predict import find_dataset_dir, version_drift  # noqa: E402
 from src.steps import download, oof, submit, thresholds, train  # noqa: E402
 from src.steps import kernel as kernel_step  # noqa: E402
 
@@ -53,7 +54,7 @@ def _built_files(folder: Path) -> dict[str, bytes]:
 # ---- build --------------------------------------------------------------------------------------
 
 def test_build_writes_metadata_one_script_and_a_flat_weights_dataset(trained):
-    build = kernel.build_kernel(trained, [].append)
+    build = inference_kernel.build_kernel(trained, [].append)
 
     metadata = json.loads((build.kernel_dir / "kernel-metadata.json").read_text())
     assert metadata == {
@@ -85,18 +86,18 @@ def test_build_writes_metadata_one_script_and_a_flat_weights_dataset(trained):
     assert {"timm-1.0.31-py3-none-any.whl", "albumentations-2.0.8-py3-none-any.whl"} <= {p.name for p in wheels.iterdir()}
     assert not [p.name for p in wheels.iterdir() if p.name.startswith(("torch", "numpy", "opencv"))]
     script = build.script_path.read_text()
-    assert f"'sha256': '{kernel.file_sha256(wheels / 'timm-1.0.31-py3-none-any.whl')}'" in script
+    assert f"'sha256': '{inference_kernel.file_sha256(wheels / 'timm-1.0.31-py3-none-any.whl')}'" in script
     compile(script, build.script_path.name, "exec")
-    embedded = kernel.extract_archive(script)
+    embedded = kernel_script.extract_archive(script)
     repo = Path(__file__).resolve().parents[1]
-    for name in ("src/kaggle/kernel_inference.py", "src/steps/submit.py", "src/formats/imet.py", "src/formats/__init__.py"):
+    for name in ("src/kaggle/on_kaggle/predict.py", "src/steps/submit.py", "src/formats/imet.py", "src/formats/__init__.py"):
         assert embedded[f"code/{name}"] == (repo / name).read_bytes()
     assert "vendor/iterstrat/ml_stratifiers.py" in embedded
     assert not [name for name in embedded if "__pycache__" in name or name.endswith(".pyc")]
 
     # Same experiment, same bytes: a rebuild changes nothing.
     before = _built_files(build.kernel_dir)
-    kernel.build_kernel(trained, [].append)
+    inference_kernel.build_kernel(trained, [].append)
     assert _built_files(build.kernel_dir) == before
 
 
@@ -111,13 +112,13 @@ def test_names_come_from_kaggle_json_and_the_title_must_match_the_slug(trained, 
     config.kaggle.username = None
     exp = Experiment(config, trained.config_path)
 
-    names = kernel.kaggle_names(exp)
+    names = kaggle_names(exp)
 
     assert (names.kernel_ref, names.dataset_ref, names.code_file) == (
         "someone/tiny-inference", "someone/tiny-weights", "tiny-inference.py")
     config.kaggle.kernel_title = "My Great Kernel"
     with pytest.raises(PipelineError, match="URL slug 'my-great-kernel', not 'tiny-inference'"):
-        kernel.kaggle_names(exp)
+        kaggle_names(exp)
 
 
 # ---- parity -------------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def test_parity_passes_on_the_trained_demo(trained):
     record = json.loads((build.kernel_dir / "parity.json").read_text())
     assert record["passed"], record["detail"]
     assert record["detail"] == f"byte-identical to {trained.submission_dir / 'submission.csv'}"
-    assert record["fingerprint"]["script"] == kernel.file_sha256(build.script_path)
+    assert record["fingerprint"]["script"] == inference_kernel.file_sha256(build.script_path)
     kernel_log = (build.kernel_dir / "parity.log").read_text()
     assert f"kaggle/input/{COMPETITION}" in kernel_log and "kaggle/working/submission.csv" in kernel_log
     assert any(line.startswith("parity: passed") for line in logs)
@@ -159,7 +160,7 @@ open("probe.json", "w").write(json.dumps({{"tries": tries, "env": dict(os.enviro
                                            "home": os.listdir(os.environ["HOME"])}}))
 """)
     try:
-        run = kernel.run_offline(script, {"comp": tmp_path}, timeout_s=60)
+        run = offline_sandbox.run_offline(script, {"comp": tmp_path}, timeout_s=60)
     finally:
         listener.close()
 
@@ -181,7 +182,7 @@ def test_kernel_refuses_weights_it_was_not_built_with(tmp_path):
     nested = tmp_path / "input" / "datasets" / FAKE_USER / "other"
     nested.mkdir(parents=True)
     (nested / "model.pt").write_bytes(b"the weights")
-    good = {"model.pt": kernel.file_sha256(nested / "model.pt")}
+    good = {"model.pt": inference_kernel.file_sha256(nested / "model.pt")}
 
     assert find_dataset_dir(tmp_path / "input", DATASET_REF, good) == nested  # found where Kaggle nests it
     (nested / "model.pt").write_bytes(b"newer weights")
@@ -212,7 +213,7 @@ def test_push_sends_exactly_what_was_built(trained, fake_kaggle, monkeypatch):
     assert (pushed["language"], pushed["kernelType"]) == ("python", "script")
     assert f"kernel pushed: http://localhost/code/{KERNEL_REF} (version 1)" in "\n".join(logs)
     sent = [pushed["text"].encode(), *fake_kaggle.uploads.values(),
-            *kernel.extract_archive(pushed["text"]).values(), "\n".join(logs).encode()]
+            *kernel_script.extract_archive(pushed["text"]).values(), "\n".join(logs).encode()]
     assert not [blob for blob in sent for secret in (FAKE_KEY, FAKE_TOKEN) if secret.encode() in blob]
 
     # Same weights again: only the kernel gets a new version.
@@ -280,7 +281,7 @@ def test_no_secret_reaches_any_built_file_or_log(trained, tmp_path, monkeypatch)
 
     planted = [FAKE_KEY, FAKE_TOKEN, json_key, PLANTED_PASSWORD, PLANTED_ENV]
     blobs = _built_files(build.kernel_dir)
-    blobs.update({f"embedded {k}": v for k, v in kernel.extract_archive(build.script_path.read_text()).items()})
+    blobs.update({f"embedded {k}": v for k, v in kernel_script.extract_archive(build.script_path.read_text()).items()})
     blobs["log"] = "\n".join(logs).encode()
     assert len(blobs) > 50
     assert not [(name, s) for name, data in blobs.items() for s in planted if s.encode() in data]
@@ -288,7 +289,7 @@ def test_no_secret_reaches_any_built_file_or_log(trained, tmp_path, monkeypatch)
     # A credential the builder cannot rewrite away (here pasted into the config) stops the build.
     config.submit.message = f"key {FAKE_KEY}"
     with pytest.raises(PipelineError, match="refusing to build the kernel: dataset/config.yaml holds a Kaggle credential"):
-        kernel.build_kernel(exp, logs.append)
+        inference_kernel.build_kernel(exp, logs.append)
     assert not [p for p in build.kernel_dir.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
     assert not list(build.kernel_dir.parent.glob(".*build-*"))
 
@@ -296,18 +297,18 @@ def test_no_secret_reaches_any_built_file_or_log(trained, tmp_path, monkeypatch)
 # ---- refusals -----------------------------------------------------------------------------------
 
 def test_push_refuses_a_kernel_changed_after_its_check(trained, fake_kaggle):
-    build = kernel.build_kernel(trained, [].append)
-    passed = kernel.ParityResult(True, "pretend", kernel.file_sha256(build.script_path))
+    build = inference_kernel.build_kernel(trained, [].append)
+    passed = parity.ParityResult(True, "pretend", inference_kernel.file_sha256(build.script_path))
     with build.script_path.open("a") as script:
         script.write("\n# edited by hand\n")
 
     with pytest.raises(PipelineError, match="changed after it was built and checked: not pushing"):
-        kernel.push(trained, build, passed, [].append)
+        push.push(trained, build, passed, [].append)
     assert fake_kaggle.requests == []
 
 
 def test_tampered_kernel_fails_parity_and_is_not_pushed(trained, fake_kaggle, monkeypatch):
-    render = kernel.render_script
+    render = inference_kernel.render_script
     tamper = """
 import socket as _socket
 try:  # a kernel that phones home and then edits its own answer
@@ -319,7 +320,7 @@ _lines = open(_path).read().split("\\n")
 _lines[1] = _lines[1].split(",")[0] + ",0 1 2 3 4 5 6 7 8 9 10 11"
 open(_path, "w").write("\\n".join(_lines))
 """
-    monkeypatch.setattr(kernel, "render_script", lambda settings, archive: render(settings, archive) + tamper)
+    monkeypatch.setattr(inference_kernel, "render_script", lambda settings, archive: render(settings, archive) + tamper)
 
     with pytest.raises(PipelineError) as refused:
         kernel_step.push(trained, quiet=True, log=[].append)

@@ -1,5 +1,5 @@
-"""The training kernel (src/kaggle/train_kernel.py, src/kaggle/kernel_training.py, `kernel train` / `kernel pull`):
-checked locally against the train stage, pushed through the REAL `kaggle` CLI to the fake server, which RUNS it
+"""The training kernel (src/kaggle/local/training_kernel.py, src/kaggle/on_kaggle/train.py, `kernel train` /
+`kernel pull`): checked locally against the train stage, pushed through the REAL `kaggle` CLI to the fake server, which RUNS it
 (network blocked), stopped after an epoch, resumed from the pulled last.pt, pulled back with its checksums,
 config and folds file verified, and ending with the weights a local train makes."""
 from __future__ import annotations
@@ -19,7 +19,8 @@ from helpers import kaggle_demo_experiment  # noqa: E402
 from src.artifacts import Experiment  # noqa: E402
 from src.config import config_to_dict  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
-from src.kaggle import kernel, train_kernel  # noqa: E402
+from src.kaggle.local import kernel_script, training_kernel  # noqa: E402
+from src.kaggle.on_kaggle.install_wheels import file_sha256  # noqa: E402
 from src.steps import oof, submit, thresholds, train  # noqa: E402
 from src.steps import kernel as kernel_step  # noqa: E402
 
@@ -52,11 +53,11 @@ def test_the_training_kernel_is_built_and_matches_a_local_train(exp):
     assert (metadata["id"], metadata["code_file"], metadata["enable_gpu"], metadata["enable_internet"]) == (
         TRAIN_REF, "tiny-train.py", True, False)
     assert metadata["dataset_sources"] == [f"{FAKE_USER}/tiny-wheels"] and metadata["competition_sources"] == [COMPETITION]
-    embedded = kernel.extract_archive(built.script_path.read_text())
+    embedded = kernel_script.extract_archive(built.script_path.read_text())
     assert embedded["inputs/folds-k2-seed42.csv"] == exp.folds_path.read_bytes()
     shipped = embedded["inputs/config.yaml"].decode()
     assert str(exp.config.data.root) not in shipped and str(exp.config.output_dir) not in shipped
-    assert "code/src/kaggle/kernel_training.py" in embedded and "code/src/steps/train.py" in embedded
+    assert "code/src/kaggle/on_kaggle/train.py" in embedded and "code/src/steps/train.py" in embedded
     assert any(line.startswith("training check: passed") for line in logs), logs
     assert not exp.oof_dir.exists()  # the check trains in scratch folders only
 
@@ -72,9 +73,9 @@ def test_run_folders_are_compared_by_content_not_timings():
     same = {"fold-0": {"last.pt": checkpoint(0.5, 9.0), "epochs.csv": b"epoch,loss,seconds\n1,0.5,9.0\n"}}
     other = {"fold-0": {"last.pt": checkpoint(0.5000001, 1.0), "epochs.csv": b"epoch,loss,seconds\n1,0.6,1.0\n"}}
 
-    assert train_kernel.compare_runs(same, local) == []
-    assert train_kernel.compare_runs(other, local) == ["fold-0/epochs.csv differs", "fold-0/last.pt differs"]
-    assert train_kernel.compare_runs({}, local) == ["the kernel wrote runs [], the local train ['fold-0']"]
+    assert training_kernel.compare_runs(same, local) == []
+    assert training_kernel.compare_runs(other, local) == ["fold-0/epochs.csv differs", "fold-0/last.pt differs"]
+    assert training_kernel.compare_runs({}, local) == ["the kernel wrote runs [], the local train ['fold-0']"]
 
 
 def test_train_on_kaggle_stop_resume_pull_then_continue_here(exp, fake_kaggle, tmp_path):
@@ -107,7 +108,7 @@ def test_train_on_kaggle_stop_resume_pull_then_continue_here(exp, fake_kaggle, t
     config.output_dir = tmp_path / "local"
     local = Experiment(config, exp.config_path)
     train.run(local, "all", quiet=True, log=[].append)
-    assert train_kernel.compare_runs(_pulled_runs(exp), _pulled_runs(local)) == []
+    assert training_kernel.compare_runs(_pulled_runs(exp), _pulled_runs(local)) == []
     written_here = json.dumps(config_to_dict(exp.config), indent=2).encode()  # what a local train writes
     assert [files["config.json"] for files in _pulled_runs(exp).values()] == [written_here] * 2
 
@@ -123,9 +124,9 @@ def test_pull_refuses_another_config_a_changed_file_and_a_local_run(exp, fake_ka
     fake_kaggle.kernel_status[TRAIN_REF] = ("COMPLETE", None)
     exp.train_push_path.write_text(json.dumps({"kernel_ref": TRAIN_REF}))
     outputs = {f"oof/tiny/{run}/{name}": data for run, files in _pulled_runs(exp).items() for name, data in files.items()}
-    manifest = {"experiment": "tiny", "config": train_kernel.portable_config(json.loads(outputs["oof/tiny/fold-0/config.json"])),
-                "folds_sha256": kernel.file_sha256(exp.folds_path),
-                "runs": {run: {name: kernel.file_sha256(exp.oof_dir / run / name) for name in files}
+    manifest = {"experiment": "tiny", "config": training_kernel.portable_config(json.loads(outputs["oof/tiny/fold-0/config.json"])),
+                "folds_sha256": file_sha256(exp.folds_path),
+                "runs": {run: {name: file_sha256(exp.oof_dir / run / name) for name in files}
                          for run, files in _pulled_runs(exp).items()}}
     fake_kaggle.kernel_outputs[TRAIN_REF] = {**outputs, "kaggle-run.json": json.dumps(manifest).encode()}
     before = _pulled_runs(exp)
@@ -154,7 +155,7 @@ def test_the_pretrained_weights_dataset_travels_with_a_pretrained_config(exp, fa
     torch.save(timm.create_model("test_resnet").state_dict(), folder / "model.pth")
     (folder / "pretrained_cfg.json").write_text(json.dumps({"architecture": "test_resnet"}))
     (folder / "manifest.json").write_text(json.dumps({"tag": tag, "file": "model.pth", "size": (folder / "model.pth").stat().st_size,
-                                                      "sha256": kernel.file_sha256(folder / "model.pth")}))
+                                                      "sha256": file_sha256(folder / "model.pth")}))
     monkeypatch.chdir(tmp_path)
     config = exp.config.model_copy(deep=True)
     config.model.pretrained = tag

@@ -1,4 +1,4 @@
-"""Leaderboard scores after an upload (src/kaggle/leaderboard.py, `submit --kaggle`), DeepFashion's two files
+"""Leaderboard scores after an upload (src/kaggle/local/leaderboard.py, `submit --kaggle`), DeepFashion's two files
 to two competitions: the REAL `kaggle` CLI against the fake server in fake_kaggle_server.py."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from src.artifacts import Experiment, LeaderboardRecord  # noqa: E402
 from src.config import load_config  # noqa: E402
 from src.demo import build_demo  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
-from src.kaggle import cli  # noqa: E402
+from src.kaggle.local import cli  # noqa: E402
 from src.steps import status  # noqa: E402
 from src.steps import submit as submit_step  # noqa: E402
 

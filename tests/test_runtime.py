@@ -12,7 +12,7 @@ import torch
 
 from src.data.dataset import CachedImageDataset
 from src.data.transforms import build_transform
-from src.predict import make_eval_loader
+from src.predict_loop import make_eval_loader
 from src.runtime import Runtime, loader_options, loader_workers, make_runtime
 
 CPU = make_runtime("cpu")

@@ -251,7 +251,7 @@ def test_long_tail_scale_check():
 
 def test_bad_arguments_raise_pipeline_error():
     probs, targets = scaled_data(12, n=20, c=3)
-    with pytest.raises(PipelineError, match="kind"):
+    with pytest.raises(PipelineError, match="unknown threshold objective .samples_f2."):
         from_name("samples_f2")
     with pytest.raises(PipelineError, match="shape"):
         th.score(probs, targets[:, :2], 0.5, F2)

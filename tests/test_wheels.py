@@ -1,5 +1,5 @@
-"""The kernel's wheels dataset (src/kaggle/wheels.py, src/kaggle/kernel_wheels.py): which packages travel,
-wheels repacked exactly from this environment, and a kernel run on an interpreter with an OLDER version of
+"""The kernel's wheels dataset (src/kaggle/local/wheels_dataset.py, src/kaggle/on_kaggle/install_wheels.py): which
+packages travel, wheels repacked exactly from this environment, and a kernel run on an interpreter with an OLDER version of
 one of them installing the shipped wheel offline and still writing submit's bytes."""
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from src.artifacts import Experiment  # noqa: E402
 from src.config import load_config  # noqa: E402
 from src.demo import build_demo  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
-from src.kaggle import kernel, wheels  # noqa: E402
+from src.kaggle.local import inference_kernel, offline_sandbox  # noqa: E402
+from src.kaggle.local import wheels_dataset as wheels  # noqa: E402
 from src.steps import submit, train  # noqa: E402
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
@@ -109,15 +110,15 @@ def _python_with_old_albucore(tmp_path: Path) -> str:
 
 def test_the_kernel_installs_the_shipped_wheel_over_an_older_one_and_matches_submit(experiment, tmp_path):
     python = _python_with_old_albucore(tmp_path)
-    build = kernel.build_kernel(experiment, [].append)
+    build = inference_kernel.build_kernel(experiment, [].append)
     inputs = {experiment.config.competition: experiment.config.data.root, build.names.dataset_slug: build.dataset_dir}
 
     # Without the wheels dataset attached: one error line, nothing written.
-    run = kernel.run_offline(build.script_path, inputs, python=python)
+    run = offline_sandbox.run_offline(build.script_path, inputs, python=python)
     assert run.returncode == 2 and run.files == {}
     assert "error: " in run.output and "wheels dataset someone/tiny-wheels is not attached" in run.output
 
-    run = kernel.run_offline(build.script_path, {**inputs, build.names.wheels_slug: build.wheels_dir}, python=python)
+    run = offline_sandbox.run_offline(build.script_path, {**inputs, build.names.wheels_slug: build.wheels_dir}, python=python)
 
     assert run.returncode == 0, run.output
     assert "installed from the wheels dataset (offline): albucore 0.0.24 (was 0.0.23)" in run.output
@@ -127,12 +128,12 @@ def test_the_kernel_installs_the_shipped_wheel_over_an_older_one_and_matches_sub
 
 
 def test_a_kernel_on_matching_versions_installs_nothing(experiment):
-    build = kernel.build_kernel(experiment, [].append)
+    build = inference_kernel.build_kernel(experiment, [].append)
     with zipfile.ZipFile(build.wheels_dir / "albucore-0.0.24-py3-none-any.whl") as shipped:
         assert "albucore/__init__.py" in shipped.namelist()
     inputs = {experiment.config.competition: experiment.config.data.root, build.names.dataset_slug: build.dataset_dir}
 
-    run = kernel.run_offline(build.script_path, inputs)  # no wheels dataset needed when nothing differs
+    run = offline_sandbox.run_offline(build.script_path, inputs)  # no wheels dataset needed when nothing differs
 
     assert run.returncode == 0, run.output
     assert "installed from the wheels dataset" not in run.output

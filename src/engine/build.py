@@ -22,7 +22,7 @@ from src.errors import PipelineError
 from src.formats.base import HeadSpec
 from src.losses import MultiHeadLoss
 from src.model import MultiHeadModel, model_from_config
-from src.predict import config_eval_loader
+from src.predict_loop import config_eval_loader
 from src.runtime import DeviceLoader, Runtime
 
 

@@ -3,7 +3,7 @@
 last.pt holds everything an exact resume needs: model, optimizer, scheduler, grad scaler, the loss's
 learned weights, the sampler's and the global RNG states, each callback's state (EMA and SWA weights
 among them) and the RunState. best.pt holds inference weights only. The file-level IO (atomic, hashed, previous copy kept)
-is src.checkpoints.
+is src.checkpoint_files.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import nn
 
-from src.checkpoints import load_checkpoint, save_checkpoint
+from src.checkpoint_files import load_checkpoint, save_checkpoint
 from src.config import Config
 from src.engine.build import Training
 from src.engine.callbacks import CallbackList

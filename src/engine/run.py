@@ -10,7 +10,7 @@ import torch
 
 from src.artifacts import LAST_CHECKPOINT, RUN_CONFIG
 from src.atomic import write_text
-from src.checkpoints import checkpoint_exists
+from src.checkpoint_files import checkpoint_exists
 from src.config import Config, config_to_dict
 from src.distributed import init_from_env
 from src.engine.build import (Training, build_grad_scaler, build_models, build_optimizer, build_scheduler,

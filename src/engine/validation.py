@@ -8,7 +8,7 @@ from torch import nn
 
 from src.distributed import all_sum, gather_predictions
 from src.faults import crash_point
-from src.predict import predict_probs
+from src.predict_loop import predict_probs
 
 if TYPE_CHECKING:
     from src.engine.context import Run

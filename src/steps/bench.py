@@ -32,8 +32,10 @@ def model_names(models: Optional[str]) -> Optional[list[str]]:
 
 
 def default_json(output_dir: Path, quick: bool) -> Path:
-    """Beside the image cache under oof/ (ignored by git): oof/_bench/bench.json, or bench-quick.json."""
-    return Path(output_dir) / "oof" / "_bench" / f"bench{'-quick' if quick else ''}.json"
+    """Where bench writes by default: `src.artifacts.bench_json_path`."""
+    from src.artifacts import bench_json_path
+
+    return bench_json_path(output_dir, quick)
 
 
 def run(exp, quick: bool = False, out_json: Optional[Path] = None, models: Optional[str] = None, quiet: bool = False,

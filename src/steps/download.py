@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Callable
 
 from src.errors import PipelineError
-from src.kaggle import cli
+from src.kaggle.local import cli
 
 
 def run(exp=None, competition: str | None = None, dest: str | Path = "input", quiet: bool = False,

@@ -50,27 +50,28 @@ SUBCOMMANDS: tuple[Stage, ...] = (
 
 def build(exp: Experiment, check: Optional[bool] = None, quiet: bool = False, log: Callable[[str], None] = print):
     """Build kernels/<exp>/ and check it (None = when the test images are here); return (build, parity)."""
-    from src.kaggle import kernel
+    from src.kaggle.local.inference_kernel import build_kernel
 
-    built = kernel.build_kernel(exp, log)
+    built = build_kernel(exp, log)
     return built, _parity(exp, built, check, False, quiet, log)
 
 
 def push(exp: Experiment, check: Optional[bool] = None, quiet: bool = False, log: Callable[[str], None] = print):
     """Build + check, then push; return the build."""
-    from src.kaggle import kernel
+    from src.kaggle.local import inference_kernel, push as kernel_push
 
-    built = kernel.build_kernel(exp, log)
-    kernel.push(exp, built, _parity(exp, built, check, True, quiet, log), log)
+    built = inference_kernel.build_kernel(exp, log)
+    kernel_push.push(exp, built, _parity(exp, built, check, True, quiet, log), log)
     return built
 
 
 def status(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):
     """State of the pushed inference kernel's run, and of the training kernel's when one was pushed."""
-    from src.kaggle import cli, kernel, train_kernel
+    from src.kaggle.local import cli, training_kernel
+    from src.kaggle.local.push import kernel_status
 
-    training = train_kernel.pushed_training_ref(exp)
-    found = kernel.kernel_status(exp, log) if training is None or exp.kernel_push_path.is_file() else None
+    training = training_kernel.pushed_training_ref(exp)
+    found = kernel_status(exp, log) if training is None or exp.kernel_push_path.is_file() else None
     if training is not None:
         state = cli.kernel_status(training)
         log(f"training kernel {training}: {state.state}" + (f": {state.failure_message}" if state.failure_message else ""))
@@ -82,62 +83,63 @@ def train(exp: Experiment, fold: Optional[str] = None, full: bool = False, resum
           stop_after_epochs: Optional[int] = None, push: bool = False, check: Optional[bool] = None,
           quiet: bool = False, log: Callable[[str], None] = print):
     """Build the training kernel for these runs, check it (None = when the training images are here), push it."""
-    from src.kaggle import kernel, train_kernel
+    from src.kaggle.local import training_kernel
+    from src.kaggle.local.parity import has_images
     from src.steps import train as train_step
 
     runs = {"fold": fold, "full": full, "resume": resume, "stop_after_epochs": stop_after_epochs}
-    built = train_kernel.build_training_kernel(exp, runs, log)
-    checked = check is True or (check is None and kernel.has_images(exp, "train"))
+    built = training_kernel.build_training_kernel(exp, runs, log)
+    checked = check is True or (check is None and has_images(exp, "train"))
     if checked:
-        train_kernel.check_training(exp, built, lambda local, **runs: train_step.run(local, **runs, quiet=True, log=log), log)
+        training_kernel.check_training(exp, built, lambda local, **runs: train_step.run(local, **runs, quiet=True, log=log), log)
     else:
         log("training check skipped" + (" (--no-check)" if check is False else
                                         f": the competition's training images are not in {exp.config.data.root}"))
     if push:
-        train_kernel.push_training(exp, built, checked, log)
+        training_kernel.push_training(exp, built, checked, log)
     return built
 
 
 def pull(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):
     """Download the training kernel's runs into oof/<exp>/ once verified."""
-    from src.kaggle import train_kernel
+    from src.kaggle.local import training_kernel
 
-    return train_kernel.pull_training(exp, log)
+    return training_kernel.pull_training(exp, log)
 
 
 def output(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):
-    from src.kaggle import kernel
+    from src.kaggle.local.push import fetch_output
 
-    return kernel.fetch_output(exp, log)
+    return fetch_output(exp, log)
 
 
 def submit(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):
     """Submit the pushed kernel version (code competitions); its leaderboard score goes to kaggle.json."""
     from src.artifacts import LeaderboardRecord
-    from src.kaggle import kernel
+    from src.kaggle.local.push import submit_kernel
 
-    record = LeaderboardRecord(submissions=kernel.submit_kernel(exp, log))
+    record = LeaderboardRecord(submissions=submit_kernel(exp, log))
     record.write(exp.kaggle_scores_path)
     log(f"leaderboard: {exp.kaggle_scores_path}")
     return record
 
 
 def _parity(exp: Experiment, built, check: Optional[bool], pushing: bool, quiet: bool, log: Callable[[str], None]):
-    from src.kaggle import kernel
+    from src.kaggle.local import parity
     from src.steps import submit as submit_step
 
     if check is False:
         log("parity check skipped (--no-check)")
         return None
-    if not kernel.has_images(exp, "test"):
+    if not parity.has_images(exp, "test"):
         if check:
             raise PipelineError(f"{exp.config.data.root}: the competition's test images are not here, so the kernel "
                                 f"cannot be run locally: download them (python -m src.stage download --competition "
                                 f"{exp.config.competition}) or leave out --check")
         log(f"parity check skipped: the competition's test images are not in {exp.config.data.root}")
         return None
-    result = kernel.check_parity(exp, built, lambda: submit_step.run(exp, quiet=quiet, log=log), log, reuse=check is None)
+    result = parity.check_parity(exp, built, lambda: submit_step.run(exp, quiet=quiet, log=log), log, reuse=check is None)
     if not result.passed:
         raise PipelineError(f"parity check failed{' (nothing pushed)' if pushing else ''}: {result.detail}; "
-                            f"the kernel's log is {built.kernel_dir / kernel.PARITY_LOG}")
+                            f"the kernel's log is {exp.parity_log_path}")
     return result

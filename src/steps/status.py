@@ -71,7 +71,7 @@ def experiment_names(output_dir: Path, configs_dir: Path) -> tuple[list[str], di
 def refresh_leaderboards(output_dir: Path, names: list[str], log: Callable[[str], None] = print) -> None:
     """One look at Kaggle (one submission listing per competition) for every upload still pending in the experiments'
     kaggle.json; a record that changed is rewritten, and each of those uploads gets its score line."""
-    from src.kaggle import leaderboard
+    from src.kaggle.local import leaderboard
 
     listed: dict = {}
     pending_anywhere = False

@@ -50,7 +50,7 @@ def score_against_answers(exp: Experiment, files: list[Path], log: Callable[[str
 
 def upload(exp: Experiment, files: list[Path], log: Callable[[str], None] = print) -> LeaderboardRecord:
     """Validate every file, upload each to its competition, wait (bounded) for the scores -> kaggle.json."""
-    from src.kaggle import leaderboard
+    from src.kaggle.local import leaderboard
 
     config, fmt = exp.config, exp.fmt
     # A format writing one file per head lists its files in head order (DeepFashion: category, attributes).

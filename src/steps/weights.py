@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Optional
 
+from src.artifacts import DATASET_METADATA, WEIGHTS_ROOT
 from src.atomic import write_text
 from src.errors import PipelineError
-from src.weights import (DATASET_METADATA, WEIGHTS_ROOT, WeightsFolder, dataset_metadata, fetch_weights, hub_online,
-                         weights_command)
+from src.weights import WeightsFolder, dataset_metadata, fetch_weights, hub_online, weights_command
 
 
 def run(exp: Any, model: Optional[str] = None, push: bool = False, quiet: bool = False,
@@ -49,10 +49,10 @@ def _requested_tag(exp: Any, model: Optional[str]) -> str:
 
 def _push(folder: WeightsFolder, exp: Any, log: Callable[[str], None]) -> None:
     """Write dataset-metadata.json into the (flat) folder, then create the dataset, or a new version of it."""
-    from src.kaggle import cli
-    from src.kaggle.kernel import _username_from_credentials
+    from src.kaggle.local import cli
+    from src.kaggle.local.names import username_from_credentials
 
-    owner = (exp.config.kaggle.username if exp is not None else None) or _username_from_credentials()
+    owner = (exp.config.kaggle.username if exp is not None else None) or username_from_credentials()
     if not owner:
         raise PipelineError("weights --push: no Kaggle username; set kaggle.username in the config, or KAGGLE_USERNAME, "
                             "or save kaggle.json in ~/.kaggle")

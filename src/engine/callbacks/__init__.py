@@ -9,14 +9,13 @@ one (`SHORTHAND`), and `train_score` runs in every run.
 from __future__ import annotations
 
 import difflib
-import importlib
-import pkgutil
 from typing import Any, Optional
 
 from pydantic import ValidationError
 
 from src.engine.callbacks.base import NO_CALLBACKS, Batch, Callback, CallbackList, CallbackOptions
 from src.errors import PipelineError
+from src.registry import Registry
 
 __all__ = ["NO_CALLBACKS", "SHORTHAND", "Batch", "Callback", "CallbackList", "CallbackOptions", "callback_names",
            "callbacks_for", "create_callbacks", "register_callback"]
@@ -31,29 +30,17 @@ SHORTHAND: dict[str, tuple[str, Optional[str]]] = {
 }
 ALWAYS_ON = ("train_score",)  # every run: epochs.csv's train_score
 
-_REGISTRY: dict[str, type[Callback]] = {}
+_CALLBACKS: Registry[type[Callback]] = Registry("callback", discover=__name__)
 
 
 def register_callback(cls: type[Callback]) -> type[Callback]:
-    """Class decorator: make a callback available to `train.callbacks` by its `name`."""
-    known = _REGISTRY.get(cls.name)
-    if known is not None and known.__qualname__ != cls.__qualname__:
-        raise ValueError(f"callback name '{cls.name}' is taken by {known.__module__}.{known.__qualname__}")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _registry() -> dict[str, type[Callback]]:
-    """The registry once every module here is imported (so each file's @register_callback has run)."""
-    for info in pkgutil.iter_modules(__path__, prefix=f"{__name__}."):
-        if info.name != f"{__name__}.base":
-            importlib.import_module(info.name)
-    return _REGISTRY
+    """Class decorator: make a callback available to `train.callbacks` by its `name` (a taken name is refused)."""
+    return _CALLBACKS.register(cls)
 
 
 def callback_names() -> list[str]:
     """Every registered callback name, sorted."""
-    return sorted(_registry())
+    return _CALLBACKS.names()
 
 
 def callbacks_for(train_config) -> CallbackList:
@@ -79,23 +66,16 @@ def create_callbacks(items: list[dict[str, Any]]) -> list[Callback]:
 
 
 def _created(items: list[tuple[str, dict[str, Any]]]) -> list[Callback]:
-    registry, callbacks = _registry(), []
+    callbacks = []
     for where, item in items:
         options = dict(item)
         name = options.pop("name", None)
-        if name not in registry:
-            raise PipelineError(_unknown_name(where, name))
-        callbacks.append(registry[name](_validated(registry[name], options, where)))
+        if name is None:
+            raise PipelineError(f"{where}: no 'name'; write each item as {{name: <callback>, <option>: <value>}} "
+                                f"(known callbacks: {', '.join(callback_names())})")
+        cls = _CALLBACKS.get(name, where=f"{where}.name")
+        callbacks.append(cls(_validated(cls, options, where)))
     return callbacks
-
-
-def _unknown_name(where: str, name: Any) -> str:
-    known = sorted(_REGISTRY)
-    listed = f"known callbacks: {', '.join(known)}" if known else "no callback is installed (src/engine/callbacks/)"
-    if name is None:
-        return f"{where}: no 'name'; write each item as {{name: <callback>, <option>: <value>}} ({listed})"
-    guess = difflib.get_close_matches(str(name), known, n=1)
-    return f"{where}.name: unknown callback '{name}'; " + (f"did you mean '{guess[0]}'?" if guess else listed)
 
 
 def _validated(cls: type[Callback], options: dict[str, Any], where: str) -> CallbackOptions:

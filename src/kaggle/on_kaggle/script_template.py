@@ -51,8 +51,8 @@ def unpack(archive_b64, expected_sha256, dest):
 def install_wheels(code_dir, input_root):
     """Install the shipped wheels whose version differs from this machine's, before anything imports them;
     return 0, or 2 after printing one error line."""
-    path = os.path.join(code_dir, "code", "src", "kaggle", "kernel_wheels.py")
-    spec = importlib.util.spec_from_file_location("kernel_wheels", path)
+    path = os.path.join(code_dir, "code", "src", "kaggle", "on_kaggle", "install_wheels.py")
+    spec = importlib.util.spec_from_file_location("install_wheels", path)
     wheels = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(wheels)  # from its file: the `src` package is not imported yet
     try:
@@ -78,14 +78,14 @@ def main():
         sys.path.append(os.path.join(code_dir, "vendor"))
         if SETTINGS.get("kind") == "training":
             return train(code_dir, input_root, working_root)
-        from src.kaggle.kernel_inference import run_kernel
+        from src.kaggle.on_kaggle.predict import run_kernel
 
         return run_kernel(SETTINGS, input_root, working_root, code_dir)
 
 
 def train(code_dir, input_root, working_root):
     """A training kernel: the `train` stage's own run function on Kaggle's copy of the data."""
-    from src.kaggle.kernel_training import run_training
+    from src.kaggle.on_kaggle.train import run_training
 
     module, _, name = SETTINGS["stage"].partition(":")
     stage = getattr(importlib.import_module(module), name)

@@ -5,7 +5,7 @@
                          competition, the wheels dataset, the pretrained-weights dataset (model.pretrained)
                          and, with --resume, the training-state dataset attached
   <exp>-train.py         ONE script: `src` plus inputs/config.yaml (the config's training part) and the
-                         local folds file embedded; it runs the `train` stage (src/kaggle/kernel_training.py)
+                         local folds file embedded; it runs the `train` stage (src/kaggle/on_kaggle/train.py)
   state/                 --resume: the pulled run folders' files, flat (`fold-0--last.pt`), as a dataset
   check.log              the last local run of the script (network blocked, one epoch of the first run)
   push.json, pull.json   what was pushed (kernel version, dataset sums) and what was pulled (run file sums)
@@ -29,14 +29,21 @@ from typing import Callable
 
 import yaml
 
-from src.artifacts import (KERNEL_METADATA, LAST_CHECKPOINT, RUN_CONFIG, TRAINING_MANIFEST, Experiment, PulledRuns,
-                           PushRecord, TrainingManifest, fold_run_name, portable_config)
+from src.artifacts import (DATASET_METADATA, KERNEL_METADATA, KERNEL_WHEELS_DIR, LAST_CHECKPOINT, RUN_CONFIG,
+                           TRAINING_MANIFEST, WEIGHTS_ROOT, Experiment, PulledRuns, PushRecord, TrainingManifest,
+                           fold_run_name, portable_config)
 from src.atomic import write_text
 from src.config import config_to_dict
 from src.errors import PipelineError
-from src.kaggle import cli, kernel
-from src.kaggle.kernel_training import CHECK_ENV, CONFIG_NAME, INPUTS_DIR, check_runs
-from src.kaggle.kernel_wheels import file_sha256, tree_sha256
+from src.kaggle.local import cli
+from src.kaggle.local.inference_kernel import stage_wheels, staging_dir, write_dataset_metadata, write_json
+from src.kaggle.local.kernel_script import code_archive, render_script, script_settings
+from src.kaggle.local.names import KaggleNames, kaggle_names
+from src.kaggle.local.offline_sandbox import run_offline
+from src.kaggle.local.push import DATASET_WAIT_S, upload_dataset
+from src.kaggle.local.secret_scan import seal
+from src.kaggle.on_kaggle.install_wheels import file_sha256, tree_sha256
+from src.kaggle.on_kaggle.train import CHECK_ENV, CONFIG_NAME, INPUTS_DIR, check_runs
 
 Log = Callable[[str], None]
 STAGE = "src.steps.train:run"  # what the kernel runs: the local train stage's own function
@@ -61,7 +68,7 @@ class TrainingBuild:
     def dataset_files(self, folder: str) -> dict[str, str]:
         prefix = folder + "/"
         return {rel[len(prefix):]: digest for rel, digest in self.files.items()
-                if rel.startswith(prefix) and not rel.endswith("/" + kernel.DATASET_METADATA)}
+                if rel.startswith(prefix) and not rel.endswith("/" + DATASET_METADATA)}
 
 
 def training_slugs(exp: Experiment) -> tuple[str, str]:
@@ -75,28 +82,28 @@ def training_slugs(exp: Experiment) -> tuple[str, str]:
 def build_training_kernel(exp: Experiment, runs: dict, log: Log = print) -> TrainingBuild:
     """Write kernels/<exp>/train/ (and refresh kernels/<exp>/wheels/) for the runs `runs` names
     ({fold, full, resume, stop_after_epochs}: the train stage's own options)."""
-    names = kernel.kaggle_names(exp)
+    names = kaggle_names(exp)
     slug, state_slug = training_slugs(exp)
     if exp.config.model.weights is not None:
         raise PipelineError(f"{exp.config_path}: model.weights names a local file, which a training kernel cannot "
                             "read; use model.pretrained (the weights stage pushes it as a dataset) or null")
     folds = None if runs.get("full") else exp.require(exp.folds_path, "folds")
-    archive = kernel.code_archive(_inputs(exp, folds))
-    staging = kernel.staging_dir(exp)
+    archive = code_archive(_inputs(exp, folds))
+    staging = staging_dir(exp)
     try:
         settings = {
             "kind": "training", "stage": STAGE, "experiment": exp.name, "competition": exp.config.competition,
             "kernel_ref": names.ref(slug), "runs": runs, "folds_file": folds.name if folds else None,
-            "wheels": kernel.stage_wheels(exp, names, staging / kernel.WHEELS_DIR, log),
-            "pretrained": _pretrained(exp, names), **kernel.script_settings(archive),
+            "wheels": stage_wheels(exp, names, staging / KERNEL_WHEELS_DIR, log),
+            "pretrained": _pretrained(exp, names), **script_settings(archive),
             "resume": _stage_state(exp, runs, names.ref(state_slug), staging / _relative(exp, exp.train_state_dir)),
         }
         train_dir = staging / _relative(exp, exp.train_kernel_dir)
         train_dir.mkdir(parents=True, exist_ok=True)
-        (train_dir / f"{slug}.py").write_text(kernel.render_script(settings, archive), encoding="utf-8")
+        (train_dir / f"{slug}.py").write_text(render_script(settings, archive), encoding="utf-8")
         sources = [part["dataset_ref"] for part in (settings["wheels"], settings["pretrained"], settings["resume"]) if part]
-        kernel.write_json(train_dir / KERNEL_METADATA, _metadata(exp, names.ref(slug), f"{slug}.py", sources))
-        files = kernel.seal(staging)
+        write_json(train_dir / KERNEL_METADATA, _metadata(exp, names.ref(slug), f"{slug}.py", sources))
+        files = seal(staging)
         _move_into_place(exp, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -121,12 +128,12 @@ def _inputs(exp: Experiment, folds: Path | None) -> dict[str, bytes]:
     return files
 
 
-def _pretrained(exp: Experiment, names: kernel.KaggleNames) -> dict:
+def _pretrained(exp: Experiment, names: KaggleNames) -> dict:
     """The pretrained-weights dataset the `weights` stage pushed for model.pretrained ({} without one)."""
     tag = exp.config.model.pretrained
     if tag is None:
         return {}
-    from src.weights import MANIFEST, PRETRAINED_CFG, WEIGHTS_ROOT, kaggle_slug, read_weights_folder, weights_command
+    from src.weights import MANIFEST, PRETRAINED_CFG, kaggle_slug, read_weights_folder, weights_command
 
     folder = WEIGHTS_ROOT / tag
     if not (folder / MANIFEST).is_file():
@@ -154,7 +161,7 @@ def _stage_state(exp: Experiment, runs: dict, ref: str, dest: Path) -> dict:
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest / flat)
             paths[flat] = f"{name}/{path.relative_to(run_dir).as_posix()}"
-    kernel.write_dataset_metadata(dest, ref, f"{exp.name[:36]} training state", exp.config.kaggle.dataset_license)
+    write_dataset_metadata(dest, ref, f"{exp.name[:36]} training state", exp.config.kaggle.dataset_license)
     return {"dataset_ref": ref, "runs": targets, "paths": paths,
             "files": {flat: file_sha256(dest / flat) for flat in paths}}
 
@@ -195,7 +202,7 @@ def check_training(exp: Experiment, build: TrainingBuild, run_train: Callable, l
         inputs[settings["pretrained"]["dataset_ref"].split("/")[1]] = Path(settings["pretrained"]["local"])
     log(f"training check: {build.script_path.name} offline (network blocked), one epoch of the first run, "
         "against a local `train` of the same")
-    run = kernel.run_offline(build.script_path, inputs, env={CHECK_ENV: "1"})
+    run = run_offline(build.script_path, inputs, env={CHECK_ENV: "1"})
     write_text(exp.train_check_log, run.output)
     problems = [] if run.network_blocked else ["the network guard did not load, so the check proves nothing"]
     problems += [f"the kernel tried to reach the network ({', '.join(run.network_attempts[:3])})"] if run.network_attempts else []
@@ -289,7 +296,7 @@ def _same(a, b) -> bool:
 # ---- push, status, pull --------------------------------------------------------------------------
 
 def push_training(exp: Experiment, build: TrainingBuild, checked: bool, log: Log = print,
-                  wait_s: float = kernel.DATASET_WAIT_S) -> tuple[str, int | None]:
+                  wait_s: float = DATASET_WAIT_S) -> tuple[str, int | None]:
     """Upload the wheels and training-state datasets (each skipped when unchanged since the last push), check
     that the pretrained-weights dataset is on Kaggle, push the training kernel; return (URL, version)."""
     changed = [rel for rel, digest in sorted(build.files.items())
@@ -304,7 +311,7 @@ def push_training(exp: Experiment, build: TrainingBuild, checked: bool, log: Log
     for key, part, folder in (("wheels", settings["wheels"], exp.wheels_dir), ("state", settings["resume"], exp.train_state_dir)):
         if part:
             files = build.dataset_files(_relative(exp, folder))
-            last = kernel.upload_dataset(folder, part["dataset_ref"], files, key, last, record_path,
+            last = upload_dataset(folder, part["dataset_ref"], files, key, last, record_path,
                                          f"{exp.name}: {len(files)} {key} files", wait_s, log)
     if settings["pretrained"]:
         _require_dataset(settings["pretrained"]["dataset_ref"], settings["pretrained"]["tag"], exp)

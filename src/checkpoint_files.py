@@ -1,4 +1,4 @@
-"""Checkpoint files that are never torn and whose damage is detected.
+"""Checkpoint files on disk that are never torn and whose damage is detected (what they hold: src.engine.checkpoint).
 
 Each `<name>.pt` has a sidecar `<name>.pt.sha256` (size and SHA-256). Writes go temp file -> fsync ->
 rename. A resumable checkpoint keeps its predecessor as `<name>.prev.pt`, so when the newest one is

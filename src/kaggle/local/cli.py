@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
+from src.artifacts import DATASET_METADATA, KERNEL_METADATA
 from src.errors import PipelineError
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,6 @@ _REDACTED = "[redacted]"
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _AUTH_HELP = "authentication required to call the kaggle api"
-_DATASET_METADATA = "dataset-metadata.json"
-_KERNEL_METADATA = "kernel-metadata.json"
 _SUBMISSIONS_HEADER = "ref,fileName,date,description,status,publicScore,privateScore"
 
 
@@ -182,14 +181,14 @@ def create_or_version_dataset(folder: str | os.PathLike, message: str) -> str:
     # The CLI reports an existing dataset this way and still exits 0.
     if "already in use" not in creation_error and "already exist" not in creation_error:
         raise PipelineError(f"{command}: Kaggle refused to create dataset {ref}: {creation_error}: "
-                            f"fix {_DATASET_METADATA} and rerun")
+                            f"fix {DATASET_METADATA} and rerun")
     command = f"kaggle datasets version -p {folder}"
     output = _run(["datasets", "version", "-p", str(folder), f"--message={message}"], command,
                   kind="dataset", name=ref, timeout_s=_TRANSFER_TIMEOUT_S)
     version_error = _line_after(output, "Dataset version creation error:")
     if version_error is not None:
         raise PipelineError(f"{command}: Kaggle refused the new version of {ref}: {version_error}: "
-                            f"fix {_DATASET_METADATA} or the files and rerun")
+                            f"fix {DATASET_METADATA} or the files and rerun")
     _check_uploads(output, command)
     return _url_after(output, "Please check progress at", command)
 
@@ -213,7 +212,7 @@ def push_kernel(folder: str | os.PathLike) -> str:
 def push_kernel_with_version(folder: str | os.PathLike) -> tuple[str, int | None]:
     """`push_kernel`, also returning the version number it created (what `submit_code` needs)."""
     folder = Path(folder)
-    metadata_path = folder / _KERNEL_METADATA
+    metadata_path = folder / KERNEL_METADATA
     if not metadata_path.is_file():
         raise PipelineError(f"{metadata_path}: kernel metadata not found: build the kernel folder first")
     ref = _read_json_field(metadata_path, "id")
@@ -336,7 +335,7 @@ def _forbidden_fix(kind: str, name: str) -> str:
 def _not_found_fix(kind: str, name: str) -> str:
     if kind == "competition":
         return f"check the slug (the last part of {KAGGLE_WEB}/competitions/<slug>) and rerun"
-    metadata = _DATASET_METADATA if kind == "dataset" else _KERNEL_METADATA
+    metadata = DATASET_METADATA if kind == "dataset" else KERNEL_METADATA
     return f"check the owner/slug id (in {metadata}) and rerun"
 
 
@@ -444,7 +443,7 @@ def _check_dataset_folder(folder: Path) -> str:
     """Refuse what the CLI would upload wrongly; return the dataset id from the metadata."""
     if not folder.is_dir():
         raise PipelineError(f"{folder}: dataset folder not found: build it first")
-    metadata = folder / _DATASET_METADATA
+    metadata = folder / DATASET_METADATA
     if not metadata.is_file():
         raise PipelineError(f"{metadata}: dataset metadata not found: write it with id (owner/slug), "
                             "title and licenses")
@@ -453,8 +452,8 @@ def _check_dataset_folder(folder: Path) -> str:
         # `kaggle datasets create` (default -r skip) silently leaves subfolders out.
         raise PipelineError(f"{folder}: dataset folder has subfolders ({', '.join(subfolders)}) that the CLI "
                             "would silently skip: put every file directly in the folder")
-    if not any(p.is_file() and p.name != _DATASET_METADATA for p in folder.iterdir()):
-        raise PipelineError(f"{folder}: dataset folder holds no files besides {_DATASET_METADATA}: add the files")
+    if not any(p.is_file() and p.name != DATASET_METADATA for p in folder.iterdir()):
+        raise PipelineError(f"{folder}: dataset folder holds no files besides {DATASET_METADATA}: add the files")
     ref = _read_json_field(metadata, "id")
     _check_ref(ref, "dataset")
     return ref

@@ -1,4 +1,4 @@
-"""Inference (src/predict.py): probabilities per head in loader order, flip TTA, the mean loss, empty loaders."""
+"""The prediction loop (src/predict_loop.py): probabilities per head in loader order, flip TTA, the mean loss, empty loaders."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,7 @@ from torch import nn
 from src.data.dataset import CachedImageDataset
 from src.data.transforms import build_transform
 from src.formats.base import HeadSpec
-from src.predict import logits_to_probs, make_eval_loader, predict_probs
+from src.predict_loop import logits_to_probs, make_eval_loader, predict_probs
 from src.runtime import Runtime, make_runtime
 
 SIZE = 8

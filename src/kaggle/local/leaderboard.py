@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 from src.artifacts import LeaderboardEntry
 from src.errors import PipelineError
-from src.kaggle import cli
+from src.kaggle.local import cli
 
 Log = Callable[[str], None]
 

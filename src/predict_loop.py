@@ -1,4 +1,5 @@
-"""Inference shared by validation, oof, submit and the kernel: probabilities per head, optional flip TTA."""
+"""The no-grad prediction loop shared by validation and inference (src.inference): eval loaders, probabilities per head,
+optional flip TTA."""
 from __future__ import annotations
 
 from typing import Iterable

@@ -1,4 +1,4 @@
-"""Checkpoint files (src/checkpoints.py): round trip, SHA-256 sidecar, damage refused, fallback to `<name>.prev.pt`."""
+"""Checkpoint files (src/checkpoint_files.py): round trip, SHA-256 sidecar, damage refused, fallback to `<name>.prev.pt`."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
+from src.checkpoint_files import checkpoint_exists, load_checkpoint, save_checkpoint
 from src.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_checkpoint_exists(tmp_path):
 def test_a_write_killed_half_way_leaves_the_previous_checkpoint(tmp_path):
     """SIGKILL inside the second save's write (after the rotation): the previous good file is what loads."""
     path = tmp_path / "last.pt"
-    code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from src.checkpoints import save_checkpoint; "
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from src.checkpoint_files import save_checkpoint; "
             "[save_checkpoint(sys.argv[2], {'epoch': e, 'w': torch.zeros(1000)}, keep_previous=True) for e in (1, 2)]")
     env = {**os.environ, "PIPELINE_CRASH_AT": "write_last.pt:2"}
     killed = subprocess.run([sys.executable, "-c", code, str(ROOT), str(path)], env=env, capture_output=True, timeout=120)

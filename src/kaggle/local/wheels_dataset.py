@@ -4,7 +4,7 @@ Kaggle's image has its own versions of timm, albumentations, pydantic, ...; a ke
 would not run the code the local parity check ran. So `kernel build` repacks the installed copies of
 those packages (their files exactly as the RECORD pip wrote lists and hashes them) into wheels, in
 a flat folder that becomes a Kaggle dataset; the kernel installs the ones whose version differs,
-offline, before it imports anything of this project (src/kaggle/kernel_wheels.py).
+offline, before it imports anything of this project (src/kaggle/on_kaggle/install_wheels.py).
 
 Which packages: the kernel's own imports pinned in requirements.txt (KERNEL_REQUIREMENTS) and,
 following their requirements, every package they need, except LEFT_TO_IMAGE: the large compiled

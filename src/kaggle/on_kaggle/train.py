@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from src.kaggle.kernel_inference import check_own_code, find_competition_dir, find_dataset_dir, version_drift
-from src.kaggle.kernel_wheels import file_sha256, tree_sha256
+from src.kaggle.on_kaggle.install_wheels import file_sha256, tree_sha256
+from src.kaggle.on_kaggle.predict import check_own_code, find_competition_dir, find_dataset_dir, version_drift
 
 INPUTS_DIR = "inputs"  # in the code archive: the training config and the folds file
 CONFIG_NAME = "config.yaml"
@@ -91,7 +91,7 @@ def training_experiment(settings: dict, input_root: Path, working_root: Path, co
 
 def _link_pretrained(settings: dict, input_root: Path, scratch: Path) -> None:
     """The pretrained-weights dataset where train looks for it (input/weights/<tag>/, from the current folder)."""
-    from src.weights import WEIGHTS_ROOT
+    from src.artifacts import WEIGHTS_ROOT
 
     pretrained = settings.get("pretrained")
     if not pretrained:

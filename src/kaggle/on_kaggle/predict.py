@@ -1,11 +1,11 @@
 """What the offline kernel runs on Kaggle: find the inputs, load the ONE model, write the submission.
 
-The script built from `kernel_template.py` unpacks this package and calls `run_kernel` with the
+The script built from `script_template.py` unpacks this package and calls `run_kernel` with the
 settings the builder embedded. It makes an Experiment over the attached competition folder whose
 artifacts (checkpoint, thresholds, resolved config) come from the weights dataset, and then makes
 the same call as the submit stage: `src.inference.make_submission` (predict -> decide -> write + validate).
-Only the standard library (and kernel_wheels, which uses only that) is imported at module level, so the
-builder can import the names below.
+Only the standard library (and install_wheels, which uses only that) is imported at module level, so the
+builder can import the names below; the weights dataset's file names are src.artifacts'.
 """
 from __future__ import annotations
 
@@ -17,16 +17,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from src.kaggle.kernel_wheels import AttachedError, find_attached, folders, listing
-
-MODEL_FILE = "model.pt"
-THRESHOLDS_FILE = "thresholds.json"
-CONFIG_FILE = "config.yaml"
-
+from src.kaggle.on_kaggle.install_wheels import AttachedError, find_attached, folders, listing
 
 def run_kernel(settings: dict, input_root: str, working_root: str, code_dir: str | None = None,
                log: Callable[[str], None] | None = None) -> int:
     """Write the submission into `working_root`; return the exit status (0, or 2 after printing one error line)."""
+    from src.artifacts import KERNEL_MODEL_FILE, KERNEL_THRESHOLDS_FILE
     from src.errors import PipelineError
 
     log = log or _print
@@ -40,7 +36,8 @@ def run_kernel(settings: dict, input_root: str, working_root: str, code_dir: str
         log(f"kernel {settings['experiment']}: competition data {competition_dir}, weights {dataset_dir}")
         with tempfile.TemporaryDirectory(prefix="kernel-scratch-") as scratch:
             exp = kernel_experiment(settings["experiment"], dataset_dir, competition_dir, Path(scratch))
-            files = predict_submission(exp, dataset_dir / MODEL_FILE, dataset_dir / THRESHOLDS_FILE, Path(working_root), log)
+            files = predict_submission(exp, dataset_dir / KERNEL_MODEL_FILE, dataset_dir / KERNEL_THRESHOLDS_FILE,
+                                       Path(working_root), log)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -71,11 +68,11 @@ def kernel_experiment(name: str, dataset_dir: Path, competition_dir: Path, scrat
     import yaml
     from pydantic import ValidationError
 
-    from src.artifacts import Experiment
+    from src.artifacts import KERNEL_CONFIG_FILE, Experiment
     from src.config import Config
     from src.errors import PipelineError
 
-    config_path = dataset_dir / CONFIG_FILE
+    config_path = dataset_dir / KERNEL_CONFIG_FILE
     raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     raw["data"]["root"] = str(competition_dir)
     raw["output_dir"] = str(scratch_dir)
