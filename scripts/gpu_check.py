@@ -9,6 +9,7 @@ On real demo images (iMet layout, src.demo) with resnet50 at 224 px it measures:
 It prints a table and writes JSON (default oof/_bench/gpu-check.json). `--cpu --tiny` runs the same code on
 the CPU at tiny sizes (the test suite does, in well under a minute).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -39,11 +40,11 @@ class CheckSizes:
     image_size: int
     train_batch: int
     predict_batch: int
-    images: int            # demo images decoded for the speed and data-path parts
-    speed_rounds: int      # interleaved rounds over the model-speed variants
-    train_repeats: int     # data-path training epochs per side
-    predict_repeats: int   # data-path inference passes per side
-    chain_train: int       # the tiny demo of the train -> submit chain
+    images: int  # demo images decoded for the speed and data-path parts
+    speed_rounds: int  # interleaved rounds over the model-speed variants
+    train_repeats: int  # data-path training epochs per side
+    predict_repeats: int  # data-path inference passes per side
+    chain_train: int  # the tiny demo of the train -> submit chain
     chain_test: int
     chain_size: int
     chain_model: str
@@ -57,9 +58,17 @@ def check_config(sizes: CheckSizes, device: str, overrides: list[str] = ()):
     """The demo config with the check's model, image size, batch sizes and device."""
     from src.config import load_config
 
-    return load_config(REPO_ROOT / "configs" / "demo-imet.yaml",
-                       [f"model.name={sizes.model}", f"data.image_size={sizes.image_size}", f"train.device={device}",
-                        f"train.batch_size={sizes.train_batch}", f"predict.batch_size={sizes.predict_batch}", *overrides])
+    return load_config(
+        REPO_ROOT / "configs" / "demo-imet.yaml",
+        [
+            f"model.name={sizes.model}",
+            f"data.image_size={sizes.image_size}",
+            f"train.device={device}",
+            f"train.batch_size={sizes.train_batch}",
+            f"predict.batch_size={sizes.predict_batch}",
+            *overrides,
+        ],
+    )
 
 
 def has_compile_key(config) -> bool:
@@ -79,15 +88,20 @@ def variants(config, device, with_compile: bool = True) -> list[tuple[str, objec
     else:
         amp = torch.bfloat16  # CPU autocast: bf16 only
     amp_name = "bf16" if amp == torch.bfloat16 else "fp16"
-    rows = [("fp32 NCHW", Runtime(device, None, False), False), ("fp32 channels_last", Runtime(device, None, True), False),
-            (f"{amp_name} NCHW", Runtime(device, amp, False), False),
-            (f"{amp_name} channels_last", Runtime(device, amp, True), False)]
+    rows = [
+        ("fp32 NCHW", Runtime(device, None, False), False),
+        ("fp32 channels_last", Runtime(device, None, True), False),
+        (f"{amp_name} NCHW", Runtime(device, amp, False), False),
+        (f"{amp_name} channels_last", Runtime(device, amp, True), False),
+    ]
     if with_compile and has_compile_key(config):
         rows.append((f"{amp_name} channels_last compile", Runtime(device, amp, True), True))
     return rows
 
 
-def _speed_sides(config, data, name: str, runtime, compiled: bool, log) -> tuple[Callable[[], int], Callable[[], int], dict]:
+def _speed_sides(
+    config, data, name: str, runtime, compiled: bool, log
+) -> tuple[Callable[[], int], Callable[[], int], dict]:
     """(one training pass, one forward pass, compile seconds) for one variant, on resident batches."""
     import numpy as np
     import torch
@@ -106,7 +120,9 @@ def _speed_sides(config, data, name: str, runtime, compiled: bool, log) -> tuple
     trained = torch.compile(model) if compiled else model
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     training = Training(model, trained, loss_fn, optimizer, scheduler, build_grad_scaler(runtime))
-    dataset = CachedImageDataset(data.images, np.arange(len(data.images)), data.targets, transform_from_config(config, "eval"))
+    dataset = CachedImageDataset(
+        data.images, np.arange(len(data.images)), data.targets, transform_from_config(config, "eval")
+    )
     batches = list(make_eval_loader(dataset, tc.batch_size, 0, runtime))
 
     def sync(images: int) -> int:
@@ -184,7 +200,9 @@ def chain(sizes: CheckSizes, device: str, workdir: Path) -> dict:
     config = check_config(sizes, device, [f"model.name={sizes.chain_model}", f"data.image_size={sizes.chain_size}"])
     body = config_to_dict(config)
     body["output_dir"] = str(workdir / "chain" / "out")
-    body["data"].update({"root": str(paths.root), "n_folds": 2, "solution": [str(path) for path in paths.solution_files]})
+    body["data"].update(
+        {"root": str(paths.root), "n_folds": 2, "solution": [str(path) for path in paths.solution_files]}
+    )
     body["train"].update({"epochs": 1, "batch_size": min(sizes.train_batch, 32)})
     body["thresholds"].update({"optuna_trials": 5, "honest_folds": 2})
     body["submit"].update({"checkpoint": "fold-0"})
@@ -201,13 +219,18 @@ def chain(sizes: CheckSizes, device: str, workdir: Path) -> dict:
     scores = workdir / "chain" / "out" / "oof" / "gpu-check" / "oof_scores.json"
     submission = workdir / "chain" / "out" / "submissions" / "gpu-check" / "submission.csv"
     ok = all(stage["exit_code"] == 0 for stage in stages.values()) and len(stages) == 5
-    return {"stages": stages, "ok": ok, "oof_scores": json.loads(scores.read_text()) if scores.exists() else None,
-            "submission_rows": len(submission.read_text().splitlines()) - 1 if submission.exists() else None,
-            "log_tail": [] if ok else log_path.read_text().splitlines()[-20:]}
+    return {
+        "stages": stages,
+        "ok": ok,
+        "oof_scores": json.loads(scores.read_text()) if scores.exists() else None,
+        "submission_rows": len(submission.read_text().splitlines()) - 1 if submission.exists() else None,
+        "log_tail": [] if ok else log_path.read_text().splitlines()[-20:],
+    }
 
 
-def run_check(sizes: CheckSizes, device: str, workdir: Path, log: Callable[[str], None] = print,
-              with_compile: bool = True) -> dict:
+def run_check(
+    sizes: CheckSizes, device: str, workdir: Path, log: Callable[[str], None] = print, with_compile: bool = True
+) -> dict:
     """Every part of the check; a part that fails is recorded with its error and the others still run."""
     import torch
 
@@ -215,14 +238,24 @@ def run_check(sizes: CheckSizes, device: str, workdir: Path, log: Callable[[str]
 
     config = check_config(sizes, device)
     runtime = bench.bench_runtime(config)
-    result: dict = {"sizes": asdict(sizes), "machine": bench.machine(), "device": str(runtime.device),
-                    "amp": str(runtime.amp_dtype), "channels_last": runtime.channels_last, "parts": {}}
-    log(f"gpu check on {result['machine']['cuda'] or 'CPU'}: {sizes.model} @{sizes.image_size}px, "
-        f"batch {sizes.train_batch} (train) / {sizes.predict_batch} (predict)")
+    result: dict = {
+        "sizes": asdict(sizes),
+        "machine": bench.machine(),
+        "device": str(runtime.device),
+        "amp": str(runtime.amp_dtype),
+        "channels_last": runtime.channels_last,
+        "parts": {},
+    }
+    log(
+        f"gpu check on {result['machine']['cuda'] or 'CPU'}: {sizes.model} @{sizes.image_size}px, "
+        f"batch {sizes.train_batch} (train) / {sizes.predict_batch} (predict)"
+    )
     data = bench.demo_data(workdir, sizes.image_size, sizes.images, log)
-    parts = (("model_speed", lambda: model_speed(config, data, sizes, runtime.device, log, with_compile)),
-             ("data_path", lambda: data_path(config, data, sizes)),
-             ("chain", lambda: chain(sizes, device, workdir)))
+    parts = (
+        ("model_speed", lambda: model_speed(config, data, sizes, runtime.device, log, with_compile)),
+        ("data_path", lambda: data_path(config, data, sizes)),
+        ("chain", lambda: chain(sizes, device, workdir)),
+    )
     for name, measure in parts:
         log(f"{name} ...")
         started = time.perf_counter()
@@ -238,17 +271,28 @@ def run_check(sizes: CheckSizes, device: str, workdir: Path, log: Callable[[str]
 
 def table(result: dict) -> str:
     """The check's figures as aligned text."""
-    parts, lines = result["parts"], [f"gpu check: {result['machine']['cuda'] or 'CPU'}, {result['sizes']['model']} "
-                                     f"@{result['sizes']['image_size']}px, amp {result['amp']}", ""]
+    parts, lines = (
+        result["parts"],
+        [
+            f"gpu check: {result['machine']['cuda'] or 'CPU'}, {result['sizes']['model']} "
+            f"@{result['sizes']['image_size']}px, amp {result['amp']}",
+            "",
+        ],
+    )
     speed = parts["model_speed"]
     if "error" in speed:
         lines.append(f"model speed: FAILED {speed['error']}")
     else:
-        lines.append(f"{'model speed (resident batches)':<36} {'train img/s':>12} {'x fp32':>7} {'forward img/s':>14} {'x fp32':>7}")
+        lines.append(
+            f"{'model speed (resident batches)':<36} {'train img/s':>12} {'x fp32':>7} {'forward img/s':>14} {'x fp32':>7}"
+        )
         for name, row in speed["variants"].items():
-            lines.append(f"{name:<36} FAILED {row['error']}" if "error" in row else
-                         f"{name:<36} {row['train_images_per_s']:>12.0f} {row['train_speedup']:>7.2f} "
-                         f"{row['forward_images_per_s']:>14.0f} {row['forward_speedup']:>7.2f}")
+            lines.append(
+                f"{name:<36} FAILED {row['error']}"
+                if "error" in row
+                else f"{name:<36} {row['train_images_per_s']:>12.0f} {row['train_speedup']:>7.2f} "
+                f"{row['forward_images_per_s']:>14.0f} {row['forward_speedup']:>7.2f}"
+            )
         if speed["compile"] != "measured":
             lines.append(f"compile: {speed['compile']}")
     path = parts["data_path"]
@@ -262,10 +306,14 @@ def table(result: dict) -> str:
     if "error" in done:
         lines.append(f"train -> submit: FAILED {done['error']}")
     else:
-        stages = ", ".join(f"{name} {stage['seconds']:.0f}s" + ("" if stage["exit_code"] == 0 else f" (exit {stage['exit_code']})")
-                           for name, stage in done["stages"].items())
-        lines.append(f"train -> submit on a tiny demo: {'ok' if done['ok'] else 'FAILED'} ({stages}); "
-                     f"submission rows {done['submission_rows']}")
+        stages = ", ".join(
+            f"{name} {stage['seconds']:.0f}s" + ("" if stage["exit_code"] == 0 else f" (exit {stage['exit_code']})")
+            for name, stage in done["stages"].items()
+        )
+        lines.append(
+            f"train -> submit on a tiny demo: {'ok' if done['ok'] else 'FAILED'} ({stages}); "
+            f"submission rows {done['submission_rows']}"
+        )
     return "\n".join(lines)
 
 
@@ -277,23 +325,33 @@ def bench_lines(path: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="GPU speed check: AMP, channels_last, compile, data path, a tiny chain")
+    parser = argparse.ArgumentParser(
+        description="GPU speed check: AMP, channels_last, compile, data path, a tiny chain"
+    )
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (to test the script; slow at full sizes)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (test_resnet at 32 px, a few images)")
     parser.add_argument("--skip-compile", action="store_true", help="leave the train.compile variant out")
-    parser.add_argument("--json", type=Path, default=REPO_ROOT / "oof" / "_bench" / "gpu-check.json",
-                        help="where to write the results (default: oof/_bench/gpu-check.json)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=REPO_ROOT / "oof" / "_bench" / "gpu-check.json",
+        help="where to write the results (default: oof/_bench/gpu-check.json)",
+    )
     args = parser.parse_args(argv)
     import torch
 
     if not args.cpu and not torch.cuda.is_available():
-        print("error: no CUDA device is visible; run on a GPU machine, or add --cpu (--tiny) to test the script",
-              file=sys.stderr)
+        print(
+            "error: no CUDA device is visible; run on a GPU machine, or add --cpu (--tiny) to test the script",
+            file=sys.stderr,
+        )
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     started = time.perf_counter()
     try:
-        result = run_check(TINY if args.tiny else FULL, "cpu" if args.cpu else "cuda", workdir, with_compile=not args.skip_compile)
+        result = run_check(
+            TINY if args.tiny else FULL, "cpu" if args.cpu else "cuda", workdir, with_compile=not args.skip_compile
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result["seconds"] = time.perf_counter() - started

@@ -16,6 +16,7 @@
 `python scripts/transfer_demo.py [--workdir DIR]` runs all four and prints the scores per epoch. A script, not part
 of the pipeline: it serves the weights from the tests' stand-in hub.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import yaml
@@ -37,18 +38,20 @@ sys.path.insert(0, str(ROOT))  # run as `python scripts/transfer_demo.py` from a
 from src.artifacts import BEST_CHECKPOINT, EPOCHS_CSV  # noqa: E402 (after the path above)
 from src.config import Config, load_config  # noqa: E402
 
-TAG = "test_resnet.r160_in1k"     # a real timm tag whose pretrained config names hf_hub_id timm/<tag>
+TAG = "test_resnet.r160_in1k"  # a real timm tag whose pretrained config names hf_hub_id timm/<tag>
 HUB_REPO = f"timm/{TAG}"
-_NORMALISE = [0.5, 0.5, 0.5]       # the tag's own mean and std: scratch runs use them too, so only the weights differ
-_CANVAS = 64                       # the iMet demo's mosaic side: pretraining digits are drawn at the same scale
+_NORMALISE = [0.5, 0.5, 0.5]  # the tag's own mean and std: scratch runs use them too, so only the weights differ
+_CANVAS = 64  # the iMet demo's mosaic side: pretraining digits are drawn at the same scale
 Log = Callable[[str], None]
 # The runs compared: name -> (model.pretrained, train settings over the shared ones). The recipe is the configs'
 # fine-tuning schedule: heads alone for an epoch (backbone frozen, its lr held at 0), then layer-wise lr decay.
-VARIANTS: dict[str, tuple[Optional[str], dict]] = {
+VARIANTS: dict[str, tuple[str | None, dict]] = {
     "scratch": (None, {}),
     "fine_tuned": (TAG, {}),
-    "fine_tuned_recipe": (TAG, {"layer_decay": 0.8, "head_lr_mult": 5.0,
-                                "callbacks": [{"name": "freeze", "epochs": 1, "rewarm": True}]}),
+    "fine_tuned_recipe": (
+        TAG,
+        {"layer_decay": 0.8, "head_lr_mult": 5.0, "callbacks": [{"name": "freeze", "epochs": 1, "rewarm": True}]},
+    ),
 }
 
 
@@ -56,18 +59,22 @@ VARIANTS: dict[str, tuple[Optional[str], dict]] = {
 class TransferSettings:
     """Sizes of the proof; the defaults take about a minute on 2 CPU cores."""
 
-    n_finetune: int = 300          # iMet-demo training mosaics both runs learn from
-    n_test: int = 300              # demo test mosaics they are scored on
-    epochs: int = 6                # of each of the two fine-tuning runs
-    pretrain_copies: int = 2       # renderings of each train-pool digit for pretraining
+    n_finetune: int = 300  # iMet-demo training mosaics both runs learn from
+    n_test: int = 300  # demo test mosaics they are scored on
+    epochs: int = 6  # of each of the two fine-tuning runs
+    pretrain_copies: int = 2  # renderings of each train-pool digit for pretraining
     pretrain_epochs: int = 6
     image_size: int = 32
     seed: int = 0
-    threads: Optional[int] = 1     # torch CPU threads: 1 runs steadily on a shared 2-core machine (null = torch default)
+    threads: int | None = 1  # torch CPU threads: 1 runs steadily on a shared 2-core machine (null = torch default)
 
 
-def run_transfer_demo(workdir: Path, serve: Callable[[dict[str, bytes]], str], settings: TransferSettings = TransferSettings(),
-                      log: Log = print) -> list[dict]:
+def run_transfer_demo(
+    workdir: Path,
+    serve: Callable[[dict[str, bytes]], str],
+    settings: TransferSettings = TransferSettings(),
+    log: Log = print,
+) -> list[dict]:
     """Pretrain, publish through `serve` (hub files -> the hub's URL), fetch with the `weights` stage, compare.
 
     Returns one row per epoch: {"epoch", <variant>: the iMet F2 at the best global threshold on the demo's test
@@ -82,6 +89,7 @@ def run_transfer_demo(workdir: Path, serve: Callable[[dict[str, bytes]], str], s
 
 
 # ---- 1. pretraining -----------------------------------------------------------------------------
+
 
 def render_digits(root: Path, settings: TransferSettings) -> Path:
     """A folder-format competition `root/train/<digit>/<n>.png`: each train-pool digit drawn `pretrain_copies` times
@@ -112,28 +120,44 @@ def pretrain(workdir: Path, settings: TransferSettings, log: Log = print) -> dic
     from src.formats import create_format
 
     root = render_digits(workdir / "pretrain-digits", settings)
-    config = _config(workdir, "pretrain-digits", {
-        "competition": "digits", "format": "folder", "data": {"root": str(root), "image_size": settings.image_size},
-        "model": {"name": "test_resnet"},
-        "train": {**_train_settings(settings), "epochs": settings.pretrain_epochs}})
+    config = _config(
+        workdir,
+        "pretrain-digits",
+        {
+            "competition": "digits",
+            "format": "folder",
+            "data": {"root": str(root), "image_size": settings.image_size},
+            "model": {"name": "test_resnet"},
+            "train": {**_train_settings(settings), "epochs": settings.pretrain_epochs},
+        },
+    )
     fmt = create_format("folder", root)
     table = fmt.read_train()
     images = _decoded(config, table.paths, log)
     run_dir = workdir / "pretrain-run"
-    log(f"pretrain: test_resnet names single digits, {len(table)} images, {settings.pretrain_epochs} epochs -> {run_dir}")
+    log(
+        f"pretrain: test_resnet names single digits, {len(table)} images, {settings.pretrain_epochs} epochs -> {run_dir}"
+    )
     train_run(config, fmt, images, table.targets, np.arange(len(table)), None, run_dir, quiet=True, log=log)
     weights = load_checkpoint(run_dir / BEST_CHECKPOINT)["model"]
-    state = {key[len("backbone."):]: value for key, value in weights.items() if key.startswith("backbone.")}
+    state = {key[len("backbone.") :]: value for key, value in weights.items() if key.startswith("backbone.")}
     state.update({"fc.weight": weights["heads.label.weight"], "fc.bias": weights["heads.label.bias"]})
     return {"model.safetensors": save({key: value.contiguous() for key, value in state.items()}), "config.json": b"{}"}
 
 
 # ---- 3. fetching ---------------------------------------------------------------------------------
 
+
 def fetch_with_weights_stage(workdir: Path, hub_url: str, log: Log = print) -> Path:
     """Run the `weights` stage for TAG in `workdir` against the hub at `hub_url`; return the folder it wrote."""
-    env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_HOME": str(workdir / "hf-home"), "NO_PROXY": "127.0.0.1",
-           "no_proxy": "127.0.0.1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub_url,
+        "HF_HOME": str(workdir / "hf-home"),
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     env.pop("HF_TOKEN", None)
     command = [sys.executable, "-m", "src.stage", "weights", "--model", TAG, "--quiet"]
     log(f"fetch: {' '.join(command[2:])} (in {workdir}, HF_ENDPOINT={hub_url})")
@@ -146,6 +170,7 @@ def fetch_with_weights_stage(workdir: Path, hub_url: str, log: Log = print) -> P
 
 # ---- 4. scratch vs fine-tuned --------------------------------------------------------------------
 
+
 def compare(workdir: Path, settings: TransferSettings, log: Log = print) -> list[dict]:
     """Train the iMet-demo slice once per VARIANTS entry (run in `workdir`, where the weights stage put
     input/weights/TAG); every run validates on the demo's test images each epoch."""
@@ -155,39 +180,77 @@ def compare(workdir: Path, settings: TransferSettings, log: Log = print) -> list
     from src.engine import train_run
     from src.formats import create_format
 
-    demo = build_demo("imet", workdir / "demo-imet", n_train=settings.n_finetune, n_test=settings.n_test,
-                      seed=settings.seed)
+    demo = build_demo(
+        "imet", workdir / "demo-imet", n_train=settings.n_finetune, n_test=settings.n_test, seed=settings.seed
+    )
     fmt = create_format("imet", demo.root)
     train, test = fmt.read_train(), fmt.read_test()
     test_labels = fmt.read_submission(list(demo.solution_files))[1]
-    targets = {name: np.concatenate([train.targets[name], test_labels[name].astype(train.targets[name].dtype)])
-               for name in train.targets}
+    targets = {
+        name: np.concatenate([train.targets[name], test_labels[name].astype(train.targets[name].dtype)])
+        for name in train.targets
+    }
     epochs, images = {}, None
     for name, (pretrained, recipe) in VARIANTS.items():
-        config = _config(workdir, name, {
-            "competition": "imet-2019", "format": "imet", "data": {"root": str(demo.root), "image_size": settings.image_size},
-            "model": {"name": "test_resnet", "pretrained": pretrained}, "train": {**_train_settings(settings), **recipe}})
+        config = _config(
+            workdir,
+            name,
+            {
+                "competition": "imet-2019",
+                "format": "imet",
+                "data": {"root": str(demo.root), "image_size": settings.image_size},
+                "model": {"name": "test_resnet", "pretrained": pretrained},
+                "train": {**_train_settings(settings), **recipe},
+            },
+        )
         images = _decoded(config, train.paths + test.paths, log) if images is None else images
         log(f"{name}: {len(train)} training mosaics, {len(test)} test mosaics, {settings.epochs} epochs")
         with contextlib.chdir(workdir):  # model.pretrained resolves input/weights/<tag>/ here, as in a project folder
-            train_run(config, fmt, images, targets, np.arange(len(train)), np.arange(len(train), len(train) + len(test)),
-                      workdir / f"{name}-run", quiet=True, log=log)
+            train_run(
+                config,
+                fmt,
+                images,
+                targets,
+                np.arange(len(train)),
+                np.arange(len(train), len(train) + len(test)),
+                workdir / f"{name}-run",
+                quiet=True,
+                log=log,
+            )
         epochs[name] = pd.read_csv(workdir / f"{name}-run" / EPOCHS_CSV)
-    return [{"epoch": index + 1, **{name: float(frame["score"][index]) for name, frame in epochs.items()},
-             **{f"{name}@0.5": float(frame["f2@0.5"][index]) for name, frame in epochs.items()}}
-            for index in range(settings.epochs)]
+    return [
+        {
+            "epoch": index + 1,
+            **{name: float(frame["score"][index]) for name, frame in epochs.items()},
+            **{f"{name}@0.5": float(frame["f2@0.5"][index]) for name, frame in epochs.items()},
+        }
+        for index in range(settings.epochs)
+    ]
 
 
 def _train_settings(settings: TransferSettings) -> dict:
-    return {"epochs": settings.epochs, "batch_size": 32, "lr": 0.003, "warmup_epochs": 1, "seed": settings.seed,
-            "threads": settings.threads}
+    return {
+        "epochs": settings.epochs,
+        "batch_size": 32,
+        "lr": 0.003,
+        "warmup_epochs": 1,
+        "seed": settings.seed,
+        "threads": settings.threads,
+    }
 
 
 def _config(workdir: Path, name: str, body: dict) -> Config:
     """Write `workdir/configs/<name>.yaml` (to rerun or read) and load it like any config."""
-    body = {**body, "output_dir": str(workdir / "out"), "predict": {"tta_flip": False},
-            "augment": {"train": [{"name": "Affine", "translate_percent": [-0.06, 0.06], "scale": [0.9, 1.1], "p": 0.7}],
-                        "mean": _NORMALISE, "std": _NORMALISE}}
+    body = {
+        **body,
+        "output_dir": str(workdir / "out"),
+        "predict": {"tta_flip": False},
+        "augment": {
+            "train": [{"name": "Affine", "translate_percent": [-0.06, 0.06], "scale": [0.9, 1.1], "p": 0.7}],
+            "mean": _NORMALISE,
+            "std": _NORMALISE,
+        },
+    }
     path = workdir / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(body, sort_keys=False))
@@ -197,7 +260,9 @@ def _config(workdir: Path, name: str, body: dict) -> Config:
 def _decoded(config: Config, paths: list[Path], log: Log) -> np.ndarray:
     from src.data.cache import decode_table
 
-    images, _ = decode_table(list(paths), config.data.image_size, config.output_dir / "cache", False, True, log, "images")
+    images, _ = decode_table(
+        list(paths), config.data.image_size, config.output_dir / "cache", False, True, log, "images"
+    )
     return np.asarray(images)
 
 
@@ -205,12 +270,14 @@ def score_table(rows: list[dict]) -> str:
     """The per-epoch comparison as an aligned text table (F2 at the best global threshold; at 0.5 after it)."""
     columns = [*VARIANTS, *(f"{name}@0.5" for name in VARIANTS)]
     lines = ["epoch  " + "  ".join(f"{column:>{max(len(column), 6)}}" for column in columns)]
-    lines += [f"{row['epoch']:>5}  " + "  ".join(f"{row[column]:>{max(len(column), 6)}.3f}" for column in columns)
-              for row in rows]
+    lines += [
+        f"{row['epoch']:>5}  " + "  ".join(f"{row[column]:>{max(len(column), 6)}.3f}" for column in columns)
+        for row in rows
+    ]
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """`python scripts/transfer_demo.py`: the whole proof, served by the repository's stand-in hub."""
     parser = argparse.ArgumentParser(prog="python scripts/transfer_demo.py", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("oof/_transfer_demo"), help="where everything is written")
@@ -220,12 +287,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     from fake_hub_server import FakeHub
 
     with FakeHub() as hub:
+
         def serve(files: dict[str, bytes]) -> str:
             hub.add_repo(HUB_REPO, files)
             return hub.url
+
         rows = run_transfer_demo(args.workdir, serve, TransferSettings(epochs=args.epochs))
-    print(f"iMet-demo F2 on the demo's {TransferSettings.n_test} test images after each of {args.epochs} epochs, "
-          "per run (best global threshold; at 0.5 after):")
+    print(
+        f"iMet-demo F2 on the demo's {TransferSettings.n_test} test images after each of {args.epochs} epochs, "
+        "per run (best global threshold; at 0.5 after):"
+    )
     print(score_table(rows))
     return 0
 

@@ -6,6 +6,7 @@ threshold_scores.json -> submissions/<exp>/ -> kernels/<exp>/ and the report. A 
 what it reads and refuses a damaged or stale file with one line naming it and the command that
 writes it again. Only light imports here (numpy, pydantic): `status` reads these without torch.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,7 +14,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
@@ -54,7 +55,7 @@ def bench_json_path(output_dir: Path, quick: bool) -> Path:
     return Path(output_dir) / "oof" / "_bench" / f"bench{'-quick' if quick else ''}.json"
 
 
-def fold_run_name(fold: Optional[int]) -> str:
+def fold_run_name(fold: int | None) -> str:
     return FULL_RUN if fold is None else f"fold-{fold}"
 
 
@@ -71,7 +72,10 @@ class Layout:
         # By the stage that writes them: oof, thresholds (+ its Optuna study), report, submit, kernel.
         self.oof_path, self.oof_scores_path = self.oof_dir / "oof.npz", self.oof_dir / "oof_scores.json"
         self.thresholds_path = self.oof_dir / "thresholds.json"
-        self.threshold_scores_path, self.optuna_path = self.oof_dir / "threshold_scores.json", self.oof_dir / "optuna.db"
+        self.threshold_scores_path, self.optuna_path = (
+            self.oof_dir / "threshold_scores.json",
+            self.oof_dir / "optuna.db",
+        )
         self.report_html = self.report_dir / "index.html"
         self.report_pdf = self.report_dir / REPORT_PDF
         self.package_dir = self.submission_dir / PACKAGE_DIR  # package: the course's zip and its unzipped content
@@ -83,12 +87,15 @@ class Layout:
         self.parity_log_path, self.kernel_output_dir = self.kernel_dir / PARITY_LOG, self.kernel_dir / KERNEL_OUTPUT_DIR
         self.train_kernel_dir = self.kernel_dir / "train"  # kernel train: the training kernel (+ state/ for --resume)
         self.train_state_dir = self.train_kernel_dir / "state"  # --resume: the pulled run files, flat, as a dataset
-        self.train_push_path, self.train_pull_path = self.train_kernel_dir / PUSH_RECORD, self.train_kernel_dir / "pull.json"
+        self.train_push_path, self.train_pull_path = (
+            self.train_kernel_dir / PUSH_RECORD,
+            self.train_kernel_dir / "pull.json",
+        )
         self.train_check_log = self.train_kernel_dir / "check.log"  # the local run of the training script
         # Over every experiment of the output folder: honest OOF vs public score (status --plot).
         self.leaderboard_plot_path = self.output_dir / "oof" / "_leaderboard" / "cv-vs-public.png"
 
-    def run_dir(self, fold: Optional[int]) -> Path:
+    def run_dir(self, fold: int | None) -> Path:
         return self.oof_dir / fold_run_name(fold)
 
     def fold_run_dirs(self) -> list[tuple[int, Path]]:
@@ -102,8 +109,11 @@ class Layout:
         """The submission file(s) written there (not the probabilities or scores beside them)."""
         if not self.submission_dir.is_dir():
             return []
-        return sorted(p for p in self.submission_dir.iterdir()
-                      if p.is_file() and not p.name.startswith(".") and p.name not in (*TEST_FILES, KAGGLE_SCORES))
+        return sorted(
+            p
+            for p in self.submission_dir.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.name not in (*TEST_FILES, KAGGLE_SCORES)
+        )
 
 
 @dataclass
@@ -147,8 +157,10 @@ class Experiment(Layout):
         made = path.stat().st_mtime_ns
         newer = next((source for source in sources if source.exists() and source.stat().st_mtime_ns > made), None)
         if newer is not None:
-            raise PipelineError(f"{path} is older than {newer}, which it is made from (stale); make it again with: "
-                                f"{self.command(stage, extra)}")
+            raise PipelineError(
+                f"{path} is older than {newer}, which it is made from (stale); make it again with: "
+                f"{self.command(stage, extra)}"
+            )
         return path
 
     def fold_of_row(self, ids: list[str]) -> np.ndarray:
@@ -157,7 +169,7 @@ class Experiment(Layout):
 
         return read_folds(self.require(self.folds_path, "folds"), ids)
 
-    def best_checkpoint(self, fold: Optional[int]) -> Path:
+    def best_checkpoint(self, fold: int | None) -> Path:
         """A run's best.pt, refused with the train command when it is not there."""
         extra = "--full" if fold is None else f"--fold {fold}"
         return self.require(self.run_dir(fold) / BEST_CHECKPOINT, "train", extra)
@@ -167,14 +179,15 @@ class Experiment(Layout):
         choice = self.config.submit.checkpoint
         return self.best_checkpoint(None if choice == FULL_RUN else int(choice.split("-")[1]))
 
-    def read_oof(self) -> "OofPredictions":
+    def read_oof(self) -> OofPredictions:
         """oof.npz, checked against the format's heads and classes (a stale file is refused)."""
         oof = OofPredictions.read(self.require(self.oof_path, "oof"), self.command("oof"))
         oof.check_heads(self.fmt.heads(), self.oof_path, self.command("oof"))
         return oof
 
-    def read_thresholds(self, required: bool = False, path: Optional[Path] = None,
-                        rewrite_command: Optional[str] = None) -> Optional["TunedThresholds"]:
+    def read_thresholds(
+        self, required: bool = False, path: Path | None = None, rewrite_command: str | None = None
+    ) -> TunedThresholds | None:
         """thresholds.json (or the copy at `path`, e.g. the offline kernel's) checked against the format's heads;
         None when not tuned yet (unless `required`). `rewrite_command` is what a damaged file's error names."""
         path = self.thresholds_path if path is None else path
@@ -184,7 +197,7 @@ class Experiment(Layout):
         saved.check_heads(self.fmt.heads(), path, self.command("thresholds"))
         return saved
 
-    def decision_rules(self, path: Optional[Path] = None, rewrite_command: Optional[str] = None):
+    def decision_rules(self, path: Path | None = None, rewrite_command: str | None = None):
         """The rules submit applies: the `thresholds.method` thresholds + min/max labels; None when untuned.
         `path`, `rewrite_command`: as `read_thresholds`."""
         saved = self.read_thresholds(path=path, rewrite_command=rewrite_command)
@@ -198,18 +211,24 @@ class Experiment(Layout):
 # roll number), {file} a submission file's own name; None leaves the piece out. `package.names` in the
 # config overrides a piece, or one submission file by its name.
 PACKAGE_PIECES = ("submission", "report", "notebook", "readme", "code", "zip")
-PACKAGE_NAMES = {"submission": "{file}", "report": "report.pdf", "notebook": None, "readme": "Readme.txt",
-                 "code": "code", "zip": "{name}.zip"}
+PACKAGE_NAMES = {
+    "submission": "{file}",
+    "report": "report.pdf",
+    "notebook": None,
+    "readme": "Readme.txt",
+    "code": "code",
+    "zip": "{name}.zip",
+}
 
 
-def package_names(course_names: dict[str, Optional[str]],
-                  overrides: dict[str, Optional[str]]) -> dict[str, Optional[str]]:
+def package_names(course_names: dict[str, str | None], overrides: dict[str, str | None]) -> dict[str, str | None]:
     """Every piece's name pattern: the defaults, the course's layout (the format's `course_package_names`), then the
     config's overrides."""
     return {**PACKAGE_NAMES, **course_names, **overrides}
 
 
 # ---- OOF predictions -----------------------------------------------------------------------------
+
 
 @dataclass
 class OofPredictions:
@@ -228,7 +247,7 @@ class OofPredictions:
         _write_npz(path, arrays)
 
     @classmethod
-    def read(cls, path: Path, remake: str) -> "OofPredictions":
+    def read(cls, path: Path, remake: str) -> OofPredictions:
         try:
             with np.load(path, allow_pickle=False) as data:
                 ids = [str(value) for value in data["ids"]]
@@ -247,11 +266,14 @@ class OofPredictions:
             if head.name not in self.probs or head.name not in self.targets:
                 raise PipelineError(f"{path}: no OOF arrays for head {head.name}; write it again with: {remake}")
             if self.probs[head.name].shape[1] != head.n_outputs:
-                raise PipelineError(f"{path}: head {head.name} has {self.probs[head.name].shape[1]} classes, the "
-                                    f"format has {head.n_outputs} (labels changed?); write it again with: {remake}")
+                raise PipelineError(
+                    f"{path}: head {head.name} has {self.probs[head.name].shape[1]} classes, the "
+                    f"format has {head.n_outputs} (labels changed?); write it again with: {remake}"
+                )
 
 
 # ---- score tables (oof_scores.json, threshold_scores.json) --------------------------------------
+
 
 @dataclass
 class ScoreTable:
@@ -263,17 +285,18 @@ class ScoreTable:
         write_text(path, json.dumps(self.rows, indent=2))
 
     @classmethod
-    def read(cls, path: Path) -> Optional["ScoreTable"]:
+    def read(cls, path: Path) -> ScoreTable | None:
         """The table, or None when missing or unreadable (status and summaries show what exists)."""
         rows = _read_json(path)
         return cls(rows) if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else None
 
-    def overall(self, column: str) -> Optional[float]:
+    def overall(self, column: str) -> float | None:
         row = next((row for row in self.rows if row.get("rows") == "overall"), {})
         return row.get(column)
 
 
 # ---- tuned thresholds (thresholds.json) -----------------------------------------------------------
+
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -292,7 +315,7 @@ class _Record(BaseModel):
 
 class LabelCountRule(_Record):
     min_labels: int
-    max_labels: Optional[int]
+    max_labels: int | None
 
 
 class HeadThresholds(_Record):
@@ -321,13 +344,14 @@ class TunedThresholds(_Record):
         write_text(path, json.dumps(self.model_dump(by_alias=True), indent=1))
 
     @classmethod
-    def read(cls, path: Path, remake: str) -> "TunedThresholds":
+    def read(cls, path: Path, remake: str) -> TunedThresholds:
         raw = _read_json(path)
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            raise PipelineError(f"{path}: {_first_error(exc)} (damaged or from another version); "
-                                f"write it again with: {remake}") from None
+            raise PipelineError(
+                f"{path}: {_first_error(exc)} (damaged or from another version); write it again with: {remake}"
+            ) from None
 
     def check_heads(self, heads, path: Path, remake: str) -> None:
         """Refuse thresholds tuned for other classes than the format's heads have now (stale file)."""
@@ -336,8 +360,10 @@ class TunedThresholds(_Record):
                 continue
             saved = self.heads.get(head.name)
             if saved is None or tuple(saved.class_names) != tuple(head.class_names):
-                raise PipelineError(f"{path}: tuned for other classes than head {head.name} has now "
-                                    f"(labels changed?); tune again with: {remake}")
+                raise PipelineError(
+                    f"{path}: tuned for other classes than head {head.name} has now "
+                    f"(labels changed?); tune again with: {remake}"
+                )
 
     def class_thresholds(self, method: str) -> dict[str, np.ndarray]:
         return {name: np.asarray(head.methods[method], dtype=np.float64) for name, head in self.heads.items()}
@@ -345,12 +371,12 @@ class TunedThresholds(_Record):
     def global_thresholds(self) -> dict[str, np.ndarray]:
         return {name: np.full(len(head.class_names), float(head.global_threshold)) for name, head in self.heads.items()}
 
-    def rules(self, method: str, min_labels: int = 0, max_labels: Optional[int] = None):
+    def rules(self, method: str, min_labels: int = 0, max_labels: int | None = None):
         from src.formats.base import DecisionRules
 
         return DecisionRules(self.class_thresholds(method), min_labels, max_labels)
 
-    def score_of(self, head: str, method: str) -> Optional[MethodScore]:
+    def score_of(self, head: str, method: str) -> MethodScore | None:
         return next((row for row in self.honest.get(head, []) if row.method == method), None)
 
 
@@ -361,21 +387,25 @@ def tuned_column(method: str) -> str:
 
 # ---- test predictions and scores ---------------------------------------------------------------
 
+
 def write_test_probs(path: Path, ids: list[str], probs: dict[str, np.ndarray]) -> None:
     """The test probabilities submit decided from (float16), beside the submission."""
-    _write_npz(path, {"ids": np.asarray(ids, dtype=str), **{f"probs__{k}": v.astype(np.float16) for k, v in probs.items()}})
+    _write_npz(
+        path, {"ids": np.asarray(ids, dtype=str), **{f"probs__{k}": v.astype(np.float16) for k, v in probs.items()}}
+    )
 
 
 def write_test_scores(path: Path, scores: dict) -> None:
     write_text(path, json.dumps(scores, indent=2))
 
 
-def read_test_scores(path: Path) -> Optional[dict]:
+def read_test_scores(path: Path) -> dict | None:
     scores = _read_json(path)
     return scores if isinstance(scores, dict) else None
 
 
 # ---- Kaggle leaderboard (kaggle.json) ------------------------------------------------------------
+
 
 class LeaderboardEntry(_Record):
     """One uploaded file and what Kaggle made of it; scores stay None until Kaggle has scored it
@@ -383,16 +413,16 @@ class LeaderboardEntry(_Record):
 
     competition: str
     file: str
-    head: Optional[str] = None  # the format's head this file answers, when a format writes one file per head
+    head: str | None = None  # the format's head this file answers, when a format writes one file per head
     message: str
-    ref: Optional[int] = None
+    ref: int | None = None
     # The highest submission ref the competition listed before this upload (0: none): its row is above it, so a later
     # `status --refresh-scores` finds it again without the list of refs the upload saw.
-    listed_before: Optional[int] = None
-    submitted: Optional[str] = None
+    listed_before: int | None = None
+    submitted: str | None = None
     status: str = "pending"
-    public_score: Optional[float] = None
-    private_score: Optional[float] = None
+    public_score: float | None = None
+    private_score: float | None = None
 
 
 class LeaderboardRecord(_Record):
@@ -401,7 +431,7 @@ class LeaderboardRecord(_Record):
     submissions: list[LeaderboardEntry]
 
     @classmethod
-    def read(cls, path: Path) -> Optional["LeaderboardRecord"]:
+    def read(cls, path: Path) -> LeaderboardRecord | None:
         """The record, or None when missing or damaged (status shows what exists)."""
         return cls._read_or_none(path)
 
@@ -416,40 +446,42 @@ class PushRecord(_Record):
     ref and file sums (flat `<key>_ref` / `<key>_files`, as the first records were written), then the kernel version
     pushed; the inference kernel adds its script's sum, competition and file names, a training kernel its runs."""
 
-    dataset_ref: Optional[str] = None
-    dataset_files: Optional[dict[str, str]] = None
-    wheels_ref: Optional[str] = None
-    wheels_files: Optional[dict[str, str]] = None
-    state_ref: Optional[str] = None
-    state_files: Optional[dict[str, str]] = None
-    kernel_ref: Optional[str] = None
-    kernel_url: Optional[str] = None
-    version: Optional[int] = None
-    script_sha256: Optional[str] = None
-    competition: Optional[str] = None
-    submission_names: Optional[list[str]] = None
-    runs: Optional[dict[str, Any]] = None
+    dataset_ref: str | None = None
+    dataset_files: dict[str, str] | None = None
+    wheels_ref: str | None = None
+    wheels_files: dict[str, str] | None = None
+    state_ref: str | None = None
+    state_files: dict[str, str] | None = None
+    kernel_ref: str | None = None
+    kernel_url: str | None = None
+    version: int | None = None
+    script_sha256: str | None = None
+    competition: str | None = None
+    submission_names: list[str] | None = None
+    runs: dict[str, Any] | None = None
 
-    def uploaded(self, key: str) -> tuple[Optional[str], Optional[dict[str, str]]]:
+    def uploaded(self, key: str) -> tuple[str | None, dict[str, str] | None]:
         """(ref, file sums) of the dataset `key` (one of `UPLOADS`) as last uploaded; (None, None) if never."""
         return getattr(self, f"{_upload_key(key)}_ref"), getattr(self, f"{key}_files")
 
-    def with_upload(self, key: str, ref: str, files: dict[str, str]) -> "PushRecord":
+    def with_upload(self, key: str, ref: str, files: dict[str, str]) -> PushRecord:
         return self.model_copy(update={f"{_upload_key(key)}_ref": ref, f"{key}_files": dict(files)})
 
     def write(self, path: Path) -> None:  # unset uploads left out, as the first records were written
         write_text(path, json.dumps(self.model_dump(exclude_none=True), indent=1) + "\n")
 
     @classmethod
-    def read(cls, path: Path) -> "PushRecord":
+    def read(cls, path: Path) -> PushRecord:
         """The record; an empty one when there is none (nothing pushed yet); a damaged one is refused by name."""
         if not Path(path).exists():
             return cls()
         try:
             return cls.model_validate(_read_json(path))
         except ValidationError as error:
-            raise PipelineError(f"{path}: not a push record ({_first_error(error)}); delete it: the next push "
-                                "uploads its datasets again") from None
+            raise PipelineError(
+                f"{path}: not a push record ({_first_error(error)}); delete it: the next push "
+                "uploads its datasets again"
+            ) from None
 
 
 def _upload_key(key: str) -> str:
@@ -468,7 +500,7 @@ class ParityRecord(_Record):
     seconds: float
 
     @classmethod
-    def read(cls, path: Path) -> Optional["ParityRecord"]:
+    def read(cls, path: Path) -> ParityRecord | None:
         """The record, or None when missing or damaged (the check then runs again)."""
         return cls._read_or_none(path)
 
@@ -481,15 +513,17 @@ class PulledRuns(RootModel[dict[str, dict[str, str]]]):
         write_text(path, json.dumps(self.root, indent=1) + "\n")
 
     @classmethod
-    def read(cls, path: Path) -> "PulledRuns":
+    def read(cls, path: Path) -> PulledRuns:
         if not Path(path).exists():
             return cls({})
         try:
             return cls.model_validate(_read_json(path))
         except ValidationError as error:
-            raise PipelineError(f"{path}: not a record of pulled runs ({_first_error(error)}); it guards local run "
-                                "folders from being replaced: move the run folders a pull should replace out of "
-                                "oof/<exp>/, delete it, then pull again") from None
+            raise PipelineError(
+                f"{path}: not a record of pulled runs ({_first_error(error)}); it guards local run "
+                "folders from being replaced: move the run folders a pull should replace out of "
+                "oof/<exp>/, delete it, then pull again"
+            ) from None
 
 
 def _first_error(error: ValidationError) -> str:
@@ -509,11 +543,11 @@ class TrainingManifest(_Record):
 
     experiment: str
     config: dict[str, Any]
-    folds_sha256: Optional[str]
+    folds_sha256: str | None
     runs: dict[str, dict[str, str]]
 
     @classmethod
-    def read(cls, path: Path, remake: str) -> "TrainingManifest":
+    def read(cls, path: Path, remake: str) -> TrainingManifest:
         try:
             return cls.model_validate(_read_json(path))
         except ValidationError:
@@ -532,6 +566,7 @@ def portable_config(config: dict) -> dict:
 
 # ---- run folders ------------------------------------------------------------------------------
 
+
 def read_run_summary(run_dir: Path) -> dict:
     """A run's summary.json as written at its end ({} while it runs or when unreadable)."""
     summary = _read_json(Path(run_dir) / RUN_SUMMARY)
@@ -544,7 +579,7 @@ def read_run_config(run_dir: Path) -> dict:
     return saved if isinstance(saved, dict) else {}
 
 
-def read_kernel_ref(layout: Layout) -> Optional[str]:
+def read_kernel_ref(layout: Layout) -> str | None:
     """The built kernel's id ('built' when its metadata lacks one); None when no kernel was built."""
     if not layout.kernel_metadata_path.exists():
         return None
@@ -564,4 +599,3 @@ def _read_json(path: Path):
         return json.loads(Path(path).read_text()) if Path(path).exists() else None
     except (OSError, ValueError):
         return None
-

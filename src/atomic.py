@@ -1,4 +1,5 @@
 """Atomic file writes: a reader sees the old file or the new one, never a torn one."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,8 @@ import errno
 import glob
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from src.errors import PipelineError
 from src.faults import crash_point
@@ -55,10 +56,16 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
 
 
 def _unwritable(path: Path, exc: OSError) -> PipelineError:
-    reason = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
-              errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}.get(exc.errno, exc.strerror or str(exc))
-    return PipelineError(f"{path}: cannot write ({reason}); free space or point output_dir at a writable folder "
-                         "(the previous file, if any, is intact)")
+    reason = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EDQUOT: "disk quota exceeded",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return PipelineError(
+        f"{path}: cannot write ({reason}); free space or point output_dir at a writable folder "
+        "(the previous file, if any, is intact)"
+    )
 
 
 def write_text(final_path: str | os.PathLike, text: str) -> None:

@@ -15,6 +15,7 @@ also for a minimum time), and reports the median of the per-round ratios with it
 
 Nothing here reads argv or prints: results are plain dicts, `log` receives progress lines.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -25,9 +26,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -45,44 +46,73 @@ IMET_ROWS, IMET_CLASSES, IMET_TOP_COUNT, IMET_LABELS_PER_IMAGE = 109_237, 1_103,
 class BenchSizes:
     """How much work each section does; `quick` sizes keep the whole run to a minute or two."""
 
-    train_images: int          # images per measured training epoch
+    train_images: int  # images per measured training epoch
     train_repeats: int
     predict_images: int
     predict_repeats: int
-    data_path_seconds: float        # each data-path comparison runs at least its repeats and on for this long
+    data_path_seconds: float  # each data-path comparison runs at least its repeats and on for this long
     oof_rows: int
     oof_classes: int
     optuna_trials: int
-    folds_ladder: tuple[int, ...]   # subsample sizes timed to show how make_folds scales
-    folds_full: bool                # also time the full 109,237-row matrix (else: extrapolated)
-    demo_train: int                 # tiny demo for per-stage memory
+    folds_ladder: tuple[int, ...]  # subsample sizes timed to show how make_folds scales
+    folds_full: bool  # also time the full 109,237-row matrix (else: extrapolated)
+    demo_train: int  # tiny demo for per-stage memory
     demo_test: int
-    stages: int                     # how many of STAGE_RUNS (a prefix: each needs the one before) get a process
-    allocator_pairs: int            # process pairs (glibc defaults / freed memory reused) per model
+    stages: int  # how many of STAGE_RUNS (a prefix: each needs the one before) get a process
+    allocator_pairs: int  # process pairs (glibc defaults / freed memory reused) per model
     allocator_steps: tuple[int, int]  # training steps, forward passes timed in each of those processes
-    allocator_all_models: bool      # every model asked for, else the first
+    allocator_all_models: bool  # every model asked for, else the first
 
     @property
     def label(self) -> str:
         return "quick" if self is QUICK else "full"
 
 
-FULL = BenchSizes(train_images=960, train_repeats=3, predict_images=512, predict_repeats=32, data_path_seconds=60.0,
-                  oof_rows=20_000, oof_classes=IMET_CLASSES, optuna_trials=200,
-                  folds_ladder=(5_000, 10_000, 20_000), folds_full=True, demo_train=240, demo_test=60,
-                  stages=5, allocator_pairs=2, allocator_steps=(12, 8), allocator_all_models=True)
-QUICK = BenchSizes(train_images=96, train_repeats=2, predict_images=128, predict_repeats=4, data_path_seconds=0.0,
-                   oof_rows=3_000, oof_classes=IMET_CLASSES, optuna_trials=12,
-                   folds_ladder=(1_000, 2_000, 4_000), folds_full=False, demo_train=96, demo_test=24,
-                   stages=1, allocator_pairs=1, allocator_steps=(3, 2), allocator_all_models=False)
+FULL = BenchSizes(
+    train_images=960,
+    train_repeats=3,
+    predict_images=512,
+    predict_repeats=32,
+    data_path_seconds=60.0,
+    oof_rows=20_000,
+    oof_classes=IMET_CLASSES,
+    optuna_trials=200,
+    folds_ladder=(5_000, 10_000, 20_000),
+    folds_full=True,
+    demo_train=240,
+    demo_test=60,
+    stages=5,
+    allocator_pairs=2,
+    allocator_steps=(12, 8),
+    allocator_all_models=True,
+)
+QUICK = BenchSizes(
+    train_images=96,
+    train_repeats=2,
+    predict_images=128,
+    predict_repeats=4,
+    data_path_seconds=0.0,
+    oof_rows=3_000,
+    oof_classes=IMET_CLASSES,
+    optuna_trials=12,
+    folds_ladder=(1_000, 2_000, 4_000),
+    folds_full=False,
+    demo_train=96,
+    demo_test=24,
+    stages=1,
+    allocator_pairs=1,
+    allocator_steps=(3, 2),
+    allocator_all_models=False,
+)
 
 
 # --------------------------------------------------------------------------------------------
 # Timing helpers
 
 
-def interleaved(sides: dict[str, Callable[[], int]], repeats: int, min_seconds: float = 0.0,
-                max_repeats: Optional[int] = None) -> dict[str, list[float]]:
+def interleaved(
+    sides: dict[str, Callable[[], int]], repeats: int, min_seconds: float = 0.0, max_repeats: int | None = None
+) -> dict[str, list[float]]:
     """Run every side at least `repeats` times, in rotating order, and on until `min_seconds` have passed (at most
     `max_repeats` rounds, default 20 x `repeats`); return images/s per side per round.
 
@@ -152,7 +182,7 @@ def peak_rss_mb() -> float:
 
 @dataclass
 class DemoData:
-    images: np.ndarray                 # [n, S, S, 3] uint8, memory-mapped from the cache
+    images: np.ndarray  # [n, S, S, 3] uint8, memory-mapped from the cache
     targets: dict[str, np.ndarray]
     heads: list
 
@@ -198,8 +228,10 @@ def fresh_model(config: Config, heads, runtime):
 
 def resident_batches(batches, runtime) -> list:
     """Batches moved to the device once, so a step on them pays no data path at all."""
-    return [(runtime.to_device(images), {name: value.to(runtime.device) for name, value in targets.items()}, rows)
-            for images, targets, rows in batches]
+    return [
+        (runtime.to_device(images), {name: value.to(runtime.device) for name, value in targets.items()}, rows)
+        for images, targets, rows in batches
+    ]
 
 
 class _BatchStream:
@@ -234,8 +266,14 @@ def _pairing(workers: int) -> str:
     return "batch" if workers == 0 else "epoch"
 
 
-def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
-                   num_workers: Optional[int] = None, min_seconds: float = 0.0) -> dict:
+def bench_training(
+    config: Config,
+    data: DemoData,
+    n_images: int,
+    repeats: int,
+    num_workers: int | None = None,
+    min_seconds: float = 0.0,
+) -> dict:
     """images/s of training on the real data path vs on resident batches; same model, step and threads.
 
     Both sides call `engine.train_one_epoch`: the real one on batches from the training loader
@@ -257,8 +295,9 @@ def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
     optimizer = build_optimizer(model, loss_fn, tc)
     constant_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     training = Training(model, model, loss_fn, optimizer, constant_lr, build_grad_scaler(runtime))
-    train_data = build_train_data(config, data.images, np.arange(n_images) % len(data.images), data.targets, runtime,
-                                  num_workers=num_workers)
+    train_data = build_train_data(
+        config, data.images, np.arange(n_images) % len(data.images), data.targets, runtime, num_workers=num_workers
+    )
     workers = train_data.loader.loader.num_workers
     resident = resident_batches(list(train_data.loader), runtime)
 
@@ -269,10 +308,12 @@ def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
         return seen
 
     step(resident[:2])  # warm-up: first-call allocations and kernel selection stay out of the timings
-    rates, loader_rate = _training_rates(step, train_data.loader, train_data.dataset, resident, workers, repeats,
-                                         min_seconds)
+    rates, loader_rate = _training_rates(
+        step, train_data.loader, train_data.dataset, resident, workers, repeats, min_seconds
+    )
     return {
-        "images_per_epoch": len(resident) * tc.batch_size, "num_workers": workers,
+        "images_per_epoch": len(resident) * tc.batch_size,
+        "num_workers": workers,
         "epochs": len(rates["real"]) / (len(resident) if _pairing(workers) == "batch" else 1),
         "paired_by": _pairing(workers),
         "real_images_per_s": statistics.median(rates["real"]),
@@ -282,13 +323,17 @@ def bench_training(config: Config, data: DemoData, n_images: int, repeats: int,
     }
 
 
-def _training_rates(step: Callable[[list], int], loader, dataset, resident: list, workers: int, repeats: int,
-                    min_seconds: float) -> tuple[dict[str, list[float]], float]:
+def _training_rates(
+    step: Callable[[list], int], loader, dataset, resident: list, workers: int, repeats: int, min_seconds: float
+) -> tuple[dict[str, list[float]], float]:
     """(images/s per side per round, images/s of the loader alone): batch by batch without workers, else by epoch."""
     stream, cycle = _BatchStream(loader, dataset), itertools.cycle(resident)
     if _pairing(workers) == "batch":
-        rates = interleaved({"real": lambda: step([stream.next()]), "resident": lambda: step([next(cycle)])},
-                            repeats * len(resident), min_seconds)
+        rates = interleaved(
+            {"real": lambda: step([stream.next()]), "resident": lambda: step([next(cycle)])},
+            repeats * len(resident),
+            min_seconds,
+        )
         return rates, stream.images_per_s
 
     def real_epoch() -> int:
@@ -301,8 +346,9 @@ def _training_rates(step: Callable[[list], int], loader, dataset, resident: list
         dataset.set_epoch(stream.epoch)
         return sum(len(images) for images, _, _ in loader)
 
-    rates = interleaved({"real": real_epoch, "resident": lambda: step(resident), "loader_only": loader_only}, repeats,
-                        min_seconds)
+    rates = interleaved(
+        {"real": real_epoch, "resident": lambda: step(resident), "loader_only": loader_only}, repeats, min_seconds
+    )
     return rates, statistics.median(rates["loader_only"])
 
 
@@ -336,11 +382,17 @@ def bench_inference(config: Config, data: DemoData, n_images: int, repeats: int,
     forward_only(resident[:1])  # warm-up
     # Whole passes, as oof and submit call predict_probs once per image set (its per-call set-up, e.g. model.eval(),
     # is not a per-batch cost); a pass of a few batches is short, so each pair still runs under one load.
-    sides = {"predict": lambda: predict(loader, False), "predict_tta": lambda: predict(loader, True),
-             "forward_only": lambda: forward_only(resident)}
+    sides = {
+        "predict": lambda: predict(loader, False),
+        "predict_tta": lambda: predict(loader, True),
+        "forward_only": lambda: forward_only(resident),
+    }
     rates = interleaved(sides, repeats, min_seconds)
     return {
-        "images": n_images, "repeats": len(rates["predict"]), "batch_size": config.predict.batch_size, "num_workers": workers,
+        "images": n_images,
+        "repeats": len(rates["predict"]),
+        "batch_size": config.predict.batch_size,
+        "num_workers": workers,
         "paired_by": "pass",
         "predict_images_per_s": statistics.median(rates["predict"]),
         "predict_tta_images_per_s": statistics.median(rates["predict_tta"]),
@@ -357,20 +409,25 @@ def with_model(config: Config, name: str) -> Config:
     return config.model_copy(update={"model": model})
 
 
-def bench_data_path(config: Config, data: DemoData, sizes: BenchSizes, models: list[str],
-                    log: Callable[[str], None]) -> dict:
+def bench_data_path(
+    config: Config, data: DemoData, sizes: BenchSizes, models: list[str], log: Callable[[str], None]
+) -> dict:
     """{"models": {model: {"training": bench_training, "inference": bench_inference}}} for each architecture in `models`."""
     results = {}
     for name in models:
         model_config = with_model(config, name)
-        training = bench_training(model_config, data, sizes.train_images, sizes.train_repeats,
-                                  min_seconds=sizes.data_path_seconds)
-        inference = bench_inference(model_config, data, sizes.predict_images, sizes.predict_repeats,
-                                    sizes.data_path_seconds)
+        training = bench_training(
+            model_config, data, sizes.train_images, sizes.train_repeats, min_seconds=sizes.data_path_seconds
+        )
+        inference = bench_inference(
+            model_config, data, sizes.predict_images, sizes.predict_repeats, sizes.data_path_seconds
+        )
         results[name] = {"training": training, "inference": inference}
-        log(f"  {name:<24} training {training['ratio']['median']:.3f} ({training['real_images_per_s']:.0f} vs "
+        log(
+            f"  {name:<24} training {training['ratio']['median']:.3f} ({training['real_images_per_s']:.0f} vs "
             f"{training['resident_images_per_s']:.0f} img/s), inference {inference['ratio']['median']:.3f} "
-            f"({inference['predict_images_per_s']:.0f} vs {inference['forward_only_images_per_s']:.0f} img/s)")
+            f"({inference['predict_images_per_s']:.0f} vs {inference['forward_only_images_per_s']:.0f} img/s)"
+        )
     return {"models": results}
 
 
@@ -378,8 +435,16 @@ def bench_data_path(config: Config, data: DemoData, sizes: BenchSizes, models: l
 # The C allocator: glibc's defaults against src.runtime.reuse_freed_memory, each in its own process
 
 
-def allocator_child(model: str, image_size: int, batch_size: int, predict_batch_size: int, threads: Optional[int],
-                    reuse: bool, train_steps: int, predict_passes: int) -> dict:
+def allocator_child(
+    model: str,
+    image_size: int,
+    batch_size: int,
+    predict_batch_size: int,
+    threads: int | None,
+    reuse: bool,
+    train_steps: int,
+    predict_passes: int,
+) -> dict:
     """(In a fresh process: the allocator setting is process-wide) images/s of training steps and of forward passes
     of `model` on the CPU, on random normalised batches, with or without `reuse_freed_memory`; and the minor page
     faults per training step."""
@@ -420,35 +485,54 @@ def allocator_child(model: str, image_size: int, batch_size: int, predict_batch_
     network.eval()
     with torch.no_grad():
         pass_seconds, _ = timed(lambda: network(batch), 6, predict_passes)
-    return {"reused": reused, "train_images_per_s": batch_size / step_seconds,
-            "predict_images_per_s": predict_batch_size / pass_seconds, "faults_per_train_step": step_faults / train_steps}
+    return {
+        "reused": reused,
+        "train_images_per_s": batch_size / step_seconds,
+        "predict_images_per_s": predict_batch_size / pass_seconds,
+        "faults_per_train_step": step_faults / train_steps,
+    }
 
 
-def bench_allocator(config: Config, models: list[str], pairs: int, train_steps: int, predict_passes: int,
-                    log: Callable[[str], None]) -> dict:
+def bench_allocator(
+    config: Config, models: list[str], pairs: int, train_steps: int, predict_passes: int, log: Callable[[str], None]
+) -> dict:
     """Training and inference images/s on the CPU with `reuse_freed_memory` over without it, per model: fresh processes
     in alternating order, `pairs` of them; the ratio is the median over pairs (> 1: reuse is faster)."""
     results = {}
     for name in models:
-        arguments = {"model": name, "image_size": config.data.image_size, "batch_size": config.train.batch_size,
-                     "predict_batch_size": config.predict.batch_size, "threads": config.train.threads,
-                     "train_steps": train_steps, "predict_passes": predict_passes}
+        arguments = {
+            "model": name,
+            "image_size": config.data.image_size,
+            "batch_size": config.train.batch_size,
+            "predict_batch_size": config.predict.batch_size,
+            "threads": config.train.threads,
+            "train_steps": train_steps,
+            "predict_passes": predict_passes,
+        }
         runs: dict[bool, list[dict]] = {False: [], True: []}
         for pair in range(pairs):
-            for reuse in ((False, True) if pair % 2 == 0 else (True, False)):
+            for reuse in (False, True) if pair % 2 == 0 else (True, False):
                 runs[reuse].append(_run_child("allocator_child", {**arguments, "reuse": reuse}))
-        rates = {f"{part}_{setting}": [run[f"{part}_images_per_s"] for run in runs[reuse]]
-                 for part in ("train", "predict") for setting, reuse in (("default", False), ("reuse", True))}
+        rates = {
+            f"{part}_{setting}": [run[f"{part}_images_per_s"] for run in runs[reuse]]
+            for part in ("train", "predict")
+            for setting, reuse in (("default", False), ("reuse", True))
+        }
         results[name] = {
-            "pairs": pairs, "reused": all(run["reused"] for run in runs[True]),
+            "pairs": pairs,
+            "reused": all(run["reused"] for run in runs[True]),
             "training": ratio_summary(rates, "train_reuse", "train_default"),
             "inference": ratio_summary(rates, "predict_reuse", "predict_default"),
             **{f"{key}_images_per_s": statistics.median(values) for key, values in rates.items()},
-            "faults_per_train_step": {setting: statistics.median(run["faults_per_train_step"] for run in runs[reuse])
-                                      for setting, reuse in (("default", False), ("reuse", True))},
+            "faults_per_train_step": {
+                setting: statistics.median(run["faults_per_train_step"] for run in runs[reuse])
+                for setting, reuse in (("default", False), ("reuse", True))
+            },
         }
-        log(f"  {name:<24} training x{results[name]['training']['median']:.3f}, inference "
-            f"x{results[name]['inference']['median']:.3f} with freed memory reused")
+        log(
+            f"  {name:<24} training x{results[name]['training']['median']:.3f}, inference "
+            f"x{results[name]['inference']['median']:.3f} with freed memory reused"
+        )
     return {"models": results}
 
 
@@ -456,8 +540,12 @@ def bench_allocator(config: Config, models: list[str], pairs: int, train_steps: 
 # Thresholds on a synthetic iMet-scale OOF matrix
 
 
-def imet_like_frequencies(n_classes: int = IMET_CLASSES, n_reference: int = IMET_ROWS, top_count: int = IMET_TOP_COUNT,
-                          labels_per_image: float = IMET_LABELS_PER_IMAGE) -> np.ndarray:
+def imet_like_frequencies(
+    n_classes: int = IMET_CLASSES,
+    n_reference: int = IMET_ROWS,
+    top_count: int = IMET_TOP_COUNT,
+    labels_per_image: float = IMET_LABELS_PER_IMAGE,
+) -> np.ndarray:
     """Positive rate of each class, most frequent first: from top_count/n_reference down to 1/n_reference.
 
     log(count) falls from log(top_count) to 0 as 1 - u**k with u = log(rank)/log(n_classes); k is
@@ -466,7 +554,7 @@ def imet_like_frequencies(n_classes: int = IMET_CLASSES, n_reference: int = IMET
     u = np.log(np.arange(1, n_classes + 1)) / math.log(max(n_classes, 2))
 
     def mean_labels(k: float) -> float:
-        return float(np.exp(math.log(top_count) * (1 - u ** k)).sum() / n_reference)
+        return float(np.exp(math.log(top_count) * (1 - u**k)).sum() / n_reference)
 
     low, high = 0.05, 64.0
     if not mean_labels(low) <= labels_per_image <= mean_labels(high):
@@ -474,7 +562,7 @@ def imet_like_frequencies(n_classes: int = IMET_CLASSES, n_reference: int = IMET
     for _ in range(80):
         middle = math.sqrt(low * high)
         low, high = (middle, high) if mean_labels(middle) < labels_per_image else (low, middle)
-    return np.exp(math.log(top_count) * (1 - u ** low)) / n_reference
+    return np.exp(math.log(top_count) * (1 - u**low)) / n_reference
 
 
 def synthetic_labels(n_rows: int, frequencies: np.ndarray, seed: int) -> np.ndarray:
@@ -482,14 +570,16 @@ def synthetic_labels(n_rows: int, frequencies: np.ndarray, seed: int) -> np.ndar
     rng = np.random.default_rng(seed)
     labels = np.empty((n_rows, frequencies.size), dtype=bool)
     for start in range(0, n_rows, 4096):
-        block = labels[start:start + 4096]
+        block = labels[start : start + 4096]
         block[:] = rng.random(block.shape, dtype=np.float32) < frequencies
     empty = np.flatnonzero(~labels.any(axis=1))
     labels[empty, rng.choice(frequencies.size, size=empty.size, p=frequencies / frequencies.sum())] = True
     return labels
 
 
-def synthetic_oof(n_rows: int, n_classes: int = IMET_CLASSES, seed: int = 0, rows_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_oof(
+    n_rows: int, n_classes: int = IMET_CLASSES, seed: int = 0, rows_seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(probs float32 via float16 as OOF files store them, bool targets) that look like a decent iMet model's.
 
     logit = logit(class rate) + N(0, 1) + separation_c * target, separation_c ~ U(1.5, 4.5): some
@@ -503,13 +593,15 @@ def synthetic_oof(n_rows: int, n_classes: int = IMET_CLASSES, seed: int = 0, row
     rng = np.random.default_rng(2_000 + rows_seed)
     probs = np.empty((n_rows, n_classes), dtype=np.float16)
     for start in range(0, n_rows, 4096):
-        block = targets[start:start + 4096]
+        block = targets[start : start + 4096]
         logits = prior + rng.standard_normal(block.shape, dtype=np.float32) + separation * block
-        probs[start:start + 4096] = 1 / (1 + np.exp(-logits))
+        probs[start : start + 4096] = 1 / (1 + np.exp(-logits))
     return probs.astype(np.float32), targets
 
 
-def bench_thresholds(n_rows: int, n_classes: int, optuna_trials: int, log: Callable[[str], None], seed: int = 0) -> dict:
+def bench_thresholds(
+    n_rows: int, n_classes: int, optuna_trials: int, log: Callable[[str], None], seed: int = 0
+) -> dict:
     """Seconds and per-image F2 of one global threshold, exact per-class and Optuna per-class thresholds.
 
     `f2`: on the rows they were tuned on (what each optimizer maximises); `f2_fresh_rows`: the same
@@ -522,14 +614,24 @@ def bench_thresholds(n_rows: int, n_classes: int, optuna_trials: int, log: Calla
     probs, targets = synthetic_oof(n_rows, n_classes, seed, rows_seed=0)
     fresh_probs, fresh_targets = synthetic_oof(n_rows, n_classes, seed, rows_seed=1)
     objective = SamplesFbeta(2.0)
-    result = {"rows": n_rows, "classes": n_classes, "labels_per_image": float(targets.sum(axis=1).mean()),
-              "classes_with_positives": int(targets.any(axis=0).sum())}
+    result = {
+        "rows": n_rows,
+        "classes": n_classes,
+        "labels_per_image": float(targets.sum(axis=1).mean()),
+        "classes_with_positives": int(targets.any(axis=0).sum()),
+    }
 
     def record(name: str, thresholds, seconds: float, **extra) -> None:
-        result[name] = {"seconds": seconds, "f2": th.score(probs, targets, thresholds, objective),
-                        "f2_fresh_rows": th.score(fresh_probs, fresh_targets, thresholds, objective), **extra}
-        log(f"  {name:<7} F2 {result[name]['f2']:.4f} (fresh rows {result[name]['f2_fresh_rows']:.4f}) "
-            f"in {seconds:.1f}s")
+        result[name] = {
+            "seconds": seconds,
+            "f2": th.score(probs, targets, thresholds, objective),
+            "f2_fresh_rows": th.score(fresh_probs, fresh_targets, thresholds, objective),
+            **extra,
+        }
+        log(
+            f"  {name:<7} F2 {result[name]['f2']:.4f} (fresh rows {result[name]['f2_fresh_rows']:.4f}) "
+            f"in {seconds:.1f}s"
+        )
 
     started = time.perf_counter()
     value, _ = th.best_global_threshold(probs, targets, objective)
@@ -554,11 +656,19 @@ def _child_env() -> dict:
 
 def _run_child(function: str, arguments: dict) -> dict:
     """Call `src.bench.<function>(**arguments)` in a fresh Python process; return the dict it returns."""
-    code = ("import json, sys\nfrom src import bench\n"
-            f"result = bench.{function}(**json.loads(sys.stdin.read()))\n"
-            "print('\\n' + json.dumps(result))")
-    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(arguments), capture_output=True, text=True,
-                          cwd=REPO_ROOT, env=_child_env())
+    code = (
+        "import json, sys\nfrom src import bench\n"
+        f"result = bench.{function}(**json.loads(sys.stdin.read()))\n"
+        "print('\\n' + json.dumps(result))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(arguments),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=_child_env(),
+    )
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise PipelineError(f"bench child {function} failed (exit {done.returncode}): " + " | ".join(tail))
@@ -580,9 +690,17 @@ def folds_child(sizes: list[int], n_classes: int, n_splits: int = 5, seed: int =
         fold_of_row = make_folds(labels, n_splits, seed)
         seconds = time.perf_counter() - started
         counts = np.bincount(fold_of_row, minlength=n_splits)
-        runs.append({"rows": n_rows, "classes": n_classes, "seconds": seconds, "rss_before_mb": before,
-                     "peak_rss_mb": peak_rss_mb(), "matrix_mb": labels.nbytes / 2**20,
-                     "fold_size_spread": int(counts.max() - counts.min())})
+        runs.append(
+            {
+                "rows": n_rows,
+                "classes": n_classes,
+                "seconds": seconds,
+                "rss_before_mb": before,
+                "peak_rss_mb": peak_rss_mb(),
+                "matrix_mb": labels.nbytes / 2**20,
+                "fold_size_spread": int(counts.max() - counts.min()),
+            }
+        )
         del labels
     return {"runs": runs}
 
@@ -593,20 +711,31 @@ def bench_folds(ladder: tuple[int, ...], full: bool, n_classes: int, log: Callab
     if full:  # its own process, so its peak is its own
         runs += _run_child("folds_child", {"sizes": [IMET_ROWS], "n_classes": n_classes})["runs"]
     for run in runs:
-        log(f"  {run['rows']:>7} x {n_classes}: {run['seconds']:.1f}s, peak {run['peak_rss_mb']:.0f} MB "
-            f"({run['rss_before_mb']:.0f} MB before make_folds)")
+        log(
+            f"  {run['rows']:>7} x {n_classes}: {run['seconds']:.1f}s, peak {run['peak_rss_mb']:.0f} MB "
+            f"({run['rss_before_mb']:.0f} MB before make_folds)"
+        )
     # Power law through the ladder: seconds = a * rows ** b.
-    exponent, intercept = np.polyfit(np.log([r["rows"] for r in runs[:len(ladder)]]),
-                                     np.log([r["seconds"] for r in runs[:len(ladder)]]), 1)
-    result = {"runs": runs, "scaling_exponent": float(exponent),
-              "imet_seconds_extrapolated": float(math.exp(intercept) * IMET_ROWS ** exponent)}
+    exponent, intercept = np.polyfit(
+        np.log([r["rows"] for r in runs[: len(ladder)]]), np.log([r["seconds"] for r in runs[: len(ladder)]]), 1
+    )
+    result = {
+        "runs": runs,
+        "scaling_exponent": float(exponent),
+        "imet_seconds_extrapolated": float(math.exp(intercept) * IMET_ROWS**exponent),
+    }
     if full:
         result["imet"] = runs[-1]
     return result
 
 
-STAGE_RUNS = (("folds", ["folds"]), ("train", ["train", "--fold", "all"]), ("oof", ["oof"]),
-              ("thresholds", ["thresholds"]), ("submit", ["submit"]))
+STAGE_RUNS = (
+    ("folds", ["folds"]),
+    ("train", ["train", "--fold", "all"]),
+    ("oof", ["oof"]),
+    ("thresholds", ["thresholds"]),
+    ("submit", ["submit"]),
+)
 
 # Runs each stage as `python -m src.stage ...` and reads its peak RSS with wait4. It imports nothing
 # but the standard library: exec carries the parent's peak into the child's ru_maxrss, so the parent
@@ -641,19 +770,33 @@ def bench_stage_memory(config: Config, workdir: Path, sizes: BenchSizes, log: Ca
     folder = workdir / "stages"
     paths = build_demo("imet", folder / "demo-imet", n_train=sizes.demo_train, n_test=sizes.demo_test)
     body = config_to_dict(config)
-    body.update({"competition": "bench-demo-imet", "format": "imet", "format_options": {}, "output_dir": str(folder / "out")})
+    body.update(
+        {"competition": "bench-demo-imet", "format": "imet", "format_options": {}, "output_dir": str(folder / "out")}
+    )
     body["data"].update({"root": str(paths.root), "n_folds": 2, "solution": [], "skip_unreadable": False})
     body["model"].update({"weights": None})
     body["train"].update({"epochs": 1, "early_stopping_patience": None, "tensorboard": False})
-    body["thresholds"].update({"optuna_trials": min(config.thresholds.optuna_trials, 20), "honest_folds": 2,
-                               "storage": None})
+    body["thresholds"].update(
+        {"optuna_trials": min(config.thresholds.optuna_trials, 20), "honest_folds": 2, "storage": None}
+    )
     body["submit"].update({"checkpoint": "fold-0"})
     config_path = folder / "bench-stages.yaml"
     config_path.write_text(yaml.safe_dump(body, sort_keys=False))
-    runs = [[name, [sys.executable, "-m", "src.stage", *argv, "--config", str(config_path), "--quiet"],
-             str(folder / f"{argv[0]}.log")] for name, argv in STAGE_RUNS[:sizes.stages]]
-    done = subprocess.run([sys.executable, "-c", _STAGE_RUNNER], input=json.dumps({"runs": runs, "cwd": str(REPO_ROOT)}),
-                          capture_output=True, text=True, env=_child_env())
+    runs = [
+        [
+            name,
+            [sys.executable, "-m", "src.stage", *argv, "--config", str(config_path), "--quiet"],
+            str(folder / f"{argv[0]}.log"),
+        ]
+        for name, argv in STAGE_RUNS[: sizes.stages]
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", _STAGE_RUNNER],
+        input=json.dumps({"runs": runs, "cwd": str(REPO_ROOT)}),
+        capture_output=True,
+        text=True,
+        env=_child_env(),
+    )
     if done.returncode != 0:
         raise PipelineError("bench stage runner failed: " + " | ".join(done.stderr.strip().splitlines()[-3:]))
     stages = json.loads(done.stdout.strip().splitlines()[-1])
@@ -662,8 +805,13 @@ def bench_stage_memory(config: Config, workdir: Path, sizes: BenchSizes, log: Ca
             tail = " | ".join(Path(runs[[r[0] for r in runs].index(name)][2]).read_text().strip().splitlines()[-3:])
             raise PipelineError(f"stage {name} failed (exit {run['exit_code']}) in the memory run: {tail}")
         log(f"  {name:<12} peak {run['peak_rss_mb']:6.0f} MB  ({run['seconds']:.1f}s)")
-    return {"stages": stages, "demo_train_images": sizes.demo_train, "demo_test_images": sizes.demo_test,
-            "n_folds": 2, "epochs": 1}
+    return {
+        "stages": stages,
+        "demo_train_images": sizes.demo_train,
+        "demo_test_images": sizes.demo_test,
+        "n_folds": 2,
+        "epochs": 1,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -673,9 +821,13 @@ def bench_stage_memory(config: Config, workdir: Path, sizes: BenchSizes, log: Ca
 def machine() -> dict:
     import torch
 
-    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average": list(os.getloadavg())}
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average": list(os.getloadavg()),
+    }
 
 
 DATA_PATH_GOAL = 0.95  # training and inference ratio per model, 2 CPU cores at 64 px
@@ -685,36 +837,65 @@ def goals(result: dict) -> list[dict]:
     """The issue's goals against what was measured (a quick run measures smaller sizes than the goals name)."""
     thresholds = result["thresholds"]
     # `interval`: the 95% interval of the median; a goal inside it is one this run cannot tell apart from what it measured.
-    data_path = [{"goal": f"{name} {part} data-path ratio >= {DATA_PATH_GOAL}", "measured": ratio["median"],
-                  "met": ratio["median"] >= DATA_PATH_GOAL, "target": DATA_PATH_GOAL,
-                  "interval": ratio["ci95"]}
-                 for name, model in result["data_path"]["models"].items() for part in ("training", "inference")
-                 for ratio in [model[part]["ratio"]]]
+    data_path = [
+        {
+            "goal": f"{name} {part} data-path ratio >= {DATA_PATH_GOAL}",
+            "measured": ratio["median"],
+            "met": ratio["median"] >= DATA_PATH_GOAL,
+            "target": DATA_PATH_GOAL,
+            "interval": ratio["ci95"],
+        }
+        for name, model in result["data_path"]["models"].items()
+        for part in ("training", "inference")
+        for ratio in [model[part]["ratio"]]
+    ]
     return [
         *data_path,
-        {"goal": f"exact thresholds <= 10 s ({thresholds['rows']} x {thresholds['classes']})",
-         "measured": thresholds["exact"]["seconds"], "met": thresholds["exact"]["seconds"] <= 10.0},
-        {"goal": f"exact F2 >= Optuna F2 ({thresholds['optuna']['trials']} trials)",
-         "measured": thresholds["exact"]["f2"] - thresholds["optuna"]["f2"],
-         "met": thresholds["exact"]["f2"] >= thresholds["optuna"]["f2"]},
+        {
+            "goal": f"exact thresholds <= 10 s ({thresholds['rows']} x {thresholds['classes']})",
+            "measured": thresholds["exact"]["seconds"],
+            "met": thresholds["exact"]["seconds"] <= 10.0,
+        },
+        {
+            "goal": f"exact F2 >= Optuna F2 ({thresholds['optuna']['trials']} trials)",
+            "measured": thresholds["exact"]["f2"] - thresholds["optuna"]["f2"],
+            "met": thresholds["exact"]["f2"] >= thresholds["optuna"]["f2"],
+        },
     ]
 
 
-def run_all(config: Config, sizes: BenchSizes, workdir: Path, log: Callable[[str], None] = print,
-            models: Optional[list[str]] = None) -> dict:
+def run_all(
+    config: Config,
+    sizes: BenchSizes,
+    workdir: Path,
+    log: Callable[[str], None] = print,
+    models: list[str] | None = None,
+) -> dict:
     """Every section, in one run; the data path for each of `models` (default: the config's); returns the result
     dict (see the module docstring)."""
     started = time.perf_counter()
     workdir = Path(workdir)
     models = list(models or [config.model.name])
-    result: dict = {"mode": sizes.label, "sizes": asdict(sizes), "machine": machine(),
-                    "setup": {"models": models, "image_size": config.data.image_size,
-                              "batch_size": config.train.batch_size, "predict_batch_size": config.predict.batch_size,
-                              "threads": config.train.threads, "num_workers": config.train.num_workers,
-                              "device": config.train.device}}
-    log(f"bench ({sizes.label}): {', '.join(models)} @{config.data.image_size}px, batch {config.train.batch_size}, "
+    result: dict = {
+        "mode": sizes.label,
+        "sizes": asdict(sizes),
+        "machine": machine(),
+        "setup": {
+            "models": models,
+            "image_size": config.data.image_size,
+            "batch_size": config.train.batch_size,
+            "predict_batch_size": config.predict.batch_size,
+            "threads": config.train.threads,
+            "num_workers": config.train.num_workers,
+            "device": config.train.device,
+        },
+    }
+    log(
+        f"bench ({sizes.label}): {', '.join(models)} @{config.data.image_size}px, batch {config.train.batch_size}, "
         f"num_workers {config.train.num_workers}, load average {result['machine']['load_average'][0]:.1f} "
-        f"on {result['machine']['cpus']} CPUs")
+        f"on {result['machine']['cpus']} CPUs"
+    )
+
     def section(name: str, title: str, measure: Callable[[], dict]) -> None:
         log(title)
         section_started = time.perf_counter()
@@ -722,19 +903,33 @@ def run_all(config: Config, sizes: BenchSizes, workdir: Path, log: Callable[[str
         result[name]["section_seconds"] = time.perf_counter() - section_started
 
     data = demo_data(workdir, config.data.image_size, max(sizes.train_images, sizes.predict_images), log)
-    section("data_path", "data path per model: training (real path vs resident batches), inference (predict_probs vs "
-                      "forward-only)", lambda: bench_data_path(config, data, sizes, models, log))
+    section(
+        "data_path",
+        "data path per model: training (real path vs resident batches), inference (predict_probs vs forward-only)",
+        lambda: bench_data_path(config, data, sizes, models, log),
+    )
     allocator_models = models if sizes.allocator_all_models else models[:1]
-    section("allocator", "C allocator: CPU training and inference with freed memory reused vs glibc's defaults, fresh "
-                         "processes", lambda: bench_allocator(config, allocator_models, sizes.allocator_pairs,
-                                                              *sizes.allocator_steps, log))
-    section("thresholds", f"thresholds: synthetic OOF {sizes.oof_rows} x {sizes.oof_classes}",
-            lambda: bench_thresholds(sizes.oof_rows, sizes.oof_classes, sizes.optuna_trials, log))
-    section("folds", "folds: make_folds (MultilabelStratifiedKFold) in a fresh process",
-            lambda: bench_folds(sizes.folds_ladder, sizes.folds_full, IMET_CLASSES, log))
-    section("memory", f"memory: {', '.join(name for name, _ in STAGE_RUNS[:sizes.stages])}, each its own process "
-                      f"on a {sizes.demo_train}-image demo",
-            lambda: bench_stage_memory(config, workdir, sizes, log))
+    section(
+        "allocator",
+        "C allocator: CPU training and inference with freed memory reused vs glibc's defaults, fresh processes",
+        lambda: bench_allocator(config, allocator_models, sizes.allocator_pairs, *sizes.allocator_steps, log),
+    )
+    section(
+        "thresholds",
+        f"thresholds: synthetic OOF {sizes.oof_rows} x {sizes.oof_classes}",
+        lambda: bench_thresholds(sizes.oof_rows, sizes.oof_classes, sizes.optuna_trials, log),
+    )
+    section(
+        "folds",
+        "folds: make_folds (MultilabelStratifiedKFold) in a fresh process",
+        lambda: bench_folds(sizes.folds_ladder, sizes.folds_full, IMET_CLASSES, log),
+    )
+    section(
+        "memory",
+        f"memory: {', '.join(name for name, _ in STAGE_RUNS[: sizes.stages])}, each its own process "
+        f"on a {sizes.demo_train}-image demo",
+        lambda: bench_stage_memory(config, workdir, sizes, log),
+    )
     result["machine"]["load_average_end"] = list(os.getloadavg())
     result["goals"] = goals(result)
     result["seconds"] = time.perf_counter() - started
@@ -759,14 +954,20 @@ def summary_table(result: dict) -> str:
         f"thresholds   {th['rows']} x {th['classes']} synthetic OOF ({th['labels_per_image']:.1f} labels/image): "
         f"per-image F2",
         "             method   F2 tuned rows   F2 fresh rows   seconds",
-        *(f"             {name:<8} {th[name]['f2']:>13.4f}   {th[name]['f2_fresh_rows']:>13.4f}   {th[name]['seconds']:>7.1f}"
-          + (f"   ({th[name]['trials']} trials)" if name == "optuna" else "") for name in ("global", "exact", "optuna")),
+        *(
+            f"             {name:<8} {th[name]['f2']:>13.4f}   {th[name]['f2_fresh_rows']:>13.4f}   {th[name]['seconds']:>7.1f}"
+            + (f"   ({th[name]['trials']} trials)" if name == "optuna" else "")
+            for name in ("global", "exact", "optuna")
+        ),
         "",
-        "folds        make_folds, " + ", ".join(f"{r['rows']} rows {r['seconds']:.1f}s / {r['peak_rss_mb']:.0f} MB"
-                                                for r in f["runs"]),
+        "folds        make_folds, "
+        + ", ".join(f"{r['rows']} rows {r['seconds']:.1f}s / {r['peak_rss_mb']:.0f} MB" for r in f["runs"]),
         f"             seconds ~ rows^{f['scaling_exponent']:.2f}; at {IMET_ROWS} x {IMET_CLASSES}: "
-        + (f"measured {f['imet']['seconds']:.0f}s, peak {f['imet']['peak_rss_mb']:.0f} MB" if "imet" in f
-           else f"extrapolated ~{f['imet_seconds_extrapolated']:.0f}s (not measured in this mode)"),
+        + (
+            f"measured {f['imet']['seconds']:.0f}s, peak {f['imet']['peak_rss_mb']:.0f} MB"
+            if "imet" in f
+            else f"extrapolated ~{f['imet_seconds_extrapolated']:.0f}s (not measured in this mode)"
+        ),
         "",
         "memory       peak RSS per stage (python -m src.stage, own process): "
         + ", ".join(f"{name} {run['peak_rss_mb']:.0f} MB" for name, run in m["stages"].items()),
@@ -776,32 +977,42 @@ def summary_table(result: dict) -> str:
         lines.insert(-1, f"             (this mode measures the first {len(m['stages'])} of {len(STAGE_RUNS)} stages)")
     lines += [goal_line(goal) for goal in result["goals"]]
     if result["mode"] == "quick":
-        lines.append("quick mode: smaller sizes than the goals name (see sizes in the JSON); run without --quick for the figures")
+        lines.append(
+            "quick mode: smaller sizes than the goals name (see sizes in the JSON); run without --quick for the figures"
+        )
     return "\n".join(lines)
 
 
 def data_path_lines(models: dict) -> list[str]:
     """One line per model: training and inference images/s and ratios (median [95% interval]), flip TTA."""
-    lines = [f"{'data path':<24} {'training: real / resident img/s':<32} {'ratio [95% interval]':<21} "
-             f"{'inference: predict / forward':<30} {'ratio [95% interval]':<21} flip TTA (0.5 = free)"]
+    lines = [
+        f"{'data path':<24} {'training: real / resident img/s':<32} {'ratio [95% interval]':<21} "
+        f"{'inference: predict / forward':<30} {'ratio [95% interval]':<21} flip TTA (0.5 = free)"
+    ]
     for name, model in models.items():
         t, i = model["training"], model["inference"]
-        lines.append(f"{name:<24} {t['real_images_per_s']:>9.0f} / {t['resident_images_per_s']:<19.0f} {_ratio(t['ratio'])}  "
-                     f"{i['predict_images_per_s']:>9.0f} / {i['forward_only_images_per_s']:<17.0f} {_ratio(i['ratio'])}  "
-                     f"{_ratio(i['tta_ratio'])}")
+        lines.append(
+            f"{name:<24} {t['real_images_per_s']:>9.0f} / {t['resident_images_per_s']:<19.0f} {_ratio(t['ratio'])}  "
+            f"{i['predict_images_per_s']:>9.0f} / {i['forward_only_images_per_s']:<17.0f} {_ratio(i['ratio'])}  "
+            f"{_ratio(i['tta_ratio'])}"
+        )
     return lines
 
 
 def allocator_lines(models: dict) -> list[str]:
     """One line per model: CPU images/s with freed memory reused over glibc's defaults, training and inference."""
-    lines = [f"{'C allocator (CPU)':<24} training: reuse / default img/s  ratio                 "
-             f"inference: reuse / default    ratio                 page faults per step"]
+    lines = [
+        f"{'C allocator (CPU)':<24} training: reuse / default img/s  ratio                 "
+        f"inference: reuse / default    ratio                 page faults per step"
+    ]
     for name, run in models.items():
         faults = run["faults_per_train_step"]
-        lines.append(f"{name:<24} {run['train_reuse_images_per_s']:>9.0f} / {run['train_default_images_per_s']:<19.0f} "
-                     f"{_ratio(run['training'])}  {run['predict_reuse_images_per_s']:>9.0f} / "
-                     f"{run['predict_default_images_per_s']:<17.0f} {_ratio(run['inference'])}  "
-                     f"{faults['default']:.0f} -> {faults['reuse']:.0f}" + ("" if run["reused"] else "  (not glibc: no effect)"))
+        lines.append(
+            f"{name:<24} {run['train_reuse_images_per_s']:>9.0f} / {run['train_default_images_per_s']:<19.0f} "
+            f"{_ratio(run['training'])}  {run['predict_reuse_images_per_s']:>9.0f} / "
+            f"{run['predict_default_images_per_s']:<17.0f} {_ratio(run['inference'])}  "
+            f"{faults['default']:.0f} -> {faults['reuse']:.0f}" + ("" if run["reused"] else "  (not glibc: no effect)")
+        )
     return lines
 
 

@@ -5,14 +5,15 @@ rename. A resumable checkpoint keeps its predecessor as `<name>.prev.pt`, so whe
 missing, unverified (crash between the two renames) or damaged (bits changed on disk), loading falls
 back to the previous good one. Loading always uses `torch.load(weights_only=True)`.
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -47,7 +48,7 @@ def save_checkpoint(path: Path, payload: dict, keep_previous: bool = False) -> N
             handle.write(data[: len(data) // 2])
             handle.flush()
             crash_point(f"write_{path.name}")
-            handle.write(data[len(data) // 2:])
+            handle.write(data[len(data) // 2 :])
     write_text(_sidecar(path), json.dumps({"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}))
 
 

@@ -2,12 +2,13 @@
 
 Unknown keys and wrong types are errors that name the file, the line and the key.
 """
+
 from __future__ import annotations
 
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -25,9 +26,10 @@ class DataConfig(Section):
     image_size: int = Field(64, ge=8, description="side of the square image the model sees")
     n_folds: int = Field(5, ge=2)
     fold_seed: int = 42
-    solution: list[Path] = Field([], description="held-apart test answers in submission format (demo) to print a test score")
+    solution: list[Path] = Field(
+        [], description="held-apart test answers in submission format (demo) to print a test score"
+    )
     skip_unreadable: bool = Field(False, description="skip (and log) unreadable training images instead of stopping")
-
 
     @field_validator("solution", mode="before")
     @classmethod
@@ -37,16 +39,26 @@ class DataConfig(Section):
 
 class ModelConfig(Section):
     name: str = Field("resnet18", description="timm architecture; follows model.pretrained when only that is given")
-    pretrained: Optional[str] = Field(
-        None, description="timm pretrained tag, e.g. resnet50.a1_in1k: read from input/weights/<tag>/, which the "
-                          "`weights` stage fetches once (train never downloads); null = no pretrained weights")
-    weights: Optional[Path] = Field(None, description="a local weight file (or a folder the `weights` stage made) instead "
-                                                      "of model.pretrained; null with pretrained null trains from scratch")
+    pretrained: str | None = Field(
+        None,
+        description="timm pretrained tag, e.g. resnet50.a1_in1k: read from input/weights/<tag>/, which the "
+        "`weights` stage fetches once (train never downloads); null = no pretrained weights",
+    )
+    weights: Path | None = Field(
+        None,
+        description="a local weight file (or a folder the `weights` stage made) instead "
+        "of model.pretrained; null with pretrained null trains from scratch",
+    )
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0, description="stochastic depth: timm.create_model's drop_path_rate "
-                                                                   "(0 = off; only passed when set)")
-    forbid_pretrained: bool = Field(False, description="competition rules forbid pretrained weights: refuse model.pretrained "
-                                                       "and any weight file")
+    drop_path_rate: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="stochastic depth: timm.create_model's drop_path_rate (0 = off; only passed when set)",
+    )
+    forbid_pretrained: bool = Field(
+        False, description="competition rules forbid pretrained weights: refuse model.pretrained and any weight file"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -57,24 +69,33 @@ class ModelConfig(Section):
 
     @field_validator("pretrained")
     @classmethod
-    def _tag_fits_name(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+    def _tag_fits_name(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return value
         arch, _, tag = value.partition(".")
         if not re.fullmatch(r"[A-Za-z0-9_]+", arch) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", tag):
-            raise PydanticCustomError("pretrained_tag", "is not a timm tag <architecture>.<tag>; name one, e.g. "
-                                      "resnet50.a1_in1k (timm.list_pretrained('<architecture>.*') lists them)")
+            raise PydanticCustomError(
+                "pretrained_tag",
+                "is not a timm tag <architecture>.<tag>; name one, e.g. "
+                "resnet50.a1_in1k (timm.list_pretrained('<architecture>.*') lists them)",
+            )
         name = info.data.get("name")
         if name is not None and name != arch:
-            raise PydanticCustomError("pretrained_name", "is a {arch} tag but model.name is {name}; set model.name: "
-                                      "{arch}, or leave model.name out (it follows the tag)", {"arch": arch, "name": name})
+            raise PydanticCustomError(
+                "pretrained_name",
+                "is a {arch} tag but model.name is {name}; set model.name: "
+                "{arch}, or leave model.name out (it follows the tag)",
+                {"arch": arch, "name": name},
+            )
         return value
 
     @field_validator("weights")
     @classmethod
-    def _one_source(cls, value: Optional[Path], info: ValidationInfo) -> Optional[Path]:
+    def _one_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is not None and info.data.get("pretrained"):
-            raise PydanticCustomError("two_weight_sources", "and model.pretrained are both set; keep one (set the other to null)")
+            raise PydanticCustomError(
+                "two_weight_sources", "and model.pretrained are both set; keep one (set the other to null)"
+            )
         return value
 
 
@@ -86,9 +107,15 @@ class LossConfig(Section):
     asl_clip: float = 0.05
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="for softmax heads")
     head_weighting: Literal["fixed", "uncertainty"] = Field(
-        "fixed", description="multi-head total: 'fixed' = sum of loss_weight * loss; 'uncertainty' = learned per-head "
-                             "log-variances s (Kendall et al. 2018): sum of loss_weight * (exp(-s) * loss + s)")
-    uncertainty_lr: float = Field(0.01, gt=0, description="peak learning rate of the learned log-variances (in the trainer's AdamW, no weight decay, same warm-up and cosine schedule as the heads)")
+        "fixed",
+        description="multi-head total: 'fixed' = sum of loss_weight * loss; 'uncertainty' = learned per-head "
+        "log-variances s (Kendall et al. 2018): sum of loss_weight * (exp(-s) * loss + s)",
+    )
+    uncertainty_lr: float = Field(
+        0.01,
+        gt=0,
+        description="peak learning rate of the learned log-variances (in the trainer's AdamW, no weight decay, same warm-up and cosine schedule as the heads)",
+    )
 
 
 class TrainConfig(Section):
@@ -97,49 +124,94 @@ class TrainConfig(Section):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
-    head_warmup_epochs: Optional[int] = Field(None, exclude=True, description="moved: the freeze callback's `rewarm` "
-                                              "(train.callbacks: [{name: freeze, epochs: N, rewarm: true}])")
-    layer_decay: Optional[float] = Field(None, gt=0, le=1, description="layer-wise lr decay (timm's param_groups_layer_decay): "
-                                                                       "layer i of L gets lr * layer_decay^(L-1-i), the heads "
-                                                                       "lr; null = off")
+    head_warmup_epochs: int | None = Field(
+        None,
+        exclude=True,
+        description="moved: the freeze callback's `rewarm` "
+        "(train.callbacks: [{name: freeze, epochs: N, rewarm: true}])",
+    )
+    layer_decay: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="layer-wise lr decay (timm's param_groups_layer_decay): "
+        "layer i of L gets lr * layer_decay^(L-1-i), the heads "
+        "lr; null = off",
+    )
     head_lr_mult: float = Field(1.0, gt=0, description="the heads' peak lr is train.lr times this")
-    clip_grad_norm: Optional[float] = Field(None, gt=0, description="clip the gradients' global norm to this before each "
-                                            "optimizer step (after AMP unscaling); null = off; shorthand for the "
-                                            "clip_grad_norm callback")
-    compile: bool = Field(False, description="torch.compile the trained module; where the platform cannot compile: one "
-                                             "log line, then it trains uncompiled")
+    clip_grad_norm: float | None = Field(
+        None,
+        gt=0,
+        description="clip the gradients' global norm to this before each "
+        "optimizer step (after AMP unscaling); null = off; shorthand for the "
+        "clip_grad_norm callback",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the trained module; where the platform cannot compile: one "
+        "log line, then it trains uncompiled",
+    )
     accumulate_steps: int = Field(1, ge=1)
-    ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="validate and keep an exponential moving average "
-                                       "of the weights; shorthand for the ema callback")
-    early_stopping_patience: Optional[int] = Field(None, ge=1, description="end the run after this many epochs without "
-                                                   "a better score; shorthand for the early_stopping callback")
-    time_budget_s: Optional[float] = Field(None, gt=0, description="stop cleanly after a whole epoch when the next one "
-                                         "would pass this many seconds of this call (a Kaggle run limit); --resume "
-                                         "continues; shorthand for the time_budget callback")
-    num_workers: Union[Literal["auto"], int] = Field(
-        "auto", description="DataLoader worker processes; 'auto' = min(cores - 1, 8) on CUDA, 0 on CPU (src.runtime.loader_workers)")
-    persistent_workers: Optional[bool] = Field(None, description="keep workers between epochs; null = yes when there are workers")
-    prefetch_factor: Optional[int] = Field(None, ge=1, description="batches queued per worker; null = max(2, 8 // workers)")
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="validate and keep an exponential moving average of the weights; shorthand for the ema callback",
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="end the run after this many epochs without "
+        "a better score; shorthand for the early_stopping callback",
+    )
+    time_budget_s: float | None = Field(
+        None,
+        gt=0,
+        description="stop cleanly after a whole epoch when the next one "
+        "would pass this many seconds of this call (a Kaggle run limit); --resume "
+        "continues; shorthand for the time_budget callback",
+    )
+    num_workers: Literal["auto"] | int = Field(
+        "auto",
+        description="DataLoader worker processes; 'auto' = min(cores - 1, 8) on CUDA, 0 on CPU (src.runtime.loader_workers)",
+    )
+    persistent_workers: bool | None = Field(
+        None, description="keep workers between epochs; null = yes when there are workers"
+    )
+    prefetch_factor: int | None = Field(
+        None, ge=1, description="batches queued per worker; null = max(2, 8 // workers)"
+    )
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     channels_last: bool = True
-    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; null = torch's default")
-    reuse_freed_memory: bool = Field(True, description="glibc (Linux): freed CPU memory is kept for the next tensors "
-                                     "instead of being returned to the OS and page-faulted in again (src.runtime."
-                                     "reuse_freed_memory; bench's 'C allocator' line); false = glibc's defaults")
-    tensorboard: bool = Field(False, description="also write TensorBoard event files beside epochs.csv; shorthand for "
-                                                 "the tensorboard callback")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; null = torch's default")
+    reuse_freed_memory: bool = Field(
+        True,
+        description="glibc (Linux): freed CPU memory is kept for the next tensors "
+        "instead of being returned to the OS and page-faulted in again (src.runtime."
+        "reuse_freed_memory; bench's 'C allocator' line); false = glibc's defaults",
+    )
+    tensorboard: bool = Field(
+        False,
+        description="also write TensorBoard event files beside epochs.csv; shorthand for the tensorboard callback",
+    )
     loss: LossConfig = LossConfig()
-    callbacks: list[dict[str, Any]] = Field([], description="training tricks (src/engine/callbacks/), run in list order: "
-                                                         "[{name: <callback>, <option>: <value>, ...}]")
+    callbacks: list[dict[str, Any]] = Field(
+        [],
+        description="training tricks (src/engine/callbacks/), run in list order: "
+        "[{name: <callback>, <option>: <value>, ...}]",
+    )
 
     @field_validator("head_warmup_epochs")
     @classmethod
-    def _moved_to_freeze(cls, value: Optional[int]) -> Optional[int]:
+    def _moved_to_freeze(cls, value: int | None) -> int | None:
         if value:  # 0 / null (as in saved configs) mean nothing and pass
-            raise PydanticCustomError("moved", "has moved to the freeze callback (one freezing mechanism): write "
-                                      f"train.callbacks: [{{name: freeze, epochs: {value}, rewarm: true}}] instead")
+            raise PydanticCustomError(
+                "moved",
+                "has moved to the freeze callback (one freezing mechanism): write "
+                f"train.callbacks: [{{name: freeze, epochs: {value}, rewarm: true}}] instead",
+            )
         return None
 
     @field_validator("num_workers", mode="before")
@@ -155,8 +227,12 @@ class AugmentConfig(Section):
     eval: list[dict[str, Any]] = []
     # null = the pretrained weights' own (timm's pretrained config of model.pretrained), else ImageNet's: the
     # transforms take them from src.weights.normalisation(config), never from these fields directly.
-    mean: Optional[tuple[float, float, float]] = Field(None, description="per-channel mean; null = model.pretrained's, else ImageNet's")
-    std: Optional[tuple[float, float, float]] = Field(None, description="per-channel std; null = model.pretrained's, else ImageNet's")
+    mean: tuple[float, float, float] | None = Field(
+        None, description="per-channel mean; null = model.pretrained's, else ImageNet's"
+    )
+    std: tuple[float, float, float] | None = Field(
+        None, description="per-channel std; null = model.pretrained's, else ImageNet's"
+    )
 
 
 class PredictConfig(Section):
@@ -167,20 +243,26 @@ class PredictConfig(Section):
 class ThresholdsConfig(Section):
     method: Literal["exact", "optuna", "global"] = Field("exact", description="the thresholds submit uses")
     optuna_trials: int = Field(200, ge=1)
-    storage: Optional[str] = Field(None, description="Optuna storage URL; null = SQLite under oof/<exp>/")
-    shrink_strength: float = Field(10.0, ge=0, description="pseudo-count pulling rare classes toward the global threshold")
+    storage: str | None = Field(None, description="Optuna storage URL; null = SQLite under oof/<exp>/")
+    shrink_strength: float = Field(
+        10.0, ge=0, description="pseudo-count pulling rare classes toward the global threshold"
+    )
     honest_folds: int = Field(5, ge=2)
     min_labels: int = Field(0, ge=0)
-    max_labels: Optional[int] = Field(None, ge=1)
+    max_labels: int | None = Field(None, ge=1)
 
 
 class SubmitConfig(Section):
     checkpoint: str = Field("full", description="'full' (the --full fit) or 'fold-K': ONE model, never a list")
     message: str = "single model"
     kaggle_competitions: dict[str, str] = Field(
-        {}, description="formats that write one file per head: the competition slug of each head's file, e.g. "
-                        "{category: <slug>, attributes: <slug>}; single-file formats upload to `competition`")
-    score_wait_s: float = Field(600, ge=0, description="after an upload: how long to wait for Kaggle's score (0 = look once)")
+        {},
+        description="formats that write one file per head: the competition slug of each head's file, e.g. "
+        "{category: <slug>, attributes: <slug>}; single-file formats upload to `competition`",
+    )
+    score_wait_s: float = Field(
+        600, ge=0, description="after an upload: how long to wait for Kaggle's score (0 = look once)"
+    )
     score_poll_s: float = Field(15, gt=0, description="seconds between looks at the competition's submissions")
 
     @field_validator("kaggle_competitions")
@@ -195,7 +277,9 @@ class SubmitConfig(Section):
     @classmethod
     def _one_checkpoint(cls, value: Any) -> Any:
         if isinstance(value, (list, tuple)):
-            raise ValueError("a list of checkpoints is an ensemble, which the one-model rule forbids; name one: 'full' or 'fold-K'")
+            raise ValueError(
+                "a list of checkpoints is an ensemble, which the one-model rule forbids; name one: 'full' or 'fold-K'"
+            )
         if isinstance(value, str) and not (value == "full" or (value.startswith("fold-") and value[5:].isdigit())):
             raise ValueError(f"'{value}' is not 'full' or 'fold-K'")
         return value
@@ -204,20 +288,30 @@ class SubmitConfig(Section):
 class ReportConfig(Section):
     """The `report` stage's PDF."""
 
-    max_pages: int = Field(5, ge=1, le=100, description="report.pdf holds at most this many A4 pages (the CelebA course "
-                                                        "allows 5): detail is left out and figures shrink until it fits")
+    max_pages: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="report.pdf holds at most this many A4 pages (the CelebA course "
+        "allows 5): detail is left out and figures shrink until it fits",
+    )
 
 
 class PackageConfig(Section):
     """The `package` stage: the zip a course asks for (file names, report, code, Readme, notebook)."""
 
-    name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                                description="the student's name or roll number the course names files after, e.g. "
-                                            "RollNumber_06 (`package --name` overrides it); null = the experiment's name")
-    names: dict[str, Optional[str]] = Field(
-        {}, description="where a piece goes in the zip, over the course's own layout: keys report, notebook, readme, "
-                        "code, zip, submission (each submission file) or one submission file's name; {name} = the "
-                        "package name, {file} = the submission file's own name; null leaves the piece out")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the student's name or roll number the course names files after, e.g. "
+        "RollNumber_06 (`package --name` overrides it); null = the experiment's name",
+    )
+    names: dict[str, str | None] = Field(
+        {},
+        description="where a piece goes in the zip, over the course's own layout: keys report, notebook, readme, "
+        "code, zip, submission (each submission file) or one submission file's name; {name} = the "
+        "package name, {file} = the submission file's own name; null leaves the piece out",
+    )
 
 
 _KAGGLE_SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
@@ -226,24 +320,46 @@ _KAGGLE_SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 class KaggleConfig(Section):
     """Names of the offline kernel and its weights dataset on Kaggle (`kernel` stage); nothing secret goes here."""
 
-    username: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                                    description="owner of the kernel and dataset; null = KAGGLE_USERNAME or kaggle.json's username")
-    kernel_slug: Optional[str] = Field(None, min_length=5, max_length=50, pattern=_KAGGLE_SLUG,
-                                       description="null = '<experiment>-inference'")
-    kernel_title: Optional[str] = Field(None, min_length=5, description="must slugify to kernel_slug; null = the slug with spaces")
-    dataset_slug: Optional[str] = Field(None, min_length=6, max_length=50, pattern=_KAGGLE_SLUG,
-                                        description="weights dataset; null = '<experiment>-weights'")
-    dataset_title: Optional[str] = Field(None, min_length=6, max_length=50, description="null = '<experiment> weights'")
+    username: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="owner of the kernel and dataset; null = KAGGLE_USERNAME or kaggle.json's username",
+    )
+    kernel_slug: str | None = Field(
+        None, min_length=5, max_length=50, pattern=_KAGGLE_SLUG, description="null = '<experiment>-inference'"
+    )
+    kernel_title: str | None = Field(
+        None, min_length=5, description="must slugify to kernel_slug; null = the slug with spaces"
+    )
+    dataset_slug: str | None = Field(
+        None,
+        min_length=6,
+        max_length=50,
+        pattern=_KAGGLE_SLUG,
+        description="weights dataset; null = '<experiment>-weights'",
+    )
+    dataset_title: str | None = Field(None, min_length=6, max_length=50, description="null = '<experiment> weights'")
     dataset_license: str = Field("CC0-1.0", min_length=1, description="one Kaggle license name, e.g. CC0-1.0")
     enable_gpu: bool = Field(True, description="run the kernel on a GPU machine")
-    wheels: bool = Field(True, description="ship this environment's versions of the kernel's pure-Python packages "
-                                           "(timm, albumentations, pydantic, ...) as a wheels dataset; the kernel "
-                                           "installs those whose version differs, offline")
-    wheels_slug: Optional[str] = Field(None, min_length=6, max_length=50, pattern=_KAGGLE_SLUG,
-                                       description="wheels dataset; null = '<experiment>-wheels'")
-    python_version: str = Field("3.11", pattern=r"^3\.\d+$",
-                                description="the Python of Kaggle's image (major.minor): compiled wheels "
-                                            "(pydantic-core, PyYAML) are shipped only when built for it")
+    wheels: bool = Field(
+        True,
+        description="ship this environment's versions of the kernel's pure-Python packages "
+        "(timm, albumentations, pydantic, ...) as a wheels dataset; the kernel "
+        "installs those whose version differs, offline",
+    )
+    wheels_slug: str | None = Field(
+        None,
+        min_length=6,
+        max_length=50,
+        pattern=_KAGGLE_SLUG,
+        description="wheels dataset; null = '<experiment>-wheels'",
+    )
+    python_version: str = Field(
+        "3.11",
+        pattern=r"^3\.\d+$",
+        description="the Python of Kaggle's image (major.minor): compiled wheels "
+        "(pydantic-core, PyYAML) are shipped only when built for it",
+    )
 
 
 class Config(Section):
@@ -270,7 +386,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """Read `path`, apply `key.path=value` overrides, validate; raise PipelineError naming file, line and key."""
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(f"{path}: config file not found; pass an existing file, e.g. --config configs/demo-imet.yaml")
+        raise PipelineError(
+            f"{path}: config file not found; pass an existing file, e.g. --config configs/demo-imet.yaml"
+        )
     text = path.read_text(encoding="utf-8-sig")
     try:
         raw = yaml.safe_load(text) or {}
@@ -307,7 +425,9 @@ def _apply_override(raw: dict, item: str) -> str:
     try:
         parsed = yaml.safe_load(value) if value != "" else None
     except yaml.YAMLError:
-        raise PipelineError(f"override '{item}': the value is not valid YAML; quote it, e.g. {key}='\"{value}\"'") from None
+        raise PipelineError(
+            f"override '{item}': the value is not valid YAML; quote it, e.g. {key}='\"{value}\"'"
+        ) from None
     for part in parts[:-1]:
         child = node.get(part)
         if child is None:

@@ -10,6 +10,7 @@ same reader. This module is the generic part: the manifest, building atomically,
 
 Everything is a pure function of the seed: the same seed gives the same bytes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,9 +66,7 @@ def build_demo(
     Returns the two folders and the solution files.
     """
     if format_name not in list_formats():
-        raise PipelineError(
-            f"unknown demo format {format_name!r}; choose one of: {', '.join(list_formats())}"
-        )
+        raise PipelineError(f"unknown demo format {format_name!r}; choose one of: {', '.join(list_formats())}")
     fmt = format_class(format_name)
     default_train, default_test = fmt.demo_sizes
     seed = _check_count("seed", seed, minimum=0)
@@ -80,7 +79,10 @@ def build_demo(
     _check_apart(dest_root, answers_root)
 
     manifest = {
-        "format": format_name, "seed": seed, "n_train": n_train, "n_test": n_test,
+        "format": format_name,
+        "seed": seed,
+        "n_train": n_train,
+        "n_test": n_test,
         "version": _MANIFEST_VERSION,
     }
     paths = DemoPaths(
@@ -141,9 +143,12 @@ def _build_atomically(fmt: type[CompetitionFormat], manifest: dict, dest_root: P
     with contextlib.ExitStack() as cleanup:
         tmp_dest = _temp_dir_beside(dest_root, "tmp", cleanup)
         tmp_answers = _temp_dir_beside(answers_root, "tmp", cleanup)
-        fmt.write_demo(tmp_dest, tmp_answers, seed=manifest["seed"], n_train=manifest["n_train"],
-                       n_test=manifest["n_test"])
-        (tmp_answers / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        fmt.write_demo(
+            tmp_dest, tmp_answers, seed=manifest["seed"], n_train=manifest["n_train"], n_test=manifest["n_test"]
+        )
+        (tmp_answers / MANIFEST_NAME).write_text(
+            json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+        )
         # The competition folder goes away first and comes back last: whenever it exists, it is complete.
         _move_aside(dest_root, cleanup)
         _move_aside(answers_root, cleanup)

@@ -4,6 +4,7 @@ upsampled to a stroke mask, jittered and alpha-blended onto a canvas of 0..1 flo
 random generator: the same generator state draws the same pixels. Also the per-image random generators and the
 file writers every format's `write_demo` (src/formats/) shares.
 """
+
 from __future__ import annotations
 
 import functools
@@ -77,13 +78,20 @@ def paste(canvas: np.ndarray, mask: np.ndarray, color, top: int, left: int) -> N
     top = int(np.clip(top, 0, height - size_y))
     left = int(np.clip(left, 0, width - size_x))
     alpha = mask[..., None]
-    region = canvas[top:top + size_y, left:left + size_x]
+    region = canvas[top : top + size_y, left : left + size_x]
     region[:] = region * (1.0 - alpha) + np.asarray(color, dtype=np.float32) * alpha
 
 
 def place_digit(
-    canvas: np.ndarray, digit8: np.ndarray, size: int, top: int, left: int, color, rng: np.random.Generator,
-    jitter: int = 2, bold: bool = False,
+    canvas: np.ndarray,
+    digit8: np.ndarray,
+    size: int,
+    top: int,
+    left: int,
+    color,
+    rng: np.random.Generator,
+    jitter: int = 2,
+    bold: bool = False,
 ) -> None:
     """Draw a digit about `size` px at about (top, left), with light jitter in size, position and contrast."""
     size = max(6, int(round(size * rng.uniform(0.9, 1.1))))
@@ -111,8 +119,15 @@ def to_image(canvas: np.ndarray) -> Image.Image:
     return Image.fromarray(np.round(np.clip(canvas, 0.0, 1.0) * 255).astype(np.uint8), "RGB")
 
 
-def one_digit_image(pools: DigitPools, split: str, label: int, mode: str, rng: np.random.Generator,
-                    min_side: int = 24, max_side: int = 80) -> Image.Image:
+def one_digit_image(
+    pools: DigitPools,
+    split: str,
+    label: int,
+    mode: str,
+    rng: np.random.Generator,
+    min_side: int = 24,
+    max_side: int = 80,
+) -> Image.Image:
     """One digit `label` centred on a photo crop or a dark plain background, min_side..max_side px a side, in
     PIL `mode` (RGBA: half-transparent background, opaque strokes)."""
     width = int(rng.integers(min_side, max_side + 1))

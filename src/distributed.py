@@ -2,6 +2,7 @@
 
 Without torchrun's environment (WORLD_SIZE unset or 1) everything here is a no-op for one process.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,9 @@ class DistributedContext:
         return self.rank == 0
 
 
+SINGLE_PROCESS = DistributedContext()  # the default where a caller trains or predicts in one process
+
+
 def init_from_env(use_cuda: bool) -> DistributedContext:
     """Join the process group torchrun describes (nccl on GPU, gloo on CPU); single process otherwise."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -40,8 +44,9 @@ def init_from_env(use_cuda: bool) -> DistributedContext:
     return DistributedContext(rank, world_size, local_rank)
 
 
-def gather_predictions(context: DistributedContext, rows: np.ndarray, probs: dict[str, np.ndarray],
-                       n_rows: int, positions: dict[int, int]) -> dict[str, np.ndarray]:
+def gather_predictions(
+    context: DistributedContext, rows: np.ndarray, probs: dict[str, np.ndarray], n_rows: int, positions: dict[int, int]
+) -> dict[str, np.ndarray]:
     """Assemble every rank's (rows, probs) into arrays ordered like the full validation set."""
     if not context.enabled:
         return probs

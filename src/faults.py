@@ -3,6 +3,7 @@ the n-th time execution reaches `<point>` (e.g. `batch:7`, `validation:1`, `writ
 
 Unset (always, outside tests) it costs one dictionary lookup.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,10 +5,11 @@
 `src.predict_loop`, which validation shares); `make_submission` is what `submit` and the offline kernel both
 run: one model, decision rules, the format's writer.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -28,8 +29,16 @@ def load_inference_model(checkpoint_path: Path, fmt: CompetitionFormat) -> tuple
     return model, payload
 
 
-def predict_rows(model, config, heads, images: np.ndarray, rows: np.ndarray, runtime: Runtime, quiet: bool = False,
-                 desc: str = "predict") -> dict[str, np.ndarray]:
+def predict_rows(
+    model,
+    config,
+    heads,
+    images: np.ndarray,
+    rows: np.ndarray,
+    runtime: Runtime,
+    quiet: bool = False,
+    desc: str = "predict",
+) -> dict[str, np.ndarray]:
     """Probabilities per head (float32, in `rows` order) of the cached `images[rows]`, as the config predicts."""
     model.to(runtime.device)
     if runtime.channels_last:
@@ -50,8 +59,9 @@ def predict_test(exp, checkpoint: Path, runtime: Runtime, quiet: bool, log: Call
     return table.ids, predict_rows(model, config, fmt.heads(), images, np.arange(len(table)), runtime, quiet, "test")
 
 
-def make_submission(exp, checkpoint: Path, rules, out_dir: Path, runtime: Runtime, quiet: bool,
-                    log: Callable[[str], None]) -> tuple[list[Path], list[str], dict[str, np.ndarray]]:
+def make_submission(
+    exp, checkpoint: Path, rules, out_dir: Path, runtime: Runtime, quiet: bool, log: Callable[[str], None]
+) -> tuple[list[Path], list[str], dict[str, np.ndarray]]:
     """(files written + validated in `out_dir`, test ids, probabilities): one model, `rules`, the format's writer."""
     ids, probs = predict_test(exp, checkpoint, runtime, quiet, log)
     labels = exp.fmt.decide(probs, rules)

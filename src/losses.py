@@ -1,4 +1,5 @@
 """Per-head losses: BCE / focal / asymmetric for multilabel heads, cross-entropy for softmax heads."""
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,9 @@ class AsymmetricLoss(nn.Module):
 
     def __init__(self, config: LossConfig):
         super().__init__()
-        self.inner = AsymmetricLossMultiLabel(gamma_neg=config.asl_gamma_neg, gamma_pos=config.asl_gamma_pos, clip=config.asl_clip)
+        self.inner = AsymmetricLossMultiLabel(
+            gamma_neg=config.asl_gamma_neg, gamma_pos=config.asl_gamma_pos, clip=config.asl_clip
+        )
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.inner(logits, targets) / logits.numel()
@@ -88,6 +91,8 @@ class MultiHeadLoss(nn.Module):
         if self.log_vars is None:
             total = sum(self.weights[name] * value for name, value in parts.items())
         else:
-            total = sum(self.weights[name] * (torch.exp(-log_var) * value + log_var)
-                        for (name, value), log_var in zip(parts.items(), self.log_vars))
+            total = sum(
+                self.weights[name] * (torch.exp(-log_var) * value + log_var)
+                for (name, value), log_var in zip(parts.items(), self.log_vars)
+            )
         return total, parts

@@ -4,6 +4,7 @@ Multi-label inputs are n x c matrices of bools (or 0/1 numbers): one row per ima
 class. Single-label inputs are int arrays of class indices. Every function returns numbers or arrays
 and prints nothing; bad shapes or values raise `PipelineError`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -100,9 +101,7 @@ def confusion(true_labels, pred_labels, n_classes: int) -> np.ndarray:
         raise PipelineError(f"n_classes is {n_classes}; pass a positive number of classes")
     for name, labels in (("true_labels", true_labels), ("pred_labels", pred_labels)):
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-            raise PipelineError(
-                f"{name} holds class indices outside 0..{n_classes - 1}; check the label mapping"
-            )
+            raise PipelineError(f"{name} holds class indices outside 0..{n_classes - 1}; check the label mapping")
     flat = np.bincount(true_labels * n_classes + pred_labels, minlength=n_classes * n_classes)
     return flat.reshape(n_classes, n_classes).astype(np.int64)
 
@@ -138,8 +137,7 @@ def _label_pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     y_pred = as_label_matrix(y_pred, "y_pred")
     if y_true.shape != y_pred.shape:
         raise PipelineError(
-            f"y_pred has shape {y_pred.shape} but y_true has {y_true.shape}; "
-            "pass label matrices of the same shape"
+            f"y_pred has shape {y_pred.shape} but y_true has {y_true.shape}; pass label matrices of the same shape"
         )
     return y_true, y_pred
 

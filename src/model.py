@@ -1,14 +1,16 @@
 """One timm backbone plus the heads a format asks for; weights only from local files."""
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING
 
 import timm
-from timm.models import group_parameters, load_state_dict
 import torch
+from timm.models import group_parameters, load_state_dict
 from torch import nn
 
 from src.errors import PipelineError
@@ -39,8 +41,9 @@ class MultiHeadModel(nn.Module):
         layers = backbone_layers(self.backbone, coarse)
 
         def layer_of(name: str) -> tuple[float, ...]:
-            inner = name[len("backbone."):] if name.startswith("backbone.") else None
+            inner = name[len("backbone.") :] if name.startswith("backbone.") else None
             return (float(layers[inner]),) if inner in layers else (math.inf,)
+
         return layer_of
 
     def no_weight_decay(self) -> set[str]:
@@ -73,9 +76,15 @@ def backbone_stages(backbone: nn.Module) -> list[tuple[str, list[nn.Parameter]]]
     return stages
 
 
-def build_model(name: str, heads: list[HeadSpec], weights: Path | None = None, drop_rate: float = 0.0,
-                forbid_pretrained: bool = False, pretrained_tag: Optional[str] = None,
-                drop_path_rate: float = 0.0) -> MultiHeadModel:
+def build_model(
+    name: str,
+    heads: list[HeadSpec],
+    weights: Path | None = None,
+    drop_rate: float = 0.0,
+    forbid_pretrained: bool = False,
+    pretrained_tag: str | None = None,
+    drop_path_rate: float = 0.0,
+) -> MultiHeadModel:
     """Create `name` from timm with no classifier; load backbone weights from a LOCAL file if given.
 
     `weights` is a local .pth/.bin/.safetensors state dict (timm's own release files, or a
@@ -89,10 +98,14 @@ def build_model(name: str, heads: list[HeadSpec], weights: Path | None = None, d
         raise PipelineError(f"config model.name: '{name}' is not a timm model; see timm.list_models() (e.g. resnet18)")
     if weights is not None:
         if forbid_pretrained:
-            raise PipelineError(f"config model.weights: {weights} given but model.forbid_pretrained is true "
-                                "(this competition forbids pretrained weights); set model.weights=null")
+            raise PipelineError(
+                f"config model.weights: {weights} given but model.forbid_pretrained is true "
+                "(this competition forbids pretrained weights); set model.weights=null"
+            )
         if not Path(weights).is_file():
-            raise PipelineError(f"config model.weights: {weights} not found; point it at a local weight file or null for scratch")
+            raise PipelineError(
+                f"config model.weights: {weights} not found; point it at a local weight file or null for scratch"
+            )
     backbone = _create_backbone(pretrained_tag or name, drop_path_rate)
     if weights is not None:
         key = f"model.pretrained {pretrained_tag}" if pretrained_tag else "model.weights"
@@ -100,15 +113,16 @@ def build_model(name: str, heads: list[HeadSpec], weights: Path | None = None, d
     return MultiHeadModel(backbone, heads, drop_rate)
 
 
-def model_from_config(model: ModelConfig, heads: list[HeadSpec], config_path: Optional[Path] = None) -> MultiHeadModel:
+def model_from_config(model: ModelConfig, heads: list[HeadSpec], config_path: Path | None = None) -> MultiHeadModel:
     """`build_model` for a config's `model:` section. `model.pretrained` resolves to the folder the `weights`
     stage fetched (never a download: a missing folder is an error naming that command); `model.weights` is a
     local file or such a folder; neither is scratch. `config_path` only goes into that error message."""
     from src.weights import resolve_weights
 
     weights = resolve_weights(model, config_path)
-    return build_model(model.name, heads, weights, model.drop_rate, model.forbid_pretrained, model.pretrained,
-                       model.drop_path_rate)
+    return build_model(
+        model.name, heads, weights, model.drop_rate, model.forbid_pretrained, model.pretrained, model.drop_path_rate
+    )
 
 
 def _create_backbone(name: str, drop_path_rate: float) -> nn.Module:
@@ -117,15 +131,19 @@ def _create_backbone(name: str, drop_path_rate: float) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate)
     except TypeError as exc:
-        raise PipelineError(f"config model.drop_path_rate: {name} has no stochastic depth ({str(exc).splitlines()[0][:100]}); "
-                            "set model.drop_path_rate=0") from None
+        raise PipelineError(
+            f"config model.drop_path_rate: {name} has no stochastic depth ({str(exc).splitlines()[0][:100]}); "
+            "set model.drop_path_rate=0"
+        ) from None
 
 
 def _load_backbone_weights(backbone: nn.Module, path: Path, name: str, key: str = "model.weights") -> None:
     try:
         state = load_state_dict(str(path), weights_only=True)
     except Exception as exc:
-        raise PipelineError(f"config {key}: {path} is not a readable state dict ({str(exc).splitlines()[0][:120]})") from None
+        raise PipelineError(
+            f"config {key}: {path} is not a readable state dict ({str(exc).splitlines()[0][:120]})"
+        ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     classifier = backbone.pretrained_cfg.get("classifier") or ""

@@ -12,11 +12,13 @@ one with every label turned on (`running_start`, `running_scores`), which the co
 updates incrementally. A new objective is one new subclass here with a new `name`; `from_name`
 finds it. Names are stable ids (saved files and configs may hold them).
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -24,7 +26,7 @@ from src import metrics
 from src.errors import PipelineError
 from src.registry import Registry
 
-OBJECTIVES: Registry[type["Objective"]] = Registry("threshold objective")
+OBJECTIVES: Registry[type[Objective]] = Registry("threshold objective")
 
 
 class Objective(ABC):
@@ -106,9 +108,7 @@ class _Fbeta:
         if not np.isfinite(self.beta) or self.beta <= 0:
             raise PipelineError(f"threshold objective beta is {self.beta}; pass a positive number (2 for F2)")
         if not 0.0 <= self.zero_division <= 1.0:
-            raise PipelineError(
-                f"threshold objective zero_division is {self.zero_division}; pass a value in [0, 1]"
-            )
+            raise PipelineError(f"threshold objective zero_division is {self.zero_division}; pass a value in [0, 1]")
 
     @property
     def label(self) -> str:
@@ -144,11 +144,11 @@ class SamplesFbeta(_Fbeta, PerImageObjective):
     metric: ClassVar[Callable[..., float]] = staticmethod(metrics.fbeta_samples)
 
     def running_start(self, predicted_counts, true_counts) -> np.ndarray:
-        return (predicted_counts + self.beta ** 2 * true_counts).astype(np.float64)
+        return (predicted_counts + self.beta**2 * true_counts).astype(np.float64)
 
     def running_scores(self, tp, running) -> np.ndarray:
         out = np.full(np.shape(tp), self.zero_division, dtype=np.float64)
-        np.divide((1.0 + self.beta ** 2) * tp, running, out=out, where=running > 0)
+        np.divide((1.0 + self.beta**2) * tp, running, out=out, where=running > 0)
         return out
 
 

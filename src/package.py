@@ -7,6 +7,7 @@ exist and be fresh (not older than what they are made from), or the package is r
 stage to run. The content is assembled in a temporary folder beside `submissions/<exp>/package/`, the
 notebook (if any) runs there, and then the zip is written and the folder moved into place.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,14 +16,14 @@ import platform
 import re
 import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import yaml
 
-from src.artifacts import (EPOCHS_CSV, FULL_RUN, PACKAGE_PIECES, RUN_SUMMARY, BEST_CHECKPOINT, Experiment,
-                           package_names)
+from src.artifacts import BEST_CHECKPOINT, EPOCHS_CSV, FULL_RUN, PACKAGE_PIECES, RUN_SUMMARY, Experiment, package_names
 from src.atomic import atomic_path, write_text
 from src.config import config_to_dict, load_config
 from src.errors import PipelineError
@@ -41,7 +42,7 @@ class Package:
     files: list[str]
 
 
-def build_package(exp: Experiment, name: Optional[str] = None, log: Callable[[str], None] = print) -> Package:
+def build_package(exp: Experiment, name: str | None = None, log: Callable[[str], None] = print) -> Package:
     """Check the artifacts, assemble the course's files, run the notebook (if any), write the zip; return it."""
     name = package_name(exp, name)
     places = piece_places(exp, name)
@@ -79,12 +80,13 @@ def refuse_leaks(folder: Path) -> None:
         raise PipelineError(f"{folder}: {leaks[0]}; take the secret out of that file and package again")
 
 
-def package_name(exp: Experiment, name: Optional[str]) -> str:
+def package_name(exp: Experiment, name: str | None) -> str:
     """--name, else package.name, else the experiment's name; refused unless it is a plain file name."""
     chosen = name or exp.config.package.name or exp.name
     if not _NAME.match(chosen):
-        raise PipelineError(f"--name '{chosen}': not a plain file name; use letters, digits, '_', '.' and '-' "
-                            "(e.g. RollNumber_06)")
+        raise PipelineError(
+            f"--name '{chosen}': not a plain file name; use letters, digits, '_', '.' and '-' (e.g. RollNumber_06)"
+        )
     return chosen
 
 
@@ -94,8 +96,9 @@ def piece_places(exp: Experiment, name: str) -> dict[str, str]:
     overrides = exp.config.package.names
     unknown = [key for key in overrides if key not in PACKAGE_PIECES and key not in submissions]
     if unknown:
-        raise PipelineError(f"config package.names.{unknown[0]}: unknown piece; use one of "
-                            f"{', '.join([*PACKAGE_PIECES, *submissions])}")
+        raise PipelineError(
+            f"config package.names.{unknown[0]}: unknown piece; use one of {', '.join([*PACKAGE_PIECES, *submissions])}"
+        )
     patterns = package_names(exp.fmt.course_package_names, {k: v for k, v in overrides.items() if k in PACKAGE_PIECES})
     places: dict[str, str] = {}
     for key in [piece for piece in PACKAGE_PIECES if piece != "submission"] + [f"submission:{f}" for f in submissions]:
@@ -120,7 +123,9 @@ def _place(pattern: str, name: str, file: str, key: str) -> str:
         raise PipelineError(f"{key}: '{pattern}' may use only {{name}} and {{file}}; fix the pattern") from None
     parts = Path(place).parts
     if not place or Path(place).is_absolute() or ".." in parts or any(not part.strip() for part in parts):
-        raise PipelineError(f"{key}: '{place}' is not a path inside the zip; use a relative name such as '{{name}}.csv'")
+        raise PipelineError(
+            f"{key}: '{place}' is not a path inside the zip; use a relative name such as '{{name}}.csv'"
+        )
     return Path(place).as_posix()
 
 
@@ -138,7 +143,9 @@ def check_artifacts(exp: Experiment) -> list[Path]:
     try:
         exp.fmt.read_submission(files)
     except PipelineError as exc:
-        raise PipelineError(f"{exc} (made for another test set?); make it again with: {exp.command('submit')}") from None
+        raise PipelineError(
+            f"{exc} (made for another test set?); make it again with: {exp.command('submit')}"
+        ) from None
     runs = [path for _, path in exp.fold_run_dirs()] + [exp.run_dir(None)]
     made_from = [exp.oof_path, exp.thresholds_path, *(run / name for run in runs for name in (EPOCHS_CSV, RUN_SUMMARY))]
     exp.require_fresh(exp.report_pdf, made_from, "report")
@@ -146,8 +153,10 @@ def check_artifacts(exp: Experiment) -> list[Path]:
 
     pages, budget = page_count(exp.report_pdf), exp.config.report.max_pages
     if pages is None or pages > budget:
-        raise PipelineError(f"{exp.report_pdf}: {'unreadable' if pages is None else f'{pages} pages'}, the budget is "
-                            f"report.max_pages={budget}; make it again with: {exp.command('report')}")
+        raise PipelineError(
+            f"{exp.report_pdf}: {'unreadable' if pages is None else f'{pages} pages'}, the budget is "
+            f"report.max_pages={budget}; make it again with: {exp.command('report')}"
+        )
     return files
 
 
@@ -167,8 +176,18 @@ def trained_differently(exp: Experiment) -> list[tuple[str, Any, Any]]:
 
 
 # Settings that differ between machines without changing what is trained.
-_MACHINE_KEYS = {"data.root", "data.solution", "data.skip_unreadable", "train.threads", "train.num_workers", "train.device",
-                 "train.tensorboard", "train.persistent_workers", "train.prefetch_factor", "model.weights"}
+_MACHINE_KEYS = {
+    "data.root",
+    "data.solution",
+    "data.skip_unreadable",
+    "train.threads",
+    "train.num_workers",
+    "train.device",
+    "train.tensorboard",
+    "train.persistent_workers",
+    "train.prefetch_factor",
+    "model.weights",
+}
 
 
 def _flat(tree: dict, prefix: str) -> dict[str, Any]:
@@ -181,8 +200,14 @@ def _flat(tree: dict, prefix: str) -> dict[str, Any]:
     return flat
 
 
-def _assemble(exp: Experiment, name: str, places: dict[str, str], submissions: list[Path], staging: Path,
-              log: Callable[[str], None]) -> dict[str, str]:
+def _assemble(
+    exp: Experiment,
+    name: str,
+    places: dict[str, str],
+    submissions: list[Path],
+    staging: Path,
+    log: Callable[[str], None],
+) -> dict[str, str]:
     """Copy the code, run the notebook, copy the prediction files and the report; return {zip path: what it is}."""
     described: dict[str, str] = {}
     if "code" in places:
@@ -194,15 +219,19 @@ def _assemble(exp: Experiment, name: str, places: dict[str, str], submissions: l
         place = places[f"submission:{file.name}"]
         _copy(file, staging / place)
         lines = len(file.read_text(encoding="utf-8").splitlines())
-        described[place] = (f"the predictions: {file.name} as `submit` wrote it ({lines} lines, checked by the "
-                            f"{exp.fmt.name} format's validator)")
+        described[place] = (
+            f"the predictions: {file.name} as `submit` wrote it ({lines} lines, checked by the "
+            f"{exp.fmt.name} format's validator)"
+        )
     if "report" in places:
         from src.report.pdf import page_count
 
         _copy(exp.report_pdf, staging / places["report"])
-        described[places["report"]] = (f"the report ({page_count(exp.report_pdf)} A4 pages): model and diagram, losses and "
-                                       "tricks, per-class / per-attribute table and average, curves per epoch, ROC / PR, "
-                                       "right and wrong examples, resources")
+        described[places["report"]] = (
+            f"the report ({page_count(exp.report_pdf)} A4 pages): model and diagram, losses and "
+            "tricks, per-class / per-attribute table and average, curves per epoch, ROC / PR, "
+            "right and wrong examples, resources"
+        )
     described[places["readme"]] = "this file"
     return described
 
@@ -251,8 +280,12 @@ def _write_notebook(exp: Experiment, name: str, places: dict[str, str], staging:
 
     if "code" not in places:
         raise PipelineError("config package.names.code: null, but the notebook runs the packaged code; keep the code")
-    notebook = build_notebook(f"{name}: {exp.name} ({exp.config.format})", f"configs/{exp.name}.yaml",
-                              reproduce_commands(exp), exp.fmt.submission_names())
+    notebook = build_notebook(
+        f"{name}: {exp.name} ({exp.config.format})",
+        f"configs/{exp.name}.yaml",
+        reproduce_commands(exp),
+        exp.fmt.submission_names(),
+    )
     path = staging / places["notebook"]
     notebook = execute_notebook(notebook, path.parent, exp.package_dir / places["notebook"])
     errors = error_outputs(notebook)
@@ -261,8 +294,10 @@ def _write_notebook(exp: Experiment, name: str, places: dict[str, str], staging:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         nbformat.write(notebook, str(tmp))
-    return ("the Jupyter notebook, executed (outputs saved): with TRAIN = False it runs only the report stage from the "
-            "trained run's saved artifacts and shows the figures, tables and predictions; TRAIN = True runs every stage")
+    return (
+        "the Jupyter notebook, executed (outputs saved): with TRAIN = False it runs only the report stage from the "
+        "trained run's saved artifacts and shows the figures, tables and predictions; TRAIN = True runs every stage"
+    )
 
 
 def reproduce_commands(exp: Experiment) -> list[list[str]]:
@@ -278,19 +313,31 @@ def readme_text(exp: Experiment, name: str, described: dict[str, str], places: d
     config = f"configs/{exp.name}.yaml"
     width = max(len(path) for path in described) + 2
     stages = [*reproduce_commands(exp), ["report"], ["package", "--name", name]]
-    lines = [f"{name}: experiment {exp.name} (format {exp.config.format}, competition {exp.config.competition})",
-             "", "FILES", ""]
+    lines = [
+        f"{name}: experiment {exp.name} (format {exp.config.format}, competition {exp.config.competition})",
+        "",
+        "FILES",
+        "",
+    ]
     lines += [f"  {path.ljust(width)}{described[path]}" for path in sorted(described)]
-    lines += ["", "HOW TO RUN", "",
-              f"From the {places.get('code', 'code')}/ folder (Python {platform.python_version()} was used):",
-              "  python3 -m venv .venv && .venv/bin/pip install -r requirements.txt"]
+    lines += [
+        "",
+        "HOW TO RUN",
+        "",
+        f"From the {places.get('code', 'code')}/ folder (Python {platform.python_version()} was used):",
+        "  python3 -m venv .venv && .venv/bin/pip install -r requirements.txt",
+    ]
     lines += [f"  .venv/bin/python -m src.stage {' '.join(stage)} --config {config}" for stage in stages]
-    lines += ["The config's data.root points at the competition files; on another machine add data.root=/path/to/them "
-              "(and output_dir=/path/for/outputs) to each command."]
+    lines += [
+        "The config's data.root points at the competition files; on another machine add data.root=/path/to/them "
+        "(and output_dir=/path/for/outputs) to each command."
+    ]
     if "notebook" in places:
-        lines += [f"{places['notebook']}: open it in Jupyter beside the code folder. As saved (TRAIN = False) it runs only "
-                  "the report stage from the trained run's artifacts, then shows the figures and tables; set TRAIN = True "
-                  "to run every stage above first (slow: it trains)."]
+        lines += [
+            f"{places['notebook']}: open it in Jupyter beside the code folder. As saved (TRAIN = False) it runs only "
+            "the report stage from the trained run's artifacts, then shows the figures and tables; set TRAIN = True "
+            "to run every stage above first (slow: it trains)."
+        ]
     lines += ["", "THIRD-PARTY LIBRARIES (installed versions when this package was built)", ""]
     lines += [f"  {library} {version}" for library, version in library_versions()]
     return "\n".join(lines) + "\n"

@@ -1,8 +1,9 @@
 """The no-grad prediction loop shared by validation and inference (src.inference): eval loaders, probabilities per head,
 optional flip TTA."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -19,26 +20,48 @@ def logits_to_probs(logits: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.sigmoid(logits) if kind == "multilabel" else torch.softmax(logits, dim=1)
 
 
-def make_eval_loader(dataset: CachedImageDataset, batch_size: int, num_workers, runtime: Runtime, sampler=None,
-                     persistent_workers: bool | None = None, prefetch_factor: int | None = None) -> DeviceLoader:
+def make_eval_loader(
+    dataset: CachedImageDataset,
+    batch_size: int,
+    num_workers,
+    runtime: Runtime,
+    sampler=None,
+    persistent_workers: bool | None = None,
+    prefetch_factor: int | None = None,
+) -> DeviceLoader:
     """The in-order loader validation, oof and submit predict from: uint8 batches of the cache (one fancy index
     per batch when the eval pipeline has no steps), normalised on the device; workers as `src.runtime.loader_options`."""
     return make_loader(dataset, batch_size, runtime, sampler, False, num_workers, persistent_workers, prefetch_factor)
 
 
-def config_eval_loader(config, images: np.ndarray, rows: np.ndarray, runtime: Runtime,
-                       targets: dict[str, np.ndarray] | None = None, sampler=None) -> DeviceLoader:
+def config_eval_loader(
+    config,
+    images: np.ndarray,
+    rows: np.ndarray,
+    runtime: Runtime,
+    targets: dict[str, np.ndarray] | None = None,
+    sampler=None,
+) -> DeviceLoader:
     """`make_eval_loader` over the cached `images[rows]` as the config predicts: its eval pipeline, predict batch
     size and loader settings (`train.num_workers`, persistent workers, prefetch factor)."""
     tc = config.train
     dataset = CachedImageDataset(images, rows, targets, transform_from_config(config, "eval"))
-    return make_eval_loader(dataset, config.predict.batch_size, tc.num_workers, runtime, sampler, tc.persistent_workers,
-                            tc.prefetch_factor)
+    return make_eval_loader(
+        dataset, config.predict.batch_size, tc.num_workers, runtime, sampler, tc.persistent_workers, tc.prefetch_factor
+    )
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, loader: DeviceLoader | Iterable, heads: list[HeadSpec], runtime: Runtime,
-                  tta_flip: bool = False, loss_fn: nn.Module | None = None, quiet: bool = False, desc: str = "predict"):
+def predict_probs(
+    model: nn.Module,
+    loader: DeviceLoader | Iterable,
+    heads: list[HeadSpec],
+    runtime: Runtime,
+    tta_flip: bool = False,
+    loss_fn: nn.Module | None = None,
+    quiet: bool = False,
+    desc: str = "predict",
+):
     """Return ({head: float32 probs [n, c]} in loader order, mean loss or None).
 
     `loader` gives (images, {head: targets}, rows) batches; a DeviceLoader's are already model input on the

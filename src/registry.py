@@ -6,12 +6,14 @@ class under a taken name is refused, naming both), `names()` lists them sorted (
 With `discover` (a package name), every module of that package is imported before the first lookup or
 listing, so a new module registers itself and nothing else needs an edit.
 """
+
 from __future__ import annotations
 
 import difflib
 import importlib
 import pkgutil
-from typing import Any, Generic, Iterable, Optional, TypeVar
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
 
 from src.errors import PipelineError
 
@@ -22,19 +24,20 @@ class Registry(Generic[T]):
     """Things of one `kind` by name; `discover` is a package whose modules are imported before any lookup,
     except those named in `skip` (a package's base module defines no entries)."""
 
-    def __init__(self, kind: str, discover: Optional[str] = None, skip: Iterable[str] = ("base",)):
+    def __init__(self, kind: str, discover: str | None = None, skip: Iterable[str] = ("base",)):
         self.kind, self.discover, self.skip = kind, discover, tuple(skip)
         self._entries: dict[str, T] = {}
         self._discovered = discover is None
 
-    def register(self, entry: T, name: Optional[str] = None) -> T:
+    def register(self, entry: T, name: str | None = None) -> T:
         """Add `entry` under `name` (default: its `name` attribute) and return it, so it serves as a class
         decorator. The same class defined again (a module imported twice) replaces itself; another is refused."""
-        key = getattr(entry, "name") if name is None else name
+        key = entry.name if name is None else name
         known = self._entries.get(key)
         if known is not None and _qualified(known) != _qualified(entry):
-            raise ValueError(f"{self.kind} name '{key}' is taken by {_qualified(known)}; "
-                             f"{_qualified(entry)} needs another name")
+            raise ValueError(
+                f"{self.kind} name '{key}' is taken by {_qualified(known)}; {_qualified(entry)} needs another name"
+            )
         self._entries[key] = entry
         return entry
 

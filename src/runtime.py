@@ -1,4 +1,5 @@
 """Where and how tensors run: device, mixed precision, memory format, threads, the C allocator, seeds."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,8 @@ import ctypes
 import os
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -62,13 +63,21 @@ def reuse_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _freed_memory_reused = (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-                            and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1)
+    _freed_memory_reused = (
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+    )
     return _freed_memory_reused
 
 
-def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = True, threads: int | None = None,
-                 local_rank: int = 0, inference: bool = False, reuse_memory: bool = True) -> Runtime:
+def make_runtime(
+    device: str = "auto",
+    amp: bool = True,
+    channels_last: bool = True,
+    threads: int | None = None,
+    local_rank: int = 0,
+    inference: bool = False,
+    reuse_memory: bool = True,
+) -> Runtime:
     """CUDA (with AMP: bf16 where supported, else fp16; channels_last) when available, else CPU fp32.
     `reuse_memory`: `reuse_freed_memory` (process-wide, and not undone by a later call without it)."""
     if threads:
@@ -89,8 +98,15 @@ def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = T
 def runtime_from_config(train_config, local_rank: int = 0, inference: bool = False) -> Runtime:
     """The Runtime a config's `train` section asks for (device, AMP, channels_last, threads)."""
     tc = train_config
-    return make_runtime(tc.device, tc.amp, tc.channels_last, tc.threads, local_rank, inference=inference,
-                        reuse_memory=tc.reuse_freed_memory)
+    return make_runtime(
+        tc.device,
+        tc.amp,
+        tc.channels_last,
+        tc.threads,
+        local_rank,
+        inference=inference,
+        reuse_memory=tc.reuse_freed_memory,
+    )
 
 
 def usable_cores() -> int:
@@ -109,15 +125,22 @@ def loader_workers(requested: int | str, runtime: Runtime | None = None) -> int:
     return min(int(requested), cores)
 
 
-def loader_options(runtime: Runtime, num_workers: int | str = "auto", persistent_workers: bool | None = None,
-                   prefetch_factor: int | None = None) -> dict:
+def loader_options(
+    runtime: Runtime,
+    num_workers: int | str = "auto",
+    persistent_workers: bool | None = None,
+    prefetch_factor: int | None = None,
+) -> dict:
     """DataLoader keyword arguments for workers: their number (`loader_workers`), persistent across epochs
     unless told otherwise (no re-spawn per epoch), and about 8 batches queued in all (at least 2 per worker)."""
     workers = loader_workers(num_workers, runtime)
     if workers == 0:
         return {"num_workers": 0}
-    return {"num_workers": workers, "persistent_workers": True if persistent_workers is None else persistent_workers,
-            "prefetch_factor": prefetch_factor or max(2, 8 // workers)}
+    return {
+        "num_workers": workers,
+        "persistent_workers": True if persistent_workers is None else persistent_workers,
+        "prefetch_factor": prefetch_factor or max(2, 8 // workers),
+    }
 
 
 class DeviceLoader:

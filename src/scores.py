@@ -1,13 +1,19 @@
 """The main metric per fold and overall, one column per set of decision rules (oof, thresholds, report)."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 
-def fold_score_rows(fmt, fold_of_row: np.ndarray, probs: dict[str, np.ndarray], targets: dict[str, np.ndarray],
-                    rules_by_name: dict[str, Optional[Any]]) -> list[dict]:
+def fold_score_rows(
+    fmt,
+    fold_of_row: np.ndarray,
+    probs: dict[str, np.ndarray],
+    targets: dict[str, np.ndarray],
+    rules_by_name: dict[str, Any | None],
+) -> list[dict]:
     """Rows {"rows": "fold K" | "overall", "images": n, <rules name>: main metric}; rules None = 0.5 / argmax."""
     rows = []
     folds = sorted(int(k) for k in np.unique(fold_of_row))

@@ -4,6 +4,7 @@ The only module that reads argv. Every stage is one row of STAGES (name, summary
 function that runs it); the stage's module is imported only when it runs. Under torchrun only
 rank 0 prints: the other ranks run quietly and say nothing unless they fail.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,8 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from src.steps.table import OneOf, Stage, one_of, option
 
@@ -20,68 +21,168 @@ from src.steps.table import OneOf, Stage, one_of, option
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-_TRAIN_RUNS = one_of(option("--fold", help="fold number, or 'all'"),
-                     option("--full", action="store_true", help="fit on all training data (no validation)"), required=True)
+_TRAIN_RUNS = one_of(
+    option("--fold", help="fold number, or 'all'"),
+    option("--full", action="store_true", help="fit on all training data (no validation)"),
+    required=True,
+)
 
 STAGES: tuple[Stage, ...] = (
-    Stage("folds", "K folds balanced on every label (iterative stratification) -> <data.root>/folds-k<K>-seed<S>.csv",
-          run="src.steps.folds:run"),
-    Stage("train", "train one fold (--fold K), all folds (--fold all) or a full fit (--full) -> oof/<exp>/fold-K/",
-          run="src.steps.train:run", options=(
-              _TRAIN_RUNS,
-              option("--resume", action="store_true", help="continue from last.pt exactly where the run stopped"),
-              option("--stop-after-epochs", type=int, metavar="N",
-                     help="stop after N epochs this call (e.g. to fit a time limit); continue later with --resume"))),
-    Stage("oof", "predict every training image with the fold model that held it out -> oof/<exp>/oof.npz + oof_scores.json",
-          run="src.steps.oof:run"),
-    Stage("thresholds", "per-class thresholds on OOF (global, exact, Optuna), optimistic vs honest -> oof/<exp>/thresholds.json",
-          run="src.steps.thresholds:run"),
-    Stage("submit", "ONE model predicts the test images; write + validate the submission -> submissions/<exp>/",
-          run="src.steps.submit:run",
-          options=(option("--kaggle", dest="to_kaggle", action="store_true",
-                          help="then upload with `kaggle competitions submit`"),)),
-    Stage("report", "figures + tables from saved artifacts (no retraining) -> oof/<exp>/report/index.html, report.md, report.pdf",
-          run="src.steps.report:run"),
-    Stage("package", "the course's deliverable: prediction file(s) named as the course asks, report PDF, code, Readme "
-                     "(+ an executed notebook for the folder course) -> submissions/<exp>/package/<name>.zip",
-          run="src.steps.package:run",
-          options=(option("--name", metavar="NAME", help="the student's name or roll number the files are named after, "
-                                                         "e.g. RollNumber_06 (default: package.name, else the experiment)"),)),
-    Stage("kernel", "offline Kaggle kernel: build (+ local parity check), push, status, output, submit -> kernels/<exp>/",
-          subcommands="src.steps.kernel:SUBCOMMANDS"),
-    Stage("demo", "build the demo competition and run folds -> train -> oof -> thresholds -> submit -> report on it",
-          run="src.steps.demo:run"),
-    Stage("weights", "fetch a timm model's pretrained weights once (the only stage that downloads) -> input/weights/<tag>/",
-          run="src.steps.weights:run", config="optional", options=(
-              option("--model", metavar="NAME.TAG", help="timm model tag, e.g. resnet50.a1_in1k (default: the config's)"),
-              option("--push", action="store_true", help="then create/version a Kaggle dataset of that folder"))),
-    Stage("download", "kaggle competitions download into input/<slug>/ and unzip", run="src.steps.download:run",
-          config="optional", options=(
-              option("--competition", metavar="SLUG", help="competition slug (default: the config's competition)"),
-              option("--dest", default="input", help="parent folder: files go to <dest>/<slug>/ (default: input)"))),
-    Stage("bench", "side-by-side speed ratios: data path vs in-memory, prediction vs forward, exact vs Optuna thresholds, "
-                   "folds, memory", run="src.steps.bench:run", config="optional",
-          default_config="configs/demo-imet.yaml", default_overrides=("data.image_size=64",), options=(
-              option("--quick", action="store_true", help="small sizes (a minute or two); figures are not the goals' sizes"),
-              option("--json", dest="out_json", type=Path, metavar="PATH",
-                     help="where to write the results (default: oof/_bench/bench[-quick].json)"),
-              option("--models", dest="models", metavar="NAME,NAME",
-                     help="timm models whose data path to measure, from scratch, e.g. "
-                          "resnet10t,resnet18,mobilenetv3_small_100 (default: the config's)"))),
-    Stage("status", "list experiments: folds trained, best epoch per fold, OOF score, thresholds, submissions, kernels",
-          run="src.steps.status:run", config="optional", options=(
-              option("--output-dir", type=Path, help="folder holding oof/, submissions/, kernels/ "
-                                                     "(default: --config's output_dir, else .)"),
-              option("--configs", type=Path, default=Path("configs"),
-                     help="folder of experiment YAMLs; those not started are listed too"),
-              option("--clean-cache", action="store_true",
-                     help="delete the decoded-image cache (oof/_image_cache/; rebuilt on demand) and report the space freed"),
-              option("--refresh-scores", dest="refresh_scores", action="store_true",
-                     help="first ask Kaggle (kaggle CLI) for the scores of uploads still pending in each kaggle.json "
-                          "and record them"),
-              option("--plot", dest="plot", action="store_true",
-                     help="also draw honest OOF score vs public leaderboard score per experiment "
-                          "-> oof/_leaderboard/cv-vs-public.png"))),
+    Stage(
+        "folds",
+        "K folds balanced on every label (iterative stratification) -> <data.root>/folds-k<K>-seed<S>.csv",
+        run="src.steps.folds:run",
+    ),
+    Stage(
+        "train",
+        "train one fold (--fold K), all folds (--fold all) or a full fit (--full) -> oof/<exp>/fold-K/",
+        run="src.steps.train:run",
+        options=(
+            _TRAIN_RUNS,
+            option("--resume", action="store_true", help="continue from last.pt exactly where the run stopped"),
+            option(
+                "--stop-after-epochs",
+                type=int,
+                metavar="N",
+                help="stop after N epochs this call (e.g. to fit a time limit); continue later with --resume",
+            ),
+        ),
+    ),
+    Stage(
+        "oof",
+        "predict every training image with the fold model that held it out -> oof/<exp>/oof.npz + oof_scores.json",
+        run="src.steps.oof:run",
+    ),
+    Stage(
+        "thresholds",
+        "per-class thresholds on OOF (global, exact, Optuna), optimistic vs honest -> oof/<exp>/thresholds.json",
+        run="src.steps.thresholds:run",
+    ),
+    Stage(
+        "submit",
+        "ONE model predicts the test images; write + validate the submission -> submissions/<exp>/",
+        run="src.steps.submit:run",
+        options=(
+            option(
+                "--kaggle", dest="to_kaggle", action="store_true", help="then upload with `kaggle competitions submit`"
+            ),
+        ),
+    ),
+    Stage(
+        "report",
+        "figures + tables from saved artifacts (no retraining) -> oof/<exp>/report/index.html, report.md, report.pdf",
+        run="src.steps.report:run",
+    ),
+    Stage(
+        "package",
+        "the course's deliverable: prediction file(s) named as the course asks, report PDF, code, Readme "
+        "(+ an executed notebook for the folder course) -> submissions/<exp>/package/<name>.zip",
+        run="src.steps.package:run",
+        options=(
+            option(
+                "--name",
+                metavar="NAME",
+                help="the student's name or roll number the files are named after, "
+                "e.g. RollNumber_06 (default: package.name, else the experiment)",
+            ),
+        ),
+    ),
+    Stage(
+        "kernel",
+        "offline Kaggle kernel: build (+ local parity check), push, status, output, submit -> kernels/<exp>/",
+        subcommands="src.steps.kernel:SUBCOMMANDS",
+    ),
+    Stage(
+        "demo",
+        "build the demo competition and run folds -> train -> oof -> thresholds -> submit -> report on it",
+        run="src.steps.demo:run",
+    ),
+    Stage(
+        "weights",
+        "fetch a timm model's pretrained weights once (the only stage that downloads) -> input/weights/<tag>/",
+        run="src.steps.weights:run",
+        config="optional",
+        options=(
+            option("--model", metavar="NAME.TAG", help="timm model tag, e.g. resnet50.a1_in1k (default: the config's)"),
+            option("--push", action="store_true", help="then create/version a Kaggle dataset of that folder"),
+        ),
+    ),
+    Stage(
+        "download",
+        "kaggle competitions download into input/<slug>/ and unzip",
+        run="src.steps.download:run",
+        config="optional",
+        options=(
+            option("--competition", metavar="SLUG", help="competition slug (default: the config's competition)"),
+            option("--dest", default="input", help="parent folder: files go to <dest>/<slug>/ (default: input)"),
+        ),
+    ),
+    Stage(
+        "bench",
+        "side-by-side speed ratios: data path vs in-memory, prediction vs forward, exact vs Optuna thresholds, "
+        "folds, memory",
+        run="src.steps.bench:run",
+        config="optional",
+        default_config="configs/demo-imet.yaml",
+        default_overrides=("data.image_size=64",),
+        options=(
+            option(
+                "--quick", action="store_true", help="small sizes (a minute or two); figures are not the goals' sizes"
+            ),
+            option(
+                "--json",
+                dest="out_json",
+                type=Path,
+                metavar="PATH",
+                help="where to write the results (default: oof/_bench/bench[-quick].json)",
+            ),
+            option(
+                "--models",
+                dest="models",
+                metavar="NAME,NAME",
+                help="timm models whose data path to measure, from scratch, e.g. "
+                "resnet10t,resnet18,mobilenetv3_small_100 (default: the config's)",
+            ),
+        ),
+    ),
+    Stage(
+        "status",
+        "list experiments: folds trained, best epoch per fold, OOF score, thresholds, submissions, kernels",
+        run="src.steps.status:run",
+        config="optional",
+        options=(
+            option(
+                "--output-dir",
+                type=Path,
+                help="folder holding oof/, submissions/, kernels/ (default: --config's output_dir, else .)",
+            ),
+            option(
+                "--configs",
+                type=Path,
+                default=Path("configs"),
+                help="folder of experiment YAMLs; those not started are listed too",
+            ),
+            option(
+                "--clean-cache",
+                action="store_true",
+                help="delete the decoded-image cache (oof/_image_cache/; rebuilt on demand) and report the space freed",
+            ),
+            option(
+                "--refresh-scores",
+                dest="refresh_scores",
+                action="store_true",
+                help="first ask Kaggle (kaggle CLI) for the scores of uploads still pending in each kaggle.json "
+                "and record them",
+            ),
+            option(
+                "--plot",
+                dest="plot",
+                action="store_true",
+                help="also draw honest OOF score vs public leaderboard score per experiment "
+                "-> oof/_leaderboard/cv-vs-public.png",
+            ),
+        ),
+    ),
 )
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,9 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_stage_arguments(sub: argparse.ArgumentParser, stage: Stage) -> None:
     sub.set_defaults(row=stage)
-    sub.add_argument("--config", required=stage.config == "required",
-                     help="experiment YAML, e.g. configs/demo-imet.yaml (outputs are named after it)")
-    sub.add_argument("overrides", nargs="*", metavar="key.path=value", help="override config values, e.g. data.root=/other/copy")
+    sub.add_argument(
+        "--config",
+        required=stage.config == "required",
+        help="experiment YAML, e.g. configs/demo-imet.yaml (outputs are named after it)",
+    )
+    sub.add_argument(
+        "overrides", nargs="*", metavar="key.path=value", help="override config values, e.g. data.root=/other/copy"
+    )
     sub.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     sub.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     for item in stage.options:

@@ -12,17 +12,22 @@ ascent, else each column's optimum is exact.
 `exact_thresholds` puts every cut halfway between two consecutive distinct probabilities of its
 column (1.0 for a class that should never be on), so no cut hangs on a value exactly at the threshold.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from src import metrics
 from src.errors import PipelineError
+
+if TYPE_CHECKING:
+    import optuna
 from src.objectives import Objective, PerImageObjective
 
 # Search range of each Optuna threshold parameter.
@@ -59,8 +64,9 @@ def apply_thresholds(probs, thresholds, min_labels: int = 0, max_labels: int | N
     return predicted
 
 
-def score(probs, targets, thresholds, objective: Objective, min_labels: int = 0,
-          max_labels: int | None = None) -> float:
+def score(
+    probs, targets, thresholds, objective: Objective, min_labels: int = 0, max_labels: int | None = None
+) -> float:
     """The objective's score of `apply_thresholds(probs, thresholds, min_labels, max_labels)`."""
     probs, targets = _inputs(probs, targets)
     predicted = apply_thresholds(probs, thresholds, min_labels, max_labels)
@@ -96,8 +102,9 @@ def best_global_threshold(probs, targets, objective: Objective) -> tuple[float, 
     return threshold, objective.score(targets, probs > threshold)
 
 
-def exact_thresholds(probs, targets, objective: Objective, init=None, max_rounds: int = 10,
-                     progress: bool = False) -> np.ndarray:
+def exact_thresholds(
+    probs, targets, objective: Objective, init=None, max_rounds: int = 10, progress: bool = False
+) -> np.ndarray:
     """Per-class thresholds (float64 [c]) maximising the objective on these rows.
 
     Objectives that do not couple classes: the exact optimum of each column (`init` and
@@ -116,9 +123,17 @@ def exact_thresholds(probs, targets, objective: Objective, init=None, max_rounds
     return thresholds
 
 
-def optuna_thresholds(probs, targets, objective: Objective, n_trials: int, storage: str | None = None,
-                      study_name: str = "thresholds", seed: int = 0, init=None,
-                      progress: bool = False) -> tuple[np.ndarray, "optuna.Study"]:
+def optuna_thresholds(
+    probs,
+    targets,
+    objective: Objective,
+    n_trials: int,
+    storage: str | None = None,
+    study_name: str = "thresholds",
+    seed: int = 0,
+    init=None,
+    progress: bool = False,
+) -> tuple[np.ndarray, optuna.Study]:
     """Per-class thresholds from an Optuna TPE study, and the study.
 
     One float parameter `t_<c>` per class in [OPTUNA_LOW, OPTUNA_HIGH]. A new study's first trial is
@@ -143,8 +158,13 @@ def optuna_thresholds(probs, targets, objective: Objective, n_trials: int, stora
         return objective.score(targets, probs > thresholds)
 
     with _quiet_optuna():
-        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
-                                    sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            load_if_exists=True,
+        )
         _check_study(study, names, study_name)
         if not study.trials:
             study.enqueue_trial(dict(zip(names, init.tolist())))
@@ -155,8 +175,7 @@ def optuna_thresholds(probs, targets, objective: Objective, n_trials: int, stora
     return np.array([best_params[name] for name in names], dtype=np.float64), study
 
 
-def shrink_toward_global(class_thresholds, global_threshold: float, positives_per_class,
-                         strength: float) -> np.ndarray:
+def shrink_toward_global(class_thresholds, global_threshold: float, positives_per_class, strength: float) -> np.ndarray:
     """Pull each class's threshold toward the global one, the more the rarer the class.
 
     t_c' = (n_c * t_c + strength * g) / (n_c + strength), where n_c is the class's number of
@@ -179,8 +198,7 @@ def shrink_toward_global(class_thresholds, global_threshold: float, positives_pe
     return (positives * class_thresholds + strength * global_threshold) / (positives + strength)
 
 
-def nested_score(probs, targets, objective: Objective, tune: Callable, n_splits: int = 5,
-                 seed: int = 0) -> dict:
+def nested_score(probs, targets, objective: Objective, tune: Callable, n_splits: int = 5, seed: int = 0) -> dict:
     """How much threshold tuning flatters the score: `optimistic` against `honest`.
 
     `tune(probs, targets) -> thresholds` is any tuner. optimistic: thresholds tuned on all rows,
@@ -205,8 +223,9 @@ def nested_score(probs, targets, objective: Objective, tune: Callable, n_splits:
     return {"optimistic": optimistic, "honest": honest, "per_split": per_split}
 
 
-def best_label_count_rule(probs, targets, objective: Objective, threshold: float,
-                          max_min: int = 3, max_max: int = 10) -> tuple[int, int | None, float]:
+def best_label_count_rule(
+    probs, targets, objective: Objective, threshold: float, max_min: int = 3, max_max: int = 10
+) -> tuple[int, int | None, float]:
     """The best (min_labels, max_labels) for one global threshold, and its score.
 
     Tries min_labels 0..max_min with max_labels None (no cap) or min_labels..max_max (at least 1).
@@ -303,7 +322,7 @@ def _top_k_mask(values: np.ndarray, k: int) -> np.ndarray:
     """Bool mask of each row's k largest values; among equal values the lower column index wins."""
     if k == 0:
         return np.zeros(values.shape, dtype=bool)
-    kth = -np.partition(-values, k - 1, axis=1)[:, k - 1:k]
+    kth = -np.partition(-values, k - 1, axis=1)[:, k - 1 : k]
     above = values > kth
     equal = values == kth
     room = k - np.count_nonzero(above, axis=1, keepdims=True)
@@ -325,8 +344,7 @@ def _global_candidates(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate([grid, quantiles, [1.0]]))
 
 
-def _global_curve(probs: np.ndarray, targets: np.ndarray, objective: Objective,
-                  candidates: np.ndarray) -> np.ndarray:
+def _global_curve(probs: np.ndarray, targets: np.ndarray, objective: Objective, candidates: np.ndarray) -> np.ndarray:
     """The objective's score at every candidate threshold (sorted ascending), from histograms.
 
     An entry is on at candidate j exactly when j < (number of candidates below its probability),
@@ -341,8 +359,8 @@ def _global_curve(probs: np.ndarray, targets: np.ndarray, objective: Objective,
         column_tp = np.zeros((n_classes, candidates.size))
         column_on = np.zeros((n_classes, candidates.size))
     for start in range(0, n_rows, _ROW_BLOCK):
-        block_probs = probs[start:start + _ROW_BLOCK]
-        block_targets = targets[start:start + _ROW_BLOCK]
+        block_probs = probs[start : start + _ROW_BLOCK]
+        block_targets = targets[start : start + _ROW_BLOCK]
         # Entries at or below the lowest candidate are off for every candidate.
         rows, cols = np.nonzero(block_probs > candidates[0])
         bins = np.searchsorted(candidates, block_probs[rows, cols], side="left")
@@ -382,12 +400,12 @@ class _Column:
     any objective, so the best cut always lies within `order` (or cuts nothing at all).
     """
 
-    order: np.ndarray      # row indices, highest probability first
-    is_true: np.ndarray    # targets at those rows
-    values: np.ndarray     # probabilities at those rows
-    top: float             # the column's highest probability
-    below: float | None    # the highest probability after `values`, None if there is none
-    allowed: np.ndarray    # [len + 1]: may the cut fall after k entries (not inside equal values)?
+    order: np.ndarray  # row indices, highest probability first
+    is_true: np.ndarray  # targets at those rows
+    values: np.ndarray  # probabilities at those rows
+    top: float  # the column's highest probability
+    below: float | None  # the highest probability after `values`, None if there is none
+    allowed: np.ndarray  # [len + 1]: may the cut fall after k entries (not inside equal values)?
 
     def cut(self, k: int) -> float:
         """Threshold turning exactly the first k entries on."""
@@ -441,8 +459,9 @@ def _separable_optimum(probs: np.ndarray, targets: np.ndarray, objective: Object
     return thresholds
 
 
-def _coordinate_ascent(probs: np.ndarray, targets: np.ndarray, objective: PerImageObjective, init,
-                       max_rounds: int, progress: bool) -> tuple[np.ndarray, list[float]]:
+def _coordinate_ascent(
+    probs: np.ndarray, targets: np.ndarray, objective: PerImageObjective, init, max_rounds: int, progress: bool
+) -> tuple[np.ndarray, list[float]]:
     """Coordinate ascent of a per-image objective; returns the thresholds and the score after each round.
 
     Per image it keeps tp and the objective's running total s (for F-beta: predicted + beta^2 *
@@ -472,8 +491,9 @@ def _coordinate_ascent(probs: np.ndarray, targets: np.ndarray, objective: PerIma
     columns = _sorted_columns(probs_by_class, targets_by_class)
     for round_index in range(max_rounds):
         improved = False
-        for index in tqdm(range(n_classes), desc=f"thresholds round {round_index + 1}",
-                          disable=not progress, leave=False):
+        for index in tqdm(
+            range(n_classes), desc=f"thresholds round {round_index + 1}", disable=not progress, leave=False
+        ):
             column = columns[index]
             on_rows = np.flatnonzero(probs_by_class[index] > thresholds[index])
             on_true = targets_by_class[index][on_rows]
@@ -482,8 +502,7 @@ def _coordinate_ascent(probs: np.ndarray, targets: np.ndarray, objective: PerIma
             current = float(gains(tp[on_rows], running[on_rows], on_true).sum())
             cumulative = np.zeros(column.order.size + 1)
             if column.order.size:
-                np.cumsum(gains(tp[column.order], running[column.order], column.is_true),
-                          out=cumulative[1:])
+                np.cumsum(gains(tp[column.order], running[column.order], column.is_true), out=cumulative[1:])
             k, best = _first_best(cumulative, column.allowed, tolerance)
             if best > current + tolerance:
                 thresholds[index] = column.cut(k)

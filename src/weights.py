@@ -7,6 +7,7 @@ hf_hub_id, ...) and `manifest.json` (file, size, SHA-256, hub revision). The res
 (`resolve_weights` for train, `normalisation` for the transforms) reads that folder or timm's
 registry and never touches the network.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,9 +20,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Optional
+from typing import TYPE_CHECKING
 
 from src.artifacts import WEIGHTS_ROOT
 from src.atomic import _fsync_dir, write_text
@@ -38,10 +40,34 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The license names `dataset-metadata.json` accepts (Kaggle's dataset metadata documentation).
 KAGGLE_LICENSES = (
-    "CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-SA-4.0", "GPL-2.0", "ODbL-1.0", "DbCL-1.0",
-    "copyright-authors", "other", "unknown", "CC-BY-4.0", "CC-BY-NC-4.0", "PDDL", "CC-BY-3.0", "CC-BY-3.0-IGO",
-    "US-Government-Works", "CC-BY-NC-SA-3.0-IGO", "CDLA-Permissive-1.0", "CDLA-Sharing-1.0", "CC-BY-ND-4.0",
-    "CC-BY-NC-ND-4.0", "ODC-BY-1.0", "LGPL-3.0", "AGPL-3.0", "FDL-1.3", "EU-ODP-Legal-Notice", "apache-2.0", "GPL-3.0",
+    "CC0-1.0",
+    "CC-BY-SA-3.0",
+    "CC-BY-SA-4.0",
+    "CC-BY-NC-SA-4.0",
+    "GPL-2.0",
+    "ODbL-1.0",
+    "DbCL-1.0",
+    "copyright-authors",
+    "other",
+    "unknown",
+    "CC-BY-4.0",
+    "CC-BY-NC-4.0",
+    "PDDL",
+    "CC-BY-3.0",
+    "CC-BY-3.0-IGO",
+    "US-Government-Works",
+    "CC-BY-NC-SA-3.0-IGO",
+    "CDLA-Permissive-1.0",
+    "CDLA-Sharing-1.0",
+    "CC-BY-ND-4.0",
+    "CC-BY-NC-ND-4.0",
+    "ODC-BY-1.0",
+    "LGPL-3.0",
+    "AGPL-3.0",
+    "FDL-1.3",
+    "EU-ODP-Legal-Notice",
+    "apache-2.0",
+    "GPL-3.0",
 )
 
 
@@ -71,7 +97,7 @@ class _Download:
     url: str
 
 
-def weights_command(model_tag: str, config_path: Optional[Path] = None) -> str:
+def weights_command(model_tag: str, config_path: Path | None = None) -> str:
     """The command that fetches `model_tag` (to run where there is internet)."""
     return f"python -m src.stage weights {f'--config {config_path}' if config_path else f'--model {model_tag}'}"
 
@@ -100,6 +126,7 @@ def hub_online() -> Iterator[None]:
 
 # ---- timm's view of a tag -----------------------------------------------------------------------
 
+
 def timm_pretrained_cfg(model_tag: str) -> dict:
     """timm's registered pretrained config of `model_tag` (`<architecture>.<tag>`) as JSON-ready data; no network."""
     import timm
@@ -108,21 +135,27 @@ def timm_pretrained_cfg(model_tag: str) -> dict:
     arch, _, tag = model_tag.partition(".")
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=3) or ["resnet50"]
-        raise PipelineError(f"model tag {model_tag}: '{arch}' is not a timm model; close timm names: {', '.join(close)}")
+        raise PipelineError(
+            f"model tag {model_tag}: '{arch}' is not a timm model; close timm names: {', '.join(close)}"
+        )
     known = timm.list_pretrained(f"{arch}.*")
     if not tag and known:
-        raise PipelineError(f"model tag {model_tag}: names no pretrained tag; name one, e.g. {', '.join(known[:3])} "
-                            f"(timm.list_pretrained('{arch}.*') lists them)")
+        raise PipelineError(
+            f"model tag {model_tag}: names no pretrained tag; name one, e.g. {', '.join(known[:3])} "
+            f"(timm.list_pretrained('{arch}.*') lists them)"
+        )
     if not tag or not is_model_pretrained(model_tag):
         close = difflib.get_close_matches(model_tag, known, n=3) or known[:3]
         hint = f"close ones: {', '.join(close)}" if close else f"timm has no pretrained weights for {arch} at all"
-        raise PipelineError(f"model tag {model_tag}: not a timm tag with pretrained weights; {hint} "
-                            f"(timm.list_pretrained('{arch}.*') lists them)")
+        raise PipelineError(
+            f"model tag {model_tag}: not a timm tag with pretrained weights; {hint} "
+            f"(timm.list_pretrained('{arch}.*') lists them)"
+        )
     cfg = get_pretrained_cfg(model_tag)
     return json.loads(json.dumps(cfg.to_dict(remove_source=False, remove_null=True)))  # tuples -> lists
 
 
-def _hub_source(model_tag: str, cfg: dict) -> tuple[str, Optional[str], list[str]]:
+def _hub_source(model_tag: str, cfg: dict) -> tuple[str, str | None, list[str]]:
     """(repo id, revision, weight file names best first), as timm's `load_pretrained` picks them for this cfg."""
     from timm.models._builder import _resolve_pretrained_source
     from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives, hf_split
@@ -130,12 +163,16 @@ def _hub_source(model_tag: str, cfg: dict) -> tuple[str, Optional[str], list[str
     load_from, location = _resolve_pretrained_source(cfg)
     arch = model_tag.partition(".")[0]
     if load_from != "hf-hub":
-        raise PipelineError(f"model tag {model_tag}: timm loads these weights from {load_from or 'nowhere'} "
-                            f"({cfg.get('url') or 'no url'}), not from the Hugging Face hub; pick a tag with an hf_hub_id "
-                            f"(timm.list_pretrained('{arch}.*'))")
+        raise PipelineError(
+            f"model tag {model_tag}: timm loads these weights from {load_from or 'nowhere'} "
+            f"({cfg.get('url') or 'no url'}), not from the Hugging Face hub; pick a tag with an hf_hub_id "
+            f"(timm.list_pretrained('{arch}.*'))"
+        )
     if isinstance(location, (tuple, list)) and cfg.get("custom_load") == "hf":
-        raise PipelineError(f"model tag {model_tag}: timm reads these weights with a model-specific loader, not as a "
-                            f"state dict; pick another tag (timm.list_pretrained('{arch}.*'))")
+        raise PipelineError(
+            f"model tag {model_tag}: timm reads these weights with a model-specific loader, not as a "
+            f"state dict; pick another tag (timm.list_pretrained('{arch}.*'))"
+        )
     repo, filename = location if isinstance(location, (tuple, list)) else (location, HF_WEIGHTS_NAME)
     repo_id, revision = hf_split(repo)
     # timm prefers a safetensors twin of a pickled file when the hub has one.
@@ -145,7 +182,10 @@ def _hub_source(model_tag: str, cfg: dict) -> tuple[str, Optional[str], list[str
 
 # ---- fetching -----------------------------------------------------------------------------------
 
-def fetch_weights(model_tag: str, dest_root: Path = WEIGHTS_ROOT, log: Log = print, quiet: bool = False) -> WeightsFolder:
+
+def fetch_weights(
+    model_tag: str, dest_root: Path = WEIGHTS_ROOT, log: Log = print, quiet: bool = False
+) -> WeightsFolder:
     """Download `model_tag`'s pretrained weights once into `dest_root/<tag>/`; return that folder.
 
     A folder already there is checked against its manifest's SHA-256 and returned with no network call (a
@@ -171,11 +211,13 @@ def fetch_weights(model_tag: str, dest_root: Path = WEIGHTS_ROOT, log: Log = pri
     return dataclasses.replace(fetched, path=folder)
 
 
-def _verified_local(folder: Path, model_tag: str, log: Log) -> Optional[WeightsFolder]:
+def _verified_local(folder: Path, model_tag: str, log: Log) -> WeightsFolder | None:
     """The local copy when its weight file matches the manifest's SHA-256; None when it must be fetched again."""
     if not (folder / MANIFEST).is_file():
-        raise PipelineError(f"{folder}: exists but has no {MANIFEST}, so the weights stage did not make it; move it away "
-                            f"and rerun {weights_command(model_tag)}")
+        raise PipelineError(
+            f"{folder}: exists but has no {MANIFEST}, so the weights stage did not make it; move it away "
+            f"and rerun {weights_command(model_tag)}"
+        )
     try:
         local = read_weights_folder(folder)
     except PipelineError:
@@ -197,10 +239,12 @@ def _fresh_staging(dest_root: Path, model_tag: str) -> Path:
         os.chmod(staging, dest_root.stat().st_mode & 0o777)  # mkdtemp makes 0700; the folder gets its parent's mode
         return staging
     except OSError as exc:
-        raise PipelineError(f"{dest_root}: cannot write ({exc.strerror or exc}); make it writable or free space") from None
+        raise PipelineError(
+            f"{dest_root}: cannot write ({exc.strerror or exc}); make it writable or free space"
+        ) from None
 
 
-def _download(repo_id: str, revision: Optional[str], names: list[str], staging: Path, log: Log, quiet: bool) -> _Download:
+def _download(repo_id: str, revision: str | None, names: list[str], staging: Path, log: Log, quiet: bool) -> _Download:
     """Probe the candidate files (one quick HEAD each, no retries), then let timm's hf_hub_download fetch the first."""
     import timm
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
@@ -210,22 +254,30 @@ def _download(repo_id: str, revision: Optional[str], names: list[str], staging: 
 
     for name in names:
         try:
-            meta = get_hf_file_metadata(hf_hub_url(repo_id, name, revision=revision), library_name="timm",
-                                        library_version=timm.__version__)
+            meta = get_hf_file_metadata(
+                hf_hub_url(repo_id, name, revision=revision), library_name="timm", library_version=timm.__version__
+            )
             break
         except RemoteEntryNotFoundError:
             continue
     else:
-        raise PipelineError(f"{constants.ENDPOINT}/{repo_id}: holds none of {', '.join(names)}; the hub repository "
-                            "does not match timm's pretrained config: try another tag or another timm version")
+        raise PipelineError(
+            f"{constants.ENDPOINT}/{repo_id}: holds none of {', '.join(names)}; the hub repository "
+            "does not match timm's pretrained config: try another tag or another timm version"
+        )
     if not meta.commit_hash:
-        raise PipelineError(f"{constants.ENDPOINT}: answered without X-Repo-Commit, so it is not a Hugging Face hub; "
-                            "check HF_ENDPOINT and any proxy, then rerun")
+        raise PipelineError(
+            f"{constants.ENDPOINT}: answered without X-Repo-Commit, so it is not a Hugging Face hub; "
+            "check HF_ENDPOINT and any proxy, then rerun"
+        )
     size = f"{meta.size / 1e6:.1f} MB" if meta.size else "size unknown"
     log(f"downloading {name} ({size}) from {constants.ENDPOINT}/{repo_id} at revision {meta.commit_hash[:12]}")
-    path = hf_hub_download(repo_id, name, revision=meta.commit_hash, local_dir=staging,
-                           tqdm_class=silent_tqdm if quiet else None)
-    return _Download(Path(path), meta.commit_hash, meta.etag or "", hf_hub_url(repo_id, name, revision=meta.commit_hash))
+    path = hf_hub_download(
+        repo_id, name, revision=meta.commit_hash, local_dir=staging, tqdm_class=silent_tqdm if quiet else None
+    )
+    return _Download(
+        Path(path), meta.commit_hash, meta.etag or "", hf_hub_url(repo_id, name, revision=meta.commit_hash)
+    )
 
 
 def _finish_folder(staging: Path, model_tag: str, cfg: dict, repo_id: str, download: _Download) -> WeightsFolder:
@@ -233,19 +285,32 @@ def _finish_folder(staging: Path, model_tag: str, cfg: dict, repo_id: str, downl
     import huggingface_hub
     import timm
 
-    shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's local_dir bookkeeping: keep the folder flat
+    shutil.rmtree(
+        staging / ".cache", ignore_errors=True
+    )  # huggingface_hub's local_dir bookkeeping: keep the folder flat
     sha256 = file_sha256(download.path)
     # An LFS file's ETag is its SHA-256; a small git-stored file has a git SHA-1 instead, nothing to compare.
     if re.fullmatch(r"[0-9a-f]{64}", download.etag) and download.etag != sha256:
-        raise PipelineError(f"{download.url}: the downloaded file's SHA-256 {sha256} is not the hub's {download.etag} "
-                            "(a corrupted transfer); rerun the weights stage")
+        raise PipelineError(
+            f"{download.url}: the downloaded file's SHA-256 {sha256} is not the hub's {download.etag} "
+            "(a corrupted transfer); rerun the weights stage"
+        )
     with open(download.path, "rb+") as handle:
         os.fsync(handle.fileno())
-    folder = WeightsFolder(staging, model_tag, download.path.name, sha256, download.path.stat().st_size, cfg,
-                           download.commit, download.url)
-    manifest = {"tag": model_tag, "file": folder.file_name, "sha256": sha256, "size": folder.size, "hf_hub_id": repo_id,
-                "revision": download.commit, "source": download.url, "timm": timm.__version__,
-                "huggingface_hub": huggingface_hub.__version__}
+    folder = WeightsFolder(
+        staging, model_tag, download.path.name, sha256, download.path.stat().st_size, cfg, download.commit, download.url
+    )
+    manifest = {
+        "tag": model_tag,
+        "file": folder.file_name,
+        "sha256": sha256,
+        "size": folder.size,
+        "hf_hub_id": repo_id,
+        "revision": download.commit,
+        "source": download.url,
+        "timm": timm.__version__,
+        "huggingface_hub": huggingface_hub.__version__,
+    }
     write_text(staging / PRETRAINED_CFG, json.dumps(cfg, indent=2) + "\n")
     write_text(staging / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return folder
@@ -259,8 +324,10 @@ def _move_into_place(staging: Path, folder: Path) -> None:
             os.replace(folder, old)
         os.replace(staging, folder)
     except OSError as exc:
-        raise PipelineError(f"{folder}: cannot move the download into place ({exc.strerror or exc}); "
-                            "check the folder's permissions and rerun") from None
+        raise PipelineError(
+            f"{folder}: cannot move the download into place ({exc.strerror or exc}); "
+            "check the folder's permissions and rerun"
+        ) from None
     _fsync_dir(folder.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
@@ -271,28 +338,41 @@ def _hub_errors(model_tag: str, repo_id: str, folder: Path) -> Iterator[None]:
     """Turn huggingface_hub's and the network's exceptions into one line: what failed and what to do."""
     import httpx2
     from huggingface_hub import constants
-    from huggingface_hub.errors import (FileMetadataError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled, RepositoryNotFoundError)
+    from huggingface_hub.errors import (
+        FileMetadataError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
 
     where = f"{folder}: downloading {repo_id} from {constants.ENDPOINT}"
-    elsewhere = (f"run the `weights` stage where there is internet ({weights_command(model_tag)}), "
-                 f"then copy {folder}/ to this machine")
+    elsewhere = (
+        f"run the `weights` stage where there is internet ({weights_command(model_tag)}), "
+        f"then copy {folder}/ to this machine"
+    )
     try:
         yield
     except OfflineModeIsEnabled:
         raise PipelineError(f"{where}: huggingface_hub is offline (HF_HUB_OFFLINE is set); {elsewhere}") from None
     except (RepositoryNotFoundError, GatedRepoError) as exc:
-        raise PipelineError(f"{where}: no such hub repository, or it is gated ({_first_line(exc)}); check the tag, or "
-                            "log in with `hf auth login` for a gated one") from None
+        raise PipelineError(
+            f"{where}: no such hub repository, or it is gated ({_first_line(exc)}); check the tag, or "
+            "log in with `hf auth login` for a gated one"
+        ) from None
     except (LocalEntryNotFoundError, FileMetadataError, httpx2.TransportError) as exc:
         raise PipelineError(f"{where}: cannot reach the hub ({_first_line(exc)}); {elsewhere}") from None
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "an error"
-        raise PipelineError(f"{where}: the hub answered {status} ({_first_line(exc)}); try again later, or "
-                            f"{elsewhere}") from None
+        raise PipelineError(
+            f"{where}: the hub answered {status} ({_first_line(exc)}); try again later, or {elsewhere}"
+        ) from None
     except OSError as exc:
-        raise PipelineError(f"{folder}: cannot write the download ({exc.strerror or exc}); free space or make "
-                            f"{folder.parent} writable, then rerun") from None
+        raise PipelineError(
+            f"{folder}: cannot write the download ({exc.strerror or exc}); free space or make "
+            f"{folder.parent} writable, then rerun"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -302,6 +382,7 @@ def _first_line(exc: BaseException) -> str:
 
 # ---- reading a fetched folder (train, oof, submit: never the network) ---------------------------
 
+
 def read_weights_folder(path: Path) -> WeightsFolder:
     """The folder the `weights` stage wrote at `path` (manifest + pretrained config); the weight file is not hashed."""
     path = Path(path)
@@ -309,20 +390,32 @@ def read_weights_folder(path: Path) -> WeightsFolder:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         cfg = json.loads((path / PRETRAINED_CFG).read_text(encoding="utf-8"))
-        folder = WeightsFolder(path, str(manifest["tag"]), str(manifest["file"]), str(manifest["sha256"]),
-                               int(manifest["size"]), dict(cfg), str(manifest.get("revision", "")),
-                               str(manifest.get("source", "")))
+        folder = WeightsFolder(
+            path,
+            str(manifest["tag"]),
+            str(manifest["file"]),
+            str(manifest["sha256"]),
+            int(manifest["size"]),
+            dict(cfg),
+            str(manifest.get("revision", "")),
+            str(manifest.get("source", "")),
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PipelineError(f"{manifest_path}: not a readable weights manifest ({type(exc).__name__}: {exc}); fetch the "
-                            f"weights again: {weights_command(path.name)}") from None
+        raise PipelineError(
+            f"{manifest_path}: not a readable weights manifest ({type(exc).__name__}: {exc}); fetch the "
+            f"weights again: {weights_command(path.name)}"
+        ) from None
     if Path(folder.file_name).name != folder.file_name or folder.file_name in ("", ".", ".."):
-        raise PipelineError(f"{manifest_path}: file '{folder.file_name}' is not a plain file name; fetch the weights again: "
-                            f"{weights_command(folder.tag)}")
+        raise PipelineError(
+            f"{manifest_path}: file '{folder.file_name}' is not a plain file name; fetch the weights again: "
+            f"{weights_command(folder.tag)}"
+        )
     return folder
 
 
-def resolve_weights(model: ModelConfig, config_path: Optional[Path] = None,
-                    weights_root: Path = WEIGHTS_ROOT) -> Optional[Path]:
+def resolve_weights(
+    model: ModelConfig, config_path: Path | None = None, weights_root: Path = WEIGHTS_ROOT
+) -> Path | None:
     """The local weight file `build_model` loads for this model config, or None (scratch). Never downloads.
 
     `model.pretrained` (a timm tag) is looked up in `weights_root/<tag>/`; a missing folder is a one-line
@@ -333,25 +426,33 @@ def resolve_weights(model: ModelConfig, config_path: Optional[Path] = None,
             return _checked_folder(model, Path(model.weights), config_path).weight_file
         return model.weights
     if model.forbid_pretrained:
-        raise PipelineError(f"config model.pretrained: {model.pretrained} given but model.forbid_pretrained is true "
-                            "(this competition forbids pretrained weights); set model.pretrained=null")
+        raise PipelineError(
+            f"config model.pretrained: {model.pretrained} given but model.forbid_pretrained is true "
+            "(this competition forbids pretrained weights); set model.pretrained=null"
+        )
     folder = Path(weights_root) / model.pretrained
     if not (folder / MANIFEST).is_file():
-        raise PipelineError(f"{folder}: the pretrained weights {model.pretrained} are not here, and train never "
-                            f"downloads; fetch them once where there is internet with "
-                            f"`{weights_command(model.pretrained, config_path)}`, then copy {folder}/ here")
+        raise PipelineError(
+            f"{folder}: the pretrained weights {model.pretrained} are not here, and train never "
+            f"downloads; fetch them once where there is internet with "
+            f"`{weights_command(model.pretrained, config_path)}`, then copy {folder}/ here"
+        )
     return _checked_folder(model, folder, config_path).weight_file
 
 
-def _checked_folder(model: ModelConfig, path: Path, config_path: Optional[Path]) -> WeightsFolder:
+def _checked_folder(model: ModelConfig, path: Path, config_path: Path | None) -> WeightsFolder:
     folder = read_weights_folder(path)
     arch = folder.pretrained_cfg.get("architecture") or folder.tag.partition(".")[0]
     if arch != model.name or (model.pretrained is not None and folder.tag != model.pretrained):
-        raise PipelineError(f"{path}: holds {folder.tag} weights but the config asks for "
-                            f"{model.pretrained or model.name}; point the config at weights for that model")
+        raise PipelineError(
+            f"{path}: holds {folder.tag} weights but the config asks for "
+            f"{model.pretrained or model.name}; point the config at weights for that model"
+        )
     if not folder.weight_file.is_file() or folder.weight_file.stat().st_size != folder.size:
-        raise PipelineError(f"{folder.weight_file}: missing, or not the {folder.size} bytes {MANIFEST} records (an "
-                            f"incomplete copy); fetch it again: {weights_command(folder.tag, config_path)}")
+        raise PipelineError(
+            f"{folder.weight_file}: missing, or not the {folder.size} bytes {MANIFEST} records (an "
+            f"incomplete copy); fetch it again: {weights_command(folder.tag, config_path)}"
+        )
     return folder
 
 
@@ -380,7 +481,8 @@ def _pretrained_cfg_of(model: ModelConfig, weights_root: Path) -> dict:
 
 # ---- a Kaggle dataset of a fetched folder -------------------------------------------------------
 
-def kaggle_license(license_name: Optional[str]) -> str:
+
+def kaggle_license(license_name: str | None) -> str:
     """Kaggle's name for the weights' license (timm's pretrained cfg `license`, e.g. apache-2.0 -> apache-2.0).
 
     A license Kaggle has no name for (mit, bsd-3-clause, a model-specific one) becomes "other" and is named in the
@@ -401,9 +503,15 @@ def kaggle_slug(model_tag: str) -> str:
 def dataset_metadata(folder: WeightsFolder, owner: str) -> dict:
     """`dataset-metadata.json` for a private Kaggle dataset holding `folder`'s files, owned by `owner`."""
     license_name = folder.pretrained_cfg.get("license")
-    description = (f"timm pretrained weights {folder.tag}: {folder.file_name} (SHA-256 {folder.sha256}) from "
-                   f"{folder.source or folder.pretrained_cfg.get('hf_hub_id', 'the Hugging Face hub')}, with timm's "
-                   f"pretrained config ({PRETRAINED_CFG}) and {MANIFEST}. Upstream license: "
-                   f"{license_name or 'not stated'}. Made by `{weights_command(folder.tag)} --push`.")
-    return {"id": f"{owner}/{kaggle_slug(folder.tag)}", "title": f"timm {folder.tag}"[:50],
-            "description": description, "licenses": [{"name": kaggle_license(license_name)}]}
+    description = (
+        f"timm pretrained weights {folder.tag}: {folder.file_name} (SHA-256 {folder.sha256}) from "
+        f"{folder.source or folder.pretrained_cfg.get('hf_hub_id', 'the Hugging Face hub')}, with timm's "
+        f"pretrained config ({PRETRAINED_CFG}) and {MANIFEST}. Upstream license: "
+        f"{license_name or 'not stated'}. Made by `{weights_command(folder.tag)} --push`."
+    )
+    return {
+        "id": f"{owner}/{kaggle_slug(folder.tag)}",
+        "title": f"timm {folder.tag}"[:50],
+        "description": description,
+        "licenses": [{"name": kaggle_license(license_name)}],
+    }

@@ -1,4 +1,5 @@
 """Shared test setup: the repo root on sys.path, offline hub, small thread counts."""
+
 from __future__ import annotations
 
 import os
@@ -11,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
+from fake_hub_server import fake_hub  # noqa: E402,F401 (fixture for every test module)
+from fake_kaggle_server import fake_kaggle  # noqa: E402,F401 (fixture for every test module)
 
 
 @pytest.fixture(scope="session")

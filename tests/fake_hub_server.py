@@ -14,6 +14,7 @@ The `fake_hub` fixture points huggingface_hub at this server (its constants are 
 patched), gives it an empty cache and no token, and refuses any socket connection from this process that is not
 to the loopback address: no request leaves 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-
 from local_server import LocalServer
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -59,7 +59,9 @@ class FakeHub(LocalServer):
     def add_repo(self, repo_id: str, files: dict[str, bytes]) -> str:
         """Serve `files` as the latest commit of `repo_id`; return that commit's hash."""
         self.repos[repo_id] = dict(files)
-        self.commits[repo_id] = hashlib.sha1(repo_id.encode() + b"".join(files[name] for name in sorted(files))).hexdigest()
+        self.commits[repo_id] = hashlib.sha1(
+            repo_id.encode() + b"".join(files[name] for name in sorted(files))
+        ).hexdigest()
         return self.commits[repo_id]
 
     def record(self, method: str, path: str, headers: dict[str, str]) -> None:
@@ -69,26 +71,44 @@ class FakeHub(LocalServer):
     def answer(self, path: str) -> tuple[int, bytes, dict[str, str]]:
         """(status, body, headers) for a request of `path`, as the hub answers `/{repo}/resolve/{rev}/{file}`."""
         if urlsplit(path).path == AGENT_REGISTRY:
-            return 200, json.dumps({"standardEnvVars": [], "harnesses": {}}).encode(), {"Content-Type": "application/json"}
+            return (
+                200,
+                json.dumps({"standardEnvVars": [], "harnesses": {}}).encode(),
+                {"Content-Type": "application/json"},
+            )
         repo_id, sep, rest = unquote(urlsplit(path).path).lstrip("/").partition("/resolve/")
         revision, _, name = rest.partition("/")
         if not sep or repo_id not in self.repos:
-            return 401, b"Repository not found", {"X-Error-Code": "RepoNotFound",
-                                                  "X-Error-Message": "Repository not found"}
+            return (
+                401,
+                b"Repository not found",
+                {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"},
+            )
         commit = self.commits[repo_id]
         if revision not in ("main", commit):
             return 404, b"Revision not found", {"X-Error-Code": "RevisionNotFound", "X-Repo-Commit": commit}
         if name in self.failures:
             return self.failures[name], b"injected failure", {"X-Repo-Commit": commit}
         if name not in self.repos[repo_id]:
-            return 404, b"Entry not found", {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found",
-                                             "X-Repo-Commit": commit}
+            return (
+                404,
+                b"Entry not found",
+                {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found", "X-Repo-Commit": commit},
+            )
         data = self.repos[repo_id][name]
         sha256 = hashlib.sha256(data).hexdigest()
-        return 200, data, {"X-Repo-Commit": commit, "ETag": f'"{sha256}"', "X-Linked-Etag": f'"{sha256}"',
-                           "X-Linked-Size": str(len(data)), "Accept-Ranges": "bytes",
-                           "Content-Type": "application/octet-stream"}
-
+        return (
+            200,
+            data,
+            {
+                "X-Repo-Commit": commit,
+                "ETag": f'"{sha256}"',
+                "X-Linked-Etag": f'"{sha256}"',
+                "X-Linked-Size": str(len(data)),
+                "Accept-Ranges": "bytes",
+                "Content-Type": "application/octet-stream",
+            },
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -129,6 +149,7 @@ def _loopback_only(real_connect):
         if sock.family in (socket.AF_INET, socket.AF_INET6) and host not in _LOOPBACK:
             raise AssertionError(f"test tried to reach {address}: only 127.0.0.1 is allowed")
         return real_connect(sock, address)
+
     return connect
 
 
@@ -141,7 +162,9 @@ def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(socket.socket, "connect", _loopback_only(socket.socket.connect))
     with FakeHub() as hub:
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
         monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-home" / "stored_tokens"))

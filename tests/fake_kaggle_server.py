@@ -7,6 +7,7 @@ How the CLI reaches it: with `KAGGLE_API_ENVIRONMENT=LOCALHOST` kagglesdk POSTs 
 Uploads go to the `createUrl` it hands out (a PUT to `/upload/<token>` on this server); downloads are
 a 302 from the RPC to `/files/...` on this server, as the real service redirects to storage.
 """
+
 from __future__ import annotations
 
 import io
@@ -23,7 +24,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-
 from local_server import LocalServer
 
 # Recognisable fake credentials: tests assert these never leak into output or errors.
@@ -36,8 +36,15 @@ _DROPPED_HEADERS = {"authorization", "proxy-authorization", "cookie"}
 # Variables that could point the CLI at real Kaggle or at a real account.
 _SCRUBBED_ENV_PREFIXES = ("KAGGLE_",)
 _SCRUBBED_ENV_NAMES = {
-    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-    "VERBOSE", "VERBOSE_OUTPUT", "XDG_CONFIG_HOME",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "VERBOSE",
+    "VERBOSE_OUTPUT",
+    "XDG_CONFIG_HOME",
 }
 
 
@@ -76,8 +83,8 @@ class FakeKaggle(LocalServer):
         super().__init__()
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
-        self.uploads: dict[str, bytes] = {}          # upload token -> bytes PUT to its createUrl
-        self.upload_names: dict[str, str] = {}       # upload token -> file name announced for it
+        self.uploads: dict[str, bytes] = {}  # upload token -> bytes PUT to its createUrl
+        self.upload_names: dict[str, str] = {}  # upload token -> file name announced for it
         self.competition_files: dict[str, dict[str, bytes]] = {}  # slug -> files served as <slug>.zip
         self.competition_zips: dict[str, bytes] = {}  # slug -> raw zip bytes (overrides the files)
         self.submissions: list[dict[str, Any]] = []
@@ -86,21 +93,28 @@ class FakeKaggle(LocalServer):
         # with scores[slug] (public, private) as the strings the API sends (None = not shown).
         self.pending_listings = 0
         self.scores: dict[str, tuple[str | None, str | None]] = {}
-        self.datasets: dict[str, FakeDataset] = {}   # "owner/slug" -> dataset
+        self.datasets: dict[str, FakeDataset] = {}  # "owner/slug" -> dataset
         self.kernels: dict[str, dict[str, Any]] = {}  # "owner/slug" -> SaveKernel body + "version"
         self.kernel_status: dict[str, tuple[str, str | None]] = {}  # ref -> (status, failure message)
-        self.kernel_outputs: dict[str, dict[str, bytes]] = {}       # ref -> output files
-        self.kernel_logs: dict[str, str] = {}                       # ref -> what its last run printed
+        self.kernel_outputs: dict[str, dict[str, bytes]] = {}  # ref -> output files
+        self.kernel_logs: dict[str, str] = {}  # ref -> what its last run printed
         # With run_pushed, a pushed kernel is run (src.kaggle.local.offline_sandbox.run_offline: network blocked) on the
         # competition files and datasets it names, in a thread; its working folder becomes its output.
         self.run_pushed = False
         self._runs: list[threading.Thread] = []
-        self.failures: dict[str, Failure] = {}       # Rpc name or path -> canned failure
+        self.failures: dict[str, Failure] = {}  # Rpc name or path -> canned failure
         self._next_token = 0
 
     # ---- test controls ----------------------------------------------------------------------
-    def fail(self, route: str, status: int, body: str | dict | None = None, *, as_json: bool = True,
-             headers: dict[str, str] | None = None) -> None:
+    def fail(
+        self,
+        route: str,
+        status: int,
+        body: str | dict | None = None,
+        *,
+        as_json: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Answer `route` (an Rpc name like "DownloadDataFiles", or a path) with `status` and `body`.
 
         With `as_json` the body is Kaggle's error shape `{"code": status, "message": body}` (a dict
@@ -135,15 +149,22 @@ class FakeKaggle(LocalServer):
             config.chmod(stat.S_IRUSR | stat.S_IWUSR)
         tmp = home / "tmp"  # the CLI keeps resumable-upload state under $TMPDIR/.kaggle
         tmp.mkdir(exist_ok=True)
-        env = {k: v for k, v in os.environ.items()
-               if not k.upper().startswith(_SCRUBBED_ENV_PREFIXES) and k.upper() not in _SCRUBBED_ENV_NAMES}
-        env.update({
-            "HOME": str(home),
-            "TMPDIR": str(tmp),
-            "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
-            "HTTP_PROXY": self.url, "http_proxy": self.url,
-            "HTTPS_PROXY": self.url, "https_proxy": self.url,  # a stray https call hits our refusal
-        })
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.upper().startswith(_SCRUBBED_ENV_PREFIXES) and k.upper() not in _SCRUBBED_ENV_NAMES
+        }
+        env.update(
+            {
+                "HOME": str(home),
+                "TMPDIR": str(tmp),
+                "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+                "HTTP_PROXY": self.url,
+                "http_proxy": self.url,
+                "HTTPS_PROXY": self.url,
+                "https_proxy": self.url,  # a stray https call hits our refusal
+            }
+        )
         return env
 
     # ---- request handling (called from server threads) -------------------------------------
@@ -159,6 +180,7 @@ class FakeKaggle(LocalServer):
 
     def _authorized(self, header: str | None) -> bool:
         import base64
+
         basic = "Basic " + base64.b64encode(f"{FAKE_USER}:{FAKE_KEY}".encode()).decode()
         return header in (basic, f"Bearer {FAKE_TOKEN}")
 
@@ -197,8 +219,11 @@ class FakeKaggle(LocalServer):
                 return 400, {"code": 400, "message": "Unknown upload token"}, {}
             self.submissions.append(dict(body))
             self._add_submission_row(body, self.upload_names.get(token, ""))
-            return 200, {"message": f"Successfully submitted to {body.get('competitionName')}",
-                         "ref": len(self.submissions)}, {}
+            return (
+                200,
+                {"message": f"Successfully submitted to {body.get('competitionName')}", "ref": len(self.submissions)},
+                {},
+            )
 
         if rpc == "CreateCodeSubmission":
             ref = f"{body.get('kernelOwner')}/{body.get('kernelSlug')}"
@@ -206,8 +231,11 @@ class FakeKaggle(LocalServer):
                 return 404, {"code": 404, "message": "Kernel not found"}, {}
             self.submissions.append(dict(body))
             self._add_submission_row(body, body.get("fileName", ""))
-            return 200, {"message": f"Successfully submitted to {body.get('competitionName')}",
-                         "ref": len(self.submissions)}, {}
+            return (
+                200,
+                {"message": f"Successfully submitted to {body.get('competitionName')}", "ref": len(self.submissions)},
+                {},
+            )
 
         if rpc == "ListSubmissions":
             return 200, {"submissions": self._list_submissions(body.get("competitionName", ""))}, {}
@@ -247,8 +275,11 @@ class FakeKaggle(LocalServer):
                 thread = threading.Thread(target=self._run_kernel, args=(ref, dict(body)), daemon=True)
                 self._runs.append(thread)
                 thread.start()
-            return 200, {"ref": f"/code/{ref}", "url": f"http://localhost/code/{ref}",
-                         "versionNumber": saved["version"]}, {}
+            return (
+                200,
+                {"ref": f"/code/{ref}", "url": f"http://localhost/code/{ref}", "versionNumber": saved["version"]},
+                {},
+            )
 
         if rpc in ("GetKernelSessionStatus", "ListKernelSessionOutput"):
             ref = f"{body.get('userName')}/{body.get('kernelSlug')}"
@@ -257,8 +288,10 @@ class FakeKaggle(LocalServer):
             if rpc == "GetKernelSessionStatus":
                 status, failure = self.kernel_status.get(ref, ("RUNNING", None))
                 return 200, {"status": status, "failureMessage": failure}, {}
-            files = [{"url": f"http://localhost/kernel-output/{ref}/{name}", "fileName": name}
-                     for name in sorted(self.kernel_outputs.get(ref, {}))]
+            files = [
+                {"url": f"http://localhost/kernel-output/{ref}/{name}", "fileName": name}
+                for name in sorted(self.kernel_outputs.get(ref, {}))
+            ]
             return 200, {"files": files, "log": self.kernel_logs.get(ref, "[]")}, {}
 
         return 404, {"code": 404, "message": f"fake Kaggle has no RPC {rpc}"}, {}
@@ -280,7 +313,9 @@ class FakeKaggle(LocalServer):
                 inputs[slug] = _materialize(Path(tmp, "competitions", slug), self.competition_files.get(slug, {}))
             for source in body.get("datasetDataSources") or []:
                 if source in self.datasets:
-                    inputs[source.split("/")[1]] = _materialize(Path(tmp, "datasets", source), self.datasets[source].files)
+                    inputs[source.split("/")[1]] = _materialize(
+                        Path(tmp, "datasets", source), self.datasets[source].files
+                    )
             script = Path(tmp, "script.py")
             script.write_text(body.get("text", ""), encoding="utf-8")
             run = run_offline(script, inputs, timeout_s=600)
@@ -291,10 +326,16 @@ class FakeKaggle(LocalServer):
 
     def _add_submission_row(self, body: dict, file_name: str) -> None:
         with self._lock:
-            self.submission_rows.append({
-                "ref": 1000 + len(self.submission_rows), "competition": body.get("competitionName", ""),
-                "fileName": file_name, "description": body.get("submissionDescription", ""),
-                "date": f"2025-01-01T00:00:{len(self.submission_rows):02d}.000Z", "listings": 0})
+            self.submission_rows.append(
+                {
+                    "ref": 1000 + len(self.submission_rows),
+                    "competition": body.get("competitionName", ""),
+                    "fileName": file_name,
+                    "description": body.get("submissionDescription", ""),
+                    "date": f"2025-01-01T00:00:{len(self.submission_rows):02d}.000Z",
+                    "listings": 0,
+                }
+            )
 
     def _list_submissions(self, slug: str) -> list[dict]:
         """Newest first, as the real service sorts by date; each listing brings a pending one closer to scored."""
@@ -305,10 +346,17 @@ class FakeKaggle(LocalServer):
             row["listings"] += 1
             scored = row["listings"] > self.pending_listings
             public, private = self.scores.get(slug, ("0.5", None)) if scored else (None, None)
-            shown.append({"ref": row["ref"], "fileName": row["fileName"], "date": row["date"],
-                          "description": row["description"], "status": "COMPLETE" if scored else "PENDING",
-                          **({"publicScore": public} if public is not None else {}),
-                          **({"privateScore": private} if private is not None else {})})
+            shown.append(
+                {
+                    "ref": row["ref"],
+                    "fileName": row["fileName"],
+                    "date": row["date"],
+                    "description": row["description"],
+                    "status": "COMPLETE" if scored else "PENDING",
+                    **({"publicScore": public} if public is not None else {}),
+                    **({"privateScore": private} if private is not None else {}),
+                }
+            )
         return shown
 
     def _uploaded_files(self, body: dict) -> dict[str, bytes]:
@@ -363,8 +411,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _send(self, status: int, data: bytes = b"", content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        data: bytes = b"",
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -430,6 +483,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # ---- pytest wiring (import `fake_kaggle` into a test module to use it) -----------------------------
+
 
 def use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
     """Make `env` the whole process environment (the CLI subprocess inherits it)."""

@@ -1,4 +1,5 @@
 """Test helpers: tiny configs for fast CPU runs; the shared check that a validator refuses a bad file."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -18,7 +19,9 @@ TINY_TRAIN = {
 def _merge(base: dict, extra: dict) -> dict:
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -50,10 +53,12 @@ def kaggle_demo_experiment(root: Path, competition: str, n_train: int, n_test: i
     from src.demo import build_demo
     from src.steps import folds
 
-    paths = build_demo("imet", root / "input" / competition, answers_root=root / "input" / "answers",
-                       n_train=n_train, n_test=n_test)
-    config_path = tiny_config(root, "imet", paths.root, name="tiny",
-                              extra=_merge({"competition": competition, "data": {"n_folds": 2}}, extra))
+    paths = build_demo(
+        "imet", root / "input" / competition, answers_root=root / "input" / "answers", n_train=n_train, n_test=n_test
+    )
+    config_path = tiny_config(
+        root, "imet", paths.root, name="tiny", extra=_merge({"competition": competition, "data": {"n_folds": 2}}, extra)
+    )
     experiment = Experiment(load_config(config_path), config_path)
     folds.run(experiment, log=[].append)
     return experiment
@@ -75,8 +80,14 @@ def tiny_training(data_root: Path, tmp: Path, total_steps: int, scaler=None, wra
     model, trained = build_models(config, heads, runtime, DistributedContext())
     loss_fn = MultiHeadLoss(heads, config.train.loss)
     optimizer = build_optimizer(model, loss_fn, config.train)
-    training = Training(model, wrap(trained), wrap(loss_fn), optimizer,
-                        build_scheduler(optimizer, config.train, total_steps), scaler or build_grad_scaler(runtime))
+    training = Training(
+        model,
+        wrap(trained),
+        wrap(loss_fn),
+        optimizer,
+        build_scheduler(optimizer, config.train, total_steps),
+        scaler or build_grad_scaler(runtime),
+    )
     return training, heads, runtime
 
 

@@ -1,4 +1,5 @@
 """The lifecycle the stand-in servers share: an HTTP server on 127.0.0.1 (a free port) in a daemon thread."""
+
 from __future__ import annotations
 
 import threading
@@ -25,8 +26,9 @@ class LocalServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=self.thread_name, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=self.thread_name, daemon=True
+        )
         self._thread.start()
         return self
 

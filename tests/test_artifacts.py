@@ -1,5 +1,6 @@
 """The Kaggle records in src.artifacts: push.json, parity.json and pull.json round-trip, read what earlier versions
 wrote, and a damaged one is refused with its path and what to do (or, for parity, just checked again)."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,9 @@ from src.errors import PipelineError
 def test_push_record_keeps_each_upload_and_the_kernel_version(tmp_path):
     path = tmp_path / "push.json"
     assert PushRecord.read(path) == PushRecord()  # nothing pushed yet
-    record = PushRecord().with_upload("dataset", "me/weights", {"model.pt": "aa"}).with_upload("wheels", "me/wheels", {})
+    record = (
+        PushRecord().with_upload("dataset", "me/weights", {"model.pt": "aa"}).with_upload("wheels", "me/wheels", {})
+    )
     record = record.model_copy(update={"kernel_ref": "me/kernel", "version": 3})
     record.write(path)
     again = PushRecord.read(path)
@@ -28,9 +31,20 @@ def test_push_record_keeps_each_upload_and_the_kernel_version(tmp_path):
 
 def test_push_record_reads_the_flat_file_the_first_pushes_wrote(tmp_path):
     path = tmp_path / "push.json"
-    path.write_text(json.dumps({"dataset_ref": "me/w", "dataset_files": {"model.pt": "aa"}, "kernel_ref": "me/k",
-                                "kernel_url": "https://www.kaggle.com/code/me/k", "version": 2, "script_sha256": "bb",
-                                "competition": "imet-2019", "submission_names": ["submission.csv"]}))
+    path.write_text(
+        json.dumps(
+            {
+                "dataset_ref": "me/w",
+                "dataset_files": {"model.pt": "aa"},
+                "kernel_ref": "me/k",
+                "kernel_url": "https://www.kaggle.com/code/me/k",
+                "version": 2,
+                "script_sha256": "bb",
+                "competition": "imet-2019",
+                "submission_names": ["submission.csv"],
+            }
+        )
+    )
     record = PushRecord.read(path)
     assert record.version == 2 and record.uploaded("dataset") == ("me/w", {"model.pt": "aa"})
 
@@ -46,7 +60,9 @@ def test_a_damaged_push_record_is_refused_by_name(tmp_path, body):
 def test_parity_record_round_trips_and_a_damaged_one_means_check_again(tmp_path):
     path = tmp_path / "parity.json"
     assert ParityRecord.read(path) is None
-    record = ParityRecord(passed=True, detail="byte-identical", fingerprint={"script": "ff", "versions": {"torch": "2.14.1"}}, seconds=1.5)
+    record = ParityRecord(
+        passed=True, detail="byte-identical", fingerprint={"script": "ff", "versions": {"torch": "2.14.1"}}, seconds=1.5
+    )
     record.write(path)
     assert ParityRecord.read(path) == record
     path.write_text('{"passed": true}')

@@ -2,6 +2,7 @@
 
 No timing thresholds here: figures depend on the machine and its load (the bench reports ratios for that).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,13 @@ from src.stage import stage_experiment, stage_rows
 from src.steps import bench as bench_step
 
 # Smaller than the demo config, so the quick run stays well inside a test's time.
-TINY = ["model.name=test_resnet", "data.image_size=32", "train.batch_size=16", "predict.batch_size=32", "train.threads=1"]
+TINY = [
+    "model.name=test_resnet",
+    "data.image_size=32",
+    "train.batch_size=16",
+    "predict.batch_size=32",
+    "train.threads=1",
+]
 
 
 def _positive(value) -> bool:
@@ -25,8 +32,13 @@ def _positive(value) -> bool:
 def test_quick_bench_reports_every_section(tmp_path):
     out = tmp_path / "bench.json"
     lines: list[str] = []
-    returned = bench_step.run(stage_experiment(stage_rows()["bench"], None, TINY), quick=True, out_json=out,
-                              models="test_resnet,test_efficientnet", log=lines.append)
+    returned = bench_step.run(
+        stage_experiment(stage_rows()["bench"], None, TINY),
+        quick=True,
+        out_json=out,
+        models="test_resnet,test_efficientnet",
+        log=lines.append,
+    )
     result = json.loads(out.read_text())
     assert result["mode"] == "quick" and result["setup"]["models"] == ["test_resnet", "test_efficientnet"]
     assert returned["goals"] == result["goals"]
@@ -70,14 +82,23 @@ def test_quick_bench_reports_every_section(tmp_path):
     assert _positive(folds["imet_seconds_extrapolated"]) and _positive(folds["scaling_exponent"])
 
     stages = result["memory"]["stages"]
-    assert list(stages) == [name for name, _ in bench.STAGE_RUNS[:bench.QUICK.stages]]
+    assert list(stages) == [name for name, _ in bench.STAGE_RUNS[: bench.QUICK.stages]]
     for name, run in stages.items():
         assert run["exit_code"] == 0 and _positive(run["peak_rss_mb"]) and _positive(run["seconds"]), name
 
     assert [type(goal["met"]) for goal in result["goals"]] == [bool] * (2 * len(models) + 2)
     assert sum("test_efficientnet inference" in goal["goal"] for goal in result["goals"]) == 1
     table = "\n".join(lines)
-    for word in ("data path", "test_efficientnet", "C allocator", "thresholds", "folds", "memory", "goal:", "quick mode"):
+    for word in (
+        "data path",
+        "test_efficientnet",
+        "C allocator",
+        "thresholds",
+        "folds",
+        "memory",
+        "goal:",
+        "quick mode",
+    ):
         assert word in table
 
 
@@ -148,15 +169,23 @@ def test_median_interval_is_the_binomial_order_statistics():
     assert bench.median_interval([3.0, 1.0]) == (1.0, 3.0)  # too few for 95%: the whole range
     assert bench.median_interval(list(range(3000)))[0] > 1400  # no float overflow past n = 1023
     rng = np.random.default_rng(0)
-    covered = [low <= 0.0 <= high for low, high in (bench.median_interval(rng.standard_normal(41).tolist())
-                                                   for _ in range(1000))]
+    covered = [
+        low <= 0.0 <= high
+        for low, high in (bench.median_interval(rng.standard_normal(41).tolist()) for _ in range(1000))
+    ]
     assert 0.93 <= np.mean(covered) <= 0.99
 
 
 def test_goal_line_says_when_the_goal_is_inside_the_interval():
-    goal = {"goal": "m training data-path ratio >= 0.95", "measured": 0.947, "met": False, "target": 0.95,
-            "interval": [0.93, 0.96]}
+    goal = {
+        "goal": "m training data-path ratio >= 0.95",
+        "measured": 0.947,
+        "met": False,
+        "target": 0.95,
+        "interval": [0.93, 0.96],
+    }
     assert bench.goal_line(goal).endswith("NOT met (measured 0.947, 95% interval 0.930-0.960: the goal is inside it)")
     assert bench.goal_line({**goal, "measured": 0.97, "met": True, "interval": [0.96, 0.98]}).endswith(
-        "met (measured 0.970, 95% interval 0.960-0.980)")
+        "met (measured 0.970, 95% interval 0.960-0.980)"
+    )
     assert bench.goal_line({"goal": "exact", "measured": 1.5, "met": True}) == "goal: exact: met (measured 1.500)"

@@ -1,4 +1,5 @@
 """The decoded-image cache (src/data/cache.py): built once from real files, reused, rebuilt on any change, never torn."""
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,7 @@ RED, BLUE, GREEN, GREY = (220, 20, 20), (20, 20, 220), (20, 200, 40), (128, 128,
 def split_image(width: int, height: int, left, right) -> Image.Image:
     """Left half one colour, right half another: a resize that swaps width and height shows."""
     array = np.empty((height, width, 3), np.uint8)
-    array[:, : width // 2], array[:, width // 2:] = left, right
+    array[:, : width // 2], array[:, width // 2 :] = left, right
     return Image.fromarray(array)
 
 
@@ -62,8 +63,11 @@ def check_content(images: np.ndarray) -> None:
     """The fixture's images, resized: colours where they were, within JPEG's error."""
     assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(images[0, :, : SIZE // 2 - 1], np.broadcast_to(RED, (SIZE, SIZE // 2 - 1, 3)))
-    np.testing.assert_array_equal(images[0, :, SIZE // 2 + 1:], np.broadcast_to(BLUE, (SIZE, SIZE // 2 - 1, 3)))
-    assert np.abs(images[1, :, 0].astype(int) - GREEN).max() <= 6 and np.abs(images[1, :, -1].astype(int) - GREY).max() <= 6
+    np.testing.assert_array_equal(images[0, :, SIZE // 2 + 1 :], np.broadcast_to(BLUE, (SIZE, SIZE // 2 - 1, 3)))
+    assert (
+        np.abs(images[1, :, 0].astype(int) - GREEN).max() <= 6
+        and np.abs(images[1, :, -1].astype(int) - GREY).max() <= 6
+    )
     assert (images[2] == BLUE).all()
     assert np.abs(images[3].astype(int) - GREEN).max() <= 6
 
@@ -81,7 +85,7 @@ def test_builds_a_uint8_square_array_from_png_and_jpeg(image_files, tmp_path, de
 
 def test_a_second_call_reuses_the_cache_without_decoding(image_files, tmp_path, decodes):
     first = load_or_build(image_files, SIZE, tmp_path / "cache", skip_unreadable=False, quiet=True)
-    array_file, = (tmp_path / "cache").glob("*.npy")
+    (array_file,) = (tmp_path / "cache").glob("*.npy")
     written = array_file.stat().st_mtime_ns
     decodes.clear()
     second = load_or_build(image_files, SIZE, tmp_path / "cache", skip_unreadable=False, quiet=True)
@@ -127,7 +131,11 @@ def test_an_unreadable_image_stops_the_build_in_one_line(image_files, tmp_path):
     with pytest.raises(PipelineError) as error:
         load_or_build(image_files, SIZE, cache_dir, skip_unreadable=False, quiet=True)
     message = str(error.value)
-    assert message.startswith(f"{image_files[1]}: unreadable image") and "skip_unreadable" in message and "\n" not in message
+    assert (
+        message.startswith(f"{image_files[1]}: unreadable image")
+        and "skip_unreadable" in message
+        and "\n" not in message
+    )
     assert sorted(path.suffix for path in cache_dir.iterdir()) == [".lock"]  # nothing half-built left to trust
 
 
@@ -167,11 +175,17 @@ def test_a_build_that_fails_half_way_leaves_nothing_to_trust(image_files, tmp_pa
 
 
 def build_in_a_process_killed_at(point: str, paths: list[Path], cache_dir: Path) -> None:
-    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from src.data.cache import load_or_build; "
-            "load_or_build([Path(p) for p in sys.argv[4:]], int(sys.argv[3]), Path(sys.argv[2]), False, quiet=True)")
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from src.data.cache import load_or_build; "
+        "load_or_build([Path(p) for p in sys.argv[4:]], int(sys.argv[3]), Path(sys.argv[2]), False, quiet=True)"
+    )
     env = {**os.environ, "PIPELINE_CRASH_AT": point}
-    killed = subprocess.run([sys.executable, "-c", code, str(ROOT), str(cache_dir), str(SIZE), *map(str, paths)],
-                            env=env, capture_output=True, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT), str(cache_dir), str(SIZE), *map(str, paths)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
 
@@ -186,7 +200,7 @@ def test_killed_while_writing_the_array_leaves_only_a_temp_file(image_files, tmp
 def test_killed_before_the_metadata_landed_the_array_is_rebuilt(image_files, tmp_path, decodes):
     cache_dir = tmp_path / "cache"
     build_in_a_process_killed_at("atomic_write:2", image_files, cache_dir)  # array in place, its .json not
-    orphan, = cache_dir.glob("*.npy")
+    (orphan,) = cache_dir.glob("*.npy")
     assert not list(cache_dir.glob("*.json"))
     np.save(orphan, np.zeros((4, SIZE, SIZE, 3), np.uint8))  # were it trusted, these zeros would come back
     check_content(load_or_build(image_files, SIZE, cache_dir, skip_unreadable=False, quiet=True).images)
@@ -204,8 +218,14 @@ def test_two_builders_at_once_decode_once(image_files, tmp_path, monkeypatch):
 
     monkeypatch.setattr(cache_module, "load_rgb", slow)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(
-        load_or_build(image_files, SIZE, tmp_path / "cache", skip_unreadable=False, quiet=True))) for _ in range(2)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(
+                load_or_build(image_files, SIZE, tmp_path / "cache", skip_unreadable=False, quiet=True)
+            )
+        )
+        for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -1,12 +1,13 @@
 """Checkpoint averaging as one callback: best.pt becomes the mean of the k best epochs' weights, scored again."""
+
 from __future__ import annotations
 
 import json
 
 import pandas as pd
 import torch
-
 from helpers import tiny_config
+
 from src.engine import Callback, register_callback
 from src.engine.callbacks.checkpoint_average import mean_weights
 from src.stage import main
@@ -26,8 +27,12 @@ class EvalWeights(Callback):
 def test_best_pt_is_the_mean_of_the_k_best_epochs(tiny_imet_root, tmp_path, capsys):
     root, _ = tiny_imet_root
     EvalWeights.SEEN.clear()
-    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 4, "callbacks": [
-        {"name": "test_eval_weights"}, {"name": "checkpoint_average", "k": 2}]}})
+    config = tiny_config(
+        tmp_path,
+        "imet",
+        root,
+        {"train": {"epochs": 4, "callbacks": [{"name": "test_eval_weights"}, {"name": "checkpoint_average", "k": 2}]}},
+    )
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     assert main(["train", "--config", str(config), "--fold", "0", "--quiet"]) == 0
     run_dir = tmp_path / "out" / "oof" / "tiny" / "fold-0"
@@ -38,7 +43,10 @@ def test_best_pt_is_the_mean_of_the_k_best_epochs(tiny_imet_root, tmp_path, caps
     assert all(torch.equal(best["model"][key], expected[key]) for key in expected)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["averaged_epochs"] == sorted(index + 1 for index in best_two)
-    assert summary["best_single_epoch_score"] == max(scores) or abs(summary["best_single_epoch_score"] - max(scores)) < 1e-5
+    assert (
+        summary["best_single_epoch_score"] == max(scores)
+        or abs(summary["best_single_epoch_score"] - max(scores)) < 1e-5
+    )
     assert summary["best_score"] == summary["averaged_score"] == best["score"]
     assert "checkpoint_average: best.pt is the mean of epochs" in capsys.readouterr().out
 

@@ -1,4 +1,5 @@
 """Checkpoint files (src/checkpoint_files.py): round trip, SHA-256 sidecar, damage refused, fallback to `<name>.prev.pt`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # OpenMP spin-waits: 1
 
 def payload(epoch: int) -> dict:
     generator = torch.Generator().manual_seed(epoch)
-    return {"epoch": epoch, "model": {"w": torch.randn(4, 3, generator=generator), "b": torch.arange(3)},
-            "optimizer": {"lr": 0.01 * epoch, "betas": [0.9, 0.999]}, "note": f"epoch {epoch}"}
+    return {
+        "epoch": epoch,
+        "model": {"w": torch.randn(4, 3, generator=generator), "b": torch.arange(3)},
+        "optimizer": {"lr": 0.01 * epoch, "betas": [0.9, 0.999]},
+        "note": f"epoch {epoch}",
+    }
 
 
 def flip_a_byte(path: Path) -> None:
@@ -50,7 +55,11 @@ def test_round_trip_keeps_every_value(tmp_path):
     path = tmp_path / "run" / "last.pt"
     save_checkpoint(path, payload(3))
     loaded = load_checkpoint(path)
-    assert loaded["epoch"] == 3 and loaded["note"] == "epoch 3" and loaded["optimizer"] == {"lr": 0.03, "betas": [0.9, 0.999]}
+    assert (
+        loaded["epoch"] == 3
+        and loaded["note"] == "epoch 3"
+        and loaded["optimizer"] == {"lr": 0.03, "betas": [0.9, 0.999]}
+    )
     assert torch.equal(loaded["model"]["w"], payload(3)["model"]["w"]) and loaded["model"]["b"].tolist() == [0, 1, 2]
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt", "last.pt.sha256"]  # no temp file left
 
@@ -151,10 +160,14 @@ def test_checkpoint_exists(tmp_path):
 def test_a_write_killed_half_way_leaves_the_previous_checkpoint(tmp_path):
     """SIGKILL inside the second save's write (after the rotation): the previous good file is what loads."""
     path = tmp_path / "last.pt"
-    code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from src.checkpoint_files import save_checkpoint; "
-            "[save_checkpoint(sys.argv[2], {'epoch': e, 'w': torch.zeros(1000)}, keep_previous=True) for e in (1, 2)]")
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); from src.checkpoint_files import save_checkpoint; "
+        "[save_checkpoint(sys.argv[2], {'epoch': e, 'w': torch.zeros(1000)}, keep_previous=True) for e in (1, 2)]"
+    )
     env = {**os.environ, "PIPELINE_CRASH_AT": "write_last.pt:2"}
-    killed = subprocess.run([sys.executable, "-c", code, str(ROOT), str(path)], env=env, capture_output=True, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT), str(path)], env=env, capture_output=True, timeout=120
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not path.exists() and list(tmp_path.glob(".last.pt.*.tmp"))  # the torn bytes stayed in the temp file
     messages = []

@@ -1,4 +1,5 @@
 """The command line as a user meets it: --help everywhere, one-line errors without tracebacks."""
+
 from __future__ import annotations
 
 import subprocess
@@ -13,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 COMMANDS = [[row.name] for row in STAGES if not row.subcommands] + [
-    [row.name, sub.name] for row in STAGES for sub in subcommand_rows(row)]
+    [row.name, sub.name] for row in STAGES for sub in subcommand_rows(row)
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -28,8 +30,13 @@ def test_every_stage_has_help(command, capsys):
 def test_user_error_is_one_line_without_traceback(tmp_path):
     config = tmp_path / "exp.yaml"
     config.write_text("competition: x\nformat: imet\ndata:\n  root: input/x\ntrain:\n  epochz: 3\n")
-    result = subprocess.run([sys.executable, "-m", "src.stage", "folds", "--config", str(config)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "src.stage", "folds", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [f"error: {config} line 6: train.epochz: unknown key; did you mean 'epochs'?"]
@@ -59,8 +66,15 @@ def test_every_stage_row_names_a_run_function(command):
 
 def test_status_does_not_load_torch(tmp_path):
     """Each stage imports only its own module: a quick look must not pay for torch, sklearn and matplotlib."""
-    code = ("import sys; from src.stage import main; code = main(['status', '--output-dir', sys.argv[1], '--quiet']); "
-            "print(code, 'torch' in sys.modules, 'matplotlib' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=Path(__file__).resolve().parents[1],
-                            capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from src.stage import main; code = main(['status', '--output-dir', sys.argv[1], '--quiet']); "
+        "print(code, 'torch' in sys.modules, 'matplotlib' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.stdout.split()[-3:] == ["0", "False", "False"], result.stderr[-2000:]

@@ -1,4 +1,5 @@
 """Two `train` processes on different folds at once share the folds file and the image cache safely."""
+
 from __future__ import annotations
 
 import os
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from helpers import tiny_config
+
 from src.checkpoint_files import load_checkpoint
 from src.stage import main
 
@@ -19,9 +21,17 @@ def test_parallel_folds_do_not_clobber(tiny_imet_root, tmp_path):
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     folds_before = (root / "folds-k3-seed42.csv").read_bytes()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    processes = [subprocess.Popen([sys.executable, "-m", "src.stage", "train", "--config", str(config), "--fold", str(k), "--quiet"],
-                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for k in (0, 1)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "src.stage", "train", "--config", str(config), "--fold", str(k), "--quiet"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in (0, 1)
+    ]
     for process in processes:
         _, err = process.communicate(timeout=600)
         assert process.returncode == 0, err[-2000:]

@@ -1,4 +1,5 @@
 """Config: YAML -> typed objects; unknown keys and wrong types named by file, line and key."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """Fault injection: SIGKILL `train` mid-epoch, during validation and during a checkpoint write, then
 `--resume`: the final weights equal an uninterrupted run's exactly (CPU, same seed). Damaged
 checkpoints are detected and the previous good one is used; artifacts are never torn."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import tiny_config
+
 from src.checkpoint_files import load_checkpoint, save_checkpoint
 from src.errors import PipelineError
 from src.stage import main
@@ -25,8 +26,14 @@ def train(config: Path, *args: str, crash_at: str | None = None) -> subprocess.C
     env = {key: value for key, value in os.environ.items() if key != "PIPELINE_CRASH_AT"}
     if crash_at:
         env["PIPELINE_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-m", "src.stage", "train", "--config", str(config), "--fold", "0", "--quiet", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "src.stage", "train", "--config", str(config), "--fold", "0", "--quiet", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +84,14 @@ def test_artifact_killed_mid_write_leaves_the_old_file(tmp_path):
     target = tmp_path / "oof" / "thresholds.json"
     target.parent.mkdir(parents=True)
     target.write_text('{"old": true}')
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from src.atomic import write_text; "
-            "write_text(sys.argv[2], '{\"new\": true, \"pad\": \"' + 'x' * 1_000_000 + '\"}')")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from src.atomic import write_text; "
+        "write_text(sys.argv[2], '{\"new\": true, \"pad\": \"' + 'x' * 1_000_000 + '\"}')"
+    )
     env = {**os.environ, "PIPELINE_CRASH_AT": "atomic_write:1"}
-    killed = subprocess.run([sys.executable, "-c", code, str(ROOT), str(target)], env=env, capture_output=True, timeout=60)
+    killed = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT), str(target)], env=env, capture_output=True, timeout=60
+    )
     assert killed.returncode == -signal.SIGKILL
     assert target.read_text() == '{"old": true}'
     finished = subprocess.run([sys.executable, "-c", code, str(ROOT), str(target)], capture_output=True, timeout=60)

@@ -1,5 +1,6 @@
 """The data path (src/data/dataset.py, src/data/transforms.py, src/runtime.py): uint8 batches leave the loader and
 are normalised once per batch on the device, with the numbers of the per-image float path they replaced."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,11 @@ from src.runtime import Runtime, make_runtime
 SIZE = 16
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 ODD = ((0.1, 0.7, 0.33), (0.9, 0.05, 0.3))
-TRAIN = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "Affine", "rotate": (-20, 20), "p": 0.7},
-         {"name": "RandomBrightnessContrast", "p": 0.5}]
+TRAIN = [
+    {"name": "HorizontalFlip", "p": 0.5},
+    {"name": "Affine", "rotate": (-20, 20), "p": 0.7},
+    {"name": "RandomBrightnessContrast", "p": 0.5},
+]
 HEADS = [HeadSpec("labels", "multilabel", ("a", "b", "c")), HeadSpec("kind", "softmax", ("w", "x", "y", "z"))]
 CPU = make_runtime("cpu")
 PROBS_TOLERANCE = 1e-5  # stated bound on CPU float32; the inputs are bit-identical, so the observed difference is 0
@@ -51,6 +55,7 @@ def dataset(data, steps=(), stats=IMAGENET, rows=None, seed: int = 5) -> CachedI
 
 
 # --- normalisation: bit for bit albumentations' ---------------------------------------------------
+
 
 @pytest.mark.parametrize("stats", [IMAGENET, ODD, ((0.5,) * 3, (0.25,) * 3)])
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -82,6 +87,7 @@ def test_batch_normalisation_refuses_what_is_not_a_uint8_nhwc_batch():
 
 
 # --- batches: the per-image items stacked; no per-image work without steps -------------------------
+
 
 def test_a_batch_is_its_items_stacked_with_the_requested_epoch():
     data = images()
@@ -127,14 +133,27 @@ def test_channels_last_runtime_gets_channels_last_batches():
 
 # --- training: same shuffles as before, same augmentations with persistent workers ------------------
 
+
 def test_shuffles_and_generator_state_are_those_of_the_loader_it_replaced():
     data = images(23)
     old_generator, new_generator = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     old_ds, new_ds = dataset(data), dataset(data)
-    old = DataLoader(old_ds, batch_size=5, sampler=RandomSampler(old_ds, generator=old_generator), drop_last=True,
-                     generator=old_generator)
-    new = make_loader(new_ds, 5, CPU, RandomSampler(new_ds, generator=new_generator), drop_last=True, num_workers=0,
-                      shuffle_generator=new_generator)
+    old = DataLoader(
+        old_ds,
+        batch_size=5,
+        sampler=RandomSampler(old_ds, generator=old_generator),
+        drop_last=True,
+        generator=old_generator,
+    )
+    new = make_loader(
+        new_ds,
+        5,
+        CPU,
+        RandomSampler(new_ds, generator=new_generator),
+        drop_last=True,
+        num_workers=0,
+        shuffle_generator=new_generator,
+    )
     for epoch in range(3):
         old_rows = [rows.tolist() for _, _, rows in old]
         assert old_rows == [rows.tolist() for _, _, rows in new], epoch
@@ -147,8 +166,9 @@ def test_persistent_worker_processes_see_each_epochs_augmentations():
     def epochs(workers: int) -> list[torch.Tensor]:
         ds = dataset(data, TRAIN)
         generator = torch.Generator().manual_seed(1)
-        loader = make_loader(ds, 4, CPU, RandomSampler(ds, generator=generator), num_workers=workers,
-                             shuffle_generator=generator)
+        loader = make_loader(
+            ds, 4, CPU, RandomSampler(ds, generator=generator), num_workers=workers, shuffle_generator=generator
+        )
         out = []
         for epoch in range(2):
             ds.set_epoch(epoch)
@@ -162,6 +182,7 @@ def test_persistent_worker_processes_see_each_epochs_augmentations():
 
 # --- predictions: the per-image float path's ------------------------------------------------------
 
+
 def per_image_probs(model, data, rows, stats, batch_size: int, tta: bool) -> dict[str, np.ndarray]:
     """Probabilities the replaced path gave: float CHW images per image, DataLoader's collate, then the model."""
     floats = [(per_image(data[row], *stats), {}, int(row)) for row in rows]
@@ -173,19 +194,34 @@ def test_predictions_equal_the_per_image_float_path(tta):
     torch.manual_seed(0)
     model = build_model("test_resnet", HEADS)
     data, rows = images(21), np.array([20, 3, 7, 0, 11, 5, 16, 2, 9, 13, 1])
-    probs, _ = predict_probs(model, make_eval_loader(dataset(data, stats=ODD, rows=rows), 4, 0, CPU), HEADS, CPU,
-                             tta_flip=tta, quiet=True)
+    probs, _ = predict_probs(
+        model, make_eval_loader(dataset(data, stats=ODD, rows=rows), 4, 0, CPU), HEADS, CPU, tta_flip=tta, quiet=True
+    )
     reference = per_image_probs(model, data, rows, ODD, 4, tta)
     for head in ("labels", "kind"):
-        assert probs[head].shape == reference[head].shape == (len(rows), len(HEADS[0 if head == "labels" else 1].class_names))
+        assert (
+            probs[head].shape
+            == reference[head].shape
+            == (len(rows), len(HEADS[0 if head == "labels" else 1].class_names))
+        )
         assert np.abs(probs[head] - reference[head]).max() < PROBS_TOLERANCE, head
 
 
 def test_predict_rows_normalises_as_the_config_says():
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo-imet.yaml",
-                         [f"data.image_size={SIZE}", "augment.mean=[0.1,0.7,0.33]", "augment.std=[0.9,0.05,0.3]",
-                          "predict.batch_size=5", "predict.tta_flip=true"])
-    assert (transform_from_config(config, "eval").normalize.mean, transform_from_config(config, "eval").normalize.std) == ODD
+    config = load_config(
+        Path(__file__).resolve().parents[1] / "configs" / "demo-imet.yaml",
+        [
+            f"data.image_size={SIZE}",
+            "augment.mean=[0.1,0.7,0.33]",
+            "augment.std=[0.9,0.05,0.3]",
+            "predict.batch_size=5",
+            "predict.tta_flip=true",
+        ],
+    )
+    assert (
+        transform_from_config(config, "eval").normalize.mean,
+        transform_from_config(config, "eval").normalize.std,
+    ) == ODD
     torch.manual_seed(0)
     model = build_model("test_resnet", HEADS)
     data, rows = images(12), np.arange(12)[::-1].copy()
@@ -196,9 +232,17 @@ def test_predict_rows_normalises_as_the_config_says():
 
 # --- augmentation randomness: the numpy generator is built only when a transform draws from it -----------------
 
-NUMPY_DRAWING = [{"name": "GaussNoise", "std_range": (0.1, 0.3), "p": 0.8},
-                 {"name": "CoarseDropout", "num_holes_range": (1, 3), "hole_height_range": (2, 5),
-                  "hole_width_range": (2, 5), "p": 0.8}, *TRAIN]
+NUMPY_DRAWING = [
+    {"name": "GaussNoise", "std_range": (0.1, 0.3), "p": 0.8},
+    {
+        "name": "CoarseDropout",
+        "num_holes_range": (1, 3),
+        "hole_height_range": (2, 5),
+        "hole_width_range": (2, 5),
+        "p": 0.8,
+    },
+    *TRAIN,
+]
 
 
 @pytest.mark.parametrize("steps", [TRAIN, NUMPY_DRAWING], ids=["python-random only", "numpy-drawing"])

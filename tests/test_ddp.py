@@ -4,6 +4,7 @@ Exact equality is impossible: each rank normalises its half batch with its own B
 and DistributedSampler orders images differently from the single-process sampler. Tolerance: the
 final validation loss within 10% relative and the metric within 0.15 absolute on this tiny task.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-
 from helpers import tiny_config
+
 from src.stage import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,9 +32,26 @@ def test_two_process_gloo_matches_single_process(tiny_imet_root, tmp_path):
 
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "src.stage", "train",
-                             "--config", str(double), "--fold", "0", "--quiet"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "src.stage",
+            "train",
+            "--config",
+            str(double),
+            "--fold",
+            "0",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     one = pd.read_csv(tmp_path / "single" / "out" / "oof" / "single" / "fold-0" / "epochs.csv")
@@ -46,9 +64,17 @@ def test_two_process_gloo_matches_single_process(tiny_imet_root, tmp_path):
     # the skipped-image count is written by rank 0 with the rest (a second rank rewriting it raced rank 0)
     assert summary["skipped_unreadable"] == 0 and summary["skipped_files"] == []
     # only rank 0 wrote: one set of artifacts, no stray temp files
-    assert sorted(p.name for p in (tmp_path / "ddp" / "out" / "oof" / "ddp" / "fold-0").iterdir()) == \
-        ["best.pt", "best.pt.sha256", "config.json", "epochs.csv", "last.prev.pt", "last.prev.pt.sha256", "last.pt", "last.pt.sha256",
-         "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "ddp" / "out" / "oof" / "ddp" / "fold-0").iterdir()) == [
+        "best.pt",
+        "best.pt.sha256",
+        "config.json",
+        "epochs.csv",
+        "last.prev.pt",
+        "last.prev.pt.sha256",
+        "last.pt",
+        "last.pt.sha256",
+        "summary.json",
+    ]
 
 
 def test_two_process_learned_loss_weights_stay_identical_across_ranks(tmp_path):
@@ -61,8 +87,14 @@ def test_two_process_learned_loss_weights_stay_identical_across_ranks(tmp_path):
     argv = _uncertainty_train(root, tmp_path / "out", "train.epochs=2", "train.batch_size=4")  # 2 images per rank
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "src.stage", *argv],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "src.stage", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "out" / "oof" / "demo-deepfashion" / "full"
     log_vars = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["loss"]["log_vars"]

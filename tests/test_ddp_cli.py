@@ -3,6 +3,7 @@
 Only rank 0 prints and writes: exit 0, every line of the stage once, one set of run files.
 (tests/test_ddp.py compares what 2 processes learn with what one learns.)
 """
+
 from __future__ import annotations
 
 import collections
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from helpers import tiny_config
+
 from src.stage import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +26,25 @@ def test_torchrun_train_prints_each_line_once_and_rank_0_writes_each_file_once(t
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "src.stage", "train",
-                             "--config", str(config), "--fold", "0"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "src.stage",
+            "train",
+            "--config",
+            str(config),
+            "--fold",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     lines = [line for line in result.stdout.splitlines() if line.strip()]
@@ -38,7 +56,15 @@ def test_torchrun_train_prints_each_line_once_and_rank_0_writes_each_file_once(t
 
     run_dir = tmp_path / "out" / "oof" / "ddp" / "fold-0"
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "best.pt", "best.pt.sha256", "config.json", "epochs.csv", "last.prev.pt", "last.prev.pt.sha256", "last.pt",
-        "last.pt.sha256", "summary.json"]
+        "best.pt",
+        "best.pt.sha256",
+        "config.json",
+        "epochs.csv",
+        "last.prev.pt",
+        "last.prev.pt.sha256",
+        "last.pt",
+        "last.pt.sha256",
+        "summary.json",
+    ]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["epochs_run"] == 2 and summary["skipped_unreadable"] == 0

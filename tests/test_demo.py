@@ -1,5 +1,6 @@
 """Demo competitions: answers kept apart, deterministic, atomic, for every format with a demo (each format's own
 layout is tested in its tests/test_format_<name>.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -116,16 +117,37 @@ def test_demo_summary_shows_oof_at_half_tuned_honest_and_test_scores(tmp_path):
     layout = Layout(tmp_path, "demo")
     layout.oof_dir.mkdir(parents=True)
     layout.submission_dir.mkdir(parents=True)
-    layout.oof_scores_path.write_text(json.dumps([{"rows": "fold 0", "at 0.5": 0.7}, {"rows": "overall", "at 0.5": 0.71}]))
+    layout.oof_scores_path.write_text(
+        json.dumps([{"rows": "fold 0", "at 0.5": 0.7}, {"rows": "overall", "at 0.5": 0.71}])
+    )
     layout.threshold_scores_path.write_text(json.dumps([{"rows": "overall", "at 0.5": 0.71, "tuned (exact)": 0.86}]))
     layout.test_scores_path.write_text(json.dumps({"f2": 0.84}))
-    saved = TunedThresholds.model_validate({"method": "exact", "heads": {}, "honest": {"attributes": [
-        {"method": "global", "optimistic": 0.80, "honest": 0.79}, {"method": "exact", "optimistic": 0.86, "honest": 0.83}]}})
-    exp = SimpleNamespace(fmt=SimpleNamespace(main_metric="f2"), oof_scores_path=layout.oof_scores_path,
-                          threshold_scores_path=layout.threshold_scores_path, test_scores_path=layout.test_scores_path,
-                          read_thresholds=lambda required=False: saved,
-                          config=SimpleNamespace(thresholds=SimpleNamespace(method="exact")))
+    saved = TunedThresholds.model_validate(
+        {
+            "method": "exact",
+            "heads": {},
+            "honest": {
+                "attributes": [
+                    {"method": "global", "optimistic": 0.80, "honest": 0.79},
+                    {"method": "exact", "optimistic": 0.86, "honest": 0.83},
+                ]
+            },
+        }
+    )
+    exp = SimpleNamespace(
+        fmt=SimpleNamespace(main_metric="f2"),
+        oof_scores_path=layout.oof_scores_path,
+        threshold_scores_path=layout.threshold_scores_path,
+        test_scores_path=layout.test_scores_path,
+        read_thresholds=lambda required=False: saved,
+        config=SimpleNamespace(thresholds=SimpleNamespace(method="exact")),
+    )
     summary = _summary(exp, [tmp_path / "submission.csv"], 90.0)
-    assert summary == {"OOF f2 at 0.5": "0.7100", "OOF f2 tuned (exact), optimistic": "0.8600",
-                       "honest (nested) attributes score, exact": "0.8300", "demo test f2": "0.8400",
-                       "submission": str(tmp_path / "submission.csv"), "wall time": "1.5 min"}
+    assert summary == {
+        "OOF f2 at 0.5": "0.7100",
+        "OOF f2 tuned (exact), optimistic": "0.8600",
+        "honest (nested) attributes score, exact": "0.8300",
+        "demo test f2": "0.8400",
+        "submission": str(tmp_path / "submission.csv"),
+        "wall time": "1.5 min",
+    }

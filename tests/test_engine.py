@@ -1,6 +1,7 @@
 """The engine's callback hooks: every one in its order with the whole run in view, a batch changed before the
 forward pass, evaluation weights a callback provides; callbacks found by name with validated options, shorthand
 train.* keys, duplicates refused; a callback's state resumes exactly."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,19 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_config, tiny_training
 from torch import nn
 
-from helpers import tiny_config, tiny_training
 from src.config import TrainConfig
-from src.engine import Callback, CallbackList, CallbackOptions, callbacks_for, create_callbacks, register_callback, \
-    train_one_epoch
+from src.engine import (
+    Callback,
+    CallbackList,
+    CallbackOptions,
+    callbacks_for,
+    create_callbacks,
+    register_callback,
+    train_one_epoch,
+)
 from src.errors import PipelineError
 from src.stage import main
 
@@ -126,20 +134,32 @@ def test_on_batch_changes_what_the_forward_pass_and_the_loss_see(tiny_imet_root,
     root, _ = tiny_imet_root
     training, heads, runtime = tiny_training(root, tmp_path, 3, wrap=Spy)
     generator = torch.Generator().manual_seed(1)
-    batches = [(torch.rand(4, 3, 32, 32, generator=generator), {"attributes": torch.zeros(4, len(heads[0].class_names))},
-                torch.arange(4)) for _ in range(3)]
+    batches = [
+        (
+            torch.rand(4, 3, 32, 32, generator=generator),
+            {"attributes": torch.zeros(4, len(heads[0].class_names))},
+            torch.arange(4),
+        )
+        for _ in range(3)
+    ]
     callback = create_callbacks([{"name": "test_shift_and_ones", "shift": 2.0}])[0]
     loss_sum, seen = train_one_epoch(training, batches, runtime, callbacks=CallbackList([callback]))
     assert callback.batches == 3 and seen == 12 and math.isfinite(loss_sum)
-    for (images, _, _), (forward_input,), (_, loss_targets) in zip(batches, training.trained.calls, training.loss_fn.calls):
+    for (images, _, _), (forward_input,), (_, loss_targets) in zip(
+        batches, training.trained.calls, training.loss_fn.calls
+    ):
         assert torch.equal(forward_input, images + 2.0)
         assert torch.equal(loss_targets["attributes"], torch.ones(4, len(heads[0].class_names)))
 
 
 def test_hooks_run_in_order_with_the_epoch_and_once_per_optimizer_step(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
-    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 2, "accumulate_steps": 4,
-                                                            "callbacks": [{"name": "test_recorder"}]}})
+    config = tiny_config(
+        tmp_path,
+        "imet",
+        root,
+        {"train": {"epochs": 2, "accumulate_steps": 4, "callbacks": [{"name": "test_recorder"}]}},
+    )
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     Recorder.EVENTS.clear()
     assert main(["train", "--config", str(config), "--fold", "0", "--quiet"]) == 0
@@ -154,19 +174,30 @@ def test_hooks_run_in_order_with_the_epoch_and_once_per_optimizer_step(tiny_imet
                 step += 1
                 expected += [("before_step", step, True), ("step", step)]
             expected.append(("batch_end", True))
-        expected += [("train_end", True, False), ("valid_start",), ("valid_end", True),
-                     ("end", epoch, epoch + 1, epoch + 1, epoch == 1)]
+        expected += [
+            ("train_end", True, False),
+            ("valid_start",),
+            ("valid_end", True),
+            ("end", epoch, epoch + 1, epoch + 1, epoch == 1),
+        ]
     expected.append(("fit_end", True))
     assert step == 2 * math.ceil(batches / 4)
     assert Recorder.EVENTS == expected
 
 
 def test_an_unknown_callback_or_a_bad_option_is_one_line_naming_the_item(tiny_imet_root, tmp_path, capsys):
-    cases = [([{"name": "test_nosie"}], "config train.callbacks[0].name: unknown callback 'test_nosie'; did you mean 'test_noise'?"),
-             ([{"scale": 1.0}], "config train.callbacks[0]: no 'name'; write each item as {name: <callback>"),
-             ([{"name": "test_recorder"}, {"name": "test_noise", "scael": 0.1}],
-              "config train.callbacks[1].scael: unknown option for callback 'test_noise'; did you mean 'scale'?"),
-             ([{"name": "test_noise", "scale": "big"}], "config train.callbacks[0].scale: Input should be a valid number")]
+    cases = [
+        (
+            [{"name": "test_nosie"}],
+            "config train.callbacks[0].name: unknown callback 'test_nosie'; did you mean 'test_noise'?",
+        ),
+        ([{"scale": 1.0}], "config train.callbacks[0]: no 'name'; write each item as {name: <callback>"),
+        (
+            [{"name": "test_recorder"}, {"name": "test_noise", "scael": 0.1}],
+            "config train.callbacks[1].scael: unknown option for callback 'test_noise'; did you mean 'scale'?",
+        ),
+        ([{"name": "test_noise", "scale": "big"}], "config train.callbacks[0].scale: Input should be a valid number"),
+    ]
     for items, message in cases:
         with pytest.raises(PipelineError) as error:
             create_callbacks(items)
@@ -195,20 +226,25 @@ def test_a_callback_with_state_resumes_exactly(tiny_imet_root, tmp_path, capsys)
     after_one = torch.load(run_b / "last.pt", map_location="cpu", weights_only=True)["callbacks"]
     assert main(["train", "--config", str(resumed), "--fold", "1", "--quiet", "--resume"]) == 0
 
-    a = torch.load(tmp_path / "a" / "out" / "oof" / "straight" / "fold-1" / "last.pt", map_location="cpu", weights_only=True)
+    a = torch.load(
+        tmp_path / "a" / "out" / "oof" / "straight" / "fold-1" / "last.pt", map_location="cpu", weights_only=True
+    )
     b = torch.load(run_b / "last.pt", map_location="cpu", weights_only=True)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert [item["name"] for item in b["callbacks"]] == ["train_score", "test_noise"]
-    assert b["callbacks"][1]["state"]["batches"] == 2 * after_one[1]["state"]["batches"] > 0  # counted on, not restarted
+    assert (
+        b["callbacks"][1]["state"]["batches"] == 2 * after_one[1]["state"]["batches"] > 0
+    )  # counted on, not restarted
     assert torch.equal(a["callbacks"][1]["state"]["generator"], b["callbacks"][1]["state"]["generator"])
 
     # Resuming with other callbacks than the run was saved with is refused, naming both lists.
     capsys.readouterr()
     assert main(["train", "--config", str(resumed), "--fold", "1", "--quiet", "--resume", "train.callbacks=[]"]) == 2
-    assert "this run was saved with the callbacks that keep state ['test_noise'], the config now asks for none" \
-           in capsys.readouterr().err
-
+    assert (
+        "this run was saved with the callbacks that keep state ['test_noise'], the config now asks for none"
+        in capsys.readouterr().err
+    )
 
 
 @register_callback
@@ -230,7 +266,9 @@ class FixedWeights(Callback):
 def test_a_callback_provides_the_weights_validation_and_best_pt_use(tiny_imet_root, tmp_path):
     """best.pt holds the provider's weights (here the untrained copy), not the trained ones; two providers are refused."""
     root, _ = tiny_imet_root
-    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 1, "callbacks": [{"name": "test_fixed_weights"}]}})
+    config = tiny_config(
+        tmp_path, "imet", root, {"train": {"epochs": 1, "callbacks": [{"name": "test_fixed_weights"}]}}
+    )
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     assert main(["train", "--config", str(config), "--fold", "0", "--quiet"]) == 0
     run_dir = tmp_path / "out" / "oof" / "tiny" / "fold-0"
@@ -247,19 +285,39 @@ def test_a_callback_provides_the_weights_validation_and_best_pt_use(tiny_imet_ro
 
     with pytest.raises(PipelineError) as error:
         callbacks_for(TrainConfig(ema_decay=0.9, callbacks=[{"name": "test_fixed_weights"}]))
-    assert str(error.value) == ("config train.callbacks: test_fixed_weights and ema each provide the weights that "
-                                "validation and best.pt use; keep one of them")
+    assert str(error.value) == (
+        "config train.callbacks: test_fixed_weights and ema each provide the weights that "
+        "validation and best.pt use; keep one of them"
+    )
 
 
 def test_shorthand_keys_switch_callbacks_on_and_a_second_spelling_is_refused():
-    callbacks = callbacks_for(TrainConfig(ema_decay=0.9, clip_grad_norm=2.0, early_stopping_patience=3,
-                                          time_budget_s=60, tensorboard=True, callbacks=[{"name": "test_noise"}]))
-    assert callbacks.names == ["train_score", "test_noise", "clip_grad_norm", "ema", "early_stopping", "time_budget",
-                               "tensorboard"]
+    callbacks = callbacks_for(
+        TrainConfig(
+            ema_decay=0.9,
+            clip_grad_norm=2.0,
+            early_stopping_patience=3,
+            time_budget_s=60,
+            tensorboard=True,
+            callbacks=[{"name": "test_noise"}],
+        )
+    )
+    assert callbacks.names == [
+        "train_score",
+        "test_noise",
+        "clip_grad_norm",
+        "ema",
+        "early_stopping",
+        "time_budget",
+        "tensorboard",
+    ]
     options = {callback.name: callback.options for callback in callbacks}
     assert options["ema"].decay == 0.9 and options["clip_grad_norm"].max_norm == 2.0
     assert options["early_stopping"].patience == 3 and options["time_budget"].seconds == 60
     assert callbacks_for(TrainConfig()).names == ["train_score"]
     with pytest.raises(PipelineError) as error:
         callbacks_for(TrainConfig(ema_decay=0.9, callbacks=[{"name": "ema", "decay": 0.99}]))
-    assert str(error.value) == "config train.callbacks[0]: callback 'ema' is also switched on by config train.ema_decay; keep one"
+    assert (
+        str(error.value)
+        == "config train.callbacks[0]: callback 'ema' is also switched on by config train.ema_decay; keep one"
+    )

@@ -1,6 +1,7 @@
 """Fine-tuning controls: freezing (frozen parameters and BatchNorm statistics unchanged, gradual unfreezing, DDP),
 layer-wise lr decay as timm computes it, the head lr multiplier, mixup / cutmix targets for each head kind and never
 in validation, gradient clipping between unscaling and the step, compile's fallback line, train_score."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from helpers import tiny_config, tiny_training
+
 from src.config import TrainConfig, load_config
 from src.engine import Batch, build_optimizer, create_callbacks, param_groups
 from src.engine.callbacks.mixup import mix_targets
@@ -44,6 +45,7 @@ def _run(tmp_path: Path, name: str = "tiny", fold: int = 0) -> Path:
 
 # ---- parameter groups ---------------------------------------------------------------------------
 
+
 def test_layer_decay_gives_each_parameter_timms_lr_and_the_heads_their_multiplier():
     import timm
     from timm.optim import param_groups_layer_decay
@@ -51,8 +53,11 @@ def test_layer_decay_gives_each_parameter_timms_lr_and_the_heads_their_multiplie
     heads = HEADS[:1]
     model = build_model("test_resnet", heads)
     names = {id(p): name for name, p in model.named_parameters()}
-    ours = {names[id(p)]: (group["lr"], group["weight_decay"], group["group"])
-            for group in param_groups(model, 0.05, lr=1e-3, layer_decay=0.75, head_lr_mult=10.0) for p in group["params"]}
+    ours = {
+        names[id(p)]: (group["lr"], group["weight_decay"], group["group"])
+        for group in param_groups(model, 0.05, lr=1e-3, layer_decay=0.75, head_lr_mult=10.0)
+        for p in group["params"]
+    }
 
     reference = timm.create_model("test_resnet", num_classes=5)  # the same network with timm's own classifier (fc)
     reference_names = {id(p): name for name, p in reference.named_parameters()}
@@ -60,40 +65,59 @@ def test_layer_decay_gives_each_parameter_timms_lr_and_the_heads_their_multiplie
     for group in param_groups_layer_decay(reference, 0.05, layer_decay=0.75):
         for p in group["params"]:
             name = reference_names[id(p)]
-            expected[name] = (1e-3 * group["lr_scale"] * (10.0 if name.startswith("fc.") else 1.0), group["weight_decay"])
+            expected[name] = (
+                1e-3 * group["lr_scale"] * (10.0 if name.startswith("fc.") else 1.0),
+                group["weight_decay"],
+            )
 
-    renamed = {name.replace("backbone.", "", 1) if name.startswith("backbone.") else "fc." + name.split(".")[-1]: value
-               for name, value in ours.items()}
+    renamed = {
+        name.replace("backbone.", "", 1) if name.startswith("backbone.") else "fc." + name.split(".")[-1]: value
+        for name, value in ours.items()
+    }
     assert renamed.keys() == expected.keys()
     for name, (lr, decay) in expected.items():
         assert renamed[name][:2] == pytest.approx((lr, decay), rel=1e-12), name
     scales = sorted({round(lr / 1e-3, 12) for lr, _, group in ours.values() if group != "heads"})
-    assert scales == pytest.approx([0.75 ** k for k in range(5, 0, -1)])  # stem ... layer4: 0.75^5 .. 0.75^1
+    assert scales == pytest.approx([0.75**k for k in range(5, 0, -1)])  # stem ... layer4: 0.75^5 .. 0.75^1
     assert {group for _, _, group in ours.values()} == {"depth0", "depth1", "depth2", "depth3", "depth4", "heads"}
 
 
 def test_default_groups_are_unchanged_and_the_head_multiplier_alone_changes_only_the_heads():
     model = build_model("test_resnet", HEADS)
     default = param_groups(model, 0.05)
-    assert [(g["part"], g["weight_decay"], len(g["params"])) for g in default] == \
-        [("backbone", 0.05, 15), ("backbone", 0.0, 30), ("heads", 0.05, 2), ("heads", 0.0, 2)]
+    assert [(g["part"], g["weight_decay"], len(g["params"])) for g in default] == [
+        ("backbone", 0.05, 15),
+        ("backbone", 0.0, 30),
+        ("heads", 0.05, 2),
+        ("heads", 0.0, 2),
+    ]
     assert all(set(g) == {"params", "weight_decay", "part"} for g in default)  # no lr of their own: AdamW's lr
     optimizer = build_optimizer(model, MultiHeadLoss(HEADS, TrainConfig().loss), TrainConfig(lr=1e-3))
     assert [g["lr"] for g in optimizer.param_groups] == [1e-3] * 4
 
     optimizer = build_optimizer(model, MultiHeadLoss(HEADS, TrainConfig().loss), TrainConfig(lr=1e-3, head_lr_mult=10))
-    assert [(g["part"], g["lr"]) for g in optimizer.param_groups] == \
-        [("backbone", 1e-3), ("backbone", 1e-3), ("heads", 1e-2), ("heads", 1e-2)]
+    assert [(g["part"], g["lr"]) for g in optimizer.param_groups] == [
+        ("backbone", 1e-3),
+        ("backbone", 1e-3),
+        ("heads", 1e-2),
+        ("heads", 1e-2),
+    ]
 
 
 # ---- freezing -----------------------------------------------------------------------------------
 
-def test_frozen_stages_and_their_batchnorm_statistics_stay_unchanged_then_unfreeze_a_stage_per_epoch(tiny_imet_root,
-                                                                                                      tmp_path):
+
+def test_frozen_stages_and_their_batchnorm_statistics_stay_unchanged_then_unfreeze_a_stage_per_epoch(
+    tiny_imet_root, tmp_path
+):
     root, _ = tiny_imet_root
     freeze = {"name": "freeze", "epochs": 1, "stages": 2, "gradual": True}
-    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 3, "weight_decay": 0.05, "layer_decay": 0.8,
-                                                            "callbacks": [freeze]}})
+    config = tiny_config(
+        tmp_path,
+        "imet",
+        root,
+        {"train": {"epochs": 3, "weight_decay": 0.05, "layer_decay": 0.8, "callbacks": [freeze]}},
+    )
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     assert main(["train", "--config", str(config), "--fold", "0", "--quiet", "--stop-after-epochs", "1"]) == 0
     after_one = torch.load(_run(tmp_path) / "last.pt", map_location="cpu", weights_only=True)["model"]
@@ -109,9 +133,16 @@ def test_frozen_stages_and_their_batchnorm_statistics_stay_unchanged_then_unfree
 
     assert main(["train", "--config", str(config), "--fold", "0", "--quiet", "--resume"]) == 0
     epochs = pd.read_csv(_run(tmp_path) / "epochs.csv")
-    assert list(epochs["trainable"]) == ["layer2.0+layer3.0+layer4.0+heads",
-                                         "layer1.0+layer2.0+layer3.0+layer4.0+heads", "all"]
-    assert list(epochs["lr_depth0"] > 0) == [False, False, True] and list(epochs["lr_depth1"] > 0) == [False, True, True]
+    assert list(epochs["trainable"]) == [
+        "layer2.0+layer3.0+layer4.0+heads",
+        "layer1.0+layer2.0+layer3.0+layer4.0+heads",
+        "all",
+    ]
+    assert list(epochs["lr_depth0"] > 0) == [False, False, True] and list(epochs["lr_depth1"] > 0) == [
+        False,
+        True,
+        True,
+    ]
     assert (epochs["lr_heads"] > epochs["lr_depth4"]).all() and (epochs["lr_depth4"] > epochs["lr_depth3"]).all()
     assert epochs["train_score"].between(0, 1).all()
     summary = json.loads((_run(tmp_path) / "summary.json").read_text())
@@ -120,28 +151,56 @@ def test_frozen_stages_and_their_batchnorm_statistics_stay_unchanged_then_unfree
 
 def test_without_freeze_bn_frozen_weights_stay_but_their_batchnorm_statistics_move(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
-    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 1, "callbacks": [
-        {"name": "freeze", "epochs": 1, "freeze_bn": False}]}})
+    config = tiny_config(
+        tmp_path,
+        "imet",
+        root,
+        {"train": {"epochs": 1, "callbacks": [{"name": "freeze", "epochs": 1, "freeze_bn": False}]}},
+    )
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     assert main(["train", "--config", str(config), "--fold", "0", "--quiet"]) == 0
     trained = torch.load(_run(tmp_path) / "last.pt", map_location="cpu", weights_only=True)["model"]
     initial = _initial_state(root)
     backbone = [k for k in initial if k.startswith("backbone.")]
-    assert all(torch.equal(trained[k], initial[k]) for k in backbone if not k.endswith(("running_mean", "running_var",
-                                                                                          "num_batches_tracked")))
+    assert all(
+        torch.equal(trained[k], initial[k])
+        for k in backbone
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     assert not torch.equal(trained["backbone.conv1.1.running_mean"], initial["backbone.conv1.1.running_mean"])
     assert pd.read_csv(_run(tmp_path) / "epochs.csv")["trainable"].tolist() == ["heads"]
 
 
 def test_freezing_under_ddp_rewraps_the_model_so_both_ranks_train_what_is_unfrozen(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
-    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 2, "clip_grad_norm": 1.0, "callbacks": [
-        {"name": "freeze", "epochs": 1}]}})
+    config = tiny_config(
+        tmp_path,
+        "imet",
+        root,
+        {"train": {"epochs": 2, "clip_grad_norm": 1.0, "callbacks": [{"name": "freeze", "epochs": 1}]}},
+    )
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     torchrun = Path(sys.executable).parent / "torchrun"
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "src.stage", "train",
-                             "--config", str(config), "--fold", "0", "--quiet"], cwd=ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "src.stage",
+            "train",
+            "--config",
+            str(config),
+            "--fold",
+            "0",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     epochs = pd.read_csv(_run(tmp_path) / "epochs.csv")
     assert epochs["trainable"].tolist() == ["heads", "all"] and epochs["train_score"].between(0, 1).all()
@@ -149,13 +208,16 @@ def test_freezing_under_ddp_rewraps_the_model_so_both_ranks_train_what_is_unfroz
 
 # ---- mixup and cutmix ---------------------------------------------------------------------------
 
+
 def _mixing(options: dict):
     callback = create_callbacks([{"name": "mixup", **options}])[0]
     run = SimpleNamespace(model=build_model("test_resnet", HEADS))
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(6, 3, 16, 16, generator=generator)
-    targets = {"attributes": (torch.rand(6, 5, generator=generator) > 0.5).to(torch.uint8),
-               "category": torch.tensor([0, 1, 2, 0, 1, 2])}
+    targets = {
+        "attributes": (torch.rand(6, 5, generator=generator) > 0.5).to(torch.uint8),
+        "category": torch.tensor([0, 1, 2, 0, 1, 2]),
+    }
     return callback, run, images, targets
 
 
@@ -210,8 +272,9 @@ def test_mixing_probability_and_switch_and_option_errors():
     assert ((mixed_images == images) | (mixed_images == images.flip(0))).all()  # CutMix: pixels swapped, not blended
     with pytest.raises(PipelineError) as error:
         create_callbacks([{"name": "mixup", "mixup_alpha": 0.0}])
-    assert str(error.value).startswith("config train.callbacks[0].cutmix_alpha: Value error, mixup_alpha and cutmix_alpha "
-                                       "are both 0")
+    assert str(error.value).startswith(
+        "config train.callbacks[0].cutmix_alpha: Value error, mixup_alpha and cutmix_alpha are both 0"
+    )
     with pytest.raises(PipelineError) as error:
         create_callbacks([{"name": "freeze", "stages": 0}])
     assert str(error.value).startswith("config train.callbacks[0].stages: Input should be greater than or equal to 1")
@@ -226,38 +289,65 @@ def test_mixing_only_touches_training_batches_and_skips_train_score(tiny_imet_ro
     from src.predict_loop import predict_probs
 
     root, _ = tiny_imet_root
-    config = load_config(tiny_config(tmp_path, "imet", root, {"train": {"epochs": 1, "callbacks": [
-        {"name": "mixup", "mixup_alpha": 0.4, "cutmix_alpha": 1.0}]}}))
+    config = load_config(
+        tiny_config(
+            tmp_path,
+            "imet",
+            root,
+            {"train": {"epochs": 1, "callbacks": [{"name": "mixup", "mixup_alpha": 0.4, "cutmix_alpha": 1.0}]}},
+        )
+    )
     fmt = create_format("imet", root)
     table = fmt.read_train()
     lines: list[str] = []
-    images, _ = decode_table(table.paths, config.data.image_size, tmp_path / "cache", False, True, lines.append, "train")
+    images, _ = decode_table(
+        table.paths, config.data.image_size, tmp_path / "cache", False, True, lines.append, "train"
+    )
     callbacks = callbacks_for(config.train)
     mixup = next(callback for callback in callbacks if callback.name == "mixup")
     calls = []
     original = mixup.on_batch
     mixup.on_batch = lambda run, batch: calls.append(len(batch)) or original(run, batch)
     rows = np.arange(len(table))
-    run = build_run(config, fmt, images, table.targets, rows[rows % 3 != 0], rows[rows % 3 == 0], tmp_path / "run",
-                    callbacks, quiet=True, log=lines.append)
+    run = build_run(
+        config,
+        fmt,
+        images,
+        table.targets,
+        rows[rows % 3 != 0],
+        rows[rows % 3 == 0],
+        tmp_path / "run",
+        callbacks,
+        quiet=True,
+        log=lines.append,
+    )
     run.callbacks.call("setup", run)
     run_epochs(run)
     assert sum(calls) == len(run.train_data.loader) * 16  # once per training batch, never while validating
-    _, valid_loss = predict_probs(run.eval_model, run.valid_data.loader, run.heads, run.runtime,
-                                  loss_fn=run.training.loss_fn, quiet=True)
+    _, valid_loss = predict_probs(
+        run.eval_model, run.valid_data.loader, run.heads, run.runtime, loss_fn=run.training.loss_fn, quiet=True
+    )
     assert run.state.history[0]["valid_loss"] == pytest.approx(valid_loss, rel=1e-6)  # validation saw unmixed targets
     assert math.isnan(run.state.history[0]["train_score"])  # every batch mixed (prob 1): nothing to score
-    assert f"train_score: over the training batches no callback mixed (mixup mixed {len(run.train_data.loader)} of " \
-           "this rank's batches this epoch; none kept means no train_score)" in lines
+    assert (
+        f"train_score: over the training batches no callback mixed (mixup mixed {len(run.train_data.loader)} of "
+        "this rank's batches this epoch; none kept means no train_score)" in lines
+    )
 
 
 # ---- clipping and compile -----------------------------------------------------------------------
 
+
 def _batches(heads, count: int) -> list:
     generator = torch.Generator().manual_seed(0)
-    return [(torch.rand(4, 3, 32, 32, generator=generator),
-             {"attributes": (torch.rand(4, len(heads[0].class_names), generator=generator) > 0.5).float()},
-             torch.arange(4)) for _ in range(count)]
+    return [
+        (
+            torch.rand(4, 3, 32, 32, generator=generator),
+            {"attributes": (torch.rand(4, len(heads[0].class_names), generator=generator) > 0.5).float()},
+            torch.arange(4),
+        )
+        for _ in range(count)
+    ]
 
 
 def test_train_score_scores_exactly_the_batches_no_callback_mixed(tiny_imet_root, tmp_path):
@@ -289,20 +379,29 @@ def test_clipping_sees_unscaled_gradients_just_before_the_step(tiny_imet_root, t
     from src.engine import CallbackList, train_one_epoch
 
     root, _ = tiny_imet_root
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)  # a scaled loss: clipping before unscaling shows
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)  # a scaled loss: clipping before unscaling shows
     training, heads, runtime = tiny_training(root, tmp_path, 10, scaler)
     clipping = CallbackList(create_callbacks([{"name": "clip_grad_norm", "max_norm": 0.01}]))
     optimizer = training.optimizer
     norms = []
     step = optimizer.step
-    optimizer.step = lambda *a, **k: norms.append(float(torch.nn.utils.get_total_norm(
-        [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]))) or step(*a, **k)
+    optimizer.step = lambda *a, **k: (
+        norms.append(
+            float(
+                torch.nn.utils.get_total_norm(
+                    [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+                )
+            )
+        )
+        or step(*a, **k)
+    )
     train_one_epoch(training, _batches(heads, 3), runtime, callbacks=clipping, run=SimpleNamespace(training=training))
     assert len(norms) == 3 and all(norm == pytest.approx(0.01, rel=1e-4) for norm in norms)  # not 0.01 / 4096
 
 
-def test_compile_where_the_platform_cannot_is_one_line_then_trains_uncompiled(tiny_imet_root, tmp_path, capsys,
-                                                                               monkeypatch):
+def test_compile_where_the_platform_cannot_is_one_line_then_trains_uncompiled(
+    tiny_imet_root, tmp_path, capsys, monkeypatch
+):
     import torch._inductor.config as inductor
 
     monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))  # no working C++ compiler for inductor

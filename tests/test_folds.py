@@ -1,4 +1,5 @@
 """Folds: iterative stratification keeps every class's positives balanced; seeded and reproducible."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """CelebA format: the two text files read strictly and kindly, official and K-fold splits, subsets, predictions.txt."""
+
 from __future__ import annotations
 
 import re
@@ -7,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import assert_refused_submission, open_images, small_demo
 from PIL import Image
 from sklearn import metrics as skm
 
-from helpers import assert_refused_submission
-from helpers import open_images, small_demo
 from src import report
 from src.errors import PipelineError
 from src.formats import create_format
@@ -45,7 +45,9 @@ def partition_text(rows=ROWS, newline="\n") -> str:
 def make_competition(root: Path, attr: str | None = None, partition: str | None = None, options=None, skip_images=()):
     root.mkdir(parents=True, exist_ok=True)
     (root / "list_attr_celeba.txt").write_bytes((attr_text() if attr is None else attr).encode("utf-8"))
-    (root / "list_eval_partition.txt").write_bytes((partition_text() if partition is None else partition).encode("utf-8"))
+    (root / "list_eval_partition.txt").write_bytes(
+        (partition_text() if partition is None else partition).encode("utf-8")
+    )
     (root / "img_align_celeba").mkdir(exist_ok=True)
     for image, _, _ in ROWS:
         if image not in skip_images:
@@ -54,15 +56,28 @@ def make_competition(root: Path, attr: str | None = None, partition: str | None 
 
 
 def test_reads_the_real_layout_with_crlf_bom_and_runs_of_spaces(tmp_path):
-    fmt = make_competition(tmp_path / "c", attr="\ufeff" + attr_text(newline="\r\n"), partition=partition_text(newline="\r\n") + "\r\n")
+    fmt = make_competition(
+        tmp_path / "c", attr="\ufeff" + attr_text(newline="\r\n"), partition=partition_text(newline="\r\n") + "\r\n"
+    )
     table = fmt.read_train()
     assert table.ids == [image for image, part, _ in ROWS if part != 2]
     assert table.split.tolist() == [0, 0, 0, 1, 1]
-    assert table.targets["attributes"].tolist() == [[1, 0, 1, 0], [0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]]
+    assert table.targets["attributes"].tolist() == [
+        [1, 0, 1, 0],
+        [0, 1, 1, 0],
+        [1, 1, 0, 0],
+        [0, 0, 1, 1],
+        [1, 0, 1, 0],
+    ]
     assert table.paths[0] == tmp_path / "c" / "img_align_celeba" / "000001.jpg"
     assert fmt.read_test().ids == ["000006.jpg", "000007.jpg"]
-    head, = fmt.heads()
-    assert (head.name, head.kind, head.class_names, head.objective.name) == ("attributes", "multilabel", tuple(NAMES), "column_accuracy")
+    (head,) = fmt.heads()
+    assert (head.name, head.kind, head.class_names, head.objective.name) == (
+        "attributes",
+        "multilabel",
+        tuple(NAMES),
+        "column_accuracy",
+    )
     assert fmt.submission_names() == ["predictions.txt"]
 
 
@@ -77,12 +92,15 @@ def test_subset_by_name_in_the_chosen_order(tmp_path):
     assert fmt.read_train().targets["attributes"].tolist() == [[0, 1], [0, 0], [0, 1], [1, 0], [0, 1]]
 
 
-@pytest.mark.parametrize("subset, message", [
-    (["Smilling"], "'Smilling' is not an attribute of .*list_attr_celeba.txt; did you mean 'Smiling'\\?"),
-    (["Bald"], "'Bald' is not an attribute of .*known: Smiling, Male, Young, Eyeglasses"),
-    (["Male", "Male"], "'Male' is listed twice"),
-    ([], "empty list"),
-])
+@pytest.mark.parametrize(
+    "subset, message",
+    [
+        (["Smilling"], "'Smilling' is not an attribute of .*list_attr_celeba.txt; did you mean 'Smiling'\\?"),
+        (["Bald"], "'Bald' is not an attribute of .*known: Smiling, Male, Young, Eyeglasses"),
+        (["Male", "Male"], "'Male' is listed twice"),
+        ([], "empty list"),
+    ],
+)
 def test_unknown_or_repeated_attribute_names_are_refused(tmp_path, subset, message):
     fmt = make_competition(tmp_path / "c", options={"attributes": subset})
     with pytest.raises(PipelineError, match=f"config format_options.attributes: .*{message}"):
@@ -95,22 +113,60 @@ def _replace_line(text: str, number: int, new: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("attr, partition, message", [
-    (_replace_line(attr_text(), 3, "000001.jpg 1 -1 1"), None, "list_attr_celeba.txt line 3: 4 fields, expected 5"),
-    (_replace_line(attr_text(), 4, "000002.jpg -1 1 0 -1"), None, "list_attr_celeba.txt line 4: Young is '0'; values must be 1 or -1"),
-    (_replace_line(attr_text(), 4, "000002.jpg -1 1 2 -1"), None, "list_attr_celeba.txt line 4: Young is '2'"),
-    (_replace_line(attr_text(), 4, "000001.jpg -1 1 1 -1"), None, "list_attr_celeba.txt line 4: duplicate image '000001.jpg' (first on line 3)"),
-    (_replace_line(attr_text(), 1, "five"), None, "list_attr_celeba.txt line 1: expected the image count"),
-    (_replace_line(attr_text(), 1, "99"), None, "list_attr_celeba.txt line 1: count 99 but 6 image rows follow"),
-    (_replace_line(attr_text(), 2, "Smiling Male Young Smiling"), None, "list_attr_celeba.txt line 2: attribute 'Smiling' named twice"),
-    (attr_text(count=7) + "000099.jpg  1 1 1 1\n", None, "list_attr_celeba.txt line 9: image '000099.jpg' is not in list_eval_partition.txt"),
-    (None, _replace_line(partition_text(), 2, "000002.jpg 3"), "list_eval_partition.txt line 2: partition '3' for 000002.jpg"),
-    (None, _replace_line(partition_text(), 2, "000002.jpg 0 extra"), "list_eval_partition.txt line 2: 3 fields, expected 2"),
-    (None, _replace_line(partition_text(), 2, "000001.jpg 0"), "list_eval_partition.txt line 2: duplicate image '000001.jpg'"),
-    (None, _replace_line(partition_text(), 2, "../000002.jpg 0"), "list_eval_partition.txt line 2: path '../000002.jpg' escapes"),
-    (None, _replace_line(partition_text(), 6, "000006.jpg 1"),
-     "list_eval_partition.txt line 6: image '000006.jpg' (partition 1) has no row in list_attr_celeba.txt"),
-])
+@pytest.mark.parametrize(
+    "attr, partition, message",
+    [
+        (_replace_line(attr_text(), 3, "000001.jpg 1 -1 1"), None, "list_attr_celeba.txt line 3: 4 fields, expected 5"),
+        (
+            _replace_line(attr_text(), 4, "000002.jpg -1 1 0 -1"),
+            None,
+            "list_attr_celeba.txt line 4: Young is '0'; values must be 1 or -1",
+        ),
+        (_replace_line(attr_text(), 4, "000002.jpg -1 1 2 -1"), None, "list_attr_celeba.txt line 4: Young is '2'"),
+        (
+            _replace_line(attr_text(), 4, "000001.jpg -1 1 1 -1"),
+            None,
+            "list_attr_celeba.txt line 4: duplicate image '000001.jpg' (first on line 3)",
+        ),
+        (_replace_line(attr_text(), 1, "five"), None, "list_attr_celeba.txt line 1: expected the image count"),
+        (_replace_line(attr_text(), 1, "99"), None, "list_attr_celeba.txt line 1: count 99 but 6 image rows follow"),
+        (
+            _replace_line(attr_text(), 2, "Smiling Male Young Smiling"),
+            None,
+            "list_attr_celeba.txt line 2: attribute 'Smiling' named twice",
+        ),
+        (
+            attr_text(count=7) + "000099.jpg  1 1 1 1\n",
+            None,
+            "list_attr_celeba.txt line 9: image '000099.jpg' is not in list_eval_partition.txt",
+        ),
+        (
+            None,
+            _replace_line(partition_text(), 2, "000002.jpg 3"),
+            "list_eval_partition.txt line 2: partition '3' for 000002.jpg",
+        ),
+        (
+            None,
+            _replace_line(partition_text(), 2, "000002.jpg 0 extra"),
+            "list_eval_partition.txt line 2: 3 fields, expected 2",
+        ),
+        (
+            None,
+            _replace_line(partition_text(), 2, "000001.jpg 0"),
+            "list_eval_partition.txt line 2: duplicate image '000001.jpg'",
+        ),
+        (
+            None,
+            _replace_line(partition_text(), 2, "../000002.jpg 0"),
+            "list_eval_partition.txt line 2: path '../000002.jpg' escapes",
+        ),
+        (
+            None,
+            _replace_line(partition_text(), 6, "000006.jpg 1"),
+            "list_eval_partition.txt line 6: image '000006.jpg' (partition 1) has no row in list_attr_celeba.txt",
+        ),
+    ],
+)
 def test_bad_files_stop_with_file_and_line(tmp_path, attr, partition, message):
     fmt = make_competition(tmp_path / "c", attr=attr, partition=partition)
     with pytest.raises(PipelineError) as error:
@@ -165,11 +221,14 @@ def test_writer_keeps_the_original_order_and_round_trips(tmp_path):
     np.testing.assert_array_equal(read_labels["attributes"], labels["attributes"])
 
 
-@pytest.mark.parametrize("other, expected", [
-    # training majority (partitions 0 and 1): Smiling 3/5 -> 1, Male 2/5 -> -1
-    ("majority", "000006.jpg 1 -1 1 1\n000007.jpg 1 -1 -1 -1\n"),
-    ("negative", "000006.jpg -1 -1 1 1\n000007.jpg -1 -1 -1 -1\n"),
-])
+@pytest.mark.parametrize(
+    "other, expected",
+    [
+        # training majority (partitions 0 and 1): Smiling 3/5 -> 1, Male 2/5 -> -1
+        ("majority", "000006.jpg 1 -1 1 1\n000007.jpg 1 -1 -1 -1\n"),
+        ("negative", "000006.jpg -1 -1 1 1\n000007.jpg -1 -1 -1 -1\n"),
+    ],
+)
 def test_subset_writes_every_column_with_the_others_filled(tmp_path, other, expected):
     fmt = make_competition(tmp_path / "c", options={"attributes": ["Eyeglasses", "Young"], "other_attributes": other})
     labels = {"attributes": np.array([[1, 1], [0, 0]], dtype=bool)}
@@ -179,13 +238,19 @@ def test_subset_writes_every_column_with_the_others_filled(tmp_path, other, expe
     np.testing.assert_array_equal(read_labels["attributes"], labels["attributes"])
 
 
-@pytest.mark.parametrize("text, message", [
-    ("000006.jpg 1 -1 -1 1\n", "1 rows for 2 test images"),
-    ("000007.jpg 1 -1 -1 1\n000006.jpg 1 1 1 1\n", "line 1: image '000007.jpg' where list_eval_partition.txt has '000006.jpg'"),
-    ("000006.jpg 1 -1 -1 1\n000007.jpg 1 0 1 1\n", "line 2: Male is '0'; values must be 1 or -1"),
-    ("000006.jpg 1 -1 -1\n000007.jpg 1 1 1 1\n", "line 1: 4 fields, expected 5"),
-    ("000006.jpg 1 -1 -1 1\n000007.jpg 1 1 1 1\n000008.jpg 1 1 1 1\n", "line 3: more rows than the 2 test images"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("000006.jpg 1 -1 -1 1\n", "1 rows for 2 test images"),
+        (
+            "000007.jpg 1 -1 -1 1\n000006.jpg 1 1 1 1\n",
+            "line 1: image '000007.jpg' where list_eval_partition.txt has '000006.jpg'",
+        ),
+        ("000006.jpg 1 -1 -1 1\n000007.jpg 1 0 1 1\n", "line 2: Male is '0'; values must be 1 or -1"),
+        ("000006.jpg 1 -1 -1\n000007.jpg 1 1 1 1\n", "line 1: 4 fields, expected 5"),
+        ("000006.jpg 1 -1 -1 1\n000007.jpg 1 1 1 1\n000008.jpg 1 1 1 1\n", "line 3: more rows than the 2 test images"),
+    ],
+)
 def test_validator_refuses_bad_predictions(tmp_path, text, message):
     assert_refused_submission(make_competition(tmp_path / "c"), tmp_path / "predictions.txt", text, message)
 
@@ -208,7 +273,7 @@ def test_metrics_and_per_attribute_table_match_sklearn(tmp_path):
     assert scores["mean_accuracy"] == pytest.approx(np.mean(per_attribute))
     assert scores["attributes_accuracy"] == pytest.approx(np.mean(per_attribute))
     assert scores["attributes_macro_f1"] == pytest.approx(skm.f1_score(true, pred, average="macro", zero_division=0))
-    head, = fmt.heads()
+    (head,) = fmt.heads()
     probs = np.where(pred, 0.8, 0.2)
     rows = report.attribute_accuracy_rows(head, probs, true, pred, np.full(4, 0.5))
     assert [row["attribute"] for row in rows] == NAMES + ["mean"]
@@ -221,9 +286,15 @@ def test_reads_kaggles_copy_with_csv_label_files_and_a_nested_image_folder(tmp_p
     root = tmp_path / "kaggle"
     root.mkdir()
     labelled = [(image, values) for image, _, values in ROWS if values is not None]
-    (root / "list_attr_celeba.csv").write_text("image_id," + ",".join(NAMES) + "\r\n"
-                                               + "".join(f"{image},{','.join(map(str, values))}\r\n" for image, values in labelled))
-    (root / "list_eval_partition.csv").write_text("image_id,partition\n" + "".join(f"{image},{part}\n" for image, part, _ in ROWS))
+    (root / "list_attr_celeba.csv").write_text(
+        "image_id,"
+        + ",".join(NAMES)
+        + "\r\n"
+        + "".join(f"{image},{','.join(map(str, values))}\r\n" for image, values in labelled)
+    )
+    (root / "list_eval_partition.csv").write_text(
+        "image_id,partition\n" + "".join(f"{image},{part}\n" for image, part, _ in ROWS)
+    )
     nested = root / "img_align_celeba" / "img_align_celeba"
     nested.mkdir(parents=True)
     for image, _, _ in ROWS:
@@ -263,8 +334,12 @@ def test_a_new_test_folder_is_predicted_in_file_name_order_without_the_partition
     files = fmt.write_submission(tmp_path / "sub", test.ids, labels, {})
     assert files[0].read_text().splitlines()[0] == "a_1.jpg 1 -1 -1 1"
     assert fmt.read_submission(files)[0] == test.ids
-    assert_refused_submission(fmt, tmp_path / "predictions.txt", "000006.jpg 1 -1 -1 1\n",
-                              "image '000006.jpg' where new_test (file-name order) has 'a_1.jpg'")
+    assert_refused_submission(
+        fmt,
+        tmp_path / "predictions.txt",
+        "000006.jpg 1 -1 -1 1\n",
+        "image '000006.jpg' where new_test (file-name order) has 'a_1.jpg'",
+    )
 
 
 def test_a_test_list_picks_images_of_the_folder(tmp_path):
@@ -275,18 +350,43 @@ def test_a_test_list_picks_images_of_the_folder(tmp_path):
     assert fmt.read_test().ids == ["x.jpg", "z.jpg"]
 
 
-@pytest.mark.parametrize("options, folder, listed, message", [
-    ({"test_dir": "nowhere"}, None, None,
-     "config format_options.test_dir: .*nowhere is not a folder; point it at the new test images"),
-    ({"test_dir": "new_test"}, [], None, "config format_options.test_dir: .*new_test holds no images; put the new test"),
-    ({"test_dir": "new_test"}, ["000001.jpg"], None, "holds only images that list_eval_partition.txt lists"),
-    ({"test_dir": "new_test", "test_list": "missing.txt"}, ["x.jpg"], None,
-     "config format_options.test_list: .*missing.txt not found"),
-    ({"test_dir": "new_test", "test_list": "list.txt"}, ["x.jpg"], "x.jpg\ny.jpg\n",
-     "list.txt line 2: image 'y.jpg' is not in .*new_test; copy it there or remove the line"),
-    ({"test_dir": "new_test", "test_list": "list.txt"}, ["x.jpg"], "x.jpg\nx.jpg\n", "list.txt line 2: 'x.jpg' listed twice"),
-    ({"test_dir": "new_test", "test_list": "list.txt"}, ["x.jpg"], "\n", "list.txt: no image names"),
-])
+@pytest.mark.parametrize(
+    "options, folder, listed, message",
+    [
+        (
+            {"test_dir": "nowhere"},
+            None,
+            None,
+            "config format_options.test_dir: .*nowhere is not a folder; point it at the new test images",
+        ),
+        (
+            {"test_dir": "new_test"},
+            [],
+            None,
+            "config format_options.test_dir: .*new_test holds no images; put the new test",
+        ),
+        ({"test_dir": "new_test"}, ["000001.jpg"], None, "holds only images that list_eval_partition.txt lists"),
+        (
+            {"test_dir": "new_test", "test_list": "missing.txt"},
+            ["x.jpg"],
+            None,
+            "config format_options.test_list: .*missing.txt not found",
+        ),
+        (
+            {"test_dir": "new_test", "test_list": "list.txt"},
+            ["x.jpg"],
+            "x.jpg\ny.jpg\n",
+            "list.txt line 2: image 'y.jpg' is not in .*new_test; copy it there or remove the line",
+        ),
+        (
+            {"test_dir": "new_test", "test_list": "list.txt"},
+            ["x.jpg"],
+            "x.jpg\nx.jpg\n",
+            "list.txt line 2: 'x.jpg' listed twice",
+        ),
+        ({"test_dir": "new_test", "test_list": "list.txt"}, ["x.jpg"], "\n", "list.txt: no image names"),
+    ],
+)
 def test_a_bad_test_folder_or_list_stops_with_one_line(tmp_path, options, folder, listed, message):
     root = tmp_path / "c"
     if folder is not None:
@@ -300,6 +400,7 @@ def test_a_bad_test_folder_or_list_stops_with_one_line(tmp_path, options, folder
 
 
 # --- the demo --------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

@@ -1,4 +1,5 @@
 """train.csv + sample_submission.csv format: class names as written, extensions found on disk, strict validation."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import assert_refused_submission, open_images, small_demo
 from PIL import Image
 
-from helpers import assert_refused_submission, open_images, small_demo
 from src.errors import PipelineError
 from src.formats import create_format
 from src.formats.csv import DEMO_CLASSES
@@ -48,18 +49,27 @@ def test_classes_in_natural_order_and_paths_by_extension(tmp_path):
     assert test.ids == list(TEST) and [p.name for p in test.paths] == ["t2.png", "t1.jpeg", "t3.png"]
 
 
-@pytest.mark.parametrize("break_it, message", [
-    (lambda root: (root / "train.csv").write_text("id,class\na1,cat\n"), "train.csv line 1: missing column(s) label"),
-    (lambda root: (root / "train.csv").write_text("id,label\na1,cat\nb2,\n"), "train.csv line 3: label is empty"),
-    (lambda root: (root / "train.csv").write_text("id,label\n,cat\n"), "train.csv line 2: id is empty"),
-    (lambda root: (root / "train.csv").write_text("id,label\na1,cat\na1,dog\n"), "line 3: duplicate id 'a1'"),
-    (lambda root: (root / "train.csv").write_text("id,label\na1,cat\nzz,dog\n"), "train.csv line 3: no image for id 'zz'"),
-    (lambda root: (root / "train.csv").write_text("id,label\n../x,cat\n"), "escapes the competition folder"),
-    (lambda root: save_image(root / "train" / "a1.png"), "id 'a1' matches a1.jpg and a1.png"),
-    (lambda root: (root / "test" / "t3.png").unlink(), "sample_submission.csv line 4: no image for id 't3'"),
-    (lambda root: (root / "sample_submission.csv").write_text("id,label\nt2,cat\nt2,cat\n"), "duplicate id 't2'"),
-    (lambda root: (root / "sample_submission.csv").write_text("image,label\nt2,cat\n"), "missing column(s) id"),
-])
+@pytest.mark.parametrize(
+    "break_it, message",
+    [
+        (
+            lambda root: (root / "train.csv").write_text("id,class\na1,cat\n"),
+            "train.csv line 1: missing column(s) label",
+        ),
+        (lambda root: (root / "train.csv").write_text("id,label\na1,cat\nb2,\n"), "train.csv line 3: label is empty"),
+        (lambda root: (root / "train.csv").write_text("id,label\n,cat\n"), "train.csv line 2: id is empty"),
+        (lambda root: (root / "train.csv").write_text("id,label\na1,cat\na1,dog\n"), "line 3: duplicate id 'a1'"),
+        (
+            lambda root: (root / "train.csv").write_text("id,label\na1,cat\nzz,dog\n"),
+            "train.csv line 3: no image for id 'zz'",
+        ),
+        (lambda root: (root / "train.csv").write_text("id,label\n../x,cat\n"), "escapes the competition folder"),
+        (lambda root: save_image(root / "train" / "a1.png"), "id 'a1' matches a1.jpg and a1.png"),
+        (lambda root: (root / "test" / "t3.png").unlink(), "sample_submission.csv line 4: no image for id 't3'"),
+        (lambda root: (root / "sample_submission.csv").write_text("id,label\nt2,cat\nt2,cat\n"), "duplicate id 't2'"),
+        (lambda root: (root / "sample_submission.csv").write_text("image,label\nt2,cat\n"), "missing column(s) id"),
+    ],
+)
 def test_bad_input_is_one_line_naming_file_line_and_fix(tmp_path, break_it, message):
     root = tmp_path / "c"
     make_competition(root)
@@ -116,19 +126,23 @@ def test_submission_round_trip_writes_names_in_sample_order_and_header(tmp_path)
     assert fmt.score_submission(files, files)["accuracy"] == 1.0
 
 
-@pytest.mark.parametrize("text, message", [
-    ("id,label\nt2,cat\nt1.jpeg,cat\n", "2 rows, sample_submission.csv has 3"),
-    ("id,label\nt1.jpeg,cat\nt2,cat\nt3,cat\n", "line 2: id 't1.jpeg' where sample_submission.csv has 't2'"),
-    ("id,label\nt2,cat\nt1.jpeg,bird\nt3,cat\n", "line 3: label 'bird' is not a class of train.csv"),
-    ("id,label,probability\nt2,cat,1\nt1.jpeg,cat,1\nt3,cat,1\n", "header id,label,probability; write id,label"),
-    ("id\nt2\n", "missing column(s) label"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("id,label\nt2,cat\nt1.jpeg,cat\n", "2 rows, sample_submission.csv has 3"),
+        ("id,label\nt1.jpeg,cat\nt2,cat\nt3,cat\n", "line 2: id 't1.jpeg' where sample_submission.csv has 't2'"),
+        ("id,label\nt2,cat\nt1.jpeg,bird\nt3,cat\n", "line 3: label 'bird' is not a class of train.csv"),
+        ("id,label,probability\nt2,cat,1\nt1.jpeg,cat,1\nt3,cat,1\n", "header id,label,probability; write id,label"),
+        ("id\nt2\n", "missing column(s) label"),
+    ],
+)
 def test_submission_validation_refuses(tmp_path, text, message):
     fmt = make_competition(tmp_path / "c")
     assert_refused_submission(fmt, tmp_path / "submission.csv", text, message)
 
 
 # --- the demo --------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

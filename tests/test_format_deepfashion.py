@@ -1,4 +1,5 @@
 """DeepFashion format: strict and kind reader, two-file writer and validator, metrics, loss weighting, no pretrained weights."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import open_images, small_demo
 from PIL import Image
 from sklearn import metrics as skm
-
-from helpers import open_images, small_demo
 
 from src import report
 from src.config import LossConfig, load_config
@@ -25,8 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADER = "file_path,category_label,attribute_label\n"
 
 
-def make_competition(root: Path, train_text: str, test_text: str | None = "file_path\ntest/t1.jpg\ntest/t2.jpg\n",
-                     test_images=("t1.jpg", "t2.jpg"), options=None, skip_images=()):
+def make_competition(
+    root: Path,
+    train_text: str,
+    test_text: str | None = "file_path\ntest/t1.jpg\ntest/t2.jpg\n",
+    test_images=("t1.jpg", "t2.jpg"),
+    options=None,
+    skip_images=(),
+):
     """A tiny competition: every train/test path named in the CSVs gets a small JPEG (unless skipped)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "train.csv").write_bytes(train_text.encode("utf-8"))
@@ -60,12 +66,33 @@ def test_reads_crlf_bom_spaces_and_empty_attributes(tmp_path):
 
 
 def test_two_heads_from_options(tmp_path):
-    fmt = good_competition(tmp_path / "c", options={"category_weight": 2.0, "attribute_weight": 0.5,
-                                                    "attribute_names": list("vwxyz"), "at_least_one_attribute": True})
+    fmt = good_competition(
+        tmp_path / "c",
+        options={
+            "category_weight": 2.0,
+            "attribute_weight": 0.5,
+            "attribute_names": list("vwxyz"),
+            "at_least_one_attribute": True,
+        },
+    )
     category, attributes = fmt.heads()
-    assert (category.name, category.kind, category.class_names, category.loss_weight) == ("category", "softmax", ("0", "1", "2", "3"), 2.0)
-    assert (attributes.name, attributes.kind, attributes.loss_weight, attributes.min_labels) == ("attributes", "multilabel", 0.5, 1)
-    assert attributes.class_names == tuple("vwxyz") and attributes.objective.name == "samples_fbeta" and attributes.objective.beta == 1
+    assert (category.name, category.kind, category.class_names, category.loss_weight) == (
+        "category",
+        "softmax",
+        ("0", "1", "2", "3"),
+        2.0,
+    )
+    assert (attributes.name, attributes.kind, attributes.loss_weight, attributes.min_labels) == (
+        "attributes",
+        "multilabel",
+        0.5,
+        1,
+    )
+    assert (
+        attributes.class_names == tuple("vwxyz")
+        and attributes.objective.name == "samples_fbeta"
+        and attributes.objective.beta == 1
+    )
     assert fmt.submission_names() == ["category.csv", "attribute.csv"]
 
 
@@ -88,16 +115,22 @@ def test_class_counts_come_from_the_options_the_names_or_the_ids_train_csv_uses(
     # a count the competition names wins over what train.csv happens to use (category 9 never seen)
     assert create_format("deepfashion", root, {"n_categories": 10, "n_attributes": 15}).class_counts == (10, 15)
     assert create_format("deepfashion", root, {"attribute_names": list("vwxyz")}).class_counts == (4, 5)
-    with pytest.raises(PipelineError, match="attribute_label id 3 is not a known class; ids run 0..2: fix the row or set format_options.n_attributes"):
+    with pytest.raises(
+        PipelineError,
+        match="attribute_label id 3 is not a known class; ids run 0..2: fix the row or set format_options.n_attributes",
+    ):
         create_format("deepfashion", root, {"attribute_names": list("abc")}).read_train()
 
 
-@pytest.mark.parametrize("rows, message", [
-    ("train/a.jpg,x,1\n", "line 2: category_label 'x' is not a non-negative integer id"),
-    ("train/a.jpg,1,2 ²\n", "line 2: attribute_label '²' is not a non-negative integer id"),
-    ("train/a.jpg,0,1\ntrain/b.jpg,0,\n", "only category 0 is used; .*set format_options.n_categories"),
-    ("train/a.jpg,0,\ntrain/b.jpg,1,\n", "no row has an attribute; set format_options.n_attributes"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("train/a.jpg,x,1\n", "line 2: category_label 'x' is not a non-negative integer id"),
+        ("train/a.jpg,1,2 ²\n", "line 2: attribute_label '²' is not a non-negative integer id"),
+        ("train/a.jpg,0,1\ntrain/b.jpg,0,\n", "only category 0 is used; .*set format_options.n_categories"),
+        ("train/a.jpg,0,\ntrain/b.jpg,1,\n", "no row has an attribute; set format_options.n_attributes"),
+    ],
+)
 def test_inferring_class_counts_stops_on_bad_ids_with_file_and_line(tmp_path, rows, message):
     fmt = make_competition(tmp_path / "c", HEADER + rows, options={"n_categories": None, "n_attributes": None})
     with pytest.raises(PipelineError, match=message):
@@ -113,17 +146,23 @@ def test_test_images_from_the_folder_when_there_is_no_test_csv(tmp_path):
         fmt.read_test()
 
 
-@pytest.mark.parametrize("rows, message", [
-    ("train/a.jpg,0,1,2\n", "train.csv line 2: 4 columns, expected 3"),
-    ("train/a.jpg,0,1 5\n", "train.csv line 2: attribute_label id 5 is not a known class"),
-    ("train/a.jpg,0,1 x\n", "train.csv line 2: attribute_label 'x' is not an integer"),
-    ("train/a.jpg,0,\ntrain/b.jpg,4,\n", "train.csv line 3: category_label 4 is outside 0..3"),
-    ("train/a.jpg,-1,\n", "train.csv line 2: category_label -1 is outside 0..3"),
-    ("train/a.jpg,shirt,\n", "train.csv line 2: category_label 'shirt' is not an integer id"),
-    ("train/a.jpg,0,\ntrain/a.jpg,1,\n", "train.csv line 3: duplicate id 'train/a.jpg' (first on line 2)"),
-    ("train/a.jpg,0,\n../outside.jpg,1,\n", "train.csv line 3: path '../outside.jpg' escapes the competition folder"),
-    (",0,\n", "train.csv line 2: empty file_path"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("train/a.jpg,0,1,2\n", "train.csv line 2: 4 columns, expected 3"),
+        ("train/a.jpg,0,1 5\n", "train.csv line 2: attribute_label id 5 is not a known class"),
+        ("train/a.jpg,0,1 x\n", "train.csv line 2: attribute_label 'x' is not an integer"),
+        ("train/a.jpg,0,\ntrain/b.jpg,4,\n", "train.csv line 3: category_label 4 is outside 0..3"),
+        ("train/a.jpg,-1,\n", "train.csv line 2: category_label -1 is outside 0..3"),
+        ("train/a.jpg,shirt,\n", "train.csv line 2: category_label 'shirt' is not an integer id"),
+        ("train/a.jpg,0,\ntrain/a.jpg,1,\n", "train.csv line 3: duplicate id 'train/a.jpg' (first on line 2)"),
+        (
+            "train/a.jpg,0,\n../outside.jpg,1,\n",
+            "train.csv line 3: path '../outside.jpg' escapes the competition folder",
+        ),
+        (",0,\n", "train.csv line 2: empty file_path"),
+    ],
+)
 def test_bad_rows_stop_with_file_and_line(tmp_path, rows, message):
     fmt = make_competition(tmp_path / "c", HEADER + rows)
     with pytest.raises(PipelineError) as error:
@@ -163,9 +202,15 @@ def test_writer_round_trip_and_exact_files(tmp_path):
 def test_validator_refuses_bad_submissions_before_moving_them_into_place(tmp_path):
     fmt = good_competition(tmp_path / "c")
     out = tmp_path / "sub"
-    with pytest.raises(PipelineError, match="category.csv line 2: file_path 'test/t2.jpg' where the test listing has 'test/t1.jpg'"):
-        fmt.write_submission(out, ["test/t2.jpg", "test/t1.jpg"],
-                             {"category": np.array([0, 1]), "attributes": np.zeros((2, 5), bool)}, {})
+    with pytest.raises(
+        PipelineError, match="category.csv line 2: file_path 'test/t2.jpg' where the test listing has 'test/t1.jpg'"
+    ):
+        fmt.write_submission(
+            out,
+            ["test/t2.jpg", "test/t1.jpg"],
+            {"category": np.array([0, 1]), "attributes": np.zeros((2, 5), bool)},
+            {},
+        )
     assert not out.exists() or not list(out.iterdir())
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -184,8 +229,10 @@ def test_validator_refuses_bad_submissions_before_moving_them_into_place(tmp_pat
 
 
 def test_at_least_one_attribute_takes_the_top_one(tmp_path):
-    probs = {"category": np.array([[0.1, 0.6, 0.2, 0.1], [0.7, 0.1, 0.1, 0.1]], np.float32),
-             "attributes": np.array([[0.2, 0.4, 0.1, 0.3, 0.0], [0.9, 0.1, 0.1, 0.8, 0.1]], np.float32)}
+    probs = {
+        "category": np.array([[0.1, 0.6, 0.2, 0.1], [0.7, 0.1, 0.1, 0.1]], np.float32),
+        "attributes": np.array([[0.2, 0.4, 0.1, 0.3, 0.0], [0.9, 0.1, 0.1, 0.8, 0.1]], np.float32),
+    }
     rules = DecisionRules({"attributes": np.full(5, 0.5)})
     plain = good_competition(tmp_path / "a").decide(probs, rules)
     forced = good_competition(tmp_path / "b", options={"at_least_one_attribute": True}).decide(probs, rules)
@@ -198,28 +245,42 @@ def test_metrics_match_sklearn(tmp_path):
     fmt = good_competition(tmp_path / "c")
     rng = np.random.default_rng(0)
     true = {"category": rng.integers(0, 4, 60), "attributes": rng.random((60, 5)) < 0.3}
-    pred = {"category": np.where(rng.random(60) < 0.6, true["category"], rng.integers(0, 4, 60)),
-            "attributes": np.where(rng.random((60, 5)) < 0.7, true["attributes"], rng.random((60, 5)) < 0.3)}
+    pred = {
+        "category": np.where(rng.random(60) < 0.6, true["category"], rng.integers(0, 4, 60)),
+        "attributes": np.where(rng.random((60, 5)) < 0.7, true["attributes"], rng.random((60, 5)) < 0.3),
+    }
     scores = fmt.score_labels(true, pred)
     accuracy = skm.accuracy_score(true["category"], pred["category"])
     f1_samples = skm.f1_score(true["attributes"], pred["attributes"], average="samples", zero_division=0)
     assert scores["category_accuracy"] == pytest.approx(accuracy)
-    assert scores["category_macro_f1"] == pytest.approx(skm.f1_score(true["category"], pred["category"], average="macro",
-                                                                     labels=range(4), zero_division=0))
+    assert scores["category_macro_f1"] == pytest.approx(
+        skm.f1_score(true["category"], pred["category"], average="macro", labels=range(4), zero_division=0)
+    )
     assert scores["attributes_f1"] == pytest.approx(f1_samples)
-    assert scores["attributes_macro_f1"] == pytest.approx(skm.f1_score(true["attributes"], pred["attributes"], average="macro",
-                                                                       zero_division=0))
+    assert scores["attributes_macro_f1"] == pytest.approx(
+        skm.f1_score(true["attributes"], pred["attributes"], average="macro", zero_division=0)
+    )
     assert scores["score"] == pytest.approx((accuracy + f1_samples) / 2)
     category_head, attribute_head = fmt.heads()
     probs = rng.random((60, 5))
-    rows = {row["class"]: row for row in report.per_class_rows(attribute_head, probs, true["attributes"], pred["attributes"], None)}
-    precision, recall, f1, support = skm.precision_recall_fscore_support(true["attributes"], pred["attributes"], zero_division=0)
+    rows = {
+        row["class"]: row
+        for row in report.per_class_rows(attribute_head, probs, true["attributes"], pred["attributes"], None)
+    }
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        true["attributes"], pred["attributes"], zero_division=0
+    )
     assert [rows[str(c)]["F1"] for c in range(5)] == pytest.approx(f1)
     assert [rows[str(c)]["support"] for c in range(5)] == support.tolist()
-    rows = {row["class"]: row for row in report.per_class_rows(category_head, np.eye(4)[pred["category"]], true["category"],
-                                                               pred["category"], None)}
-    precision, recall, f1, support = skm.precision_recall_fscore_support(true["category"], pred["category"], labels=range(4),
-                                                                         zero_division=0)
+    rows = {
+        row["class"]: row
+        for row in report.per_class_rows(
+            category_head, np.eye(4)[pred["category"]], true["category"], pred["category"], None
+        )
+    }
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        true["category"], pred["category"], labels=range(4), zero_division=0
+    )
     assert [rows[str(c)]["recall"] for c in range(4)] == pytest.approx(recall)
     assert [rows[str(c)]["precision"] for c in range(4)] == pytest.approx(precision)
 
@@ -244,13 +305,22 @@ def test_folds_balance_category_and_attributes_together(tmp_path):
         assert table.targets["attributes"][held, 2].sum() == 4
 
 
-HEADS = [HeadSpec("category", "softmax", tuple("abc"), loss_weight=2.0), HeadSpec("attributes", "multilabel", tuple("wxyz"))]
+HEADS = [
+    HeadSpec("category", "softmax", tuple("abc"), loss_weight=2.0),
+    HeadSpec("attributes", "multilabel", tuple("wxyz")),
+]
 
 
 def _batch(seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
-    outputs = {"category": torch.randn(16, 3, generator=generator) * 3, "attributes": torch.randn(16, 4, generator=generator)}
-    targets = {"category": torch.randint(0, 3, (16,), generator=generator), "attributes": torch.randint(0, 2, (16, 4), generator=generator)}
+    outputs = {
+        "category": torch.randn(16, 3, generator=generator) * 3,
+        "attributes": torch.randn(16, 4, generator=generator),
+    }
+    targets = {
+        "category": torch.randint(0, 3, (16,), generator=generator),
+        "attributes": torch.randint(0, 2, (16, 4), generator=generator),
+    }
     return outputs, targets
 
 
@@ -294,10 +364,20 @@ def test_train_stage_refuses_a_weight_file_when_pretrained_is_forbidden(tmp_path
     good_competition(root)
     weights = tmp_path / "resnet.safetensors"
     weights.write_bytes(b"not really weights")
-    argv = ["train", "--config", str(ROOT / "configs" / "demo-deepfashion.yaml"), "--full", "--quiet",
-            f"data.root={root}", f"output_dir={tmp_path / 'out'}", "format_options.n_categories=4",
-            "format_options.n_attributes=5", "format_options.attribute_names=null", "data.image_size=16",
-            f"model.weights={weights}"]
+    argv = [
+        "train",
+        "--config",
+        str(ROOT / "configs" / "demo-deepfashion.yaml"),
+        "--full",
+        "--quiet",
+        f"data.root={root}",
+        f"output_dir={tmp_path / 'out'}",
+        "format_options.n_categories=4",
+        "format_options.n_attributes=5",
+        "format_options.attribute_names=null",
+        "data.image_size=16",
+        f"model.weights={weights}",
+    ]
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert "forbid_pretrained is true" in error and "model.weights=null" in error
@@ -305,11 +385,26 @@ def test_train_stage_refuses_a_weight_file_when_pretrained_is_forbidden(tmp_path
 
 
 def _uncertainty_train(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--config", str(ROOT / "configs" / "demo-deepfashion.yaml"), "--full", "--quiet",
-            f"data.root={root}", f"output_dir={out}", "format_options.n_categories=4", "format_options.n_attributes=5",
-            "format_options.attribute_names=null", "data.image_size=16", "model.name=test_efficientnet", "train.epochs=3",
-            "train.batch_size=2", "train.threads=1", "train.loss.head_weighting=uncertainty", "train.loss.uncertainty_lr=0.05",
-            *extra]
+    return [
+        "train",
+        "--config",
+        str(ROOT / "configs" / "demo-deepfashion.yaml"),
+        "--full",
+        "--quiet",
+        f"data.root={root}",
+        f"output_dir={out}",
+        "format_options.n_categories=4",
+        "format_options.n_attributes=5",
+        "format_options.attribute_names=null",
+        "data.image_size=16",
+        "model.name=test_efficientnet",
+        "train.epochs=3",
+        "train.batch_size=2",
+        "train.threads=1",
+        "train.loss.head_weighting=uncertainty",
+        "train.loss.uncertainty_lr=0.05",
+        *extra,
+    ]
 
 
 def test_learned_loss_weights_are_checkpointed_and_resume_exactly(tmp_path):
@@ -341,6 +436,7 @@ def test_resume_with_another_head_weighting_is_one_clear_error(tmp_path, capsys)
 
 
 # --- the demo --------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

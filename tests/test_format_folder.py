@@ -1,4 +1,5 @@
 """Folder-per-class format: natural class order, mixed image modes, configurable submission CSV, strict validation."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,17 +7,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import assert_refused_submission, open_images, small_demo
 from PIL import Image
 from sklearn import metrics as skm
 
-from helpers import assert_refused_submission
-from helpers import open_images, small_demo
 from src import report
 from src.data.images import load_rgb
 from src.errors import PipelineError
 from src.formats import create_format
-from src.formats.folder import natural_key
-from src.formats.folder import DEMO_MODES
+from src.formats.folder import DEMO_MODES, natural_key
 
 MODES = {"RGB": ".png", "L": ".png", "RGBA": ".png", "CMYK": ".jpg", "P": ".png"}
 
@@ -28,7 +27,9 @@ def save_image(path: Path, mode: str, size: tuple[int, int]) -> None:
     image.save(path)
 
 
-def make_competition(root: Path, classes=("0", "1", "2", "10"), per_class=2, test=("b.png", "a.jpg", "c.png"), options=None):
+def make_competition(
+    root: Path, classes=("0", "1", "2", "10"), per_class=2, test=("b.png", "a.jpg", "c.png"), options=None
+):
     """Classes get images in rotating modes and sizes; test images are a mix as well."""
     modes = list(MODES)
     for index, class_name in enumerate(classes):
@@ -72,13 +73,16 @@ def test_hidden_and_os_junk_files_are_skipped(tmp_path):
     assert len(fmt.read_train()) == 8 and len(fmt.read_test()) == 3
 
 
-@pytest.mark.parametrize("break_it, message", [
-    (lambda root: save_image(root / "train" / "stray.png", "RGB", (4, 4)), "stray.png: a file directly in"),
-    (lambda root: (root / "train" / "1" / "labels.txt").write_text("x"), "labels.txt: not an image file"),
-    (lambda root: save_image(root / "train" / "1" / "deeper" / "x.png", "RGB", (4, 4)), "deeper: a folder inside"),
-    (lambda root: (root / "train" / "11").mkdir(), "11: empty class folder"),
-    (lambda root: save_image(root / "test" / "sub" / "x.png", "RGB", (4, 4)), "sub: a folder inside"),
-])
+@pytest.mark.parametrize(
+    "break_it, message",
+    [
+        (lambda root: save_image(root / "train" / "stray.png", "RGB", (4, 4)), "stray.png: a file directly in"),
+        (lambda root: (root / "train" / "1" / "labels.txt").write_text("x"), "labels.txt: not an image file"),
+        (lambda root: save_image(root / "train" / "1" / "deeper" / "x.png", "RGB", (4, 4)), "deeper: a folder inside"),
+        (lambda root: (root / "train" / "11").mkdir(), "11: empty class folder"),
+        (lambda root: save_image(root / "test" / "sub" / "x.png", "RGB", (4, 4)), "sub: a folder inside"),
+    ],
+)
 def test_bad_layouts_stop_with_the_path_and_the_fix(tmp_path, break_it, message):
     root = tmp_path / "c"
     fmt = make_competition(root)
@@ -129,7 +133,12 @@ def _labels_and_probs(n: int, n_classes: int, seed: int = 0):
 
 
 def test_writer_round_trip_with_configured_columns(tmp_path):
-    options = {"id_column": "file", "label_column": "class", "probability_column": "confidence", "submission_file": "preds.csv"}
+    options = {
+        "id_column": "file",
+        "label_column": "class",
+        "probability_column": "confidence",
+        "submission_file": "preds.csv",
+    }
     fmt = make_competition(tmp_path / "c", options=options)
     ids = fmt.read_test().ids
     labels, probs = _labels_and_probs(len(ids), 4)
@@ -145,16 +154,31 @@ def test_writer_round_trip_with_configured_columns(tmp_path):
     np.testing.assert_allclose(fmt.read_probabilities(files[0]), probs[np.arange(len(ids)), labels], atol=1e-6)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("image,label,probability\na.jpg,1,0.5\nb.png,1,0.5\n", "2 rows for 3 test images"),
-    ("image,label,probability\nb.png,1,0.5\na.jpg,1,0.5\nc.png,1,0.5\n", "line 2: image 'b.png' where 'a.jpg' is expected"),
-    ("image,label,probability\na.jpg,7,0.5\nb.png,1,0.5\nc.png,1,0.5\n", "line 2: label '7' is not a class"),
-    ("image,label,probability\na.jpg,1,1.5\nb.png,1,0.5\nc.png,1,0.5\n", "line 2: probability '1.5' is not a number in [0, 1]"),
-    ("image,label,probability\na.jpg,1,high\nb.png,1,0.5\nc.png,1,0.5\n", "line 2: probability 'high' is not a number"),
-    ("image,label\na.jpg,1\nb.png,1\nc.png,1\n", "line 1: missing column(s) probability"),
-    ("image,label,probability,extra\na.jpg,1,0.5,x\nb.png,1,0.5,x\nc.png,1,0.5,x\n", "line 1: unexpected column 'extra'"),
-    ("image,label,probability\na.jpg,1\nb.png,1,0.5\nc.png,1,0.5\n", "line 2: 2 columns, expected 3"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("image,label,probability\na.jpg,1,0.5\nb.png,1,0.5\n", "2 rows for 3 test images"),
+        (
+            "image,label,probability\nb.png,1,0.5\na.jpg,1,0.5\nc.png,1,0.5\n",
+            "line 2: image 'b.png' where 'a.jpg' is expected",
+        ),
+        ("image,label,probability\na.jpg,7,0.5\nb.png,1,0.5\nc.png,1,0.5\n", "line 2: label '7' is not a class"),
+        (
+            "image,label,probability\na.jpg,1,1.5\nb.png,1,0.5\nc.png,1,0.5\n",
+            "line 2: probability '1.5' is not a number in [0, 1]",
+        ),
+        (
+            "image,label,probability\na.jpg,1,high\nb.png,1,0.5\nc.png,1,0.5\n",
+            "line 2: probability 'high' is not a number",
+        ),
+        ("image,label\na.jpg,1\nb.png,1\nc.png,1\n", "line 1: missing column(s) probability"),
+        (
+            "image,label,probability,extra\na.jpg,1,0.5,x\nb.png,1,0.5,x\nc.png,1,0.5,x\n",
+            "line 1: unexpected column 'extra'",
+        ),
+        ("image,label,probability\na.jpg,1\nb.png,1,0.5\nc.png,1,0.5\n", "line 2: 2 columns, expected 3"),
+    ],
+)
 def test_validator_refuses_bad_submissions(tmp_path, text, message):
     assert_refused_submission(make_competition(tmp_path / "c"), tmp_path / "submission.csv", text, message)
 
@@ -182,8 +206,10 @@ def test_metrics_and_per_class_table_match_sklearn(tmp_path):
     pred = np.where(rng.random(80) < 0.6, true, rng.integers(0, 4, 80))
     scores = fmt.score_labels({"label": true}, {"label": pred})
     assert scores["accuracy"] == pytest.approx(skm.accuracy_score(true, pred)) == scores["label_accuracy"]
-    assert scores["label_macro_f1"] == pytest.approx(skm.f1_score(true, pred, average="macro", labels=range(4), zero_division=0))
-    head, = fmt.heads()
+    assert scores["label_macro_f1"] == pytest.approx(
+        skm.f1_score(true, pred, average="macro", labels=range(4), zero_division=0)
+    )
+    (head,) = fmt.heads()
     rows = {row["class"]: row for row in report.per_class_rows(head, np.eye(4)[pred], true, pred, None)}
     precision, recall, f1, support = skm.precision_recall_fscore_support(true, pred, labels=range(4), zero_division=0)
     names = ["0", "1", "2", "10"]
@@ -203,6 +229,7 @@ def test_stratified_folds_keep_every_class_in_every_fold(tmp_path):
 
 
 # --- the demo --------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

@@ -1,4 +1,5 @@
 """iMet reader (strict and kind), submission writer and validator."""
+
 from __future__ import annotations
 
 import re
@@ -6,21 +7,27 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import open_images, small_demo
 from PIL import Image
 
-from helpers import open_images, small_demo
 from src.demo import build_demo
-
 from src.errors import PipelineError
 from src.formats import create_format
 
 
-def make_competition(root, train_rows, test_ids=("t1", "t2"), labels=((0, "culture::a"), (1, "tag::b"), (2, "tag::c")),
-                     train_text=None, images=True):
+def make_competition(
+    root,
+    train_rows,
+    test_ids=("t1", "t2"),
+    labels=((0, "culture::a"), (1, "tag::b"), (2, "tag::c")),
+    train_text=None,
+    images=True,
+):
     root.mkdir(parents=True, exist_ok=True)
     (root / "labels.csv").write_text("attribute_id,attribute_name\n" + "".join(f"{i},{n}\n" for i, n in labels))
-    (root / "train.csv").write_text(train_text if train_text is not None else
-                                    "id,attribute_ids\n" + "".join(f"{i},{a}\n" for i, a in train_rows))
+    (root / "train.csv").write_text(
+        train_text if train_text is not None else "id,attribute_ids\n" + "".join(f"{i},{a}\n" for i, a in train_rows)
+    )
     (root / "sample_submission.csv").write_text("id,attribute_ids\n" + "".join(f"{i},0 1 2\n" for i in test_ids))
     for folder, ids in (("train", [i for i, _ in train_rows]), ("test", test_ids)):
         (root / folder).mkdir(exist_ok=True)
@@ -39,11 +46,14 @@ def test_reads_targets_with_crlf_bom_and_extra_spaces(tmp_path):
     assert fmt.heads()[0].class_names == ("culture::a", "tag::b", "tag::c")
 
 
-@pytest.mark.parametrize("rows, message", [
-    ([("a", "0 7")], "line 2: attribute_ids id 7 is not a known class"),
-    ([("a", "0 x")], "line 2: attribute_ids 'x' is not an integer"),
-    ([("a", "0"), ("a", "1")], "line 3: duplicate id 'a' (first on line 2)"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([("a", "0 7")], "line 2: attribute_ids id 7 is not a known class"),
+        ([("a", "0 x")], "line 2: attribute_ids 'x' is not an integer"),
+        ([("a", "0"), ("a", "1")], "line 3: duplicate id 'a' (first on line 2)"),
+    ],
+)
 def test_bad_labels_are_refused_with_file_and_line(tmp_path, rows, message):
     fmt = make_competition(tmp_path / "c", rows)
     with pytest.raises(PipelineError) as error:
@@ -80,15 +90,18 @@ def test_submission_round_trip_and_exact_text(tmp_path):
     assert ids == ["t1", "t2"] and np.array_equal(read_back["attributes"], labels["attributes"])
 
 
-@pytest.mark.parametrize("text, message", [
-    ("id,attribute_ids\nt2,0\nt1,1\n", "id 't2' where sample_submission.csv has 't1'"),
-    ("id,attribute_ids\nt1,0\n", "1 rows, sample_submission.csv has 2"),
-    ("id,attribute_ids\nt1,0\nt2,9\n", "id 9 is not a known class"),
-    ("id,attribute_ids\nt1,0\n,1\n", "empty id"),
-    ("id,attribute_ids\nt1,0\nt1,1\n", "duplicate id 't1'"),
-    ("id,predicted\nt1,0\nt2,1\n", "missing column"),
-    ("id,attribute_ids\nt1,0\nt2,1\nt3,1\n", "3 rows"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("id,attribute_ids\nt2,0\nt1,1\n", "id 't2' where sample_submission.csv has 't1'"),
+        ("id,attribute_ids\nt1,0\n", "1 rows, sample_submission.csv has 2"),
+        ("id,attribute_ids\nt1,0\nt2,9\n", "id 9 is not a known class"),
+        ("id,attribute_ids\nt1,0\n,1\n", "empty id"),
+        ("id,attribute_ids\nt1,0\nt1,1\n", "duplicate id 't1'"),
+        ("id,predicted\nt1,0\nt2,1\n", "missing column"),
+        ("id,attribute_ids\nt1,0\nt2,1\nt3,1\n", "3 rows"),
+    ],
+)
 def test_validator_rejects_each_kind_of_bad_submission(tmp_path, text, message):
     fmt = make_competition(tmp_path / "c", [("a", "0")])
     path = tmp_path / "bad.csv"
@@ -108,6 +121,7 @@ def test_writer_refuses_to_replace_a_good_file_with_a_bad_one(tmp_path):
 
 
 # --- the demo --------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

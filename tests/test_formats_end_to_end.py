@@ -5,6 +5,7 @@ The stages run in-process from the format's own demo config, shrunk for speed (3
 tiny EfficientNet, one thread). The written files must pass the format's validator and score
 clearly above the best constant prediction on the held-apart answers.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,20 @@ from src.formats import create_format, format_class
 from src.stage import main
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["data.image_size=32", "data.n_folds=2", "model.name=test_efficientnet", "train.epochs=6", "train.batch_size=16",
-        "train.lr=0.01", "train.warmup_epochs=0.5", "train.threads=1", "thresholds.optuna_trials=8",
-        "thresholds.honest_folds=2", "predict.batch_size=64", "--quiet"]
+FAST = [
+    "data.image_size=32",
+    "data.n_folds=2",
+    "model.name=test_efficientnet",
+    "train.epochs=6",
+    "train.batch_size=16",
+    "train.lr=0.01",
+    "train.warmup_epochs=0.5",
+    "train.threads=1",
+    "thresholds.optuna_trials=8",
+    "thresholds.honest_folds=2",
+    "predict.batch_size=64",
+    "--quiet",
+]
 STAGES = (["folds"], ["train", "--fold", "all"], ["train", "--full"], ["oof"], ["thresholds"], ["submit"])
 
 
@@ -65,7 +77,9 @@ def test_five_stages_write_a_valid_submission_well_above_chance(tmp_path, format
     files = [out / name for name in fmt.submission_names()]
     ids, _ = fmt.read_submission(files)  # the format's validator accepts what submit wrote
     assert ids == fmt.read_test().ids
-    assert sorted(p.name for p in out.iterdir()) == sorted([*fmt.submission_names(), "test_probs.npz", "test_scores.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*fmt.submission_names(), "test_probs.npz", "test_scores.json"]
+    )
 
     scores = json.loads((out / "test_scores.json").read_text())
     assert scores == pytest.approx(fmt.score_submission(files, list(paths.solution_files)))

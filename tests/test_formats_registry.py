@@ -1,4 +1,5 @@
 """The format registry: found by name, duplicates refused, names listed in errors; what formats declare."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,7 +20,9 @@ def test_every_module_registers_a_format_under_its_name():
 def test_a_second_class_under_a_taken_name_is_refused_with_the_names():
     taken = format_names()[0]
     imposter = type("Imposter", (CompetitionFormat,), {"name": taken})
-    with pytest.raises(ValueError, match=f"format name '{taken}' is taken by src.formats.*; .*Imposter needs another name"):
+    with pytest.raises(
+        ValueError, match=f"format name '{taken}' is taken by src.formats.*; .*Imposter needs another name"
+    ):
         register(imposter)
     assert format_class(taken) is not imposter
     assert register(format_class(taken)) is format_class(taken)  # the same class again is no clash

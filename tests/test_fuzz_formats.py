@@ -3,6 +3,7 @@
 Only the project's own PipelineError may come out; a reader that accepts the input returns
 consistent shapes.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -14,7 +15,7 @@ from src.errors import PipelineError
 from src.formats import create_format
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-JUNK = st.text(alphabet=st.sampled_from(list("0123456789 -1,\t\"\ufeffabc./_")), max_size=40)
+JUNK = st.text(alphabet=st.sampled_from(list('0123456789 -1,\t"\ufeffabc./_')), max_size=40)
 
 # format -> (label files to fuzz, reader to call)
 CASES = {
@@ -27,13 +28,17 @@ CASES = {
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz-formats")
-    return {name: build_demo(name, base / name, n_train=24, n_test=6, seed=1) for name in ("deepfashion", "celeba", "imet", "folder")}
+    return {
+        name: build_demo(name, base / name, n_train=24, n_test=6, seed=1)
+        for name in ("deepfashion", "celeba", "imet", "folder")
+    }
 
 
 def mutated(original: str):
     lines = original.splitlines()
     return st.lists(st.one_of(st.sampled_from(lines), JUNK), max_size=12).map(
-        lambda chosen: "\r\n".join(chosen) if len(chosen) % 2 else "\n".join(chosen))
+        lambda chosen: "\r\n".join(chosen) if len(chosen) % 2 else "\n".join(chosen)
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -1,4 +1,5 @@
 """Fuzz every reader with hypothesis: whatever the bytes, only PipelineError comes out (never a traceback)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ from src.formats import create_format, format_names
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-csv_cells = st.text(alphabet=st.sampled_from(list("0123 ab,\"\r\n\t-.\ufeff/x9")), max_size=80)
+csv_cells = st.text(alphabet=st.sampled_from(list('0123 ab,"\r\n\t-.\ufeff/x9')), max_size=80)
 
 
 def _competition(root: Path) -> None:

@@ -2,6 +2,7 @@
 
 No timing thresholds: the figures only mean something on a GPU (and say so there).
 """
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,8 +19,13 @@ SCRIPT = ROOT / "scripts" / "gpu_check.py"
 
 def test_cpu_mode_measures_every_part_and_writes_the_json(tmp_path):
     out = tmp_path / "gpu-check.json"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--tiny", "--skip-compile", "--json", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cpu", "--tiny", "--skip-compile", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["sizes"]["model"] == "test_resnet"
@@ -48,5 +53,7 @@ def test_compile_is_measured_exactly_when_the_config_has_the_key():
 def test_without_a_gpu_it_says_how_to_test_it(tmp_path):
     if torch.cuda.is_available():
         return
-    done = subprocess.run([sys.executable, str(SCRIPT), "--json", str(tmp_path / "x.json")], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--json", str(tmp_path / "x.json")], capture_output=True, text=True
+    )
     assert done.returncode == 2 and "--cpu" in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -1,5 +1,6 @@
 """The image-only Affine twins (src/data/image_affine.py): the same pixels as albumentations' own transforms, bit for
 bit, over many seeds and arguments, and the stock path wherever the twins' shortcut does not hold."""
+
 from __future__ import annotations
 
 import random
@@ -10,7 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from src.data.image_affine import CHECKED_ALBUMENTATIONS, ImageAffine, ImageShiftScaleRotate, image_only_twin, is_identity
+from src.data.image_affine import (
+    CHECKED_ALBUMENTATIONS,
+    ImageAffine,
+    ImageShiftScaleRotate,
+    image_only_twin,
+    is_identity,
+)
 from src.data.transforms import build_transform
 
 SEEDS = 120
@@ -69,7 +76,9 @@ def test_other_targets_take_the_stock_path_and_stay_aligned_with_the_image():
 def test_the_identity_check_is_numpys_allclose():
     rng = np.random.default_rng(0)
     matrices = [np.eye(3), np.eye(3) + 1e-9, np.eye(3) + 1e-4, np.full((3, 3), np.nan), np.diag([1.0, 1.0, np.inf])]
-    matrices += [np.eye(3) + rng.normal(0, scale, (3, 3)) for scale in (1e-10, 1e-7, 1e-6, 1e-5, 1e-3) for _ in range(20)]
+    matrices += [
+        np.eye(3) + rng.normal(0, scale, (3, 3)) for scale in (1e-10, 1e-7, 1e-6, 1e-5, 1e-3) for _ in range(20)
+    ]
     for matrix in matrices:
         assert is_identity(matrix) == np.allclose(matrix, np.eye(3))
 

@@ -1,4 +1,5 @@
 """Image decoding of every mode, refusal of broken files, and the decoded-image cache's invalidation rule."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,18 @@ from src.data.images import load_rgb
 from src.errors import PipelineError
 
 
-@pytest.mark.parametrize("mode, suffix", [("RGB", ".png"), ("L", ".jpg"), ("RGBA", ".png"), ("CMYK", ".jpg"),
-                                          ("P", ".png"), ("I;16", ".png"), ("LA", ".png")])
+@pytest.mark.parametrize(
+    "mode, suffix",
+    [
+        ("RGB", ".png"),
+        ("L", ".jpg"),
+        ("RGBA", ".png"),
+        ("CMYK", ".jpg"),
+        ("P", ".png"),
+        ("I;16", ".png"),
+        ("LA", ".png"),
+    ],
+)
 def test_every_mode_becomes_rgb_uint8(tmp_path, mode, suffix):
     path = tmp_path / f"image{suffix}"
     Image.new(mode, (13, 7)).save(path)
@@ -86,7 +97,7 @@ def test_cache_decodes_straight_into_the_file_not_into_memory(tmp_path, monkeypa
     for i, path in enumerate(paths):
         Image.new("RGB", (12, 9), (10 * i, 20, 30)).save(path)
     built = load_or_build(paths, 6, tmp_path / "cache", skip_unreadable=False, quiet=True)
-    (kind, filename), = seen
+    ((kind, filename),) = seen
     assert issubclass(kind, np.memmap) and filename.endswith(".tmp") and filename.startswith(str(tmp_path / "cache"))
     assert built.images.shape == (4, 6, 6, 3) and built.images[3, 0, 0].tolist() == [30, 20, 30]
     assert not list((tmp_path / "cache").glob("*.tmp"))

@@ -1,4 +1,5 @@
 """src/kaggle/local/cli.py driving the REAL `kaggle` CLI against the local fake server in fake_kaggle_server.py."""
+
 from __future__ import annotations
 
 import io
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_kaggle_server import FAKE_KEY, FAKE_TOKEN, FAKE_USER, fake_kaggle  # noqa: E402,F401 (fixture)
+from fake_kaggle_server import FAKE_KEY, FAKE_TOKEN, FAKE_USER  # noqa: E402
 from fake_kaggle_server import use_env as _use_env  # noqa: E402
 
 from src.errors import PipelineError  # noqa: E402
@@ -36,9 +37,17 @@ def _write_kernel(folder: Path) -> dict:
     folder.mkdir()
     (folder / "inference.py").write_text("import torch\nprint('predict')  # é\n", encoding="utf-8")
     metadata = {
-        "id": KERNEL, "title": "imet inference", "code_file": "inference.py", "language": "python",
-        "kernel_type": "script", "is_private": True, "enable_gpu": True, "enable_internet": False,
-        "dataset_sources": [DATASET], "competition_sources": [SLUG], "kernel_sources": [],
+        "id": KERNEL,
+        "title": "imet inference",
+        "code_file": "inference.py",
+        "language": "python",
+        "kernel_type": "script",
+        "is_private": True,
+        "enable_gpu": True,
+        "enable_internet": False,
+        "dataset_sources": [DATASET],
+        "competition_sources": [SLUG],
+        "kernel_sources": [],
     }
     (folder / "kernel-metadata.json").write_text(json.dumps(metadata))
     return metadata
@@ -48,11 +57,13 @@ def _write_dataset(folder: Path) -> None:
     folder.mkdir()
     (folder / "fold0.pt").write_bytes(bytes(range(256)) * 3)
     (folder / "config.yaml").write_text("backbone: resnet18\n")
-    (folder / "dataset-metadata.json").write_text(json.dumps(
-        {"id": DATASET, "title": "imet weights", "licenses": [{"name": "CC0-1.0"}]}))
+    (folder / "dataset-metadata.json").write_text(
+        json.dumps({"id": DATASET, "title": "imet weights", "licenses": [{"name": "CC0-1.0"}]})
+    )
 
 
 # ---- happy paths --------------------------------------------------------------------------------
+
 
 def test_download_unzips_into_dest_and_removes_the_zip(fake_kaggle, tmp_path):
     files = {"train.csv": b"id,attribute_ids\na,1 2\n", "train/a.png": b"\x89PNG fake", "labels.csv": b"x\n"}
@@ -103,9 +114,16 @@ def test_submit_code_names_the_kernel_version(fake_kaggle):
     reply = cli.submit_code(SLUG, KERNEL, 3, message="v3")
 
     assert reply == f"Successfully submitted to {SLUG}"
-    assert fake_kaggle.rpc_bodies("CreateCodeSubmission") == [{
-        "competitionName": SLUG, "kernelOwner": FAKE_USER, "kernelSlug": "imet-inference",
-        "kernelVersion": 3, "fileName": "submission.csv", "submissionDescription": "v3"}]
+    assert fake_kaggle.rpc_bodies("CreateCodeSubmission") == [
+        {
+            "competitionName": SLUG,
+            "kernelOwner": FAKE_USER,
+            "kernelSlug": "imet-inference",
+            "kernelVersion": 3,
+            "fileName": "submission.csv",
+            "submissionDescription": "v3",
+        }
+    ]
 
 
 def test_dataset_is_created_then_versioned(fake_kaggle, tmp_path):
@@ -176,13 +194,16 @@ def test_kernel_status_and_output(fake_kaggle, tmp_path):
 RULES = "You must accept this competition's rules before you'll be able to download files."
 
 
-@pytest.mark.parametrize("route, status, body, as_json, expected", [
-    ("DownloadDataFiles", 403, RULES, True, f"https://www.kaggle.com/competitions/{SLUG}/rules"),
-    ("DownloadDataFiles", 401, "Unauthenticated", True, "rejected the credentials (401)"),
-    ("DownloadDataFiles", 429, "Too Many Requests", False, "rate limiting this account (429): wait"),
-    ("DownloadDataFiles", 403, "Forbidden", False, "refused access (403) to competition"),
-    ("DownloadDataFiles", 500, f"backend exploded near key={FAKE_KEY}", True, "[redacted]"),
-])
+@pytest.mark.parametrize(
+    "route, status, body, as_json, expected",
+    [
+        ("DownloadDataFiles", 403, RULES, True, f"https://www.kaggle.com/competitions/{SLUG}/rules"),
+        ("DownloadDataFiles", 401, "Unauthenticated", True, "rejected the credentials (401)"),
+        ("DownloadDataFiles", 429, "Too Many Requests", False, "rate limiting this account (429): wait"),
+        ("DownloadDataFiles", 403, "Forbidden", False, "refused access (403) to competition"),
+        ("DownloadDataFiles", 500, f"backend exploded near key={FAKE_KEY}", True, "[redacted]"),
+    ],
+)
 def test_download_errors_map_to_one_line(fake_kaggle, tmp_path, route, status, body, as_json, expected):
     fake_kaggle.competition_files[SLUG] = {"train.csv": b""}
     fake_kaggle.fail(route, status, body, as_json=as_json)
@@ -282,8 +303,16 @@ def test_bad_slug_is_refused_before_running_anything(tmp_path):
 def test_kernel_pushed_without_its_dataset_is_an_error(fake_kaggle, tmp_path):
     folder = tmp_path / "kernel"
     _write_kernel(folder)
-    fake_kaggle.fail("SaveKernel", 200, {"ref": f"/code/{KERNEL}", "url": "http://localhost/code/x",
-                                         "versionNumber": 1, "invalidDatasetSources": [DATASET]})
+    fake_kaggle.fail(
+        "SaveKernel",
+        200,
+        {
+            "ref": f"/code/{KERNEL}",
+            "url": "http://localhost/code/x",
+            "versionNumber": 1,
+            "invalidDatasetSources": [DATASET],
+        },
+    )
 
     message = _error(cli.push_kernel, folder)
 

@@ -1,5 +1,6 @@
 """The offline kernel (src/kaggle/local/: inference_kernel.py and its neighbours; src/steps/kernel.py,
 src/steps/download.py): built, checked by running it offline, pushed through the REAL `kaggle` CLI to the fake server, and never carrying a secret."""
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,12 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_kaggle_server import FAKE_KEY, FAKE_TOKEN, FAKE_USER, fake_kaggle  # noqa: E402,F401 (fixture)
+from fake_kaggle_server import FAKE_KEY, FAKE_TOKEN, FAKE_USER  # noqa: E402
 from helpers import kaggle_demo_experiment  # noqa: E402
 
+from src.artifacts import Experiment, LeaderboardRecord  # noqa: E402
 from src.config import Config  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
-from src.artifacts import Experiment, LeaderboardRecord  # noqa: E402
 from src.kaggle.local import inference_kernel, kernel_script, offline_sandbox, parity, push  # noqa: E402
 from src.kaggle.local.names import kaggle_names  # noqa: E402
 from src.kaggle.on_kaggle.predict import find_dataset_dir, version_drift  # noqa: E402
@@ -28,16 +29,25 @@ COMPETITION = "demo-imet"
 KERNEL_REF = f"{FAKE_USER}/tiny-inference"
 DATASET_REF = f"{FAKE_USER}/tiny-weights"
 WHEELS_REF = f"{FAKE_USER}/tiny-wheels"
-PLANTED_ENV = "planted-plain-env-value-7d1e"         # an ordinary variable: must not travel either
-PLANTED_PASSWORD = "planted-db-password-5c2a9"       # a variable named like a secret
+PLANTED_ENV = "planted-plain-env-value-7d1e"  # an ordinary variable: must not travel either
+PLANTED_PASSWORD = "planted-db-password-5c2a9"  # a variable named like a secret
 PLANTED_STORAGE = f"postgresql://tuner:{PLANTED_PASSWORD}@db.example/optuna"
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Experiment:
     """A tiny iMet demo, trained for one epoch on 2 folds + a full fit, tuned and submitted."""
-    exp = kaggle_demo_experiment(tmp_path_factory.mktemp("kernel"), COMPETITION, 120, 40, {
-        "train": {"epochs": 1}, "thresholds": {"optuna_trials": 3, "honest_folds": 2}, "kaggle": {"username": FAKE_USER}})
+    exp = kaggle_demo_experiment(
+        tmp_path_factory.mktemp("kernel"),
+        COMPETITION,
+        120,
+        40,
+        {
+            "train": {"epochs": 1},
+            "thresholds": {"optuna_trials": 3, "honest_folds": 2},
+            "kaggle": {"username": FAKE_USER},
+        },
+    )
     quiet = [].append
     train.run(exp, "all", quiet=True, log=quiet)
     train.run(exp, "all", full=True, quiet=True, log=quiet)
@@ -53,22 +63,40 @@ def _built_files(folder: Path) -> dict[str, bytes]:
 
 # ---- build --------------------------------------------------------------------------------------
 
+
 def test_build_writes_metadata_one_script_and_a_flat_weights_dataset(trained):
     build = inference_kernel.build_kernel(trained, [].append)
 
     metadata = json.loads((build.kernel_dir / "kernel-metadata.json").read_text())
     assert metadata == {
-        "id": KERNEL_REF, "title": "tiny inference", "code_file": "tiny-inference.py", "language": "python",
-        "kernel_type": "script", "is_private": True, "enable_gpu": True, "enable_tpu": False,
-        "enable_internet": False, "dataset_sources": [DATASET_REF, WHEELS_REF], "competition_sources": [COMPETITION],
-        "kernel_sources": [], "model_sources": []}
+        "id": KERNEL_REF,
+        "title": "tiny inference",
+        "code_file": "tiny-inference.py",
+        "language": "python",
+        "kernel_type": "script",
+        "is_private": True,
+        "enable_gpu": True,
+        "enable_tpu": False,
+        "enable_internet": False,
+        "dataset_sources": [DATASET_REF, WHEELS_REF],
+        "competition_sources": [COMPETITION],
+        "kernel_sources": [],
+        "model_sources": [],
+    }
     assert sorted(p.name for p in build.kernel_dir.glob("*.py")) == ["tiny-inference.py"]
 
     dataset = build.dataset_dir
-    assert sorted(p.name for p in dataset.iterdir()) == ["config.yaml", "dataset-metadata.json", "model.pt",
-                                                         "thresholds.json"]
+    assert sorted(p.name for p in dataset.iterdir()) == [
+        "config.yaml",
+        "dataset-metadata.json",
+        "model.pt",
+        "thresholds.json",
+    ]
     assert json.loads((dataset / "dataset-metadata.json").read_text()) == {
-        "title": "tiny weights", "id": DATASET_REF, "licenses": [{"name": "CC0-1.0"}]}
+        "title": "tiny weights",
+        "id": DATASET_REF,
+        "licenses": [{"name": "CC0-1.0"}],
+    }
     checkpoint = trained.run_dir(None) / "best.pt"
     assert (dataset / "model.pt").read_bytes() == checkpoint.read_bytes()
     payload = torch.load(dataset / "model.pt", map_location="cpu", weights_only=True)
@@ -83,14 +111,21 @@ def test_build_writes_metadata_one_script_and_a_flat_weights_dataset(trained):
     wheels = build.wheels_dir  # flat, this environment's versions, named in the script with their sums
     assert json.loads((wheels / "dataset-metadata.json").read_text())["id"] == WHEELS_REF
     assert not [p for p in wheels.iterdir() if p.is_dir()]
-    assert {"timm-1.0.31-py3-none-any.whl", "albumentations-2.0.8-py3-none-any.whl"} <= {p.name for p in wheels.iterdir()}
+    assert {"timm-1.0.31-py3-none-any.whl", "albumentations-2.0.8-py3-none-any.whl"} <= {
+        p.name for p in wheels.iterdir()
+    }
     assert not [p.name for p in wheels.iterdir() if p.name.startswith(("torch", "numpy", "opencv"))]
     script = build.script_path.read_text()
     assert f"'sha256': '{inference_kernel.file_sha256(wheels / 'timm-1.0.31-py3-none-any.whl')}'" in script
     compile(script, build.script_path.name, "exec")
     embedded = kernel_script.extract_archive(script)
     repo = Path(__file__).resolve().parents[1]
-    for name in ("src/kaggle/on_kaggle/predict.py", "src/steps/submit.py", "src/formats/imet.py", "src/formats/__init__.py"):
+    for name in (
+        "src/kaggle/on_kaggle/predict.py",
+        "src/steps/submit.py",
+        "src/formats/imet.py",
+        "src/formats/__init__.py",
+    ):
         assert embedded[f"code/{name}"] == (repo / name).read_bytes()
     assert "vendor/iterstrat/ml_stratifiers.py" in embedded
     assert not [name for name in embedded if "__pycache__" in name or name.endswith(".pyc")]
@@ -115,13 +150,17 @@ def test_names_come_from_kaggle_json_and_the_title_must_match_the_slug(trained, 
     names = kaggle_names(exp)
 
     assert (names.kernel_ref, names.dataset_ref, names.code_file) == (
-        "someone/tiny-inference", "someone/tiny-weights", "tiny-inference.py")
+        "someone/tiny-inference",
+        "someone/tiny-weights",
+        "tiny-inference.py",
+    )
     config.kaggle.kernel_title = "My Great Kernel"
     with pytest.raises(PipelineError, match="URL slug 'my-great-kernel', not 'tiny-inference'"):
         kaggle_names(exp)
 
 
 # ---- parity -------------------------------------------------------------------------------------
+
 
 def test_parity_passes_on_the_trained_demo(trained):
     logs: list[str] = []
@@ -169,8 +208,11 @@ open("probe.json", "w").write(json.dumps({{"tries": tries, "env": dict(os.enviro
     probe = json.loads(run.files["probe.json"])
     assert "connected" not in probe["tries"].values()
     assert f"connect ('127.0.0.1', {port})" in run.network_attempts and len(run.network_attempts) >= 3
-    assert not [name for name in probe["env"] if name.startswith("KAGGLE_") and name not in
-                ("KAGGLE_INPUT_ROOT", "KAGGLE_WORKING_ROOT")]
+    assert not [
+        name
+        for name in probe["env"]
+        if name.startswith("KAGGLE_") and name not in ("KAGGLE_INPUT_ROOT", "KAGGLE_WORKING_ROOT")
+    ]
     assert FAKE_KEY not in json.dumps(probe) and PLANTED_ENV not in json.dumps(probe)
     assert probe["home"] == []
 
@@ -193,6 +235,7 @@ def test_kernel_refuses_weights_it_was_not_built_with(tmp_path):
 
 # ---- push and follow through the real CLI -------------------------------------------------------
 
+
 def test_push_sends_exactly_what_was_built(trained, fake_kaggle, monkeypatch):
     monkeypatch.setenv("KAGGLE_API_TOKEN", FAKE_TOKEN)  # planted: nothing may carry it
     (trained.kernel_dir / "push.json").unlink(missing_ok=True)  # a fresh fake Kaggle has no dataset yet
@@ -207,13 +250,19 @@ def test_push_sends_exactly_what_was_built(trained, fake_kaggle, monkeypatch):
     assert pushed["text"] == build.script_path.read_text()
     assert pushed["slug"] == KERNEL_REF and pushed["newTitle"] == "tiny inference"
     assert pushed["enableInternet"] is False and pushed["isPrivate"] is True and pushed["enableGpu"] is True
-    assert pushed["datasetDataSources"] == [DATASET_REF, WHEELS_REF] and pushed["competitionDataSources"] == [COMPETITION]
+    assert pushed["datasetDataSources"] == [DATASET_REF, WHEELS_REF] and pushed["competitionDataSources"] == [
+        COMPETITION
+    ]
     wheels = {p.name: p.read_bytes() for p in build.wheels_dir.iterdir() if p.name != "dataset-metadata.json"}
     assert fake_kaggle.datasets[WHEELS_REF].files == wheels and "timm-1.0.31-py3-none-any.whl" in wheels
     assert (pushed["language"], pushed["kernelType"]) == ("python", "script")
     assert f"kernel pushed: http://localhost/code/{KERNEL_REF} (version 1)" in "\n".join(logs)
-    sent = [pushed["text"].encode(), *fake_kaggle.uploads.values(),
-            *kernel_script.extract_archive(pushed["text"]).values(), "\n".join(logs).encode()]
+    sent = [
+        pushed["text"].encode(),
+        *fake_kaggle.uploads.values(),
+        *kernel_script.extract_archive(pushed["text"]).values(),
+        "\n".join(logs).encode(),
+    ]
     assert not [blob for blob in sent for secret in (FAKE_KEY, FAKE_TOKEN) if secret.encode() in blob]
 
     # Same weights again: only the kernel gets a new version.
@@ -262,6 +311,7 @@ def test_download_unzips_into_input_slug(fake_kaggle, tmp_path):
 
 # ---- no secret leaves ---------------------------------------------------------------------------
 
+
 def test_no_secret_reaches_any_built_file_or_log(trained, tmp_path, monkeypatch):
     home = tmp_path / "home"
     (home / ".kaggle").mkdir(parents=True)
@@ -288,13 +338,16 @@ def test_no_secret_reaches_any_built_file_or_log(trained, tmp_path, monkeypatch)
 
     # A credential the builder cannot rewrite away (here pasted into the config) stops the build.
     config.submit.message = f"key {FAKE_KEY}"
-    with pytest.raises(PipelineError, match="refusing to build the kernel: dataset/config.yaml holds a Kaggle credential"):
+    with pytest.raises(
+        PipelineError, match="refusing to build the kernel: dataset/config.yaml holds a Kaggle credential"
+    ):
         inference_kernel.build_kernel(exp, logs.append)
     assert not [p for p in build.kernel_dir.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
     assert not list(build.kernel_dir.parent.glob(".*build-*"))
 
 
 # ---- refusals -----------------------------------------------------------------------------------
+
 
 def test_push_refuses_a_kernel_changed_after_its_check(trained, fake_kaggle):
     build = inference_kernel.build_kernel(trained, [].append)

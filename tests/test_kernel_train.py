@@ -2,6 +2,7 @@
 `kernel pull`): checked locally against the train stage, pushed through the REAL `kaggle` CLI to the fake server, which RUNS it
 (network blocked), stopped after an epoch, resumed from the pulled last.pt, pulled back with its checksums,
 config and folds file verified, and ending with the weights a local train makes."""
+
 from __future__ import annotations
 
 import io
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_kaggle_server import FAKE_USER, fake_kaggle  # noqa: E402,F401 (fixture)
+from fake_kaggle_server import FAKE_USER  # noqa: E402
 from helpers import kaggle_demo_experiment  # noqa: E402
 
 from src.artifacts import Experiment  # noqa: E402
@@ -21,8 +22,8 @@ from src.config import config_to_dict  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
 from src.kaggle.local import kernel_script, training_kernel  # noqa: E402
 from src.kaggle.on_kaggle.install_wheels import file_sha256  # noqa: E402
-from src.steps import oof, submit, thresholds, train  # noqa: E402
 from src.steps import kernel as kernel_step  # noqa: E402
+from src.steps import oof, submit, thresholds, train  # noqa: E402
 
 COMPETITION = "demo-imet"
 TRAIN_REF = f"{FAKE_USER}/tiny-train"
@@ -31,9 +32,17 @@ TRAIN_REF = f"{FAKE_USER}/tiny-train"
 @pytest.fixture(scope="module")
 def exp(tmp_path_factory) -> Experiment:
     """A tiny iMet demo with its folds file: 2 folds, 2 epochs."""
-    return kaggle_demo_experiment(tmp_path_factory.mktemp("train-kernel"), COMPETITION, 60, 10, {
-        "kaggle": {"username": FAKE_USER}, "thresholds": {"optuna_trials": 2, "honest_folds": 2},
-        "submit": {"checkpoint": "fold-0"}})
+    return kaggle_demo_experiment(
+        tmp_path_factory.mktemp("train-kernel"),
+        COMPETITION,
+        60,
+        10,
+        {
+            "kaggle": {"username": FAKE_USER},
+            "thresholds": {"optuna_trials": 2, "honest_folds": 2},
+            "submit": {"checkpoint": "fold-0"},
+        },
+    )
 
 
 def _run_files(run_dir: Path) -> dict[str, bytes]:
@@ -51,8 +60,14 @@ def test_the_training_kernel_is_built_and_matches_a_local_train(exp):
 
     metadata = json.loads((exp.train_kernel_dir / "kernel-metadata.json").read_text())
     assert (metadata["id"], metadata["code_file"], metadata["enable_gpu"], metadata["enable_internet"]) == (
-        TRAIN_REF, "tiny-train.py", True, False)
-    assert metadata["dataset_sources"] == [f"{FAKE_USER}/tiny-wheels"] and metadata["competition_sources"] == [COMPETITION]
+        TRAIN_REF,
+        "tiny-train.py",
+        True,
+        False,
+    )
+    assert metadata["dataset_sources"] == [f"{FAKE_USER}/tiny-wheels"] and metadata["competition_sources"] == [
+        COMPETITION
+    ]
     embedded = kernel_script.extract_archive(built.script_path.read_text())
     assert embedded["inputs/folds-k2-seed42.csv"] == exp.folds_path.read_bytes()
     shipped = embedded["inputs/config.yaml"].decode()
@@ -65,8 +80,9 @@ def test_the_training_kernel_is_built_and_matches_a_local_train(exp):
 def test_run_folders_are_compared_by_content_not_timings():
     def checkpoint(weight: float, seconds: float) -> bytes:
         buffer = io.BytesIO()
-        torch.save({"model": {"w": torch.tensor([weight])}, "state": {"history": [{"loss": 1.0, "seconds": seconds}]}},
-                   buffer)
+        torch.save(
+            {"model": {"w": torch.tensor([weight])}, "state": {"history": [{"loss": 1.0, "seconds": seconds}]}}, buffer
+        )
         return buffer.getvalue()
 
     local = {"fold-0": {"last.pt": checkpoint(0.5, 1.0), "epochs.csv": b"epoch,loss,seconds\n1,0.5,1.0\n"}}
@@ -81,8 +97,9 @@ def test_run_folders_are_compared_by_content_not_timings():
 def test_train_on_kaggle_stop_resume_pull_then_continue_here(exp, fake_kaggle, tmp_path):
     fake_kaggle.run_pushed = True
     root = Path(exp.config.data.root)
-    fake_kaggle.competition_files[COMPETITION] = {p.relative_to(root).as_posix(): p.read_bytes()
-                                                  for p in root.rglob("*") if p.is_file() and p != exp.folds_path}
+    fake_kaggle.competition_files[COMPETITION] = {
+        p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file() and p != exp.folds_path
+    }
     logs: list[str] = []
 
     kernel_step.train(exp, fold="all", stop_after_epochs=1, push=True, check=False, log=logs.append)
@@ -123,11 +140,18 @@ def test_pull_refuses_another_config_a_changed_file_and_a_local_run(exp, fake_ka
     fake_kaggle.kernels[TRAIN_REF] = {"version": 1}
     fake_kaggle.kernel_status[TRAIN_REF] = ("COMPLETE", None)
     exp.train_push_path.write_text(json.dumps({"kernel_ref": TRAIN_REF}))
-    outputs = {f"oof/tiny/{run}/{name}": data for run, files in _pulled_runs(exp).items() for name, data in files.items()}
-    manifest = {"experiment": "tiny", "config": training_kernel.portable_config(json.loads(outputs["oof/tiny/fold-0/config.json"])),
-                "folds_sha256": file_sha256(exp.folds_path),
-                "runs": {run: {name: file_sha256(exp.oof_dir / run / name) for name in files}
-                         for run, files in _pulled_runs(exp).items()}}
+    outputs = {
+        f"oof/tiny/{run}/{name}": data for run, files in _pulled_runs(exp).items() for name, data in files.items()
+    }
+    manifest = {
+        "experiment": "tiny",
+        "config": training_kernel.portable_config(json.loads(outputs["oof/tiny/fold-0/config.json"])),
+        "folds_sha256": file_sha256(exp.folds_path),
+        "runs": {
+            run: {name: file_sha256(exp.oof_dir / run / name) for name in files}
+            for run, files in _pulled_runs(exp).items()
+        },
+    }
     fake_kaggle.kernel_outputs[TRAIN_REF] = {**outputs, "kaggle-run.json": json.dumps(manifest).encode()}
     before = _pulled_runs(exp)
 
@@ -154,8 +178,16 @@ def test_the_pretrained_weights_dataset_travels_with_a_pretrained_config(exp, fa
     folder.mkdir(parents=True)
     torch.save(timm.create_model("test_resnet").state_dict(), folder / "model.pth")
     (folder / "pretrained_cfg.json").write_text(json.dumps({"architecture": "test_resnet"}))
-    (folder / "manifest.json").write_text(json.dumps({"tag": tag, "file": "model.pth", "size": (folder / "model.pth").stat().st_size,
-                                                      "sha256": file_sha256(folder / "model.pth")}))
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "tag": tag,
+                "file": "model.pth",
+                "size": (folder / "model.pth").stat().st_size,
+                "sha256": file_sha256(folder / "model.pth"),
+            }
+        )
+    )
     monkeypatch.chdir(tmp_path)
     config = exp.config.model_copy(deep=True)
     config.model.pretrained = tag
@@ -168,8 +200,11 @@ def test_the_pretrained_weights_dataset_travels_with_a_pretrained_config(exp, fa
     metadata = json.loads((exp.train_kernel_dir / "kernel-metadata.json").read_text())
     assert metadata["dataset_sources"] == [f"{FAKE_USER}/tiny-wheels", dataset]
     assert any(line.startswith("training check: passed") for line in logs)
-    with pytest.raises(PipelineError, match=rf"dataset {dataset} \(the pretrained weights {tag}\) is not on Kaggle: "
-                                            "push it first with `python -m src.stage weights"):
+    with pytest.raises(
+        PipelineError,
+        match=rf"dataset {dataset} \(the pretrained weights {tag}\) is not on Kaggle: "
+        "push it first with `python -m src.stage weights",
+    ):
         kernel_step.train(pretrained, fold="0", push=True, check=False, log=logs.append)
     fake_kaggle.add_dataset(dataset, {p.name: p.read_bytes() for p in folder.iterdir()})
     kernel_step.train(pretrained, fold="0", push=True, check=False, log=logs.append)

@@ -1,5 +1,6 @@
 """Leaderboard scores after an upload (src/kaggle/local/leaderboard.py, `submit --kaggle`), DeepFashion's two files
 to two competitions: the REAL `kaggle` CLI against the fake server in fake_kaggle_server.py."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_kaggle_server import fake_kaggle  # noqa: E402,F401 (fixture)
 from helpers import tiny_config  # noqa: E402
 
 from src.artifacts import Experiment, LeaderboardRecord  # noqa: E402
@@ -31,8 +31,10 @@ def _experiment(tmp_path: Path, format_name: str, submit: dict) -> tuple[Experim
     config_path = tiny_config(tmp_path, format_name, paths.root, extra={"submit": {**FAST, **submit}})
     exp = Experiment(load_config(config_path), config_path)
     exp.submission_dir.mkdir(parents=True)
-    files = [Path(shutil.copy(path, exp.submission_dir / name))
-             for path, name in zip(paths.solution_files, exp.fmt.submission_names())]
+    files = [
+        Path(shutil.copy(path, exp.submission_dir / name))
+        for path, name in zip(paths.solution_files, exp.fmt.submission_names())
+    ]
     return exp, files
 
 
@@ -51,7 +53,9 @@ def test_submissions_are_read_from_the_cli_csv(fake_kaggle, tmp_path):
     scored = cli.list_submissions("c")
 
     assert [(row.ref, row.file_name, row.description, row.status) for row in pending] == [
-        (1001, "b.csv", "plain", "pending"), (1000, "a.csv", 'tta, "v2"', "pending")]
+        (1001, "b.csv", "plain", "pending"),
+        (1000, "a.csv", 'tta, "v2"', "pending"),
+    ]
     assert pending[0].public_score is None and pending[0].private_score is None
     assert [(row.status, row.public_score, row.private_score) for row in scored] == [("complete", 0.61234, 0.59876)] * 2
 
@@ -66,18 +70,37 @@ def test_submit_waits_for_the_public_score_and_status_shows_it_beside_the_cv(fak
     record = submit_step.upload(exp, files, logs.append)
 
     [entry] = record.submissions
-    assert (entry.competition, entry.status, entry.public_score, entry.private_score) == ("demo-imet", "complete", 0.71, None)
+    assert (entry.competition, entry.status, entry.public_score, entry.private_score) == (
+        "demo-imet",
+        "complete",
+        0.71,
+        None,
+    )
     assert entry.ref == 1000 and entry.file == str(files[0]) and entry.message == "single model"
     assert LeaderboardRecord.read(exp.kaggle_scores_path) == record
     assert "submission.csv -> demo-imet (ref 1000): public score 0.71000" in logs
     assert any(line.startswith("waiting for Kaggle to score submission.csv") for line in logs)
     (exp.oof_dir).mkdir(parents=True)
-    (exp.thresholds_path).write_text(json.dumps({
-        "method": "exact", "heads": {},
-        "honest": {"attributes": [{"method": "exact", "optimistic": 0.8, "honest": 0.75}]}}))
+    (exp.thresholds_path).write_text(
+        json.dumps(
+            {
+                "method": "exact",
+                "heads": {},
+                "honest": {"attributes": [{"method": "exact", "optimistic": 0.8, "honest": 0.75}]},
+            }
+        )
+    )
     [row] = [row for row in status.show(exp.output_dir, tmp_path / "configs", [].append) if row["experiment"] == "tiny"]
-    assert row["leaderboard"] == [{"head": None, "competition": "demo-imet", "honest": 0.75, "public": 0.71,
-                                   "private": None, "status": "complete"}]
+    assert row["leaderboard"] == [
+        {
+            "head": None,
+            "competition": "demo-imet",
+            "honest": 0.75,
+            "public": 0.71,
+            "private": None,
+            "status": "complete",
+        }
+    ]
     assert status._display(row)["CV honest / public LB"] == "0.7500 / 0.7100"
     assert exp.kaggle_scores_path not in map(Path, row["submission_files"])
 
@@ -103,18 +126,26 @@ def test_deepfashion_uploads_each_file_to_its_competition(fake_kaggle, tmp_path)
 
     record = submit_step.upload(exp, files, logs.append)
 
-    sent = {body["competitionName"]: fake_kaggle.uploads[body["blobFileTokens"]]
-            for body in fake_kaggle.rpc_bodies("CreateSubmission")}
+    sent = {
+        body["competitionName"]: fake_kaggle.uploads[body["blobFileTokens"]]
+        for body in fake_kaggle.rpc_bodies("CreateSubmission")
+    }
     assert sent == {"df-category": files[0].read_bytes(), "df-attributes": files[1].read_bytes()}
     assert [(e.head, Path(e.file).name, e.competition, e.public_score) for e in record.submissions] == [
-        ("category", "category.csv", "df-category", 0.9), ("attributes", "attribute.csv", "df-attributes", 0.55)]
+        ("category", "category.csv", "df-category", 0.9),
+        ("attributes", "attribute.csv", "df-attributes", 0.55),
+    ]
     assert "submitted category.csv to df-category and attribute.csv to df-attributes" in logs
 
 
 def test_deepfashion_validates_both_files_before_uploading_either(fake_kaggle, tmp_path):
     exp, files = _experiment(tmp_path, "deepfashion", {"kaggle_competitions": TWO})
     fake_kaggle.competition_files.update({"df-category": {}, "df-attributes": {}})
-    files[1].write_text(files[1].read_text().replace("file_path,attribute_label\n", "file_path,attribute_label\nnot/an/image.jpg,1\n", 1))
+    files[1].write_text(
+        files[1]
+        .read_text()
+        .replace("file_path,attribute_label\n", "file_path,attribute_label\nnot/an/image.jpg,1\n", 1)
+    )
 
     with pytest.raises(PipelineError, match="attribute.csv"):
         submit_step.upload(exp, files, [].append)
@@ -136,15 +167,23 @@ def test_a_failed_second_upload_says_the_first_went_through(fake_kaggle, tmp_pat
     assert [body["competitionName"] for body in fake_kaggle.rpc_bodies("CreateSubmission")] == ["df-category"]
 
 
-@pytest.mark.parametrize("competitions, expected", [
-    ({}, "names no head; this format writes 2 files, one per head: set a competition slug for each of "
-         "category (category.csv), attributes (attribute.csv)"),
-    ({"category": "df-category"}, "names category; this format writes 2 files"),
-])
+@pytest.mark.parametrize(
+    "competitions, expected",
+    [
+        (
+            {},
+            "names no head; this format writes 2 files, one per head: set a competition slug for each of "
+            "category (category.csv), attributes (attribute.csv)",
+        ),
+        ({"category": "df-category"}, "names category; this format writes 2 files"),
+    ],
+)
 def test_two_files_need_a_competition_each(fake_kaggle, tmp_path, competitions, expected):
     exp, files = _experiment(tmp_path, "deepfashion", {"kaggle_competitions": competitions})
 
-    with pytest.raises(PipelineError, match="submit.kaggle_competitions " + expected.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        PipelineError, match="submit.kaggle_competitions " + expected.replace("(", r"\(").replace(")", r"\)")
+    ):
         submit_step.upload(exp, files, [].append)
     assert fake_kaggle.requests == []
 
@@ -186,14 +225,19 @@ def test_a_refresh_tells_the_upload_from_older_ones_with_the_same_file_and_messa
     fake_kaggle.competition_files["demo-imet"] = {}
     cli.submit_file("demo-imet", files[0], "single model")  # ref 1000: an older upload of the same file and message
     cli.submit_file("demo-imet", files[0], "single model")  # ref 1001: the one the record is about
-    never_listed = LeaderboardRecord(submissions=[
-        {"competition": "demo-imet", "file": str(files[0]), "message": "single model", "listed_before": 1000}])
+    never_listed = LeaderboardRecord(
+        submissions=[
+            {"competition": "demo-imet", "file": str(files[0]), "message": "single model", "listed_before": 1000}
+        ]
+    )
     never_listed.write(exp.kaggle_scores_path)
 
     status.refresh_leaderboards(exp.output_dir, ["tiny"], [].append)
     assert LeaderboardRecord.read(exp.kaggle_scores_path).submissions[0].ref == 1001
 
-    unknown = LeaderboardRecord(submissions=[{"competition": "demo-imet", "file": str(files[0]), "message": "single model"}])
+    unknown = LeaderboardRecord(
+        submissions=[{"competition": "demo-imet", "file": str(files[0]), "message": "single model"}]
+    )
     unknown.write(exp.kaggle_scores_path)  # written before records kept the last ref listed: no safe match
     logs: list[str] = []
     status.refresh_leaderboards(exp.output_dir, ["tiny"], logs.append)

@@ -1,4 +1,5 @@
 """Losses: BCE / focal / asymmetric on multilabel heads, cross-entropy on softmax heads, weighted sum."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,10 @@ from src.config import LossConfig
 from src.formats.base import HeadSpec
 from src.losses import MultiHeadLoss
 
-HEADS = [HeadSpec("attributes", "multilabel", tuple("abcd"), loss_weight=2.0), HeadSpec("category", "softmax", tuple("xyz"))]
+HEADS = [
+    HeadSpec("attributes", "multilabel", tuple("abcd"), loss_weight=2.0),
+    HeadSpec("category", "softmax", tuple("xyz")),
+]
 
 
 def batch():
@@ -32,7 +36,9 @@ def test_bce_and_cross_entropy_weighted_sum():
 def test_focal_matches_torchvision_and_down_weights_easy_examples():
     outputs, targets = batch()
     _, parts = MultiHeadLoss(HEADS, LossConfig(name="focal", focal_gamma=2.0))(outputs, targets)
-    expected = sigmoid_focal_loss(outputs["attributes"], targets["attributes"].float(), alpha=-1, gamma=2.0, reduction="mean")
+    expected = sigmoid_focal_loss(
+        outputs["attributes"], targets["attributes"].float(), alpha=-1, gamma=2.0, reduction="mean"
+    )
     assert torch.allclose(parts["attributes"], expected)
     bce = F.binary_cross_entropy_with_logits(outputs["attributes"], targets["attributes"].float())
     assert parts["attributes"] < bce

@@ -1,4 +1,5 @@
 """Model factory: timm backbone + heads, weights only from a local file, never the hub."""
+
 from __future__ import annotations
 
 import pytest

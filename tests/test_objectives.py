@@ -4,15 +4,21 @@ from typing import ClassVar
 import numpy as np
 import pytest
 from sklearn import metrics as sk
+from test_metrics import random_labels as random_metric_labels
 
 from src import objectives
 from src import thresholds as th
 from src.errors import PipelineError
 from src.objectives import ColumnAccuracy, ColumnFbeta, Objective, SamplesFbeta, from_name
-from test_metrics import random_labels as random_metric_labels
 
-ALL = [SamplesFbeta(2.0), SamplesFbeta(1.0, 1.0), SamplesFbeta(0.5, 0.3), ColumnAccuracy(),
-       ColumnFbeta(1.0), ColumnFbeta(2.0, 1.0)]
+ALL = [
+    SamplesFbeta(2.0),
+    SamplesFbeta(1.0, 1.0),
+    SamplesFbeta(0.5, 0.3),
+    ColumnAccuracy(),
+    ColumnFbeta(1.0),
+    ColumnFbeta(2.0, 1.0),
+]
 
 
 def random_labels(seed, n=60, c=9):
@@ -59,8 +65,12 @@ def test_count_pieces_agree_with_score(objective):
     assert objective.mean_score(*counts) == pytest.approx(objective.score(y_true, y_pred), abs=1e-12)
     # Per group: the score of that group's image (or column) alone.
     groups = zip(y_true, y_pred) if objective.couples_classes else zip(y_true.T, y_pred.T)
-    alone = [objective.score(t[None, :], p[None, :]) if objective.couples_classes else objective.score(t[:, None], p[:, None])
-             for t, p in groups]
+    alone = [
+        objective.score(t[None, :], p[None, :])
+        if objective.couples_classes
+        else objective.score(t[:, None], p[:, None])
+        for t, p in groups
+    ]
     np.testing.assert_allclose(objective.group_scores(*counts), alone, atol=1e-12)
     # Trailing axes (one column per candidate threshold) are kept.
     stacked = [np.stack([count, count], axis=-1) for count in counts]
@@ -72,8 +82,11 @@ def test_running_total_gives_the_image_scores_and_grows_by_one_per_label(objecti
     y_true, y_pred = random_labels(4)
     tp = np.count_nonzero(y_true & y_pred, axis=1).astype(np.float64)
     running = objective.running_start(np.count_nonzero(y_pred, axis=1), np.count_nonzero(y_true, axis=1))
-    np.testing.assert_allclose(objective.running_scores(tp, running),
-                               objective.group_scores(*group_counts(objective, y_true, y_pred)), atol=1e-12)
+    np.testing.assert_allclose(
+        objective.running_scores(tp, running),
+        objective.group_scores(*group_counts(objective, y_true, y_pred)),
+        atol=1e-12,
+    )
     # Turning class 3 on everywhere it is off: one more label per such image, tp up where it is true.
     turned = y_pred.copy()
     turned[:, 3] = True
@@ -84,7 +97,10 @@ def test_running_total_gives_the_image_scores_and_grows_by_one_per_label(objecti
 
 def test_names_labels_and_report_pieces():
     assert [o.name for o in (SamplesFbeta(), ColumnAccuracy(), ColumnFbeta())] == [
-        "samples_fbeta", "column_accuracy", "column_fbeta"]
+        "samples_fbeta",
+        "column_accuracy",
+        "column_fbeta",
+    ]
     assert objectives.names() == ("column_accuracy", "column_fbeta", "samples_fbeta")
     assert SamplesFbeta(2.0).label == "F2 per image (mean)"
     assert ColumnFbeta(1.0).label == "macro F1"

@@ -6,6 +6,7 @@ validator), the PDF (pages within the budget, its text holds the figures the rep
 folder course's executed notebook and the Readme are checked. CelebA also gets the course's new test
 folder. Refusals: a stale or missing artifact names the stage to run.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -26,9 +27,19 @@ from src.stage import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "RollNumber_06"
-FAST = ["data.image_size=32", "data.n_folds=2", "model.name=test_resnet", "train.epochs=1", "train.batch_size=16",
-        "train.threads=1", "thresholds.optuna_trials=4", "thresholds.honest_folds=2", "submit.checkpoint=fold-0",
-        "predict.tta_flip=false", "predict.batch_size=64"]
+FAST = [
+    "data.image_size=32",
+    "data.n_folds=2",
+    "model.name=test_resnet",
+    "train.epochs=1",
+    "train.batch_size=16",
+    "train.threads=1",
+    "thresholds.optuna_trials=4",
+    "thresholds.honest_folds=2",
+    "submit.checkpoint=fold-0",
+    "predict.tta_flip=false",
+    "predict.batch_size=64",
+]
 STAGES = (["folds"], ["train", "--fold", "all"], ["oof"], ["thresholds"], ["submit"], ["report"])
 # What each course's zip holds besides the code folder.
 COURSE_FILES = {
@@ -58,8 +69,9 @@ def packaged(tmp_path_factory):
                 assert run(stage, config, overrides) == 0, stage
             assert run(["package", "--name", NAME], config, overrides) == 0
             exp = Experiment(load_config(config, overrides), config)
-            made[format_name] = SimpleNamespace(exp=exp, config=config, overrides=overrides, tmp=tmp, paths=paths,
-                                                zip=exp.package_dir / f"{NAME}.zip")
+            made[format_name] = SimpleNamespace(
+                exp=exp, config=config, overrides=overrides, tmp=tmp, paths=paths, zip=exp.package_dir / f"{NAME}.zip"
+            )
         return made[format_name]
 
     return make
@@ -78,14 +90,25 @@ def test_each_course_zip_holds_what_the_course_asks_for(packaged, tmp_path, form
     exp = made.exp
     names = unpack(made.zip, tmp_path)
     assert {n for n in names if not n.startswith("code/")} == COURSE_FILES[format_name]
-    assert {"code/requirements.txt", f"code/configs/{exp.name}.yaml", "code/src/stage.py",
-            "code/src/formats/celeba.py", "code/src/report/pdf.py"} <= set(names)
-    assert sorted(path.relative_to(exp.package_dir / NAME).as_posix()
-                  for path in (exp.package_dir / NAME).rglob("*") if path.is_file()) == sorted(names)
+    assert {
+        "code/requirements.txt",
+        f"code/configs/{exp.name}.yaml",
+        "code/src/stage.py",
+        "code/src/formats/celeba.py",
+        "code/src/report/pdf.py",
+    } <= set(names)
+    assert sorted(
+        path.relative_to(exp.package_dir / NAME).as_posix()
+        for path in (exp.package_dir / NAME).rglob("*")
+        if path.is_file()
+    ) == sorted(names)
 
     # The predictions pass the format's own validator and equal what submit wrote.
     fmt = exp.fmt
-    inside = {"folder": {fmt.submission_names()[0]: f"{NAME}.csv"}, "celeba": {"predictions.txt": "predictions/predictions.txt"}}
+    inside = {
+        "folder": {fmt.submission_names()[0]: f"{NAME}.csv"},
+        "celeba": {"predictions.txt": "predictions/predictions.txt"},
+    }
     files = [tmp_path / inside.get(format_name, {}).get(name, name) for name in fmt.submission_names()]
     ids, _ = fmt.read_submission(files)
     assert ids == fmt.read_test().ids

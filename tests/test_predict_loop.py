@@ -1,4 +1,5 @@
 """The prediction loop (src/predict_loop.py): probabilities per head in loader order, flip TTA, the mean loss, empty loaders."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,7 +54,10 @@ def two_head_loss(outputs, targets):
 def make_data(n: int = 7, seed: int = 0):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
-    targets = {"labels": rng.integers(0, 2, size=(n, 3)).astype(np.uint8), "kind": rng.integers(0, 4, size=n).astype(np.int64)}
+    targets = {
+        "labels": rng.integers(0, 2, size=(n, 3)).astype(np.uint8),
+        "kind": rng.integers(0, 4, size=n).astype(np.int64),
+    }
     return images, targets
 
 
@@ -74,6 +78,7 @@ def by_hand(model: nn.Module, dataset: CachedImageDataset, flip: bool = False) -
 
 # --- logits_to_probs ------------------------------------------------------------------------------
 
+
 def test_multilabel_logits_become_independent_sigmoids():
     logits = torch.tensor([[-2.0, 0.0, 3.0], [50.0, -50.0, 0.5]])
     probs = logits_to_probs(logits, "multilabel")
@@ -91,6 +96,7 @@ def test_softmax_logits_become_rows_that_sum_to_one():
 
 
 # --- make_eval_loader -----------------------------------------------------------------------------
+
 
 def test_eval_loader_keeps_the_dataset_order():
     images, _ = make_data(7)
@@ -111,6 +117,7 @@ def test_eval_loader_follows_a_given_sampler():
 
 
 # --- predict_probs --------------------------------------------------------------------------------
+
 
 def test_probs_per_head_are_float32_in_loader_order():
     images, _ = make_data(7)
@@ -180,7 +187,9 @@ def test_probs_stay_float32_under_autocast():
     dataset = eval_dataset(images, np.arange(6))
     bf16 = Runtime(torch.device("cpu"), torch.bfloat16, False)
     probs, _ = predict_probs(TwoHeads(), make_eval_loader(dataset, 3, 0, bf16), HEADS, bf16, tta_flip=True, quiet=True)
-    reference, _ = predict_probs(TwoHeads(), make_eval_loader(dataset, 3, 0, CPU), HEADS, CPU, tta_flip=True, quiet=True)
+    reference, _ = predict_probs(
+        TwoHeads(), make_eval_loader(dataset, 3, 0, CPU), HEADS, CPU, tta_flip=True, quiet=True
+    )
     assert probs["labels"].dtype == np.float32 and probs["kind"].dtype == np.float32
     np.testing.assert_allclose(probs["labels"], reference["labels"], atol=0.05)
 

@@ -1,6 +1,7 @@
 """The one registry mechanism (src/registry.py): register by decorator, duplicates refused naming both, sorted
 names, 'did you mean' lookups, and discovery of a package's modules before the first lookup (as the formats and
 the engine's callbacks need)."""
+
 from __future__ import annotations
 
 import sys
@@ -43,8 +44,10 @@ def test_a_taken_name_is_refused_naming_both():
     class Other:
         name = "mixup"
 
-    both = (r"callback name 'mixup' is taken by .*make_registry.<locals>.Mixup; "
-            r".*test_a_taken_name_is_refused_naming_both.<locals>.Other needs another name")
+    both = (
+        r"callback name 'mixup' is taken by .*make_registry.<locals>.Mixup; "
+        r".*test_a_taken_name_is_refused_naming_both.<locals>.Other needs another name"
+    )
     with pytest.raises(ValueError, match=both):
         tricks.register(Other)
     mixup = tricks.get("mixup")
@@ -73,11 +76,13 @@ def test_discover_imports_every_module_of_a_package_before_the_first_lookup(tmp_
     package = tmp_path / "tricks_pkg"
     package.mkdir()
     (package / "__init__.py").write_text(
-        "from src.registry import Registry\nTRICKS = Registry('callback', discover=__name__)\n")
+        "from src.registry import Registry\nTRICKS = Registry('callback', discover=__name__)\n"
+    )
     (package / "base.py").write_text("raise RuntimeError('base is skipped')\n")
     for name in ("ema", "swa"):
         (package / f"{name}.py").write_text(
-            f"from tricks_pkg import TRICKS\n\n\n@TRICKS.register\nclass Trick:\n    name = '{name}'\n")
+            f"from tricks_pkg import TRICKS\n\n\n@TRICKS.register\nclass Trick:\n    name = '{name}'\n"
+        )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "tricks_pkg", raising=False)
     import tricks_pkg

@@ -3,6 +3,7 @@
 Every figure must be a readable, non-blank PNG; every table must hold the numbers src.metrics
 (and sklearn) compute for the same arrays.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,17 +14,22 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-from sklearn.metrics import (average_precision_score, precision_recall_curve, precision_recall_fscore_support,
-                             roc_auc_score, roc_curve)
-
 from helpers import tiny_config
+from PIL import Image
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
+
 from src import metrics
-from src.config import load_config
 from src.artifacts import Experiment
+from src.config import load_config
 from src.formats.base import CompetitionFormat, DecisionRules, HeadSpec
-from src.report import ReportInputs, RunRecord, build_report, class_curves, ranking_scores
 from src.objectives import ColumnAccuracy, ColumnFbeta, SamplesFbeta
+from src.report import ReportInputs, RunRecord, build_report, class_curves, ranking_scores
 from src.thresholds import apply_thresholds
 
 
@@ -52,8 +58,12 @@ def experiment(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("report")
     paths = build_demo("imet", tmp / "demo-imet", n_train=90, n_test=20, seed=5)
-    config_path = tiny_config(tmp, "imet", paths.root, {"data": {"n_folds": 2}, "train": {"epochs": 2},
-                                                        "thresholds": {"optuna_trials": 4, "honest_folds": 2}})
+    config_path = tiny_config(
+        tmp,
+        "imet",
+        paths.root,
+        {"data": {"n_folds": 2}, "train": {"epochs": 2}, "thresholds": {"optuna_trials": 4, "honest_folds": 2}},
+    )
     exp = Experiment(load_config(config_path), config_path)
     quiet = lambda message: None  # noqa: E731
     folds.run(exp, log=quiet)
@@ -61,8 +71,14 @@ def experiment(tmp_path_factory):
     oof.run(exp, quiet=True, log=quiet)
     thresholds.run(exp, quiet=True, log=quiet)
     html_path = report.run(exp, quiet=True, log=quiet)
-    return SimpleNamespace(exp=exp, html=html_path, dir=html_path.parent, tmp=tmp, config=config_path,
-                           tables=json.loads((html_path.parent / "tables.json").read_text()))
+    return SimpleNamespace(
+        exp=exp,
+        html=html_path,
+        dir=html_path.parent,
+        tmp=tmp,
+        config=config_path,
+        tables=json.loads((html_path.parent / "tables.json").read_text()),
+    )
 
 
 def test_report_files_and_figures(experiment):
@@ -78,8 +94,13 @@ def test_report_files_and_figures(experiment):
     # Self-contained: every figure embedded, nothing fetched from elsewhere.
     assert html_text.count("src='data:image/png;base64,") == len(figures)
     assert "http://" not in html_text and "https://" not in html_text
-    for heading in ("Training curves", "OOF score per fold and overall", "Per-class table", "Resources",
-                    "Examples: right and wrong"):
+    for heading in (
+        "Training curves",
+        "OOF score per fold and overall",
+        "Per-class table",
+        "Resources",
+        "Examples: right and wrong",
+    ):
         assert heading in html_text
 
 
@@ -97,8 +118,12 @@ def test_score_tables_match_metrics(experiment):
         true, p = targets[head.name][mask], probs[head.name][mask]
         assert rows[label]["images"] == int(mask.sum())
         assert rows[label]["at 0.5"] == pytest.approx(metrics.fbeta_samples(true, p > 0.5, beta=2))
-        assert rows[label]["at the global threshold"] == pytest.approx(metrics.fbeta_samples(true, p > global_value, beta=2))
-        assert rows[label]["tuned (exact)"] == pytest.approx(metrics.fbeta_samples(true, apply_thresholds(p, tuned), beta=2))
+        assert rows[label]["at the global threshold"] == pytest.approx(
+            metrics.fbeta_samples(true, p > global_value, beta=2)
+        )
+        assert rows[label]["tuned (exact)"] == pytest.approx(
+            metrics.fbeta_samples(true, apply_thresholds(p, tuned), beta=2)
+        )
     # The oof stage printed the same overall score at 0.5.
     oof_scores = json.loads((exp.oof_dir / "oof_scores.json").read_text())
     assert rows["overall"]["at 0.5"] == pytest.approx(oof_scores[-1]["at 0.5"], abs=1e-12)
@@ -209,9 +234,10 @@ class TwoHeadFormat(CompetitionFormat):
     main_metric = "score"
 
     def heads(self):
-        return [HeadSpec("category", "softmax", ("shirt", "dress", "coat", "shoe")),
-                HeadSpec("attributes", "multilabel", tuple(f"attr_{i}" for i in range(6)),
-                         ColumnAccuracy())]
+        return [
+            HeadSpec("category", "softmax", ("shirt", "dress", "coat", "shoe")),
+            HeadSpec("attributes", "multilabel", tuple(f"attr_{i}" for i in range(6)), ColumnAccuracy()),
+        ]
 
     def read_train(self):
         raise NotImplementedError
@@ -239,29 +265,60 @@ def synthetic(tmp_path_factory):
     attribute_probs = np.clip(0.35 * attributes + rng.random((n, 6)) * 0.65, 0, 1)
     thresholds = np.linspace(0.3, 0.6, 6)
     rules = {"at 0.5": None, "tuned (exact)": DecisionRules({"attributes": thresholds})}
-    epochs = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.2, 0.9, 0.7],
-                                             "valid_loss": [1.1, 0.95, 0.9], "score": [0.5, 0.6, 0.58],
-                                             "seconds": [3.0, 3.5, 3.2], "images_per_s": [100, 110, 105]})
-    runs = [RunRecord("fold-0", 0, tmp / "fold-0", epochs, {"best_epoch": 2, "best_score": 0.6, "epochs_run": 3,
-                                                            "device": "cpu", "peak_memory_mb": 512.0},
-                      {"model": {"name": "resnet18"}, "data": {"image_size": 64}, "train": {"batch_size": 32}},
-                      params=(11_200_000, 11_200_000))]
+    epochs = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [1.2, 0.9, 0.7],
+            "valid_loss": [1.1, 0.95, 0.9],
+            "score": [0.5, 0.6, 0.58],
+            "seconds": [3.0, 3.5, 3.2],
+            "images_per_s": [100, 110, 105],
+        }
+    )
+    runs = [
+        RunRecord(
+            "fold-0",
+            0,
+            tmp / "fold-0",
+            epochs,
+            {"best_epoch": 2, "best_score": 0.6, "epochs_run": 3, "device": "cpu", "peak_memory_mb": 512.0},
+            {"model": {"name": "resnet18"}, "data": {"image_size": 64}, "train": {"batch_size": 32}},
+            params=(11_200_000, 11_200_000),
+        )
+    ]
     inputs = ReportInputs(
-        experiment="synthetic", fmt=fmt, ids=[f"img{i:03d}" for i in range(n)], fold_of_row=np.arange(n) % 3,
+        experiment="synthetic",
+        fmt=fmt,
+        ids=[f"img{i:03d}" for i in range(n)],
+        fold_of_row=np.arange(n) % 3,
         probs={"category": category_probs.astype(np.float32), "attributes": attribute_probs.astype(np.float32)},
-        targets={"category": category, "attributes": attributes}, rules=rules, chosen_rules="tuned (exact)",
-        chosen_method="exact", runs=runs)
+        targets={"category": category, "attributes": attributes},
+        rules=rules,
+        chosen_rules="tuned (exact)",
+        chosen_method="exact",
+        runs=runs,
+    )
     rgb = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
     thumbnails = {row: rgb for row in range(0, n, 2)}  # odd rows show the "image not found" placeholder
     html_path = build_report(inputs, tmp / "report", thumbnails=thumbnails)
-    return SimpleNamespace(dir=html_path.parent, inputs=inputs, thresholds=thresholds,
-                           tables=json.loads((html_path.parent / "tables.json").read_text()))
+    return SimpleNamespace(
+        dir=html_path.parent,
+        inputs=inputs,
+        thresholds=thresholds,
+        tables=json.loads((html_path.parent / "tables.json").read_text()),
+    )
 
 
 def test_softmax_head_confusion_and_per_class(synthetic):
     figures = {path.name for path in figures_of(synthetic.dir)}
-    assert {"confusion_category.png", "pr_roc_category.png", "pr_roc_attributes.png", "thresholds_attributes.png",
-            "examples.png", "training_curves.png"} <= figures
+    assert {
+        "confusion_category.png",
+        "pr_roc_category.png",
+        "pr_roc_attributes.png",
+        "thresholds_attributes.png",
+        "examples.png",
+        "training_curves.png",
+    } <= figures
     for path in figures_of(synthetic.dir):
         check_png(path)
     true = synthetic.inputs.targets["category"]
@@ -272,12 +329,15 @@ def test_softmax_head_confusion_and_per_class(synthetic):
         column = names.index(row["class"])
         assert row["threshold"] == "argmax"
         assert row["support"] == support[column]
-        assert (row["precision"], row["recall"], row["F1"]) == pytest.approx((precision[column], recall[column], f1[column]))
+        assert (row["precision"], row["recall"], row["F1"]) == pytest.approx(
+            (precision[column], recall[column], f1[column])
+        )
     # Main metric = mean of the heads' scores (softmax accuracy, attribute mean accuracy at the tuned thresholds).
     accuracy = metrics.accuracy(true, pred)
     overall = synthetic.tables["oof_scores"][-1]
-    attr_tuned = metrics.mean_accuracy(synthetic.inputs.targets["attributes"],
-                                       synthetic.inputs.probs["attributes"] > synthetic.thresholds)
+    attr_tuned = metrics.mean_accuracy(
+        synthetic.inputs.targets["attributes"], synthetic.inputs.probs["attributes"] > synthetic.thresholds
+    )
     assert overall["tuned (exact)"] == pytest.approx((accuracy + attr_tuned) / 2)
     every_metric = {row["metric"]: row for row in synthetic.tables["oof_metrics"]}
     assert every_metric["category_accuracy"]["at 0.5"] == pytest.approx(accuracy)
@@ -338,8 +398,9 @@ def pdf_text(path: Path) -> tuple[int, str]:
     from pypdf import PdfReader
 
     reader = PdfReader(str(path))
-    assert all(round(float(page.mediabox.width)) == 595 and round(float(page.mediabox.height)) == 842
-               for page in reader.pages), "A4 pages"
+    assert all(
+        round(float(page.mediabox.width)) == 595 and round(float(page.mediabox.height)) == 842 for page in reader.pages
+    ), "A4 pages"
     return len(reader.pages), " ".join(page.extract_text() for page in reader.pages)
 
 
@@ -348,8 +409,15 @@ def test_report_pdf_holds_the_report_within_the_budget(experiment):
     assert 1 <= pages <= experiment.exp.config.report.max_pages == 5
     summary = experiment.tables["summary"]
     assert f"{summary[0]['value']:.4f}" in text  # the OOF F2 at 0.5, as the summary table prints it
-    for heading in ("Summary", "Model, losses and tricks", "Training curves", "Per-class table", "Precision-recall",
-                    "Examples: right and wrong", "Resources"):
+    for heading in (
+        "Summary",
+        "Model, losses and tricks",
+        "Training curves",
+        "Per-class table",
+        "Precision-recall",
+        "Examples: right and wrong",
+        "Resources",
+    ):
         assert heading in text, heading
     # The model section: torchinfo's total, the loss and optimizer from the saved config.
     network = experiment.tables["network"]
@@ -367,8 +435,9 @@ def test_a_tighter_budget_leaves_detail_out_and_too_tight_a_budget_is_refused(sy
     from src.errors import PipelineError
 
     full_pages, _ = pdf_text(synthetic.dir / "report.pdf")
-    build_report(synthetic.inputs, tmp_path / "less", thumbnails={0: np.zeros((40, 40, 3), np.uint8)},
-                 max_pages=full_pages - 1)
+    build_report(
+        synthetic.inputs, tmp_path / "less", thumbnails={0: np.zeros((40, 40, 3), np.uint8)}, max_pages=full_pages - 1
+    )
     pages, text = pdf_text(tmp_path / "less" / "report.pdf")
     assert pages <= full_pages - 1
     assert "Left out of this PDF to fit the page budget" in text

@@ -1,4 +1,5 @@
 """The report's PDF renderer, network summary and settings table on small hand-made inputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,12 +57,19 @@ def test_blocks_past_the_budget_are_left_out_by_priority_and_named(tmp_path):
 
 def test_a_wide_table_with_few_rows_is_turned_on_its_side(tmp_path):
     doc = Document(tmp_path)
-    doc.table([{"run": "fold-0", **{f"field {i}": i for i in range(14)}},
-               {"run": "fold-1", **{f"field {i}": i * 2 for i in range(14)}}], "wide")
+    doc.table(
+        [
+            {"run": "fold-0", **{f"field {i}": i for i in range(14)}},
+            {"run": "fold-1", **{f"field {i}": i * 2 for i in range(14)}},
+        ],
+        "wide",
+    )
     data, _ = render_pdf(doc.blocks, tmp_path, 1.0, [])
     text = page_texts(data)[0]
     # Read in row order: the runs head the columns, then one row per field (not one row per run).
-    assert text.index("run") < text.index("fold-0") < text.index("fold-1") < text.index("field 0") < text.index("field 13")
+    assert (
+        text.index("run") < text.index("fold-0") < text.index("fold-1") < text.index("field 0") < text.index("field 13")
+    )
 
 
 def test_network_summary_counts_match_the_model():
@@ -75,21 +83,39 @@ def test_network_summary_counts_match_the_model():
     assert parts[0] == "stem" and parts[-1] == "neck + pool" and "blocks.0" in parts
     assert sum(row["params"] for row in network.parts) + sum(h["params"] for h in network.heads) == total
     assert [(h["head"], h["outputs"], h["params"]) for h in network.heads] == [
-        ("category", 4, network.feature_width * 4 + 4), ("attributes", 3, network.feature_width * 3 + 3)]
+        ("category", 4, network.feature_width * 4 + 4),
+        ("attributes", 3, network.feature_width * 3 + 3),
+    ]
     assert "Total params" in network.text
 
 
 def test_settings_name_the_losses_and_tricks_of_the_saved_config():
-    heads = [HeadSpec("category", "softmax", tuple("ab")), HeadSpec("attributes", "multilabel", tuple("xy"), loss_weight=0.5)]
-    config = {"model": {"name": "resnet18", "pretrained": "resnet18.a1_in1k", "drop_rate": 0.1},
-              "train": {"lr": 0.001, "weight_decay": 0.01, "epochs": 5, "warmup_epochs": 1, "batch_size": 32,
-                        "accumulate_steps": 2, "ema_decay": 0.999, "early_stopping_patience": 3,
-                        "loss": {"name": "focal", "focal_gamma": 2.0, "label_smoothing": 0.1, "head_weighting": "uncertainty"},
-                        "callbacks": [{"name": "mixup", "alpha": 0.2}]},
-              "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5}], "eval": []},
-              "predict": {"tta_flip": True}, "thresholds": {"method": "exact", "shrink_strength": 10}}
-    assert losses_by_head(config, heads) == {"category": "cross-entropy (label smoothing 0.1)",
-                                             "attributes": "focal (gamma 2), weight 0.5"}
+    heads = [
+        HeadSpec("category", "softmax", tuple("ab")),
+        HeadSpec("attributes", "multilabel", tuple("xy"), loss_weight=0.5),
+    ]
+    config = {
+        "model": {"name": "resnet18", "pretrained": "resnet18.a1_in1k", "drop_rate": 0.1},
+        "train": {
+            "lr": 0.001,
+            "weight_decay": 0.01,
+            "epochs": 5,
+            "warmup_epochs": 1,
+            "batch_size": 32,
+            "accumulate_steps": 2,
+            "ema_decay": 0.999,
+            "early_stopping_patience": 3,
+            "loss": {"name": "focal", "focal_gamma": 2.0, "label_smoothing": 0.1, "head_weighting": "uncertainty"},
+            "callbacks": [{"name": "mixup", "alpha": 0.2}],
+        },
+        "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5}], "eval": []},
+        "predict": {"tta_flip": True},
+        "thresholds": {"method": "exact", "shrink_strength": 10},
+    }
+    assert losses_by_head(config, heads) == {
+        "category": "cross-entropy (label smoothing 0.1)",
+        "attributes": "focal (gamma 2), weight 0.5",
+    }
     rows = {row["setting"]: row["value"] for row in settings_rows(config, heads)}
     assert rows["backbone"] == "resnet18, pretrained resnet18.a1_in1k"
     assert rows["head weighting"].startswith("learned uncertainty")
@@ -99,8 +125,10 @@ def test_settings_name_the_losses_and_tricks_of_the_saved_config():
     assert "early stopping after 3" in rows["schedule"] and rows["test-time augmentation"].startswith("horizontal flip")
 
 
-@pytest.mark.parametrize("text, markup", [("a `b` c", "a <font face='DejaVuSansMono'>b</font> c"),
-                                          ("**x** < y & z", "<b>x</b> &lt; y &amp; z")])
+@pytest.mark.parametrize(
+    "text, markup",
+    [("a `b` c", "a <font face='DejaVuSansMono'>b</font> c"), ("**x** < y & z", "<b>x</b> &lt; y &amp; z")],
+)
 def test_inline_markup_is_escaped(text, markup):
     from src.report.pdf import inline_markup
 

@@ -1,4 +1,5 @@
 """Runtime choices that depend on the machine: DataLoader workers follow the usable cores and the device."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,12 @@ def two_cores(monkeypatch):
 def test_loader_workers_are_capped_at_the_usable_cores(monkeypatch):
     two_cores(monkeypatch)
     assert [loader_workers(n) for n in (0, 1, 2, 8)] == [0, 1, 2, 2]
-    dataset = CachedImageDataset(np.zeros((4, 2, 2, 3), np.uint8), np.arange(4), None,
-                                 build_transform([], 2, (0.5,) * 3, (0.5,) * 3, "augment.eval"))
+    dataset = CachedImageDataset(
+        np.zeros((4, 2, 2, 3), np.uint8),
+        np.arange(4),
+        None,
+        build_transform([], 2, (0.5,) * 3, (0.5,) * 3, "augment.eval"),
+    )
     loader = make_eval_loader(dataset, 2, 8, CPU)
     assert loader.loader.num_workers == 2 and loader.loader.persistent_workers
 
@@ -46,7 +51,10 @@ def test_loader_options_persist_workers_and_queue_about_eight_batches(monkeypatc
     assert loader_options(CPU, 2) == {"num_workers": 2, "persistent_workers": True, "prefetch_factor": 4}
     # a configured value wins
     assert loader_options(CUDA, 3, persistent_workers=False, prefetch_factor=6) == {
-        "num_workers": 3, "persistent_workers": False, "prefetch_factor": 6}
+        "num_workers": 3,
+        "persistent_workers": False,
+        "prefetch_factor": 6,
+    }
 
 
 # --- the C allocator: freed tensors' memory is reused, not page-faulted in again ---------------------------------
@@ -70,8 +78,13 @@ print(reused, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_reused_memory_stops_a_fresh_tensor_from_page_faulting_in_again():
     def faults_per_tensor(mode: str) -> tuple[str, float]:
-        done = subprocess.run([sys.executable, "-c", FAULTS_CHILD, mode], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parents[1])
+        done = subprocess.run(
+            [sys.executable, "-c", FAULTS_CHILD, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         reused, faults = done.stdout.split()
         return reused, float(faults)
 

@@ -1,17 +1,17 @@
 """End to end on a tiny iMet-layout competition: each stage as a user runs it, and the refusals between them."""
+
 from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
-from types import SimpleNamespace
+from helpers import tiny_config
 
 from src.stage import main
-from fake_kaggle_server import fake_kaggle  # noqa: F401 (fixture)
-from helpers import tiny_config
 
 
 @pytest.fixture(scope="module")

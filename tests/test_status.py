@@ -3,6 +3,7 @@
 The real stages' files are checked in tests/test_report.py (the status of the tiny experiment);
 here the layouts are written by hand so every state is covered in milliseconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,18 @@ from src.steps import status
 
 def write_run(run_dir: Path, scores: list[float], finished: bool = True) -> None:
     run_dir.mkdir(parents=True)
-    pd.DataFrame({"epoch": range(1, len(scores) + 1), "train_loss": 0.5, "valid_loss": 0.6, "score": scores,
-                  "seconds": 2.0}).to_csv(run_dir / "epochs.csv", index=False)
+    pd.DataFrame(
+        {"epoch": range(1, len(scores) + 1), "train_loss": 0.5, "valid_loss": 0.6, "score": scores, "seconds": 2.0}
+    ).to_csv(run_dir / "epochs.csv", index=False)
     (run_dir / "best.pt").write_bytes(b"weights")
     (run_dir / "config.json").write_text(json.dumps({"data": {"n_folds": 3}}))
     if finished:
         best = max(range(len(scores)), key=scores.__getitem__)
-        (run_dir / "summary.json").write_text(json.dumps({"best_epoch": best + 1, "best_score": scores[best],
-                                                          "epochs_run": len(scores), "finished": True}))
+        (run_dir / "summary.json").write_text(
+            json.dumps(
+                {"best_epoch": best + 1, "best_score": scores[best], "epochs_run": len(scores), "finished": True}
+            )
+        )
 
 
 def make_layout(tmp_path: Path) -> tuple[Path, Path]:
@@ -36,16 +41,35 @@ def make_layout(tmp_path: Path) -> tuple[Path, Path]:
     write_run(done / "fold-2", [0.30, 0.41], finished=False)  # stopped with --stop-after-epochs
     write_run(done / "full", [0.0, 1.0])
     (done / "oof.npz").write_bytes(b"npz")
-    (done / "oof_scores.json").write_text(json.dumps([{"rows": "fold 0", "images": 5, "at 0.5": 0.4},
-                                                      {"rows": "overall", "images": 10, "at 0.5": 0.4321}]))
-    (done / "threshold_scores.json").write_text(json.dumps([{"rows": "overall", "images": 10, "at 0.5": 0.4321,
-                                                            "tuned (exact)": 0.5678}]))
-    (done / "thresholds.json").write_text(json.dumps({
-        "method": "exact",
-        "heads": {"attributes": {"class_names": ["a", "b"], "global": 0.125, "methods": {"exact": [0.1, 0.2]},
-                                 "label_count_rule": {"min_labels": 0, "max_labels": None}}},
-        "honest": {"attributes": [{"method": "global", "optimistic": 0.55, "honest": 0.54},
-                                  {"method": "exact", "optimistic": 0.5678, "honest": 0.5512}]}}))
+    (done / "oof_scores.json").write_text(
+        json.dumps(
+            [{"rows": "fold 0", "images": 5, "at 0.5": 0.4}, {"rows": "overall", "images": 10, "at 0.5": 0.4321}]
+        )
+    )
+    (done / "threshold_scores.json").write_text(
+        json.dumps([{"rows": "overall", "images": 10, "at 0.5": 0.4321, "tuned (exact)": 0.5678}])
+    )
+    (done / "thresholds.json").write_text(
+        json.dumps(
+            {
+                "method": "exact",
+                "heads": {
+                    "attributes": {
+                        "class_names": ["a", "b"],
+                        "global": 0.125,
+                        "methods": {"exact": [0.1, 0.2]},
+                        "label_count_rule": {"min_labels": 0, "max_labels": None},
+                    }
+                },
+                "honest": {
+                    "attributes": [
+                        {"method": "global", "optimistic": 0.55, "honest": 0.54},
+                        {"method": "exact", "optimistic": 0.5678, "honest": 0.5512},
+                    ]
+                },
+            }
+        )
+    )
     (done / "report").mkdir()
     (done / "report" / "index.html").write_text("<html></html>")
     (out / "submissions" / "done").mkdir(parents=True)
@@ -70,11 +94,18 @@ def test_status_lists_every_experiment_with_its_artifacts(tmp_path):
     assert done["n_folds"] == 3  # the resolved config a run saved wins over the YAML (overrides included)
     assert done["folds_trained"] == 3
     assert [(f["fold"], f["best_epoch"], f["best_score"], f["finished"]) for f in done["folds"]] == [
-        (0, 2, 0.55, True), (1, 3, 0.58, True), (2, 2, 0.41, False)]
+        (0, 2, 0.55, True),
+        (1, 3, 0.58, True),
+        (2, 2, 0.41, False),
+    ]
     assert done["full_fit"]["finished"] is True
     assert (done["oof_score"], done["oof_score_tuned"]) == (0.4321, 0.5678)
-    assert done["thresholds"] == {"method": "exact", "global": {"attributes": 0.125},
-                                  "optimistic": {"attributes": 0.5678}, "honest": {"attributes": 0.5512}}
+    assert done["thresholds"] == {
+        "method": "exact",
+        "global": {"attributes": 0.125},
+        "optimistic": {"attributes": 0.5678},
+        "honest": {"attributes": 0.5512},
+    }
     assert done["submission_files"] == [str(out / "submissions" / "done" / "submission.csv")]
     assert done["kernel"] == "me/done-kernel"
     assert done["report"] == str(out / "oof" / "done" / "report" / "index.html")
@@ -83,7 +114,11 @@ def test_status_lists_every_experiment_with_its_artifacts(tmp_path):
 
     planned = rows["planned"]
     assert (planned["folds_trained"], planned["n_folds"], planned["oof_score"], planned["paths"]) == (
-        0, 4, None, {"config": str(configs / "planned.yaml")})
+        0,
+        4,
+        None,
+        {"config": str(configs / "planned.yaml")},
+    )
     assert rows["orphan"]["config"] is None and rows["orphan"]["folds_trained"] == 0
 
     text = "\n".join(lines)
@@ -128,8 +163,9 @@ def test_status_reads_the_folds_file_the_formats_own_scheme_names(tmp_path):
     name = next(name for name in format_names() if folds_scheme_of(name))
     root = tmp_path / "competition"
     root.mkdir()
-    pd.DataFrame({"id": ["a", "b", "c"], "fold": [-1, -1, 0]}).to_csv(folds_file(root, 5, 42, folds_scheme_of(name)),
-                                                                     index=False)
+    pd.DataFrame({"id": ["a", "b", "c"], "fold": [-1, -1, 0]}).to_csv(
+        folds_file(root, 5, 42, folds_scheme_of(name)), index=False
+    )
     pd.DataFrame({"id": ["a", "b", "c"], "fold": [0, 1, 2]}).to_csv(folds_file(root, 5, 42), index=False)
     run_dir = tmp_path / "out" / "oof" / "official" / "fold-0"
     write_run(run_dir, [0.7, 0.8])
@@ -158,29 +194,65 @@ def test_status_reports_the_image_cache_and_clean_cache_deletes_all_but_a_build_
 
     lines: list[str] = []
     status.show(tmp_path / "out", tmp_path / "configs", lines.append)
-    assert any(line.startswith("image cache: 2 decoded image set(s)") and "status --clean-cache" in line for line in lines)
+    assert any(
+        line.startswith("image cache: 2 decoded image set(s)") and "status --clean-cache" in line for line in lines
+    )
 
     busy_key = sorted(cache_dir.glob("*.npy"))[0].stem
     with open(cache_dir / f"{busy_key}.lock", "a") as held:  # another process building this set right now
         fcntl.flock(held, fcntl.LOCK_EX)
-        assert main(["status", "--output-dir", str(tmp_path / "out"), "--configs", str(tmp_path / "configs"), "--clean-cache"]) == 0
+        assert (
+            main(
+                [
+                    "status",
+                    "--output-dir",
+                    str(tmp_path / "out"),
+                    "--configs",
+                    str(tmp_path / "configs"),
+                    "--clean-cache",
+                ]
+            )
+            == 0
+        )
     out = capsys.readouterr().out
     freed = size - sum(p.stat().st_size for p in cache_dir.iterdir())
     assert f"deleted 1 image set(s), {freed / 2**30:.2f} GB freed" in out and "1 being built, left alone" in out
     assert sorted(p.name for p in cache_dir.iterdir()) == [f"{busy_key}.json", f"{busy_key}.lock", f"{busy_key}.npy"]
-    assert load_or_build(images, 8, cache_dir, skip_unreadable=False, quiet=True).images.shape == (3, 8, 8, 3)  # rebuilt
+    assert load_or_build(images, 8, cache_dir, skip_unreadable=False, quiet=True).images.shape == (
+        3,
+        8,
+        8,
+        3,
+    )  # rebuilt
 
 
 def test_status_shows_the_public_score_beside_the_honest_oof_and_plots_them(tmp_path, capsys):
     from src.stage import main
 
     out, configs = make_layout(tmp_path)
-    (out / "submissions" / "done" / "kaggle.json").write_text(json.dumps({"submissions": [{
-        "competition": "c", "file": "submissions/done/submission.csv", "message": "m", "ref": 7,
-        "status": "complete", "public_score": 0.53, "private_score": None}]}))
+    (out / "submissions" / "done" / "kaggle.json").write_text(
+        json.dumps(
+            {
+                "submissions": [
+                    {
+                        "competition": "c",
+                        "file": "submissions/done/submission.csv",
+                        "message": "m",
+                        "ref": 7,
+                        "status": "complete",
+                        "public_score": 0.53,
+                        "private_score": None,
+                    }
+                ]
+            }
+        )
+    )
     (out / "submissions" / "planned").mkdir(parents=True)
-    (out / "submissions" / "planned" / "kaggle.json").write_text(json.dumps({"submissions": [{
-        "competition": "c", "file": "submission.csv", "message": "m", "status": "pending"}]}))
+    (out / "submissions" / "planned" / "kaggle.json").write_text(
+        json.dumps(
+            {"submissions": [{"competition": "c", "file": "submission.csv", "message": "m", "status": "pending"}]}
+        )
+    )
 
     assert main(["status", "--output-dir", str(out), "--configs", str(configs), "--plot"]) == 0
 

@@ -1,5 +1,6 @@
 """SWA as one callback: the lr anneals to the SWA lr, the average is the mean of the epochs' weights from
 start_epoch on with BatchNorm statistics recomputed, validation and best.pt use it, and a resumed run is exact."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,12 @@ import json
 import pandas as pd
 import pytest
 import torch
-
 from helpers import tiny_config
+from test_train_resume import _assert_resume_is_exact
+
 from src.engine import Callback, create_callbacks, register_callback
 from src.errors import PipelineError
 from src.stage import main
-from test_train_resume import _assert_resume_is_exact
 
 
 @register_callback
@@ -42,8 +43,12 @@ def test_swa_averages_the_epochs_from_start_and_recomputes_batchnorm(tiny_imet_r
     averaged = next(item["state"]["averaged"] for item in state if item["name"] == "swa")
     assert int(averaged["n_averaged"]) == 2
     for key, value in averaged.items():
-        if key.startswith("module.") and key[7:] in EpochWeights.SEEN[0] and "running" not in key \
-                and "num_batches" not in key:
+        if (
+            key.startswith("module.")
+            and key[7:] in EpochWeights.SEEN[0]
+            and "running" not in key
+            and "num_batches" not in key
+        ):
             expected = (EpochWeights.SEEN[1][key[7:]] + EpochWeights.SEEN[2][key[7:]]) / 2
             assert torch.allclose(value, expected, atol=1e-6), key
     # BatchNorm statistics come from a fresh pass over the training loader, not from the last epoch's model.
@@ -63,8 +68,18 @@ def test_swa_averages_the_epochs_from_start_and_recomputes_batchnorm(tiny_imet_r
 
 def test_swa_resumes_exactly(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
-    _assert_resume_is_exact(root, tmp_path, {"train": {"epochs": 3, "callbacks": [
-        {"name": "swa", "start_epoch": 1, "lr": 5e-4, "anneal_epochs": 2, "anneal_strategy": "linear"}]}})
+    _assert_resume_is_exact(
+        root,
+        tmp_path,
+        {
+            "train": {
+                "epochs": 3,
+                "callbacks": [
+                    {"name": "swa", "start_epoch": 1, "lr": 5e-4, "anneal_epochs": 2, "anneal_strategy": "linear"}
+                ],
+            }
+        },
+    )
 
 
 def test_swa_refuses_a_second_weights_provider_and_bad_options():

@@ -31,8 +31,12 @@ def long_tail_data(seed, n, c=1103, labels_per_image=4.5):
     frequency = np.arange(1, c + 1) ** -1.1
     frequency = np.minimum(frequency / frequency.sum() * labels_per_image, 0.35)
     targets = rng.random((n, c), dtype=np.float32) < frequency.astype(np.float32)
-    logits = (np.log(frequency / (1 - frequency)) + rng.normal(0, 1, c) + rng.uniform(1.5, 4, c) * targets
-              + rng.standard_normal((n, c), dtype=np.float32))
+    logits = (
+        np.log(frequency / (1 - frequency))
+        + rng.normal(0, 1, c)
+        + rng.uniform(1.5, 4, c) * targets
+        + rng.standard_normal((n, c), dtype=np.float32)
+    )
     return (1 / (1 + np.exp(-logits))).astype(np.float16), targets
 
 
@@ -123,8 +127,10 @@ def test_ascent_score_is_true_score_and_never_decreases(objective):
     assert round_scores[-1] == pytest.approx(reference, abs=1e-12)
     assert th.score(probs, targets, thresholds, objective) == pytest.approx(reference, abs=1e-12)
     # The public function after r rounds: scores never go down from the global start.
-    scores = [th.score(probs, targets, th.exact_thresholds(probs, targets, objective, max_rounds=r), objective)
-              for r in range(4)]
+    scores = [
+        th.score(probs, targets, th.exact_thresholds(probs, targets, objective, max_rounds=r), objective)
+        for r in range(4)
+    ]
     assert scores[0] == pytest.approx(round_scores[0], abs=1e-12)
     assert all(later >= earlier - 1e-12 for earlier, later in zip(scores, scores[1:]))
 
@@ -137,7 +143,7 @@ def test_separable_exact_equals_brute_force_per_column(objective):
 
     def column_score(j, t):
         predicted = (probs[:, j] > t)[:, None]
-        return objective.score(targets[:, j:j + 1], predicted)
+        return objective.score(targets[:, j : j + 1], predicted)
 
     for j in range(probs.shape[1]):
         brute = max(column_score(j, t) for t in cut_points(probs[:, j]))

@@ -1,10 +1,11 @@
 """A run stopped after an epoch and resumed ends with exactly the weights of an uninterrupted run (CPU, same seed)."""
+
 from __future__ import annotations
 
 import pandas as pd
 import torch
-
 from helpers import tiny_config
+
 from src.stage import main
 
 
@@ -14,9 +15,15 @@ def _weights(path):
 
 def test_resume_matches_uninterrupted(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
-    extra = {"train": {"epochs": 3, "ema_decay": 0.9, "accumulate_steps": 2,
-                       "callbacks": [{"name": "freeze", "epochs": 1, "rewarm": True}]},
-             "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.5}]}}
+    extra = {
+        "train": {
+            "epochs": 3,
+            "ema_decay": 0.9,
+            "accumulate_steps": 2,
+            "callbacks": [{"name": "freeze", "epochs": 1, "rewarm": True}],
+        },
+        "augment": {"train": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.5}]},
+    }
     straight = tiny_config(tmp_path / "a", "imet", root, extra, name="straight")
     resumed = tiny_config(tmp_path / "b", "imet", root, extra, name="resumed")
     assert main(["folds", "--config", str(straight), "--quiet"]) == 0
@@ -44,14 +51,28 @@ def test_resume_matches_uninterrupted(tiny_imet_root, tmp_path):
 
 def test_resume_matches_uninterrupted_with_every_fine_tuning_option_on(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
-    callbacks = [{"name": "freeze", "epochs": 1, "stages": 3, "gradual": True},
-                 {"name": "mixup", "mixup_alpha": 0.4, "cutmix_alpha": 1.0, "prob": 0.8, "seed": 5}]
-    extra = {"model": {"drop_path_rate": 0.2},
-             "train": {"epochs": 3, "ema_decay": 0.9, "accumulate_steps": 2, "layer_decay": 0.7, "head_lr_mult": 5.0,
-                       "clip_grad_norm": 0.5, "compile": True, "callbacks": callbacks}}
+    callbacks = [
+        {"name": "freeze", "epochs": 1, "stages": 3, "gradual": True},
+        {"name": "mixup", "mixup_alpha": 0.4, "cutmix_alpha": 1.0, "prob": 0.8, "seed": 5},
+    ]
+    extra = {
+        "model": {"drop_path_rate": 0.2},
+        "train": {
+            "epochs": 3,
+            "ema_decay": 0.9,
+            "accumulate_steps": 2,
+            "layer_decay": 0.7,
+            "head_lr_mult": 5.0,
+            "clip_grad_norm": 0.5,
+            "compile": True,
+            "callbacks": callbacks,
+        },
+    }
     _assert_resume_is_exact(root, tmp_path, extra)
     # train_score (off while mixup mixes the targets) resumes exactly too
-    _assert_resume_is_exact(root, tmp_path / "score", {"train": {"epochs": 2, "layer_decay": 0.7, "callbacks": callbacks[:1]}})
+    _assert_resume_is_exact(
+        root, tmp_path / "score", {"train": {"epochs": 2, "layer_decay": 0.7, "callbacks": callbacks[:1]}}
+    )
 
 
 def _assert_resume_is_exact(root, tmp_path, extra):
@@ -68,17 +89,24 @@ def _assert_resume_is_exact(root, tmp_path, extra):
         assert all(torch.equal(a[key], b[key]) for key in a), name
     csv_a = pd.read_csv(tmp_path / "a" / "out" / "oof" / "straight" / "fold-1" / "epochs.csv")
     csv_b = pd.read_csv(tmp_path / "b" / "out" / "oof" / "resumed" / "fold-1" / "epochs.csv")
-    pd.testing.assert_frame_equal(csv_a.drop(columns=["seconds", "images_per_s"]),
-                                  csv_b.drop(columns=["seconds", "images_per_s"]))
+    pd.testing.assert_frame_equal(
+        csv_a.drop(columns=["seconds", "images_per_s"]), csv_b.drop(columns=["seconds", "images_per_s"])
+    )
 
 
 def test_head_warmup_leaves_backbone_untouched_in_first_epoch(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
-    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 2, "weight_decay": 0.0, "callbacks": [
-        {"name": "freeze", "epochs": 1, "rewarm": True}]}})
+    config = tiny_config(
+        tmp_path,
+        "imet",
+        root,
+        {"train": {"epochs": 2, "weight_decay": 0.0, "callbacks": [{"name": "freeze", "epochs": 1, "rewarm": True}]}},
+    )
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     assert main(["train", "--config", str(config), "--fold", "0", "--quiet", "--stop-after-epochs", "1"]) == 0
-    trained = torch.load(tmp_path / "out" / "oof" / "tiny" / "fold-0" / "last.pt", map_location="cpu", weights_only=True)["model"]
+    trained = torch.load(
+        tmp_path / "out" / "oof" / "tiny" / "fold-0" / "last.pt", map_location="cpu", weights_only=True
+    )["model"]
     initial = _initial_state(root)
     conv_keys = [k for k in trained if k.startswith("backbone.") and trained[k].ndim == 4]
     head_keys = [k for k in trained if k.startswith("heads.")]
@@ -103,14 +131,17 @@ def test_early_stopping_ends_the_run_when_the_metric_stalls(tiny_imet_root, tmp_
     root, _ = tiny_imet_root
     # A learning rate this small leaves the weights as they are (only BatchNorm statistics move), so the
     # metric stalls within a few epochs and patience 1 ends the run early.
-    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 6, "lr": 1e-12, "early_stopping_patience": 1,
-                                                            "tensorboard": True}})
+    config = tiny_config(
+        tmp_path, "imet", root, {"train": {"epochs": 6, "lr": 1e-12, "early_stopping_patience": 1, "tensorboard": True}}
+    )
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     assert main(["train", "--config", str(config), "--fold", "2", "--quiet"]) == 0
     epochs = pd.read_csv(tmp_path / "out" / "oof" / "tiny" / "fold-2" / "epochs.csv")
     assert len(epochs) < 6
     assert epochs["score"].iloc[-1] <= epochs["score"].iloc[:-1].max()  # the last epoch did not improve
-    assert main(["train", "--config", str(config), "--fold", "2", "--quiet", "--resume"]) == 0  # finished: no more epochs
+    assert (
+        main(["train", "--config", str(config), "--fold", "2", "--quiet", "--resume"]) == 0
+    )  # finished: no more epochs
     assert len(pd.read_csv(tmp_path / "out" / "oof" / "tiny" / "fold-2" / "epochs.csv")) == len(epochs)
     assert list((tmp_path / "out" / "oof" / "tiny" / "fold-2" / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -141,7 +172,10 @@ def test_batches_of_one_image_are_refused_before_training_with_a_batchnorm_model
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
     assert main(["train", "--config", str(config), "--fold", "0", "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert "train.batch_size 1 over 1 process(es) gives batches of 1 image(s)" in error and "raise train.batch_size" in error
+    assert (
+        "train.batch_size 1 over 1 process(es) gives batches of 1 image(s)" in error
+        and "raise train.batch_size" in error
+    )
     assert not (tmp_path / "out" / "oof" / "tiny" / "fold-0" / "last.pt").exists()
 
 
@@ -172,4 +206,6 @@ def test_head_warmup_epochs_names_its_new_spelling_in_one_line(tiny_imet_root, t
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "train.head_warmup_epochs: has moved to the freeze callback" in error
     assert "train.callbacks: [{name: freeze, epochs: 2, rewarm: true}]" in error
-    assert main(["folds", "--config", str(config), "--quiet", "train.head_warmup_epochs=0"]) == 0  # as saved configs hold
+    assert (
+        main(["folds", "--config", str(config), "--quiet", "train.head_warmup_epochs=0"]) == 0
+    )  # as saved configs hold

@@ -1,5 +1,6 @@
 """The transfer proof end to end (`python scripts/transfer_demo.py`): a backbone pretrained on single digits, published
 on the local stand-in hub, fetched by the real `weights` stage, beats training from scratch at equal epochs."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,7 @@ def test_fine_tuning_fetched_weights_beats_scratch_at_every_epoch(tmp_path, caps
     printed = capsys.readouterr().out.splitlines()
     header = printed.index(next(line for line in printed if line.startswith("epoch  scratch")))
     columns = printed[header].split()
-    rows = [dict(zip(columns, map(float, line.split()))) for line in printed[header + 1:]]
+    rows = [dict(zip(columns, map(float, line.split()))) for line in printed[header + 1 :]]
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4, 5, 6]
     for row in rows:
         assert row["fine_tuned"] > row["scratch"] and row["fine_tuned_recipe"] > row["scratch"], row

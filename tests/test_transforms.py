@@ -1,5 +1,6 @@
 """Augmentation pipelines from config (src/data/transforms.py): uint8 in, uint8 out, normalisation left to the
 batch; their per-(seed, epoch, row) randomness in CachedImageDataset (src/data/dataset.py)."""
+
 from __future__ import annotations
 
 import albumentations as A
@@ -13,8 +14,11 @@ from src.errors import PipelineError
 
 SIZE = 16
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-TRAIN = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.8},
-         {"name": "Affine", "rotate": (-20, 20), "p": 0.7}]
+TRAIN = [
+    {"name": "HorizontalFlip", "p": 0.5},
+    {"name": "RandomBrightnessContrast", "p": 0.8},
+    {"name": "Affine", "rotate": (-20, 20), "p": 0.7},
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # OpenMP spin-waits: 1 thread on a shared box
@@ -38,6 +42,7 @@ def refusal(steps, where: str = "augment.train") -> str:
 
 # --- build_transform ------------------------------------------------------------------------------
 
+
 def test_no_steps_is_no_per_image_work_and_a_batch_normalisation_with_the_given_statistics():
     pipeline = build_transform([], SIZE, MEAN, STD, "augment.eval")
     assert pipeline.augment.transforms == [] and not pipeline.has_steps
@@ -46,14 +51,21 @@ def test_no_steps_is_no_per_image_work_and_a_batch_normalisation_with_the_given_
     batch = torch.from_numpy(images(2))
     out = pipeline.normalize(batch)
     assert out.dtype == torch.float32 and out.shape == (2, 3, SIZE, SIZE)
-    by_hand = (batch.permute(0, 3, 1, 2).double() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    by_hand = (batch.permute(0, 3, 1, 2).double() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(
+        1, 3, 1, 1
+    )
     np.testing.assert_allclose(out.numpy(), by_hand.numpy(), atol=1e-5)
     assert torch.equal(out, pipeline.normalize(batch))  # deterministic
 
 
 def test_steps_are_albumentations_transforms_by_name_with_their_arguments():
-    transform = build_transform([{"name": "HorizontalFlip", "p": 1.0}, {"name": "Rotate", "limit": 15, "p": 0.25}],
-                                SIZE, MEAN, STD, "augment.train")
+    transform = build_transform(
+        [{"name": "HorizontalFlip", "p": 1.0}, {"name": "Rotate", "limit": 15, "p": 0.25}],
+        SIZE,
+        MEAN,
+        STD,
+        "augment.train",
+    )
     flip, rotate = transform.augment.transforms
     assert isinstance(flip, A.HorizontalFlip) and flip.p == 1.0
     assert isinstance(rotate, A.Rotate) and rotate.p == 0.25 and tuple(rotate.limit) == (-15, 15)
@@ -86,9 +98,14 @@ def test_an_unknown_transform_is_refused_naming_the_key(step):
     assert f"'{step.get('name')}'" in message
 
 
-@pytest.mark.parametrize("step, reason", [({"name": "HorizontalFlip", "p": 2.0}, "HorizontalFlip"),
-                                          ({"name": "Rotate", "limit": "wide"}, "Rotate"),
-                                          ({"name": "RandomCrop"}, "RandomCrop")])  # height and width are required
+@pytest.mark.parametrize(
+    "step, reason",
+    [
+        ({"name": "HorizontalFlip", "p": 2.0}, "HorizontalFlip"),
+        ({"name": "Rotate", "limit": "wide"}, "Rotate"),
+        ({"name": "RandomCrop"}, "RandomCrop"),
+    ],
+)  # height and width are required
 def test_a_bad_argument_is_refused_naming_the_key(step, reason):
     message = refusal([step], "augment.eval")
     assert message.startswith(f"config augment.eval.0: {reason}(") and "rejected" in message
@@ -101,11 +118,17 @@ def test_an_unknown_argument_is_refused_naming_the_key():
 
 # --- CachedImageDataset: augmentation as a function of (seed, epoch, row) --------------------------
 
+
 def dataset(seed: int = 7, steps=TRAIN, rows=None, data=None) -> CachedImageDataset:
     data = images() if data is None else data
     rows = np.arange(len(data)) if rows is None else rows
-    return CachedImageDataset(data, np.asarray(rows), {"labels": np.eye(len(data), 3, dtype=np.uint8)},
-                              build_transform(steps, SIZE, MEAN, STD, "augment.train"), seed=seed)
+    return CachedImageDataset(
+        data,
+        np.asarray(rows),
+        {"labels": np.eye(len(data), 3, dtype=np.uint8)},
+        build_transform(steps, SIZE, MEAN, STD, "augment.train"),
+        seed=seed,
+    )
 
 
 def epoch_items(ds: CachedImageDataset, epoch: int, order=None) -> dict[int, torch.Tensor]:

@@ -1,5 +1,6 @@
 """src/weights.py and the `weights` stage: fetched once through timm's own hub loading (from the local fake hub in
 fake_hub_server.py), then used offline by train; pushed to the fake Kaggle server with the real kaggle CLI."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,16 +14,25 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_hub_server import AGENT_REGISTRY, fake_hub  # noqa: E402,F401 (fixture)
-from fake_kaggle_server import FAKE_USER, fake_kaggle  # noqa: E402,F401 (fixture)
+from fake_hub_server import AGENT_REGISTRY  # noqa: E402
+from fake_kaggle_server import FAKE_USER  # noqa: E402
 
 from src.config import ModelConfig, load_config  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
 from src.formats.base import HeadSpec  # noqa: E402
 from src.model import model_from_config  # noqa: E402
 from src.steps import weights as weights_step  # noqa: E402
-from src.weights import (MANIFEST, PRETRAINED_CFG, dataset_metadata, fetch_weights, hub_online, kaggle_license,  # noqa: E402
-                         kaggle_slug, read_weights_folder, resolve_weights)
+from src.weights import (  # noqa: E402
+    MANIFEST,
+    PRETRAINED_CFG,
+    dataset_metadata,
+    fetch_weights,
+    hub_online,
+    kaggle_license,
+    kaggle_slug,
+    read_weights_folder,
+    resolve_weights,
+)
 
 # A real timm tag whose pretrained config (mean/std 0.5, unlike ImageNet's) points at hf_hub_id timm/<tag>.
 TAG = "test_resnet.r160_in1k"
@@ -64,6 +74,7 @@ def fetch_step(**options) -> tuple[object, list[str]]:
 
 
 # ---- fetching once -------------------------------------------------------------------------------
+
 
 def test_step_downloads_timms_file_once_then_verifies_it_offline(hub, monkeypatch):
     from huggingface_hub import constants
@@ -118,7 +129,9 @@ def test_safetensors_preferred_else_the_pickled_file_as_timm_does(hub, served):
 
     assert folder.file_name == "pytorch_model.bin"
     assert [(r.method, r.path.rsplit("/", 1)[1]) for r in hub.requests if r.path != AGENT_REGISTRY][:2] == [
-        ("HEAD", "model.safetensors"), ("HEAD", "pytorch_model.bin")]
+        ("HEAD", "model.safetensors"),
+        ("HEAD", "pytorch_model.bin"),
+    ]
 
 
 def test_progress_bar_unless_quiet(hub, capfd, monkeypatch):
@@ -131,6 +144,7 @@ def test_progress_bar_unless_quiet(hub, capfd, monkeypatch):
 
 
 # ---- no network ----------------------------------------------------------------------------------
+
 
 def test_offline_mode_is_one_line_naming_the_weights_stage(hub, monkeypatch):
     from huggingface_hub import constants
@@ -172,6 +186,7 @@ def test_unknown_names_and_tags_name_close_timm_names(hub):
 
 
 # ---- train reads the folder and never downloads --------------------------------------------------
+
 
 def test_train_resolution_of_a_missing_folder_names_the_weights_command(hub):
     model = ModelConfig(pretrained=TAG)
@@ -218,6 +233,7 @@ def test_forbid_pretrained_refuses_a_pretrained_tag(hub):
 
 # ---- config ---------------------------------------------------------------------------------------
 
+
 def write_config(tmp_path: Path, model_lines: str) -> Path:
     path = tmp_path / "exp.yaml"
     path.write_text(f"competition: c\nformat: imet\ndata:\n  root: input/c\nmodel:\n{model_lines}")
@@ -248,12 +264,18 @@ def test_step_needs_a_tag_and_one_that_agrees_with_the_config(tmp_path):
 
 # ---- Kaggle ---------------------------------------------------------------------------------------
 
+
 def test_kaggle_names_and_licenses():
     assert kaggle_slug("resnet50.a1_in1k") == "timm-resnet50-a1-in1k"
     long = kaggle_slug("vit_base_patch16_clip_224.laion2b_ft_in12k_in1k")
     assert len(long) <= 50 and long.startswith("timm-vit-base") and long != kaggle_slug("vit_base_patch16_clip_224.x")
     assert [kaggle_license(name) for name in ("apache-2.0", "cc-by-nc-4.0", "mit", None, "unknown")] == [
-        "apache-2.0", "CC-BY-NC-4.0", "other", "unknown", "unknown"]
+        "apache-2.0",
+        "CC-BY-NC-4.0",
+        "other",
+        "unknown",
+        "unknown",
+    ]
 
 
 def test_push_creates_then_versions_the_dataset(fake_kaggle, hub):
@@ -262,7 +284,9 @@ def test_push_creates_then_versions_the_dataset(fake_kaggle, hub):
     folder, lines = fetch_step(push=True)
 
     uploaded = fake_kaggle.datasets[dataset].files
-    assert uploaded == {name: (folder.path / name).read_bytes() for name in (MANIFEST, "model.safetensors", PRETRAINED_CFG)}
+    assert uploaded == {
+        name: (folder.path / name).read_bytes() for name in (MANIFEST, "model.safetensors", PRETRAINED_CFG)
+    }
     [created] = fake_kaggle.rpc_bodies("CreateDataset")
     assert created["licenseName"] == "apache-2.0" and created["isPrivate"] is True
     assert created["title"] == f"timm {TAG}" and folder.sha256 in created["description"]
@@ -291,6 +315,7 @@ def test_competition_configs_name_a_pretrained_tag_and_deepfashion_forbids_one()
 
 # ---- normalisation --------------------------------------------------------------------------------
 
+
 def with_model(model: ModelConfig, mean=None, std=None):
     from src.config import AugmentConfig
 
@@ -309,7 +334,10 @@ def test_mean_and_std_follow_the_pretrained_config_unless_the_config_sets_them(h
     (folder.path / PRETRAINED_CFG).write_text(json.dumps({**cfg, "mean": [0.1, 0.2, 0.3]}))
     assert normalisation(with_model(ModelConfig(pretrained=TAG))) == ((0.1, 0.2, 0.3), (0.5, 0.5, 0.5))  # the folder's
     assert normalisation(with_model(ModelConfig(name="test_resnet", weights=folder.path)))[0] == (0.1, 0.2, 0.3)
-    assert normalisation(with_model(ModelConfig(pretrained=TAG), mean=(0.4, 0.4, 0.4))) == ((0.4, 0.4, 0.4), (0.5, 0.5, 0.5))
+    assert normalisation(with_model(ModelConfig(pretrained=TAG), mean=(0.4, 0.4, 0.4))) == (
+        (0.4, 0.4, 0.4),
+        (0.5, 0.5, 0.5),
+    )
     assert normalisation(with_model(ModelConfig(pretrained=TAG), (0.4,) * 3, (0.2,) * 3)) == ((0.4,) * 3, (0.2,) * 3)
     forbidden = ModelConfig(name="test_resnet", forbid_pretrained=True)
     assert normalisation(with_model(forbidden)) == (IMAGENET_MEAN, IMAGENET_STD)

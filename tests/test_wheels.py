@@ -1,6 +1,7 @@
 """The kernel's wheels dataset (src/kaggle/local/wheels_dataset.py, src/kaggle/on_kaggle/install_wheels.py): which
 packages travel, wheels repacked exactly from this environment, and a kernel run on an interpreter with an OLDER version of
 one of them installing the shipped wheel offline and still writing submit's bytes."""
+
 from __future__ import annotations
 
 import os
@@ -38,16 +39,28 @@ def _wheel(name: str, version: str, modules: dict[str, str]) -> bytes:
 
 
 def _pip_install(python: str, *args: str) -> None:
-    subprocess.run([python, "-m", "pip", "install", "--no-index", "--no-deps", "--disable-pip-version-check",
-                    "--quiet", *args], env=OFFLINE_PIP, check=True, capture_output=True)
+    subprocess.run(
+        [python, "-m", "pip", "install", "--no-index", "--no-deps", "--disable-pip-version-check", "--quiet", *args],
+        env=OFFLINE_PIP,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_the_kernel_packages_travel_and_the_big_compiled_stacks_stay():
     here = wheels.plan_wheels(REQUIREMENTS, "3.11")
     newer = wheels.plan_wheels(REQUIREMENTS, "3.12")
 
-    assert {"timm", "albumentations", "albucore", "iterative-stratification", "pydantic", "pydantic-core",
-            "pyyaml", "tqdm"} <= set(here.ship)
+    assert {
+        "timm",
+        "albumentations",
+        "albucore",
+        "iterative-stratification",
+        "pydantic",
+        "pydantic-core",
+        "pyyaml",
+        "tqdm",
+    } <= set(here.ship)
     assert {"torch", "torchvision", "numpy", "opencv-python-headless", "scipy", "scikit-learn"} <= set(here.left)
     assert here.ship["timm"].version == metadata.version("timm")
     # On another Python the compiled pydantic-core cannot go, so neither can pydantic, which pins it.
@@ -85,8 +98,9 @@ def experiment(tmp_path_factory) -> Experiment:
     """A tiny folder-format competition: one full fit of one epoch, its submission written (no thresholds)."""
     root = tmp_path_factory.mktemp("wheels")
     paths = build_demo("folder", root / "input" / "demo-folder", n_train=40, n_test=12)
-    config_path = tiny_config(root, "folder", paths.root, name="tiny", extra={
-        "train": {"epochs": 1}, "kaggle": {"username": "someone"}})
+    config_path = tiny_config(
+        root, "folder", paths.root, name="tiny", extra={"train": {"epochs": 1}, "kaggle": {"username": "someone"}}
+    )
     exp = Experiment(load_config(config_path), config_path)
     train.run(exp, "all", full=True, quiet=True, log=[].append)
     submit.run(exp, quiet=True, log=[].append)
@@ -99,8 +113,12 @@ def _python_with_old_albucore(tmp_path: Path) -> str:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    own = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                         check=True, capture_output=True, text=True).stdout.strip()
+    own = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     Path(own, "parent-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # after its own site-packages
     old = tmp_path / "albucore-0.0.23-py3-none-any.whl"
     old.write_bytes(_wheel("albucore", "0.0.23", {"albucore/__init__.py": "raise ImportError('the old albucore')\n"}))
@@ -118,7 +136,9 @@ def test_the_kernel_installs_the_shipped_wheel_over_an_older_one_and_matches_sub
     assert run.returncode == 2 and run.files == {}
     assert "error: " in run.output and "wheels dataset someone/tiny-wheels is not attached" in run.output
 
-    run = offline_sandbox.run_offline(build.script_path, {**inputs, build.names.wheels_slug: build.wheels_dir}, python=python)
+    run = offline_sandbox.run_offline(
+        build.script_path, {**inputs, build.names.wheels_slug: build.wheels_dir}, python=python
+    )
 
     assert run.returncode == 0, run.output
     assert "installed from the wheels dataset (offline): albucore 0.0.24 (was 0.0.23)" in run.output

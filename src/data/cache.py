@@ -5,6 +5,7 @@ the image size and, for every image, its path, byte size and modification time; 
 (or the size) and a new cache is built. Builds are atomic and serialised by a file lock, so two
 trainers starting together build it once and never read a torn file.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -53,8 +54,14 @@ def cache_key(paths: list[Path], size: int) -> str:
     return digest.hexdigest()[:20]
 
 
-def load_or_build(paths: list[Path], size: int, cache_dir: Path | None, skip_unreadable: bool, quiet: bool = False,
-                  label: str = "images") -> ImageCache:
+def load_or_build(
+    paths: list[Path],
+    size: int,
+    cache_dir: Path | None,
+    skip_unreadable: bool,
+    quiet: bool = False,
+    label: str = "images",
+) -> ImageCache:
     """Decoded, resized images for `paths`, from `cache_dir` when present there (None = no disk cache)."""
     if cache_dir is None:
         images = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
@@ -82,8 +89,9 @@ def load_or_build(paths: list[Path], size: int, cache_dir: Path | None, skip_unr
     return ImageCache(np.load(array_path, mmap_mode="r"), unreadable)
 
 
-def _decode_into(images: np.ndarray, paths: list[Path], size: int, skip_unreadable: bool, quiet: bool,
-                 label: str) -> dict[int, str]:
+def _decode_into(
+    images: np.ndarray, paths: list[Path], size: int, skip_unreadable: bool, quiet: bool, label: str
+) -> dict[int, str]:
     """Fill images[row] with each decoded, resized image; return {row: reason} for the unreadable ones."""
     unreadable: dict[int, str] = {}
 
@@ -95,8 +103,13 @@ def _decode_into(images: np.ndarray, paths: list[Path], size: int, skip_unreadab
 
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        for _ in tqdm(pool.map(decode, range(len(paths))), total=len(paths), desc=f"decode {label} @{size}px",
-                      disable=quiet, leave=False):
+        for _ in tqdm(
+            pool.map(decode, range(len(paths))),
+            total=len(paths),
+            desc=f"decode {label} @{size}px",
+            disable=quiet,
+            leave=False,
+        ):
             pass
     if unreadable and not skip_unreadable:
         first = min(unreadable)
@@ -136,16 +149,21 @@ def clear_cache(cache_dir: Path) -> CacheUsage:
                 removed.in_use += 1
                 continue
             removed.entries += (cache_dir / f"{key}.npy").exists()
-            for path in [cache_dir / f"{key}.npy", cache_dir / f"{key}.json", *cache_dir.glob(f".{key}.*.tmp"),
-                         cache_dir / f"{key}.lock"]:
+            for path in [
+                cache_dir / f"{key}.npy",
+                cache_dir / f"{key}.json",
+                *cache_dir.glob(f".{key}.*.tmp"),
+                cache_dir / f"{key}.lock",
+            ]:
                 if path.exists():
                     removed.bytes += path.stat().st_size
                     path.unlink()
     return removed
 
 
-def decode_table(paths: list[Path], size: int, cache_dir: Path, skip_unreadable: bool, quiet: bool, log,
-                 label: str) -> tuple[np.ndarray, np.ndarray]:
+def decode_table(
+    paths: list[Path], size: int, cache_dir: Path, skip_unreadable: bool, quiet: bool, log, label: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(images [n, S, S, 3] uint8, boolean mask of readable rows) via the on-disk cache; skipped files are logged."""
     cache = load_or_build(paths, size, cache_dir, skip_unreadable, quiet, label)
     readable = np.ones(len(paths), dtype=bool)

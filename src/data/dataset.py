@@ -1,9 +1,10 @@
 """Torch dataset over cached uint8 images, with augmentation seeded per (seed, epoch, row), and the loader
 that turns it into uint8 batches for `src.runtime.DeviceLoader` to normalise on the device."""
+
 from __future__ import annotations
 
 import random
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,8 +24,14 @@ class CachedImageDataset(Dataset):
     process set. A pipeline with no steps does no per-image work: the batch is one fancy index of the cache.
     """
 
-    def __init__(self, images: np.ndarray, rows: np.ndarray, targets: dict[str, np.ndarray] | None,
-                 pipeline: ImagePipeline, seed: int = 0):
+    def __init__(
+        self,
+        images: np.ndarray,
+        rows: np.ndarray,
+        targets: dict[str, np.ndarray] | None,
+        pipeline: ImagePipeline,
+        seed: int = 0,
+    ):
         # A plain ndarray over the same memory: np.memmap's Python-level __getitem__/__array_finalize__ on every
         # row and batch read cost about 0.3 ms per 128-image batch (measured), more than the read itself.
         self.images = np.asarray(images)
@@ -52,9 +59,13 @@ class CachedImageDataset(Dataset):
             return self.batch(positions, epoch)
         row = int(self.rows[index])
         image = self._augmented(row, self.epoch) if self.reseed else np.ascontiguousarray(self.images[row])
-        return torch.from_numpy(image), {name: torch.as_tensor(values[row]) for name, values in self.targets.items()}, row
+        return (
+            torch.from_numpy(image),
+            {name: torch.as_tensor(values[row]) for name, values in self.targets.items()},
+            row,
+        )
 
-    def batch(self, positions: Sequence[int], epoch: Optional[int] = None):
+    def batch(self, positions: Sequence[int], epoch: int | None = None):
         """(uint8 images [B, H, W, C], {head: targets [B, ...]}, rows [B]) of the items at `positions`."""
         rows = self.rows[np.asarray(positions, dtype=np.int64)]
         epoch = self.epoch if epoch is None else epoch
@@ -106,8 +117,14 @@ class RowBatches(Sampler):
     earlier runs and checkpoints, and no longer depend on whether worker processes are persistent.
     """
 
-    def __init__(self, sampler, batch_size: int, drop_last: bool, dataset: CachedImageDataset,
-                 shuffle_generator: Optional[torch.Generator] = None):
+    def __init__(
+        self,
+        sampler,
+        batch_size: int,
+        drop_last: bool,
+        dataset: CachedImageDataset,
+        shuffle_generator: torch.Generator | None = None,
+    ):
         self.batches = BatchSampler(sampler, batch_size, drop_last)
         self.dataset, self.shuffle_generator = dataset, shuffle_generator
 
@@ -126,18 +143,34 @@ def _as_is(batch):
     return batch  # the dataset already returns whole batches of tensors
 
 
-def make_loader(dataset: CachedImageDataset, batch_size: int, runtime: Runtime, sampler=None, drop_last: bool = False,
-                num_workers="auto", persistent_workers: Optional[bool] = None, prefetch_factor: Optional[int] = None,
-                shuffle_generator: Optional[torch.Generator] = None) -> DeviceLoader:
+def make_loader(
+    dataset: CachedImageDataset,
+    batch_size: int,
+    runtime: Runtime,
+    sampler=None,
+    drop_last: bool = False,
+    num_workers="auto",
+    persistent_workers: bool | None = None,
+    prefetch_factor: int | None = None,
+    shuffle_generator: torch.Generator | None = None,
+) -> DeviceLoader:
     """Batches of `dataset` in `sampler`'s order (default: in order), as model input on `runtime`'s device.
 
     Workers, their persistence and prefetch depth follow the usable cores and the device unless given
     (`src.runtime.loader_options`); on CUDA batches are pinned and copied ahead on a side stream.
     """
-    requests = RowBatches(SequentialSampler(dataset) if sampler is None else sampler, batch_size, drop_last, dataset,
-                          shuffle_generator)
+    requests = RowBatches(
+        SequentialSampler(dataset) if sampler is None else sampler, batch_size, drop_last, dataset, shuffle_generator
+    )
     options = loader_options(runtime, num_workers, persistent_workers, prefetch_factor)
     # Its own generator: the worker base seed DataLoader draws must not move the shuffling or global RNG.
-    loader = DataLoader(dataset, batch_size=None, sampler=requests, collate_fn=_as_is, pin_memory=runtime.on_cuda,
-                        generator=torch.Generator().manual_seed(0), **options)
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=requests,
+        collate_fn=_as_is,
+        pin_memory=runtime.on_cuda,
+        generator=torch.Generator().manual_seed(0),
+        **options,
+    )
     return DeviceLoader(loader, runtime, dataset.normalize)

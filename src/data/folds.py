@@ -1,4 +1,5 @@
 """K folds balanced on every label column (iterative stratification), stored as `id,fold`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,5 +40,7 @@ def read_folds(path: Path, ids: list[str]) -> np.ndarray:
     """Fold of each id in `ids`; refuse a folds file made for other training data."""
     frame = pd.read_csv(path, dtype={"id": str, "fold": np.int64})
     if list(frame["id"]) != list(ids):
-        raise PipelineError(f"{path}: its ids do not match the training labels (labels changed?); re-run the folds stage")
+        raise PipelineError(
+            f"{path}: its ids do not match the training labels (labels changed?); re-run the folds stage"
+        )
     return frame["fold"].to_numpy()

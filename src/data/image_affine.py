@@ -6,6 +6,7 @@ transform builds a second matrix for bounding boxes and checks the image matrix 
 `np.allclose`, which together cost more than the warp itself (149 vs 15 us per 64 px image, measured).
 Anything else (masks, boxes, keypoints, `fit_output`, images of 1 or more than 4 channels) takes the stock path.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,8 +38,9 @@ class ImageOnlyAffine:
         shear = self._get_shear_params()
         scale = self._get_scale(self.scale, self.keep_ratio, self.balanced_scale, self.py_random)
         rotate = self.py_random.uniform(*self.rotate)
-        matrix = fgeometric.create_affine_transformation_matrix(translate, shear, scale, rotate,
-                                                                fgeometric.center(image_shape))
+        matrix = fgeometric.create_affine_transformation_matrix(
+            translate, shear, scale, rotate, fgeometric.center(image_shape)
+        )
         return {"rotate": rotate, "scale": scale, "matrix": matrix, "bbox_matrix": None, "output_shape": image_shape}
 
     def apply(self, img: np.ndarray, matrix: np.ndarray, output_shape: tuple[int, int], **params: Any) -> np.ndarray:
@@ -48,8 +50,9 @@ class ImageOnlyAffine:
             return img
         fill = [self.fill] * img.shape[2] if isinstance(self.fill, float) else self.fill
         size = (int(round(output_shape[1])), int(round(output_shape[0])))  # round half to even, as np.round
-        return cv2.warpAffine(img, matrix[:2, :], size, flags=self.interpolation, borderMode=self.border_mode,
-                              borderValue=fill)
+        return cv2.warpAffine(
+            img, matrix[:2, :], size, flags=self.interpolation, borderMode=self.border_mode, borderValue=fill
+        )
 
 
 class ImageAffine(ImageOnlyAffine, A.Affine):

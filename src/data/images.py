@@ -1,4 +1,5 @@
 """Decode any image file (RGB, L, RGBA, P, CMYK, 16-bit) into an RGB uint8 array."""
+
 from __future__ import annotations
 
 import warnings
@@ -24,7 +25,9 @@ def load_rgb(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise PipelineError(f"{path}: image file is missing; restore it or remove its row from the labels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise PipelineError(f"{path}: unreadable image ({exc}); replace the file or set data.skip_unreadable=true") from None
+        raise PipelineError(
+            f"{path}: unreadable image ({exc}); replace the file or set data.skip_unreadable=true"
+        ) from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

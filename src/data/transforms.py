@@ -1,5 +1,6 @@
 """Image pipelines from config lists like `[{name: HorizontalFlip, p: 0.5}]`: augmentations on uint8 arrays
 (albumentations, per image, on the CPU), then one normalisation per batch on the device (`BatchNormalize`)."""
+
 from __future__ import annotations
 
 import inspect
@@ -28,14 +29,18 @@ class BatchNormalize:
         self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         # The same float32 expressions as A.Normalize.__init__ (mean * max_pixel, reciprocal(std * max_pixel)).
         self._offset = torch.from_numpy(np.array(self.mean, dtype=np.float32) * MAX_PIXEL).view(1, -1, 1, 1)
-        self._scale = torch.from_numpy(np.reciprocal(np.array(self.std, dtype=np.float32) * MAX_PIXEL)).view(1, -1, 1, 1)
+        self._scale = torch.from_numpy(np.reciprocal(np.array(self.std, dtype=np.float32) * MAX_PIXEL)).view(
+            1, -1, 1, 1
+        )
         self._on_device: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
         """Normalise a uint8 NHWC batch where it lies; channels_last memory format, or contiguous NCHW."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[3] != len(self.mean):
-            raise PipelineError(f"BatchNormalize takes uint8 [B, H, W, {len(self.mean)}] batches, got {images.dtype} "
-                                f"{tuple(images.shape)}")
+            raise PipelineError(
+                f"BatchNormalize takes uint8 [B, H, W, {len(self.mean)}] batches, got {images.dtype} "
+                f"{tuple(images.shape)}"
+            )
         # torch on the CPU too: its 2 threads beat numpy's one (0.34 vs 0.65 ms per 128 images at 64 px, measured).
         # uint8 -> float32 in one copy straight into the wanted layout (exact: every uint8 is a float32), then the two
         # steps in place: no uint8 staging copy, no second float tensor.
@@ -95,9 +100,12 @@ def build_transform(steps: list[dict[str, Any]], image_size: int, mean, std, whe
     `where` (e.g. 'augment.train') goes into error messages.
     """
     # Only `image` is ever passed, so Compose's cross-target shape check has nothing to compare (and costs ~10 us/image).
-    return ImagePipeline(A.Compose([_build_step(step, index, image_size, where) for index, step in enumerate(steps)],
-                                   is_check_shapes=False),
-                         BatchNormalize(mean, std))
+    return ImagePipeline(
+        A.Compose(
+            [_build_step(step, index, image_size, where) for index, step in enumerate(steps)], is_check_shapes=False
+        ),
+        BatchNormalize(mean, std),
+    )
 
 
 def _build_step(step: dict[str, Any], index: int, image_size: int, where: str) -> A.BasicTransform:
@@ -105,15 +113,19 @@ def _build_step(step: dict[str, Any], index: int, image_size: int, where: str) -
     name = params.pop("name", None)
     transform_cls = getattr(A, str(name), None) if name else None
     if not (inspect.isclass(transform_cls) and issubclass(transform_cls, A.BasicTransform)):
-        raise PipelineError(f"config {where}.{index}.name: '{name}' is not an albumentations transform (e.g. HorizontalFlip)")
+        raise PipelineError(
+            f"config {where}.{index}.name: '{name}' is not an albumentations transform (e.g. HorizontalFlip)"
+        )
     accepted = inspect.signature(transform_cls.__init__).parameters
     if "size" in accepted and "size" not in params:
         params["size"] = (image_size, image_size)
     unknown = sorted(key for key in params if key not in accepted)
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         # albumentations only warns and then runs with the defaults: a typo would silently change the recipe
-        raise PipelineError(f"config {where}.{index}: {name} has no argument {', '.join(map(repr, unknown))}; "
-                            f"its arguments: {', '.join(k for k in accepted if k != 'self')}")
+        raise PipelineError(
+            f"config {where}.{index}: {name} has no argument {', '.join(map(repr, unknown))}; "
+            f"its arguments: {', '.join(k for k in accepted if k != 'self')}"
+        )
     # Pipelines here only ever pass `image`: a twin that skips the work other targets need gives the same pixels.
     transform_cls = image_only_twin(str(name)) or transform_cls
     try:

@@ -2,11 +2,12 @@
 schedule, training and validation loaders, grad scaler. Nothing here trains; `src.engine.loop` does, and what
 changes training on the way (EMA, freezing, clipping, ...) is a callback (`src.engine.callbacks`).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from torch.utils.data import DistributedSampler, RandomSampler, Sampler
 from src.config import Config, TrainConfig
 from src.data.dataset import CachedImageDataset, make_loader
 from src.data.transforms import transform_from_config
-from src.distributed import DistributedContext
+from src.distributed import SINGLE_PROCESS, DistributedContext
 from src.errors import PipelineError
 from src.formats.base import HeadSpec
 from src.losses import MultiHeadLoss
@@ -30,13 +31,13 @@ from src.runtime import DeviceLoader, Runtime
 class Training:
     """What an optimizer step reads and changes; last.pt saves all of it except `trained`."""
 
-    model: MultiHeadModel      # the bare model: saved, and validated unless a callback provides other weights
-    trained: nn.Module         # what the forward pass runs: `model`, or its DDP wrapper under torchrun
+    model: MultiHeadModel  # the bare model: saved, and validated unless a callback provides other weights
+    trained: nn.Module  # what the forward pass runs: `model`, or its DDP wrapper under torchrun
     loss_fn: MultiHeadLoss
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
-    wrap: Optional[Callable[[nn.Module], nn.Module]] = None       # model -> `trained` (DDP, compile); None = itself
+    wrap: Callable[[nn.Module], nn.Module] | None = None  # model -> `trained` (DDP, compile); None = itself
 
     def rewrap(self) -> None:
         """Make `trained` afresh from `model`: DDP records which parameters need gradients when it wraps them."""
@@ -58,7 +59,7 @@ class TrainData:
     sampler: Sampler
     generator: torch.Generator
     loader: DeviceLoader
-    smallest_batch: int        # images in the smallest batch one rank sees
+    smallest_batch: int  # images in the smallest batch one rank sees
 
     def set_epoch(self, epoch: int) -> None:
         """Augmentations (and under DDP the shard order) are a function of the epoch."""
@@ -72,10 +73,10 @@ class ValidData:
     """The held-out rows, this rank's share of them and the in-order loader over that share."""
 
     loader: DeviceLoader
-    rows: np.ndarray                   # every validation row, in order
-    rank_rows: np.ndarray              # the rows this rank predicts (all of them on one process)
-    positions: dict[int, int]          # row -> its position in `rows`, to gather the ranks' predictions
-    targets: dict[str, np.ndarray]     # per head, in the order of `rows`
+    rows: np.ndarray  # every validation row, in order
+    rank_rows: np.ndarray  # the rows this rank predicts (all of them on one process)
+    positions: dict[int, int]  # row -> its position in `rows`, to gather the ranks' predictions
+    targets: dict[str, np.ndarray]  # per head, in the order of `rows`
 
 
 class WarmupCosine:
@@ -83,7 +84,12 @@ class WarmupCosine:
     the freeze callback holds, which then warms up from 0: its `warmup_steps` include the frozen ones)."""
 
     def __init__(self, total_steps: int, warmup_steps: int, frozen_steps: int = 0, floor: float = 0.01):
-        self.total_steps, self.warmup_steps, self.frozen_steps, self.floor = total_steps, warmup_steps, frozen_steps, floor
+        self.total_steps, self.warmup_steps, self.frozen_steps, self.floor = (
+            total_steps,
+            warmup_steps,
+            frozen_steps,
+            floor,
+        )
 
     def __call__(self, step: int) -> float:
         if step < self.frozen_steps:
@@ -94,8 +100,13 @@ class WarmupCosine:
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_models(config: Config, heads: list[HeadSpec], runtime: Runtime, context: DistributedContext,
-                 wrap: Optional[Callable[[nn.Module], nn.Module]] = None) -> tuple[MultiHeadModel, nn.Module]:
+def build_models(
+    config: Config,
+    heads: list[HeadSpec],
+    runtime: Runtime,
+    context: DistributedContext,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+) -> tuple[MultiHeadModel, nn.Module]:
     """(model on its device, the module to train: `wrap(model)`, by default `trainer_wrapper`'s).
 
     Weights come from `model.pretrained` / `model.weights` as `src.model.model_from_config` resolves them (never a download).
@@ -108,8 +119,9 @@ def build_models(config: Config, heads: list[HeadSpec], runtime: Runtime, contex
     return model, wrap(model)
 
 
-def trainer_wrapper(tc: TrainConfig, runtime: Runtime, context: DistributedContext,
-                    log: Callable[[str], None] = print) -> Callable[[nn.Module], nn.Module]:
+def trainer_wrapper(
+    tc: TrainConfig, runtime: Runtime, context: DistributedContext, log: Callable[[str], None] = print
+) -> Callable[[nn.Module], nn.Module]:
     """model -> the module the forward pass runs: its DDP wrapper under torchrun, then torch.compile'd with
     `train.compile` where the platform compiles (else one log line, and it trains uncompiled). Checkpoints always
     save the bare model, so they load with or without compile."""
@@ -122,6 +134,7 @@ def trainer_wrapper(tc: TrainConfig, runtime: Runtime, context: DistributedConte
         if context.enabled:
             trained = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.on_cuda else None)
         return torch.compile(trained) if compiled else trained
+
     return wrap
 
 
@@ -137,13 +150,20 @@ def can_compile(runtime: Runtime, log: Callable[[str], None] = print) -> bool:
         return True
     except Exception as error:  # inductor raises many kinds (BackendCompilerFailed, InvalidCxxCompiler, ...)
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        log(f"train.compile: torch.compile cannot compile on this platform ({type(error).__name__}: {reason}); "
-            f"training uncompiled")
+        log(
+            f"train.compile: torch.compile cannot compile on this platform ({type(error).__name__}: {reason}); "
+            f"training uncompiled"
+        )
         return False
 
 
-def param_groups(model: MultiHeadModel, weight_decay: float, lr: Optional[float] = None,
-                 layer_decay: Optional[float] = None, head_lr_mult: float = 1.0) -> list[dict]:
+def param_groups(
+    model: MultiHeadModel,
+    weight_decay: float,
+    lr: float | None = None,
+    layer_decay: float | None = None,
+    head_lr_mult: float = 1.0,
+) -> list[dict]:
     """Backbone and head parameters in separate groups (head warm-up); no decay on biases and norms.
 
     `layer_decay`: timm's layer-wise lr decay groups instead (`timm.optim.param_groups_layer_decay` over the
@@ -164,21 +184,28 @@ def param_groups(model: MultiHeadModel, weight_decay: float, lr: Optional[float]
     return [group for group in groups if group["params"]]
 
 
-def _layer_decay_groups(model: MultiHeadModel, weight_decay: float, lr: float, layer_decay: float,
-                        head_lr_mult: float) -> list[dict]:
+def _layer_decay_groups(
+    model: MultiHeadModel, weight_decay: float, lr: float, layer_decay: float, head_lr_mult: float
+) -> list[dict]:
     from timm.models import group_parameters
     from timm.optim import param_groups_layer_decay
 
     layer_of_name = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
     name_of = {id(p): name for name, p in model.named_parameters()}
     head_ids = {id(p) for p in model.heads.parameters()}  # the heads are timm's last layer, alone in it
-    groups = param_groups_layer_decay(model, weight_decay, no_weight_decay_list=model.no_weight_decay(),
-                                      layer_decay=layer_decay)
+    groups = param_groups_layer_decay(
+        model, weight_decay, no_weight_decay_list=model.no_weight_decay(), layer_decay=layer_decay
+    )
     for group in groups:
         layer = layer_of_name[name_of[id(group["params"][0])]]
         is_heads = id(group["params"][0]) in head_ids
-        group.update({"lr": lr * group["lr_scale"] * (head_lr_mult if is_heads else 1.0),
-                      "part": "heads" if is_heads else "backbone", "group": "heads" if is_heads else f"depth{layer}"})
+        group.update(
+            {
+                "lr": lr * group["lr_scale"] * (head_lr_mult if is_heads else 1.0),
+                "part": "heads" if is_heads else "backbone",
+                "group": "heads" if is_heads else f"depth{layer}",
+            }
+        )
     return groups
 
 
@@ -194,11 +221,15 @@ def steps_per_epoch(batches: int, accumulate: int) -> int:
     return math.ceil(batches / accumulate)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig, epoch_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, tc: TrainConfig, epoch_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Warm-up + cosine per group over the run (a callback may hold a group at 0 first: `hold_group`)."""
     total_steps = epoch_steps * tc.epochs
     warmup = int(round(tc.warmup_epochs * epoch_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, [WarmupCosine(total_steps, warmup) for _ in optimizer.param_groups])
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [WarmupCosine(total_steps, warmup) for _ in optimizer.param_groups]
+    )
 
 
 def hold_group(scheduler: torch.optim.lr_scheduler.LambdaLR, index: int, steps: int) -> None:
@@ -217,17 +248,40 @@ def build_grad_scaler(runtime: Runtime) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler())
 
 
-def make_train_loader(dataset: CachedImageDataset, batch_size: int, sampler, tc: TrainConfig, runtime: Runtime,
-                      drop_last: bool, generator: torch.Generator, num_workers=None) -> DeviceLoader:
+def make_train_loader(
+    dataset: CachedImageDataset,
+    batch_size: int,
+    sampler,
+    tc: TrainConfig,
+    runtime: Runtime,
+    drop_last: bool,
+    generator: torch.Generator,
+    num_workers=None,
+) -> DeviceLoader:
     """The training loader: uint8 batches augmented per image, normalised on the device (the benchmark builds it
     here too, so it measures what training runs). `num_workers` overrides train.num_workers."""
-    return make_loader(dataset, batch_size, runtime, sampler, drop_last, tc.num_workers if num_workers is None else num_workers,
-                       tc.persistent_workers, tc.prefetch_factor, shuffle_generator=generator)
+    return make_loader(
+        dataset,
+        batch_size,
+        runtime,
+        sampler,
+        drop_last,
+        tc.num_workers if num_workers is None else num_workers,
+        tc.persistent_workers,
+        tc.prefetch_factor,
+        shuffle_generator=generator,
+    )
 
 
-def build_train_data(config: Config, images: np.ndarray, rows: np.ndarray, targets: dict[str, np.ndarray],
-                     runtime: Runtime, context: DistributedContext = DistributedContext(),
-                     num_workers: Optional[int] = None) -> TrainData:
+def build_train_data(
+    config: Config,
+    images: np.ndarray,
+    rows: np.ndarray,
+    targets: dict[str, np.ndarray],
+    runtime: Runtime,
+    context: DistributedContext = SINGLE_PROCESS,
+    num_workers: int | None = None,
+) -> TrainData:
     """Augmented training set over `rows` of the uint8 cache; each rank gets train.batch_size / processes per batch."""
     tc = config.train
     transform = transform_from_config(config, "train")
@@ -236,7 +290,9 @@ def build_train_data(config: Config, images: np.ndarray, rows: np.ndarray, targe
     per_rank_batch = max(1, tc.batch_size // context.world_size)
     drop_last = len(rows) > tc.batch_size
     if context.enabled:
-        sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=tc.seed, drop_last=True)
+        sampler = DistributedSampler(
+            dataset, context.world_size, context.rank, shuffle=True, seed=tc.seed, drop_last=True
+        )
     else:
         sampler = RandomSampler(dataset, generator=generator)
     loader = make_train_loader(dataset, per_rank_batch, sampler, tc, runtime, drop_last, generator, num_workers)
@@ -244,8 +300,14 @@ def build_train_data(config: Config, images: np.ndarray, rows: np.ndarray, targe
     return TrainData(dataset, sampler, generator, loader, smallest)
 
 
-def build_valid_data(config: Config, images: np.ndarray, rows: Optional[np.ndarray], targets: dict[str, np.ndarray],
-                     runtime: Runtime, context: DistributedContext) -> Optional[ValidData]:
+def build_valid_data(
+    config: Config,
+    images: np.ndarray,
+    rows: np.ndarray | None,
+    targets: dict[str, np.ndarray],
+    runtime: Runtime,
+    context: DistributedContext,
+) -> ValidData | None:
     """The validation set over `rows` (eval transforms), sharded across ranks; None for a full fit."""
     if rows is None:
         return None
@@ -260,5 +322,7 @@ def build_valid_data(config: Config, images: np.ndarray, rows: Optional[np.ndarr
 def refuse_single_image_batches(model: nn.Module, smallest_batch: int, batch_size: int, processes: int) -> None:
     """BatchNorm cannot train on one image per batch (torch stops mid-epoch with a bare ValueError): say so first."""
     if smallest_batch < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise PipelineError(f"train.batch_size {batch_size} over {processes} process(es) gives batches of {smallest_batch} "
-                            "image(s); the model's BatchNorm needs at least 2: raise train.batch_size (or train on more images)")
+        raise PipelineError(
+            f"train.batch_size {batch_size} over {processes} process(es) gives batches of {smallest_batch} "
+            "image(s); the model's BatchNorm needs at least 2: raise train.batch_size (or train on more images)"
+        )

@@ -5,13 +5,14 @@ learned weights, the sampler's and the global RNG states, each callback's state 
 among them) and the RunState. best.pt holds inference weights only. The file-level IO (atomic, hashed, previous copy kept)
 is src.checkpoint_files.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-import torch
 from torch import nn
 
 from src.checkpoint_files import load_checkpoint, save_checkpoint
@@ -32,9 +33,13 @@ def resume_payload(run: Run) -> dict:
     """last.pt's content, taken now: call it after the epoch's validation, as the RNG states are part of it."""
     training = run.training
     return {
-        "model": training.model.state_dict(), "optimizer": training.optimizer.state_dict(),
-        "scheduler": training.scheduler.state_dict(), "scaler": training.scaler.state_dict(),
-        "loss": training.loss_fn.state_dict(), "sampler_rng": run.train_data.generator.get_state(), "rng": rng_state(),
+        "model": training.model.state_dict(),
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
+        "scaler": training.scaler.state_dict(),
+        "loss": training.loss_fn.state_dict(),
+        "sampler_rng": run.train_data.generator.get_state(),
+        "rng": rng_state(),
         "state": asdict(run.state),
         "callbacks": [{"name": callback.name, "state": callback.state_dict()} for callback in run.callbacks],
     }
@@ -52,9 +57,14 @@ def save_best(path: Path, model: nn.Module, config: Config, fmt: CompetitionForm
 
 def inference_payload(model: nn.Module, config: Config, fmt: CompetitionFormat, epoch: int, score: float) -> dict:
     """Weights only (no optimizer state): what oof, submit and the kernel load (src.inference)."""
-    return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "model_name": config.model.name,
-            "heads": [[h.name, h.kind, list(h.class_names)] for h in fmt.heads()],
-            "image_size": config.data.image_size, "epoch": epoch, "score": score}
+    return {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_name": config.model.name,
+        "heads": [[h.name, h.kind, list(h.class_names)] for h in fmt.heads()],
+        "image_size": config.data.image_size,
+        "epoch": epoch,
+        "score": score,
+    }
 
 
 def restore(path: Path, run: Run, log: Callable[[str], None] = print) -> RunState:
@@ -81,9 +91,11 @@ def _restore_trained_values(training: Training, checkpoint: dict, path: Path) ->
         training.optimizer.load_state_dict(checkpoint["optimizer"])
         training.loss_fn.load_state_dict(checkpoint.get("loss", {}))
     except (ValueError, RuntimeError) as error:
-        raise PipelineError(f"{path}: this run was saved with other trained values than the config now asks for "
-                            f"(e.g. train.loss.head_weighting changed): {str(error).splitlines()[0]}; "
-                            f"{_CHANGED_CONFIG_FIX}") from error
+        raise PipelineError(
+            f"{path}: this run was saved with other trained values than the config now asks for "
+            f"(e.g. train.loss.head_weighting changed): {str(error).splitlines()[0]}; "
+            f"{_CHANGED_CONFIG_FIX}"
+        ) from error
 
 
 def _restore_callbacks(callbacks: CallbackList, saved: list[dict], path: Path) -> None:
@@ -93,8 +105,10 @@ def _restore_callbacks(callbacks: CallbackList, saved: list[dict], path: Path) -
     saved = [item for item in saved if item["state"]]
     names, saved_names = [callback.name for callback in keeping], [item["name"] for item in saved]
     if names != saved_names:
-        raise PipelineError(f"{path}: this run was saved with the callbacks that keep state {saved_names or 'none'}, the "
-                            f"config now asks for {names or 'none'} (train.callbacks and the train.* keys that switch "
-                            f"one on); {_CHANGED_CONFIG_FIX}")
+        raise PipelineError(
+            f"{path}: this run was saved with the callbacks that keep state {saved_names or 'none'}, the "
+            f"config now asks for {names or 'none'} (train.callbacks and the train.* keys that switch "
+            f"one on); {_CHANGED_CONFIG_FIX}"
+        )
     for callback, item in zip(keeping, saved):
         callback.load_state_dict(item["state"])

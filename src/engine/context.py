@@ -1,18 +1,20 @@
 """The run context: what every callback hook receives. A run's fixed parts (config, format and heads, model,
 optimizer and schedule, data, device, ranks), where it is now (epoch, step, `state`), and what a callback may
 ask of it (finish, pause, the evaluation weights, scoring other weights on the held-out rows, writing best.pt)."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from torch import nn
 
 from src.config import Config
 from src.distributed import DistributedContext
-from src.engine.build import Training, TrainData, ValidData, steps_per_epoch
+from src.engine.build import TrainData, Training, ValidData, steps_per_epoch
 from src.engine.callbacks import CallbackList
 from src.formats.base import CompetitionFormat, HeadSpec
 from src.runtime import Runtime
@@ -22,9 +24,9 @@ from src.runtime import Runtime
 class RunState:
     """What survives between epochs (saved in last.pt)."""
 
-    next_epoch: int = 0                # epochs done
+    next_epoch: int = 0  # epochs done
     best_score: float = -math.inf
-    best_epoch: int = -1               # 1-based
+    best_epoch: int = -1  # 1-based
     finished: bool = False
     history: list[dict] = field(default_factory=list)
 
@@ -42,7 +44,7 @@ class Run:
     heads: list[HeadSpec]
     training: Training
     train_data: TrainData
-    valid_data: Optional[ValidData]     # None for a full fit
+    valid_data: ValidData | None  # None for a full fit
     runtime: Runtime
     distributed: DistributedContext
     callbacks: CallbackList
@@ -50,8 +52,8 @@ class Run:
     quiet: bool
     log: Callable[[str], None]
     state: RunState = field(default_factory=RunState)
-    epoch: int = 0                      # the epoch under way, from 0
-    pause_reason: Optional[str] = None  # set by `pause`: the loop stops before the next epoch
+    epoch: int = 0  # the epoch under way, from 0
+    pause_reason: str | None = None  # set by `pause`: the loop stops before the next epoch
     summary: dict[str, Any] = field(default_factory=dict)  # extra summary.json keys callbacks add
 
     @property

@@ -4,12 +4,12 @@ Every training behaviour beyond the plain loop (EMA, freezing, clipping, early s
 TensorBoard, train_score, SWA, ...) is a callback (src.engine.callbacks; the hooks and their order are listed in
 src/engine/callbacks/base.py). Under DDP every rank runs the loop; only rank 0 writes.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import time
-from typing import Optional
 
 import pandas as pd
 import torch
@@ -17,7 +17,14 @@ from tqdm import tqdm
 
 from src.artifacts import BEST_CHECKPOINT, EPOCHS_CSV, LAST_CHECKPOINT, RUN_SUMMARY
 from src.atomic import atomic_path, write_text
-from src.distributed import DistributedContext, all_sum, assert_same_on_all_ranks, average_gradients, barrier
+from src.distributed import (
+    SINGLE_PROCESS,
+    DistributedContext,
+    all_sum,
+    assert_same_on_all_ranks,
+    average_gradients,
+    barrier,
+)
 from src.engine.build import Training
 from src.engine.callbacks import NO_CALLBACKS, Batch, CallbackList
 from src.engine.checkpoint import save_best, save_resume_point
@@ -29,9 +36,17 @@ from src.model import backbone_stages, count_parameters
 from src.runtime import Runtime, peak_memory_mb
 
 
-def train_one_epoch(training: Training, loader, runtime: Runtime, distributed: DistributedContext = DistributedContext(),
-                    accumulate: int = 1, callbacks: CallbackList = NO_CALLBACKS, run: Optional[Run] = None,
-                    quiet: bool = True, desc: str = "train") -> tuple[float, int]:
+def train_one_epoch(
+    training: Training,
+    loader,
+    runtime: Runtime,
+    distributed: DistributedContext = SINGLE_PROCESS,
+    accumulate: int = 1,
+    callbacks: CallbackList = NO_CALLBACKS,
+    run: Run | None = None,
+    quiet: bool = True,
+    desc: str = "train",
+) -> tuple[float, int]:
     """One pass over `loader` ((images, {head: targets}, rows) batches), an optimizer step every `accumulate`
     batches and after the last; returns (sum of batch loss x batch size, images seen) on this rank. Each
     `callbacks` hook gets `run` (None where a caller, such as the benchmark, trains without one)."""
@@ -43,8 +58,11 @@ def train_one_epoch(training: Training, loader, runtime: Runtime, distributed: D
     for index, (images, targets, _) in enumerate(progress):
         # TrainData.loader (src.runtime.DeviceLoader) hands over normalised float batches already on the device
         # (uint8 -> float once per batch there, prefetched on CUDA): these two lines only move other batches.
-        batch = Batch(runtime.to_device(images),
-                      {name: value.to(runtime.device, non_blocking=True) for name, value in targets.items()}, index)
+        batch = Batch(
+            runtime.to_device(images),
+            {name: value.to(runtime.device, non_blocking=True) for name, value in targets.items()},
+            index,
+        )
         callbacks.call("on_batch", run, batch)
         with runtime.autocast():
             batch.outputs = training.trained(batch.images)
@@ -62,8 +80,9 @@ def train_one_epoch(training: Training, loader, runtime: Runtime, distributed: D
     return loss_sum, seen
 
 
-def _optimizer_step(training: Training, distributed: DistributedContext, callbacks: CallbackList,
-                    run: Optional[Run]) -> None:
+def _optimizer_step(
+    training: Training, distributed: DistributedContext, callbacks: CallbackList, run: Run | None
+) -> None:
     average_gradients(distributed, training.loss_fn.parameters())  # DDP averages the model's; the loss's are ours
     callbacks.call("on_before_optimizer_step", run)
     training.scaler.step(training.optimizer)
@@ -73,7 +92,7 @@ def _optimizer_step(training: Training, distributed: DistributedContext, callbac
     callbacks.call("on_after_optimizer_step", run)
 
 
-def run_epochs(run: Run, stop_after_epochs: Optional[int] = None) -> bool:
+def run_epochs(run: Run, stop_after_epochs: int | None = None) -> bool:
     """Train epochs until the run is finished; False when it stopped early as asked (`stop_after_epochs`) or as a
     callback asked (`run.pause`)."""
     state, epochs_this_call = run.state, 0
@@ -100,8 +119,17 @@ def run_epoch(run: Run) -> None:
     started = time.perf_counter()
     run.train_data.set_epoch(epoch)
     run.callbacks.call("on_epoch_start", run)
-    loss_sum, seen = train_one_epoch(training, run.train_data.loader, run.runtime, run.distributed, tc.accumulate_steps,
-                                     run.callbacks, run, run.quiet, f"epoch {epoch + 1}/{tc.epochs}")
+    loss_sum, seen = train_one_epoch(
+        training,
+        run.train_data.loader,
+        run.runtime,
+        run.distributed,
+        tc.accumulate_steps,
+        run.callbacks,
+        run,
+        run.quiet,
+        f"epoch {epoch + 1}/{tc.epochs}",
+    )
     if training.loss_fn.log_vars is not None:
         assert_same_on_all_ranks(run.distributed, training.loss_fn.log_vars, "learned loss log-variances")
     loss_sum, seen = all_sum(run.distributed, loss_sum, seen)
@@ -111,8 +139,14 @@ def run_epoch(run: Run) -> None:
     score = _validate(run, row) if run.valid_data is not None else float(epoch)  # full fit: the last epoch is kept
     if training.loss_fn.log_vars is not None:
         row.update({f"weight_{name}": weight for name, weight in training.loss_fn.head_weights().items()})
-    row.update({"lr": training.optimizer.param_groups[0]["lr"], **trained_parts(training),
-                "seconds": time.perf_counter() - started, "images_per_s": seen / max(train_seconds, 1e-9)})
+    row.update(
+        {
+            "lr": training.optimizer.param_groups[0]["lr"],
+            **trained_parts(training),
+            "seconds": time.perf_counter() - started,
+            "images_per_s": seen / max(train_seconds, 1e-9),
+        }
+    )
     improved = _advance(run, row, score)
     run.callbacks.call("on_epoch_end", run, row)
     if run.is_main:
@@ -168,20 +202,28 @@ def _save_epoch(run: Run, row: dict, improved: bool, score: float) -> None:
         pd.DataFrame(state.history).to_csv(tmp, index=False, float_format="%.6g")
 
 
-def write_summary(run: Run, skipped_files: Optional[list[str]] = None) -> None:
+def write_summary(run: Run, skipped_files: list[str] | None = None) -> None:
     """summary.json: best epoch and score, sizes, model, device, memory and time (+ skipped unreadable images, and
     what callbacks add, e.g. averaged weights)."""
     state = run.state
     total, trainable = count_parameters(run.training.model)
     tc = run.config.train
     summary = {
-        "best_epoch": state.best_epoch, "best_score": state.best_score, "epochs_run": state.next_epoch,
-        "finished": state.finished, "train_images": int(len(run.train_data.dataset)),
+        "best_epoch": state.best_epoch,
+        "best_score": state.best_score,
+        "epochs_run": state.next_epoch,
+        "finished": state.finished,
+        "train_images": int(len(run.train_data.dataset)),
         "valid_images": int(len(run.valid_data.rows)) if run.valid_data is not None else 0,
         "best_train_score": _at_best_epoch(state, "train_score"),
-        "model": run.config.model.name, "parameters": total, "trainable_parameters": trainable,
-        "batch_size": tc.batch_size, "image_size": run.config.data.image_size, "device": _device_name(run.runtime),
-        "processes": run.distributed.world_size, "peak_memory_mb": round(peak_memory_mb(run.runtime), 1),
+        "model": run.config.model.name,
+        "parameters": total,
+        "trainable_parameters": trainable,
+        "batch_size": tc.batch_size,
+        "image_size": run.config.data.image_size,
+        "device": _device_name(run.runtime),
+        "processes": run.distributed.world_size,
+        "peak_memory_mb": round(peak_memory_mb(run.runtime), 1),
         "train_seconds": round(sum(row["seconds"] for row in state.history), 2),
     }
     summary.update(run.summary)
@@ -190,7 +232,7 @@ def write_summary(run: Run, skipped_files: Optional[list[str]] = None) -> None:
     write_text(run.run_dir / RUN_SUMMARY, json.dumps(summary, indent=2))
 
 
-def _at_best_epoch(state: RunState, key: str) -> Optional[float]:
+def _at_best_epoch(state: RunState, key: str) -> float | None:
     """`key` of the best epoch's epochs.csv row; None where it was not computed (NaN) or there is no best epoch."""
     value = state.history[state.best_epoch - 1].get(key) if 0 < state.best_epoch <= len(state.history) else None
     return None if value is None or not math.isfinite(value) else float(value)

@@ -1,9 +1,10 @@
 """One training run end to end: build it, resume it if asked, run its epochs, write its summary."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -13,9 +14,18 @@ from src.atomic import write_text
 from src.checkpoint_files import checkpoint_exists
 from src.config import Config, config_to_dict
 from src.distributed import init_from_env
-from src.engine.build import (Training, build_grad_scaler, build_models, build_optimizer, build_scheduler,
-                              build_train_data, build_valid_data, refuse_single_image_batches, steps_per_epoch,
-                              trainer_wrapper)
+from src.engine.build import (
+    Training,
+    build_grad_scaler,
+    build_models,
+    build_optimizer,
+    build_scheduler,
+    build_train_data,
+    build_valid_data,
+    refuse_single_image_batches,
+    steps_per_epoch,
+    trainer_wrapper,
+)
 from src.engine.callbacks import CallbackList, callbacks_for
 from src.engine.checkpoint import restore
 from src.engine.context import Run, RunState
@@ -26,10 +36,20 @@ from src.losses import MultiHeadLoss
 from src.runtime import runtime_from_config, seed_everything
 
 
-def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, targets: dict[str, np.ndarray],
-              train_rows: np.ndarray, valid_rows: Optional[np.ndarray], run_dir: Path, resume: bool = False,
-              stop_after_epochs: Optional[int] = None, quiet: bool = False, log: Callable[[str], None] = print,
-              skipped_files: Optional[list[str]] = None) -> RunState:
+def train_run(
+    config: Config,
+    fmt: CompetitionFormat,
+    images: np.ndarray,
+    targets: dict[str, np.ndarray],
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray | None,
+    run_dir: Path,
+    resume: bool = False,
+    stop_after_epochs: int | None = None,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+    skipped_files: list[str] | None = None,
+) -> RunState:
     """Train one model (a fold, or a full fit when `valid_rows` is None); return the final run state.
 
     `run_dir` receives last.pt, best.pt, epochs.csv, config.json and, once the run stops without being
@@ -40,13 +60,17 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     run_dir = Path(run_dir)
     last_path = run_dir / LAST_CHECKPOINT
     if checkpoint_exists(last_path) and not resume:
-        raise PipelineError(f"{run_dir}: a run is already there; add --resume to continue it, or delete the folder to start over")
+        raise PipelineError(
+            f"{run_dir}: a run is already there; add --resume to continue it, or delete the folder to start over"
+        )
     callbacks = callbacks_for(config.train)
     run = build_run(config, fmt, images, targets, train_rows, valid_rows, run_dir, callbacks, quiet, log)
     run.callbacks.call("setup", run)
     if resume and checkpoint_exists(last_path):
         run.state = restore(last_path, run, log=run.log)
-        run.log(f"resumed {run_dir} at epoch {run.state.next_epoch}" + (" (already finished)" if run.state.finished else ""))
+        run.log(
+            f"resumed {run_dir} at epoch {run.state.next_epoch}" + (" (already finished)" if run.state.finished else "")
+        )
     if run.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / RUN_CONFIG, json.dumps(config_to_dict(config), indent=2))
@@ -55,9 +79,18 @@ def train_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     return run.state
 
 
-def build_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, targets: dict[str, np.ndarray],
-              train_rows: np.ndarray, valid_rows: Optional[np.ndarray], run_dir: Path, callbacks: CallbackList,
-              quiet: bool = False, log: Callable[[str], None] = print) -> Run:
+def build_run(
+    config: Config,
+    fmt: CompetitionFormat,
+    images: np.ndarray,
+    targets: dict[str, np.ndarray],
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray | None,
+    run_dir: Path,
+    callbacks: CallbackList,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> Run:
     """Join DDP (under torchrun), seed, and build model, loaders, optimizer and schedule, in a fixed RNG order."""
     tc, heads = config.train, fmt.heads()
     context = init_from_env(use_cuda=tc.device == "cuda" or (tc.device == "auto" and torch.cuda.is_available()))
@@ -74,4 +107,6 @@ def build_run(config: Config, fmt: CompetitionFormat, images: np.ndarray, target
     optimizer = build_optimizer(model, loss_fn, tc)
     scheduler = build_scheduler(optimizer, tc, steps_per_epoch(len(train_data.loader), tc.accumulate_steps))
     training = Training(model, trained, loss_fn, optimizer, scheduler, build_grad_scaler(runtime), wrap)
-    return Run(config, fmt, heads, training, train_data, valid_data, runtime, context, callbacks, Path(run_dir), quiet, log)
+    return Run(
+        config, fmt, heads, training, train_data, valid_data, runtime, context, callbacks, Path(run_dir), quiet, log
+    )

@@ -4,6 +4,7 @@ Adding a format = adding one module here that defines a `CompetitionFormat` subc
 `@register`; every module here is imported before the first lookup (src.registry), so nothing else needs an edit.
 The format owns everything about its competition: files, heads, metric, fold scheme, demo data and course file names.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ A format knows a competition's files: it reads training labels into per-head tar
 test images, describes the model heads, scores predictions, and writes + validates the submission.
 Heads are either `multilabel` (sigmoid, per-class thresholds) or `softmax` (one label, argmax).
 """
+
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,7 @@ import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -33,7 +34,7 @@ class HeadSpec:
     name: str
     kind: Literal["multilabel", "softmax"]
     class_names: tuple[str, ...]
-    objective: Optional[Objective] = None  # multilabel heads: what thresholds maximise
+    objective: Objective | None = None  # multilabel heads: what thresholds maximise
     loss_weight: float = 1.0
     min_labels: int = 0  # multilabel heads: every image gets at least this many labels (top ones when too few pass)
 
@@ -62,12 +63,12 @@ class ImageTable:
     ids: list[str]
     paths: list[Path]
     targets: dict[str, np.ndarray] = field(default_factory=dict)
-    split: Optional[np.ndarray] = None
+    split: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, rows: np.ndarray) -> "ImageTable":
+    def subset(self, rows: np.ndarray) -> ImageTable:
         return ImageTable(
             ids=[self.ids[i] for i in rows],
             paths=[self.paths[i] for i in rows],
@@ -82,7 +83,7 @@ class DecisionRules:
 
     thresholds: dict[str, np.ndarray]
     min_labels: int = 0
-    max_labels: Optional[int] = None
+    max_labels: int | None = None
 
 
 class CompetitionFormat(ABC):
@@ -92,20 +93,22 @@ class CompetitionFormat(ABC):
     main_metric: ClassVar[str] = "score"
     Options: ClassVar[type[BaseModel]] = NoOptions
     # Where the course's zip puts each piece (`package` stage), over artifacts.PACKAGE_NAMES; {} = the defaults.
-    course_package_names: ClassVar[dict[str, Optional[str]]] = {}
+    course_package_names: ClassVar[dict[str, str | None]] = {}
     # The demo (src/demo.py builds it): the answers files `write_demo` writes, and its default train / test sizes.
     demo_solution_names: ClassVar[tuple[str, ...]] = ()
     demo_sizes: ClassVar[tuple[int, int]] = (1200, 300)
     # The shared end-to-end test's bar: the demo chain's test score must beat the best image-blind prediction by
     # this much; None leaves the format out of that test (its chain is tested on its own).
-    demo_margin_over_chance: ClassVar[Optional[float]] = None
+    demo_margin_over_chance: ClassVar[float | None] = None
 
     def __init__(self, root: Path, options: dict[str, Any] | None = None):
         self.root = Path(root)
         self.options = self.parse_options(options)
         if not self.root.is_dir():
-            raise PipelineError(f"{self.root}: competition folder not found; set data.root to the folder holding the "
-                                "competition's files")
+            raise PipelineError(
+                f"{self.root}: competition folder not found; set data.root to the folder holding the "
+                "competition's files"
+            )
 
     @classmethod
     def parse_options(cls, options: dict[str, Any] | None) -> BaseModel:
@@ -131,7 +134,9 @@ class CompetitionFormat(ABC):
         """Test images (no targets), in submission order."""
 
     @abstractmethod
-    def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]) -> list[Path]:
+    def write_submission(
+        self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]
+    ) -> list[Path]:
         """Write the submission file(s) into `out_dir` (atomically) and return their paths."""
 
     @abstractmethod
@@ -208,17 +213,22 @@ class CompetitionFormat(ABC):
         scores[self.main_metric] = float(np.mean(main_parts))
         return scores
 
-    def evaluate(self, targets: dict[str, np.ndarray], probs: dict[str, np.ndarray], rules: DecisionRules | None) -> dict[str, float]:
+    def evaluate(
+        self, targets: dict[str, np.ndarray], probs: dict[str, np.ndarray], rules: DecisionRules | None
+    ) -> dict[str, float]:
         """Metrics of probabilities under decision rules (None = threshold 0.5)."""
         return self.score_labels(targets, self.decide(probs, rules))
 
-    def validation_score(self, targets: dict[str, np.ndarray], probs: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
+    def validation_score(
+        self, targets: dict[str, np.ndarray], probs: dict[str, np.ndarray]
+    ) -> tuple[float, dict[str, float]]:
         """The score that picks the best epoch: main metric with each multilabel head at its best global threshold."""
         thresholds = {}
         for head in self.heads():
             if head.thresholded:
-                thresholds[head.name], _ = best_global_threshold(probs[head.name], targets[head.name],
-                                                                 head.threshold_objective)
+                thresholds[head.name], _ = best_global_threshold(
+                    probs[head.name], targets[head.name], head.threshold_objective
+                )
         scores = self.evaluate(targets, probs, DecisionRules(thresholds))
         at_half = self.evaluate(targets, probs, None)
         report = {f"{key}@0.5": value for key, value in at_half.items()}
@@ -236,6 +246,7 @@ class CompetitionFormat(ABC):
 
 # --- shared readers: strict and kind ------------------------------------------------------------
 
+
 def read_label_text(path: Path, shown_as: Path | None = None, kind: str = "UTF-8 CSV") -> str:
     """A label file's text (a BOM is dropped); one clear line when it is missing or not UTF-8."""
     shown_as = shown_as or path
@@ -244,7 +255,9 @@ def read_label_text(path: Path, shown_as: Path | None = None, kind: str = "UTF-8
     try:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise PipelineError(f"{shown_as}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as {kind}") from None
+        raise PipelineError(
+            f"{shown_as}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as {kind}"
+        ) from None
 
 
 def read_csv_rows(path: Path, required_columns: list[str]) -> list[dict[str, str]]:
@@ -264,28 +277,35 @@ def read_csv_rows(path: Path, required_columns: list[str]) -> list[dict[str, str
     header = rows[0]
     missing = [column for column in required_columns if column not in header]
     if missing:
-        raise PipelineError(f"{path} line 1: missing column(s) {', '.join(missing)}; the header must name {', '.join(required_columns)}")
+        raise PipelineError(
+            f"{path} line 1: missing column(s) {', '.join(missing)}; the header must name {', '.join(required_columns)}"
+        )
     records = []
     for line_number, row in enumerate(rows[1:], start=2):
         if not any(row):
             continue  # blank line (often a trailing one)
         if len(row) != len(header):
-            raise PipelineError(f"{path} line {line_number}: {len(row)} columns, expected {len(header)} ({', '.join(header)}); fix the row")
+            raise PipelineError(
+                f"{path} line {line_number}: {len(row)} columns, expected {len(header)} ({', '.join(header)}); fix the row"
+            )
         record = dict(zip(header, row))
         record["__line__"] = str(line_number)
         records.append(record)
     return records
 
 
-def parse_id_list(text: str, known: set[int], path: Path, line: str, column: str,
-                  fix: str = "check the labels file") -> list[int]:
+def parse_id_list(
+    text: str, known: set[int], path: Path, line: str, column: str, fix: str = "check the labels file"
+) -> list[int]:
     """Parse space-separated integer class ids; refuse non-integers and ids outside `known` (saying `fix`)."""
     values = []
     for token in text.split():
         try:
             value = int(token)
         except ValueError:
-            raise PipelineError(f"{path} line {line}: {column} '{token}' is not an integer id; use space-separated ids") from None
+            raise PipelineError(
+                f"{path} line {line}: {column} '{token}' is not an integer id; use space-separated ids"
+            ) from None
         if value not in known:
             raise PipelineError(f"{path} line {line}: {column} id {value} is not a known class; {fix}")
         values.append(value)
@@ -299,7 +319,9 @@ def refuse_duplicates(ids: list[str], path: Path, lines: list[str] | None = None
         if image_id in seen:
             first = lines[seen[image_id]] if lines else seen[image_id] + 2
             here = lines[index] if lines else index + 2
-            raise PipelineError(f"{path} line {here}: duplicate id '{image_id}' (first on line {first}); ids must be unique")
+            raise PipelineError(
+                f"{path} line {here}: duplicate id '{image_id}' (first on line {first}); ids must be unique"
+            )
         seen[image_id] = index
 
 
@@ -307,7 +329,9 @@ def safe_child(root: Path, relative: str, path: Path, line: str) -> Path:
     """`root / relative`, refusing absolute paths and `..` that would escape the competition folder."""
     candidate = Path(relative)
     if candidate.is_absolute() or ".." in candidate.parts:
-        raise PipelineError(f"{path} line {line}: path '{relative}' escapes the competition folder; use a path relative to it")
+        raise PipelineError(
+            f"{path} line {line}: path '{relative}' escapes the competition folder; use a path relative to it"
+        )
     return root / candidate
 
 
@@ -343,7 +367,9 @@ def list_image_files(folder: Path) -> list[Path]:
         if entry.is_dir():
             raise PipelineError(f"{entry}: a folder inside {folder}, which should hold only images; move it out")
         if entry.suffix.lower() not in IMAGE_SUFFIXES:
-            raise PipelineError(f"{entry}: not an image file (suffix '{entry.suffix}'; expected one of "
-                                f"{', '.join(sorted(IMAGE_SUFFIXES))}); move it out of {folder}")
+            raise PipelineError(
+                f"{entry}: not an image file (suffix '{entry.suffix}'; expected one of "
+                f"{', '.join(sorted(IMAGE_SUFFIXES))}); move it out of {folder}"
+            )
         images.append(entry)
     return images

@@ -18,24 +18,42 @@ each attribute's majority value among the labelled training images (`other_attri
 or -1 (`negative`). `fold_mode: official` trains on partition 0 and tunes on partition 1 (fold 0;
 partition-0 rows are never held out); `kfold` makes data.n_folds stratified folds over 0 and 1.
 """
+
 from __future__ import annotations
 
 import difflib
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field
 
 from src.atomic import write_validated
-from src.demo_drawing import (N_DIGITS, DigitPools, digit_pools, image_rng, photo_crop, pick_digit, place_digit,
-                              save_image, to_image, write_lines)
+from src.demo_drawing import (
+    N_DIGITS,
+    DigitPools,
+    digit_pools,
+    image_rng,
+    photo_crop,
+    pick_digit,
+    place_digit,
+    save_image,
+    to_image,
+    write_lines,
+)
 from src.errors import PipelineError
 from src.formats import register
-from src.formats.base import (CompetitionFormat, HeadSpec, ImageTable, list_image_files, read_label_text, require_images,
-                              safe_child)
+from src.formats.base import (
+    CompetitionFormat,
+    HeadSpec,
+    ImageTable,
+    list_image_files,
+    read_label_text,
+    require_images,
+    safe_child,
+)
 from src.objectives import ColumnAccuracy
 
 HEAD = "attributes"
@@ -47,15 +65,19 @@ _VALUES = {"1": 1, "-1": 0}
 class CelebAOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     fold_mode: Literal["official", "kfold"] = "official"
-    attributes: Optional[list[str]] = Field(None, description="attribute names to train on; null = all of them")
+    attributes: list[str] | None = Field(None, description="attribute names to train on; null = all of them")
     other_attributes: Literal["majority", "negative"] = Field(
-        "majority", description="what predictions.txt holds for attributes outside `attributes`")
+        "majority", description="what predictions.txt holds for attributes outside `attributes`"
+    )
     image_dir: str = "img_align_celeba"
     attr_file: str = "list_attr_celeba.txt"
     partition_file: str = "list_eval_partition.txt"
-    test_dir: Optional[str] = Field(None, description="folder of a new test set (not partition 2): every image there that "
-                                                      "the partition file does not list; null = partition 2")
-    test_list: Optional[str] = Field(None, description="with test_dir: a file of the image names to predict, one per line")
+    test_dir: str | None = Field(
+        None,
+        description="folder of a new test set (not partition 2): every image there that "
+        "the partition file does not list; null = partition 2",
+    )
+    test_list: str | None = Field(None, description="with test_dir: a file of the image names to predict, one per line")
 
 
 class _Labels:
@@ -95,13 +117,19 @@ class CelebAFormat(CompetitionFormat):
             rows = rows[1:]  # Kaggle's header: image_id,partition
         for line, tokens in rows:
             if len(tokens) != 2:
-                raise PipelineError(f"{path} line {line}: {len(tokens)} fields, expected 2 (<image> <0|1|2>); fix the row")
+                raise PipelineError(
+                    f"{path} line {line}: {len(tokens)} fields, expected 2 (<image> <0|1|2>); fix the row"
+                )
             image, value = tokens
             if value not in ("0", "1", "2"):
-                raise PipelineError(f"{path} line {line}: partition '{value}' for {image}; use 0 (train), 1 (valid) or 2 (test)")
+                raise PipelineError(
+                    f"{path} line {line}: partition '{value}' for {image}; use 0 (train), 1 (valid) or 2 (test)"
+                )
             if image in partition:
-                raise PipelineError(f"{path} line {line}: duplicate image '{image}' (first on line {partition[image][1]}); "
-                                    "list each image once")
+                raise PipelineError(
+                    f"{path} line {line}: duplicate image '{image}' (first on line {partition[image][1]}); "
+                    "list each image once"
+                )
             safe_child(self.root, image, path, line)
             partition[image] = (int(value), line)
         if not partition:
@@ -121,8 +149,10 @@ class CelebAFormat(CompetitionFormat):
         else:
             first = next(lines, None)
             if first is None or len(first[1]) != 1 or not first[1][0].isdigit():
-                raise PipelineError(f"{path} line 1: expected the image count alone on the first line "
-                                    f"(got {' '.join(first[1]) if first else 'nothing'}); fix the header")
+                raise PipelineError(
+                    f"{path} line 1: expected the image count alone on the first line "
+                    f"(got {' '.join(first[1]) if first else 'nothing'}); fix the header"
+                )
             count = int(first[1][0])
             names_line = next(lines, None)
             if names_line is None:
@@ -130,22 +160,30 @@ class CelebAFormat(CompetitionFormat):
             names = names_line[1]
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
-            raise PipelineError(f"{path} line {names_line[0]}: attribute '{duplicated[0]}' named twice; names must be unique")
+            raise PipelineError(
+                f"{path} line {names_line[0]}: attribute '{duplicated[0]}' named twice; names must be unique"
+            )
         images, values, row_lines = [], [], []
         seen: dict[str, str] = {}
         for line, tokens in lines:
             if len(tokens) != len(names) + 1:
-                raise PipelineError(f"{path} line {line}: {len(tokens)} fields, expected {len(names) + 1} "
-                                    f"(<image> and {len(names)} values of 1/-1); fix the row")
+                raise PipelineError(
+                    f"{path} line {line}: {len(tokens)} fields, expected {len(names) + 1} "
+                    f"(<image> and {len(names)} values of 1/-1); fix the row"
+                )
             image = tokens[0]
             if image in seen:
-                raise PipelineError(f"{path} line {line}: duplicate image '{image}' (first on line {seen[image]}); list each image once")
+                raise PipelineError(
+                    f"{path} line {line}: duplicate image '{image}' (first on line {seen[image]}); list each image once"
+                )
             seen[image] = line
             try:
                 values.append([_VALUES[token] for token in tokens[1:]])
             except KeyError:
                 column = next(i for i, token in enumerate(tokens[1:]) if token not in _VALUES)
-                raise PipelineError(f"{path} line {line}: {names[column]} is '{tokens[1 + column]}'; values must be 1 or -1") from None
+                raise PipelineError(
+                    f"{path} line {line}: {names[column]} is '{tokens[1 + column]}'; values must be 1 or -1"
+                ) from None
             images.append(image)
             row_lines.append(line)
         if count is not None and count not in (len(images), len(self._partition)):
@@ -161,15 +199,20 @@ class CelebAFormat(CompetitionFormat):
         if chosen is None:
             return list(range(len(names)))
         if not chosen:
-            raise PipelineError("config format_options.attributes: empty list; name at least one attribute or use null for all")
+            raise PipelineError(
+                "config format_options.attributes: empty list; name at least one attribute or use null for all"
+            )
         for name in chosen:
             if name not in names:
                 guess = difflib.get_close_matches(name, names, n=1)
                 hint = f"did you mean '{guess[0]}'?" if guess else f"known: {', '.join(names)}"
-                raise PipelineError(f"config format_options.attributes: '{name}' is not an attribute of "
-                                    f"{self._attr_path}; {hint}")
+                raise PipelineError(
+                    f"config format_options.attributes: '{name}' is not an attribute of {self._attr_path}; {hint}"
+                )
             if chosen.count(name) > 1:
-                raise PipelineError(f"config format_options.attributes: '{name}' is listed twice; list each attribute once")
+                raise PipelineError(
+                    f"config format_options.attributes: '{name}' is listed twice; list each attribute once"
+                )
         return [names.index(name) for name in chosen]
 
     def all_attribute_names(self) -> list[str]:
@@ -202,15 +245,19 @@ class CelebAFormat(CompetitionFormat):
         labels, partition_path = self._labels, self._partition_path
         for image, line in zip(labels.images, labels.lines):
             if image not in self._partition:
-                raise PipelineError(f"{self._attr_path} line {line}: image '{image}' is not in "
-                                    f"{partition_path.name}; add it there or remove the row")
+                raise PipelineError(
+                    f"{self._attr_path} line {line}: image '{image}' is not in "
+                    f"{partition_path.name}; add it there or remove the row"
+                )
         ids, rows, split, lines = [], [], [], []
         for image, (part, line) in self._partition.items():
             if part == TEST:
                 continue
             if image not in labels.row_of:
-                raise PipelineError(f"{partition_path} line {line}: image '{image}' (partition {part}) has no row in "
-                                    f"{self._attr_path.name}; add its labels or move it to partition 2")
+                raise PipelineError(
+                    f"{partition_path} line {line}: image '{image}' (partition {part}) has no row in "
+                    f"{self._attr_path.name}; add its labels or move it to partition 2"
+                )
             ids.append(image)
             rows.append(labels.row_of[image])
             split.append(part)
@@ -224,7 +271,9 @@ class CelebAFormat(CompetitionFormat):
 
     def read_test(self) -> ImageTable:
         if self.options.test_dir is not None:
-            return ImageTable(list(self._test_folder_images), [self._test_folder / image for image in self._test_folder_images])
+            return ImageTable(
+                list(self._test_folder_images), [self._test_folder / image for image in self._test_folder_images]
+            )
         ids, lines = self._test_images()
         partition_path = self._partition_path
         paths = [self._image_path(image, partition_path, line) for image, line in zip(ids, lines)]
@@ -251,8 +300,10 @@ class CelebAFormat(CompetitionFormat):
     def _test_folder(self) -> Path:
         folder = self.root / self.options.test_dir
         if not folder.is_dir():
-            raise PipelineError(f"config format_options.test_dir: {folder} is not a folder; point it at the new test "
-                                "images (relative to data.root, or absolute)")
+            raise PipelineError(
+                f"config format_options.test_dir: {folder} is not a folder; point it at the new test "
+                "images (relative to data.root, or absolute)"
+            )
         return folder
 
     @cached_property
@@ -264,25 +315,33 @@ class CelebAFormat(CompetitionFormat):
         images = tuple(name for name in on_disk if name not in self._partition)
         if not images:
             where = "no images" if not on_disk else f"only images that {self._partition_path.name} lists"
-            raise PipelineError(f"config format_options.test_dir: {self._test_folder} holds {where}; put the new test "
-                                "images there, or name them in format_options.test_list")
+            raise PipelineError(
+                f"config format_options.test_dir: {self._test_folder} holds {where}; put the new test "
+                "images there, or name them in format_options.test_list"
+            )
         return images
 
     def _listed_test_images(self, on_disk: set[str]) -> list[str]:
         path = self.root / self.options.test_list
         if not path.is_file():
-            raise PipelineError(f"config format_options.test_list: {path} not found; point it at a file of test image "
-                                "names (one per line), or set it to null")
+            raise PipelineError(
+                f"config format_options.test_list: {path} not found; point it at a file of test image "
+                "names (one per line), or set it to null"
+            )
         names: dict[str, str] = {}
         for line, tokens in _token_lines(path):
             if len(tokens) != 1:
                 raise PipelineError(f"{path} line {line}: {len(tokens)} fields; write one image name per line")
             name = tokens[0]
             if name in names:
-                raise PipelineError(f"{path} line {line}: '{name}' listed twice (first on line {names[name]}); list each image once")
+                raise PipelineError(
+                    f"{path} line {line}: '{name}' listed twice (first on line {names[name]}); list each image once"
+                )
             if name not in on_disk:
-                raise PipelineError(f"{path} line {line}: image '{name}' is not in {self._test_folder}; "
-                                    "copy it there or remove the line")
+                raise PipelineError(
+                    f"{path} line {line}: image '{name}' is not in {self._test_folder}; "
+                    "copy it there or remove the line"
+                )
             names[name] = line
         if not names:
             raise PipelineError(f"{path}: no image names; list the test images to predict, one per line")
@@ -294,8 +353,10 @@ class CelebAFormat(CompetitionFormat):
         if self.options.fold_mode == "kfold":
             return super().assign_folds(table, n_splits, seed)
         if not np.any(table.split == VALID):
-            raise PipelineError(f"{self._partition_path}: no partition 1 (valid) images for "
-                                "fold_mode official; add some or set format_options.fold_mode=kfold")
+            raise PipelineError(
+                f"{self._partition_path}: no partition 1 (valid) images for "
+                "fold_mode official; add some or set format_options.fold_mode=kfold"
+            )
         return np.where(table.split == VALID, 0, -1).astype(np.int64)
 
     # --- demo --------------------------------------------------------------------------------
@@ -336,11 +397,17 @@ class CelebAFormat(CompetitionFormat):
         labels = self._labels
         if self.options.other_attributes == "negative":
             return np.zeros(len(labels.names), dtype=np.uint8)
-        labelled = [labels.row_of[image] for image, (part, _) in self._partition.items() if part != TEST and image in labels.row_of]
+        labelled = [
+            labels.row_of[image]
+            for image, (part, _) in self._partition.items()
+            if part != TEST and image in labels.row_of
+        ]
         share = labels.values[labelled].mean(axis=0) if labelled else np.zeros(len(labels.names))
         return (share > 0.5).astype(np.uint8)
 
-    def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]) -> list[Path]:
+    def write_submission(
+        self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]
+    ) -> list[Path]:
         predicted = np.asarray(labels[HEAD], dtype=bool)
         full = np.tile(self._other_values(), (len(ids), 1))
         full[:, self._columns] = predicted
@@ -359,22 +426,30 @@ class CelebAFormat(CompetitionFormat):
         ids, values = [], []
         for line, tokens in _token_lines(path, shown_as):
             if len(tokens) != len(names) + 1:
-                raise PipelineError(f"{shown_as} line {line}: {len(tokens)} fields, expected {len(names) + 1} "
-                                    f"(<image> and a 1/-1 for each of the {len(names)} attributes)")
+                raise PipelineError(
+                    f"{shown_as} line {line}: {len(tokens)} fields, expected {len(names) + 1} "
+                    f"(<image> and a 1/-1 for each of the {len(names)} attributes)"
+                )
             index = len(ids)
             if index >= len(expected):
                 raise PipelineError(f"{shown_as} line {line}: more rows than the {len(expected)} test images")
             if tokens[0] != expected[index]:
-                raise PipelineError(f"{shown_as} line {line}: image '{tokens[0]}' where {self._test_source} has "
-                                    f"'{expected[index]}'; keep the test images and their order")
+                raise PipelineError(
+                    f"{shown_as} line {line}: image '{tokens[0]}' where {self._test_source} has "
+                    f"'{expected[index]}'; keep the test images and their order"
+                )
             try:
                 values.append([_VALUES[token] for token in tokens[1:]])
             except KeyError:
                 column = next(i for i, token in enumerate(tokens[1:]) if token not in _VALUES)
-                raise PipelineError(f"{shown_as} line {line}: {names[column]} is '{tokens[1 + column]}'; values must be 1 or -1") from None
+                raise PipelineError(
+                    f"{shown_as} line {line}: {names[column]} is '{tokens[1 + column]}'; values must be 1 or -1"
+                ) from None
             ids.append(tokens[0])
         if len(ids) != len(expected):
-            raise PipelineError(f"{shown_as}: {len(ids)} rows for {len(expected)} test images; predict every test image")
+            raise PipelineError(
+                f"{shown_as}: {len(ids)} rows for {len(expected)} test images; predict every test image"
+            )
         return ids, np.array(values, dtype=np.uint8).reshape(len(ids), len(names))
 
 
@@ -425,8 +500,18 @@ def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tupl
         # A bias towards repeats keeps Has_Repeat from being too rare to learn.
         repeat = earlier and rng.random() < 0.25
         cell_digits[index] = int(rng.choice(earlier)) if repeat else int(rng.integers(N_DIGITS))
-    style = {name: rng.random() < 0.25 for name in (
-        "Photo_Background", "Striped_Background", "Framed", "Green_Digits", "Bold_Digits", "Blurry", "Noisy")}
+    style = {
+        name: rng.random() < 0.25
+        for name in (
+            "Photo_Background",
+            "Striped_Background",
+            "Framed",
+            "Green_Digits",
+            "Bold_Digits",
+            "Blurry",
+            "Noisy",
+        )
+    }
     background = rng.choice(3, p=(0.5, 0.25, 0.25))
     style["Red_Background"], style["Blue_Background"] = background == 1, background == 2
 
@@ -442,8 +527,9 @@ def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tupl
     for index, digit in enumerate(cell_digits):
         if digit is not None:
             top, left = (index // 2) * cell + 3, (index % 2) * cell + 3
-            place_digit(canvas, pick_digit(pools, split, digit, rng), cell - 6, top, left, color, rng,
-                         bold=style["Bold_Digits"])
+            place_digit(
+                canvas, pick_digit(pools, split, digit, rng), cell - 6, top, left, color, rng, bold=style["Bold_Digits"]
+            )
     image = to_image(canvas)
     if style["Blurry"]:
         image = image.filter(ImageFilter.GaussianBlur(1.2))

@@ -8,6 +8,7 @@ natural order (`2` before `10`). One softmax head; accuracy (macro-F1 reported t
 with sample_submission's header, its ids in its order, each image's predicted class as train.csv writes it.
 Column and file names are options.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,15 @@ from src.atomic import write_validated
 from src.demo_drawing import digit_pools, hex_names, save_image, split_rng, write_lines
 from src.errors import PipelineError
 from src.formats import register
-from src.formats.base import (IMAGE_SUFFIXES, CompetitionFormat, HeadSpec, ImageTable, read_csv_rows,
-                              refuse_duplicates, safe_child)
+from src.formats.base import (
+    IMAGE_SUFFIXES,
+    CompetitionFormat,
+    HeadSpec,
+    ImageTable,
+    read_csv_rows,
+    refuse_duplicates,
+    safe_child,
+)
 from src.formats.folder import demo_digit_images, natural_key
 
 HEAD = "label"
@@ -43,10 +51,12 @@ class CsvOptions(BaseModel):
     submission_file: str = "submission.csv"
 
     @model_validator(mode="after")
-    def _distinct_columns(self) -> "CsvOptions":
+    def _distinct_columns(self) -> CsvOptions:
         if self.id_column == self.label_column or not self.id_column or not self.label_column:
-            raise ValueError(f"id_column '{self.id_column}' and label_column '{self.label_column}' must be two "
-                             "different non-empty names")
+            raise ValueError(
+                f"id_column '{self.id_column}' and label_column '{self.label_column}' must be two "
+                "different non-empty names"
+            )
         return self
 
 
@@ -69,8 +79,9 @@ class CsvFormat(CompetitionFormat):
             _require_cell(row, options.label_column, path, "give every training image its class")
         refuse_duplicates([row[options.id_column] for row in rows], path, [row["__line__"] for row in rows])
         if not rows:
-            raise PipelineError(f"{path}: no rows; list each training image as "
-                                f"{options.id_column},{options.label_column}")
+            raise PipelineError(
+                f"{path}: no rows; list each training image as {options.id_column},{options.label_column}"
+            )
         return rows
 
     @cached_property
@@ -109,9 +120,11 @@ class CsvFormat(CompetitionFormat):
         header = [key for key in rows[0] if key != "__line__"]
         expected = {self.options.id_column, self.options.label_column}
         if set(header) != expected:
-            raise PipelineError(f"{self._sample_path} line 1: header {','.join(header)}; expected the two columns "
-                                f"{self.options.id_column},{self.options.label_column} (or set "
-                                "format_options.id_column / label_column)")
+            raise PipelineError(
+                f"{self._sample_path} line 1: header {','.join(header)}; expected the two columns "
+                f"{self.options.id_column},{self.options.label_column} (or set "
+                "format_options.id_column / label_column)"
+            )
         return header
 
     @cached_property
@@ -127,8 +140,9 @@ class CsvFormat(CompetitionFormat):
         return rows
 
     # --- submission --------------------------------------------------------------------------
-    def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any],
-                         probs: dict[str, np.ndarray]) -> list[Path]:
+    def write_submission(
+        self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]
+    ) -> list[Path]:
         header, names = self._sample_header, self.class_names
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -149,23 +163,31 @@ class CsvFormat(CompetitionFormat):
         rows = read_csv_rows(path, header)
         found = [key for key in rows[0] if key != "__line__"] if rows else header
         if found != header:
-            raise PipelineError(f"{shown_as} line 1: header {','.join(found)}; write {','.join(header)} as "
-                                f"{self._sample_path.name} does")
+            raise PipelineError(
+                f"{shown_as} line 1: header {','.join(found)}; write {','.join(header)} as "
+                f"{self._sample_path.name} does"
+            )
         expected = [row[options.id_column] for row in self._sample_rows]
         if len(rows) != len(expected):
-            raise PipelineError(f"{shown_as}: {len(rows)} rows, {self._sample_path.name} has {len(expected)}; "
-                                "predict every test image once")
+            raise PipelineError(
+                f"{shown_as}: {len(rows)} rows, {self._sample_path.name} has {len(expected)}; "
+                "predict every test image once"
+            )
         index_of = {name: index for index, name in enumerate(self.class_names)}
         labels = []
         for row, want in zip(rows, expected):
             line, got, label = row["__line__"], row[options.id_column], row[options.label_column]
             if got != want:
-                raise PipelineError(f"{shown_as} line {line}: {options.id_column} '{got}' where "
-                                    f"{self._sample_path.name} has '{want}'; keep its ids and their order")
+                raise PipelineError(
+                    f"{shown_as} line {line}: {options.id_column} '{got}' where "
+                    f"{self._sample_path.name} has '{want}'; keep its ids and their order"
+                )
             if label not in index_of:
                 shown = ", ".join(self.class_names[:10]) + (", ..." if len(index_of) > 10 else "")
-                raise PipelineError(f"{shown_as} line {line}: {options.label_column} '{label}' is not a class of "
-                                    f"{options.train_file} (classes: {shown}); write one of them")
+                raise PipelineError(
+                    f"{shown_as} line {line}: {options.label_column} '{label}' is not a class of "
+                    f"{options.train_file} (classes: {shown}); write one of them"
+                )
             labels.append(index_of[label])
         return expected, np.asarray(labels, dtype=np.int64)
 
@@ -221,11 +243,15 @@ class _ImageFolder:
             return named
         found = [name for name in by_stem.get(named.name, []) if Path(name).suffix.lower() in ID_EXTENSIONS]
         if len(found) > 1:
-            raise PipelineError(f"{source} line {line}: id '{image_id}' matches {' and '.join(sorted(found))} in "
-                                f"{named.parent}; keep one file per id")
+            raise PipelineError(
+                f"{source} line {line}: id '{image_id}' matches {' and '.join(sorted(found))} in "
+                f"{named.parent}; keep one file per id"
+            )
         if not found:
-            raise PipelineError(f"{source} line {line}: no image for id '{image_id}' in {named.parent} (looked for "
-                                f"{'/'.join(ID_EXTENSIONS)}); restore the file or remove the row")
+            raise PipelineError(
+                f"{source} line {line}: no image for id '{image_id}' in {named.parent} (looked for "
+                f"{'/'.join(ID_EXTENSIONS)}); restore the file or remove the row"
+            )
         return named.parent / found[0]
 
     def _listing(self, folder: Path) -> dict[str, list[str]]:

@@ -8,19 +8,33 @@ when there is no test.csv, every image in `test/`. Submission: `category.csv` (f
 and `attribute.csv` (file_path,attribute_label), rows in test order. Score: the mean of category
 accuracy and per-image attribute F1 averaged over images.
 """
+
 from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from src.atomic import write_validated
-from src.demo_drawing import (N_DIGITS, DigitPools, digit_mask, digit_pools, image_rng, join_ids, paste, photo_crop,
-                              pick_digit, place_digit, save_image, to_image, write_lines)
+from src.demo_drawing import (
+    N_DIGITS,
+    DigitPools,
+    digit_mask,
+    digit_pools,
+    image_rng,
+    join_ids,
+    paste,
+    photo_crop,
+    pick_digit,
+    place_digit,
+    save_image,
+    to_image,
+    write_lines,
+)
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import (
@@ -43,21 +57,30 @@ CATEGORY_FILE, ATTRIBUTE_FILE = "category.csv", "attribute.csv"
 
 class DeepFashionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    n_categories: Optional[int] = Field(None, ge=2, description="how many categories (ids 0..n-1); null = "
-                                        "len(category_names), else the largest category_label in train.csv + 1")
-    n_attributes: Optional[int] = Field(None, ge=1, description="how many attributes (ids 0..n-1); null = "
-                                        "len(attribute_names), else the largest attribute id in train.csv + 1")
-    category_names: Optional[list[str]] = Field(None, description="names for tables; null = the ids")
-    attribute_names: Optional[list[str]] = Field(None, description="names for tables; null = the ids")
+    n_categories: int | None = Field(
+        None,
+        ge=2,
+        description="how many categories (ids 0..n-1); null = "
+        "len(category_names), else the largest category_label in train.csv + 1",
+    )
+    n_attributes: int | None = Field(
+        None,
+        ge=1,
+        description="how many attributes (ids 0..n-1); null = "
+        "len(attribute_names), else the largest attribute id in train.csv + 1",
+    )
+    category_names: list[str] | None = Field(None, description="names for tables; null = the ids")
+    attribute_names: list[str] | None = Field(None, description="names for tables; null = the ids")
     category_weight: float = Field(1.0, ge=0, description="weight of the category loss in the total")
     attribute_weight: float = Field(1.0, ge=0, description="weight of the attribute loss in the total")
     at_least_one_attribute: bool = Field(False, description="give every image its top attribute when none passes")
-    empty_image_f1: float = Field(0.0, ge=0, le=1, description="F1 of an image with no true and no predicted attribute "
-                                                             "(sklearn's zero_division)")
+    empty_image_f1: float = Field(
+        0.0, ge=0, le=1, description="F1 of an image with no true and no predicted attribute (sklearn's zero_division)"
+    )
 
     @field_validator("category_names", "attribute_names")
     @classmethod
-    def _one_name_per_class(cls, names: Optional[list[str]], info: ValidationInfo) -> Optional[list[str]]:
+    def _one_name_per_class(cls, names: list[str] | None, info: ValidationInfo) -> list[str] | None:
         count_key = "n_categories" if info.field_name == "category_names" else "n_attributes"
         expected = info.data.get(count_key)
         if names is not None and expected is not None and len(names) != expected:
@@ -84,13 +107,17 @@ class DeepFashionFormat(CompetitionFormat):
             if n_categories is None:
                 n_categories = seen_categories
                 if n_categories < 2:
-                    raise PipelineError(f"{self.root / 'train.csv'}: only category 0 is used; a category head needs at "
-                                        "least 2, so set format_options.n_categories")
+                    raise PipelineError(
+                        f"{self.root / 'train.csv'}: only category 0 is used; a category head needs at "
+                        "least 2, so set format_options.n_categories"
+                    )
             if n_attributes is None:
                 n_attributes = seen_attributes
                 if n_attributes < 1:
-                    raise PipelineError(f"{self.root / 'train.csv'}: no row has an attribute; set "
-                                        "format_options.n_attributes to the competition's count")
+                    raise PipelineError(
+                        f"{self.root / 'train.csv'}: no row has an attribute; set "
+                        "format_options.n_attributes to the competition's count"
+                    )
         return n_categories, n_attributes
 
     @cached_property
@@ -102,11 +129,16 @@ class DeepFashionFormat(CompetitionFormat):
         """The largest category id + 1 and the largest attribute id + 1 in train.csv (0 when none)."""
         top = {CATEGORY_COLUMN: -1, ATTRIBUTE_COLUMN: -1}
         for row in self._train_rows:
-            for column, texts in ((CATEGORY_COLUMN, [row[CATEGORY_COLUMN]]), (ATTRIBUTE_COLUMN, row[ATTRIBUTE_COLUMN].split())):
+            for column, texts in (
+                (CATEGORY_COLUMN, [row[CATEGORY_COLUMN]]),
+                (ATTRIBUTE_COLUMN, row[ATTRIBUTE_COLUMN].split()),
+            ):
                 for text in texts:
                     if not (text.isascii() and text.isdigit()):
-                        raise PipelineError(f"{self.root / 'train.csv'} line {row['__line__']}: {column} '{text}' is not "
-                                            "a non-negative integer id; fix the row")
+                        raise PipelineError(
+                            f"{self.root / 'train.csv'} line {row['__line__']}: {column} '{text}' is not "
+                            "a non-negative integer id; fix the row"
+                        )
                     top[column] = max(top[column], int(text))
         return top[CATEGORY_COLUMN] + 1, top[ATTRIBUTE_COLUMN] + 1
 
@@ -117,8 +149,14 @@ class DeepFashionFormat(CompetitionFormat):
         attributes = options.attribute_names or [str(i) for i in range(n_attributes)]
         return [
             HeadSpec(CATEGORY, "softmax", tuple(categories), loss_weight=options.category_weight),
-            HeadSpec(ATTRIBUTES, "multilabel", tuple(attributes), SamplesFbeta(1.0, options.empty_image_f1),
-                     loss_weight=options.attribute_weight, min_labels=1 if options.at_least_one_attribute else 0),
+            HeadSpec(
+                ATTRIBUTES,
+                "multilabel",
+                tuple(attributes),
+                SamplesFbeta(1.0, options.empty_image_f1),
+                loss_weight=options.attribute_weight,
+                min_labels=1 if options.at_least_one_attribute else 0,
+            ),
         ]
 
     def submission_names(self) -> list[str]:
@@ -128,7 +166,9 @@ class DeepFashionFormat(CompetitionFormat):
     def read_train(self) -> ImageTable:
         path, rows = self.root / "train.csv", self._train_rows
         ids, lines, paths = self._paths(rows, path)
-        categories = np.array([self._category(row[CATEGORY_COLUMN], path, row["__line__"]) for row in rows], dtype=np.int64)
+        categories = np.array(
+            [self._category(row[CATEGORY_COLUMN], path, row["__line__"]) for row in rows], dtype=np.int64
+        )
         attributes = self._attribute_matrix([row[ATTRIBUTE_COLUMN] for row in rows], path, lines)
         require_images(paths, path, lines)
         return ImageTable(ids, paths, {CATEGORY: categories, ATTRIBUTES: attributes})
@@ -148,7 +188,9 @@ class DeepFashionFormat(CompetitionFormat):
             return ids, lines, listing
         folder = self.root / "test"
         if not folder.is_dir():
-            raise PipelineError(f"{self.root}: neither test.csv nor a test/ folder; add one so the test images are known")
+            raise PipelineError(
+                f"{self.root}: neither test.csv nor a test/ folder; add one so the test images are known"
+            )
         ids = [f"test/{image.name}" for image in list_image_files(folder)]
         return ids, [f"{index + 1} of the listing" for index in range(len(ids))], folder
 
@@ -168,19 +210,32 @@ class DeepFashionFormat(CompetitionFormat):
         try:
             value = int(text)
         except ValueError:
-            raise PipelineError(f"{path} line {line}: {CATEGORY_COLUMN} '{text}' is not an integer id; "
-                                f"use 0..{self.class_counts[0] - 1}") from None
+            raise PipelineError(
+                f"{path} line {line}: {CATEGORY_COLUMN} '{text}' is not an integer id; "
+                f"use 0..{self.class_counts[0] - 1}"
+            ) from None
         if not 0 <= value < self.class_counts[0]:
-            raise PipelineError(f"{path} line {line}: {CATEGORY_COLUMN} {value} is outside 0..{self.class_counts[0] - 1}; "
-                                "fix the row or set format_options.n_categories")
+            raise PipelineError(
+                f"{path} line {line}: {CATEGORY_COLUMN} {value} is outside 0..{self.class_counts[0] - 1}; "
+                "fix the row or set format_options.n_categories"
+            )
         return value
 
     def _attribute_matrix(self, cells: list[str], path: Path, lines: list[str]) -> np.ndarray:
         known = set(range(self.class_counts[1]))
         matrix = np.zeros((len(cells), self.class_counts[1]), dtype=np.uint8)
         for row_index, (cell, line) in enumerate(zip(cells, lines)):
-            matrix[row_index, parse_id_list(cell, known, path, line, ATTRIBUTE_COLUMN,
-                                        f"ids run 0..{len(known) - 1}: fix the row or set format_options.n_attributes")] = 1
+            matrix[
+                row_index,
+                parse_id_list(
+                    cell,
+                    known,
+                    path,
+                    line,
+                    ATTRIBUTE_COLUMN,
+                    f"ids run 0..{len(known) - 1}: fix the row or set format_options.n_attributes",
+                ),
+            ] = 1
         return matrix
 
     # --- demo --------------------------------------------------------------------------------
@@ -212,15 +267,22 @@ class DeepFashionFormat(CompetitionFormat):
         write_lines(answers_dir / ATTRIBUTE_FILE, ["file_path,attribute_label"] + attribute_rows)
 
     # --- submission --------------------------------------------------------------------------
-    def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]) -> list[Path]:
+    def write_submission(
+        self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]
+    ) -> list[Path]:
         category_lines = [f"{PATH_COLUMN},{CATEGORY_COLUMN}"]
         attribute_lines = [f"{PATH_COLUMN},{ATTRIBUTE_COLUMN}"]
         for image_id, category, attributes in zip(ids, labels[CATEGORY], labels[ATTRIBUTES]):
             category_lines.append(f"{image_id},{int(category)}")
             attribute_lines.append(f"{image_id},{' '.join(str(a) for a in np.flatnonzero(attributes))}")
         # Both files are validated before either is moved into place.
-        return write_validated({Path(out_dir) / CATEGORY_FILE: "\n".join(category_lines) + "\n",
-                                Path(out_dir) / ATTRIBUTE_FILE: "\n".join(attribute_lines) + "\n"}, self._read_file)
+        return write_validated(
+            {
+                Path(out_dir) / CATEGORY_FILE: "\n".join(category_lines) + "\n",
+                Path(out_dir) / ATTRIBUTE_FILE: "\n".join(attribute_lines) + "\n",
+            },
+            self._read_file,
+        )
 
     def read_submission(self, files: list[Path]) -> tuple[list[str], dict[str, Any]]:
         """Read category.csv and attribute.csv (told apart by their header, in any order); validate both."""
@@ -228,12 +290,18 @@ class DeepFashionFormat(CompetitionFormat):
         for path in map(Path, files):
             head, ids, values = self._read_file(path, path)
             if head in found:
-                raise PipelineError(f"{path}: a second {head} file (first: {found[head][0]}); pass one {CATEGORY_FILE} and one {ATTRIBUTE_FILE}")
+                raise PipelineError(
+                    f"{path}: a second {head} file (first: {found[head][0]}); pass one {CATEGORY_FILE} and one {ATTRIBUTE_FILE}"
+                )
             found[head] = (path, ids, values)
-        missing = [name for head, name in ((CATEGORY, CATEGORY_FILE), (ATTRIBUTES, ATTRIBUTE_FILE)) if head not in found]
+        missing = [
+            name for head, name in ((CATEGORY, CATEGORY_FILE), (ATTRIBUTES, ATTRIBUTE_FILE)) if head not in found
+        ]
         if missing:
-            raise PipelineError(f"{Path(files[0]).parent if files else self.root}: no {missing[0]} among {', '.join(map(str, files))}; "
-                                f"a submission is {CATEGORY_FILE} + {ATTRIBUTE_FILE}")
+            raise PipelineError(
+                f"{Path(files[0]).parent if files else self.root}: no {missing[0]} among {', '.join(map(str, files))}; "
+                f"a submission is {CATEGORY_FILE} + {ATTRIBUTE_FILE}"
+            )
         ids = found[CATEGORY][1]
         return ids, {CATEGORY: found[CATEGORY][2], ATTRIBUTES: found[ATTRIBUTES][2].astype(bool)}
 
@@ -246,19 +314,27 @@ class DeepFashionFormat(CompetitionFormat):
         elif header == [PATH_COLUMN, ATTRIBUTE_COLUMN]:
             head = ATTRIBUTES
         else:
-            raise PipelineError(f"{shown_as} line 1: header {','.join(header)}; expected {PATH_COLUMN},{CATEGORY_COLUMN} "
-                                f"({CATEGORY_FILE}) or {PATH_COLUMN},{ATTRIBUTE_COLUMN} ({ATTRIBUTE_FILE})")
+            raise PipelineError(
+                f"{shown_as} line 1: header {','.join(header)}; expected {PATH_COLUMN},{CATEGORY_COLUMN} "
+                f"({CATEGORY_FILE}) or {PATH_COLUMN},{ATTRIBUTE_COLUMN} ({ATTRIBUTE_FILE})"
+            )
         ids, lines = [row[PATH_COLUMN] for row in rows], [row["__line__"] for row in rows]
         refuse_duplicates(ids, shown_as, lines)
         expected, _, _ = self._test_listing()
         if len(ids) != len(expected):
-            raise PipelineError(f"{shown_as}: {len(ids)} rows for {len(expected)} test images; predict every test image")
+            raise PipelineError(
+                f"{shown_as}: {len(ids)} rows for {len(expected)} test images; predict every test image"
+            )
         for got, want, line in zip(ids, expected, lines):
             if got != want:
-                raise PipelineError(f"{shown_as} line {line}: {PATH_COLUMN} '{got}' where the test listing has '{want}'; "
-                                    "keep the test images and their order")
+                raise PipelineError(
+                    f"{shown_as} line {line}: {PATH_COLUMN} '{got}' where the test listing has '{want}'; "
+                    "keep the test images and their order"
+                )
         if head == CATEGORY:
-            values = np.array([self._category(row[CATEGORY_COLUMN], shown_as, row["__line__"]) for row in rows], dtype=np.int64)
+            values = np.array(
+                [self._category(row[CATEGORY_COLUMN], shown_as, row["__line__"]) for row in rows], dtype=np.int64
+            )
         else:
             values = self._attribute_matrix([row[ATTRIBUTE_COLUMN] for row in rows], shown_as, lines)
         return head, ids, values
@@ -272,18 +348,29 @@ class DeepFashionFormat(CompetitionFormat):
 # --- demo: category = the large digit, 15 visible style attributes ------------------------------------------
 
 DEMO_ATTRIBUTES = (
-    "red_digit", "green_digit", "blue_digit",
-    "warm_background", "cool_background", "photo_background",
-    "horizontal_stripes", "vertical_stripes",
-    "border", "underline", "corner_dot",
-    "corner_digit_top_left", "corner_digit_bottom_right",
-    "bold", "noise",
+    "red_digit",
+    "green_digit",
+    "blue_digit",
+    "warm_background",
+    "cool_background",
+    "photo_background",
+    "horizontal_stripes",
+    "vertical_stripes",
+    "border",
+    "underline",
+    "corner_dot",
+    "corner_digit_top_left",
+    "corner_digit_bottom_right",
+    "bold",
+    "noise",
 )
 _DEMO_SALT = 2
 _DEMO_SIZE = 64
 _DIGIT_COLORS = {
-    None: (0.95, 0.95, 0.95), "red_digit": (1.0, 0.2, 0.15),
-    "green_digit": (0.2, 1.0, 0.25), "blue_digit": (0.3, 0.45, 1.0),
+    None: (0.95, 0.95, 0.95),
+    "red_digit": (1.0, 0.2, 0.15),
+    "green_digit": (0.2, 1.0, 0.25),
+    "blue_digit": (0.3, 0.45, 1.0),
 }
 _BACKGROUNDS = {None: (0.12, 0.12, 0.12), "warm_background": (0.45, 0.18, 0.05), "cool_background": (0.05, 0.15, 0.45)}
 _INDEPENDENT_ATTRIBUTE_P = 0.25
@@ -315,7 +402,13 @@ def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tupl
 
     category = int(rng.integers(N_DIGITS))
     place_digit(
-        canvas, pick_digit(pools, split, category, rng), 38, 13, 13, _DIGIT_COLORS[color_name], rng,
+        canvas,
+        pick_digit(pools, split, category, rng),
+        38,
+        13,
+        13,
+        _DIGIT_COLORS[color_name],
+        rng,
         bold="bold" in present,
     )
     for name, top, left in (("corner_digit_top_left", 1, 1), ("corner_digit_bottom_right", 50, 50)):

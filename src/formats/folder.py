@@ -6,23 +6,34 @@ src/data/images.py). Submission: one CSV row per test image (by file name) with 
 and its probability; the column names and file name are options (defaults `image,label,probability`
 in `submission.csv`).
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import math
 import re
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from src.atomic import write_validated
-from src.demo_drawing import (N_DIGITS, DigitPools, digit_pools, hex_names, image_rng, one_digit_image, save_image,
-                              split_rng, write_lines)
+from src.demo_drawing import (
+    N_DIGITS,
+    DigitPools,
+    digit_pools,
+    hex_names,
+    image_rng,
+    one_digit_image,
+    save_image,
+    split_rng,
+    write_lines,
+)
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import OS_JUNK_FILES, CompetitionFormat, HeadSpec, ImageTable, list_image_files, read_csv_rows
@@ -34,15 +45,17 @@ class FolderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train_dir: str = "train"
     test_dir: str = "test"
-    classes: Optional[list[str]] = Field(None, description="the class folder names in label order; null = natural order")
+    classes: list[str] | None = Field(None, description="the class folder names in label order; null = natural order")
     submission_file: str = "submission.csv"
     id_column: str = "image"
     label_column: str = "label"
     probability_column: str = "probability"
-    id_with_extension: bool = Field(True, description="ids are file names with their suffix ('a.png'), else stems ('a')")
+    id_with_extension: bool = Field(
+        True, description="ids are file names with their suffix ('a.png'), else stems ('a')"
+    )
 
     @model_validator(mode="after")
-    def _distinct_columns(self) -> "FolderOptions":
+    def _distinct_columns(self) -> FolderOptions:
         columns = [self.id_column, self.label_column, self.probability_column]
         if len(set(columns)) != 3 or not all(columns):
             raise ValueError(f"submission columns {columns} must be three different non-empty names")
@@ -75,22 +88,28 @@ class FolderFormat(CompetitionFormat):
             raise PipelineError(f"config format_options.classes: '{duplicated[0]}' listed twice; list each class once")
         unknown = [name for name in found if name not in chosen]
         if unknown:
-            raise PipelineError(f"{self.root / self.options.train_dir / unknown[0]}: class folder '{unknown[0]}' is not in "
-                                "format_options.classes; add it there or remove the folder")
+            raise PipelineError(
+                f"{self.root / self.options.train_dir / unknown[0]}: class folder '{unknown[0]}' is not in "
+                "format_options.classes; add it there or remove the folder"
+            )
         return list(chosen)
 
     def _class_folders(self) -> list[str]:
         train_dir = self.root / self.options.train_dir
         if not train_dir.is_dir():
-            raise PipelineError(f"{train_dir}: folder not found; expected {self.options.train_dir}/<class>/<image> "
-                                "in the competition folder")
+            raise PipelineError(
+                f"{train_dir}: folder not found; expected {self.options.train_dir}/<class>/<image> "
+                "in the competition folder"
+            )
         folders = []
         for entry in sorted(train_dir.iterdir()):
             if entry.name.startswith(".") or entry.name.lower() in OS_JUNK_FILES:
                 continue
             if not entry.is_dir():
-                raise PipelineError(f"{entry}: a file directly in {train_dir}; put each image in its class folder "
-                                    f"{self.options.train_dir}/<class>/")
+                raise PipelineError(
+                    f"{entry}: a file directly in {train_dir}; put each image in its class folder "
+                    f"{self.options.train_dir}/<class>/"
+                )
             folders.append(entry.name)
         if not folders:
             raise PipelineError(f"{train_dir}: no class folders; expected {self.options.train_dir}/<class>/<image>")
@@ -112,7 +131,9 @@ class FolderFormat(CompetitionFormat):
                 continue  # a class named in format_options.classes with no training images
             images = list_image_files(train_dir / class_name)
             if not images and self.options.classes is None:
-                raise PipelineError(f"{train_dir / class_name}: empty class folder; add its images or remove the folder")
+                raise PipelineError(
+                    f"{train_dir / class_name}: empty class folder; add its images or remove the folder"
+                )
             for image in images:
                 ids.append(f"{class_name}/{image.name}")
                 paths.append(image)
@@ -134,8 +155,10 @@ class FolderFormat(CompetitionFormat):
         first: dict[str, Path] = {}
         for image_id, path in zip(ids, paths):
             if image_id in first:
-                raise PipelineError(f"{path}: id '{image_id}' also belongs to {first[image_id].name}; rename one "
-                                    "or set format_options.id_with_extension=true")
+                raise PipelineError(
+                    f"{path}: id '{image_id}' also belongs to {first[image_id].name}; rename one "
+                    "or set format_options.id_with_extension=true"
+                )
             first[image_id] = path
         return ids
 
@@ -158,7 +181,9 @@ class FolderFormat(CompetitionFormat):
         write_lines(answers_dir / "solution.csv", ["image,label,probability"] + sorted(answer_rows))
 
     # --- submission --------------------------------------------------------------------------
-    def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]) -> list[Path]:
+    def write_submission(
+        self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]
+    ) -> list[Path]:
         options, names = self.options, self.class_names
         predicted = np.asarray(labels[HEAD], dtype=np.int64)
         chosen = np.asarray(probs[HEAD], dtype=np.float64)[np.arange(len(ids)), predicted]
@@ -185,28 +210,38 @@ class FolderFormat(CompetitionFormat):
         rows = read_csv_rows(path, columns)
         extra = [key for key in rows[0] if key not in columns and key != "__line__"] if rows else []
         if extra:
-            raise PipelineError(f"{shown_as} line 1: unexpected column '{extra[0]}'; the header must be {','.join(columns)}")
+            raise PipelineError(
+                f"{shown_as} line 1: unexpected column '{extra[0]}'; the header must be {','.join(columns)}"
+            )
         expected = self._test_ids(self._test_images())
         if len(rows) != len(expected):
-            raise PipelineError(f"{shown_as}: {len(rows)} rows for {len(expected)} test images; predict every test image once")
+            raise PipelineError(
+                f"{shown_as}: {len(rows)} rows for {len(expected)} test images; predict every test image once"
+            )
         index_of = {name: index for index, name in enumerate(self.class_names)}
         ids, labels, probabilities = [], [], []
         for row, want in zip(rows, expected):
             line = row["__line__"]
             if row[options.id_column] != want:
-                raise PipelineError(f"{shown_as} line {line}: {options.id_column} '{row[options.id_column]}' where "
-                                    f"'{want}' is expected; list the test images once each, sorted by file name")
+                raise PipelineError(
+                    f"{shown_as} line {line}: {options.id_column} '{row[options.id_column]}' where "
+                    f"'{want}' is expected; list the test images once each, sorted by file name"
+                )
             label = row[options.label_column]
             if label not in index_of:
-                raise PipelineError(f"{shown_as} line {line}: {options.label_column} '{label}' is not a class "
-                                    f"(classes: {', '.join(self.class_names[:10])}{', ...' if len(index_of) > 10 else ''})")
+                raise PipelineError(
+                    f"{shown_as} line {line}: {options.label_column} '{label}' is not a class "
+                    f"(classes: {', '.join(self.class_names[:10])}{', ...' if len(index_of) > 10 else ''})"
+                )
             try:
                 probability = float(row[options.probability_column])
             except ValueError:
                 probability = math.nan
             if not 0.0 <= probability <= 1.0:
-                raise PipelineError(f"{shown_as} line {line}: {options.probability_column} '{row[options.probability_column]}' "
-                                    "is not a number in [0, 1]")
+                raise PipelineError(
+                    f"{shown_as} line {line}: {options.probability_column} '{row[options.probability_column]}' "
+                    "is not a number in [0, 1]"
+                )
             ids.append(want)
             labels.append(index_of[label])
             probabilities.append(probability)
@@ -219,8 +254,9 @@ DEMO_MODES = ("RGB", "L", "RGBA", "CMYK")
 _DEMO_SALT = 4
 
 
-def demo_digit_images(pools: DigitPools, seed: int, salt: int, split: str,
-                      stems: list[str]) -> Iterator[tuple[str, int, Image.Image]]:
+def demo_digit_images(
+    pools: DigitPools, seed: int, salt: int, split: str, stems: list[str]
+) -> Iterator[tuple[str, int, Image.Image]]:
     """(file name, label, image) per stem, in order: labels 0..9 and DEMO_MODES cycled then shuffled, so every class
     and every mode appears once there are 10 / 4 images; RGBA is a PNG, CMYK a JPEG, the others either."""
     split_draws = split_rng(seed, salt, split)

@@ -3,6 +3,7 @@
 Layout: `labels.csv` (attribute_id,attribute_name), `train.csv` (id,attribute_ids), `train/<id>.png`,
 `sample_submission.csv` (id,attribute_ids), `test/<id>.png`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,22 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from src.atomic import write_validated
-from src.demo_drawing import (N_DIGITS, DigitPools, bright_color, digit_pools, hex_names, image_rng, join_ids,
-                              photo_crop, pick_digit, place_digit, save_image, split_rng, to_image, write_lines)
+from src.demo_drawing import (
+    N_DIGITS,
+    DigitPools,
+    bright_color,
+    digit_pools,
+    hex_names,
+    image_rng,
+    join_ids,
+    photo_crop,
+    pick_digit,
+    place_digit,
+    save_image,
+    split_rng,
+    to_image,
+    write_lines,
+)
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import (
@@ -42,7 +57,9 @@ def _check_id(image_id: str, path: Path, line: str) -> None:
     if not image_id:
         raise PipelineError(f"{path} line {line}: empty id; every row needs an image id")
     if "/" in image_id or "\\" in image_id or image_id in (".", "..") or "\x00" in image_id:
-        raise PipelineError(f"{path} line {line}: id '{image_id}' is not a plain file name (paths may not leave the competition folder)")
+        raise PipelineError(
+            f"{path} line {line}: id '{image_id}' is not a plain file name (paths may not leave the competition folder)"
+        )
 
 
 @register
@@ -68,7 +85,9 @@ class ImetFormat(CompetitionFormat):
             try:
                 ids.append(int(row["attribute_id"]))
             except ValueError:
-                raise PipelineError(f"{path} line {row['__line__']}: attribute_id '{row['attribute_id']}' is not an integer") from None
+                raise PipelineError(
+                    f"{path} line {row['__line__']}: attribute_id '{row['attribute_id']}' is not an integer"
+                ) from None
         refuse_duplicates([str(i) for i in ids], path, [row["__line__"] for row in rows])
         order = np.argsort(ids, kind="stable")
         self._class_ids = [ids[i] for i in order]
@@ -146,7 +165,9 @@ class ImetFormat(CompetitionFormat):
         return matrix
 
     # --- submission ------------------------------------------------------------------------
-    def write_submission(self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]) -> list[Path]:
+    def write_submission(
+        self, out_dir: Path, ids: list[str], labels: dict[str, Any], probs: dict[str, np.ndarray]
+    ) -> list[Path]:
         class_ids = np.asarray(self.class_ids)
         lines = ["id,attribute_ids"]
         for image_id, row in zip(ids, labels[HEAD]):
@@ -169,10 +190,14 @@ class ImetFormat(CompetitionFormat):
                 raise PipelineError(f"{shown_as} line {row['__line__']}: empty id")
         refuse_duplicates(ids, shown_as, lines)
         if len(ids) != len(expected):
-            raise PipelineError(f"{shown_as}: {len(ids)} rows, sample_submission.csv has {len(expected)}; predict every test image")
+            raise PipelineError(
+                f"{shown_as}: {len(ids)} rows, sample_submission.csv has {len(expected)}; predict every test image"
+            )
         for index, (got, want) in enumerate(zip(ids, expected)):
             if got != want:
-                raise PipelineError(f"{shown_as} line {index + 2}: id '{got}' where sample_submission.csv has '{want}'; keep its ids and order")
+                raise PipelineError(
+                    f"{shown_as} line {index + 2}: id '{got}' where sample_submission.csv has '{want}'; keep its ids and order"
+                )
         matrix = self._ids_to_matrix([row["attribute_ids"] for row in rows], shown_as, lines)
         return ids, matrix
 

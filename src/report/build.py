@@ -5,23 +5,42 @@ diagram, losses and tricks, curves per epoch, the per-class / per-attribute tabl
 PR/ROC, right and wrong examples, resources); 1-3 = detail the PDF leaves out first when pages run
 short (fold scores, threshold methods, confusion matrices, every metric, the files read).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 from src import metrics
 from src.formats.base import HeadSpec
 from src.report.document import Document
-from src.report.figures import (GRID_COLUMNS, N_WORST_CURVES, confusion_figure, example_grid_figure, network_figure,
-                                pr_roc_figure, threshold_figure, training_curves_figure)
+from src.report.figures import (
+    GRID_COLUMNS,
+    N_WORST_CURVES,
+    confusion_figure,
+    example_grid_figure,
+    network_figure,
+    pr_roc_figure,
+    threshold_figure,
+    training_curves_figure,
+)
 from src.report.inputs import ReportInputs, RunRecord
 from src.report.ranking import ranking_scores
-from src.report.tables import (THRESHOLD_GRID, attribute_accuracy_rows, global_threshold_curve, image_scores,
-                               losses_by_head, metric_rows, per_class_mean, per_class_rows, pick_examples, resource_rows,
-                               settings_rows, target_matrix)
+from src.report.tables import (
+    THRESHOLD_GRID,
+    attribute_accuracy_rows,
+    global_threshold_curve,
+    image_scores,
+    losses_by_head,
+    metric_rows,
+    per_class_mean,
+    per_class_rows,
+    pick_examples,
+    resource_rows,
+    settings_rows,
+    target_matrix,
+)
 from src.report.text import NA, finite, slug, write_csv
 from src.scores import fold_score_rows
 
@@ -32,8 +51,12 @@ THUMBNAIL_PX = 112
 DEFAULT_MAX_PAGES = 5
 
 
-def build_report(inputs: ReportInputs, out_dir: Path, thumbnails: Optional[dict[int, Optional[np.ndarray]]] = None,
-                 max_pages: int = DEFAULT_MAX_PAGES) -> Path:
+def build_report(
+    inputs: ReportInputs,
+    out_dir: Path,
+    thumbnails: dict[int, np.ndarray | None] | None = None,
+    max_pages: int = DEFAULT_MAX_PAGES,
+) -> Path:
     """Write figures, CSVs, `report.md`, `index.html` and `report.pdf` (at most `max_pages` A4 pages) into
     `out_dir`; return the HTML path.
 
@@ -48,10 +71,12 @@ def build_report(inputs: ReportInputs, out_dir: Path, thumbnails: Optional[dict[
     metric = fmt.main_metric
     doc.title(f"Experiment report: {inputs.experiment}")
     folds = sorted(int(k) for k in np.unique(inputs.fold_of_row))
-    doc.paragraph(f"Format `{fmt.name}`, main metric `{metric}`. {len(inputs.ids)} out-of-fold (OOF) images over "
-                  f"{len(folds)} fold{'s' if len(folds) != 1 else ''}; every OOF probability comes from the fold "
-                  f"model that did not train on that image. Decisions below use **{inputs.chosen_rules}** (what "
-                  "`submit` uses) unless a column says otherwise. Made from saved artifacts only; nothing was retrained.")
+    doc.paragraph(
+        f"Format `{fmt.name}`, main metric `{metric}`. {len(inputs.ids)} out-of-fold (OOF) images over "
+        f"{len(folds)} fold{'s' if len(folds) != 1 else ''}; every OOF probability comes from the fold "
+        f"model that did not train on that image. Decisions below use **{inputs.chosen_rules}** (what "
+        "`submit` uses) unless a column says otherwise. Made from saved artifacts only; nothing was retrained."
+    )
     for note in inputs.notes:
         doc.paragraph(f"Note: {note}", priority=1)
     score_rows = fold_score_rows(fmt, inputs.fold_of_row, inputs.probs, inputs.targets, inputs.rules)
@@ -59,10 +84,15 @@ def build_report(inputs: ReportInputs, out_dir: Path, thumbnails: Optional[dict[
     _model_section(doc, inputs, heads)
     _training_section(doc, inputs.runs, metric)
     doc.section("OOF score per fold and overall", priority=1)
-    tuned_note = (" Tuned thresholds are chosen on these same rows, so their column is optimistic; the honest "
-                  "(nested) figure below tunes on the other parts and scores the held-out part."
-                  if len(inputs.rules) > 1 else "")
-    doc.paragraph(f"`{metric}` on the OOF rows of each fold and on all of them, for each set of decision rules.{tuned_note}")
+    tuned_note = (
+        " Tuned thresholds are chosen on these same rows, so their column is optimistic; the honest "
+        "(nested) figure below tunes on the other parts and scores the held-out part."
+        if len(inputs.rules) > 1
+        else ""
+    )
+    doc.paragraph(
+        f"`{metric}` on the OOF rows of each fold and on all of them, for each set of decision rules.{tuned_note}"
+    )
     doc.table(score_rows, "oof_scores")
     doc.subsection("Every metric of the format, all OOF rows", priority=2)
     doc.table(metric_rows(fmt, inputs.probs, inputs.targets, inputs.rules), "oof_metrics")
@@ -78,8 +108,13 @@ def _summary_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec],
     for head in heads:
         for row in inputs.saved_thresholds.honest.get(head.name, []) if inputs.saved_thresholds else []:
             if row.method == inputs.chosen_method and finite(row.honest):
-                headline.append({"figure": f"[{head.name}] {head.threshold_objective.label}, {row.method} thresholds, "
-                                           "honest (nested)", "value": row.honest})
+                headline.append(
+                    {
+                        "figure": f"[{head.name}] {head.threshold_objective.label}, {row.method} thresholds, "
+                        "honest (nested)",
+                        "value": row.honest,
+                    }
+                )
     doc.section("Summary")
     doc.table(headline, "summary")
 
@@ -90,14 +125,29 @@ def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -
     doc.section("Model, losses and tricks")
     losses = losses_by_head(config, heads)
     if network is not None:
-        doc.paragraph(f"One `{network.model}` backbone (timm) shared by {len(network.heads)} head"
-                      f"{'s' if len(network.heads) != 1 else ''}: {network.total_params:,} parameters, "
-                      f"{network.trainable_params:,} trainable, {network.mult_adds / 1e6:,.1f} M multiply-adds per "
-                      f"{network.image_size} px image (torchinfo). Output sizes are channels x height x width for one image.")
-        doc.figure("network.png", network_figure(network, losses), "The network: backbone stages, pooled features, heads.")
-        doc.table(network.parts + [{"part": f"head {h['head']}", "modules": f"{h['layer']} ({h['activation']})",
-                                    "output": str(h["outputs"]), "params": h["params"]} for h in network.heads],
-                  "network", priority=1)
+        doc.paragraph(
+            f"One `{network.model}` backbone (timm) shared by {len(network.heads)} head"
+            f"{'s' if len(network.heads) != 1 else ''}: {network.total_params:,} parameters, "
+            f"{network.trainable_params:,} trainable, {network.mult_adds / 1e6:,.1f} M multiply-adds per "
+            f"{network.image_size} px image (torchinfo). Output sizes are channels x height x width for one image."
+        )
+        doc.figure(
+            "network.png", network_figure(network, losses), "The network: backbone stages, pooled features, heads."
+        )
+        doc.table(
+            network.parts
+            + [
+                {
+                    "part": f"head {h['head']}",
+                    "modules": f"{h['layer']} ({h['activation']})",
+                    "output": str(h["outputs"]),
+                    "params": h["params"],
+                }
+                for h in network.heads
+            ],
+            "network",
+            priority=1,
+        )
         doc.preformatted(network.text)
     else:
         doc.paragraph("(The network could not be built from the saved config, so no summary or diagram.)")
@@ -109,33 +159,55 @@ def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -
 def _training_section(doc: Document, runs: list[RunRecord], metric: str) -> None:
     doc.section("Training curves")
     has_train = any(run.epochs is not None and "train_score" in run.epochs for run in runs)
-    doc.figure("training_curves.png", training_curves_figure(runs, metric),
-               f"Loss and {metric} per epoch, one colour per run"
-               + (" (dotted: on the augmented training batches during the epoch)." if has_train else "."))
+    doc.figure(
+        "training_curves.png",
+        training_curves_figure(runs, metric),
+        f"Loss and {metric} per epoch, one colour per run"
+        + (" (dotted: on the augmented training batches during the epoch)." if has_train else "."),
+    )
     # A full fit has no validation rows: its "best" epoch is simply the last one.
-    fold_runs = [{"run": run.name, "best epoch": run.summary.get("best_epoch", NA) if run.fold is not None else "last",
-                  f"best valid {metric}": run.summary.get("best_score", NA) if run.fold is not None else NA,
-                  "epochs run": run.summary.get("epochs_run", NA), "finished": run.summary.get("finished", NA)}
-                 for run in runs]
+    fold_runs = [
+        {
+            "run": run.name,
+            "best epoch": run.summary.get("best_epoch", NA) if run.fold is not None else "last",
+            f"best valid {metric}": run.summary.get("best_score", NA) if run.fold is not None else NA,
+            "epochs run": run.summary.get("epochs_run", NA),
+            "finished": run.summary.get("finished", NA),
+        }
+        for run in runs
+    ]
     if fold_runs:
         doc.table(fold_runs, "runs", priority=2)
 
 
-def _examples_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec], labels: dict[str, np.ndarray],
-                      thumbnails: Optional[dict[int, Optional[np.ndarray]]]) -> None:
+def _examples_section(
+    doc: Document,
+    inputs: ReportInputs,
+    heads: list[HeadSpec],
+    labels: dict[str, np.ndarray],
+    thumbnails: dict[int, np.ndarray | None] | None,
+) -> None:
     doc.section("Examples: right and wrong (OOF)")
     scores = image_scores(heads, inputs.targets, labels)
     right, wrong = pick_examples(scores, GRID_COLUMNS * GRID_ROWS_EACH)
     if thumbnails is None:
         thumbnails = _load_thumbnails(inputs, np.concatenate([right, wrong]))
-    doc.paragraph("Green: images the model got fully right (its best ones when none is); red: the worst ones. "
-                  "The number is how right the image is (per-image score, averaged over heads). "
-                  "T = true labels, P = predicted"
-                  + ("; for attribute heads only the attributes it got wrong are listed." if any(
-                      h.thresholded and h.threshold_objective.counts_true_negatives for h in heads) else "."))
+    doc.paragraph(
+        "Green: images the model got fully right (its best ones when none is); red: the worst ones. "
+        "The number is how right the image is (per-image score, averaged over heads). "
+        "T = true labels, P = predicted"
+        + (
+            "; for attribute heads only the attributes it got wrong are listed."
+            if any(h.thresholded and h.threshold_objective.counts_true_negatives for h in heads)
+            else "."
+        )
+    )
     if any(image is not None for image in thumbnails.values()):
-        doc.figure("examples.png", example_grid_figure(heads, right, wrong, thumbnails, inputs.ids, inputs.targets,
-                                                       labels, scores), "OOF images predicted right and wrong.")
+        doc.figure(
+            "examples.png",
+            example_grid_figure(heads, right, wrong, thumbnails, inputs.ids, inputs.targets, labels, scores),
+            "OOF images predicted right and wrong.",
+        )
     else:
         doc.paragraph("(No example grid: the training images could not be read; check data.root.)")
 
@@ -144,15 +216,17 @@ def _resources_section(doc: Document, inputs: ReportInputs, metric: str) -> None
     doc.section("Resources")
     resources = resource_rows(inputs.runs, metric)
     if resources:
-        doc.paragraph("Per training run, from summary.json, config.json and epochs.csv. Training time is the sum of "
-                      "the epoch times; peak memory is the CUDA allocator's peak on a GPU, the process's resident set "
-                      "on CPU; losses and metrics are at the best epoch; images/s is the mean over epochs. Every "
-                      "epoch sees each training image once under a fresh random augmentation, so the samples seen "
-                      "are train images x epochs; validation images are not augmented. "
-                      f"`train {metric}` is epochs.csv's train_score at the best epoch: the format's validation score "
-                      "(multi-label heads at their best global threshold) over that epoch's training batches as the "
-                      "model saw them, augmented and in training mode; n/a where the run did not record it (a run "
-                      "from before it was recorded, or one with a mixing callback such as mixup, whose targets are blends).")
+        doc.paragraph(
+            "Per training run, from summary.json, config.json and epochs.csv. Training time is the sum of "
+            "the epoch times; peak memory is the CUDA allocator's peak on a GPU, the process's resident set "
+            "on CPU; losses and metrics are at the best epoch; images/s is the mean over epochs. Every "
+            "epoch sees each training image once under a fresh random augmentation, so the samples seen "
+            "are train images x epochs; validation images are not augmented. "
+            f"`train {metric}` is epochs.csv's train_score at the best epoch: the format's validation score "
+            "(multi-label heads at their best global threshold) over that epoch's training batches as the "
+            "model saw them, augmented and in training mode; n/a where the run did not record it (a run "
+            "from before it was recorded, or one with a mixing callback such as mixup, whose targets are blends)."
+        )
         doc.table(resources, "resources")
     else:
         doc.paragraph("No training runs found.")
@@ -176,17 +250,25 @@ def _head_sections(doc: Document, inputs: ReportInputs, head: HeadSpec, labels: 
     if accuracy_head:
         doc.subsection("Per-attribute accuracy")
         doc.paragraph("Accuracy of each attribute on the OOF images; the last row is the average over attributes.")
-        doc.table(attribute_accuracy_rows(head, probs, targets, labels[head.name], class_thresholds),
-                  f"attribute_accuracy_{head.name}")
+        doc.table(
+            attribute_accuracy_rows(head, probs, targets, labels[head.name], class_thresholds),
+            f"attribute_accuracy_{head.name}",
+        )
     _per_class_part(doc, inputs, head, labels, class_thresholds, ranking, priority=1 if accuracy_head else 0)
     if not head.thresholded:
         matrix = metrics.confusion(targets, labels[head.name], head.n_outputs)
         doc.subsection("Confusion matrix", priority=1 if head.n_outputs <= 20 else 2)
-        doc.figure(f"confusion_{slug(head.name)}.png", confusion_figure(head, matrix),
-                   f"[{head.name}] rows: true class, columns: predicted class.")
+        doc.figure(
+            f"confusion_{slug(head.name)}.png",
+            confusion_figure(head, matrix),
+            f"[{head.name}] rows: true class, columns: predicted class.",
+        )
     doc.subsection("Precision-recall and ROC curves")
-    doc.figure(f"pr_roc_{slug(head.name)}.png", pr_roc_figure(head, probs, targets, ranking),
-               f"[{head.name}] micro, macro and the {N_WORST_CURVES} worst classes by average precision.")
+    doc.figure(
+        f"pr_roc_{slug(head.name)}.png",
+        pr_roc_figure(head, probs, targets, ranking),
+        f"[{head.name}] micro, macro and the {N_WORST_CURVES} worst classes by average precision.",
+    )
 
 
 def _thresholds_part(doc: Document, inputs: ReportInputs, head: HeadSpec) -> None:
@@ -197,42 +279,60 @@ def _thresholds_part(doc: Document, inputs: ReportInputs, head: HeadSpec) -> Non
     honest_rows = [row.model_dump() for row in saved.honest.get(head.name, [])] if saved else None
     if honest_rows:
         best_global = f" Best global threshold: {saved_head.global_threshold:.3f}." if saved_head else ""
-        doc.paragraph(f"Thresholds by method (from thresholds.json); {head.threshold_objective.label}. *optimistic*: tuned "
-                      "and scored on all OOF rows; *honest*: K-fold over the OOF rows, tuned on the other parts "
-                      f"and scored on the held-out part. Submit uses `{method}`.{best_global}")
+        doc.paragraph(
+            f"Thresholds by method (from thresholds.json); {head.threshold_objective.label}. *optimistic*: tuned "
+            "and scored on all OOF rows; *honest*: K-fold over the OOF rows, tuned on the other parts "
+            f"and scored on the held-out part. Submit uses `{method}`.{best_global}"
+        )
         doc.table(honest_rows, f"honest_{head.name}")
     else:
         doc.paragraph("No thresholds.json yet: run the thresholds stage for tuned thresholds and the honest figure.")
     # The saved best global threshold joins the grid so the figure shows its exact score.
     grid = np.unique(np.r_[THRESHOLD_GRID, [saved_head.global_threshold] if saved_head else []])
     curve = global_threshold_curve(probs, targets, head, grid)
-    doc.figure(f"thresholds_{slug(head.name)}.png", threshold_figure(head, curve, grid, saved_head, honest_rows, method),
-               f"[{head.name}] metric vs one global threshold, and optimistic vs honest per method.", priority=2)
+    doc.figure(
+        f"thresholds_{slug(head.name)}.png",
+        threshold_figure(head, curve, grid, saved_head, honest_rows, method),
+        f"[{head.name}] metric vs one global threshold, and optimistic vs honest per method.",
+        priority=2,
+    )
 
 
-def _per_class_part(doc: Document, inputs: ReportInputs, head: HeadSpec, labels: dict[str, np.ndarray],
-                    class_thresholds: Optional[np.ndarray], ranking, priority: int) -> None:
+def _per_class_part(
+    doc: Document,
+    inputs: ReportInputs,
+    head: HeadSpec,
+    labels: dict[str, np.ndarray],
+    class_thresholds: np.ndarray | None,
+    ranking,
+    priority: int,
+) -> None:
     probs, targets = inputs.probs[head.name], inputs.targets[head.name]
     rows = per_class_rows(head, probs, targets, labels[head.name], class_thresholds, ranking)
     csv_name = f"per_class_{slug(head.name)}.csv"
     write_csv(doc.out_dir / csv_name, rows)
     shown = rows if len(rows) <= MAX_TABLE_ROWS + 10 else rows[:MAX_TABLE_ROWS]
     doc.subsection(f"Per-class table, worst first ({inputs.chosen_rules if head.thresholded else 'argmax'})", priority)
-    where = (f"All {len(rows)} classes are in `{csv_name}`." if len(shown) == len(rows) else
-             f"The {len(shown)} worst of {len(rows)} classes; all are in `{csv_name}`.")
-    doc.paragraph("Support = true OOF images of the class, predicted = images given the class; AP (average "
-                  f"precision) and AUC (ROC) rank the class's probabilities, whatever the threshold. {where} "
-                  "The last row is the mean over all classes (macro average).")
+    where = (
+        f"All {len(rows)} classes are in `{csv_name}`."
+        if len(shown) == len(rows)
+        else f"The {len(shown)} worst of {len(rows)} classes; all are in `{csv_name}`."
+    )
+    doc.paragraph(
+        "Support = true OOF images of the class, predicted = images given the class; AP (average "
+        f"precision) and AUC (ROC) rank the class's probabilities, whatever the threshold. {where} "
+        "The last row is the mean over all classes (macro average)."
+    )
     doc.table(shown + [per_class_mean(rows)], f"per_class_{head.name}", full_rows=rows)
 
 
-def _load_thumbnails(inputs: ReportInputs, rows: np.ndarray) -> dict[int, Optional[np.ndarray]]:
+def _load_thumbnails(inputs: ReportInputs, rows: np.ndarray) -> dict[int, np.ndarray | None]:
     from PIL import Image
 
     from src.data.images import load_rgb
     from src.errors import PipelineError
 
-    thumbnails: dict[int, Optional[np.ndarray]] = {}
+    thumbnails: dict[int, np.ndarray | None] = {}
     for row in rows:
         path = inputs.image_paths.get(inputs.ids[int(row)])
         try:
@@ -243,6 +343,8 @@ def _load_thumbnails(inputs: ReportInputs, rows: np.ndarray) -> dict[int, Option
             image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
             if max(image.size) < THUMBNAIL_PX:  # small images (e.g. 32 px) are enlarged to stay legible
                 scale = THUMBNAIL_PX / max(image.size)
-                image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.NEAREST)
+                image = image.resize(
+                    (round(image.width * scale), round(image.height * scale)), Image.Resampling.NEAREST
+                )
         thumbnails[int(row)] = None if image is None else np.asarray(image)
     return thumbnails

@@ -5,12 +5,12 @@ an A4 PDF within a page budget. Every block has a PDF priority: 0 is always in t
 are left out first when the pages would run over; PDF_NEVER blocks are in the HTML and Markdown only.
 A block's priority is never below its section's, so dropping a section drops what is under it.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from matplotlib.figure import Figure
 
@@ -44,7 +44,7 @@ class Document:
         self._section_priority = 0
         self._subsection_priority = 0
 
-    def _add(self, block: Block, priority: Optional[int]) -> None:
+    def _add(self, block: Block, priority: int | None) -> None:
         block.priority = max(self._subsection_priority, priority or 0)
         self.blocks.append(block)
 
@@ -59,23 +59,31 @@ class Document:
         self._subsection_priority = max(self._section_priority, priority)
         self.blocks.append(Block("h3", text, priority=self._subsection_priority))
 
-    def paragraph(self, text: str, priority: Optional[int] = None) -> None:
+    def paragraph(self, text: str, priority: int | None = None) -> None:
         self._add(Block("p", text), priority)
 
-    def preformatted(self, text: str, priority: Optional[int] = PDF_NEVER) -> None:
+    def preformatted(self, text: str, priority: int | None = PDF_NEVER) -> None:
         """Fixed-width text (e.g. the layer-by-layer model summary); by default not in the PDF."""
         self._add(Block("pre", text), priority)
 
-    def table(self, rows: list[dict], name: str, full_rows: Optional[list[dict]] = None,
-              priority: Optional[int] = None) -> None:
+    def table(
+        self, rows: list[dict], name: str, full_rows: list[dict] | None = None, priority: int | None = None
+    ) -> None:
         """Show `rows`; `tables.json` keeps `full_rows` (default `rows`) under `name` with unrounded numbers."""
         self.tables[name] = full_rows if full_rows is not None else rows
         if rows:
             columns = list(dict.fromkeys(key for row in rows for key in row))
-            self._add(Block("table", name=name, columns=columns,
-                            rows=[[cell_text(row.get(c, NA)) for c in columns] for row in rows]), priority)
+            self._add(
+                Block(
+                    "table",
+                    name=name,
+                    columns=columns,
+                    rows=[[cell_text(row.get(c, NA)) for c in columns] for row in rows],
+                ),
+                priority,
+            )
 
-    def figure(self, name: str, fig: Optional[Figure], caption: str, priority: Optional[int] = None) -> None:
+    def figure(self, name: str, fig: Figure | None, caption: str, priority: int | None = None) -> None:
         if fig is None:
             self.paragraph(f"({caption} Nothing to draw.)", priority)
             return

@@ -1,9 +1,9 @@
 """Figures from arrays and tables (each returns a matplotlib Figure on the Agg canvas; the report saves them)."""
+
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -21,7 +21,7 @@ N_WORST_CURVES = 4
 GRID_COLUMNS = 6
 
 
-def training_curves_figure(runs: list[RunRecord], main_metric: str) -> Optional[Figure]:
+def training_curves_figure(runs: list[RunRecord], main_metric: str) -> Figure | None:
     """Loss (train solid, valid dashed) and the metric per epoch (valid solid, train dotted when recorded), one colour per run."""
     runs = [run for run in runs if run.epochs is not None and len(run.epochs)]
     if not runs:
@@ -34,11 +34,23 @@ def training_curves_figure(runs: list[RunRecord], main_metric: str) -> Optional[
         marker = "o" if len(epochs) <= 30 else None
         loss_ax.plot(epochs["epoch"], epochs["train_loss"], color=color, marker=marker, label=f"{run.name} train")
         if "valid_loss" in epochs:
-            loss_ax.plot(epochs["epoch"], epochs["valid_loss"], color=color, marker=marker, linestyle="--",
-                         label=f"{run.name} valid")
+            loss_ax.plot(
+                epochs["epoch"],
+                epochs["valid_loss"],
+                color=color,
+                marker=marker,
+                linestyle="--",
+                label=f"{run.name} valid",
+            )
         if "train_score" in epochs and epochs["train_score"].notna().any():
-            metric_ax.plot(epochs["epoch"], epochs["train_score"], color=color, marker=marker, linestyle=":",
-                           label=f"{run.name} train (augmented batches)")
+            metric_ax.plot(
+                epochs["epoch"],
+                epochs["train_score"],
+                color=color,
+                marker=marker,
+                linestyle=":",
+                label=f"{run.name} train (augmented batches)",
+            )
         if "score" in epochs and epochs["score"].notna().any():
             metric_ax.plot(epochs["epoch"], epochs["score"], color=color, marker=marker, label=f"{run.name} valid")
             best = run.summary.get("best_epoch")
@@ -56,8 +68,14 @@ def training_curves_figure(runs: list[RunRecord], main_metric: str) -> Optional[
     return fig
 
 
-def threshold_figure(head: HeadSpec, curve: np.ndarray, grid: np.ndarray, saved_head: Optional[HeadThresholds],
-                     honest_rows: Optional[list[dict]], chosen_method: str) -> Figure:
+def threshold_figure(
+    head: HeadSpec,
+    curve: np.ndarray,
+    grid: np.ndarray,
+    saved_head: HeadThresholds | None,
+    honest_rows: list[dict] | None,
+    chosen_method: str,
+) -> Figure:
     """Left: the objective vs one global threshold. Right: optimistic vs honest (nested) score per method."""
     fig = Figure(figsize=(12, 5.2), dpi=100)
     curve_ax, honest_ax = fig.subplots(1, 2)
@@ -66,17 +84,32 @@ def threshold_figure(head: HeadSpec, curve: np.ndarray, grid: np.ndarray, saved_
     curve_ax.axvline(0.5, color="grey", linestyle=":", label=f"0.5: {np.interp(0.5, grid, curve):.4f}")
     if saved_head is not None:
         best = float(saved_head.global_threshold)
-        curve_ax.axvline(best, color="C1", linestyle="--", label=f"best global {best:.3f}: {np.interp(best, grid, curve):.4f}")
+        curve_ax.axvline(
+            best, color="C1", linestyle="--", label=f"best global {best:.3f}: {np.interp(best, grid, curve):.4f}"
+        )
     if honest_rows:
         chosen = next((row for row in honest_rows if row["method"] == chosen_method), None)
         if chosen is not None:
-            curve_ax.axhline(chosen["optimistic"], color="C2", linestyle="-.",
-                             label=f"'{chosen_method}' per-class, optimistic: {chosen['optimistic']:.4f}")
+            curve_ax.axhline(
+                chosen["optimistic"],
+                color="C2",
+                linestyle="-.",
+                label=f"'{chosen_method}' per-class, optimistic: {chosen['optimistic']:.4f}",
+            )
             if finite(chosen.get("honest")):
-                curve_ax.axhline(chosen["honest"], color="C3", linestyle="-.",
-                                 label=f"'{chosen_method}' per-class, honest: {chosen['honest']:.4f}")
-    curve_ax.set(title=f"[{head.name}] {label} vs one global threshold", xlabel="threshold", ylabel=label,
-                 xlim=(0, 1), ylim=(0, min(1.05, max(float(np.max(curve)), 0.05) * 1.35)))
+                curve_ax.axhline(
+                    chosen["honest"],
+                    color="C3",
+                    linestyle="-.",
+                    label=f"'{chosen_method}' per-class, honest: {chosen['honest']:.4f}",
+                )
+    curve_ax.set(
+        title=f"[{head.name}] {label} vs one global threshold",
+        xlabel="threshold",
+        ylabel=label,
+        xlim=(0, 1),
+        ylim=(0, min(1.05, max(float(np.max(curve)), 0.05) * 1.35)),
+    )
     curve_ax.grid(alpha=0.3)
     curve_ax.legend(fontsize=8, loc="best")
     rows = [row for row in honest_rows or [] if finite(row.get("optimistic"))]
@@ -84,9 +117,16 @@ def threshold_figure(head: HeadSpec, curve: np.ndarray, grid: np.ndarray, saved_
         positions = np.arange(len(rows))
         optimistic = np.array([row["optimistic"] for row in rows], float)
         honest = np.array([row["honest"] if finite(row.get("honest")) else np.nan for row in rows], float)
-        honest_ax.bar(positions - 0.2, optimistic, width=0.4, color="C2", label="optimistic: tuned and scored on all OOF rows")
-        honest_ax.bar(positions + 0.2, np.nan_to_num(honest), width=0.4, color="C3",
-                      label="honest (nested): tuned on other parts, scored on the held-out part")
+        honest_ax.bar(
+            positions - 0.2, optimistic, width=0.4, color="C2", label="optimistic: tuned and scored on all OOF rows"
+        )
+        honest_ax.bar(
+            positions + 0.2,
+            np.nan_to_num(honest),
+            width=0.4,
+            color="C3",
+            label="honest (nested): tuned on other parts, scored on the held-out part",
+        )
         for x, value in zip(positions, optimistic):
             honest_ax.text(x - 0.2, value, f"{value:.3f}", ha="center", va="bottom", fontsize=7)
         for x, value in zip(positions, honest):
@@ -106,7 +146,7 @@ def threshold_figure(head: HeadSpec, curve: np.ndarray, grid: np.ndarray, saved_
     return fig
 
 
-def pr_roc_figure(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, ranking: Ranking) -> Optional[Figure]:
+def pr_roc_figure(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, ranking: Ranking) -> Figure | None:
     """Precision-recall and ROC curves: micro, macro (mean over classes on a common grid), the worst classes by AP."""
     if not np.isfinite(ranking.ap).any():
         return None
@@ -115,26 +155,59 @@ def pr_roc_figure(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, rankin
     fig = Figure(figsize=(12, 6.2), dpi=100)
     pr_ax, roc_ax = fig.subplots(1, 2)
     pr_ax.plot(*ranking.micro_pr, color="black", linewidth=2, label=f"micro (AP {ranking.micro_ap:.3f})")
-    pr_ax.plot(CURVE_GRID, ranking.macro_precision, color="C0", linewidth=2,
-               label=f"macro over {len(usable)} classes (mean AP {np.mean(ranking.ap[usable]):.3f})")
+    pr_ax.plot(
+        CURVE_GRID,
+        ranking.macro_precision,
+        color="C0",
+        linewidth=2,
+        label=f"macro over {len(usable)} classes (mean AP {np.mean(ranking.ap[usable]):.3f})",
+    )
     roc_ax.plot(*ranking.micro_roc, color="black", linewidth=2, label=f"micro (AUC {ranking.micro_auc:.3f})")
-    roc_ax.plot(CURVE_GRID, ranking.macro_tpr, color="C0", linewidth=2,
-                label=f"macro (mean AUC {np.mean(ranking.auc[usable]):.3f})")
+    roc_ax.plot(
+        CURVE_GRID,
+        ranking.macro_tpr,
+        color="C0",
+        linewidth=2,
+        label=f"macro (mean AUC {np.mean(ranking.auc[usable]):.3f})",
+    )
     if len(usable) > 1:
         worst = usable[np.argsort(ranking.ap[usable], kind="stable")[:N_WORST_CURVES]]
         for rank, column in enumerate(worst):
             name, color = short_text(head.class_names[column], 24), f"C{rank + 1}"
             recall, precision, fpr, tpr = class_curves(true[:, column], probs[:, column])
-            pr_ax.plot(recall, precision, color=color, linewidth=1, alpha=0.8, drawstyle="steps-pre",
-                       label=f"worst {rank + 1}: {name} (AP {ranking.ap[column]:.3f}, n={int(true[:, column].sum())})")
-            roc_ax.plot(fpr, tpr, color=color, linewidth=1, alpha=0.8,
-                        label=f"worst {rank + 1}: {name} (AUC {ranking.auc[column]:.3f})")
+            pr_ax.plot(
+                recall,
+                precision,
+                color=color,
+                linewidth=1,
+                alpha=0.8,
+                drawstyle="steps-pre",
+                label=f"worst {rank + 1}: {name} (AP {ranking.ap[column]:.3f}, n={int(true[:, column].sum())})",
+            )
+            roc_ax.plot(
+                fpr,
+                tpr,
+                color=color,
+                linewidth=1,
+                alpha=0.8,
+                label=f"worst {rank + 1}: {name} (AUC {ranking.auc[column]:.3f})",
+            )
     roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     kind = "one-vs-rest, " if not head.thresholded else ""
-    pr_ax.set(title=f"[{head.name}] precision-recall ({kind}OOF)", xlabel="recall", ylabel="precision",
-              xlim=(0, 1), ylim=(0, 1.02))
-    roc_ax.set(title=f"[{head.name}] ROC ({kind}OOF)", xlabel="false positive rate", ylabel="true positive rate",
-               xlim=(0, 1), ylim=(0, 1.02))
+    pr_ax.set(
+        title=f"[{head.name}] precision-recall ({kind}OOF)",
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
+    roc_ax.set(
+        title=f"[{head.name}] ROC ({kind}OOF)",
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
     for ax in (pr_ax, roc_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
@@ -156,22 +229,39 @@ def confusion_figure(head: HeadSpec, matrix: np.ndarray) -> Figure:
         for i in range(n):
             for j in range(n):
                 if matrix[i, j]:
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if shares[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(matrix[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if shares[i, j] > 0.5 else "black",
+                    )
     if n <= 60:
         names = [short_text(name, 18) for name in head.class_names]
         ax.set_xticks(range(n), names, rotation=90, fontsize=7 if n > 20 else 9)
         ax.set_yticks(range(n), names, fontsize=7 if n > 20 else 9)
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
-    ax.set(title=f"[{head.name}] confusion matrix, OOF argmax (accuracy {accuracy:.4f})",
-           xlabel="predicted class", ylabel="true class")
+    ax.set(
+        title=f"[{head.name}] confusion matrix, OOF argmax (accuracy {accuracy:.4f})",
+        xlabel="predicted class",
+        ylabel="true class",
+    )
     fig.tight_layout()
     return fig
 
 
-def example_grid_figure(heads: list[HeadSpec], rows_right: np.ndarray, rows_wrong: np.ndarray,
-                        thumbnails: dict[int, Optional[np.ndarray]], ids: list[str], targets: dict[str, np.ndarray],
-                        labels: dict[str, np.ndarray], scores: np.ndarray) -> Figure:
+def example_grid_figure(
+    heads: list[HeadSpec],
+    rows_right: np.ndarray,
+    rows_wrong: np.ndarray,
+    thumbnails: dict[int, np.ndarray | None],
+    ids: list[str],
+    targets: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    scores: np.ndarray,
+) -> Figure:
     """OOF images, right ones (green) then wrong ones (red), titled with true and predicted labels."""
     groups = [("right", rows_right, "#1a7f37"), ("wrong", rows_wrong, "#cf222e")]
     n_rows = sum(math.ceil(len(rows) / GRID_COLUMNS) for _, rows, _ in groups if len(rows)) or 1
@@ -182,7 +272,7 @@ def example_grid_figure(heads: list[HeadSpec], rows_right: np.ndarray, rows_wron
     line = 0
     for group, rows, color in groups:
         for start in range(0, len(rows), GRID_COLUMNS):
-            for column, row in enumerate(rows[start:start + GRID_COLUMNS]):
+            for column, row in enumerate(rows[start : start + GRID_COLUMNS]):
                 ax = axes[line, column]
                 image = thumbnails.get(int(row))
                 if image is None:
@@ -215,8 +305,10 @@ def _label_lines(head: HeadSpec, true, pred, with_head: bool) -> list[str]:
         if not len(wrong):
             return [f"{prefix}all {len(names)} right"]
         return [f"{prefix}wrong: " + _name_list([names[i] for i in wrong], 30)]
-    return [f"{prefix}T " + _name_list([names[i] for i in true_set], 30),
-            f"{prefix}P " + _name_list([names[i] for i in pred_set], 30)]
+    return [
+        f"{prefix}T " + _name_list([names[i] for i in true_set], 30),
+        f"{prefix}P " + _name_list([names[i] for i in pred_set], 30),
+    ]
 
 
 def _name_list(names: list[str], width: int) -> str:
@@ -234,8 +326,15 @@ def _name_list(names: list[str], width: int) -> str:
 def network_figure(network, losses: dict[str, str]) -> Figure:
     """The network as boxes: input -> stem -> stages -> pooling -> features, then one box per head (with its loss)."""
     chain = [("input", f"image 3x{network.image_size}x{network.image_size}", "", "#e6e9ed")]
-    chain += [(part["part"], part["modules"], f"out {part['output']}\n{_params_text(part['params'])}",
-               "#dbe9f6" if part["part"] in ("stem", "pool", "neck + pool") else "#b7d3ee") for part in network.parts]
+    chain += [
+        (
+            part["part"],
+            part["modules"],
+            f"out {part['output']}\n{_params_text(part['params'])}",
+            "#dbe9f6" if part["part"] in ("stem", "pool", "neck + pool") else "#b7d3ee",
+        )
+        for part in network.parts
+    ]
     dropout = f"\ndropout {network.drop_rate:g}" if network.drop_rate else ""
     chain.append(("features", f"{network.feature_width} per image{dropout}", "", "#e6e9ed"))
     per_row = min(len(chain), 6)  # wrapped into short rows: the PDF shrinks a wide figure's text too much
@@ -254,21 +353,40 @@ def network_figure(network, losses: dict[str, str]) -> Figure:
         if centres:
             px, py = centres[-1]
             same_row = py == y
-            ax.annotate("", xy=(x, y - 0.55) if same_row else (x + 0.56, y),
-                        xytext=(px + 1.12, py - 0.55) if same_row else (px + 0.56, py - 1.1),
-                        arrowprops=dict(arrowstyle="->", color="#57606a", lw=1.1))
+            ax.annotate(
+                "",
+                xy=(x, y - 0.55) if same_row else (x + 0.56, y),
+                xytext=(px + 1.12, py - 0.55) if same_row else (px + 0.56, py - 1.1),
+                arrowprops=dict(arrowstyle="->", color="#57606a", lw=1.1),
+            )
         centres.append((x, y))
     fx, fy = centres[-1]
     for index, head in enumerate(network.heads):
         y = fy - index * 0.85 * step
         softmax = head["activation"].startswith("softmax")
-        _box(ax, heads_x, y, 1.95, 1.1, "#fde2c4" if softmax else "#d3f0d6", f"head {short_text(head['head'], 18)}",
-             f"{head['layer']}, {'softmax' if softmax else 'sigmoid'}",
-             f"{head['outputs']} outputs, {_params_text(head['params'])}\nloss: {short_text(losses.get(head['head'], '?'), 34)}")
-        ax.annotate("", xy=(heads_x, y - 0.55), xytext=(fx + 1.12, fy - 0.55),
-                    arrowprops=dict(arrowstyle="->", color="#57606a", lw=1.1))
-    ax.set_title(f"{network.model}: {network.total_params:,} parameters ({network.trainable_params:,} trainable), "
-                 f"{network.mult_adds / 1e6:,.1f} M multiply-adds per {network.image_size} px image", fontsize=9, loc="left")
+        _box(
+            ax,
+            heads_x,
+            y,
+            1.95,
+            1.1,
+            "#fde2c4" if softmax else "#d3f0d6",
+            f"head {short_text(head['head'], 18)}",
+            f"{head['layer']}, {'softmax' if softmax else 'sigmoid'}",
+            f"{head['outputs']} outputs, {_params_text(head['params'])}\nloss: {short_text(losses.get(head['head'], '?'), 34)}",
+        )
+        ax.annotate(
+            "",
+            xy=(heads_x, y - 0.55),
+            xytext=(fx + 1.12, fy - 0.55),
+            arrowprops=dict(arrowstyle="->", color="#57606a", lw=1.1),
+        )
+    ax.set_title(
+        f"{network.model}: {network.total_params:,} parameters ({network.trainable_params:,} trainable), "
+        f"{network.mult_adds / 1e6:,.1f} M multiply-adds per {network.image_size} px image",
+        fontsize=9,
+        loc="left",
+    )
     fig.tight_layout()
     return fig
 
@@ -276,11 +394,26 @@ def network_figure(network, losses: dict[str, str]) -> Figure:
 def _box(ax, x: float, y: float, width: float, height: float, color: str, title: str, middle: str, bottom: str) -> None:
     from matplotlib.patches import FancyBboxPatch
 
-    ax.add_patch(FancyBboxPatch((x, y - height), width, height, boxstyle="round,pad=0.02,rounding_size=0.06",
-                                facecolor=color, edgecolor="#57606a", linewidth=0.8))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x, y - height),
+            width,
+            height,
+            boxstyle="round,pad=0.02,rounding_size=0.06",
+            facecolor=color,
+            edgecolor="#57606a",
+            linewidth=0.8,
+        )
+    )
     ax.text(x + width / 2, y - 0.16, short_text(title, 18), ha="center", va="center", fontsize=8.5, fontweight="bold")
-    ax.text(x + width / 2, y - 0.48, wrap_text(short_text(middle, 44), 18 if width < 1.5 else 30), ha="center",
-            va="center", fontsize=7.5)
+    ax.text(
+        x + width / 2,
+        y - 0.48,
+        wrap_text(short_text(middle, 44), 18 if width < 1.5 else 30),
+        ha="center",
+        va="center",
+        fontsize=7.5,
+    )
     if bottom:
         ax.text(x + width / 2, y - height + 0.22, bottom, ha="center", va="center", fontsize=7.5, color="#24292f")
 

@@ -1,9 +1,9 @@
 """What the report is made from, already loaded: the OOF arrays, decision rules, training runs, the network."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -18,12 +18,12 @@ class RunRecord:
     """One training run (`fold-K` or `full`) as saved: epochs.csv, summary.json, config.json."""
 
     name: str
-    fold: Optional[int]
+    fold: int | None
     path: Path
-    epochs: Optional[pd.DataFrame] = None
+    epochs: pd.DataFrame | None = None
     summary: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
-    params: Optional[tuple[int, int]] = None  # (total, trainable), when known
+    params: tuple[int, int] | None = None  # (total, trainable), when known
 
 
 @dataclass
@@ -36,12 +36,12 @@ class ReportInputs:
     fold_of_row: np.ndarray
     probs: dict[str, np.ndarray]
     targets: dict[str, np.ndarray]
-    rules: dict[str, Optional[DecisionRules]]
+    rules: dict[str, DecisionRules | None]
     chosen_rules: str  # the key of `rules` that submit uses (tables, grid and confusion use it)
-    saved_thresholds: Optional[TunedThresholds] = None  # thresholds.json as written by the thresholds stage
-    chosen_method: Optional[str] = None  # the tuning method whose thresholds `chosen_rules` applies (None: untuned)
+    saved_thresholds: TunedThresholds | None = None  # thresholds.json as written by the thresholds stage
+    chosen_method: str | None = None  # the tuning method whose thresholds `chosen_rules` applies (None: untuned)
     runs: list[RunRecord] = field(default_factory=list)
     image_paths: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     sources: dict[str, Path] = field(default_factory=dict)  # what was read, for the "files" section
-    network: Optional[NetworkSummary] = None  # the model's stages, heads and counts (the model section)
+    network: NetworkSummary | None = None  # the model's stages, heads and counts (the model section)

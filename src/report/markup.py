@@ -1,4 +1,5 @@
 """The report's blocks as Markdown (figures linked beside it) and as one self-contained HTML file (figures embedded)."""
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,10 @@ def to_markdown(blocks: list[Block]) -> str:
             parts.append(f"```\n{block.text}\n```")
         elif block.kind == "table":
             numeric = numeric_columns(block.rows, len(block.columns))
-            lines = ["| " + " | ".join(_md_escape(c) for c in block.columns) + " |",
-                     "|" + "|".join("---:" if right else "---" for right in numeric) + "|"]
+            lines = [
+                "| " + " | ".join(_md_escape(c) for c in block.columns) + " |",
+                "|" + "|".join("---:" if right else "---" for right in numeric) + "|",
+            ]
             lines += ["| " + " | ".join(_md_escape(value) for value in row) + " |" for row in block.rows]
             parts.append("\n".join(lines))
         elif block.kind == "figure":
@@ -35,8 +38,10 @@ def to_html(blocks: list[Block], out_dir: Path) -> str:
     """index.html: one file that stands alone (figures as data URIs, styles inline, nothing fetched)."""
     body = [_html_block(block, Path(out_dir)) for block in blocks]
     title = html.escape(next((block.text for block in blocks if block.kind == "h1"), "report"))
-    return (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def _html_block(block: Block, out_dir: Path) -> str:
@@ -49,12 +54,18 @@ def _html_block(block: Block, out_dir: Path) -> str:
     if block.kind == "table":
         numeric = numeric_columns(block.rows, len(block.columns))
         head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
-        lines = ["<tr>" + "".join(f"<td class='{'num' if numeric[i] else 'txt'}'>{html.escape(v)}</td>"
-                                  for i, v in enumerate(row)) + "</tr>" for row in block.rows]
+        lines = [
+            "<tr>"
+            + "".join(f"<td class='{'num' if numeric[i] else 'txt'}'>{html.escape(v)}</td>" for i, v in enumerate(row))
+            + "</tr>"
+            for row in block.rows
+        ]
         return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
     data = base64.b64encode((out_dir / block.name).read_bytes()).decode("ascii")
-    return (f"<figure><img alt='{html.escape(block.text)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(block.text)} ({html.escape(block.name)})</figcaption></figure>")
+    return (
+        f"<figure><img alt='{html.escape(block.text)}' src='data:image/png;base64,{data}'>"
+        f"<figcaption>{html.escape(block.text)} ({html.escape(block.name)})</figcaption></figure>"
+    )
 
 
 def numeric_columns(rows: list[list[str]], n_columns: int) -> list[bool]:

@@ -6,6 +6,7 @@ HTML keeps everything). A table always stays on one page (KeepTogether; its font
 page's width and height, and a wide table with few rows is turned on its side). Text is real text in
 embedded DejaVu fonts (matplotlib ships them), so the PDF is searchable and needs no system library.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,7 +14,6 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
 from xml.sax.saxutils import escape
 
 from PIL import Image as PILImage
@@ -24,7 +24,16 @@ from reportlab.lib.units import cm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import Image, KeepTogether, Paragraph, Preformatted, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import (
+    Image,
+    KeepTogether,
+    Paragraph,
+    Preformatted,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
 
 from src.atomic import write_bytes
 from src.errors import PipelineError
@@ -56,14 +65,19 @@ def write_pdf(blocks: list[Block], out_dir: Path, path: Path, max_pages: int) ->
     pages = 0
     for keep, scale in ATTEMPTS:
         shown = visible_blocks(blocks, keep)
-        left_out = [block.text for block in blocks if block.kind in ("h2", "h3")
-                    and block.priority != PDF_NEVER and not any(b is block for b in shown)]
+        left_out = [
+            block.text
+            for block in blocks
+            if block.kind in ("h2", "h3") and block.priority != PDF_NEVER and not any(b is block for b in shown)
+        ]
         data, pages = render_pdf(shown, Path(out_dir), scale, left_out)
         if pages <= max_pages:
             write_bytes(path, data)
             return PdfLayout(pages, scale, left_out)
-    raise PipelineError(f"config report.max_pages: the report's essential content needs {pages} A4 pages even with "
-                        f"figures at {ATTEMPTS[-1][1]:.0%} size; raise report.max_pages (now {max_pages})")
+    raise PipelineError(
+        f"config report.max_pages: the report's essential content needs {pages} A4 pages even with "
+        f"figures at {ATTEMPTS[-1][1]:.0%} size; raise report.max_pages (now {max_pages})"
+    )
 
 
 def visible_blocks(blocks: list[Block], keep: int) -> list[Block]:
@@ -73,7 +87,9 @@ def visible_blocks(blocks: list[Block], keep: int) -> list[Block]:
     for index, block in enumerate(kept):
         if block.kind in ("h2", "h3"):
             level = int(block.kind[1])
-            following = next((b for b in kept[index + 1:] if not (b.kind in ("h2", "h3") and int(b.kind[1]) > level)), None)
+            following = next(
+                (b for b in kept[index + 1 :] if not (b.kind in ("h2", "h3") and int(b.kind[1]) > level)), None
+            )
             if following is None or following.kind in ("h1", "h2", "h3"):
                 continue
         shown.append(block)
@@ -91,12 +107,28 @@ def render_pdf(blocks: list[Block], out_dir: Path, figure_scale: float, left_out
         pending = []
     story += [flowable for _, flowable in pending]
     if left_out:
-        story.append(Paragraph(escape("Left out of this PDF to fit the page budget (all of it is in index.html): "
-                                      + "; ".join(left_out) + "."), styles["note"]))
+        story.append(
+            Paragraph(
+                escape(
+                    "Left out of this PDF to fit the page budget (all of it is in index.html): "
+                    + "; ".join(left_out)
+                    + "."
+                ),
+                styles["note"],
+            )
+        )
     title = next((block.text for block in blocks if block.kind == "h1"), "report")
     buffer = io.BytesIO()
-    doc = SimpleDocTemplate(buffer, pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,
-                            bottomMargin=MARGIN, title=title, author="src.stage report")
+    doc = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=MARGIN,
+        rightMargin=MARGIN,
+        topMargin=MARGIN,
+        bottomMargin=MARGIN,
+        title=title,
+        author="src.stage report",
+    )
 
     def footer(canvas, document) -> None:
         canvas.setFont("DejaVuSans", 7)
@@ -151,8 +183,10 @@ def _figure(path: Path, caption: str, scale: float, styles: dict) -> list:
 def table_flowable(columns: list[str], rows: list[list[str]]) -> Table:
     """A table that fits the frame: transposed when wide with few rows, the largest font that fits, text wrapped."""
     if len(columns) >= TRANSPOSE_MIN_COLUMNS and len(rows) <= TRANSPOSE_MAX_ROWS:
-        columns, rows = [columns[0], *(row[0] for row in rows)], [[name, *(row[i] for row in rows)]
-                                                                   for i, name in enumerate(columns) if i]
+        columns, rows = (
+            [columns[0], *(row[0] for row in rows)],
+            [[name, *(row[i] for row in rows)] for i, name in enumerate(columns) if i],
+        )
     numeric = numeric_columns(rows, len(columns))
     size, widths = _fit_font(columns, rows, numeric)
     cell = ParagraphStyle("cell", fontName="DejaVuSans", fontSize=size, leading=size * 1.18)
@@ -160,12 +194,16 @@ def table_flowable(columns: list[str], rows: list[list[str]]) -> Table:
     data = [[Paragraph(escape(name), header) for name in columns]]
     data += [[value if numeric[i] else Paragraph(escape(value), cell) for i, value in enumerate(row)] for row in rows]
     table = Table(data, colWidths=widths, repeatRows=1)
-    style = [("FONT", (0, 0), (-1, -1), "DejaVuSans", size), ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#b0b7c0")),
-             ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eef1f4")), ("VALIGN", (0, 0), (-1, -1), "TOP"),
-             *(("ALIGN", (i, 1), (i, -1), "RIGHT") for i, right in enumerate(numeric) if right),
-             *(("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)),
-             *(("LEFTPADDING", (0, 0), (-1, -1), CELL_PADDING), ("RIGHTPADDING", (0, 0), (-1, -1), CELL_PADDING)),
-             *(("BACKGROUND", (0, r), (-1, r), colors.HexColor("#f8f9fa")) for r in range(2, len(data), 2))]
+    style = [
+        ("FONT", (0, 0), (-1, -1), "DejaVuSans", size),
+        ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#b0b7c0")),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eef1f4")),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        *(("ALIGN", (i, 1), (i, -1), "RIGHT") for i, right in enumerate(numeric) if right),
+        *(("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)),
+        *(("LEFTPADDING", (0, 0), (-1, -1), CELL_PADDING), ("RIGHTPADDING", (0, 0), (-1, -1), CELL_PADDING)),
+        *(("BACKGROUND", (0, r), (-1, r), colors.HexColor("#f8f9fa")) for r in range(2, len(data), 2)),
+    ]
     table.setStyle(TableStyle(style))
     return table
 
@@ -190,8 +228,12 @@ def _fit_font(columns: list[str], rows: list[list[str]], numeric: list[bool]) ->
 
 def _natural_widths(columns: list[str], rows: list[list[str]], size: float) -> list[float]:
     """Each column's width on one line: its widest cell, the header in bold, plus the padding."""
-    return [max(stringWidth(name, "DejaVuSans-Bold", size), *(stringWidth(row[i], "DejaVuSans", size) for row in rows))
-            + 2 * CELL_PADDING + 1 for i, name in enumerate(columns)]
+    return [
+        max(stringWidth(name, "DejaVuSans-Bold", size), *(stringWidth(row[i], "DejaVuSans", size) for row in rows))
+        + 2 * CELL_PADDING
+        + 1
+        for i, name in enumerate(columns)
+    ]
 
 
 def inline_markup(text: str) -> str:
@@ -208,10 +250,12 @@ def _styles() -> dict[str, ParagraphStyle]:
     body = ParagraphStyle("p", fontName="DejaVuSans", fontSize=8.5, leading=11, spaceAfter=4)
     return {
         "h1": ParagraphStyle("h1", parent=body, fontName="DejaVuSans-Bold", fontSize=15, leading=19, spaceAfter=6),
-        "h2": ParagraphStyle("h2", parent=body, fontName="DejaVuSans-Bold", fontSize=12, leading=15, spaceBefore=8,
-                             spaceAfter=4),
-        "h3": ParagraphStyle("h3", parent=body, fontName="DejaVuSans-Bold", fontSize=9.5, leading=12, spaceBefore=5,
-                             spaceAfter=3),
+        "h2": ParagraphStyle(
+            "h2", parent=body, fontName="DejaVuSans-Bold", fontSize=12, leading=15, spaceBefore=8, spaceAfter=4
+        ),
+        "h3": ParagraphStyle(
+            "h3", parent=body, fontName="DejaVuSans-Bold", fontSize=9.5, leading=12, spaceBefore=5, spaceAfter=3
+        ),
         "p": body,
         "caption": ParagraphStyle("caption", parent=body, fontSize=7, leading=9, textColor=colors.HexColor("#59636e")),
         "note": ParagraphStyle("note", parent=body, fontSize=7.5, textColor=colors.HexColor("#59636e"), spaceBefore=6),
@@ -224,15 +268,24 @@ def _register_fonts() -> None:
     from reportlab.pdfbase.pdfmetrics import registerFontFamily
 
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    names = {"DejaVuSans": "DejaVuSans.ttf", "DejaVuSans-Bold": "DejaVuSans-Bold.ttf",
-             "DejaVuSans-Oblique": "DejaVuSans-Oblique.ttf", "DejaVuSansMono": "DejaVuSansMono.ttf"}
+    names = {
+        "DejaVuSans": "DejaVuSans.ttf",
+        "DejaVuSans-Bold": "DejaVuSans-Bold.ttf",
+        "DejaVuSans-Oblique": "DejaVuSans-Oblique.ttf",
+        "DejaVuSansMono": "DejaVuSansMono.ttf",
+    }
     for name, file in names.items():
         pdfmetrics.registerFont(TTFont(name, os.fspath(folder / file)))
-    registerFontFamily("DejaVuSans", normal="DejaVuSans", bold="DejaVuSans-Bold", italic="DejaVuSans-Oblique",
-                       boldItalic="DejaVuSans-Bold")
+    registerFontFamily(
+        "DejaVuSans",
+        normal="DejaVuSans",
+        bold="DejaVuSans-Bold",
+        italic="DejaVuSans-Oblique",
+        boldItalic="DejaVuSans-Bold",
+    )
 
 
-def page_count(path: Path) -> Optional[int]:
+def page_count(path: Path) -> int | None:
     """Pages of a written PDF (None when it is not one); for status lines and checks."""
     try:
         from pypdf import PdfReader

@@ -1,7 +1,8 @@
 """The report's tables as pure functions over arrays and saved records (the tests compare them with src.metrics)."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -16,8 +17,12 @@ from src.report.text import NA, count_text, duration_text, megabytes_text, row_v
 THRESHOLD_GRID = np.round(np.linspace(0.01, 0.99, 99), 4)
 
 
-def metric_rows(fmt: CompetitionFormat, probs: dict[str, np.ndarray], targets: dict[str, np.ndarray],
-                rules: dict[str, Optional[DecisionRules]]) -> list[dict]:
+def metric_rows(
+    fmt: CompetitionFormat,
+    probs: dict[str, np.ndarray],
+    targets: dict[str, np.ndarray],
+    rules: dict[str, DecisionRules | None],
+) -> list[dict]:
     """Every metric `fmt.evaluate` reports (per head and the main one), one column per set of decision rules."""
     scores = {name: fmt.evaluate(targets, probs, rule) for name, rule in rules.items()}
     keys = list(dict.fromkeys(key for values in scores.values() for key in values))
@@ -38,8 +43,14 @@ def target_matrix(head: HeadSpec, targets: np.ndarray) -> np.ndarray:
     return np.eye(head.n_outputs, dtype=bool)[np.asarray(targets)]
 
 
-def per_class_rows(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, labels: np.ndarray,
-                   class_thresholds: Optional[np.ndarray], ranking: Optional["Ranking"] = None) -> list[dict]:
+def per_class_rows(
+    head: HeadSpec,
+    probs: np.ndarray,
+    targets: np.ndarray,
+    labels: np.ndarray,
+    class_thresholds: np.ndarray | None,
+    ranking: Ranking | None = None,
+) -> list[dict]:
     """Per class: support, precision, recall, F-score, average precision, ROC AUC, threshold; worst F first.
 
     Softmax heads are scored one-vs-rest on the argmax decision (their threshold column says 'argmax').
@@ -53,35 +64,62 @@ def per_class_rows(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, label
     f_name = f"F{beta:g}"
     rows = []
     for column, name in enumerate(head.class_names):
-        threshold: Any = "argmax" if not head.thresholded else (
-            float(class_thresholds[column]) if class_thresholds is not None else 0.5)
-        rows.append({"class": name, "support": int(scores["support"][column]), "predicted": int(pred[:, column].sum()),
-                     "precision": float(scores["precision"][column]), "recall": float(scores["recall"][column]),
-                     f_name: float(scores["fscore"][column]), "AP": float(ranking.ap[column]),
-                     "AUC": float(ranking.auc[column]), "threshold": threshold})
+        threshold: Any = (
+            "argmax"
+            if not head.thresholded
+            else (float(class_thresholds[column]) if class_thresholds is not None else 0.5)
+        )
+        rows.append(
+            {
+                "class": name,
+                "support": int(scores["support"][column]),
+                "predicted": int(pred[:, column].sum()),
+                "precision": float(scores["precision"][column]),
+                "recall": float(scores["recall"][column]),
+                f_name: float(scores["fscore"][column]),
+                "AP": float(ranking.ap[column]),
+                "AUC": float(ranking.auc[column]),
+                "threshold": threshold,
+            }
+        )
     # Worst first: lowest F, and among equal F the class with the most positives (the costliest miss).
     rows.sort(key=lambda row: (row[f_name], -row["support"]))
     return rows
 
 
-def attribute_accuracy_rows(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, labels: np.ndarray,
-                            class_thresholds: Optional[np.ndarray]) -> list[dict]:
+def attribute_accuracy_rows(
+    head: HeadSpec, probs: np.ndarray, targets: np.ndarray, labels: np.ndarray, class_thresholds: np.ndarray | None
+) -> list[dict]:
     """Per attribute (CelebA-style heads): share positive, accuracy at 0.5 and at the tuned thresholds."""
     true = np.asarray(targets).astype(bool)
     at_half = metrics.per_column_accuracy(true, np.asarray(probs) > 0.5)
     tuned = metrics.per_column_accuracy(true, np.asarray(labels, dtype=bool))
     rows = []
     for column, name in enumerate(head.class_names):
-        rows.append({"attribute": name, "positive share": float(true[:, column].mean()),
-                     "accuracy at 0.5": float(at_half[column]), "accuracy tuned": float(tuned[column]),
-                     "threshold": float(class_thresholds[column]) if class_thresholds is not None else 0.5})
-    rows.append({"attribute": "mean", "positive share": float(true.mean()), "accuracy at 0.5": float(at_half.mean()),
-                 "accuracy tuned": float(tuned.mean()), "threshold": float("nan")})
+        rows.append(
+            {
+                "attribute": name,
+                "positive share": float(true[:, column].mean()),
+                "accuracy at 0.5": float(at_half[column]),
+                "accuracy tuned": float(tuned[column]),
+                "threshold": float(class_thresholds[column]) if class_thresholds is not None else 0.5,
+            }
+        )
+    rows.append(
+        {
+            "attribute": "mean",
+            "positive share": float(true.mean()),
+            "accuracy at 0.5": float(at_half.mean()),
+            "accuracy tuned": float(tuned.mean()),
+            "threshold": float("nan"),
+        }
+    )
     return rows
 
 
-def global_threshold_curve(probs: np.ndarray, targets: np.ndarray, head: HeadSpec,
-                           grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+def global_threshold_curve(
+    probs: np.ndarray, targets: np.ndarray, head: HeadSpec, grid: np.ndarray = THRESHOLD_GRID
+) -> np.ndarray:
     """The head's objective at each global threshold of `grid` (ascending), equal to thresholds.score at each."""
     return th.score_curve(probs, targets, head.threshold_objective, grid)
 
@@ -141,18 +179,23 @@ def resource_rows(runs: list[RunRecord], main_metric: str) -> list[dict]:
             "model": summary.get("model", config.get("model", {}).get("name", NA)),
             "params": count_text(params[0]),
             "trainable": count_text(params[1]),
-            "batch": NA if batch is None else (f"{batch}x{accumulate}" if accumulate and accumulate > 1 else str(batch)),
+            "batch": NA
+            if batch is None
+            else (f"{batch}x{accumulate}" if accumulate and accumulate > 1 else str(batch)),
             "image size": summary.get("image_size", config.get("data", {}).get("image_size", NA)),
             "device": summary.get("device", NA),
             "processes": summary.get("processes", NA),
             "peak memory": megabytes_text(summary.get("peak_memory_mb")),
             "epochs": epochs_run,
             "train time": NA if seconds is None else duration_text(float(seconds)),
-            "images/s": f"{epochs['images_per_s'].mean():.0f}" if epochs is not None and "images_per_s" in epochs else NA,
+            "images/s": f"{epochs['images_per_s'].mean():.0f}"
+            if epochs is not None and "images_per_s" in epochs
+            else NA,
             "train images": train_images,
             "valid images": summary.get("valid_images", NA) if run.fold is not None else 0,
-            "augmented samples seen": (train_images * epochs_run if isinstance(train_images, int)
-                                       and isinstance(epochs_run, int) else NA),
+            "augmented samples seen": (
+                train_images * epochs_run if isinstance(train_images, int) and isinstance(epochs_run, int) else NA
+            ),
             "train loss": row_value(best, "train_loss"),
             "valid loss": row_value(best, "valid_loss"),
             f"train {main_metric}": row_value(best, "train_score"),
@@ -175,8 +218,11 @@ def _best_epoch_row(epochs, best_epoch):
 
 def per_class_mean(rows: list[dict]) -> dict:
     """The macro average of a per-class table's scores (NaN AP/AUC of classes without both kinds left out)."""
-    mean = {"class": "mean (macro)", "support": sum(row["support"] for row in rows),
-            "predicted": sum(row["predicted"] for row in rows)}
+    mean = {
+        "class": "mean (macro)",
+        "support": sum(row["support"] for row in rows),
+        "predicted": sum(row["predicted"] for row in rows),
+    }
     for key in [key for key in rows[0] if key not in mean and key != "threshold"] if rows else []:
         values = np.asarray([row[key] for row in rows], dtype=float)
         mean[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
@@ -187,46 +233,85 @@ def losses_by_head(config: dict, heads: list[HeadSpec]) -> dict[str, str]:
     """Each head's loss as the saved config sets it (the losses src/losses.py builds)."""
     loss = config.get("train", {}).get("loss", {})
     name = loss.get("name", "bce")
-    multilabel = {"bce": "binary cross-entropy", "focal": f"focal (gamma {loss.get('focal_gamma', 2.0):g})",
-                  "asl": f"asymmetric (gamma- {loss.get('asl_gamma_neg', 4.0):g}, gamma+ {loss.get('asl_gamma_pos', 0.0):g}, "
-                         f"clip {loss.get('asl_clip', 0.05):g})"}.get(name, name)
+    multilabel = {
+        "bce": "binary cross-entropy",
+        "focal": f"focal (gamma {loss.get('focal_gamma', 2.0):g})",
+        "asl": f"asymmetric (gamma- {loss.get('asl_gamma_neg', 4.0):g}, gamma+ {loss.get('asl_gamma_pos', 0.0):g}, "
+        f"clip {loss.get('asl_clip', 0.05):g})",
+    }.get(name, name)
     smoothing = loss.get("label_smoothing", 0.0)
     softmax = "cross-entropy" + (f" (label smoothing {smoothing:g})" if smoothing else "")
-    return {head.name: (multilabel if head.thresholded else softmax)
-            + (f", weight {head.loss_weight:g}" if head.loss_weight != 1.0 else "") for head in heads}
+    return {
+        head.name: (multilabel if head.thresholded else softmax)
+        + (f", weight {head.loss_weight:g}" if head.loss_weight != 1.0 else "")
+        for head in heads
+    }
 
 
 def settings_rows(config: dict, heads: list[HeadSpec]) -> list[dict]:
     """The losses and training tricks of a run, one row each, from its saved (resolved) config."""
     model, train, augment = config.get("model", {}), config.get("train", {}), config.get("augment", {})
     predict, tuning = config.get("predict", {}), config.get("thresholds", {})
-    weights = (f"pretrained {model['pretrained']}" if model.get("pretrained") else
-               f"local weights {model['weights']}" if model.get("weights") else "from scratch (random init)")
-    rows = [("backbone", f"{model.get('name', NA)}, {weights}"
-             + (" (the rules forbid pretrained weights)" if model.get("forbid_pretrained") else ""))]
+    weights = (
+        f"pretrained {model['pretrained']}"
+        if model.get("pretrained")
+        else f"local weights {model['weights']}"
+        if model.get("weights")
+        else "from scratch (random init)"
+    )
+    rows = [
+        (
+            "backbone",
+            f"{model.get('name', NA)}, {weights}"
+            + (" (the rules forbid pretrained weights)" if model.get("forbid_pretrained") else ""),
+        )
+    ]
     rows += [(f"loss [{name}]", text) for name, text in losses_by_head(config, heads).items()]
     if len(heads) > 1:
         weighting = train.get("loss", {}).get("head_weighting", "fixed")
-        rows.append(("head weighting", "learned uncertainty weights (Kendall et al. 2018)" if weighting == "uncertainty"
-                     else "fixed: sum of weight x loss"))
+        rows.append(
+            (
+                "head weighting",
+                "learned uncertainty weights (Kendall et al. 2018)"
+                if weighting == "uncertainty"
+                else "fixed: sum of weight x loss",
+            )
+        )
     accumulate = train.get("accumulate_steps", 1)
-    rows += [("optimizer", f"AdamW, lr {train.get('lr', NA)}, weight decay {train.get('weight_decay', NA)}"),
-             ("schedule", f"{train.get('warmup_epochs', 0):g} warm-up epochs, then cosine decay over "
-                          f"{train.get('epochs', NA)} epochs" + (f"; early stopping after {train['early_stopping_patience']}"
-                                                                 " epochs without gain" if train.get("early_stopping_patience") else "")),
-             ("batch", f"{train.get('batch_size', NA)}" + (f" x {accumulate} accumulated steps" if accumulate > 1 else "")),
-             ("head-only warm-up", _head_only_text(train)),
-             ("EMA of weights", f"decay {_ema_decay(train)}" if _ema_decay(train) else "off"),
-             ("dropout before the heads", f"{model.get('drop_rate', 0.0):g}"),
-             ("mixed precision, channels_last", f"AMP {'on' if train.get('amp', True) else 'off'}, channels_last "
-                                                f"{'on' if train.get('channels_last', True) else 'off'} (CUDA only)"),
-             ("train augmentations", _transforms_text(augment.get("train", []))),
-             ("eval augmentations", _transforms_text(augment.get("eval", []))),
-             ("training tricks (callbacks)", _transforms_text(train.get("callbacks", []))),
-             ("test-time augmentation", "horizontal flip, mean of 2 views" if predict.get("tta_flip") else "none")]
+    rows += [
+        ("optimizer", f"AdamW, lr {train.get('lr', NA)}, weight decay {train.get('weight_decay', NA)}"),
+        (
+            "schedule",
+            f"{train.get('warmup_epochs', 0):g} warm-up epochs, then cosine decay over "
+            f"{train.get('epochs', NA)} epochs"
+            + (
+                f"; early stopping after {train['early_stopping_patience']} epochs without gain"
+                if train.get("early_stopping_patience")
+                else ""
+            ),
+        ),
+        ("batch", f"{train.get('batch_size', NA)}" + (f" x {accumulate} accumulated steps" if accumulate > 1 else "")),
+        ("head-only warm-up", _head_only_text(train)),
+        ("EMA of weights", f"decay {_ema_decay(train)}" if _ema_decay(train) else "off"),
+        ("dropout before the heads", f"{model.get('drop_rate', 0.0):g}"),
+        (
+            "mixed precision, channels_last",
+            f"AMP {'on' if train.get('amp', True) else 'off'}, channels_last "
+            f"{'on' if train.get('channels_last', True) else 'off'} (CUDA only)",
+        ),
+        ("train augmentations", _transforms_text(augment.get("train", []))),
+        ("eval augmentations", _transforms_text(augment.get("eval", []))),
+        ("training tricks (callbacks)", _transforms_text(train.get("callbacks", []))),
+        ("test-time augmentation", "horizontal flip, mean of 2 views" if predict.get("tta_flip") else "none"),
+    ]
     if any(head.thresholded for head in heads):
-        rows.append(("decision thresholds", f"{tuning.get('method', 'exact')} per class, shrunk toward the global one "
-                                            f"(strength {tuning.get('shrink_strength', NA)})"))
+        rows.append(
+            (
+                "decision thresholds",
+                f"{tuning.get('method', 'exact')} per class, shrunk toward the global one "
+                f"(strength {tuning.get('shrink_strength', NA)})",
+            )
+        )
     return [{"setting": key, "value": value} for key, value in rows]
 
 
@@ -236,8 +321,11 @@ def _head_only_text(train: dict) -> str:
     if freeze is None:
         return f"{train.get('head_warmup_epochs') or 0} epochs"
     part = "backbone" if freeze.get("stages") is None else f"first {freeze['stages']} stages"
-    return (f"{freeze.get('epochs', 1)} epochs ({part} frozen" + (", then re-warmed from lr 0" if freeze.get("rewarm")
-                                                                   else "") + ")")
+    return (
+        f"{freeze.get('epochs', 1)} epochs ({part} frozen"
+        + (", then re-warmed from lr 0" if freeze.get("rewarm") else "")
+        + ")"
+    )
 
 
 def _ema_decay(train: dict):

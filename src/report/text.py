@@ -1,4 +1,5 @@
 """Small text helpers the report's tables, figures and renderings share (numbers as shown, short names)."""
+
 from __future__ import annotations
 
 import math

@@ -1,7 +1,8 @@
 """Helpers the stages share: decoded images for a table, small text tables."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -11,8 +12,14 @@ from src.data.cache import decode_table
 from src.formats.base import ImageTable
 
 
-def decoded_images(exp: Experiment, table: ImageTable, quiet: bool, log: Callable[[str], None], label: str,
-                   skip_unreadable: bool | None = None):
+def decoded_images(
+    exp: Experiment,
+    table: ImageTable,
+    quiet: bool,
+    log: Callable[[str], None],
+    label: str,
+    skip_unreadable: bool | None = None,
+):
     """(images [n, S, S, 3] uint8, boolean mask of readable rows) via the on-disk cache."""
     skip = exp.config.data.skip_unreadable if skip_unreadable is None else skip_unreadable
     return decode_table(table.paths, exp.config.data.image_size, exp.cache_dir, skip, quiet, log, label)

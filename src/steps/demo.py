@@ -1,11 +1,12 @@
 """Stage `demo`: build a demo competition from real images that ship in scikit-learn, then run every stage on it."""
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from src.demo import build_demo
 from src.artifacts import Experiment, ScoreTable, read_test_scores, tuned_column
+from src.demo import build_demo
 from src.steps import folds, oof, report, submit, thresholds, train
 
 

@@ -1,15 +1,21 @@
 """Stage `download`: a competition's files from Kaggle into `<dest_root>/<slug>/`, unzipped."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from src.errors import PipelineError
 from src.kaggle.local import cli
 
 
-def run(exp=None, competition: str | None = None, dest: str | Path = "input", quiet: bool = False,
-        log: Callable[[str], None] = print) -> list[Path]:
+def run(
+    exp=None,
+    competition: str | None = None,
+    dest: str | Path = "input",
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
     """The stage: the competition named by --competition, else the config's."""
     slug = competition or (exp.config.competition if exp is not None else None)
     if not slug:

@@ -6,49 +6,96 @@ and uploads (refused when the check fails); `status`, `output` and `submit` foll
 `train` builds (and checks, and with --push pushes) the training kernel; `pull` brings its runs back.
 Adding a sub-command is one row and one function here. src.kaggle is imported only when one runs.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from src.artifacts import Experiment
 from src.errors import PipelineError
 from src.steps.table import Stage, one_of, option
 
 _CHECK = one_of(
-    option("--check", dest="check", action="store_const", const=True, default=None,
-           help="run the parity check even if it passed before for these files"),
-    option("--no-check", dest="check", action="store_const", const=False, help="skip the parity check"))
+    option(
+        "--check",
+        dest="check",
+        action="store_const",
+        const=True,
+        default=None,
+        help="run the parity check even if it passed before for these files",
+    ),
+    option("--no-check", dest="check", action="store_const", const=False, help="skip the parity check"),
+)
 
 _TRAIN_CHECK = one_of(
-    option("--check", dest="check", action="store_const", const=True, default=None,
-           help="require the local training check (one epoch, offline; default: run it when the images are here)"),
-    option("--no-check", dest="check", action="store_const", const=False, help="skip the local training check"))
+    option(
+        "--check",
+        dest="check",
+        action="store_const",
+        const=True,
+        default=None,
+        help="require the local training check (one epoch, offline; default: run it when the images are here)",
+    ),
+    option("--no-check", dest="check", action="store_const", const=False, help="skip the local training check"),
+)
 
 SUBCOMMANDS: tuple[Stage, ...] = (
-    Stage("build", "write kernels/<exp>/ (script with src embedded + weights dataset) and run it locally offline "
-                   "(parity with submit)", run="src.steps.kernel:build", options=(_CHECK,)),
-    Stage("push", "build, check, then upload the weights dataset (create or new version) and push the kernel; "
-                  "refused when the parity check fails", run="src.steps.kernel:push", options=(_CHECK,)),
+    Stage(
+        "build",
+        "write kernels/<exp>/ (script with src embedded + weights dataset) and run it locally offline "
+        "(parity with submit)",
+        run="src.steps.kernel:build",
+        options=(_CHECK,),
+    ),
+    Stage(
+        "push",
+        "build, check, then upload the weights dataset (create or new version) and push the kernel; "
+        "refused when the parity check fails",
+        run="src.steps.kernel:push",
+        options=(_CHECK,),
+    ),
     Stage("status", "state of the pushed kernel's run (kaggle kernels status)", run="src.steps.kernel:status"),
-    Stage("output", "download its output into kernels/<exp>/output/ and validate it (kaggle kernels output)",
-          run="src.steps.kernel:output"),
-    Stage("submit", "code competitions: submit the pushed kernel version once its run is complete",
-          run="src.steps.kernel:submit"),
-    Stage("train", "training kernel (the train stage on Kaggle's GPUs): write kernels/<exp>/train/, check it locally "
-                   "(one epoch, network blocked, same run folder as a local train), --push it",
-          run="src.steps.kernel:train", options=(
-              one_of(option("--fold", help="fold number, or 'all'"),
-                     option("--full", action="store_true", help="fit on all training data (no validation)"), required=True),
-              option("--resume", action="store_true", help="ship the pulled runs' last.pt back and continue them"),
-              option("--stop-after-epochs", type=int, metavar="N",
-                     help="stop cleanly after N whole epochs (to fit Kaggle's time limit); continue with --resume"),
-              option("--push", action="store_true", help="then upload its datasets and push it"), _TRAIN_CHECK)),
-    Stage("pull", "download the training kernel's runs into oof/<exp>/fold-K/ (checksums, config and folds file "
-                  "verified)", run="src.steps.kernel:pull"),
+    Stage(
+        "output",
+        "download its output into kernels/<exp>/output/ and validate it (kaggle kernels output)",
+        run="src.steps.kernel:output",
+    ),
+    Stage(
+        "submit",
+        "code competitions: submit the pushed kernel version once its run is complete",
+        run="src.steps.kernel:submit",
+    ),
+    Stage(
+        "train",
+        "training kernel (the train stage on Kaggle's GPUs): write kernels/<exp>/train/, check it locally "
+        "(one epoch, network blocked, same run folder as a local train), --push it",
+        run="src.steps.kernel:train",
+        options=(
+            one_of(
+                option("--fold", help="fold number, or 'all'"),
+                option("--full", action="store_true", help="fit on all training data (no validation)"),
+                required=True,
+            ),
+            option("--resume", action="store_true", help="ship the pulled runs' last.pt back and continue them"),
+            option(
+                "--stop-after-epochs",
+                type=int,
+                metavar="N",
+                help="stop cleanly after N whole epochs (to fit Kaggle's time limit); continue with --resume",
+            ),
+            option("--push", action="store_true", help="then upload its datasets and push it"),
+            _TRAIN_CHECK,
+        ),
+    ),
+    Stage(
+        "pull",
+        "download the training kernel's runs into oof/<exp>/fold-K/ (checksums, config and folds file verified)",
+        run="src.steps.kernel:pull",
+    ),
 )
 
 
-def build(exp: Experiment, check: Optional[bool] = None, quiet: bool = False, log: Callable[[str], None] = print):
+def build(exp: Experiment, check: bool | None = None, quiet: bool = False, log: Callable[[str], None] = print):
     """Build kernels/<exp>/ and check it (None = when the test images are here); return (build, parity)."""
     from src.kaggle.local.inference_kernel import build_kernel
 
@@ -56,9 +103,10 @@ def build(exp: Experiment, check: Optional[bool] = None, quiet: bool = False, lo
     return built, _parity(exp, built, check, False, quiet, log)
 
 
-def push(exp: Experiment, check: Optional[bool] = None, quiet: bool = False, log: Callable[[str], None] = print):
+def push(exp: Experiment, check: bool | None = None, quiet: bool = False, log: Callable[[str], None] = print):
     """Build + check, then push; return the build."""
-    from src.kaggle.local import inference_kernel, push as kernel_push
+    from src.kaggle.local import inference_kernel
+    from src.kaggle.local import push as kernel_push
 
     built = inference_kernel.build_kernel(exp, log)
     kernel_push.push(exp, built, _parity(exp, built, check, True, quiet, log), log)
@@ -74,14 +122,25 @@ def status(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = pr
     found = kernel_status(exp, log) if training is None or exp.kernel_push_path.is_file() else None
     if training is not None:
         state = cli.kernel_status(training)
-        log(f"training kernel {training}: {state.state}" + (f": {state.failure_message}" if state.failure_message else ""))
+        log(
+            f"training kernel {training}: {state.state}"
+            + (f": {state.failure_message}" if state.failure_message else "")
+        )
         found = state if found is None else found
     return found
 
 
-def train(exp: Experiment, fold: Optional[str] = None, full: bool = False, resume: bool = False,
-          stop_after_epochs: Optional[int] = None, push: bool = False, check: Optional[bool] = None,
-          quiet: bool = False, log: Callable[[str], None] = print):
+def train(
+    exp: Experiment,
+    fold: str | None = None,
+    full: bool = False,
+    resume: bool = False,
+    stop_after_epochs: int | None = None,
+    push: bool = False,
+    check: bool | None = None,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+):
     """Build the training kernel for these runs, check it (None = when the training images are here), push it."""
     from src.kaggle.local import training_kernel
     from src.kaggle.local.parity import has_images
@@ -91,10 +150,18 @@ def train(exp: Experiment, fold: Optional[str] = None, full: bool = False, resum
     built = training_kernel.build_training_kernel(exp, runs, log)
     checked = check is True or (check is None and has_images(exp, "train"))
     if checked:
-        training_kernel.check_training(exp, built, lambda local, **runs: train_step.run(local, **runs, quiet=True, log=log), log)
+        training_kernel.check_training(
+            exp, built, lambda local, **runs: train_step.run(local, **runs, quiet=True, log=log), log
+        )
     else:
-        log("training check skipped" + (" (--no-check)" if check is False else
-                                        f": the competition's training images are not in {exp.config.data.root}"))
+        log(
+            "training check skipped"
+            + (
+                " (--no-check)"
+                if check is False
+                else f": the competition's training images are not in {exp.config.data.root}"
+            )
+        )
     if push:
         training_kernel.push_training(exp, built, checked, log)
     return built
@@ -124,7 +191,7 @@ def submit(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = pr
     return record
 
 
-def _parity(exp: Experiment, built, check: Optional[bool], pushing: bool, quiet: bool, log: Callable[[str], None]):
+def _parity(exp: Experiment, built, check: bool | None, pushing: bool, quiet: bool, log: Callable[[str], None]):
     from src.kaggle.local import parity
     from src.steps import submit as submit_step
 
@@ -133,13 +200,19 @@ def _parity(exp: Experiment, built, check: Optional[bool], pushing: bool, quiet:
         return None
     if not parity.has_images(exp, "test"):
         if check:
-            raise PipelineError(f"{exp.config.data.root}: the competition's test images are not here, so the kernel "
-                                f"cannot be run locally: download them (python -m src.stage download --competition "
-                                f"{exp.config.competition}) or leave out --check")
+            raise PipelineError(
+                f"{exp.config.data.root}: the competition's test images are not here, so the kernel "
+                f"cannot be run locally: download them (python -m src.stage download --competition "
+                f"{exp.config.competition}) or leave out --check"
+            )
         log(f"parity check skipped: the competition's test images are not in {exp.config.data.root}")
         return None
-    result = parity.check_parity(exp, built, lambda: submit_step.run(exp, quiet=quiet, log=log), log, reuse=check is None)
+    result = parity.check_parity(
+        exp, built, lambda: submit_step.run(exp, quiet=quiet, log=log), log, reuse=check is None
+    )
     if not result.passed:
-        raise PipelineError(f"parity check failed{' (nothing pushed)' if pushing else ''}: {result.detail}; "
-                            f"the kernel's log is {exp.parity_log_path}")
+        raise PipelineError(
+            f"parity check failed{' (nothing pushed)' if pushing else ''}: {result.detail}; "
+            f"the kernel's log is {exp.parity_log_path}"
+        )
     return result

@@ -2,9 +2,10 @@
 
 Writes oof.npz and oof_scores.json; tuned-threshold scores are the thresholds stage's (it runs after this one).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -21,8 +22,10 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     fold_of_row = exp.fold_of_row(table.ids)
     folds = fold_numbers(fold_of_row)
     checkpoints = {k: exp.best_checkpoint(k) for k in folds}
-    log(f"oof {exp.name}: predicting {int((fold_of_row >= 0).sum())} held-out images with {len(folds)} fold models"
-        f"{' + flip TTA' if config.predict.tta_flip else ''} -> {exp.oof_path}")
+    log(
+        f"oof {exp.name}: predicting {int((fold_of_row >= 0).sum())} held-out images with {len(folds)} fold models"
+        f"{' + flip TTA' if config.predict.tta_flip else ''} -> {exp.oof_path}"
+    )
     images, readable = decoded_images(exp, table, quiet, log, "train images")
     runtime = runtime_from_config(config.train, inference=True)
     heads = fmt.heads()
@@ -34,8 +37,12 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
         for name, values in predict_rows(model, config, heads, images, rows, runtime, quiet, f"oof fold {k}").items():
             probs[name][rows] = values
     keep = np.flatnonzero(held_out)
-    oof = OofPredictions([table.ids[i] for i in keep], fold_of_row[keep], {n: v[keep] for n, v in probs.items()},
-                         {name: values[keep] for name, values in table.targets.items()})
+    oof = OofPredictions(
+        [table.ids[i] for i in keep],
+        fold_of_row[keep],
+        {n: v[keep] for n, v in probs.items()},
+        {name: values[keep] for name, values in table.targets.items()},
+    )
     oof.write(exp.oof_path)
     # Scores are on the float16 values that were saved, the same numbers later stages read.
     saved = {name: values.astype(np.float16).astype(np.float32) for name, values in oof.probs.items()}

@@ -4,21 +4,28 @@ report, the code, Readme.txt, and for the folder course an executed notebook) ->
 Refuses to start while the submission or the report is missing or older than what it is made from,
 naming the stage to run first.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from src.artifacts import Experiment
 from src.package import build_package
 
 
-def run(exp: Experiment, name: Optional[str] = None, quiet: bool = False, log: Callable[[str], None] = print) -> Path:
+def run(exp: Experiment, name: str | None = None, quiet: bool = False, log: Callable[[str], None] = print) -> Path:
     """Build the package; return the zip's path."""
-    log(f"package {exp.name}: the {exp.config.format} course's files from {exp.submission_dir} and {exp.report_dir} "
-        f"-> {exp.package_dir}")
+    log(
+        f"package {exp.name}: the {exp.config.format} course's files from {exp.submission_dir} and {exp.report_dir} "
+        f"-> {exp.package_dir}"
+    )
     package = build_package(exp, name, log)
     log(f"wrote {package.zip_path} ({len(package.files)} files; unzipped in {package.folder}):")
     shown = [file for file in package.files if "/src/" not in f"/{file}"]
-    log("  " + "\n  ".join(shown) + (f"\n  ... and {len(package.files) - len(shown)} code files" if len(shown) < len(package.files) else ""))
+    log(
+        "  "
+        + "\n  ".join(shown)
+        + (f"\n  ... and {len(package.files) - len(shown)} code files" if len(shown) < len(package.files) else "")
+    )
     return package.zip_path

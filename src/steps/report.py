@@ -6,15 +6,16 @@ and the original training images of the few OOF rows shown as examples; builds t
 report.md with the PNGs beside it, report.pdf on at most `report.max_pages` A4 pages, per-class
 CSVs). Nothing is retrained or predicted.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import pandas as pd
 
-from src.errors import PipelineError
 from src.artifacts import EPOCHS_CSV, REPORT_MD, Experiment, read_run_config, read_run_summary, tuned_column
+from src.errors import PipelineError
 from src.formats.base import DecisionRules
 from src.report import NetworkSummary, ReportInputs, RunRecord, build_report, describe_network
 from src.report.pdf import page_count
@@ -26,8 +27,10 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     inputs = load_inputs(exp, log)
     html_path = build_report(inputs, exp.report_dir, max_pages=exp.config.report.max_pages)
     pages = page_count(exp.report_pdf)
-    log(f"wrote {html_path} (open it in a browser), {exp.report_dir / REPORT_MD} and {exp.report_pdf} "
-        f"({pages} A4 page{'s' if pages != 1 else ''}, budget {exp.config.report.max_pages})")
+    log(
+        f"wrote {html_path} (open it in a browser), {exp.report_dir / REPORT_MD} and {exp.report_pdf} "
+        f"({pages} A4 page{'s' if pages != 1 else ''}, budget {exp.config.report.max_pages})"
+    )
     return html_path
 
 
@@ -40,7 +43,7 @@ def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportIn
     notes: list[str] = []
     # Softmax-only formats decide by argmax: "at 0.5" would be a misleading name for that column.
     chosen = "at 0.5" if any(head.thresholded for head in heads) else "argmax"
-    rules: dict[str, Optional[DecisionRules]] = {chosen: None}
+    rules: dict[str, DecisionRules | None] = {chosen: None}
     saved, method = exp.read_thresholds(), None
     if saved is not None:
         sources["thresholds"] = exp.thresholds_path
@@ -50,7 +53,9 @@ def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportIn
             rules["at the global threshold"] = DecisionRules(saved.global_thresholds())
             rules[chosen] = saved.rules(method, cfg.min_labels, cfg.max_labels)
     elif any(head.thresholded for head in heads):
-        notes.append(f"{exp.thresholds_path} not found: scores are at 0.5 only; make it with {exp.command('thresholds')}")
+        notes.append(
+            f"{exp.thresholds_path} not found: scores are at 0.5 only; make it with {exp.command('thresholds')}"
+        )
     runs = load_runs(exp)
     for run in runs:
         sources[f"{run.name} epochs"] = run.path / EPOCHS_CSV
@@ -61,19 +66,34 @@ def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportIn
         sources["training images"] = fmt.root
     except PipelineError as exc:
         notes.append(f"example images unavailable ({exc})")
-    return ReportInputs(experiment=exp.name, fmt=fmt, ids=oof.ids, fold_of_row=oof.fold_of_row, probs=oof.probs,
-                        targets=oof.targets, rules=rules, chosen_rules=chosen, saved_thresholds=saved,
-                        chosen_method=method, runs=runs, image_paths=image_paths, notes=notes, sources=sources,
-                        network=_network(exp, runs, notes))
+    return ReportInputs(
+        experiment=exp.name,
+        fmt=fmt,
+        ids=oof.ids,
+        fold_of_row=oof.fold_of_row,
+        probs=oof.probs,
+        targets=oof.targets,
+        rules=rules,
+        chosen_rules=chosen,
+        saved_thresholds=saved,
+        chosen_method=method,
+        runs=runs,
+        image_paths=image_paths,
+        notes=notes,
+        sources=sources,
+        network=_network(exp, runs, notes),
+    )
 
 
-def _network(exp: Experiment, runs: list[RunRecord], notes: list[str]) -> Optional[NetworkSummary]:
+def _network(exp: Experiment, runs: list[RunRecord], notes: list[str]) -> NetworkSummary | None:
     """The network of the first run's saved config (else the experiment's), summarised at its image size."""
     saved = runs[0].config if runs else {}
     model, data = saved.get("model", {}), saved.get("data", {})
     name, drop_rate = model.get("name", exp.config.model.name), model.get("drop_rate", exp.config.model.drop_rate)
     try:
-        return describe_network(name, exp.fmt.heads(), int(data.get("image_size", exp.config.data.image_size)), drop_rate)
+        return describe_network(
+            name, exp.fmt.heads(), int(data.get("image_size", exp.config.data.image_size)), drop_rate
+        )
     except Exception as exc:  # an unknown or renamed timm model: the report says so and goes on
         notes.append(f"no network summary ({str(exc).splitlines()[0][:160]})")
         return None
@@ -84,8 +104,14 @@ def load_runs(exp: Experiment) -> list[RunRecord]:
     runs = []
     full = exp.run_dir(None)
     for fold, path in exp.fold_run_dirs() + ([(None, full)] if full.is_dir() else []):
-        run = RunRecord(name=path.name, fold=fold, path=path, epochs=_read_csv(path / EPOCHS_CSV),
-                        summary=read_run_summary(path), config=read_run_config(path))
+        run = RunRecord(
+            name=path.name,
+            fold=fold,
+            path=path,
+            epochs=_read_csv(path / EPOCHS_CSV),
+            summary=read_run_summary(path),
+            config=read_run_config(path),
+        )
         run.params = _parameter_counts(exp, run)
         runs.append(run)
     return runs
@@ -94,7 +120,7 @@ def load_runs(exp: Experiment) -> list[RunRecord]:
 _PARAMS_BY_MODEL: dict[tuple, tuple[int, int]] = {}
 
 
-def _parameter_counts(exp: Experiment, run: RunRecord) -> Optional[tuple[int, int]]:
+def _parameter_counts(exp: Experiment, run: RunRecord) -> tuple[int, int] | None:
     """(total, trainable) from summary.json when training saved them, else by building the model once per name."""
     if "parameters" in run.summary and "trainable_parameters" in run.summary:
         return int(run.summary["parameters"]), int(run.summary["trainable_parameters"])
@@ -113,7 +139,7 @@ def _parameter_counts(exp: Experiment, run: RunRecord) -> Optional[tuple[int, in
     return _PARAMS_BY_MODEL[key]
 
 
-def _read_csv(path: Path) -> Optional[pd.DataFrame]:
+def _read_csv(path: Path) -> pd.DataFrame | None:
     try:
         return pd.read_csv(path) if path.exists() else None
     except (OSError, ValueError, pd.errors.ParserError):

@@ -5,25 +5,45 @@ each), the full fit, the OOF score at 0.5 and tuned, the thresholds found, submi
 kernel built and the report, with their paths. Reads files only (`--refresh-scores` first asks Kaggle for
 pending leaderboard scores); loads no model and no config class.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import pandas as pd
 import yaml
 
-from src.artifacts import (BEST_CHECKPOINT, EPOCHS_CSV, Layout, LeaderboardRecord, ScoreTable, TunedThresholds, folds_file,
-                           read_kernel_ref, read_run_config, read_run_summary, read_test_scores, tuned_column)
+from src.artifacts import (
+    BEST_CHECKPOINT,
+    EPOCHS_CSV,
+    Layout,
+    LeaderboardRecord,
+    ScoreTable,
+    TunedThresholds,
+    folds_file,
+    read_kernel_ref,
+    read_run_config,
+    read_run_summary,
+    read_test_scores,
+    tuned_column,
+)
 from src.config import DataConfig
 from src.errors import PipelineError
 
 EMPTY = "-"
 
 
-def run(exp=None, output_dir: Optional[Path] = None, configs: Path = Path("configs"), clean_cache: bool = False,
-        plot: bool = False, refresh_scores: bool = False, quiet: bool = False,
-        log: Callable[[str], None] = print) -> list[dict]:
+def run(
+    exp=None,
+    output_dir: Path | None = None,
+    configs: Path = Path("configs"),
+    clean_cache: bool = False,
+    plot: bool = False,
+    refresh_scores: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
     """The stage: `output_dir` defaults to the config's output_dir, else the current folder; `refresh_scores` first
     asks Kaggle for the uploads still pending in each kaggle.json; `plot` also draws the honest OOF score against
     the public leaderboard score of every experiment into a PNG."""
@@ -37,7 +57,9 @@ def run(exp=None, output_dir: Optional[Path] = None, configs: Path = Path("confi
     return rows
 
 
-def show(output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print, clean_cache: bool = False) -> list[dict]:
+def show(
+    output_dir: Path, configs_dir: Path, log: Callable[[str], None] = print, clean_cache: bool = False
+) -> list[dict]:
     """One dict per experiment (sorted by name); logs a compact table, the paths and the image cache's size
     (deleting the cache first with `clean_cache`)."""
     output_dir, configs_dir = Path(output_dir), Path(configs_dir)
@@ -98,14 +120,18 @@ def _image_cache_line(cache_dir: Path, clean: bool, log: Callable[[str], None]) 
     if clean:
         removed = clear_cache(cache_dir)
         busy = f"; {removed.in_use} being built, left alone" if removed.in_use else ""
-        log(f"image cache: deleted {removed.entries} image set(s), {removed.bytes / 2**30:.2f} GB freed in {cache_dir}{busy}")
+        log(
+            f"image cache: deleted {removed.entries} image set(s), {removed.bytes / 2**30:.2f} GB freed in {cache_dir}{busy}"
+        )
     usage = cache_usage(cache_dir)
     if usage.entries:
-        log(f"image cache: {usage.entries} decoded image set(s), {usage.bytes / 2**30:.2f} GB in {cache_dir} "
-            "(rebuilt on demand; `status --clean-cache` deletes them)")
+        log(
+            f"image cache: {usage.entries} decoded image set(s), {usage.bytes / 2**30:.2f} GB in {cache_dir} "
+            "(rebuilt on demand; `status --clean-cache` deletes them)"
+        )
 
 
-def experiment_status(output_dir: Path, name: str, config_path: Optional[Path]) -> dict:
+def experiment_status(output_dir: Path, name: str, config_path: Path | None) -> dict:
     """What one experiment has made (values and paths; missing things are None or empty)."""
     layout = Layout(output_dir, name)
     fold_dirs = layout.fold_run_dirs()
@@ -117,13 +143,22 @@ def experiment_status(output_dir: Path, name: str, config_path: Optional[Path]) 
     submission_files = [str(p) for p in layout.submission_files()]
     kernel = read_kernel_ref(layout)
     uploaded = LeaderboardRecord.read(layout.kaggle_scores_path)
-    candidates = {"config": config_path, "runs": layout.oof_dir if fold_dirs else None, "oof": layout.oof_path,
-                  "thresholds": layout.thresholds_path, "submission": ", ".join(submission_files) or None,
-                  "leaderboard": layout.kaggle_scores_path,
-                  "kernel": layout.kernel_dir if kernel else None, "report": layout.report_html,
-                  "package": ", ".join(str(p) for p in sorted(layout.package_dir.glob("*.zip"))) or None}
-    paths = {label: str(path) for label, path in candidates.items()
-             if path is not None and (label in ("config", "submission", "runs", "kernel", "package") or Path(path).exists())}
+    candidates = {
+        "config": config_path,
+        "runs": layout.oof_dir if fold_dirs else None,
+        "oof": layout.oof_path,
+        "thresholds": layout.thresholds_path,
+        "submission": ", ".join(submission_files) or None,
+        "leaderboard": layout.kaggle_scores_path,
+        "kernel": layout.kernel_dir if kernel else None,
+        "report": layout.report_html,
+        "package": ", ".join(str(p) for p in sorted(layout.package_dir.glob("*.zip"))) or None,
+    }
+    paths = {
+        label: str(path)
+        for label, path in candidates.items()
+        if path is not None and (label in ("config", "submission", "runs", "kernel", "package") or Path(path).exists())
+    }
     return {
         "experiment": name,
         "config": str(config_path) if config_path else None,
@@ -132,7 +167,9 @@ def experiment_status(output_dir: Path, name: str, config_path: Optional[Path]) 
         "folds_trained": sum(1 for fold in folds if fold["best_checkpoint"]),
         "full_fit": run_status(full_dir, None) if full_dir.is_dir() else None,
         "oof_score": oof_scores.overall("at 0.5") if oof_scores else None,
-        "oof_score_tuned": tuned_scores.overall(tuned_column(thresholds.method)) if tuned_scores and thresholds else None,
+        "oof_score_tuned": tuned_scores.overall(tuned_column(thresholds.method))
+        if tuned_scores and thresholds
+        else None,
         "thresholds": threshold_summary,
         "submission_files": submission_files,
         "test_scores": read_test_scores(layout.test_scores_path),
@@ -143,7 +180,7 @@ def experiment_status(output_dir: Path, name: str, config_path: Optional[Path]) 
     }
 
 
-def _thresholds(layout: Layout) -> tuple[Optional[TunedThresholds], Optional[dict]]:
+def _thresholds(layout: Layout) -> tuple[TunedThresholds | None, dict | None]:
     """(thresholds.json, its summary for the table); a damaged file shows as such instead of stopping status."""
     if not layout.thresholds_path.exists():
         return None, None
@@ -160,7 +197,7 @@ def _thresholds(layout: Layout) -> tuple[Optional[TunedThresholds], Optional[dic
     }
 
 
-def leaderboard_rows(uploaded: Optional[LeaderboardRecord], thresholds: Optional[dict]) -> list[dict]:
+def leaderboard_rows(uploaded: LeaderboardRecord | None, thresholds: dict | None) -> list[dict]:
     """Per uploaded file: its competition, the honest OOF score of the head it answers (the configured
     method's, from thresholds.json; a single file answers the only tuned head) and its leaderboard scores."""
     if uploaded is None:
@@ -169,19 +206,33 @@ def leaderboard_rows(uploaded: Optional[LeaderboardRecord], thresholds: Optional
     rows = []
     for entry in uploaded.submissions:
         head = entry.head if entry.head is not None else (next(iter(honest)) if len(honest) == 1 else None)
-        rows.append({"head": entry.head, "competition": entry.competition, "honest": honest.get(head),
-                     "public": entry.public_score, "private": entry.private_score, "status": entry.status})
+        rows.append(
+            {
+                "head": entry.head,
+                "competition": entry.competition,
+                "honest": honest.get(head),
+                "public": entry.public_score,
+                "private": entry.private_score,
+                "status": entry.status,
+            }
+        )
     return rows
 
 
-def plot_cv_vs_public(rows: list[dict], path: Path, log: Callable[[str], None] = print) -> Optional[Path]:
+def plot_cv_vs_public(rows: list[dict], path: Path, log: Callable[[str], None] = print) -> Path | None:
     """Honest OOF score (x) against public leaderboard score (y), one point per experiment and uploaded file,
     with y = x drawn in; written to `path` (PNG). None (and a line saying why) when no experiment has both."""
-    points = [(row["experiment"] + (f" {lb['head']}" if lb["head"] else ""), lb["honest"], lb["public"], lb["competition"])
-              for row in rows for lb in row["leaderboard"] if lb["honest"] is not None and lb["public"] is not None]
+    points = [
+        (row["experiment"] + (f" {lb['head']}" if lb["head"] else ""), lb["honest"], lb["public"], lb["competition"])
+        for row in rows
+        for lb in row["leaderboard"]
+        if lb["honest"] is not None and lb["public"] is not None
+    ]
     if not points:
-        log("CV vs leaderboard: no experiment has both an honest OOF score (thresholds) and a public score "
-            "(submit --kaggle) yet: nothing plotted")
+        log(
+            "CV vs leaderboard: no experiment has both an honest OOF score (thresholds) and a public score "
+            "(submit --kaggle) yet: nothing plotted"
+        )
         return None
     import matplotlib
 
@@ -200,8 +251,13 @@ def plot_cv_vs_public(rows: list[dict], path: Path, log: Callable[[str], None] =
         axes.scatter([p[1] for p in mine], [p[2] for p in mine], zorder=3, label=competition)
     for label, x, y, _ in points:
         axes.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    axes.set(xlabel="OOF score, honest (nested thresholds)", ylabel="public leaderboard score",
-             title="CV vs public leaderboard", xlim=(low - pad, high + pad), ylim=(low - pad, high + pad))
+    axes.set(
+        xlabel="OOF score, honest (nested thresholds)",
+        ylabel="public leaderboard score",
+        title="CV vs public leaderboard",
+        xlim=(low - pad, high + pad),
+        ylim=(low - pad, high + pad),
+    )
     axes.legend(loc="lower right")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -211,7 +267,7 @@ def plot_cv_vs_public(rows: list[dict], path: Path, log: Callable[[str], None] =
     return path
 
 
-def run_status(path: Path, fold: Optional[int]) -> dict:
+def run_status(path: Path, fold: int | None) -> dict:
     """One run folder: finished or not, epochs run, best epoch and score (summary.json, else epochs.csv)."""
     summary = read_run_summary(path)
     epochs_run, best_epoch, best_score = summary.get("epochs_run"), summary.get("best_epoch"), summary.get("best_score")
@@ -225,9 +281,15 @@ def run_status(path: Path, fold: Optional[int]) -> dict:
             if "score" in epochs and epochs["score"].notna().any():
                 best = epochs.loc[epochs["score"].idxmax()]
                 best_epoch, best_score = int(best["epoch"]), float(best["score"])
-    return {"fold": fold, "path": str(path), "finished": bool(summary.get("finished", False)),
-            "epochs_run": epochs_run, "best_epoch": best_epoch, "best_score": best_score,
-            "best_checkpoint": (path / BEST_CHECKPOINT).exists()}
+    return {
+        "fold": fold,
+        "path": str(path),
+        "finished": bool(summary.get("finished", False)),
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "best_score": best_score,
+        "best_checkpoint": (path / BEST_CHECKPOINT).exists(),
+    }
 
 
 def _display(row: dict) -> dict:
@@ -235,16 +297,24 @@ def _display(row: dict) -> dict:
     folds = row["folds"]
     expected = row["n_folds"]
     trained = f"{row['folds_trained']}/{expected}" if expected else str(row["folds_trained"])
-    per_fold = " ".join(f"{f['fold']}:e{f['best_epoch']}={_number(f['best_score'])}" + ("" if f["finished"] else "…")
-                        for f in folds if f["best_epoch"] is not None and f["best_epoch"] >= 0) or EMPTY
+    per_fold = (
+        " ".join(
+            f"{f['fold']}:e{f['best_epoch']}={_number(f['best_score'])}" + ("" if f["finished"] else "…")
+            for f in folds
+            if f["best_epoch"] is not None and f["best_epoch"] >= 0
+        )
+        or EMPTY
+    )
     thresholds = row["thresholds"]
     found = EMPTY
     if thresholds:
         parts = []
         for head, value in thresholds["global"].items():
             prefix = f"{head} " if len(thresholds["global"]) > 1 else ""
-            parts.append(f"{prefix}{_number(thresholds['optimistic'].get(head))}/{_number(thresholds['honest'].get(head))}"
-                         f" (global {_number(value, 3)})")
+            parts.append(
+                f"{prefix}{_number(thresholds['optimistic'].get(head))}/{_number(thresholds['honest'].get(head))}"
+                f" (global {_number(value, 3)})"
+            )
         found = f"{thresholds['method']}: " + "; ".join(parts) if parts else "none (argmax heads)"
     full = row["full_fit"]
     return {
@@ -271,7 +341,7 @@ def _leaderboard_cell(entries: list[dict]) -> str:
     return "; ".join(cells) or EMPTY
 
 
-def _configured_folds(fold_dirs: list[Path], config_path: Optional[Path]) -> Optional[int]:
+def _configured_folds(fold_dirs: list[Path], config_path: Path | None) -> int | None:
     """How many folds the experiment has: the folds file's held-out folds, else data.n_folds.
 
     The folds file matters where a format holds out fewer folds than data.n_folds (an official split: one);
@@ -296,7 +366,7 @@ def _configured_folds(fold_dirs: list[Path], config_path: Optional[Path]) -> Opt
     return n_folds
 
 
-def _experiment_config(fold_dirs: list[Path], config_path: Optional[Path]) -> dict:
+def _experiment_config(fold_dirs: list[Path], config_path: Path | None) -> dict:
     """The resolved config a run saved (overrides included), else the YAML file's; {} when neither is readable."""
     for path in fold_dirs:
         saved = read_run_config(path)

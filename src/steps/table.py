@@ -5,10 +5,11 @@ sub-commands (the kernel's build / push / status / ...), so adding one is a row 
 Nothing here imports the stages: `run` names a function as "module:function", imported only when
 that stage runs, so `status` never pays for torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,6 @@ class Stage:
     run: str = ""
     options: tuple[Option | OneOf, ...] = ()
     config: str = "required"  # "required" or "optional"
-    default_config: Optional[str] = None
+    default_config: str | None = None
     default_overrides: tuple[str, ...] = ()
     subcommands: str = ""

@@ -7,9 +7,10 @@ thresholds.shrink_strength, so a class seen 3 times barely moves from g. Each me
 on all OOF rows (optimistic: tuned and scored on the same rows) and by K-fold over the OOF rows
 (honest: tuned on K-1 parts, scored on the held-out part).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -34,8 +35,15 @@ def _tuners(exp: Experiment, head_name: str, objective) -> dict[str, Callable]:
         return shrunk(th.exact_thresholds(probs, targets, objective), probs, targets)
 
     def optuna_tuner(probs, targets, storage=None, study_name=None):
-        tuned, _ = th.optuna_thresholds(probs, targets, objective, cfg.optuna_trials, storage=storage,
-                                        study_name=study_name or "nested", seed=exp.config.train.seed)
+        tuned, _ = th.optuna_thresholds(
+            probs,
+            targets,
+            objective,
+            cfg.optuna_trials,
+            storage=storage,
+            study_name=study_name or "nested",
+            seed=exp.config.train.seed,
+        )
         return shrunk(tuned, probs, targets)
 
     return {"global": global_tuner, "exact": exact_tuner, "optuna": optuna_tuner}
@@ -45,14 +53,19 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     cfg = exp.config.thresholds
     oof = exp.read_oof()
     heads = [head for head in exp.fmt.heads() if head.thresholded]
-    log(f"thresholds {exp.name}: {len(oof.ids)} OOF rows, heads {', '.join(h.name for h in heads) or '(none)'}; "
-        f"methods global, exact, optuna ({cfg.optuna_trials} trials, {exp.optuna_storage}); honest = {cfg.honest_folds}-fold over OOF rows")
+    log(
+        f"thresholds {exp.name}: {len(oof.ids)} OOF rows, heads {', '.join(h.name for h in heads) or '(none)'}; "
+        f"methods global, exact, optuna ({cfg.optuna_trials} trials, {exp.optuna_storage}); honest = {cfg.honest_folds}-fold over OOF rows"
+    )
     result = {"method": cfg.method, "heads": {}, "honest": {}}
     for head in heads:
-        result["heads"][head.name], result["honest"][head.name] = _tune_head(exp, head, oof.probs[head.name],
-                                                                             oof.targets[head.name])
-        log(f"[{head.name}] {head.threshold_objective.label}; global threshold "
-            f"{result['heads'][head.name]['global']:.3f}:\n" + table_text(result["honest"][head.name]))
+        result["heads"][head.name], result["honest"][head.name] = _tune_head(
+            exp, head, oof.probs[head.name], oof.targets[head.name]
+        )
+        log(
+            f"[{head.name}] {head.threshold_objective.label}; global threshold "
+            f"{result['heads'][head.name]['global']:.3f}:\n" + table_text(result["honest"][head.name])
+        )
     tuned = TunedThresholds.model_validate(result)
     tuned.write(exp.thresholds_path)
     if heads:
@@ -60,7 +73,10 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
         rules = {"at 0.5": None, column: tuned.rules(cfg.method, cfg.min_labels, cfg.max_labels)}
         per_fold = ScoreTable(fold_score_rows(exp.fmt, oof.fold_of_row, oof.probs, oof.targets, rules))
         per_fold.write(exp.threshold_scores_path)
-        log(f"OOF {exp.fmt.main_metric} with the '{cfg.method}' thresholds submit will use:\n" + table_text(per_fold.rows))
+        log(
+            f"OOF {exp.fmt.main_metric} with the '{cfg.method}' thresholds submit will use:\n"
+            + table_text(per_fold.rows)
+        )
     else:
         log("no multi-label head: nothing to tune (softmax heads use argmax)")
     log(f"wrote {exp.thresholds_path}")
@@ -75,20 +91,36 @@ def _tune_head(exp: Experiment, head, head_probs, head_targets) -> tuple[dict, l
     found = {
         "global": tuners["global"](head_probs, head_targets),
         "exact": tuners["exact"](head_probs, head_targets),
-        "optuna": tuners["optuna"](head_probs, head_targets, storage=exp.optuna_storage, study_name=f"thresholds-{head.name}"),
+        "optuna": tuners["optuna"](
+            head_probs, head_targets, storage=exp.optuna_storage, study_name=f"thresholds-{head.name}"
+        ),
     }
     rows = []
     for method, tuner in tuners.items():
-        nested = th.nested_score(head_probs, head_targets, objective, tuner, n_splits=cfg.honest_folds,
-                                 seed=exp.config.data.fold_seed)
-        rows.append({"method": method, "optimistic": th.score(head_probs, head_targets, found[method], objective),
-                     "honest": nested["honest"]})
+        nested = th.nested_score(
+            head_probs, head_targets, objective, tuner, n_splits=cfg.honest_folds, seed=exp.config.data.fold_seed
+        )
+        rows.append(
+            {
+                "method": method,
+                "optimistic": th.score(head_probs, head_targets, found[method], objective),
+                "honest": nested["honest"],
+            }
+        )
     min_labels, max_labels, count_score = th.best_label_count_rule(head_probs, head_targets, objective, global_value)
-    rows.append({"method": f"global + labels per image in [{min_labels}, {max_labels}]", "optimistic": count_score,
-                 "honest": float("nan")})
+    rows.append(
+        {
+            "method": f"global + labels per image in [{min_labels}, {max_labels}]",
+            "optimistic": count_score,
+            "honest": float("nan"),
+        }
+    )
     at_half = th.score(head_probs, head_targets, 0.5, objective)
     rows.append({"method": "0.5 (no tuning)", "optimistic": at_half, "honest": at_half})
-    entry = {"class_names": list(head.class_names), "global": global_value,
-             "methods": {method: values.tolist() for method, values in found.items()},
-             "label_count_rule": {"min_labels": min_labels, "max_labels": max_labels}}
+    entry = {
+        "class_names": list(head.class_names),
+        "global": global_value,
+        "methods": {method: values.tolist() for method, values in found.items()},
+        "label_count_rule": {"min_labels": min_labels, "max_labels": max_labels},
+    }
     return entry, rows

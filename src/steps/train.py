@@ -1,7 +1,8 @@
 """Stage `train`: one fold, all folds, or a full fit on all training data."""
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -11,8 +12,15 @@ from src.errors import PipelineError
 from src.steps.common import decoded_images, fold_numbers
 
 
-def run(exp: Experiment, fold: str, full: bool = False, resume: bool = False, stop_after_epochs: Optional[int] = None,
-        quiet: bool = False, log: Callable[[str], None] = print) -> None:
+def run(
+    exp: Experiment,
+    fold: str,
+    full: bool = False,
+    resume: bool = False,
+    stop_after_epochs: int | None = None,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> None:
     """`fold` is 'all' or a fold number; `full` trains one model on every training image instead."""
     table = exp.fmt.read_train()
     if full:
@@ -25,23 +33,42 @@ def run(exp: Experiment, fold: str, full: bool = False, resume: bool = False, st
             targets = available
         else:
             if not str(fold).isdigit() or int(fold) not in available:
-                raise PipelineError(f"--fold {fold}: not a fold of {exp.folds_path} (folds: {', '.join(map(str, available))}, or 'all')")
+                raise PipelineError(
+                    f"--fold {fold}: not a fold of {exp.folds_path} (folds: {', '.join(map(str, available))}, or 'all')"
+                )
             targets = [int(fold)]
     tc, model = exp.config.train, exp.config.model
-    log(f"train {exp.name}: {model.name} ({model.pretrained or model.weights or 'scratch'}), "
+    log(
+        f"train {exp.name}: {model.name} ({model.pretrained or model.weights or 'scratch'}), "
         f"{exp.config.data.image_size}px, batch {tc.batch_size}x{tc.accumulate_steps}, {tc.epochs} epochs, loss {tc.loss.name}, "
-        f"runs: {', '.join('full' if k is None else f'fold {k}' for k in targets)} -> {exp.oof_dir}")
+        f"runs: {', '.join('full' if k is None else f'fold {k}' for k in targets)} -> {exp.oof_dir}"
+    )
     images, readable = decoded_images(exp, table, quiet, log, "train images")
     for k in targets:
         train_rows = np.flatnonzero(readable & (fold_of_row != k)) if k is not None else np.flatnonzero(readable)
         valid_rows = np.flatnonzero(readable & (fold_of_row == k)) if k is not None else None
         run_dir = exp.run_dir(k)
-        log(f"--- {'full fit' if k is None else f'fold {k}'}: {len(train_rows)} train / "
-            f"{0 if valid_rows is None else len(valid_rows)} valid images -> {run_dir}")
-        state = train_run(exp.config, exp.fmt, images, table.targets, train_rows, valid_rows, run_dir, resume=resume,
-                          stop_after_epochs=stop_after_epochs, quiet=quiet, log=log,
-                          skipped_files=[str(table.paths[i]) for i in np.flatnonzero(~readable)])
+        log(
+            f"--- {'full fit' if k is None else f'fold {k}'}: {len(train_rows)} train / "
+            f"{0 if valid_rows is None else len(valid_rows)} valid images -> {run_dir}"
+        )
+        state = train_run(
+            exp.config,
+            exp.fmt,
+            images,
+            table.targets,
+            train_rows,
+            valid_rows,
+            run_dir,
+            resume=resume,
+            stop_after_epochs=stop_after_epochs,
+            quiet=quiet,
+            log=log,
+            skipped_files=[str(table.paths[i]) for i in np.flatnonzero(~readable)],
+        )
         if state.finished and k is not None:
-            log(f"fold {k}: best epoch {state.best_epoch}, {exp.fmt.main_metric} {state.best_score:.4f} -> {run_dir / 'best.pt'}")
+            log(
+                f"fold {k}: best epoch {state.best_epoch}, {exp.fmt.main_metric} {state.best_score:.4f} -> {run_dir / 'best.pt'}"
+            )
         elif state.finished:
             log(f"full fit done: {state.next_epoch} epochs -> {run_dir / 'best.pt'}")

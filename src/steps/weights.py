@@ -1,9 +1,11 @@
 """Stage `weights`: fetch a timm model's pretrained weights once into input/weights/<tag>/ (the only stage that
 downloads; run it where there is internet), optionally upload that folder as a private Kaggle dataset (`--push`)."""
+
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from src.artifacts import DATASET_METADATA, WEIGHTS_ROOT
 from src.atomic import write_text
@@ -11,8 +13,9 @@ from src.errors import PipelineError
 from src.weights import WeightsFolder, dataset_metadata, fetch_weights, hub_online, weights_command
 
 
-def run(exp: Any, model: Optional[str] = None, push: bool = False, quiet: bool = False,
-        log: Callable[[str], None] = print) -> WeightsFolder:
+def run(
+    exp: Any, model: str | None = None, push: bool = False, quiet: bool = False, log: Callable[[str], None] = print
+) -> WeightsFolder:
     """Fetch the tag `model` (`--model`), else the config's `model.pretrained`; `exp` is None without --config.
 
     Prints what it does, huggingface_hub's progress bar unless quiet, and ends with the folder and its
@@ -28,22 +31,30 @@ def run(exp: Any, model: Optional[str] = None, push: bool = False, quiet: bool =
     return folder
 
 
-def _requested_tag(exp: Any, model: Optional[str]) -> str:
+def _requested_tag(exp: Any, model: str | None) -> str:
     if exp is None:
         if not model:
-            raise PipelineError("weights: no model named; pass --model <architecture>.<tag> (e.g. resnet50.a1_in1k) "
-                                "or --config with model.pretrained set")
+            raise PipelineError(
+                "weights: no model named; pass --model <architecture>.<tag> (e.g. resnet50.a1_in1k) "
+                "or --config with model.pretrained set"
+            )
         return model
     settings = exp.config.model
     if settings.forbid_pretrained:
-        raise PipelineError(f"{exp.config_path}: model.forbid_pretrained is true (this competition forbids pretrained "
-                            "weights); there is nothing to fetch for it")
+        raise PipelineError(
+            f"{exp.config_path}: model.forbid_pretrained is true (this competition forbids pretrained "
+            "weights); there is nothing to fetch for it"
+        )
     if model and settings.pretrained and model != settings.pretrained:
-        raise PipelineError(f"--model {model}: differs from model.pretrained {settings.pretrained} in {exp.config_path}; "
-                            "drop --model, or change the config")
+        raise PipelineError(
+            f"--model {model}: differs from model.pretrained {settings.pretrained} in {exp.config_path}; "
+            "drop --model, or change the config"
+        )
     if not (model or settings.pretrained):
-        raise PipelineError(f"{exp.config_path}: model.pretrained is not set; set it (e.g. model.pretrained=resnet50.a1_in1k) "
-                            "or pass --model <architecture>.<tag>")
+        raise PipelineError(
+            f"{exp.config_path}: model.pretrained is not set; set it (e.g. model.pretrained=resnet50.a1_in1k) "
+            "or pass --model <architecture>.<tag>"
+        )
     return model or settings.pretrained
 
 
@@ -54,11 +65,17 @@ def _push(folder: WeightsFolder, exp: Any, log: Callable[[str], None]) -> None:
 
     owner = (exp.config.kaggle.username if exp is not None else None) or username_from_credentials()
     if not owner:
-        raise PipelineError("weights --push: no Kaggle username; set kaggle.username in the config, or KAGGLE_USERNAME, "
-                            "or save kaggle.json in ~/.kaggle")
+        raise PipelineError(
+            "weights --push: no Kaggle username; set kaggle.username in the config, or KAGGLE_USERNAME, "
+            "or save kaggle.json in ~/.kaggle"
+        )
     metadata = dataset_metadata(folder, owner)
     write_text(folder.path / DATASET_METADATA, json.dumps(metadata, indent=2) + "\n")
-    log(f"kaggle dataset {metadata['id']} (private, license {metadata['licenses'][0]['name']}): uploading {folder.path}/")
+    log(
+        f"kaggle dataset {metadata['id']} (private, license {metadata['licenses'][0]['name']}): uploading {folder.path}/"
+    )
     url = cli.create_or_version_dataset(folder.path, f"{folder.tag}: {folder.file_name} sha256 {folder.sha256}")
-    log(f"kaggle dataset {metadata['id']}: {url} (attach it and set model.weights=/kaggle/input/"
-        f"{metadata['id'].split('/')[1]} to train there; {weights_command(folder.tag)} made it)")
+    log(
+        f"kaggle dataset {metadata['id']}: {url} (attach it and set model.weights=/kaggle/input/"
+        f"{metadata['id'].split('/')[1]} to train there; {weights_command(folder.tag)} made it)"
+    )

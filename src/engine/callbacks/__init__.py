@@ -6,10 +6,11 @@ so nothing else needs an edit. A config switches them on, in order, with
 `train.callbacks: [{name: <callback>, <option>: <value>, ...}]`; a few `train.*` keys are shorthand for
 one (`SHORTHAND`), and `train_score` runs in every run.
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -17,11 +18,21 @@ from src.engine.callbacks.base import NO_CALLBACKS, Batch, Callback, CallbackLis
 from src.errors import PipelineError
 from src.registry import Registry
 
-__all__ = ["NO_CALLBACKS", "SHORTHAND", "Batch", "Callback", "CallbackList", "CallbackOptions", "callback_names",
-           "callbacks_for", "create_callbacks", "register_callback"]
+__all__ = [
+    "NO_CALLBACKS",
+    "SHORTHAND",
+    "Batch",
+    "Callback",
+    "CallbackList",
+    "CallbackOptions",
+    "callback_names",
+    "callbacks_for",
+    "create_callbacks",
+    "register_callback",
+]
 
 # train.<key>: the callback it switches on, and that callback's option the key's value sets (None: no option).
-SHORTHAND: dict[str, tuple[str, Optional[str]]] = {
+SHORTHAND: dict[str, tuple[str, str | None]] = {
     "clip_grad_norm": ("clip_grad_norm", "max_norm"),
     "ema_decay": ("ema", "decay"),
     "early_stopping_patience": ("early_stopping", "patience"),
@@ -71,8 +82,10 @@ def _created(items: list[tuple[str, dict[str, Any]]]) -> list[Callback]:
         options = dict(item)
         name = options.pop("name", None)
         if name is None:
-            raise PipelineError(f"{where}: no 'name'; write each item as {{name: <callback>, <option>: <value>}} "
-                                f"(known callbacks: {', '.join(callback_names())})")
+            raise PipelineError(
+                f"{where}: no 'name'; write each item as {{name: <callback>, <option>: <value>}} "
+                f"(known callbacks: {', '.join(callback_names())})"
+            )
         cls = _CALLBACKS.get(name, where=f"{where}.name")
         callbacks.append(cls(_validated(cls, options, where)))
     return callbacks

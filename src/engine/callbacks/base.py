@@ -22,10 +22,12 @@ SWA); at most one callback of a run may (`provides_eval_weights`). `state_dict` 
 callback must keep across `--resume` (tensors, numbers, strings, lists and dicts: last.pt loads with
 weights_only=True). Hooks run on every DDP rank, in the run's callback order; only rank 0 writes files.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Optional
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -36,8 +38,20 @@ from src.errors import PipelineError
 if TYPE_CHECKING:
     from src.engine.context import Run
 
-HOOKS = ("setup", "on_fit_start", "on_epoch_start", "on_batch", "on_before_optimizer_step", "on_after_optimizer_step",
-         "on_batch_end", "on_train_epoch_end", "on_validation_start", "on_validation_end", "on_epoch_end", "on_fit_end")
+HOOKS = (
+    "setup",
+    "on_fit_start",
+    "on_epoch_start",
+    "on_batch",
+    "on_before_optimizer_step",
+    "on_after_optimizer_step",
+    "on_batch_end",
+    "on_train_epoch_end",
+    "on_validation_start",
+    "on_validation_end",
+    "on_epoch_end",
+    "on_fit_end",
+)
 
 
 class CallbackOptions(BaseModel):
@@ -52,10 +66,10 @@ class Batch:
 
     images: torch.Tensor
     targets: dict[str, torch.Tensor]
-    index: int                                      # position in the epoch, from 0
-    mixed_by: Optional[str] = None                  # the callback that mixed the targets (mixup, CutMix), if any
-    outputs: Optional[dict[str, torch.Tensor]] = None
-    loss: Optional[torch.Tensor] = None
+    index: int  # position in the epoch, from 0
+    mixed_by: str | None = None  # the callback that mixed the targets (mixup, CutMix), if any
+    outputs: dict[str, torch.Tensor] | None = None
+    loss: torch.Tensor | None = None
 
     def mix(self, by: str, images: torch.Tensor, targets: dict[str, torch.Tensor]) -> None:
         """Replace images and targets with a mixed pair: outputs scored against mixed targets mean nothing, so
@@ -112,7 +126,7 @@ class Callback:
     def on_fit_end(self, run: Run) -> None:
         """The epochs stopped: `run.state.finished` says whether the run is complete."""
 
-    def eval_model(self, run: Run) -> Optional[nn.Module]:
+    def eval_model(self, run: Run) -> nn.Module | None:
         """The weights validation, best.pt and prediction use instead of the trained model; None = the trained model."""
         return None
 
@@ -131,8 +145,10 @@ class CallbackList:
         self.callbacks = list(callbacks)
         providers = [callback.name for callback in self.callbacks if callback.provides_eval_weights]
         if len(providers) > 1:
-            raise PipelineError(f"config train.callbacks: {' and '.join(providers)} each provide the weights that "
-                                "validation and best.pt use; keep one of them")
+            raise PipelineError(
+                f"config train.callbacks: {' and '.join(providers)} each provide the weights that "
+                "validation and best.pt use; keep one of them"
+            )
 
     def __iter__(self):
         return iter(self.callbacks)
@@ -144,12 +160,12 @@ class CallbackList:
     def names(self) -> list[str]:
         return [callback.name for callback in self.callbacks]
 
-    def call(self, hook: str, run: Optional[Run], *args: Any) -> None:
+    def call(self, hook: str, run: Run | None, *args: Any) -> None:
         """`hook(run, *args)` on every callback, in order."""
         for callback in self.callbacks:
             getattr(callback, hook)(run, *args)
 
-    def eval_model(self, run: Run) -> Optional[nn.Module]:
+    def eval_model(self, run: Run) -> nn.Module | None:
         """The evaluation weights a callback provides now, or None."""
         for callback in self.callbacks:
             model = callback.eval_model(run)

@@ -6,6 +6,7 @@ the best epoch) is scored on the held-out rows and written as best.pt, which oof
 ONE model of the same architecture, so the no-ensemble rule holds. summary.json names the averaged epochs with both
 scores. The kept weights are part of last.pt (k copies of the model: mind the disk for a large model).
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,8 +48,10 @@ class CheckpointAverage(Callback):
         run.write_best(averaged, max(epochs), score)
         run.state.best_score = score
         run.summary.update({"averaged_epochs": epochs, "averaged_score": score, "best_single_epoch_score": best_single})
-        run.log(f"checkpoint_average: best.pt is the mean of epochs {', '.join(map(str, epochs))}: score {score:.4f} "
-                f"(best single epoch {best_single:.4f})")
+        run.log(
+            f"checkpoint_average: best.pt is the mean of epochs {', '.join(map(str, epochs))}: score {score:.4f} "
+            f"(best single epoch {best_single:.4f})"
+        )
 
     def state_dict(self) -> dict:
         return {"kept": self.kept}

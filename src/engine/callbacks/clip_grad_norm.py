@@ -3,6 +3,7 @@
 Before each optimizer step the global norm of every optimized parameter's gradient is clipped to `max_norm`: after
 the AMP grad scaler's unscale (the true gradients, not the loss-scaled ones) and DDP's average.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,5 +24,6 @@ class ClipGradNorm(Callback):
     def on_before_optimizer_step(self, run) -> None:
         training = run.training
         training.scaler.unscale_(training.optimizer)  # clip the true gradients, not the loss-scaled ones
-        torch.nn.utils.clip_grad_norm_([p for group in training.optimizer.param_groups for p in group["params"]],
-                                       self.options.max_norm)
+        torch.nn.utils.clip_grad_norm_(
+            [p for group in training.optimizer.param_groups for p in group["params"]], self.options.max_norm
+        )

@@ -4,6 +4,7 @@ A run with held-out rows ends after `patience` epochs in a row without a better 
 best epoch. A full fit (no held-out rows) runs all its epochs. What it counts is in the run's state (best epoch,
 epochs done), so a resumed run stops where the uninterrupted one would.
 """
+
 from __future__ import annotations
 
 from pydantic import Field

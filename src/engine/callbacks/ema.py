@@ -4,6 +4,7 @@ prediction use: `{name: ema, decay: 0.999}`, or the shorthand `train.ema_decay: 
 The average follows the trained module after every optimizer step; its weights (and BatchNorm buffers) are saved
 in last.pt, so a resumed run averages on exactly.
 """
+
 from __future__ import annotations
 
 from pydantic import Field

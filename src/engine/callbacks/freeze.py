@@ -11,9 +11,8 @@ wraps the model (`Training.rewrap`). The schedule is a function of the epoch, so
 stage is unfrozen and then warms it up from 0 over `train.warmup_epochs`, instead of letting it join the cosine
 where it stands: the freshly trained heads first settle, then the pretrained features start moving gently.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 from pydantic import Field
 from torch import nn
@@ -31,14 +30,16 @@ class Freeze(Callback):
 
     class Options(CallbackOptions):
         epochs: int = Field(1, ge=0, description="epochs, from the first, that the frozen part stays frozen")
-        stages: Optional[int] = Field(None, ge=1, description="freeze the backbone's first N stages; null = all of it")
+        stages: int | None = Field(None, ge=1, description="freeze the backbone's first N stages; null = all of it")
         gradual: bool = Field(False, description="afterwards unfreeze one stage per epoch, the top one first")
         freeze_bn: bool = Field(True, description="BatchNorm in frozen stages keeps its running statistics")
-        rewarm: bool = Field(False, description="a frozen group's lr stays 0 until it is unfrozen, then warms up from 0")
+        rewarm: bool = Field(
+            False, description="a frozen group's lr stays 0 until it is unfrozen, then warms up from 0"
+        )
 
     def __init__(self, options: Options):
         super().__init__(options)
-        self.frozen = 0                       # stages frozen now; a built model starts with every parameter trainable
+        self.frozen = 0  # stages frozen now; a built model starts with every parameter trainable
         self._frozen_norms: list[nn.Module] = []
 
     def frozen_stages(self, epoch: int, n_stages: int) -> int:
@@ -56,8 +57,11 @@ class Freeze(Callback):
         if not self.options.rewarm:
             return
         stages = backbone_stages(run.model.backbone)
-        first_epoch = {id(param): self.unfrozen_from(index, len(stages), run.epochs)
-                       for index, (_, params) in enumerate(stages) for param in params}
+        first_epoch = {
+            id(param): self.unfrozen_from(index, len(stages), run.epochs)
+            for index, (_, params) in enumerate(stages)
+            for param in params
+        }
         for index, group in enumerate(run.optimizer.param_groups):
             held = max((first_epoch.get(id(param), 0) for param in group["params"]), default=0)
             if held:
@@ -74,9 +78,17 @@ class Freeze(Callback):
                 param.requires_grad_(index >= count)
         frozen_ids = {id(param) for _, params in stages[:count] for param in params}
         # A BatchNorm belongs to the stage of its weight (timm's norms are affine; one without weights is left as is).
-        self._frozen_norms = [module for module in training.model.backbone.modules()
-                              if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None
-                              and id(module.weight) in frozen_ids] if self.options.freeze_bn else []
+        self._frozen_norms = (
+            [
+                module
+                for module in training.model.backbone.modules()
+                if isinstance(module, nn.modules.batchnorm._BatchNorm)
+                and module.weight is not None
+                and id(module.weight) in frozen_ids
+            ]
+            if self.options.freeze_bn
+            else []
+        )
         self.frozen = count
         training.rewrap()
 

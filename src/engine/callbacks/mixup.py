@@ -6,6 +6,7 @@ softmax heads as one-hot rows (the loss takes class probabilities), multilabel h
 rows. Only training batches pass through callbacks, so validation and prediction never mix. The draws come from
 the callback's own generator (saved in last.pt), so no other random draw moves and a resumed run mixes the same.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,9 @@ class Mixup(Callback):
 
     class Options(CallbackOptions):
         mixup_alpha: float = Field(0.2, ge=0, description="Beta(alpha, alpha) of mixup's lam; 0 = no mixup")
-        cutmix_alpha: float = Field(0.0, ge=0, validate_default=True, description="Beta(alpha, alpha) of CutMix's lam; "
-                                                                                  "0 = no CutMix")
+        cutmix_alpha: float = Field(
+            0.0, ge=0, validate_default=True, description="Beta(alpha, alpha) of CutMix's lam; 0 = no CutMix"
+        )
         prob: float = Field(1.0, ge=0, le=1, description="chance that a batch is mixed at all")
         switch_prob: float = Field(0.5, ge=0, le=1, description="with both on: chance of CutMix instead of mixup")
         seed: int = Field(0, description="seed of the callback's own generator")

@@ -9,10 +9,11 @@ SWALR's formula, and stays there. After each of those epochs the weights join an
 best.pt and so every prediction use it from the first averaged epoch on, within the no-ensemble rule. Its weights, the
 lrs it anneals from and its step count are saved in last.pt, so a resumed run averages on exactly.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import torch.distributed as dist
 from pydantic import Field
@@ -42,8 +43,10 @@ class Swa(Callback):
         self.start_lrs: list[float] = []
         self.steps = 0
         if self.options.start_epoch > run.epochs:
-            run.log(f"swa: start_epoch {self.options.start_epoch} is after the last epoch ({run.epochs}); nothing is "
-                    "averaged")
+            run.log(
+                f"swa: start_epoch {self.options.start_epoch} is after the last epoch ({run.epochs}); nothing is "
+                "averaged"
+            )
 
     def _active(self, run) -> bool:
         return run.epoch + 1 >= self.options.start_epoch
@@ -65,7 +68,9 @@ class Swa(Callback):
         t = min(1.0, (self.steps + 1) / anneal_steps) if anneal_steps else 1.0
         alpha = (1.0 - math.cos(math.pi * t)) / 2.0 if self.options.anneal_strategy == "cos" else t
         base_lr = run.config.train.lr
-        for group, start_lr, initial in zip(run.optimizer.param_groups, self.start_lrs, run.training.scheduler.base_lrs):
+        for group, start_lr, initial in zip(
+            run.optimizer.param_groups, self.start_lrs, run.training.scheduler.base_lrs
+        ):
             group["lr"] = self.options.lr * (initial / base_lr) * alpha + start_lr * (1.0 - alpha)
 
     def on_train_epoch_end(self, run, row) -> None:
@@ -79,7 +84,7 @@ class Swa(Callback):
                 update_bn(run.train_data.loader, self.averaged)
             _average_norm_statistics(self.averaged, run.distributed)
 
-    def eval_model(self, run) -> Optional[nn.Module]:
+    def eval_model(self, run) -> nn.Module | None:
         return self.averaged.module if int(self.averaged.n_averaged) > 0 else None
 
     def state_dict(self) -> dict:

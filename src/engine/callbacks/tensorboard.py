@@ -3,6 +3,7 @@
 Every number of each epoch's epochs.csv row is also written as a TensorBoard scalar (step = the epoch, from 1) to
 `<run>/tensorboard/` (rank 0 only); `tensorboard --logdir oof/<exp>` shows every fold side by side.
 """
+
 from __future__ import annotations
 
 from src.artifacts import TENSORBOARD_DIR

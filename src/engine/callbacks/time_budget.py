@@ -4,10 +4,10 @@ A Kaggle session ends after 12 hours: an epoch that would pass `seconds` of this
 so far, checkpoint included) is not started; the run stops cleanly after a whole epoch and `--resume` continues it.
 Under DDP the ranks vote, so every rank stops together.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 from pydantic import Field
 
@@ -26,7 +26,7 @@ class TimeBudget(Callback):
 
     def on_fit_start(self, run) -> None:
         self.started, self.longest, self.epochs = time.perf_counter(), 0.0, 0
-        self.epoch_started: Optional[float] = None
+        self.epoch_started: float | None = None
 
     def on_epoch_start(self, run) -> None:
         now = time.perf_counter()
@@ -40,5 +40,7 @@ class TimeBudget(Callback):
         longest = max(self.longest, now - self.epoch_started)
         [votes] = all_sum(run.distributed, float(now - self.started + longest > self.options.seconds))
         if votes > 0:  # any rank over budget stops all, so no rank waits alone in a collective
-            run.pause(f"stopped after {self.epochs} epoch(s): another would pass train.time_budget_s "
-                      f"{self.options.seconds:g} s; continue with --resume")
+            run.pause(
+                f"stopped after {self.epochs} epoch(s): another would pass train.time_budget_s "
+                f"{self.options.seconds:g} s; continue with --resume"
+            )

@@ -5,10 +5,11 @@ Batches a callback mixed (`batch.mixed_by`: mixup, CutMix) are left out, as outp
 nothing; an epoch whose every batch was mixed has no train_score (NaN). Outputs are kept as float16 probabilities,
 so an iMet-sized epoch (100k x 1,103 classes) holds about 220 MB. Under DDP the ranks' batches are gathered.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -41,8 +42,10 @@ class TrainScore(Callback):
         row["train_score"] = self.outputs.score(run.fmt, run.distributed)
         if self.mixed and not self.said_mixed:
             self.said_mixed = True
-            run.log(f"train_score: over the training batches no callback mixed ({', '.join(self.mixed)} mixed "
-                    f"{sum(self.mixed.values())} of this rank's batches this epoch; none kept means no train_score)")
+            run.log(
+                f"train_score: over the training batches no callback mixed ({', '.join(self.mixed)} mixed "
+                f"{sum(self.mixed.values())} of this rank's batches this epoch; none kept means no train_score)"
+            )
 
 
 class TrainOutputs:
@@ -69,6 +72,8 @@ class TrainOutputs:
             dist.all_gather_object(parts, (self.targets, self.probs))
         if not any(batches for part in parts for batches in part[0].values()):
             return math.nan  # every batch was mixed
-        targets, probs = ({name: np.concatenate([array for part in parts for array in part[index][name]])
-                           for name in self.kinds} for index in (0, 1))
+        targets, probs = (
+            {name: np.concatenate([array for part in parts for array in part[index][name]]) for name in self.kinds}
+            for index in (0, 1)
+        )
         return float(fmt.validation_score(targets, probs)[0])

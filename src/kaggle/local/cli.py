@@ -6,6 +6,7 @@ Failures come back as one-line `PipelineError`s naming the problem and the fix. 
 (KAGGLE_KEY, KAGGLE_API_TOKEN, the key in kaggle.json, cached tokens) are scrubbed from every
 message and log line.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,9 +22,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Sequence
 
 from src.artifacts import DATASET_METADATA, KERNEL_METADATA
 from src.errors import PipelineError
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 KAGGLE_WEB = "https://www.kaggle.com"
 _TRANSFER_TIMEOUT_S = 6 * 3600  # downloads and uploads of image data and weights
-_CALL_TIMEOUT_S = 600           # everything else is a few small RPCs
+_CALL_TIMEOUT_S = 600  # everything else is a few small RPCs
 _REDACTED = "[redacted]"
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -64,6 +65,7 @@ class Submission:
 
 # ---- public API -------------------------------------------------------------------------------
 
+
 def kaggle_executable() -> Path:
     """The `kaggle` CLI installed beside the running interpreter, else the one on PATH."""
     beside = Path(sys.executable).parent / "kaggle"
@@ -74,7 +76,8 @@ def kaggle_executable() -> Path:
         return Path(found)
     raise PipelineError(
         f"the kaggle CLI is not installed beside {sys.executable} nor on PATH: "
-        "install the pinned requirements (pip install -r requirements.txt) into this environment")
+        "install the pinned requirements (pip install -r requirements.txt) into this environment"
+    )
 
 
 def download_competition(slug: str, dest_dir: str | os.PathLike) -> list[Path]:
@@ -91,8 +94,13 @@ def download_competition(slug: str, dest_dir: str | os.PathLike) -> list[Path]:
     # call fetched gets unzipped.
     staging = Path(tempfile.mkdtemp(prefix=".kaggle-download-", dir=dest))
     try:
-        _run(["competitions", "download", slug, "-p", str(staging), "-q"], command,
-             kind="competition", name=slug, timeout_s=_TRANSFER_TIMEOUT_S)
+        _run(
+            ["competitions", "download", slug, "-p", str(staging), "-q"],
+            command,
+            kind="competition",
+            name=slug,
+            timeout_s=_TRANSFER_TIMEOUT_S,
+        )
         downloaded = sorted(p for p in staging.iterdir() if not p.name.endswith(".kaggle-partial"))
         if not downloaded:
             raise PipelineError(f"{command}: the CLI finished but downloaded nothing: rerun it by hand to see why")
@@ -115,23 +123,47 @@ def submit_file(slug: str, file: str | os.PathLike, message: str) -> str:
     if not path.is_file():
         raise PipelineError(f"{file}: submission file not found: run the submit stage first")
     command = f"kaggle competitions submit {slug}"
-    output = _run(["competitions", "submit", slug, "-f", str(path), f"--message={message}", "-q"], command,
-                  kind="competition", name=slug, timeout_s=_TRANSFER_TIMEOUT_S)
+    output = _run(
+        ["competitions", "submit", slug, "-f", str(path), f"--message={message}", "-q"],
+        command,
+        kind="competition",
+        name=slug,
+        timeout_s=_TRANSFER_TIMEOUT_S,
+    )
     return _submission_reply(output, command, slug)
 
 
-def submit_code(slug: str, kernel_ref: str, version: int, file_name: str = "submission.csv",
-                message: str = "code submission") -> str:
+def submit_code(
+    slug: str, kernel_ref: str, version: int, file_name: str = "submission.csv", message: str = "code submission"
+) -> str:
     """Submit version `version` of kernel `kernel_ref` (owner/slug), whose run writes `file_name`,
     to code competition `slug`; return Kaggle's reply message."""
     _check_slug(slug)
     _check_ref(kernel_ref, "kernel")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise PipelineError(f"kernel version {version!r} is not a version number: pass the number "
-                            "`kaggle kernels push` printed (1, 2, ...)")
+        raise PipelineError(
+            f"kernel version {version!r} is not a version number: pass the number "
+            "`kaggle kernels push` printed (1, 2, ...)"
+        )
     command = f"kaggle competitions submit {slug} -k {kernel_ref} -v {version}"
-    output = _run(["competitions", "submit", slug, "-f", file_name, "-k", kernel_ref, "-v", str(version),
-                   f"--message={message}", "-q"], command, kind="competition", name=slug)
+    output = _run(
+        [
+            "competitions",
+            "submit",
+            slug,
+            "-f",
+            file_name,
+            "-k",
+            kernel_ref,
+            "-v",
+            str(version),
+            f"--message={message}",
+            "-q",
+        ],
+        command,
+        kind="competition",
+        name=slug,
+    )
     return _submission_reply(output, command, slug)
 
 
@@ -139,8 +171,12 @@ def list_submissions(slug: str, page_size: int = 50) -> list[Submission]:
     """This account's submissions to competition `slug`, newest first (the CLI's CSV output, parsed)."""
     _check_slug(slug)
     command = f"kaggle competitions submissions {slug}"
-    output = _run(["competitions", "submissions", slug, "-v", "--page-size", str(page_size)], command,
-                  kind="competition", name=slug)
+    output = _run(
+        ["competitions", "submissions", slug, "-v", "--page-size", str(page_size)],
+        command,
+        kind="competition",
+        name=slug,
+    )
     return parse_submissions(output, command)
 
 
@@ -151,8 +187,10 @@ def parse_submissions(output: str, command: str) -> list[Submission]:
     if start < 0:
         if "No submissions found" in output:
             return []
-        raise PipelineError(f"{command}: no submission table in the CLI's output ({_last_line(output) or 'empty'}): "
-                            "rerun it by hand to see why")
+        raise PipelineError(
+            f"{command}: no submission table in the CLI's output ({_last_line(output) or 'empty'}): "
+            "rerun it by hand to see why"
+        )
     rows = list(csv.reader(io.StringIO(output[start:])))
     header = rows[0]
     found = []
@@ -160,9 +198,17 @@ def parse_submissions(output: str, command: str) -> list[Submission]:
         if len(row) != len(header) or not row[0].strip().isdigit():
             continue
         cell = dict(zip(header, row))
-        found.append(Submission(int(cell["ref"]), cell["fileName"], cell["date"], cell["description"],
-                                cell["status"].rpartition(".")[2].lower(), _score(cell["publicScore"]),
-                                _score(cell["privateScore"])))
+        found.append(
+            Submission(
+                int(cell["ref"]),
+                cell["fileName"],
+                cell["date"],
+                cell["description"],
+                cell["status"].rpartition(".")[2].lower(),
+                _score(cell["publicScore"]),
+                _score(cell["privateScore"]),
+            )
+        )
     return found
 
 
@@ -172,23 +218,32 @@ def create_or_version_dataset(folder: str | os.PathLike, message: str) -> str:
     folder = Path(folder)
     ref = _check_dataset_folder(folder)
     command = f"kaggle datasets create -p {folder}"
-    output = _run(["datasets", "create", "-p", str(folder)], command, kind="dataset", name=ref,
-                  timeout_s=_TRANSFER_TIMEOUT_S)
+    output = _run(
+        ["datasets", "create", "-p", str(folder)], command, kind="dataset", name=ref, timeout_s=_TRANSFER_TIMEOUT_S
+    )
     creation_error = _line_after(output, "Dataset creation error:")
     if creation_error is None:
         _check_uploads(output, command)
         return _url_after(output, "Please check progress at", command)
     # The CLI reports an existing dataset this way and still exits 0.
     if "already in use" not in creation_error and "already exist" not in creation_error:
-        raise PipelineError(f"{command}: Kaggle refused to create dataset {ref}: {creation_error}: "
-                            f"fix {DATASET_METADATA} and rerun")
+        raise PipelineError(
+            f"{command}: Kaggle refused to create dataset {ref}: {creation_error}: fix {DATASET_METADATA} and rerun"
+        )
     command = f"kaggle datasets version -p {folder}"
-    output = _run(["datasets", "version", "-p", str(folder), f"--message={message}"], command,
-                  kind="dataset", name=ref, timeout_s=_TRANSFER_TIMEOUT_S)
+    output = _run(
+        ["datasets", "version", "-p", str(folder), f"--message={message}"],
+        command,
+        kind="dataset",
+        name=ref,
+        timeout_s=_TRANSFER_TIMEOUT_S,
+    )
     version_error = _line_after(output, "Dataset version creation error:")
     if version_error is not None:
-        raise PipelineError(f"{command}: Kaggle refused the new version of {ref}: {version_error}: "
-                            f"fix {DATASET_METADATA} or the files and rerun")
+        raise PipelineError(
+            f"{command}: Kaggle refused the new version of {ref}: {version_error}: "
+            f"fix {DATASET_METADATA} or the files and rerun"
+        )
     _check_uploads(output, command)
     return _url_after(output, "Please check progress at", command)
 
@@ -223,14 +278,16 @@ def push_kernel_with_version(folder: str | os.PathLike) -> tuple[str, int | None
     output = _run(["kernels", "push", "-p", str(folder)], command, kind="kernel", name=ref)
     push_error = _line_after(output, "Kernel push error:")
     if push_error is not None:
-        raise PipelineError(f"{command}: Kaggle refused the kernel {ref}: {push_error}: "
-                            f"fix {metadata_path} and push again")
-    dropped = re.search(r"The following are not valid (\w+) sources and could not be added to the kernel: (.*)",
-                        output)
+        raise PipelineError(
+            f"{command}: Kaggle refused the kernel {ref}: {push_error}: fix {metadata_path} and push again"
+        )
+    dropped = re.search(r"The following are not valid (\w+) sources and could not be added to the kernel: (.*)", output)
     if dropped:
-        raise PipelineError(f"{command}: Kaggle dropped the {dropped.group(1)} sources {dropped.group(2).strip()} "
-                            f"(the kernel would run without them): fix {dropped.group(1)}_sources in "
-                            f"{metadata_path} and push again")
+        raise PipelineError(
+            f"{command}: Kaggle dropped the {dropped.group(1)} sources {dropped.group(2).strip()} "
+            f"(the kernel would run without them): fix {dropped.group(1)}_sources in "
+            f"{metadata_path} and push again"
+        )
     version = re.search(r"Kernel version (\d+) successfully pushed", output)
     return _url_after(output, "Please check progress at", command), int(version.group(1)) if version else None
 
@@ -255,13 +312,19 @@ def kernel_output(ref: str, dest: str | os.PathLike) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     command = f"kaggle kernels output {ref}"
     # --force: without it the CLI keeps any same-named local file that looks newer.
-    output = _run(["kernels", "output", ref, "-p", str(dest), "--force"], command, kind="kernel", name=ref,
-                  timeout_s=_TRANSFER_TIMEOUT_S)
+    output = _run(
+        ["kernels", "output", ref, "-p", str(dest), "--force"],
+        command,
+        kind="kernel",
+        name=ref,
+        timeout_s=_TRANSFER_TIMEOUT_S,
+    )
     found = re.findall(r"^(?:Output file|Kernel log) downloaded to (.+?)\s*$", output, re.MULTILINE)
     return [Path(path) for path in found]
 
 
 # ---- running the CLI --------------------------------------------------------------------------
+
 
 def _run(args: Sequence[str], command: str, *, kind: str, name: str, timeout_s: float = _CALL_TIMEOUT_S) -> str:
     """Run `kaggle *args`; return its scrubbed stdout + stderr, or raise a one-line PipelineError."""
@@ -272,16 +335,19 @@ def _run(args: Sequence[str], command: str, *, kind: str, name: str, timeout_s: 
         env.pop(noisy, None)
     secrets = _secrets()
     try:
-        done = subprocess.run([str(executable), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout_s)
+        done = subprocess.run(
+            [str(executable), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s
+        )
     except subprocess.TimeoutExpired:
-        raise PipelineError(f"{command}: no answer from Kaggle after {timeout_s:.0f} s: "
-                            "check the network connection and rerun") from None
+        raise PipelineError(
+            f"{command}: no answer from Kaggle after {timeout_s:.0f} s: check the network connection and rerun"
+        ) from None
     except OSError as error:
-        raise PipelineError(f"{command}: could not start {executable} ({error.strerror}): "
-                            "reinstall the requirements (pip install -r requirements.txt)") from None
-    output = _scrub(done.stdout.decode("utf-8", "replace") + "\n" + done.stderr.decode("utf-8", "replace"),
-                    secrets)
+        raise PipelineError(
+            f"{command}: could not start {executable} ({error.strerror}): "
+            "reinstall the requirements (pip install -r requirements.txt)"
+        ) from None
+    output = _scrub(done.stdout.decode("utf-8", "replace") + "\n" + done.stderr.decode("utf-8", "replace"), secrets)
     logger.debug("%s -> exit %d\n%s", command, done.returncode, output)
     if "readable by other users" in output:
         logger.warning("your kaggle.json is readable by other users: chmod 600 it")
@@ -294,25 +360,36 @@ def _failure_message(command: str, output: str, kind: str, name: str, returncode
     """One line saying why `command` failed and what to do, from the CLI's output."""
     text = output.lower()
     codes = set(re.findall(r"\b(4\d\d) client error", text))
-    rejected = (f"{command}: Kaggle rejected the credentials (401): create a new API token at "
-                f"{KAGGLE_WEB}/settings and replace ~/.kaggle/kaggle.json (or KAGGLE_USERNAME/KAGGLE_KEY, "
-                "KAGGLE_API_TOKEN)")
+    rejected = (
+        f"{command}: Kaggle rejected the credentials (401): create a new API token at "
+        f"{KAGGLE_WEB}/settings and replace ~/.kaggle/kaggle.json (or KAGGLE_USERNAME/KAGGLE_KEY, "
+        "KAGGLE_API_TOKEN)"
+    )
     # The CLI prints the same help for missing and for rejected credentials.
     if _AUTH_HELP in text:
         if not _has_credentials():
-            return (f"{command}: no Kaggle credentials found: save kaggle.json from {KAGGLE_WEB}/settings "
-                    "('Create New Token') as ~/.kaggle/kaggle.json with chmod 600, or set KAGGLE_USERNAME "
-                    "and KAGGLE_KEY (or KAGGLE_API_TOKEN)")
+            return (
+                f"{command}: no Kaggle credentials found: save kaggle.json from {KAGGLE_WEB}/settings "
+                "('Create New Token') as ~/.kaggle/kaggle.json with chmod 600, or set KAGGLE_USERNAME "
+                "and KAGGLE_KEY (or KAGGLE_API_TOKEN)"
+            )
         return rejected
     if "accept" in text and "rules" in text:
-        return (f"{command}: you have not accepted the rules of competition {name} (403): open "
-                f"{KAGGLE_WEB}/competitions/{name}/rules, accept them (join the competition), then rerun")
+        return (
+            f"{command}: you have not accepted the rules of competition {name} (403): open "
+            f"{KAGGLE_WEB}/competitions/{name}/rules, accept them (join the competition), then rerun"
+        )
     if "429" in codes or "too many requests" in text or "rate limit" in text:
         return f"{command}: Kaggle is rate limiting this account (429): wait a few minutes, then rerun"
     if "401" in codes or "unauthenticated" in text or "unauthorized" in text:
         return rejected
-    if ("403" in codes or "forbidden" in text or "permission" in text and "denied" in text
-            or "cannot access kernel" in text):
+    if (
+        "403" in codes
+        or "forbidden" in text
+        or "permission" in text
+        and "denied" in text
+        or "cannot access kernel" in text
+    ):
         return f"{command}: Kaggle refused access (403) to {kind} {name}: {_forbidden_fix(kind, name)}"
     if "404" in codes or "not found" in text or "could not find" in text:
         return f"{command}: {kind} {name} was not found on Kaggle (404): {_not_found_fix(kind, name)}"
@@ -320,16 +397,19 @@ def _failure_message(command: str, output: str, kind: str, name: str, returncode
         return f"{command}: Kaggle answered with a server error (5xx): wait a while, then rerun"
     if "max retries exceeded" in text or "connectionerror" in text or "failed to establish" in text:
         return f"{command}: could not reach Kaggle: check the network connection (and any proxy settings), then rerun"
-    return (f"{command}: failed (exit {returncode}): {_last_line(output) or 'no output'}: fix what it names, "
-            "or run the same kaggle command by hand to see its full output")
+    return (
+        f"{command}: failed (exit {returncode}): {_last_line(output) or 'no output'}: fix what it names, "
+        "or run the same kaggle command by hand to see its full output"
+    )
 
 
 def _forbidden_fix(kind: str, name: str) -> str:
     if kind == "competition":
         return f"join the competition and accept its rules at {KAGGLE_WEB}/competitions/{name}/rules, then rerun"
     owner = name.split("/")[0]
-    return (f"check that the credentials are {owner}'s (the owner part of the {kind} id) "
-            "and that the id is spelled right")
+    return (
+        f"check that the credentials are {owner}'s (the owner part of the {kind} id) and that the id is spelled right"
+    )
 
 
 def _not_found_fix(kind: str, name: str) -> str:
@@ -344,8 +424,10 @@ def _submission_reply(output: str, command: str, slug: str) -> str:
     if "Could not submit to competition" in output:
         raise PipelineError(f"{command}: the upload of the submission file failed: rerun the submission")
     if "Could not find competition" in output:
-        raise PipelineError(f"{command}: competition {slug} was not found or no longer accepts submissions: "
-                            "check the slug and the competition's deadline")
+        raise PipelineError(
+            f"{command}: competition {slug} was not found or no longer accepts submissions: "
+            "check the slug and the competition's deadline"
+        )
     return _last_line(output)
 
 
@@ -356,6 +438,7 @@ def _check_uploads(output: str, command: str) -> None:
 
 
 # ---- credentials ------------------------------------------------------------------------------
+
 
 def _config_dirs() -> list[Path]:
     """Folders the CLI may read kaggle.json from (it picks one; we look in all of them)."""
@@ -428,10 +511,12 @@ def _scrub(text: str, secrets: Sequence[str]) -> str:
 
 # ---- small helpers ----------------------------------------------------------------------------
 
+
 def _check_slug(slug: str) -> None:
     if not isinstance(slug, str) or not _SLUG.match(slug):
-        raise PipelineError(f"competition slug {slug!r} is not a slug: use the last part of "
-                            f"{KAGGLE_WEB}/competitions/<slug>")
+        raise PipelineError(
+            f"competition slug {slug!r} is not a slug: use the last part of {KAGGLE_WEB}/competitions/<slug>"
+        )
 
 
 def _check_ref(ref: str, kind: str) -> None:
@@ -445,13 +530,16 @@ def _check_dataset_folder(folder: Path) -> str:
         raise PipelineError(f"{folder}: dataset folder not found: build it first")
     metadata = folder / DATASET_METADATA
     if not metadata.is_file():
-        raise PipelineError(f"{metadata}: dataset metadata not found: write it with id (owner/slug), "
-                            "title and licenses")
+        raise PipelineError(
+            f"{metadata}: dataset metadata not found: write it with id (owner/slug), title and licenses"
+        )
     subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if subfolders:
         # `kaggle datasets create` (default -r skip) silently leaves subfolders out.
-        raise PipelineError(f"{folder}: dataset folder has subfolders ({', '.join(subfolders)}) that the CLI "
-                            "would silently skip: put every file directly in the folder")
+        raise PipelineError(
+            f"{folder}: dataset folder has subfolders ({', '.join(subfolders)}) that the CLI "
+            "would silently skip: put every file directly in the folder"
+        )
     if not any(p.is_file() and p.name != DATASET_METADATA for p in folder.iterdir()):
         raise PipelineError(f"{folder}: dataset folder holds no files besides {DATASET_METADATA}: add the files")
     ref = _read_json_field(metadata, "id")
@@ -480,10 +568,16 @@ def _extract_zip(archive: Path, dest: Path) -> list[Path]:
                 name = member.filename
                 is_link = stat.S_ISLNK(member.external_attr >> 16)
                 target = (root / name).resolve()
-                if (is_link or name.startswith(("/", "\\")) or ".." in PurePosixPath(name.replace("\\", "/")).parts
-                        or not target.is_relative_to(root)):
-                    raise PipelineError(f"{archive.name}: member {name!r} would be written outside {dest}: "
-                                        "refusing to unzip it; inspect the archive by hand")
+                if (
+                    is_link
+                    or name.startswith(("/", "\\"))
+                    or ".." in PurePosixPath(name.replace("\\", "/")).parts
+                    or not target.is_relative_to(root)
+                ):
+                    raise PipelineError(
+                        f"{archive.name}: member {name!r} would be written outside {dest}: "
+                        "refusing to unzip it; inspect the archive by hand"
+                    )
             zipped.extractall(root, members)
     except zipfile.BadZipFile:
         raise PipelineError(f"{archive.name}: the downloaded file is not a valid zip: rerun the download") from None
@@ -509,8 +603,10 @@ def _line_after(output: str, marker: str) -> str | None:
 def _url_after(output: str, marker: str, command: str) -> str:
     found = re.search(re.escape(marker) + r"\s+(\S+)", output)
     if not found:
-        raise PipelineError(f"{command}: no URL in the CLI's output ({_last_line(output) or 'empty'}): "
-                            "rerun it by hand to see what happened")
+        raise PipelineError(
+            f"{command}: no URL in the CLI's output ({_last_line(output) or 'empty'}): "
+            "rerun it by hand to see what happened"
+        )
     return found.group(1)
 
 

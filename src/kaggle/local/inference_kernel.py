@@ -15,27 +15,36 @@ kernel version records and shows, so the code that ran on Kaggle is byte for byt
 here; the dataset holds only what training made, so a code change never re-uploads the weights.
 The script carries the sha256 of every dataset file and refuses any other version of them.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
+from src.artifacts import (
+    DATASET_METADATA,
+    KERNEL_CONFIG_FILE,
+    KERNEL_DATASET_DIR,
+    KERNEL_METADATA,
+    KERNEL_MODEL_FILE,
+    KERNEL_THRESHOLDS_FILE,
+    KERNEL_WHEELS_DIR,
+    Experiment,
+)
 from src.config import Config, config_to_dict
 from src.errors import PipelineError
-from src.weights import normalisation
-from src.artifacts import (DATASET_METADATA, KERNEL_CONFIG_FILE, KERNEL_DATASET_DIR, KERNEL_METADATA,
-                           KERNEL_MODEL_FILE, KERNEL_THRESHOLDS_FILE, KERNEL_WHEELS_DIR, Experiment)
 from src.kaggle.local.kernel_script import code_archive, render_script, script_settings
 from src.kaggle.local.names import KaggleNames, kaggle_names
 from src.kaggle.local.secret_scan import seal
 from src.kaggle.on_kaggle.install_wheels import file_sha256
+from src.weights import normalisation
 
 Log = Callable[[str], None]
 
@@ -66,8 +75,11 @@ class KernelBuild:
     def dataset_files(self, folder: str = KERNEL_DATASET_DIR) -> dict[str, str]:
         """sha256 of each file of a dataset folder the kernel reads (the metadata file aside)."""
         prefix = folder + "/"
-        return {rel[len(prefix):]: digest for rel, digest in self.files.items()
-                if rel.startswith(prefix) and rel != prefix + DATASET_METADATA}
+        return {
+            rel[len(prefix) :]: digest
+            for rel, digest in self.files.items()
+            if rel.startswith(prefix) and rel != prefix + DATASET_METADATA
+        }
 
 
 def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
@@ -107,9 +119,11 @@ def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
         shutil.rmtree(staging, ignore_errors=True)
     build = KernelBuild(exp.kernel_dir, names, files)
     size = (build.dataset_dir / KERNEL_MODEL_FILE).stat().st_size
-    log(f"kernel {exp.name}: {build.script_path} ({build.script_path.stat().st_size // 1024} KiB, src embedded) and "
+    log(
+        f"kernel {exp.name}: {build.script_path} ({build.script_path.stat().st_size // 1024} KiB, src embedded) and "
         f"weights dataset {build.dataset_dir} ({size / 2**20:.1f} MiB model) for {names.kernel_ref} "
-        f"with {', '.join(sources)}, internet off, GPU {'on' if config.kaggle.enable_gpu else 'off'}")
+        f"with {', '.join(sources)}, internet off, GPU {'on' if config.kaggle.enable_gpu else 'off'}"
+    )
     return build
 
 
@@ -119,14 +133,17 @@ def staging_dir(exp: Experiment) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{exp.name}.build-", dir=exp.kernel_dir.parent))
 
 
-def _stage_weights(exp: Experiment, names: KaggleNames, checkpoint: Path, thresholds: Path | None, dataset: Path) -> Path:
+def _stage_weights(
+    exp: Experiment, names: KaggleNames, checkpoint: Path, thresholds: Path | None, dataset: Path
+) -> Path:
     """The flat weights dataset: model.pt, thresholds.json, the Kaggle-side config, dataset-metadata.json."""
     dataset.mkdir()
     shutil.copyfile(checkpoint, dataset / KERNEL_MODEL_FILE)
     if thresholds is not None:
         shutil.copyfile(thresholds, dataset / KERNEL_THRESHOLDS_FILE)
-    (dataset / KERNEL_CONFIG_FILE).write_text(yaml.safe_dump(kaggle_config(exp), sort_keys=False, allow_unicode=True),
-                                       encoding="utf-8")
+    (dataset / KERNEL_CONFIG_FILE).write_text(
+        yaml.safe_dump(kaggle_config(exp), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
     write_dataset_metadata(dataset, names.dataset_ref, names.dataset_title, exp.config.kaggle.dataset_license)
     return dataset
 
@@ -144,8 +161,10 @@ def stage_wheels(exp: Experiment, names: KaggleNames, dest: Path, log: Log) -> d
     shipped = wheels_dataset.build_wheels(plan, dest, exp.wheels_dir)
     write_dataset_metadata(dest, names.wheels_ref, f"{exp.name[:43]} wheels", settings.dataset_license)
     log(wheels_dataset.describe(plan))
-    return {"dataset_ref": names.wheels_ref,
-            "files": {w.name: {"version": w.version, "file": w.file, "sha256": w.sha256} for w in shipped}}
+    return {
+        "dataset_ref": names.wheels_ref,
+        "files": {w.name: {"version": w.version, "file": w.file, "sha256": w.sha256} for w in shipped},
+    }
 
 
 def write_dataset_metadata(folder: Path, ref: str, title: str, license_name: str) -> None:
@@ -193,8 +212,10 @@ def _check_weights_only(checkpoint: Path) -> None:
     payload = load_checkpoint(checkpoint)
     state = [key for key in payload if key in _TRAINING_STATE]
     if "model" not in payload or state:
-        raise PipelineError(f"{checkpoint}: not an inference checkpoint (holds {', '.join(state) or 'no model'}): "
-                            "point submit.checkpoint at a finished run's best.pt")
+        raise PipelineError(
+            f"{checkpoint}: not an inference checkpoint (holds {', '.join(state) or 'no model'}): "
+            "point submit.checkpoint at a finished run's best.pt"
+        )
 
 
 def _move_into_place(staging: Path, kernel_dir: Path, code_file: str) -> None:

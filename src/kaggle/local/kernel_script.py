@@ -4,6 +4,7 @@ The archive is a reproducible gzipped tar (fixed order, times and modes) of the 
 pure-Python packages and any extra files, base64-encoded into the script, so each kernel version records
 exactly the code that ran. `extract_archive` reads it back for inspection and the secret scan.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,16 +32,21 @@ _VENDORED = ("iterstrat",)
 
 def script_settings(archive: bytes) -> dict:
     """What every kernel script carries about its own build: the archive's sum, Python and package versions."""
-    return {"archive_sha256": hashlib.sha256(archive).hexdigest(), "python": platform.python_version(),
-            "versions": package_versions(CHECKED_MODULES)}
+    return {
+        "archive_sha256": hashlib.sha256(archive).hexdigest(),
+        "python": platform.python_version(),
+        "versions": package_versions(CHECKED_MODULES),
+    }
 
 
 def render_script(settings: dict, archive: bytes) -> str:
     """The kernel script: the template with the settings and the base64 archive filled in."""
     template = TEMPLATE.read_text(encoding="utf-8")
     encoded = base64.b64encode(archive).decode("ascii")
-    wrapped = "\n".join(encoded[i:i + 120] for i in range(0, len(encoded), 120))
-    script = _replace_once(template, _SETTINGS_LINE, "SETTINGS = " + pprint.pformat(settings, width=110, sort_dicts=True))
+    wrapped = "\n".join(encoded[i : i + 120] for i in range(0, len(encoded), 120))
+    script = _replace_once(
+        template, _SETTINGS_LINE, "SETTINGS = " + pprint.pformat(settings, width=110, sort_dicts=True)
+    )
     return _replace_once(script, _ARCHIVE_LINE, f'ARCHIVE = """\n{wrapped}\n"""')
 
 
@@ -79,8 +85,11 @@ def _package_files(folder: Path, prefix: str) -> dict[str, bytes]:
     files = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if (not path.is_file() or path.suffix == ".pyc"
-                or any(part == "__pycache__" or part.startswith(".") for part in relative.parts)):
+        if (
+            not path.is_file()
+            or path.suffix == ".pyc"
+            or any(part == "__pycache__" or part.startswith(".") for part in relative.parts)
+        ):
             continue
         files[f"{prefix}/{relative.as_posix()}"] = path.read_bytes()
     return files

@@ -5,12 +5,13 @@ Kaggle answers an upload with a message only, so a submission is found again in
 file name and message. Polling is bounded (`submit.score_wait_s`); a submission still pending then is
 recorded as pending, and `status --refresh-scores` (`refresh_scores`) records its score later.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 from src.artifacts import LeaderboardEntry
 from src.errors import PipelineError
@@ -25,22 +26,27 @@ class Upload:
 
     competition: str
     file: Path
-    head: Optional[str] = None
+    head: str | None = None
 
 
-def uploads_for(competition: str, by_head: dict[str, str], head_files: dict[str, Path], files: list[Path],
-                where: str) -> list[Upload]:
+def uploads_for(
+    competition: str, by_head: dict[str, str], head_files: dict[str, Path], files: list[Path], where: str
+) -> list[Upload]:
     """What to upload where: one file to `competition`, or with `by_head` ({head: slug}) each head's file
     (`head_files`) to its own competition, in the format's head order. `where` names the config in errors."""
     if len(files) == 1 and not by_head:
         return [Upload(competition, files[0])]
     expected = ", ".join(f"{head} ({path.name})" for head, path in head_files.items())
     if len(files) == 1:
-        raise PipelineError(f"{where}: submit.kaggle_competitions is for formats that write one file per head; this "
-                            "one writes one file: remove it and set `competition`")
+        raise PipelineError(
+            f"{where}: submit.kaggle_competitions is for formats that write one file per head; this "
+            "one writes one file: remove it and set `competition`"
+        )
     if set(by_head) != set(head_files):
-        raise PipelineError(f"{where}: submit.kaggle_competitions names {', '.join(sorted(by_head)) or 'no head'}; this "
-                            f"format writes {len(files)} files, one per head: set a competition slug for each of {expected}")
+        raise PipelineError(
+            f"{where}: submit.kaggle_competitions names {', '.join(sorted(by_head)) or 'no head'}; this "
+            f"format writes {len(files)} files, one per head: set a competition slug for each of {expected}"
+        )
     return [Upload(by_head[head], path, head) for head, path in head_files.items()]
 
 
@@ -58,9 +64,11 @@ def submit_files(uploads: Sequence[Upload], message: str, log: Log = print) -> t
             if not entries:
                 raise
             went = " and ".join(f"{entry.file} to {entry.competition}" for entry in entries)
-            raise PipelineError(f"{upload.file}: the upload to {upload.competition} failed ({exc}); {went} went through "
-                                f"already: upload only this file again with: kaggle competitions submit "
-                                f"{upload.competition} -f {upload.file} -m \"{message}\"") from None
+            raise PipelineError(
+                f"{upload.file}: the upload to {upload.competition} failed ({exc}); {went} went through "
+                f"already: upload only this file again with: kaggle competitions submit "
+                f'{upload.competition} -f {upload.file} -m "{message}"'
+            ) from None
         entries.append(uploaded_entry(upload.competition, str(upload.file), message, before, upload.head))
     log("submitted " + " and ".join(f"{Path(e.file).name} to {e.competition}" for e in entries))
     return entries, before
@@ -68,34 +76,52 @@ def submit_files(uploads: Sequence[Upload], message: str, log: Log = print) -> t
 
 def refs_listed(competitions: Sequence[str]) -> dict[str, set[int]]:
     """{competition: refs of the submissions it lists now}: taken before an upload, to tell its row from older ones."""
-    return {competition: {row.ref for row in cli.list_submissions(competition)} for competition in dict.fromkeys(competitions)}
+    return {
+        competition: {row.ref for row in cli.list_submissions(competition)}
+        for competition in dict.fromkeys(competitions)
+    }
 
 
-def uploaded_entry(competition: str, file: str, message: str, before: dict[str, set[int]],
-                   head: Optional[str] = None) -> LeaderboardEntry:
+def uploaded_entry(
+    competition: str, file: str, message: str, before: dict[str, set[int]], head: str | None = None
+) -> LeaderboardEntry:
     """The pending record of one upload; `before` is `refs_listed` from just before it (its highest ref is kept)."""
-    return LeaderboardEntry(competition=competition, file=file, head=head, message=message,
-                            listed_before=max(before[competition], default=0))
+    return LeaderboardEntry(
+        competition=competition,
+        file=file,
+        head=head,
+        message=message,
+        listed_before=max(before[competition], default=0),
+    )
 
 
-def refresh_scores(entries: list[LeaderboardEntry], log: Log = print,
-                   listed: Optional[dict[str, list[cli.Submission]]] = None) -> list[LeaderboardEntry]:
+def refresh_scores(
+    entries: list[LeaderboardEntry], log: Log = print, listed: dict[str, list[cli.Submission]] | None = None
+) -> list[LeaderboardEntry]:
     """The entries with what their competitions' submission lists show now: one look, no upload, no waiting; only
     pending entries change. `listed` ({competition: rows}) is shared by callers refreshing several records."""
     listed = {} if listed is None else listed
     refreshed = []
     for entry in entries:
         if entry.status == "pending" and entry.ref is None and entry.listed_before is None:
-            log(f"{Path(entry.file).name} -> {entry.competition}: recorded before uploads kept the last ref listed, "
-                f"so its row cannot be told from older ones: see `kaggle competitions submissions {entry.competition}`")
+            log(
+                f"{Path(entry.file).name} -> {entry.competition}: recorded before uploads kept the last ref listed, "
+                f"so its row cannot be told from older ones: see `kaggle competitions submissions {entry.competition}`"
+            )
             refreshed.append(entry)
             continue
         refreshed.append(_refreshed(entry, set(), listed, log))
     return refreshed
 
 
-def wait_for_scores(entries: list[LeaderboardEntry], before: dict, wait_s: float, poll_s: float, log: Log = print,
-                    sleep: Callable[[float], None] = time.sleep) -> list[LeaderboardEntry]:
+def wait_for_scores(
+    entries: list[LeaderboardEntry],
+    before: dict,
+    wait_s: float,
+    poll_s: float,
+    log: Log = print,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[LeaderboardEntry]:
     """Poll the competitions' submission lists until every entry is scored (or failed) or `wait_s` has passed."""
     deadline = time.monotonic() + wait_s
     while True:
@@ -111,7 +137,7 @@ def wait_for_scores(entries: list[LeaderboardEntry], before: dict, wait_s: float
     return entries
 
 
-def score_line(entry: LeaderboardEntry, wait_s: Optional[float] = None) -> str:
+def score_line(entry: LeaderboardEntry, wait_s: float | None = None) -> str:
     """One line: the file, where it went, and its leaderboard scores (or why there are none yet; `wait_s`: how long
     this call waited for them)."""
     where = f"{Path(entry.file).name} -> {entry.competition}" + (f" (ref {entry.ref})" if entry.ref is not None else "")
@@ -122,8 +148,10 @@ def score_line(entry: LeaderboardEntry, wait_s: Optional[float] = None) -> str:
     if entry.status == "error":
         return f"{where}: Kaggle could not score it: open the competition's submissions page to see why"
     waited = "still pending" if wait_s is None else f"not scored after {wait_s:.0f} s"
-    return (f"{where}: {waited}; `kaggle competitions submissions {entry.competition}` shows the score once Kaggle "
-            "has it, and `python -m src.stage status --refresh-scores` records it")
+    return (
+        f"{where}: {waited}; `kaggle competitions submissions {entry.competition}` shows the score once Kaggle "
+        "has it, and `python -m src.stage status --refresh-scores` records it"
+    )
 
 
 def _refreshed(entry: LeaderboardEntry, known: set[int], listed: dict, log: Log) -> LeaderboardEntry:
@@ -139,12 +167,24 @@ def _refreshed(entry: LeaderboardEntry, known: set[int], listed: dict, log: Log)
     name = Path(entry.file).name
     # Rows the upload did not see: by the refs listed before it, else (a later refresh) by Kaggle's increasing refs.
     newer_than = -1 if entry.listed_before is None else entry.listed_before
-    mine = [row for row in listed[entry.competition] if (row.ref not in known if known else row.ref > newer_than)
-            and row.description == entry.message and row.file_name in (name, "")]
+    mine = [
+        row
+        for row in listed[entry.competition]
+        if (row.ref not in known if known else row.ref > newer_than)
+        and row.description == entry.message
+        and row.file_name in (name, "")
+    ]
     if entry.ref is not None:
         mine = [row for row in mine if row.ref == entry.ref]
     if not mine:
         return entry
     row = max(mine, key=lambda found: found.ref)
-    return entry.model_copy(update={"ref": row.ref, "submitted": row.date, "status": row.status,
-                                    "public_score": row.public_score, "private_score": row.private_score})
+    return entry.model_copy(
+        update={
+            "ref": row.ref,
+            "submitted": row.date,
+            "status": row.status,
+            "public_score": row.public_score,
+            "private_score": row.private_score,
+        }
+    )

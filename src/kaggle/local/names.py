@@ -3,6 +3,7 @@
 Slugs and titles come from the config's `kaggle:` section, else from the experiment's name; the owner from
 `kaggle.username`, KAGGLE_USERNAME or kaggle.json (its user name only, never the key).
 """
+
 from __future__ import annotations
 
 import os
@@ -43,18 +44,24 @@ def kaggle_names(exp: Experiment) -> KaggleNames:
     settings = exp.config.kaggle
     username = settings.username or username_from_credentials()
     if not username:
-        raise PipelineError(f"{exp.config_path}: no Kaggle username: set kaggle.username (the owner of the kernel "
-                            "and weights dataset), or KAGGLE_USERNAME, or save kaggle.json in ~/.kaggle")
+        raise PipelineError(
+            f"{exp.config_path}: no Kaggle username: set kaggle.username (the owner of the kernel "
+            "and weights dataset), or KAGGLE_USERNAME, or save kaggle.json in ~/.kaggle"
+        )
     base = re.sub(r"[^a-z0-9]+", "-", exp.name.lower()).strip("-") or "model"
     if not cli._REF.match(f"{username}/x"):
-        raise PipelineError(f"Kaggle username {username!r} is not a user name: set kaggle.username in {exp.config_path}")
+        raise PipelineError(
+            f"Kaggle username {username!r} is not a user name: set kaggle.username in {exp.config_path}"
+        )
     kernel_slug = settings.kernel_slug or f"{base[:40].rstrip('-')}-inference"
     dataset_slug = settings.dataset_slug or f"{base[:42].rstrip('-')}-weights"
     wheels_slug = settings.wheels_slug or f"{base[:43].rstrip('-')}-wheels"
     kernel_title = settings.kernel_title or kernel_slug.replace("-", " ")
     if _slugify(kernel_title) != kernel_slug:
-        raise PipelineError(f"{exp.config_path}: kaggle.kernel_title '{kernel_title}' would give the kernel the URL slug "
-                            f"'{_slugify(kernel_title)}', not '{kernel_slug}': make the title match the slug or drop it")
+        raise PipelineError(
+            f"{exp.config_path}: kaggle.kernel_title '{kernel_title}' would give the kernel the URL slug "
+            f"'{_slugify(kernel_title)}', not '{kernel_slug}': make the title match the slug or drop it"
+        )
     dataset_title = settings.dataset_title or f"{exp.name[:42]} weights"
     dataset_title = dataset_title if len(dataset_title) >= 6 else f"{dataset_title} model"
     return KaggleNames(username, kernel_slug, kernel_title, dataset_slug, dataset_title, wheels_slug)

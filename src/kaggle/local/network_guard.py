@@ -2,6 +2,7 @@
 
 Standard library only: src/kaggle/local/offline_sandbox.py copies this file into the sandbox as sitecustomize.py.
 """
+
 import errno
 import os
 import socket

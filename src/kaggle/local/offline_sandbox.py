@@ -4,6 +4,7 @@ The network guard (`network_guard.py` beside this file) is copied into the sandb
 the script's interpreter loads it before any user code; it refuses every IPv4/IPv6 connect, send and name
 lookup and notes each attempt.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,19 @@ from pathlib import Path
 
 NETWORK_GUARD = Path(__file__).with_name("network_guard.py")  # becomes the sandbox's sitecustomize.py
 RUN_TIMEOUT_S = 4 * 3600
-_SANDBOX_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
+_SANDBOX_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "LD_LIBRARY_PATH",
+)
 _NOWHERE = "http://127.0.0.1:9"  # the discard port: a proxy that is never there
 
 
@@ -34,8 +46,13 @@ class OfflineRun:
     seconds: float
 
 
-def run_offline(script: Path, inputs: dict[str, Path], timeout_s: float = RUN_TIMEOUT_S,
-                python: str | None = None, env: dict[str, str] | None = None) -> OfflineRun:
+def run_offline(
+    script: Path,
+    inputs: dict[str, Path],
+    timeout_s: float = RUN_TIMEOUT_S,
+    python: str | None = None,
+    env: dict[str, str] | None = None,
+) -> OfflineRun:
     """Run `script` with this interpreter (or `python`) the way Kaggle runs a kernel with internet off
     (`env`: a few more variables for it, e.g. the training kernel's check switch).
 
@@ -57,19 +74,37 @@ def run_offline(script: Path, inputs: dict[str, Path], timeout_s: float = RUN_TI
         shutil.copyfile(NETWORK_GUARD, guard / "sitecustomize.py")  # loaded before any of the script's code
         attempts_log, ready_flag = tmp_root / "network-attempts.log", tmp_root / "network-guard-ready"
         extra, env = env or {}, {name: os.environ[name] for name in _SANDBOX_ENV if name in os.environ}
-        env.update({
-            "HOME": str(home), "TMPDIR": str(scratch), "PYTHONPATH": str(guard), "PYTHONNOUSERSITE": "1",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8",
-            "KAGGLE_INPUT_ROOT": str(input_root), "KAGGLE_WORKING_ROOT": str(working),
-            "KERNEL_CHECK_NETWORK_LOG": str(attempts_log), "KERNEL_CHECK_READY": str(ready_flag),
-            "NO_PROXY": "", "no_proxy": "",
-            **{name: _NOWHERE for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")},
-            **extra,
-        })
+        env.update(
+            {
+                "HOME": str(home),
+                "TMPDIR": str(scratch),
+                "PYTHONPATH": str(guard),
+                "PYTHONNOUSERSITE": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONIOENCODING": "utf-8",
+                "KAGGLE_INPUT_ROOT": str(input_root),
+                "KAGGLE_WORKING_ROOT": str(working),
+                "KERNEL_CHECK_NETWORK_LOG": str(attempts_log),
+                "KERNEL_CHECK_READY": str(ready_flag),
+                "NO_PROXY": "",
+                "no_proxy": "",
+                **{
+                    name: _NOWHERE
+                    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+                },
+                **extra,
+            }
+        )
         try:
-            done = subprocess.run([python or sys.executable, str(code_dir / script.name)], cwd=working, env=env,
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  timeout=timeout_s)
+            done = subprocess.run(
+                [python or sys.executable, str(code_dir / script.name)],
+                cwd=working,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=timeout_s,
+            )
             returncode, output = done.returncode, done.stdout.decode("utf-8", "replace")
         except subprocess.TimeoutExpired as expired:
             returncode = -1

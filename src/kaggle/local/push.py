@@ -3,11 +3,12 @@
 `upload_dataset` (create or version a flat dataset folder, skipped when unchanged, then wait until Kaggle has
 processed it) serves the training kernel too.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from src.artifacts import KERNEL_MODEL_FILE, KERNEL_WHEELS_DIR, Experiment, LeaderboardEntry, PushRecord
 from src.errors import PipelineError
@@ -23,18 +24,24 @@ DATASET_WAIT_S = 30 * 60
 _DATASET_POLL_S = 10
 
 
-def push(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: Log = print,
-         wait_s: float = DATASET_WAIT_S) -> tuple[str, int | None]:
+def push(
+    exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: Log = print, wait_s: float = DATASET_WAIT_S
+) -> tuple[str, int | None]:
     """Upload the weights and wheels datasets (create, or a new version; each skipped when unchanged since the
     last push), wait until Kaggle has processed them, push the kernel; return (kernel URL, kernel version).
 
     Refused when the parity check failed, or when a built file changed since it was built and checked.
     """
-    changed = [rel for rel, digest in sorted(build.files.items())
-               if not (build.kernel_dir / rel).is_file() or file_sha256(build.kernel_dir / rel) != digest]
+    changed = [
+        rel
+        for rel, digest in sorted(build.files.items())
+        if not (build.kernel_dir / rel).is_file() or file_sha256(build.kernel_dir / rel) != digest
+    ]
     if changed:
-        raise PipelineError(f"{build.kernel_dir / changed[0]} changed after it was built and checked: not pushing; "
-                            f"build, check and push again with: {exp.command('kernel push')}")
+        raise PipelineError(
+            f"{build.kernel_dir / changed[0]} changed after it was built and checked: not pushing; "
+            f"build, check and push again with: {exp.command('kernel push')}"
+        )
     if parity is None:
         log("warning: pushing a kernel that was not run locally (no parity check)")
     elif not parity.passed or parity.script_sha256 != build.files[build.names.code_file]:
@@ -43,22 +50,56 @@ def push(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: 
     record_path = exp.kernel_push_path
     last = PushRecord.read(record_path)
     dataset_files = build.dataset_files()
-    last = upload_dataset(build.dataset_dir, names.dataset_ref, dataset_files, "dataset", last, record_path,
-                          f"{exp.name}: {KERNEL_MODEL_FILE} {dataset_files[KERNEL_MODEL_FILE][:12]}", wait_s, log)
+    last = upload_dataset(
+        build.dataset_dir,
+        names.dataset_ref,
+        dataset_files,
+        "dataset",
+        last,
+        record_path,
+        f"{exp.name}: {KERNEL_MODEL_FILE} {dataset_files[KERNEL_MODEL_FILE][:12]}",
+        wait_s,
+        log,
+    )
     if build.wheels_dir.is_dir():
         wheels = build.dataset_files(KERNEL_WHEELS_DIR)
-        last = upload_dataset(build.wheels_dir, names.wheels_ref, wheels, "wheels", last, record_path,
-                              f"{exp.name}: {len(wheels)} wheels", wait_s, log)
+        last = upload_dataset(
+            build.wheels_dir,
+            names.wheels_ref,
+            wheels,
+            "wheels",
+            last,
+            record_path,
+            f"{exp.name}: {len(wheels)} wheels",
+            wait_s,
+            log,
+        )
     kernel_url, version = cli.push_kernel_with_version(build.kernel_dir)
-    last.model_copy(update={"kernel_ref": names.kernel_ref, "kernel_url": kernel_url, "version": version,
-                            "script_sha256": build.files[names.code_file], "competition": exp.config.competition,
-                            "submission_names": exp.fmt.submission_names()}).write(record_path)
+    last.model_copy(
+        update={
+            "kernel_ref": names.kernel_ref,
+            "kernel_url": kernel_url,
+            "version": version,
+            "script_sha256": build.files[names.code_file],
+            "competition": exp.config.competition,
+            "submission_names": exp.fmt.submission_names(),
+        }
+    ).write(record_path)
     log(f"kernel pushed: {kernel_url} (version {version}); follow it with: {exp.command('kernel status')}")
     return kernel_url, version
 
 
-def upload_dataset(folder: Path, ref: str, files: dict[str, str], key: str, last: PushRecord, record_path: Path,
-                   message: str, wait_s: float, log: Log) -> PushRecord:
+def upload_dataset(
+    folder: Path,
+    ref: str,
+    files: dict[str, str],
+    key: str,
+    last: PushRecord,
+    record_path: Path,
+    message: str,
+    wait_s: float,
+    log: Log,
+) -> PushRecord:
     """Upload a flat dataset folder (create, or a new version) unless the last push (`last`, its upload `key`)
     sent these exact files; wait until Kaggle has processed it; return the updated record (written at once)."""
     label = "weights" if key == "dataset" else key  # push.json's first keys predate the wheels dataset
@@ -81,10 +122,14 @@ def _wait_until_ready(dataset_ref: str, wait_s: float, log: Log) -> None:
         if state == "ready":
             return
         if "error" in state or "fail" in state:
-            raise PipelineError(f"Kaggle could not process dataset {dataset_ref} ({state}): open it on Kaggle to see why")
+            raise PipelineError(
+                f"Kaggle could not process dataset {dataset_ref} ({state}): open it on Kaggle to see why"
+            )
         if time.monotonic() > deadline:
-            raise PipelineError(f"dataset {dataset_ref} is still {state} after {wait_s / 60:.0f} min: push the kernel "
-                                "later with the same command (the dataset is not uploaded again)")
+            raise PipelineError(
+                f"dataset {dataset_ref} is still {state} after {wait_s / 60:.0f} min: push the kernel "
+                "later with the same command (the dataset is not uploaded again)"
+            )
         log(f"weights dataset {dataset_ref} is {state}; waiting")
         time.sleep(_DATASET_POLL_S)
 
@@ -129,11 +174,15 @@ def submit_kernel(exp: Experiment, log: Log = print) -> list[LeaderboardEntry]:
         raise PipelineError(f"this format writes {len(names)} files; a code competition takes one: submit by hand")
     status = cli.kernel_status(ref)
     if status.state != "complete":
-        raise PipelineError(f"kernel {ref} is {status.state}, not complete: submit once its run has finished "
-                            f"(check with: {exp.command('kernel status')})")
+        raise PipelineError(
+            f"kernel {ref} is {status.state}, not complete: submit once its run has finished "
+            f"(check with: {exp.command('kernel status')})"
+        )
     competition, message = exp.config.competition, exp.config.submit.message
     before = leaderboard.refs_listed([competition])
     reply = cli.submit_code(competition, ref, version, names[0], message)
     log(f"submitted {ref} version {version} ({names[0]}) to {competition}: {reply}")
     entry = leaderboard.uploaded_entry(competition, names[0], message, before)
-    return leaderboard.wait_for_scores([entry], before, exp.config.submit.score_wait_s, exp.config.submit.score_poll_s, log)
+    return leaderboard.wait_for_scores(
+        [entry], before, exp.config.submit.score_wait_s, exp.config.submit.score_poll_s, log
+    )

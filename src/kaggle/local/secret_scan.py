@@ -4,6 +4,7 @@ What counts as a secret: Kaggle's own credentials (key, tokens, kaggle.json) and
 variable whose name says it is secret. The kernel builders and the course package scan before anything moves
 into place.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,10 @@ def seal(staging: Path) -> dict[str, str]:
     """Refuse a staged build holding a credential; return every staged file's sha256 (relative path -> sum)."""
     leaks = find_leaks(staging, secret_values())
     if leaks:
-        raise PipelineError(f"refusing to build the kernel: {leaks[0]}{f' (and {len(leaks) - 1} more)' if len(leaks) > 1 else ''}: "
-                            "take the credential out of the config or code and build again")
+        raise PipelineError(
+            f"refusing to build the kernel: {leaks[0]}{f' (and {len(leaks) - 1} more)' if len(leaks) > 1 else ''}: "
+            "take the credential out of the config or code and build again"
+        )
     return tree_sha256(staging)
 
 

@@ -15,6 +15,7 @@ when they were trained with another training config or folds file, or when any f
 from the manifest; only then are the run folders moved into oof/<exp>/, their config.json written as a
 local `train` writes it. A local run folder that did not come from Kaggle is never replaced.
 """
+
 from __future__ import annotations
 
 import io
@@ -23,15 +24,27 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
-from src.artifacts import (DATASET_METADATA, KERNEL_METADATA, KERNEL_WHEELS_DIR, LAST_CHECKPOINT, RUN_CONFIG,
-                           TRAINING_MANIFEST, WEIGHTS_ROOT, Experiment, PulledRuns, PushRecord, TrainingManifest,
-                           fold_run_name, portable_config)
+from src.artifacts import (
+    DATASET_METADATA,
+    KERNEL_METADATA,
+    KERNEL_WHEELS_DIR,
+    LAST_CHECKPOINT,
+    RUN_CONFIG,
+    TRAINING_MANIFEST,
+    WEIGHTS_ROOT,
+    Experiment,
+    PulledRuns,
+    PushRecord,
+    TrainingManifest,
+    fold_run_name,
+    portable_config,
+)
 from src.atomic import write_text
 from src.config import config_to_dict
 from src.errors import PipelineError
@@ -67,8 +80,11 @@ class TrainingBuild:
 
     def dataset_files(self, folder: str) -> dict[str, str]:
         prefix = folder + "/"
-        return {rel[len(prefix):]: digest for rel, digest in self.files.items()
-                if rel.startswith(prefix) and not rel.endswith("/" + DATASET_METADATA)}
+        return {
+            rel[len(prefix) :]: digest
+            for rel, digest in self.files.items()
+            if rel.startswith(prefix) and not rel.endswith("/" + DATASET_METADATA)
+        }
 
 
 def training_slugs(exp: Experiment) -> tuple[str, str]:
@@ -79,39 +95,53 @@ def training_slugs(exp: Experiment) -> tuple[str, str]:
 
 # ---- build --------------------------------------------------------------------------------------
 
+
 def build_training_kernel(exp: Experiment, runs: dict, log: Log = print) -> TrainingBuild:
     """Write kernels/<exp>/train/ (and refresh kernels/<exp>/wheels/) for the runs `runs` names
     ({fold, full, resume, stop_after_epochs}: the train stage's own options)."""
     names = kaggle_names(exp)
     slug, state_slug = training_slugs(exp)
     if exp.config.model.weights is not None:
-        raise PipelineError(f"{exp.config_path}: model.weights names a local file, which a training kernel cannot "
-                            "read; use model.pretrained (the weights stage pushes it as a dataset) or null")
+        raise PipelineError(
+            f"{exp.config_path}: model.weights names a local file, which a training kernel cannot "
+            "read; use model.pretrained (the weights stage pushes it as a dataset) or null"
+        )
     folds = None if runs.get("full") else exp.require(exp.folds_path, "folds")
     archive = code_archive(_inputs(exp, folds))
     staging = staging_dir(exp)
     try:
         settings = {
-            "kind": "training", "stage": STAGE, "experiment": exp.name, "competition": exp.config.competition,
-            "kernel_ref": names.ref(slug), "runs": runs, "folds_file": folds.name if folds else None,
+            "kind": "training",
+            "stage": STAGE,
+            "experiment": exp.name,
+            "competition": exp.config.competition,
+            "kernel_ref": names.ref(slug),
+            "runs": runs,
+            "folds_file": folds.name if folds else None,
             "wheels": stage_wheels(exp, names, staging / KERNEL_WHEELS_DIR, log),
-            "pretrained": _pretrained(exp, names), **script_settings(archive),
+            "pretrained": _pretrained(exp, names),
+            **script_settings(archive),
             "resume": _stage_state(exp, runs, names.ref(state_slug), staging / _relative(exp, exp.train_state_dir)),
         }
         train_dir = staging / _relative(exp, exp.train_kernel_dir)
         train_dir.mkdir(parents=True, exist_ok=True)
         (train_dir / f"{slug}.py").write_text(render_script(settings, archive), encoding="utf-8")
-        sources = [part["dataset_ref"] for part in (settings["wheels"], settings["pretrained"], settings["resume"]) if part]
+        sources = [
+            part["dataset_ref"] for part in (settings["wheels"], settings["pretrained"], settings["resume"]) if part
+        ]
         write_json(train_dir / KERNEL_METADATA, _metadata(exp, names.ref(slug), f"{slug}.py", sources))
         files = seal(staging)
         _move_into_place(exp, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log(f"training kernel {names.ref(slug)}: {exp.train_kernel_dir / f'{slug}.py'} (src, config and folds file "
+    log(
+        f"training kernel {names.ref(slug)}: {exp.train_kernel_dir / f'{slug}.py'} (src, config and folds file "
         f"embedded) for {runs}, with {', '.join(sources) or 'no dataset'}, internet off, "
-        f"GPU {'on' if exp.config.kaggle.enable_gpu else 'off'}")
-    return TrainingBuild(exp.kernel_dir, names.ref(slug), _relative(exp, exp.train_kernel_dir) + f"/{slug}.py",
-                         settings, files)
+        f"GPU {'on' if exp.config.kaggle.enable_gpu else 'off'}"
+    )
+    return TrainingBuild(
+        exp.kernel_dir, names.ref(slug), _relative(exp, exp.train_kernel_dir) + f"/{slug}.py", settings, files
+    )
 
 
 def _relative(exp: Experiment, path: Path) -> str:
@@ -120,8 +150,10 @@ def _relative(exp: Experiment, path: Path) -> str:
 
 def _inputs(exp: Experiment, folds: Path | None) -> dict[str, bytes]:
     """What the script carries beside the code: the config's training part and the folds file."""
-    config = {**portable_config(config_to_dict(exp.config)), "data": {**config_to_dict(exp.config)["data"],
-                                                                      "root": "/kaggle/input", "solution": []}}
+    config = {
+        **portable_config(config_to_dict(exp.config)),
+        "data": {**config_to_dict(exp.config)["data"], "root": "/kaggle/input", "solution": []},
+    }
     files = {f"{INPUTS_DIR}/{CONFIG_NAME}": yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode()}
     if folds is not None:
         files[f"{INPUTS_DIR}/{folds.name}"] = folds.read_bytes()
@@ -137,8 +169,10 @@ def _pretrained(exp: Experiment, names: KaggleNames) -> dict:
 
     folder = WEIGHTS_ROOT / tag
     if not (folder / MANIFEST).is_file():
-        raise PipelineError(f"{folder}: the pretrained weights {tag} are not here; fetch and push them once with "
-                            f"`{weights_command(tag, exp.config_path)} --push`")
+        raise PipelineError(
+            f"{folder}: the pretrained weights {tag} are not here; fetch and push them once with "
+            f"`{weights_command(tag, exp.config_path)} --push`"
+        )
     weights = read_weights_folder(folder)
     files = {name: file_sha256(folder / name) for name in (MANIFEST, PRETRAINED_CFG, weights.file_name)}
     return {"dataset_ref": names.ref(kaggle_slug(tag)), "tag": tag, "files": files, "local": str(folder)}
@@ -148,29 +182,53 @@ def _stage_state(exp: Experiment, runs: dict, ref: str, dest: Path) -> dict:
     """--resume: every file of the targeted local run folders, flat in `dest` ({} without --resume)."""
     if not runs.get("resume"):
         return {}
-    targets = [fold_run_name(None)] if runs.get("full") else (
-        [p.name for _, p in exp.fold_run_dirs()] if runs.get("fold") == "all" else [fold_run_name(int(runs["fold"]))])
+    targets = (
+        [fold_run_name(None)]
+        if runs.get("full")
+        else (
+            [p.name for _, p in exp.fold_run_dirs()]
+            if runs.get("fold") == "all"
+            else [fold_run_name(int(runs["fold"]))]
+        )
+    )
     paths = {}
     for name in targets:
         run_dir = exp.oof_dir / name
         if not (run_dir / LAST_CHECKPOINT).is_file():
-            raise PipelineError(f"{run_dir / 'last.pt'} is missing: pull the kernel's runs first "
-                                f"({exp.command('kernel pull')}), or train without --resume")
+            raise PipelineError(
+                f"{run_dir / 'last.pt'} is missing: pull the kernel's runs first "
+                f"({exp.command('kernel pull')}), or train without --resume"
+            )
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
             flat = f"{name}{_FLAT}{path.relative_to(run_dir).as_posix().replace('/', _FLAT)}"
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest / flat)
             paths[flat] = f"{name}/{path.relative_to(run_dir).as_posix()}"
     write_dataset_metadata(dest, ref, f"{exp.name[:36]} training state", exp.config.kaggle.dataset_license)
-    return {"dataset_ref": ref, "runs": targets, "paths": paths,
-            "files": {flat: file_sha256(dest / flat) for flat in paths}}
+    return {
+        "dataset_ref": ref,
+        "runs": targets,
+        "paths": paths,
+        "files": {flat: file_sha256(dest / flat) for flat in paths},
+    }
 
 
 def _metadata(exp: Experiment, ref: str, code_file: str, datasets: list[str]) -> dict:
-    return {"id": ref, "title": ref.split("/")[1].replace("-", " "), "code_file": code_file, "language": "python",
-            "kernel_type": "script", "is_private": True, "enable_gpu": exp.config.kaggle.enable_gpu,
-            "enable_tpu": False, "enable_internet": False, "dataset_sources": datasets,
-            "competition_sources": [exp.config.competition], "kernel_sources": [], "model_sources": []}
+    return {
+        "id": ref,
+        "title": ref.split("/")[1].replace("-", " "),
+        "code_file": code_file,
+        "language": "python",
+        "kernel_type": "script",
+        "is_private": True,
+        "enable_gpu": exp.config.kaggle.enable_gpu,
+        "enable_tpu": False,
+        "enable_internet": False,
+        "dataset_sources": datasets,
+        "competition_sources": [exp.config.competition],
+        "kernel_sources": [],
+        "model_sources": [],
+    }
 
 
 def _move_into_place(exp: Experiment, staging: Path) -> None:
@@ -190,6 +248,7 @@ def _move_into_place(exp: Experiment, staging: Path) -> None:
 
 # ---- the local check ----------------------------------------------------------------------------
 
+
 def check_training(exp: Experiment, build: TrainingBuild, run_train: Callable, log: Log = print) -> None:
     """Run the built script offline (network blocked) for one epoch of its first run, run the local `train`
     stage the same way into a scratch folder, and refuse unless the run folders match (weights bit-identical)."""
@@ -200,12 +259,18 @@ def check_training(exp: Experiment, build: TrainingBuild, run_train: Callable, l
             inputs[part["dataset_ref"].split("/")[1]] = folder
     if settings["pretrained"]:
         inputs[settings["pretrained"]["dataset_ref"].split("/")[1]] = Path(settings["pretrained"]["local"])
-    log(f"training check: {build.script_path.name} offline (network blocked), one epoch of the first run, "
-        "against a local `train` of the same")
+    log(
+        f"training check: {build.script_path.name} offline (network blocked), one epoch of the first run, "
+        "against a local `train` of the same"
+    )
     run = run_offline(build.script_path, inputs, env={CHECK_ENV: "1"})
     write_text(exp.train_check_log, run.output)
     problems = [] if run.network_blocked else ["the network guard did not load, so the check proves nothing"]
-    problems += [f"the kernel tried to reach the network ({', '.join(run.network_attempts[:3])})"] if run.network_attempts else []
+    problems += (
+        [f"the kernel tried to reach the network ({', '.join(run.network_attempts[:3])})"]
+        if run.network_attempts
+        else []
+    )
     if run.returncode != 0:
         tail = " | ".join(line.strip() for line in run.output.strip().splitlines()[-3:])
         problems.append(f"the kernel exited with status {run.returncode}: {tail[-400:]}")
@@ -214,10 +279,13 @@ def check_training(exp: Experiment, build: TrainingBuild, run_train: Callable, l
             reference = _reference_runs(exp, settings, Path(scratch), run_train)
             problems += compare_runs(_kernel_runs(run.files, exp.name), reference)
     if problems:
-        raise PipelineError(f"training check failed (nothing pushed): {'; '.join(problems)}; the kernel's log is "
-                            f"{exp.train_check_log}")
-    log(f"training check: passed in {run.seconds:.0f} s: the kernel's run folder matches a local train's "
-        "(weights bit-identical)")
+        raise PipelineError(
+            f"training check failed (nothing pushed): {'; '.join(problems)}; the kernel's log is {exp.train_check_log}"
+        )
+    log(
+        f"training check: passed in {run.seconds:.0f} s: the kernel's run folder matches a local train's "
+        "(weights bit-identical)"
+    )
 
 
 def _reference_runs(exp: Experiment, settings: dict, scratch: Path, run_train: Callable) -> dict[str, dict[str, bytes]]:
@@ -229,8 +297,11 @@ def _reference_runs(exp: Experiment, settings: dict, scratch: Path, run_train: C
         (local.oof_dir / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(exp.oof_dir / relative, local.oof_dir / relative)
     run_train(local, **check_runs(settings["runs"]))
-    return {run.name: {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
-            for run in sorted(local.oof_dir.iterdir()) if run.is_dir()}
+    return {
+        run.name: {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+        for run in sorted(local.oof_dir.iterdir())
+        if run.is_dir()
+    }
 
 
 def _kernel_runs(files: dict[str, bytes], name: str) -> dict[str, dict[str, bytes]]:
@@ -238,8 +309,8 @@ def _kernel_runs(files: dict[str, bytes], name: str) -> dict[str, dict[str, byte
     runs: dict[str, dict[str, bytes]] = {}
     prefix = f"oof/{name}/"
     for path, data in files.items():
-        if path.startswith(prefix) and "/" in path[len(prefix):]:
-            run, _, relative = path[len(prefix):].partition("/")
+        if path.startswith(prefix) and "/" in path[len(prefix) :]:
+            run, _, relative = path[len(prefix) :].partition("/")
             runs.setdefault(run, {})[relative] = data
     return runs
 
@@ -256,8 +327,11 @@ def compare_runs(kernel_runs: dict[str, dict[str, bytes]], local_runs: dict[str,
         if sorted(theirs) != sorted(files):
             problems.append(f"{run}: the kernel wrote {sorted(theirs)}, the local train {sorted(files)}")
             continue
-        problems += [f"{run}/{name} differs" for name in sorted(files)
-                     if not name.endswith(".sha256") and not _same_file(name, theirs[name], files[name])]
+        problems += [
+            f"{run}/{name} differs"
+            for name in sorted(files)
+            if not name.endswith(".sha256") and not _same_file(name, theirs[name], files[name])
+        ]
     return problems
 
 
@@ -295,31 +369,53 @@ def _same(a, b) -> bool:
 
 # ---- push, status, pull --------------------------------------------------------------------------
 
-def push_training(exp: Experiment, build: TrainingBuild, checked: bool, log: Log = print,
-                  wait_s: float = DATASET_WAIT_S) -> tuple[str, int | None]:
+
+def push_training(
+    exp: Experiment, build: TrainingBuild, checked: bool, log: Log = print, wait_s: float = DATASET_WAIT_S
+) -> tuple[str, int | None]:
     """Upload the wheels and training-state datasets (each skipped when unchanged since the last push), check
     that the pretrained-weights dataset is on Kaggle, push the training kernel; return (URL, version)."""
-    changed = [rel for rel, digest in sorted(build.files.items())
-               if not (build.kernel_dir / rel).is_file() or file_sha256(build.kernel_dir / rel) != digest]
+    changed = [
+        rel
+        for rel, digest in sorted(build.files.items())
+        if not (build.kernel_dir / rel).is_file() or file_sha256(build.kernel_dir / rel) != digest
+    ]
     if changed:
-        raise PipelineError(f"{build.kernel_dir / changed[0]} changed after it was built: not pushing; build and "
-                            f"push again with: {exp.command('kernel train', '--push')}")
+        raise PipelineError(
+            f"{build.kernel_dir / changed[0]} changed after it was built: not pushing; build and "
+            f"push again with: {exp.command('kernel train', '--push')}"
+        )
     if not checked:
         log("warning: pushing a training kernel that was not run locally (no check)")
     settings, record_path = build.settings, exp.train_push_path
     last = PushRecord.read(record_path)
-    for key, part, folder in (("wheels", settings["wheels"], exp.wheels_dir), ("state", settings["resume"], exp.train_state_dir)):
+    for key, part, folder in (
+        ("wheels", settings["wheels"], exp.wheels_dir),
+        ("state", settings["resume"], exp.train_state_dir),
+    ):
         if part:
             files = build.dataset_files(_relative(exp, folder))
-            last = upload_dataset(folder, part["dataset_ref"], files, key, last, record_path,
-                                         f"{exp.name}: {len(files)} {key} files", wait_s, log)
+            last = upload_dataset(
+                folder,
+                part["dataset_ref"],
+                files,
+                key,
+                last,
+                record_path,
+                f"{exp.name}: {len(files)} {key} files",
+                wait_s,
+                log,
+            )
     if settings["pretrained"]:
         _require_dataset(settings["pretrained"]["dataset_ref"], settings["pretrained"]["tag"], exp)
     url, version = cli.push_kernel_with_version(exp.train_kernel_dir)
-    last.model_copy(update={"kernel_ref": build.kernel_ref, "kernel_url": url, "version": version,
-                            "runs": settings["runs"]}).write(record_path)
-    log(f"training kernel pushed: {url} (version {version}); follow it with: {exp.command('kernel status')}, "
-        f"then fetch its runs with: {exp.command('kernel pull')}")
+    last.model_copy(
+        update={"kernel_ref": build.kernel_ref, "kernel_url": url, "version": version, "runs": settings["runs"]}
+    ).write(record_path)
+    log(
+        f"training kernel pushed: {url} (version {version}); follow it with: {exp.command('kernel status')}, "
+        f"then fetch its runs with: {exp.command('kernel pull')}"
+    )
     return url, version
 
 
@@ -329,8 +425,10 @@ def _require_dataset(ref: str, tag: str, exp: Experiment) -> None:
     try:
         state = cli.dataset_status(ref)
     except PipelineError:
-        raise PipelineError(f"dataset {ref} (the pretrained weights {tag}) is not on Kaggle: push it first with "
-                            f"`{weights_command(tag, exp.config_path)} --push`") from None
+        raise PipelineError(
+            f"dataset {ref} (the pretrained weights {tag}) is not on Kaggle: push it first with "
+            f"`{weights_command(tag, exp.config_path)} --push`"
+        ) from None
     if state != "ready":
         raise PipelineError(f"dataset {ref} is {state}: push the training kernel once Kaggle has processed it")
 
@@ -344,23 +442,30 @@ def pull_training(exp: Experiment, log: Log = print) -> list[Path]:
     """Download the training kernel's output and move its verified run folders into oof/<exp>/; return them."""
     ref = pushed_training_ref(exp)
     if ref is None:
-        raise PipelineError(f"{exp.train_push_path}: no training kernel pushed: push one first with: "
-                            f"{exp.command('kernel train', '--fold all --push')}")
+        raise PipelineError(
+            f"{exp.train_push_path}: no training kernel pushed: push one first with: "
+            f"{exp.command('kernel train', '--fold all --push')}"
+        )
     status = cli.kernel_status(ref)
     if status.state != "complete":
-        raise PipelineError(f"kernel {ref} is {status.state}, not complete: pull once its run has finished (check with: "
-                            f"{exp.command('kernel status')})" + (f"; Kaggle says: {status.failure_message}"
-                                                                 if status.failure_message else ""))
+        raise PipelineError(
+            f"kernel {ref} is {status.state}, not complete: pull once its run has finished (check with: "
+            f"{exp.command('kernel status')})"
+            + (f"; Kaggle says: {status.failure_message}" if status.failure_message else "")
+        )
     pulled = PulledRuns.read(exp.train_pull_path)  # read once, before the download: a damaged one stops it
     exp.train_kernel_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".pull-", dir=exp.train_kernel_dir) as staging:
         cli.kernel_output(ref, staging)
-        manifest = TrainingManifest.read(Path(staging) / TRAINING_MANIFEST,
-                                         f"kernel {ref} did not finish its runs: see its log in {staging}")
+        manifest = TrainingManifest.read(
+            Path(staging) / TRAINING_MANIFEST, f"kernel {ref} did not finish its runs: see its log in {staging}"
+        )
         verify_pulled(exp, manifest, Path(staging), pulled)
         moved = _move_runs(exp, manifest, Path(staging), pulled)
-    log(f"pulled {ref}: {', '.join(str(p) for p in moved)} (checksums verified; same config and folds file); "
-        f"continue here with: {exp.command('oof')}")
+    log(
+        f"pulled {ref}: {', '.join(str(p) for p in moved)} (checksums verified; same config and folds file); "
+        f"continue here with: {exp.command('oof')}"
+    )
     return moved
 
 
@@ -371,18 +476,25 @@ def verify_pulled(exp: Experiment, manifest: TrainingManifest, staging: Path, pu
     here = portable_config(config_to_dict(exp.config))
     if manifest.experiment != exp.name or manifest.config != here:
         key = _first_difference(manifest.config, here) if manifest.experiment == exp.name else "experiment"
-        raise PipelineError(f"{where}: the kernel trained with another config ({key} differs from {exp.config_path}): "
-                            f"not pulled; train again on Kaggle with: {exp.command('kernel train', '--push')}")
-    if manifest.folds_sha256 is not None and (not exp.folds_path.is_file()
-                                              or file_sha256(exp.folds_path) != manifest.folds_sha256):
-        raise PipelineError(f"{where}: the kernel trained on another folds file than {exp.folds_path}: not pulled; "
-                            "restore that folds file or train again on Kaggle")
+        raise PipelineError(
+            f"{where}: the kernel trained with another config ({key} differs from {exp.config_path}): "
+            f"not pulled; train again on Kaggle with: {exp.command('kernel train', '--push')}"
+        )
+    if manifest.folds_sha256 is not None and (
+        not exp.folds_path.is_file() or file_sha256(exp.folds_path) != manifest.folds_sha256
+    ):
+        raise PipelineError(
+            f"{where}: the kernel trained on another folds file than {exp.folds_path}: not pulled; "
+            "restore that folds file or train again on Kaggle"
+        )
     for run, files in sorted(manifest.runs.items()):
         for relative, digest in sorted(files.items()):
             path = staging / "oof" / exp.name / run / relative
             if ".." in Path(run, relative).parts or not path.is_file() or file_sha256(path) != digest:
-                raise PipelineError(f"{path}: missing or not the file the kernel wrote (sha256 differs from "
-                                    f"{TRAINING_MANIFEST}): not pulled; pull again")
+                raise PipelineError(
+                    f"{path}: missing or not the file the kernel wrote (sha256 differs from "
+                    f"{TRAINING_MANIFEST}): not pulled; pull again"
+                )
         _refuse_local_only(exp, run, pulled)
 
 
@@ -392,8 +504,10 @@ def _refuse_local_only(exp: Experiment, run: str, pulled: PulledRuns) -> None:
     if not local.is_dir():
         return
     if pulled.root.get(run) != tree_sha256(local):
-        raise PipelineError(f"{local}: holds a run that did not come from this kernel (or changed since it was "
-                            "pulled): not replaced; move it away, then pull again")
+        raise PipelineError(
+            f"{local}: holds a run that did not come from this kernel (or changed since it was "
+            "pulled): not replaced; move it away, then pull again"
+        )
 
 
 def _move_runs(exp: Experiment, manifest: TrainingManifest, staging: Path, pulled: PulledRuns) -> list[Path]:

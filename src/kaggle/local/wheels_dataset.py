@@ -12,6 +12,7 @@ stacks Kaggle's image provides and builds for its own CUDA and numpy ABI. A comp
 shipped only when its tags suit Kaggle's Python (`kaggle.python_version`) on x86_64 Linux; a package
 pinning one that is not shipped (pydantic pins pydantic-core exactly) is not shipped either.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,8 +32,22 @@ KERNEL_REQUIREMENTS = ("timm", "albumentations", "iterative-stratification", "py
 # Left to Kaggle's image: huge and CUDA-specific (torch, torchvision), tied to numpy's ABI (numpy, opencv,
 # scipy, scikit-learn, pandas, pillow, albucore's stringzilla/simsimd), or only for hub downloads, which
 # are off in a kernel (huggingface-hub and its network stack, safetensors).
-LEFT_TO_IMAGE = ("torch", "torchvision", "numpy", "opencv-python", "opencv-python-headless", "opencv-contrib-python",
-                 "scipy", "scikit-learn", "pandas", "pillow", "stringzilla", "simsimd", "huggingface-hub", "safetensors")
+LEFT_TO_IMAGE = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "opencv-python",
+    "opencv-python-headless",
+    "opencv-contrib-python",
+    "scipy",
+    "scikit-learn",
+    "pandas",
+    "pillow",
+    "stringzilla",
+    "simsimd",
+    "huggingface-hub",
+    "safetensors",
+)
 _NOT_IN_WHEEL = ("INSTALLER", "REQUESTED", "direct_url.json", "RECORD")  # pip writes these at install time
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed: the same files give the same wheel bytes
 
@@ -87,11 +102,15 @@ def plan_wheels(requirements: Path, python_version: str) -> WheelPlan:
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            raise PipelineError(f"{requirements}: the kernel needs {name}, which is not installed here: "
-                                f"pip install -r {requirements}, then build the kernel again") from None
+            raise PipelineError(
+                f"{requirements}: the kernel needs {name}, which is not installed here: "
+                f"pip install -r {requirements}, then build the kernel again"
+            ) from None
         if name in pins and dist.version != pins[name]:
-            raise PipelineError(f"{requirements}: pins {name}=={pins[name]} but this environment has {dist.version}: "
-                                f"pip install -r {requirements}, then build the kernel again")
+            raise PipelineError(
+                f"{requirements}: pins {name}=={pins[name]} but this environment has {dist.version}: "
+                f"pip install -r {requirements}, then build the kernel again"
+            )
         reason = _unsuitable(dist, python_version)
         if reason:
             left[name] = reason
@@ -138,14 +157,20 @@ def installed_files(dist: metadata.Distribution) -> tuple[dict[str, bytes], str]
     files = {}
     for entry in dist.files or []:
         relative = str(entry)
-        if (relative.startswith("..") or "__pycache__" in relative or relative.endswith(".pyc")
-                or relative in {f"{info_dir}/{name}" for name in _NOT_IN_WHEEL}):
+        if (
+            relative.startswith("..")
+            or "__pycache__" in relative
+            or relative.endswith(".pyc")
+            or relative in {f"{info_dir}/{name}" for name in _NOT_IN_WHEEL}
+        ):
             continue
         data = (root / relative).read_bytes()
         if entry.hash is not None and _digest(data, entry.hash.mode) != entry.hash.value:
-            raise PipelineError(f"{root / relative}: differs from what pip installed for {dist.metadata['Name']} "
-                                f"{dist.version}: reinstall it (pip install --force-reinstall --no-deps "
-                                f"{dist.metadata['Name']}=={dist.version}), then build the kernel again")
+            raise PipelineError(
+                f"{root / relative}: differs from what pip installed for {dist.metadata['Name']} "
+                f"{dist.version}: reinstall it (pip install --force-reinstall --no-deps "
+                f"{dist.metadata['Name']}=={dist.version}), then build the kernel again"
+            )
         files[relative] = data
     return files, record_text(files)
 
@@ -182,9 +207,16 @@ def _requirements(dist: metadata.Distribution, python_version: str) -> list:
     """The distribution's requirements that apply on Kaggle (Linux, `python_version`, no extras)."""
     from packaging.requirements import Requirement
 
-    environment = {"python_version": python_version, "python_full_version": f"{python_version}.0",
-                   "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
-                   "platform_machine": "x86_64", "implementation_name": "cpython", "extra": ""}
+    environment = {
+        "python_version": python_version,
+        "python_full_version": f"{python_version}.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "platform_machine": "x86_64",
+        "implementation_name": "cpython",
+        "extra": "",
+    }
     found = [Requirement(text) for text in dist.requires or []]
     return [req for req in found if req.marker is None or req.marker.evaluate(environment)]
 
@@ -197,8 +229,12 @@ def _unsuitable(dist: metadata.Distribution, python_version: str) -> str:
     major, minor = (int(part) for part in python_version.split(".")[:2])
     for tag in tags:
         interpreter, abi, platform = tag.split("-")
-        python_ok = (interpreter in (f"py{major}", f"py{major}{minor}", f"cp{major}{minor}")
-                     or abi == "abi3" and interpreter.startswith(f"cp{major}") and int(interpreter[3:] or 0) <= minor)
+        python_ok = (
+            interpreter in (f"py{major}", f"py{major}{minor}", f"cp{major}{minor}")
+            or abi == "abi3"
+            and interpreter.startswith(f"cp{major}")
+            and int(interpreter[3:] or 0) <= minor
+        )
         platform_ok = platform == "any" or re.fullmatch(r"manylinux(1|2010|2014|_2_\d+)_x86_64", platform)
         if python_ok and platform_ok:
             return ""

@@ -5,6 +5,7 @@ package, so nothing of the project and none of the packages the wheels replace i
 they are installed. It also holds the search for an attached dataset by its files' sha256, which
 the inference side uses for the weights dataset.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,9 +14,9 @@ import itertools
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator
 
 # Where a Kaggle machine mounts data, relative to the input root (newer layouts nest by kind).
 _SEARCH_DEPTH = 3
@@ -40,17 +41,33 @@ def install_wheels(wheels: dict, input_root: Path, log: Callable[[str], None] = 
             needed[name] = (here, wheel)
     if not needed:
         return []
-    folder = find_attached(Path(input_root), wheels["dataset_ref"],
-                           {wheel["file"]: wheel["sha256"] for _, wheel in needed.values()}, "wheels dataset")
-    command = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--disable-pip-version-check",
-               "--no-warn-script-location", "--quiet", *(str(folder / wheel["file"]) for _, wheel in needed.values())]
+    folder = find_attached(
+        Path(input_root),
+        wheels["dataset_ref"],
+        {wheel["file"]: wheel["sha256"] for _, wheel in needed.values()},
+        "wheels dataset",
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-index",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--no-warn-script-location",
+        "--quiet",
+        *(str(folder / wheel["file"]) for _, wheel in needed.values()),
+    ]
     # No pip configuration of the machine (an index, constraints) may change what gets installed.
     env = dict(os.environ, PIP_CONFIG_FILE=os.devnull, PIP_NO_INPUT="1")
     done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         tail = " | ".join(done.stdout.decode("utf-8", "replace").strip().splitlines()[-3:])
-        raise AttachedError(f"pip could not install the shipped wheels from {folder} ({tail[-300:]}): "
-                            "rebuild the kernel with `python -m src.stage kernel build` and push it again")
+        raise AttachedError(
+            f"pip could not install the shipped wheels from {folder} ({tail[-300:]}): "
+            "rebuild the kernel with `python -m src.stage kernel build` and push it again"
+        )
     importlib.invalidate_caches()
     installed = [f"{name} {wheel['version']} (was {here or 'not installed'})" for name, (here, wheel) in needed.items()]
     log("installed from the wheels dataset (offline): " + ", ".join(installed))
@@ -79,11 +96,15 @@ def find_attached(input_root: Path, dataset_ref: str, files: dict[str, str], wha
             return candidate
         wrong.append(f"{candidate} ({', '.join(differing)} differ)")
     if wrong:
-        raise AttachedError(f"the attached {what} is not the one this kernel was built with: {'; '.join(wrong)}: "
-                            f"Kaggle attaches a new version of {dataset_ref} only once it has been processed; "
-                            "run the kernel again later, or push again with `python -m src.stage kernel push`")
-    raise AttachedError(f"{input_root}: {what} {dataset_ref} is not attached (found: {listing(input_root)}): "
-                        "add it to dataset_sources in kernel-metadata.json")
+        raise AttachedError(
+            f"the attached {what} is not the one this kernel was built with: {'; '.join(wrong)}: "
+            f"Kaggle attaches a new version of {dataset_ref} only once it has been processed; "
+            "run the kernel again later, or push again with `python -m src.stage kernel push`"
+        )
+    raise AttachedError(
+        f"{input_root}: {what} {dataset_ref} is not attached (found: {listing(input_root)}): "
+        "add it to dataset_sources in kernel-metadata.json"
+    )
 
 
 def file_sha256(path: Path) -> str:

@@ -7,6 +7,7 @@ the same call as the submit stage: `src.inference.make_submission` (predict -> d
 Only the standard library (and install_wheels, which uses only that) is imported at module level, so the
 builder can import the names below; the weights dataset's file names are src.artifacts'.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,13 +15,19 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from src.kaggle.on_kaggle.install_wheels import AttachedError, find_attached, folders, listing
 
-def run_kernel(settings: dict, input_root: str, working_root: str, code_dir: str | None = None,
-               log: Callable[[str], None] | None = None) -> int:
+
+def run_kernel(
+    settings: dict,
+    input_root: str,
+    working_root: str,
+    code_dir: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> int:
     """Write the submission into `working_root`; return the exit status (0, or 2 after printing one error line)."""
     from src.artifacts import KERNEL_MODEL_FILE, KERNEL_THRESHOLDS_FILE
     from src.errors import PipelineError
@@ -36,18 +43,22 @@ def run_kernel(settings: dict, input_root: str, working_root: str, code_dir: str
         log(f"kernel {settings['experiment']}: competition data {competition_dir}, weights {dataset_dir}")
         with tempfile.TemporaryDirectory(prefix="kernel-scratch-") as scratch:
             exp = kernel_experiment(settings["experiment"], dataset_dir, competition_dir, Path(scratch))
-            files = predict_submission(exp, dataset_dir / KERNEL_MODEL_FILE, dataset_dir / KERNEL_THRESHOLDS_FILE,
-                                       Path(working_root), log)
+            files = predict_submission(
+                exp, dataset_dir / KERNEL_MODEL_FILE, dataset_dir / KERNEL_THRESHOLDS_FILE, Path(working_root), log
+            )
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    log(f"wrote (validated against the competition's format): {', '.join(str(f) for f in files)} "
-        f"in {time.perf_counter() - started:.0f} s")
+    log(
+        f"wrote (validated against the competition's format): {', '.join(str(f) for f in files)} "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
     return 0
 
 
-def predict_submission(exp, checkpoint: Path, thresholds_file: Path, out_dir: Path, log: Callable[[str], None],
-                       quiet: bool = True) -> list[Path]:
+def predict_submission(
+    exp, checkpoint: Path, thresholds_file: Path, out_dir: Path, log: Callable[[str], None], quiet: bool = True
+) -> list[Path]:
     """The submit stage's own call (`src.inference.make_submission`), writing into `out_dir`."""
     from src.errors import PipelineError
     from src.inference import make_submission
@@ -55,8 +66,10 @@ def predict_submission(exp, checkpoint: Path, thresholds_file: Path, out_dir: Pa
 
     rules = exp.decision_rules(thresholds_file, "python -m src.stage kernel build (after the thresholds stage)")
     if rules is None and any(head.thresholded for head in exp.fmt.heads()):
-        raise PipelineError(f"{thresholds_file}: the weights dataset has no thresholds: rebuild the kernel "
-                            "after running the thresholds stage")
+        raise PipelineError(
+            f"{thresholds_file}: the weights dataset has no thresholds: rebuild the kernel "
+            "after running the thresholds stage"
+        )
     runtime = runtime_from_config(exp.config.train, inference=True)
     files, _, _ = make_submission(exp, checkpoint, rules, out_dir, runtime, quiet, log)
     return files
@@ -79,8 +92,10 @@ def kernel_experiment(name: str, dataset_dir: Path, competition_dir: Path, scrat
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise PipelineError(f"{config_path}: not a config this code can read ({exc.errors()[0]['msg']}): "
-                            "rebuild the kernel and push it again") from None
+        raise PipelineError(
+            f"{config_path}: not a config this code can read ({exc.errors()[0]['msg']}): "
+            "rebuild the kernel and push it again"
+        ) from None
     config.experiment = name
     return Experiment(config, config_path)
 
@@ -95,8 +110,10 @@ def find_competition_dir(input_root: Path, competition: str) -> Path:
     for candidate in folders(input_root):
         if candidate.name == competition:
             return candidate
-    raise PipelineError(f"{input_root}: competition {competition} is not attached (found: {listing(input_root)}): "
-                        f"add it to the kernel's data (competition_sources in kernel-metadata.json)")
+    raise PipelineError(
+        f"{input_root}: competition {competition} is not attached (found: {listing(input_root)}): "
+        f"add it to the kernel's data (competition_sources in kernel-metadata.json)"
+    )
 
 
 def find_dataset_dir(input_root: Path, dataset_ref: str, files: dict[str, str], what: str = "weights dataset") -> Path:
@@ -140,8 +157,10 @@ def check_own_code(code_dir: str | None) -> None:
     from src.errors import PipelineError
 
     if code_dir is not None and not Path(src.__file__).resolve().is_relative_to(Path(code_dir).resolve()):
-        raise PipelineError(f"imported src from {Path(src.__file__).parent}, not from the embedded archive: "
-                            "remove that package from the kernel's inputs")
+        raise PipelineError(
+            f"imported src from {Path(src.__file__).parent}, not from the embedded archive: "
+            "remove that package from the kernel's inputs"
+        )
 
 
 def _print(line: str) -> None:

@@ -11,6 +11,7 @@ training kernel runs the `train` stage on the attached competition data and writ
 elsewhere, point KAGGLE_INPUT_ROOT (default /kaggle/input) and KAGGLE_WORKING_ROOT (default
 /kaggle/working) at stand-in folders.
 """
+
 import base64
 import hashlib
 import importlib
@@ -39,8 +40,10 @@ def unpack(archive_b64, expected_sha256, dest):
     """Decode and check the embedded archive, then extract it into `dest`."""
     data = base64.b64decode(archive_b64)
     if hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise SystemExit("error: the embedded code archive is damaged (checksum mismatch): rebuild the kernel "
-                         "with `python -m src.stage kernel build` and push it again")
+        raise SystemExit(
+            "error: the embedded code archive is damaged (checksum mismatch): rebuild the kernel "
+            "with `python -m src.stage kernel build` and push it again"
+        )
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
         try:
             archive.extractall(dest, filter="data")

@@ -12,14 +12,15 @@ sum and every run file's sum, which `kernel pull` checks before anything reaches
 KERNEL_CHECK=1 (set only by the local check) trains one epoch of the first run, so that the check
 compares the very script that is pushed.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from src.kaggle.on_kaggle.install_wheels import file_sha256, tree_sha256
 from src.kaggle.on_kaggle.predict import check_own_code, find_competition_dir, find_dataset_dir, version_drift
@@ -125,8 +126,12 @@ def write_manifest(exp, settings: dict, working_root: Path) -> Path:
     for run_dir in sorted(p for p in exp.oof_dir.iterdir() if p.is_dir()):
         runs[run_dir.name] = tree_sha256(run_dir)
     folds = exp.folds_path if settings.get("folds_file") else None
-    manifest = TrainingManifest(experiment=exp.name, config=portable_config(config_to_dict(exp.config)),
-                                folds_sha256=file_sha256(folds) if folds is not None else None, runs=runs)
+    manifest = TrainingManifest(
+        experiment=exp.name,
+        config=portable_config(config_to_dict(exp.config)),
+        folds_sha256=file_sha256(folds) if folds is not None else None,
+        runs=runs,
+    )
     path = working_root / TRAINING_MANIFEST
     manifest.write(path)
     print(f"wrote {path}: {', '.join(f'{name} ({len(files)} files)' for name, files in runs.items())}", flush=True)
