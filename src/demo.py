@@ -78,13 +78,7 @@ def build_demo(
     )
     _check_apart(dest_root, answers_root)
 
-    manifest = {
-        "format": format_name,
-        "seed": seed,
-        "n_train": n_train,
-        "n_test": n_test,
-        "version": _MANIFEST_VERSION,
-    }
+    manifest = {"format": format_name, "seed": seed, "n_train": n_train, "n_test": n_test, "version": _MANIFEST_VERSION}
     paths = DemoPaths(
         root=dest_root,
         answers_root=answers_root,

@@ -35,3 +35,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers that follow from what a test uses: the fake Kaggle API -> `kaggle`; torchrun (`ddp`) -> `slow` too."""
+    for item in items:
+        if "fake_kaggle" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kaggle)
+        if item.get_closest_marker("ddp") is not None:
+            item.add_marker(pytest.mark.slow)

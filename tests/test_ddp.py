@@ -14,10 +14,13 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 from helpers import tiny_config
 
 from src.stage import main
+
+pytestmark = pytest.mark.ddp  # torchrun with 2 processes (conftest marks these slow too)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,9 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import tiny_config
 
 from src.stage import main
+
+pytestmark = pytest.mark.ddp  # torchrun with 2 processes (conftest marks these slow too)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -171,6 +171,7 @@ def test_without_freeze_bn_frozen_weights_stay_but_their_batchnorm_statistics_mo
     assert pd.read_csv(_run(tmp_path) / "epochs.csv")["trainable"].tolist() == ["heads"]
 
 
+@pytest.mark.ddp
 def test_freezing_under_ddp_rewraps_the_model_so_both_ranks_train_what_is_unfrozen(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
     config = tiny_config(

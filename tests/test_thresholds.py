@@ -6,12 +6,7 @@ from src.errors import PipelineError
 from src.objectives import ColumnAccuracy, ColumnFbeta, SamplesFbeta, from_name
 
 F2 = SamplesFbeta(beta=2.0)
-OBJECTIVES = [
-    F2,
-    SamplesFbeta(beta=1.0, zero_division=1.0),
-    ColumnAccuracy(),
-    ColumnFbeta(beta=1.0),
-]
+OBJECTIVES = [F2, SamplesFbeta(beta=1.0, zero_division=1.0), ColumnAccuracy(), ColumnFbeta(beta=1.0)]
 
 
 def scaled_data(seed, n=400, c=12):
