@@ -422,3 +422,21 @@ def test_backbone_stages_are_timms_coarse_groups_input_first():
     stages = backbone_stages(build_model("resnet18", HEADS).backbone)
     assert [name for name, _ in stages] == ["stem", "layer1", "layer2", "layer3", "layer4"]
     assert sum(len(params) for _, params in stages) == len(list(build_model("resnet18", HEADS).backbone.parameters()))
+
+
+def test_a_held_group_waits_at_lr_0_then_warms_up_from_0_and_joins_the_cosine():
+    from src.engine import WarmupCosine
+    from src.engine.build import hold_group
+
+    model = build_model("test_resnet", HEADS)
+    optimizer = build_optimizer(model, MultiHeadLoss(HEADS, TrainConfig().loss), TrainConfig(lr=1e-3))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [WarmupCosine(100, 10) for _ in optimizer.param_groups])
+    backbone = [index for index, group in enumerate(optimizer.param_groups) if group["part"] == "backbone"]
+    for index in backbone:
+        hold_group(scheduler, index, 20)
+    held, free = scheduler.lr_lambdas[backbone[0]], scheduler.lr_lambdas[-1]
+    assert optimizer.param_groups[backbone[0]]["lr"] == 0.0  # the first step already runs at 0
+    assert [held(step) for step in (0, 19)] == [0.0, 0.0]
+    assert [held(step) for step in (20, 24, 29)] == pytest.approx([0.1, 0.5, 1.0])  # warm-up from 0 over 10 steps
+    assert [free(step) for step in (0, 9)] == pytest.approx([0.1, 1.0])  # the heads' schedule is untouched
+    assert held(100) == pytest.approx(free(100)) == pytest.approx(0.01)  # both end at the floor

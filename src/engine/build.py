@@ -84,18 +84,14 @@ class WarmupCosine:
     the freeze callback holds, which then warms up from 0: its `warmup_steps` include the frozen ones)."""
 
     def __init__(self, total_steps: int, warmup_steps: int, frozen_steps: int = 0, floor: float = 0.01):
-        self.total_steps, self.warmup_steps, self.frozen_steps, self.floor = (
-            total_steps,
-            warmup_steps,
-            frozen_steps,
-            floor,
-        )
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.frozen_steps, self.floor = frozen_steps, floor
 
     def __call__(self, step: int) -> float:
         if step < self.frozen_steps:
             return 0.0
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
+        if step < self.warmup_steps:  # from 0 again after a hold: the first step after it is step 1 of the warm-up
+            return (step - self.frozen_steps + 1) / (self.warmup_steps - self.frozen_steps)
         progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
