@@ -14,33 +14,10 @@ import numpy as np
 
 from src import metrics
 from src.formats.base import HeadSpec
+from src.report import figures, tables
 from src.report.document import Document
-from src.report.figures import (
-    GRID_COLUMNS,
-    N_WORST_CURVES,
-    confusion_figure,
-    example_grid_figure,
-    network_figure,
-    pr_roc_figure,
-    threshold_figure,
-    training_curves_figure,
-)
 from src.report.inputs import ReportInputs, RunRecord
 from src.report.ranking import ranking_scores
-from src.report.tables import (
-    THRESHOLD_GRID,
-    attribute_accuracy_rows,
-    global_threshold_curve,
-    image_scores,
-    losses_by_head,
-    metric_rows,
-    per_class_mean,
-    per_class_rows,
-    pick_examples,
-    resource_rows,
-    settings_rows,
-    target_matrix,
-)
 from src.report.text import NA, finite, slug, write_csv
 from src.scores import fold_score_rows
 
@@ -95,7 +72,7 @@ def build_report(
     )
     doc.table(score_rows, "oof_scores")
     doc.subsection("Every metric of the format, all OOF rows", priority=2)
-    doc.table(metric_rows(fmt, inputs.probs, inputs.targets, inputs.rules), "oof_metrics")
+    doc.table(tables.metric_rows(fmt, inputs.probs, inputs.targets, inputs.rules), "oof_metrics")
     for head in heads:
         _head_sections(doc, inputs, head, labels)
     _examples_section(doc, inputs, heads, labels, thumbnails)
@@ -123,7 +100,7 @@ def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -
     """The network (torchinfo's counts, a diagram) and the losses and tricks of the saved config."""
     network, config = inputs.network, inputs.runs[0].config if inputs.runs else {}
     doc.section("Model, losses and tricks")
-    losses = losses_by_head(config, heads)
+    losses = tables.losses_by_head(config, heads)
     if network is not None:
         doc.paragraph(
             f"One `{network.model}` backbone (timm) shared by {len(network.heads)} head"
@@ -132,7 +109,9 @@ def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -
             f"{network.image_size} px image (torchinfo). Output sizes are channels x height x width for one image."
         )
         doc.figure(
-            "network.png", network_figure(network, losses), "The network: backbone stages, pooled features, heads."
+            "network.png",
+            figures.network_figure(network, losses),
+            "The network: backbone stages, pooled features, heads.",
         )
         doc.table(
             network.parts
@@ -153,7 +132,7 @@ def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -
         doc.paragraph("(The network could not be built from the saved config, so no summary or diagram.)")
     if config:
         doc.subsection("Losses and training tricks (from the run's saved config)")
-        doc.table(settings_rows(config, heads), "settings")
+        doc.table(tables.settings_rows(config, heads), "settings")
 
 
 def _training_section(doc: Document, runs: list[RunRecord], metric: str) -> None:
@@ -161,7 +140,7 @@ def _training_section(doc: Document, runs: list[RunRecord], metric: str) -> None
     has_train = any(run.epochs is not None and "train_score" in run.epochs for run in runs)
     doc.figure(
         "training_curves.png",
-        training_curves_figure(runs, metric),
+        figures.training_curves_figure(runs, metric),
         f"Loss and {metric} per epoch, one colour per run"
         + (" (dotted: on the augmented training batches during the epoch)." if has_train else "."),
     )
@@ -188,8 +167,8 @@ def _examples_section(
     thumbnails: dict[int, np.ndarray | None] | None,
 ) -> None:
     doc.section("Examples: right and wrong (OOF)")
-    scores = image_scores(heads, inputs.targets, labels)
-    right, wrong = pick_examples(scores, GRID_COLUMNS * GRID_ROWS_EACH)
+    scores = tables.image_scores(heads, inputs.targets, labels)
+    right, wrong = tables.pick_examples(scores, figures.GRID_COLUMNS * GRID_ROWS_EACH)
     if thumbnails is None:
         thumbnails = _load_thumbnails(inputs, np.concatenate([right, wrong]))
     doc.paragraph(
@@ -205,7 +184,7 @@ def _examples_section(
     if any(image is not None for image in thumbnails.values()):
         doc.figure(
             "examples.png",
-            example_grid_figure(heads, right, wrong, thumbnails, inputs.ids, inputs.targets, labels, scores),
+            figures.example_grid_figure(heads, right, wrong, thumbnails, inputs.ids, inputs.targets, labels, scores),
             "OOF images predicted right and wrong.",
         )
     else:
@@ -214,7 +193,7 @@ def _examples_section(
 
 def _resources_section(doc: Document, inputs: ReportInputs, metric: str) -> None:
     doc.section("Resources")
-    resources = resource_rows(inputs.runs, metric)
+    resources = tables.resource_rows(inputs.runs, metric)
     if resources:
         doc.paragraph(
             "Per training run, from summary.json, config.json and epochs.csv. Training time is the sum of "
@@ -245,13 +224,13 @@ def _head_sections(doc: Document, inputs: ReportInputs, head: HeadSpec, labels: 
     doc.section(f"Head `{head.name}`: {kind}, {head.n_outputs} classes")
     if head.thresholded:
         _thresholds_part(doc, inputs, head)
-    ranking = ranking_scores(target_matrix(head, targets), probs)
+    ranking = ranking_scores(tables.target_matrix(head, targets), probs)
     accuracy_head = head.thresholded and head.threshold_objective.counts_true_negatives
     if accuracy_head:
         doc.subsection("Per-attribute accuracy")
         doc.paragraph("Accuracy of each attribute on the OOF images; the last row is the average over attributes.")
         doc.table(
-            attribute_accuracy_rows(head, probs, targets, labels[head.name], class_thresholds),
+            tables.attribute_accuracy_rows(head, probs, targets, labels[head.name], class_thresholds),
             f"attribute_accuracy_{head.name}",
         )
     _per_class_part(doc, inputs, head, labels, class_thresholds, ranking, priority=1 if accuracy_head else 0)
@@ -260,14 +239,14 @@ def _head_sections(doc: Document, inputs: ReportInputs, head: HeadSpec, labels: 
         doc.subsection("Confusion matrix", priority=1 if head.n_outputs <= 20 else 2)
         doc.figure(
             f"confusion_{slug(head.name)}.png",
-            confusion_figure(head, matrix),
+            figures.confusion_figure(head, matrix),
             f"[{head.name}] rows: true class, columns: predicted class.",
         )
     doc.subsection("Precision-recall and ROC curves")
     doc.figure(
         f"pr_roc_{slug(head.name)}.png",
-        pr_roc_figure(head, probs, targets, ranking),
-        f"[{head.name}] micro, macro and the {N_WORST_CURVES} worst classes by average precision.",
+        figures.pr_roc_figure(head, probs, targets, ranking),
+        f"[{head.name}] micro, macro and the {figures.N_WORST_CURVES} worst classes by average precision.",
     )
 
 
@@ -288,11 +267,11 @@ def _thresholds_part(doc: Document, inputs: ReportInputs, head: HeadSpec) -> Non
     else:
         doc.paragraph("No thresholds.json yet: run the thresholds stage for tuned thresholds and the honest figure.")
     # The saved best global threshold joins the grid so the figure shows its exact score.
-    grid = np.unique(np.r_[THRESHOLD_GRID, [saved_head.global_threshold] if saved_head else []])
-    curve = global_threshold_curve(probs, targets, head, grid)
+    grid = np.unique(np.r_[tables.THRESHOLD_GRID, [saved_head.global_threshold] if saved_head else []])
+    curve = tables.global_threshold_curve(probs, targets, head, grid)
     doc.figure(
         f"thresholds_{slug(head.name)}.png",
-        threshold_figure(head, curve, grid, saved_head, honest_rows, method),
+        figures.threshold_figure(head, curve, grid, saved_head, honest_rows, method),
         f"[{head.name}] metric vs one global threshold, and optimistic vs honest per method.",
         priority=2,
     )
@@ -308,7 +287,7 @@ def _per_class_part(
     priority: int,
 ) -> None:
     probs, targets = inputs.probs[head.name], inputs.targets[head.name]
-    rows = per_class_rows(head, probs, targets, labels[head.name], class_thresholds, ranking)
+    rows = tables.per_class_rows(head, probs, targets, labels[head.name], class_thresholds, ranking)
     csv_name = f"per_class_{slug(head.name)}.csv"
     write_csv(doc.out_dir / csv_name, rows)
     shown = rows if len(rows) <= MAX_TABLE_ROWS + 10 else rows[:MAX_TABLE_ROWS]
@@ -323,7 +302,7 @@ def _per_class_part(
         f"precision) and AUC (ROC) rank the class's probabilities, whatever the threshold. {where} "
         "The last row is the mean over all classes (macro average)."
     )
-    doc.table(shown + [per_class_mean(rows)], f"per_class_{head.name}", full_rows=rows)
+    doc.table(shown + [tables.per_class_mean(rows)], f"per_class_{head.name}", full_rows=rows)
 
 
 def _load_thumbnails(inputs: ReportInputs, rows: np.ndarray) -> dict[int, np.ndarray | None]:
