@@ -30,19 +30,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 from pydantic import BaseModel, ConfigDict, Field
 
+from src import demo_drawing as drawing
 from src.atomic import write_validated
-from src.demo_drawing import (
-    N_DIGITS,
-    DigitPools,
-    digit_pools,
-    image_rng,
-    photo_crop,
-    pick_digit,
-    place_digit,
-    save_image,
-    to_image,
-    write_lines,
-)
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import (
@@ -369,7 +358,7 @@ class CelebAFormat(CompetitionFormat):
         list_eval_partition.txt (`<image> <0|1|2>`). `n_train` labelled images are split about 90/10 into
         partitions 0 (train) and 1 (valid); `n_test` images are partition 2. Answers: predictions.txt.
         """
-        pools = digit_pools(seed)
+        pools = drawing.digit_pools(seed)
         n_valid = int(round(n_train * DEMO_VALID_FRACTION)) if n_train > 1 else 0
         attr_rows, partition_rows, answer_rows = [], [], []
         number = 0
@@ -377,8 +366,8 @@ class CelebAFormat(CompetitionFormat):
             for index in range(count):
                 number += 1
                 name = f"{number:06d}.jpg"
-                image, values = _demo_image(pools, split, image_rng(seed, _DEMO_SALT, split, index))
-                save_image(image, comp_dir / "img_align_celeba" / name)
+                image, values = _demo_image(pools, split, drawing.image_rng(seed, _DEMO_SALT, split, index))
+                drawing.save_image(image, comp_dir / "img_align_celeba" / name)
                 if split == "train":
                     partition = 0 if index < n_train - n_valid else 1
                     # The real file right-aligns each value in two characters: "  1" after "-1".
@@ -387,9 +376,11 @@ class CelebAFormat(CompetitionFormat):
                     partition = 2
                     answer_rows.append(name + " " + " ".join(str(v) for v in values))
                 partition_rows.append(f"{name} {partition}")
-        write_lines(comp_dir / "list_attr_celeba.txt", [str(len(attr_rows)), " ".join(DEMO_ATTRIBUTES)] + attr_rows)
-        write_lines(comp_dir / "list_eval_partition.txt", partition_rows)
-        write_lines(answers_dir / SUBMISSION_FILE, answer_rows)
+        drawing.write_lines(
+            comp_dir / "list_attr_celeba.txt", [str(len(attr_rows)), " ".join(DEMO_ATTRIBUTES)] + attr_rows
+        )
+        drawing.write_lines(comp_dir / "list_eval_partition.txt", partition_rows)
+        drawing.write_lines(answers_dir / SUBMISSION_FILE, answer_rows)
 
     # --- submission --------------------------------------------------------------------------
     def _other_values(self) -> np.ndarray:
@@ -474,7 +465,7 @@ def _token_lines(path: Path, shown_as: Path | None = None) -> list[tuple[str, li
 
 _CELLS = ("Top_Left", "Top_Right", "Bottom_Left", "Bottom_Right")
 DEMO_ATTRIBUTES = (
-    tuple(f"Has_Digit_{digit}" for digit in range(N_DIGITS))
+    tuple(f"Has_Digit_{digit}" for digit in range(drawing.N_DIGITS))
     + tuple(f"{cell}_Occupied" for cell in _CELLS)
     + tuple(f"{cell}_Even" for cell in _CELLS)
     + tuple(f"{cell}_Large" for cell in _CELLS)
@@ -489,7 +480,7 @@ _DEMO_SIZE = 64
 _PRIMES = frozenset({2, 3, 5, 7})
 
 
-def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, list[int]]:
+def _demo_image(pools: drawing.DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, list[int]]:
     size, cell = _DEMO_SIZE, _DEMO_SIZE // 2
     occupied = rng.random(4) < 0.55
     if not occupied.any():
@@ -499,7 +490,7 @@ def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tupl
         earlier = [d for d in cell_digits if d is not None]
         # A bias towards repeats keeps Has_Repeat from being too rare to learn.
         repeat = earlier and rng.random() < 0.25
-        cell_digits[index] = int(rng.choice(earlier)) if repeat else int(rng.integers(N_DIGITS))
+        cell_digits[index] = int(rng.choice(earlier)) if repeat else int(rng.integers(drawing.N_DIGITS))
     style = {
         name: rng.random() < 0.25
         for name in (
@@ -518,7 +509,7 @@ def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tupl
     canvas = np.empty((size, size, 3), dtype=np.float32)
     canvas[:] = ((0.12, 0.12, 0.12), (0.45, 0.08, 0.08), (0.08, 0.12, 0.45))[background]
     if style["Photo_Background"]:
-        canvas = 0.55 * canvas + 0.4 * photo_crop(rng, size, size)
+        canvas = 0.55 * canvas + 0.4 * drawing.photo_crop(rng, size, size)
     if style["Striped_Background"]:
         canvas[:, (np.arange(size) // 4) % 2 == 0] += 0.2
     if style["Framed"]:
@@ -527,22 +518,29 @@ def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tupl
     for index, digit in enumerate(cell_digits):
         if digit is not None:
             top, left = (index // 2) * cell + 3, (index % 2) * cell + 3
-            place_digit(
-                canvas, pick_digit(pools, split, digit, rng), cell - 6, top, left, color, rng, bold=style["Bold_Digits"]
+            drawing.place_digit(
+                canvas,
+                drawing.pick_digit(pools, split, digit, rng),
+                cell - 6,
+                top,
+                left,
+                color,
+                rng,
+                bold=style["Bold_Digits"],
             )
-    image = to_image(canvas)
+    image = drawing.to_image(canvas)
     if style["Blurry"]:
         image = image.filter(ImageFilter.GaussianBlur(1.2))
     if style["Noisy"]:
         noisy = np.asarray(image, dtype=np.float32) / 255.0 + rng.normal(0.0, 0.1, size=canvas.shape)
-        image = to_image(noisy.astype(np.float32))
+        image = drawing.to_image(noisy.astype(np.float32))
     return image, [1 if value else -1 for value in _demo_truth(cell_digits, occupied, style).values()]
 
 
 def _demo_truth(cell_digits: list[int | None], occupied: np.ndarray, style: dict[str, bool]) -> dict[str, bool]:
     """Every demo attribute's truth, in DEMO_ATTRIBUTES order."""
     present = [d for d in cell_digits if d is not None]
-    truth: dict[str, bool] = {f"Has_Digit_{d}": d in present for d in range(N_DIGITS)}
+    truth: dict[str, bool] = {f"Has_Digit_{d}": d in present for d in range(drawing.N_DIGITS)}
     for cell_name, digit in zip(_CELLS, cell_digits):
         truth[f"{cell_name}_Occupied"] = digit is not None
         truth[f"{cell_name}_Even"] = digit is not None and digit % 2 == 0

@@ -19,22 +19,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from src import demo_drawing as drawing
 from src.atomic import write_validated
-from src.demo_drawing import (
-    N_DIGITS,
-    DigitPools,
-    digit_mask,
-    digit_pools,
-    image_rng,
-    join_ids,
-    paste,
-    photo_crop,
-    pick_digit,
-    place_digit,
-    save_image,
-    to_image,
-    write_lines,
-)
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import (
@@ -248,23 +234,25 @@ class DeepFashionFormat(CompetitionFormat):
         (file_path,attribute_label). attribute_label is space-separated ids into DEMO_ATTRIBUTES,
         empty when none.
         """
-        pools = digit_pools(seed)
+        pools = drawing.digit_pools(seed)
         train_rows, category_rows, attribute_rows, test_paths = [], [], [], []
         for split, count, offset in (("train", n_train, 0), ("test", n_test, n_train)):
             for index in range(count):
-                image, category, attributes = _demo_image(pools, split, image_rng(seed, _DEMO_SALT, split, index))
+                image, category, attributes = _demo_image(
+                    pools, split, drawing.image_rng(seed, _DEMO_SALT, split, index)
+                )
                 file_path = f"{split}/{offset + index:06d}.jpg"
-                save_image(image, comp_dir / file_path)
+                drawing.save_image(image, comp_dir / file_path)
                 if split == "train":
-                    train_rows.append(f"{file_path},{category},{join_ids(attributes)}")
+                    train_rows.append(f"{file_path},{category},{drawing.join_ids(attributes)}")
                 else:
                     test_paths.append(file_path)
                     category_rows.append(f"{file_path},{category}")
-                    attribute_rows.append(f"{file_path},{join_ids(attributes)}")
-        write_lines(comp_dir / "train.csv", ["file_path,category_label,attribute_label"] + train_rows)
-        write_lines(comp_dir / "test.csv", ["file_path"] + test_paths)
-        write_lines(answers_dir / CATEGORY_FILE, ["file_path,category_label"] + category_rows)
-        write_lines(answers_dir / ATTRIBUTE_FILE, ["file_path,attribute_label"] + attribute_rows)
+                    attribute_rows.append(f"{file_path},{drawing.join_ids(attributes)}")
+        drawing.write_lines(comp_dir / "train.csv", ["file_path,category_label,attribute_label"] + train_rows)
+        drawing.write_lines(comp_dir / "test.csv", ["file_path"] + test_paths)
+        drawing.write_lines(answers_dir / CATEGORY_FILE, ["file_path,category_label"] + category_rows)
+        drawing.write_lines(answers_dir / ATTRIBUTE_FILE, ["file_path,attribute_label"] + attribute_rows)
 
     # --- submission --------------------------------------------------------------------------
     def write_submission(
@@ -376,7 +364,7 @@ _BACKGROUNDS = {None: (0.12, 0.12, 0.12), "warm_background": (0.45, 0.18, 0.05),
 _INDEPENDENT_ATTRIBUTE_P = 0.25
 
 
-def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, int, list[int]]:
+def _demo_image(pools: drawing.DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, int, list[int]]:
     size = _DEMO_SIZE
     color_name = (None, "red_digit", "green_digit", "blue_digit")[rng.choice(4, p=(0.4, 0.2, 0.2, 0.2))]
     background_name = (None, "warm_background", "cool_background")[rng.choice(3, p=(0.5, 0.25, 0.25))]
@@ -387,7 +375,7 @@ def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tupl
     canvas = np.empty((size, size, 3), dtype=np.float32)
     canvas[:] = _BACKGROUNDS[background_name]
     if "photo_background" in present:
-        canvas = 0.55 * canvas + 0.4 * photo_crop(rng, size, size)
+        canvas = 0.55 * canvas + 0.4 * drawing.photo_crop(rng, size, size)
     if "horizontal_stripes" in present:
         canvas[(np.arange(size) // 4) % 2 == 0, :] += 0.2
     if "vertical_stripes" in present:
@@ -400,10 +388,10 @@ def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tupl
         yy, xx = np.mgrid[:size, :size]
         canvas[(yy - 7) ** 2 + (xx - 56) ** 2 <= 16] = (1.0, 0.9, 0.1)
 
-    category = int(rng.integers(N_DIGITS))
-    place_digit(
+    category = int(rng.integers(drawing.N_DIGITS))
+    drawing.place_digit(
         canvas,
-        pick_digit(pools, split, category, rng),
+        drawing.pick_digit(pools, split, category, rng),
         38,
         13,
         13,
@@ -413,8 +401,8 @@ def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tupl
     )
     for name, top, left in (("corner_digit_top_left", 1, 1), ("corner_digit_bottom_right", 50, 50)):
         if name in present:
-            small = pick_digit(pools, split, int(rng.integers(N_DIGITS)), rng)
-            paste(canvas, digit_mask(small, 13), (0.95, 0.95, 0.95), top, left)
+            small = drawing.pick_digit(pools, split, int(rng.integers(drawing.N_DIGITS)), rng)
+            drawing.paste(canvas, drawing.digit_mask(small, 13), (0.95, 0.95, 0.95), top, left)
     if "noise" in present:
         canvas += rng.normal(0.0, 0.12, size=canvas.shape).astype(np.float32)
-    return to_image(canvas), category, [DEMO_ATTRIBUTES.index(n) for n in present]
+    return drawing.to_image(canvas), category, [DEMO_ATTRIBUTES.index(n) for n in present]

@@ -22,18 +22,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from src import demo_drawing as drawing
 from src.atomic import write_validated
-from src.demo_drawing import (
-    N_DIGITS,
-    DigitPools,
-    digit_pools,
-    hex_names,
-    image_rng,
-    one_digit_image,
-    save_image,
-    split_rng,
-    write_lines,
-)
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import OS_JUNK_FILES, CompetitionFormat, HeadSpec, ImageTable, list_image_files, read_csv_rows
@@ -170,15 +160,15 @@ class FolderFormat(CompetitionFormat):
         Layout: train/<0..9>/<name>.{png,jpg}, test/<name>.{png,jpg} with mixed sizes (24..80 px a side)
         and modes RGB, L, RGBA (PNG) and CMYK (JPEG). Answers: solution.csv (image,label,probability).
         """
-        pools = digit_pools(seed)
-        names = hex_names(split_rng(seed, _DEMO_SALT, "train"), n_train + n_test, 12)
+        pools = drawing.digit_pools(seed)
+        names = drawing.hex_names(drawing.split_rng(seed, _DEMO_SALT, "train"), n_train + n_test, 12)
         answer_rows = []
         for split, split_names in (("train", names[:n_train]), ("test", names[n_train:])):
             for file_name, label, image in demo_digit_images(pools, seed, _DEMO_SALT, split, split_names):
-                save_image(image, comp_dir / split / (str(label) if split == "train" else "") / file_name)
+                drawing.save_image(image, comp_dir / split / (str(label) if split == "train" else "") / file_name)
                 if split == "test":
                     answer_rows.append(f"{file_name},{label},1.0")
-        write_lines(answers_dir / "solution.csv", ["image,label,probability"] + sorted(answer_rows))
+        drawing.write_lines(answers_dir / "solution.csv", ["image,label,probability"] + sorted(answer_rows))
 
     # --- submission --------------------------------------------------------------------------
     def write_submission(
@@ -255,15 +245,15 @@ _DEMO_SALT = 4
 
 
 def demo_digit_images(
-    pools: DigitPools, seed: int, salt: int, split: str, stems: list[str]
+    pools: drawing.DigitPools, seed: int, salt: int, split: str, stems: list[str]
 ) -> Iterator[tuple[str, int, Image.Image]]:
     """(file name, label, image) per stem, in order: labels 0..9 and DEMO_MODES cycled then shuffled, so every class
     and every mode appears once there are 10 / 4 images; RGBA is a PNG, CMYK a JPEG, the others either."""
-    split_draws = split_rng(seed, salt, split)
-    labels = split_draws.permutation(np.arange(len(stems)) % N_DIGITS)
+    split_draws = drawing.split_rng(seed, salt, split)
+    labels = split_draws.permutation(np.arange(len(stems)) % drawing.N_DIGITS)
     modes = split_draws.permutation(np.arange(len(stems)) % len(DEMO_MODES))
     for index, (stem, label, mode_index) in enumerate(zip(stems, labels, modes)):
-        rng = image_rng(seed, salt, split, index)
-        image = one_digit_image(pools, split, int(label), DEMO_MODES[mode_index], rng)
+        rng = drawing.image_rng(seed, salt, split, index)
+        image = drawing.one_digit_image(pools, split, int(label), DEMO_MODES[mode_index], rng)
         suffix = {"RGBA": ".png", "CMYK": ".jpg"}.get(image.mode) or (".png" if rng.random() < 0.5 else ".jpg")
         yield stem + suffix, int(label), image

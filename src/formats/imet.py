@@ -13,23 +13,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
+from src import demo_drawing as drawing
 from src.atomic import write_validated
-from src.demo_drawing import (
-    N_DIGITS,
-    DigitPools,
-    bright_color,
-    digit_pools,
-    hex_names,
-    image_rng,
-    join_ids,
-    photo_crop,
-    pick_digit,
-    place_digit,
-    save_image,
-    split_rng,
-    to_image,
-    write_lines,
-)
 from src.errors import PipelineError
 from src.formats import register
 from src.formats.base import (
@@ -140,20 +125,22 @@ class ImetFormat(CompetitionFormat):
         Layout: train.csv (id,attribute_ids), labels.csv (attribute_id,attribute_name),
         sample_submission.csv, train/<id>.png, test/<id>.png. Answers: solution.csv (id,attribute_ids).
         """
-        pools = digit_pools(seed)
-        ids = hex_names(split_rng(seed, _DEMO_SALT, "train"), n_train + n_test, 16)
+        pools = drawing.digit_pools(seed)
+        ids = drawing.hex_names(drawing.split_rng(seed, _DEMO_SALT, "train"), n_train + n_test, 16)
         rows = {"train": [], "test": []}
         for split, split_ids in (("train", ids[:n_train]), ("test", ids[n_train:])):
             for index, image_id in enumerate(split_ids):
-                image, labels = _demo_image(pools, split, image_rng(seed, _DEMO_SALT, split, index))
-                save_image(image, comp_dir / split / f"{image_id}.png")
-                rows[split].append(f"{image_id},{join_ids(labels)}")
+                image, labels = _demo_image(pools, split, drawing.image_rng(seed, _DEMO_SALT, split, index))
+                drawing.save_image(image, comp_dir / split / f"{image_id}.png")
+                rows[split].append(f"{image_id},{drawing.join_ids(labels)}")
         header = "id,attribute_ids"
-        write_lines(comp_dir / "train.csv", [header] + sorted(rows["train"]))
+        drawing.write_lines(comp_dir / "train.csv", [header] + sorted(rows["train"]))
         label_rows = [f"{index},{name}" for index, name in enumerate(DEMO_LABELS)]
-        write_lines(comp_dir / "labels.csv", ["attribute_id,attribute_name"] + label_rows)
-        write_lines(comp_dir / "sample_submission.csv", [header] + [f"{i},0 1 2" for i in sorted(ids[n_train:])])
-        write_lines(answers_dir / "solution.csv", [header] + sorted(rows["test"]))
+        drawing.write_lines(comp_dir / "labels.csv", ["attribute_id,attribute_name"] + label_rows)
+        drawing.write_lines(
+            comp_dir / "sample_submission.csv", [header] + [f"{i},0 1 2" for i in sorted(ids[n_train:])]
+        )
+        drawing.write_lines(answers_dir / "solution.csv", [header] + sorted(rows["test"]))
 
     def _ids_to_matrix(self, cells: list[str], path: Path, lines: list[str]) -> np.ndarray:
         column_of = {class_id: column for column, class_id in enumerate(self.class_ids)}
@@ -204,27 +191,35 @@ class ImetFormat(CompetitionFormat):
 
 # --- demo: mosaics of 1-4 digits, labels = which digits appear (+ two count tags) ---------------------------
 
-DEMO_LABELS = tuple(f"digit::{digit}" for digit in range(N_DIGITS)) + ("tag::single", "tag::many")
+DEMO_LABELS = tuple(f"digit::{digit}" for digit in range(drawing.N_DIGITS)) + ("tag::single", "tag::many")
 # iMet-like long tail: digit d is drawn with weight 1 / (d + 1), so 0 is common and 9 rare.
-DEMO_DIGIT_WEIGHTS = tuple(1.0 / (digit + 1) for digit in range(N_DIGITS))
+DEMO_DIGIT_WEIGHTS = tuple(1.0 / (digit + 1) for digit in range(drawing.N_DIGITS))
 _DEMO_SALT = 1
 _DEMO_SIZE = 64
 _DEMO_COUNT_PROBS = (0.35, 0.3, 0.2, 0.15)
 
 
-def _demo_image(pools: DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, list[int]]:
+def _demo_image(pools: drawing.DigitPools, split: str, rng: np.random.Generator) -> tuple[Image.Image, list[int]]:
     weights = np.asarray(DEMO_DIGIT_WEIGHTS) / sum(DEMO_DIGIT_WEIGHTS)
     count = int(rng.choice(len(_DEMO_COUNT_PROBS), p=_DEMO_COUNT_PROBS)) + 1
-    digits = rng.choice(N_DIGITS, size=count, replace=False, p=weights)
+    digits = rng.choice(drawing.N_DIGITS, size=count, replace=False, p=weights)
     cells = rng.permutation(4)[:count]
-    canvas = photo_crop(rng, _DEMO_SIZE, _DEMO_SIZE) * 0.3
+    canvas = drawing.photo_crop(rng, _DEMO_SIZE, _DEMO_SIZE) * 0.3
     cell = _DEMO_SIZE // 2
     for digit, cell_index in zip(digits, cells):
         top, left = (cell_index // 2) * cell + 3, (cell_index % 2) * cell + 3
-        place_digit(canvas, pick_digit(pools, split, int(digit), rng), cell - 6, top, left, bright_color(rng), rng)
+        drawing.place_digit(
+            canvas,
+            drawing.pick_digit(pools, split, int(digit), rng),
+            cell - 6,
+            top,
+            left,
+            drawing.bright_color(rng),
+            rng,
+        )
     labels = [int(d) for d in digits]
     if count == 1:
         labels.append(DEMO_LABELS.index("tag::single"))
     if count >= 3:
         labels.append(DEMO_LABELS.index("tag::many"))
-    return to_image(canvas), labels
+    return drawing.to_image(canvas), labels
