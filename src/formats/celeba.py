@@ -166,13 +166,7 @@ class CelebAFormat(CompetitionFormat):
                     f"{path} line {line}: duplicate image '{image}' (first on line {seen[image]}); list each image once"
                 )
             seen[image] = line
-            try:
-                values.append([_VALUES[token] for token in tokens[1:]])
-            except KeyError:
-                column = next(i for i, token in enumerate(tokens[1:]) if token not in _VALUES)
-                raise PipelineError(
-                    f"{path} line {line}: {names[column]} is '{tokens[1 + column]}'; values must be 1 or -1"
-                ) from None
+            values.append(_row_values(tokens[1:], names, f"{path} line {line}"))
             images.append(image)
             row_lines.append(line)
         if count is not None and count not in (len(images), len(self._partition)):
@@ -429,19 +423,22 @@ class CelebAFormat(CompetitionFormat):
                     f"{shown_as} line {line}: image '{tokens[0]}' where {self._test_source} has "
                     f"'{expected[index]}'; keep the test images and their order"
                 )
-            try:
-                values.append([_VALUES[token] for token in tokens[1:]])
-            except KeyError:
-                column = next(i for i, token in enumerate(tokens[1:]) if token not in _VALUES)
-                raise PipelineError(
-                    f"{shown_as} line {line}: {names[column]} is '{tokens[1 + column]}'; values must be 1 or -1"
-                ) from None
+            values.append(_row_values(tokens[1:], names, f"{shown_as} line {line}"))
             ids.append(tokens[0])
         if len(ids) != len(expected):
             raise PipelineError(
                 f"{shown_as}: {len(ids)} rows for {len(expected)} test images; predict every test image"
             )
         return ids, np.array(values, dtype=np.uint8).reshape(len(ids), len(names))
+
+
+def _row_values(tokens: list[str], names: list[str], where: str) -> list[int]:
+    """A row's 1/-1 tokens (one per name) as 1/0; any other token is an error at `where` naming its column."""
+    try:
+        return [_VALUES[token] for token in tokens]
+    except KeyError:
+        column = next(i for i, token in enumerate(tokens) if token not in _VALUES)
+        raise PipelineError(f"{where}: {names[column]} is '{tokens[column]}'; values must be 1 or -1") from None
 
 
 def _label_file(path: Path) -> Path:
