@@ -876,7 +876,22 @@ def run_all(
     started = time.perf_counter()
     workdir = Path(workdir)
     models = list(models or [config.model.name])
-    result: dict = {
+    result = _result_header(config, sizes, models)
+    log(
+        f"bench ({sizes.label}): {', '.join(models)} @{config.data.image_size}px, batch {config.train.batch_size}, "
+        f"num_workers {config.train.num_workers}, load average {result['machine']['load_average'][0]:.1f} "
+        f"on {result['machine']['cpus']} CPUs"
+    )
+    _measure_sections(config, sizes, workdir, models, result, log)
+    result["machine"]["load_average_end"] = list(os.getloadavg())
+    result["goals"] = goals(result)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def _result_header(config: Config, sizes: BenchSizes, models: list[str]) -> dict:
+    """The config, sizes and machine of a run over `models`; returns the result dict's first keys."""
+    return {
         "mode": sizes.label,
         "sizes": asdict(sizes),
         "machine": machine(),
@@ -890,50 +905,60 @@ def run_all(
             "device": config.train.device,
         },
     }
-    log(
-        f"bench ({sizes.label}): {', '.join(models)} @{config.data.image_size}px, batch {config.train.batch_size}, "
-        f"num_workers {config.train.num_workers}, load average {result['machine']['load_average'][0]:.1f} "
-        f"on {result['machine']['cpus']} CPUs"
-    )
 
-    def section(name: str, title: str, measure: Callable[[], dict]) -> None:
-        log(title)
-        section_started = time.perf_counter()
-        result[name] = measure()
-        result[name]["section_seconds"] = time.perf_counter() - section_started
 
+def _measure_sections(
+    config: Config, sizes: BenchSizes, workdir: Path, models: list[str], result: dict, log: Callable[[str], None]
+) -> None:
+    """Every section in turn on demo data in `workdir`; each one's figures go into `result` under its name."""
     data = demo_data(workdir, config.data.image_size, max(sizes.train_images, sizes.predict_images), log)
-    section(
+    _record_section(
+        result,
         "data_path",
         "data path per model: training (real path vs resident batches), inference (predict_probs vs forward-only)",
         lambda: bench_data_path(config, data, sizes, models, log),
+        log,
     )
     allocator_models = models if sizes.allocator_all_models else models[:1]
-    section(
+    _record_section(
+        result,
         "allocator",
         "C allocator: CPU training and inference with freed memory reused vs glibc's defaults, fresh processes",
         lambda: bench_allocator(config, allocator_models, sizes.allocator_pairs, *sizes.allocator_steps, log),
+        log,
     )
-    section(
+    _record_section(
+        result,
         "thresholds",
         f"thresholds: synthetic OOF {sizes.oof_rows} x {sizes.oof_classes}",
         lambda: bench_thresholds(sizes.oof_rows, sizes.oof_classes, sizes.optuna_trials, log),
+        log,
     )
-    section(
+    _record_section(
+        result,
         "folds",
         "folds: make_folds (MultilabelStratifiedKFold) in a fresh process",
         lambda: bench_folds(sizes.folds_ladder, sizes.folds_full, IMET_CLASSES, log),
+        log,
     )
-    section(
+    _record_section(
+        result,
         "memory",
         f"memory: {', '.join(name for name, _ in STAGE_RUNS[: sizes.stages])}, each its own process "
         f"on a {sizes.demo_train}-image demo",
         lambda: bench_stage_memory(config, workdir, sizes, log),
+        log,
     )
-    result["machine"]["load_average_end"] = list(os.getloadavg())
-    result["goals"] = goals(result)
-    result["seconds"] = time.perf_counter() - started
-    return result
+
+
+def _record_section(
+    result: dict, name: str, title: str, measure: Callable[[], dict], log: Callable[[str], None]
+) -> None:
+    """Logs `title`, runs `measure` and stores its dict, with the section's own seconds, in `result[name]`."""
+    log(title)
+    section_started = time.perf_counter()
+    result[name] = measure()
+    result[name]["section_seconds"] = time.perf_counter() - section_started
 
 
 def summary_table(result: dict) -> str:

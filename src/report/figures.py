@@ -79,71 +79,92 @@ def threshold_figure(
     """Left: the objective vs one global threshold. Right: optimistic vs honest (nested) score per method."""
     fig = Figure(figsize=(12, 5.2), dpi=100)
     curve_ax, honest_ax = fig.subplots(1, 2)
-    label = head.threshold_objective.label
-    curve_ax.plot(grid, curve, color="C0", linewidth=2, label="one global threshold for every class")
-    curve_ax.axvline(0.5, color="grey", linestyle=":", label=f"0.5: {np.interp(0.5, grid, curve):.4f}")
+    _draw_global_curve(curve_ax, head, curve, grid, saved_head)
+    if honest_rows:
+        _draw_chosen_scores(curve_ax, honest_rows, chosen_method)
+    _finish_global_curve(curve_ax, head, curve)
+    rows = [row for row in honest_rows or [] if finite(row.get("optimistic"))]
+    if rows:
+        _draw_honest_bars(honest_ax, head, rows)
+    else:
+        honest_ax.text(0.5, 0.5, "no thresholds.json yet:\nrun the thresholds stage", ha="center", va="center")
+        honest_ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def _draw_global_curve(
+    ax, head: HeadSpec, curve: np.ndarray, grid: np.ndarray, saved_head: HeadThresholds | None
+) -> None:
+    """Draws the objective over `grid` for one global threshold, with 0.5 and the saved best global marked."""
+    ax.plot(grid, curve, color="C0", linewidth=2, label="one global threshold for every class")
+    ax.axvline(0.5, color="grey", linestyle=":", label=f"0.5: {np.interp(0.5, grid, curve):.4f}")
     if saved_head is not None:
         best = float(saved_head.global_threshold)
-        curve_ax.axvline(
+        ax.axvline(
             best, color="C1", linestyle="--", label=f"best global {best:.3f}: {np.interp(best, grid, curve):.4f}"
         )
-    if honest_rows:
-        chosen = next((row for row in honest_rows if row["method"] == chosen_method), None)
-        if chosen is not None:
-            curve_ax.axhline(
-                chosen["optimistic"],
-                color="C2",
-                linestyle="-.",
-                label=f"'{chosen_method}' per-class, optimistic: {chosen['optimistic']:.4f}",
-            )
-            if finite(chosen.get("honest")):
-                curve_ax.axhline(
-                    chosen["honest"],
-                    color="C3",
-                    linestyle="-.",
-                    label=f"'{chosen_method}' per-class, honest: {chosen['honest']:.4f}",
-                )
-    curve_ax.set(
+
+
+def _draw_chosen_scores(ax, honest_rows: list[dict], chosen_method: str) -> None:
+    """Draws the chosen method's per-class optimistic and (when known) honest scores as horizontal lines."""
+    chosen = next((row for row in honest_rows if row["method"] == chosen_method), None)
+    if chosen is None:
+        return
+    ax.axhline(
+        chosen["optimistic"],
+        color="C2",
+        linestyle="-.",
+        label=f"'{chosen_method}' per-class, optimistic: {chosen['optimistic']:.4f}",
+    )
+    if finite(chosen.get("honest")):
+        ax.axhline(
+            chosen["honest"],
+            color="C3",
+            linestyle="-.",
+            label=f"'{chosen_method}' per-class, honest: {chosen['honest']:.4f}",
+        )
+
+
+def _finish_global_curve(ax, head: HeadSpec, curve: np.ndarray) -> None:
+    """Titles, limits, grid and legend of the global-threshold plot, its height from `curve`'s top."""
+    label = head.threshold_objective.label
+    ax.set(
         title=f"[{head.name}] {label} vs one global threshold",
         xlabel="threshold",
         ylabel=label,
         xlim=(0, 1),
         ylim=(0, min(1.05, max(float(np.max(curve)), 0.05) * 1.35)),
     )
-    curve_ax.grid(alpha=0.3)
-    curve_ax.legend(fontsize=8, loc="best")
-    rows = [row for row in honest_rows or [] if finite(row.get("optimistic"))]
-    if rows:
-        positions = np.arange(len(rows))
-        optimistic = np.array([row["optimistic"] for row in rows], float)
-        honest = np.array([row["honest"] if finite(row.get("honest")) else np.nan for row in rows], float)
-        honest_ax.bar(
-            positions - 0.2, optimistic, width=0.4, color="C2", label="optimistic: tuned and scored on all OOF rows"
-        )
-        honest_ax.bar(
-            positions + 0.2,
-            np.nan_to_num(honest),
-            width=0.4,
-            color="C3",
-            label="honest (nested): tuned on other parts, scored on the held-out part",
-        )
-        for x, value in zip(positions, optimistic):
-            honest_ax.text(x - 0.2, value, f"{value:.3f}", ha="center", va="bottom", fontsize=7)
-        for x, value in zip(positions, honest):
-            if np.isfinite(value):
-                honest_ax.text(x + 0.2, value, f"{value:.3f}", ha="center", va="bottom", fontsize=7)
-        names = [wrap_text(row["method"], 14) + ("" if finite(row.get("honest")) else "\n(no honest)") for row in rows]
-        honest_ax.set_xticks(positions, names, fontsize=7)
-        values = np.concatenate([optimistic, honest[np.isfinite(honest)]])
-        honest_ax.set_ylim(max(0.0, float(values.min()) - 0.1), min(1.0, float(values.max()) + 0.12))
-        honest_ax.legend(fontsize=7, loc="upper left")
-        honest_ax.set(title=f"[{head.name}] optimistic vs honest, per method", ylabel=label)
-        honest_ax.grid(alpha=0.3, axis="y")
-    else:
-        honest_ax.text(0.5, 0.5, "no thresholds.json yet:\nrun the thresholds stage", ha="center", va="center")
-        honest_ax.set_axis_off()
-    fig.tight_layout()
-    return fig
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+
+def _draw_honest_bars(ax, head: HeadSpec, rows: list[dict]) -> None:
+    """Draws the optimistic and honest score of each method in `rows` as paired, labelled bars."""
+    positions = np.arange(len(rows))
+    optimistic = np.array([row["optimistic"] for row in rows], float)
+    honest = np.array([row["honest"] if finite(row.get("honest")) else np.nan for row in rows], float)
+    ax.bar(positions - 0.2, optimistic, width=0.4, color="C2", label="optimistic: tuned and scored on all OOF rows")
+    ax.bar(
+        positions + 0.2,
+        np.nan_to_num(honest),
+        width=0.4,
+        color="C3",
+        label="honest (nested): tuned on other parts, scored on the held-out part",
+    )
+    for x, value in zip(positions, optimistic):
+        ax.text(x - 0.2, value, f"{value:.3f}", ha="center", va="bottom", fontsize=7)
+    for x, value in zip(positions, honest):
+        if np.isfinite(value):
+            ax.text(x + 0.2, value, f"{value:.3f}", ha="center", va="bottom", fontsize=7)
+    names = [wrap_text(row["method"], 14) + ("" if finite(row.get("honest")) else "\n(no honest)") for row in rows]
+    ax.set_xticks(positions, names, fontsize=7)
+    values = np.concatenate([optimistic, honest[np.isfinite(honest)]])
+    ax.set_ylim(max(0.0, float(values.min()) - 0.1), min(1.0, float(values.max()) + 0.12))
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set(title=f"[{head.name}] optimistic vs honest, per method", ylabel=head.threshold_objective.label)
+    ax.grid(alpha=0.3, axis="y")
 
 
 def pr_roc_figure(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, ranking: Ranking) -> Figure | None:
@@ -154,6 +175,17 @@ def pr_roc_figure(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, rankin
     usable = np.flatnonzero(np.isfinite(ranking.ap))
     fig = Figure(figsize=(12, 6.2), dpi=100)
     pr_ax, roc_ax = fig.subplots(1, 2)
+    _draw_average_curves(pr_ax, roc_ax, ranking, usable)
+    if len(usable) > 1:
+        _draw_worst_curves(pr_ax, roc_ax, head, probs, true, ranking, usable)
+    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    _finish_pr_roc_axes(pr_ax, roc_ax, head)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_average_curves(pr_ax, roc_ax, ranking: Ranking, usable: np.ndarray) -> None:
+    """Draws the micro curves and the macro ones (over the `usable` classes) on the PR and ROC axes."""
     pr_ax.plot(*ranking.micro_pr, color="black", linewidth=2, label=f"micro (AP {ranking.micro_ap:.3f})")
     pr_ax.plot(
         CURVE_GRID,
@@ -170,29 +202,37 @@ def pr_roc_figure(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, rankin
         linewidth=2,
         label=f"macro (mean AUC {np.mean(ranking.auc[usable]):.3f})",
     )
-    if len(usable) > 1:
-        worst = usable[np.argsort(ranking.ap[usable], kind="stable")[:N_WORST_CURVES]]
-        for rank, column in enumerate(worst):
-            name, color = short_text(head.class_names[column], 24), f"C{rank + 1}"
-            recall, precision, fpr, tpr = class_curves(true[:, column], probs[:, column])
-            pr_ax.plot(
-                recall,
-                precision,
-                color=color,
-                linewidth=1,
-                alpha=0.8,
-                drawstyle="steps-pre",
-                label=f"worst {rank + 1}: {name} (AP {ranking.ap[column]:.3f}, n={int(true[:, column].sum())})",
-            )
-            roc_ax.plot(
-                fpr,
-                tpr,
-                color=color,
-                linewidth=1,
-                alpha=0.8,
-                label=f"worst {rank + 1}: {name} (AUC {ranking.auc[column]:.3f})",
-            )
-    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+
+
+def _draw_worst_curves(
+    pr_ax, roc_ax, head: HeadSpec, probs: np.ndarray, true: np.ndarray, ranking: Ranking, usable: np.ndarray
+) -> None:
+    """Draws the PR and ROC curves of the `usable` classes with the lowest AP, one colour each."""
+    worst = usable[np.argsort(ranking.ap[usable], kind="stable")[:N_WORST_CURVES]]
+    for rank, column in enumerate(worst):
+        name, color = short_text(head.class_names[column], 24), f"C{rank + 1}"
+        recall, precision, fpr, tpr = class_curves(true[:, column], probs[:, column])
+        pr_ax.plot(
+            recall,
+            precision,
+            color=color,
+            linewidth=1,
+            alpha=0.8,
+            drawstyle="steps-pre",
+            label=f"worst {rank + 1}: {name} (AP {ranking.ap[column]:.3f}, n={int(true[:, column].sum())})",
+        )
+        roc_ax.plot(
+            fpr,
+            tpr,
+            color=color,
+            linewidth=1,
+            alpha=0.8,
+            label=f"worst {rank + 1}: {name} (AUC {ranking.auc[column]:.3f})",
+        )
+
+
+def _finish_pr_roc_axes(pr_ax, roc_ax, head: HeadSpec) -> None:
+    """Titles, labels, limits, grids and legends (below each plot) of the PR and ROC axes."""
     kind = "one-vs-rest, " if not head.thresholded else ""
     pr_ax.set(
         title=f"[{head.name}] precision-recall ({kind}OOF)",
@@ -211,8 +251,6 @@ def pr_roc_figure(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, rankin
     for ax in (pr_ax, roc_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
-    fig.tight_layout()
-    return fig
 
 
 def confusion_figure(head: HeadSpec, matrix: np.ndarray) -> Figure:
@@ -325,6 +363,30 @@ def _name_list(names: list[str], width: int) -> str:
 
 def network_figure(network, losses: dict[str, str]) -> Figure:
     """The network as boxes: input -> stem -> stages -> pooling -> features, then one box per head (with its loss)."""
+    chain = _network_chain(network)
+    per_row = min(len(chain), 6)  # wrapped into short rows: the PDF shrinks a wide figure's text too much
+    rows, step = math.ceil(len(chain) / per_row), 1.4
+    heads_x = per_row * step + 0.1
+    feature_row = (len(chain) - 1) // per_row
+    height = max(rows, feature_row + len(network.heads) * 0.85) * step
+    fig = Figure(figsize=(0.8 * (heads_x + 2.1), 0.45 + 0.8 * height), dpi=100)
+    ax = fig.subplots()
+    ax.set_axis_off()
+    ax.set(xlim=(-0.05, heads_x + 2.05), ylim=(-height + 0.25, 0.3))
+    features_at = _draw_chain(ax, chain, per_row, step)
+    _draw_heads(ax, network.heads, losses, features_at, heads_x, step)
+    ax.set_title(
+        f"{network.model}: {network.total_params:,} parameters ({network.trainable_params:,} trainable), "
+        f"{network.mult_adds / 1e6:,.1f} M multiply-adds per {network.image_size} px image",
+        fontsize=9,
+        loc="left",
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _network_chain(network) -> list[tuple[str, str, str, str]]:
+    """The boxes from input to features, each (title, middle text, bottom text, colour)."""
     chain = [("input", f"image 3x{network.image_size}x{network.image_size}", "", "#e6e9ed")]
     chain += [
         (
@@ -337,15 +399,11 @@ def network_figure(network, losses: dict[str, str]) -> Figure:
     ]
     dropout = f"\ndropout {network.drop_rate:g}" if network.drop_rate else ""
     chain.append(("features", f"{network.feature_width} per image{dropout}", "", "#e6e9ed"))
-    per_row = min(len(chain), 6)  # wrapped into short rows: the PDF shrinks a wide figure's text too much
-    rows, step = math.ceil(len(chain) / per_row), 1.4
-    heads_x = per_row * step + 0.1
-    feature_row = (len(chain) - 1) // per_row
-    height = max(rows, feature_row + len(network.heads) * 0.85) * step
-    fig = Figure(figsize=(0.8 * (heads_x + 2.1), 0.45 + 0.8 * height), dpi=100)
-    ax = fig.subplots()
-    ax.set_axis_off()
-    ax.set(xlim=(-0.05, heads_x + 2.05), ylim=(-height + 0.25, 0.3))
+    return chain
+
+
+def _draw_chain(ax, chain: list[tuple[str, str, str, str]], per_row: int, step: float) -> tuple[float, float]:
+    """Draws the `chain` boxes `per_row` to a row, each linked to the one before; returns the last box's corner."""
     centres = []
     for index, (title, middle, bottom, color) in enumerate(chain):
         x, y = (index % per_row) * step, -(index // per_row) * step
@@ -353,15 +411,21 @@ def network_figure(network, losses: dict[str, str]) -> Figure:
         if centres:
             px, py = centres[-1]
             same_row = py == y
-            ax.annotate(
-                "",
-                xy=(x, y - 0.55) if same_row else (x + 0.56, y),
-                xytext=(px + 1.12, py - 0.55) if same_row else (px + 0.56, py - 1.1),
-                arrowprops=dict(arrowstyle="->", color="#57606a", lw=1.1),
+            _arrow(
+                ax,
+                (px + 1.12, py - 0.55) if same_row else (px + 0.56, py - 1.1),
+                (x, y - 0.55) if same_row else (x + 0.56, y),
             )
         centres.append((x, y))
-    fx, fy = centres[-1]
-    for index, head in enumerate(network.heads):
+    return centres[-1]
+
+
+def _draw_heads(
+    ax, heads: list[dict], losses: dict[str, str], features_at: tuple[float, float], heads_x: float, step: float
+) -> None:
+    """Draws one box per head (layer, activation, outputs, loss) at `heads_x`, each linked from the features box."""
+    fx, fy = features_at
+    for index, head in enumerate(heads):
         y = fy - index * 0.85 * step
         softmax = head["activation"].startswith("softmax")
         _box(
@@ -375,20 +439,12 @@ def network_figure(network, losses: dict[str, str]) -> Figure:
             f"{head['layer']}, {'softmax' if softmax else 'sigmoid'}",
             f"{head['outputs']} outputs, {_params_text(head['params'])}\nloss: {short_text(losses.get(head['head'], '?'), 34)}",
         )
-        ax.annotate(
-            "",
-            xy=(heads_x, y - 0.55),
-            xytext=(fx + 1.12, fy - 0.55),
-            arrowprops=dict(arrowstyle="->", color="#57606a", lw=1.1),
-        )
-    ax.set_title(
-        f"{network.model}: {network.total_params:,} parameters ({network.trainable_params:,} trainable), "
-        f"{network.mult_adds / 1e6:,.1f} M multiply-adds per {network.image_size} px image",
-        fontsize=9,
-        loc="left",
-    )
-    fig.tight_layout()
-    return fig
+        _arrow(ax, (fx + 1.12, fy - 0.55), (heads_x, y - 0.55))
+
+
+def _arrow(ax, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Draws a grey arrow from `start` to `end` (data coordinates)."""
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", color="#57606a", lw=1.1))
 
 
 def _box(ax, x: float, y: float, width: float, height: float, color: str, title: str, middle: str, bottom: str) -> None:

@@ -252,6 +252,22 @@ def settings_rows(config: dict, heads: list[HeadSpec]) -> list[dict]:
     """The losses and training tricks of a run, one row each, from its saved (resolved) config."""
     model, train, augment = config.get("model", {}), config.get("train", {}), config.get("augment", {})
     predict, tuning = config.get("predict", {}), config.get("thresholds", {})
+    rows = _model_rows(config, model, train, heads)
+    rows += _training_rows(model, train, augment, predict)
+    if any(head.thresholded for head in heads):
+        rows.append(
+            (
+                "decision thresholds",
+                f"{tuning.get('method', 'exact')} per class, shrunk toward the global one "
+                f"(strength {tuning.get('shrink_strength', NA)})",
+            )
+        )
+    return [{"setting": key, "value": value} for key, value in rows]
+
+
+def _model_rows(config: dict, model: dict, train: dict, heads: list[HeadSpec]) -> list[tuple[str, str]]:
+    """The backbone and its weights, each head's loss and (several heads) how the losses are weighted, as
+    (setting, value) rows from the saved config and its model and train sections."""
     weights = (
         f"pretrained {model['pretrained']}"
         if model.get("pretrained")
@@ -277,8 +293,14 @@ def settings_rows(config: dict, heads: list[HeadSpec]) -> list[dict]:
                 else "fixed: sum of weight x loss",
             )
         )
+    return rows
+
+
+def _training_rows(model: dict, train: dict, augment: dict, predict: dict) -> list[tuple[str, str]]:
+    """Optimizer, schedule, batch, tricks, augmentations and test-time augmentation as (setting, value) rows,
+    from the config's model, train, augment and predict sections."""
     accumulate = train.get("accumulate_steps", 1)
-    rows += [
+    return [
         ("optimizer", f"AdamW, lr {train.get('lr', NA)}, weight decay {train.get('weight_decay', NA)}"),
         (
             "schedule",
@@ -304,15 +326,6 @@ def settings_rows(config: dict, heads: list[HeadSpec]) -> list[dict]:
         ("training tricks (callbacks)", _transforms_text(train.get("callbacks", []))),
         ("test-time augmentation", "horizontal flip, mean of 2 views" if predict.get("tta_flip") else "none"),
     ]
-    if any(head.thresholded for head in heads):
-        rows.append(
-            (
-                "decision thresholds",
-                f"{tuning.get('method', 'exact')} per class, shrunk toward the global one "
-                f"(strength {tuning.get('shrink_strength', NA)})",
-            )
-        )
-    return [{"setting": key, "value": value} for key, value in rows]
 
 
 def _head_only_text(train: dict) -> str:

@@ -63,55 +63,99 @@ def run_offline(
     """
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kernel-offline-") as tmp:
-        tmp_root = Path(tmp)
-        input_root, working, code_dir = tmp_root / "kaggle/input", tmp_root / "kaggle/working", tmp_root / "kaggle/src"
-        guard, home, scratch = tmp_root / "guard", tmp_root / "home", tmp_root / "tmp"
-        for folder in (input_root, working, code_dir, guard, home, scratch):
+        box = _Sandbox.under(Path(tmp))
+        box.make(script, inputs)
+        command = [python or sys.executable, str(box.code_dir / script.name)]
+        returncode, output = _run_script(command, box.working, _sandbox_env(box, env or {}), timeout_s)
+        files = {
+            p.relative_to(box.working).as_posix(): p.read_bytes() for p in sorted(box.working.rglob("*")) if p.is_file()
+        }
+        attempts = box.attempts_log.read_text(encoding="utf-8").splitlines() if box.attempts_log.exists() else []
+        return OfflineRun(returncode, output, files, attempts, box.ready_flag.exists(), time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _Sandbox:
+    """The paths of one stand-in /kaggle tree, the script's home, scratch and guard folders, the guard's files."""
+
+    input_root: Path
+    working: Path
+    code_dir: Path
+    guard: Path
+    home: Path
+    scratch: Path
+    attempts_log: Path
+    ready_flag: Path
+
+    @classmethod
+    def under(cls, root: Path) -> _Sandbox:
+        """The sandbox's paths under the temporary folder `root` (nothing made yet)."""
+        kaggle = root / "kaggle"
+        return cls(
+            input_root=kaggle / "input",
+            working=kaggle / "working",
+            code_dir=kaggle / "src",
+            guard=root / "guard",
+            home=root / "home",
+            scratch=root / "tmp",
+            attempts_log=root / "network-attempts.log",
+            ready_flag=root / "network-guard-ready",
+        )
+
+    def make(self, script: Path, inputs: dict[str, Path]) -> None:
+        """Makes the folders, links each of `inputs` under input/, copies `script` and the network guard in."""
+        for folder in (self.input_root, self.working, self.code_dir, self.guard, self.home, self.scratch):
             folder.mkdir(parents=True)
         for name, target in inputs.items():
-            _link_or_copy(Path(target).resolve(), input_root / name)
-        shutil.copyfile(script, code_dir / script.name)
-        shutil.copyfile(NETWORK_GUARD, guard / "sitecustomize.py")  # loaded before any of the script's code
-        attempts_log, ready_flag = tmp_root / "network-attempts.log", tmp_root / "network-guard-ready"
-        extra, env = env or {}, {name: os.environ[name] for name in _SANDBOX_ENV if name in os.environ}
-        env.update(
-            {
-                "HOME": str(home),
-                "TMPDIR": str(scratch),
-                "PYTHONPATH": str(guard),
-                "PYTHONNOUSERSITE": "1",
-                "PYTHONDONTWRITEBYTECODE": "1",
-                "PYTHONIOENCODING": "utf-8",
-                "KAGGLE_INPUT_ROOT": str(input_root),
-                "KAGGLE_WORKING_ROOT": str(working),
-                "KERNEL_CHECK_NETWORK_LOG": str(attempts_log),
-                "KERNEL_CHECK_READY": str(ready_flag),
-                "NO_PROXY": "",
-                "no_proxy": "",
-                **{
-                    name: _NOWHERE
-                    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-                },
-                **extra,
-            }
+            _link_or_copy(Path(target).resolve(), self.input_root / name)
+        shutil.copyfile(script, self.code_dir / script.name)
+        shutil.copyfile(NETWORK_GUARD, self.guard / "sitecustomize.py")  # loaded before any of the script's code
+
+
+def _sandbox_env(box: _Sandbox, extra: dict[str, str]) -> dict[str, str]:
+    """The script's environment: a few of this one's variables, the sandbox's paths, proxies nowhere, then `extra`."""
+    env = {name: os.environ[name] for name in _SANDBOX_ENV if name in os.environ}
+    env.update(
+        {
+            "HOME": str(box.home),
+            "TMPDIR": str(box.scratch),
+            "PYTHONPATH": str(box.guard),
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONIOENCODING": "utf-8",
+            "KAGGLE_INPUT_ROOT": str(box.input_root),
+            "KAGGLE_WORKING_ROOT": str(box.working),
+            "KERNEL_CHECK_NETWORK_LOG": str(box.attempts_log),
+            "KERNEL_CHECK_READY": str(box.ready_flag),
+            "NO_PROXY": "",
+            "no_proxy": "",
+            **{
+                name: _NOWHERE
+                for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+            },
+            **extra,
+        }
+    )
+    return env
+
+
+def _run_script(command: list[str], working: Path, env: dict[str, str], timeout_s: float) -> tuple[int, str]:
+    """Runs `command` in `working` with `env` and no input; returns (exit status, output), (-1, output so far and
+    a note) when it runs past `timeout_s`."""
+    try:
+        done = subprocess.run(
+            command,
+            cwd=working,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout_s,
         )
-        try:
-            done = subprocess.run(
-                [python or sys.executable, str(code_dir / script.name)],
-                cwd=working,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                timeout=timeout_s,
-            )
-            returncode, output = done.returncode, done.stdout.decode("utf-8", "replace")
-        except subprocess.TimeoutExpired as expired:
-            returncode = -1
-            output = (expired.stdout or b"").decode("utf-8", "replace") + f"\n(stopped after {timeout_s:.0f} s)\n"
-        files = {p.relative_to(working).as_posix(): p.read_bytes() for p in sorted(working.rglob("*")) if p.is_file()}
-        attempts = attempts_log.read_text(encoding="utf-8").splitlines() if attempts_log.exists() else []
-        return OfflineRun(returncode, output, files, attempts, ready_flag.exists(), time.perf_counter() - started)
+        return done.returncode, done.stdout.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired as expired:
+        output = (expired.stdout or b"").decode("utf-8", "replace") + f"\n(stopped after {timeout_s:.0f} s)\n"
+        return -1, output
 
 
 def _link_or_copy(target: Path, link: Path) -> None:

@@ -32,6 +32,27 @@ def push(
 
     Refused when the parity check failed, or when a built file changed since it was built and checked.
     """
+    _refuse_unchecked(exp, build, parity, log)
+    record_path = exp.kernel_push_path
+    last = _upload_kernel_datasets(exp, build, PushRecord.read(record_path), record_path, wait_s, log)
+    kernel_url, version = cli.push_kernel_with_version(build.kernel_dir)
+    last.model_copy(
+        update={
+            "kernel_ref": build.names.kernel_ref,
+            "kernel_url": kernel_url,
+            "version": version,
+            "script_sha256": build.files[build.names.code_file],
+            "competition": exp.config.competition,
+            "submission_names": exp.fmt.submission_names(),
+        }
+    ).write(record_path)
+    log(f"kernel pushed: {kernel_url} (version {version}); follow it with: {exp.command('kernel status')}")
+    return kernel_url, version
+
+
+def _refuse_unchecked(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: Log) -> None:
+    """Raises when a built file changed since it was built and checked or when `parity` failed; warns when the
+    kernel was not run locally (`parity` None)."""
     changed = [
         rel
         for rel, digest in sorted(build.files.items())
@@ -46,13 +67,17 @@ def push(
         log("warning: pushing a kernel that was not run locally (no parity check)")
     elif not parity.passed or parity.script_sha256 != build.files[build.names.code_file]:
         raise PipelineError(f"the parity check did not pass for {build.script_path}: not pushing ({parity.detail})")
-    names = build.names
-    record_path = exp.kernel_push_path
-    last = PushRecord.read(record_path)
+
+
+def _upload_kernel_datasets(
+    exp: Experiment, build: KernelBuild, last: PushRecord, record_path: Path, wait_s: float, log: Log
+) -> PushRecord:
+    """Uploads the weights dataset, then the wheels one when built, each unless `last` shows it unchanged;
+    returns the updated push record (written to `record_path` after each upload)."""
     dataset_files = build.dataset_files()
     last = upload_dataset(
         build.dataset_dir,
-        names.dataset_ref,
+        build.names.dataset_ref,
         dataset_files,
         "dataset",
         last,
@@ -65,7 +90,7 @@ def push(
         wheels = build.dataset_files(KERNEL_WHEELS_DIR)
         last = upload_dataset(
             build.wheels_dir,
-            names.wheels_ref,
+            build.names.wheels_ref,
             wheels,
             "wheels",
             last,
@@ -74,19 +99,7 @@ def push(
             wait_s,
             log,
         )
-    kernel_url, version = cli.push_kernel_with_version(build.kernel_dir)
-    last.model_copy(
-        update={
-            "kernel_ref": names.kernel_ref,
-            "kernel_url": kernel_url,
-            "version": version,
-            "script_sha256": build.files[names.code_file],
-            "competition": exp.config.competition,
-            "submission_names": exp.fmt.submission_names(),
-        }
-    ).write(record_path)
-    log(f"kernel pushed: {kernel_url} (version {version}); follow it with: {exp.command('kernel status')}")
-    return kernel_url, version
+    return last
 
 
 def upload_dataset(
