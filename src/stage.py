@@ -15,17 +15,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from src.steps.table import OneOf, Stage, one_of, option
+from src.steps.table import OneOf, Stage, option, train_options
 
 # No hub downloads, ever (the `weights` stage lifts this for its own call): weights come from local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-_TRAIN_RUNS = one_of(
-    option("--fold", help="fold number, or 'all'"),
-    option("--full", action="store_true", help="fit on all training data (no validation)"),
-    required=True,
-)
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -37,15 +31,9 @@ STAGES: tuple[Stage, ...] = (
         "train",
         "train one fold (--fold K), all folds (--fold all) or a full fit (--full) -> oof/<exp>/fold-K/",
         run="src.steps.train:run",
-        options=(
-            _TRAIN_RUNS,
-            option("--resume", action="store_true", help="continue from last.pt exactly where the run stopped"),
-            option(
-                "--stop-after-epochs",
-                type=int,
-                metavar="N",
-                help="stop after N epochs this call (e.g. to fit a time limit); continue later with --resume",
-            ),
+        options=train_options(
+            resume_help="continue from last.pt exactly where the run stopped",
+            stop_help="stop after N epochs this call (e.g. to fit a time limit); continue later with --resume",
         ),
     ),
     Stage(

@@ -13,30 +13,21 @@ from collections.abc import Callable
 
 from src.artifacts import Experiment
 from src.errors import PipelineError
-from src.steps.table import Stage, one_of, option
+from src.steps.table import OneOf, Stage, one_of, option, train_options
 
-_CHECK = one_of(
-    option(
-        "--check",
-        dest="check",
-        action="store_const",
-        const=True,
-        default=None,
-        help="run the parity check even if it passed before for these files",
-    ),
-    option("--no-check", dest="check", action="store_const", const=False, help="skip the parity check"),
-)
 
-_TRAIN_CHECK = one_of(
-    option(
-        "--check",
-        dest="check",
-        action="store_const",
-        const=True,
-        default=None,
-        help="require the local training check (one epoch, offline; default: run it when the images are here)",
-    ),
-    option("--no-check", dest="check", action="store_const", const=False, help="skip the local training check"),
+def _check_options(check_help: str, skip_help: str) -> OneOf:
+    """--check / --no-check, both into `check`: True, False, or None when neither is given."""
+    return one_of(
+        option("--check", dest="check", action="store_const", const=True, default=None, help=check_help),
+        option("--no-check", dest="check", action="store_const", const=False, help=skip_help),
+    )
+
+
+_CHECK = _check_options("run the parity check even if it passed before for these files", "skip the parity check")
+_TRAIN_CHECK = _check_options(
+    "require the local training check (one epoch, offline; default: run it when the images are here)",
+    "skip the local training check",
 )
 
 SUBCOMMANDS: tuple[Stage, ...] = (
@@ -71,17 +62,9 @@ SUBCOMMANDS: tuple[Stage, ...] = (
         "(one epoch, network blocked, same run folder as a local train), --push it",
         run="src.steps.kernel:train",
         options=(
-            one_of(
-                option("--fold", help="fold number, or 'all'"),
-                option("--full", action="store_true", help="fit on all training data (no validation)"),
-                required=True,
-            ),
-            option("--resume", action="store_true", help="ship the pulled runs' last.pt back and continue them"),
-            option(
-                "--stop-after-epochs",
-                type=int,
-                metavar="N",
-                help="stop cleanly after N whole epochs (to fit Kaggle's time limit); continue with --resume",
+            *train_options(
+                resume_help="ship the pulled runs' last.pt back and continue them",
+                stop_help="stop cleanly after N whole epochs (to fit Kaggle's time limit); continue with --resume",
             ),
             option("--push", action="store_true", help="then upload its datasets and push it"),
             _TRAIN_CHECK,

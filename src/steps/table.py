@@ -36,6 +36,19 @@ def one_of(*options: Option, required: bool = False) -> OneOf:
     return OneOf(tuple(options), required)
 
 
+def train_options(resume_help: str, stop_help: str) -> tuple[OneOf, Option, Option]:
+    """The options of a training run, local or on Kaggle: --fold K|all or --full, --resume, --stop-after-epochs N."""
+    return (
+        one_of(
+            option("--fold", help="fold number, or 'all'"),
+            option("--full", action="store_true", help="fit on all training data (no validation)"),
+            required=True,
+        ),
+        option("--resume", action="store_true", help=resume_help),
+        option("--stop-after-epochs", type=int, metavar="N", help=stop_help),
+    )
+
+
 @dataclass(frozen=True)
 class Stage:
     """A row of the stage table.
