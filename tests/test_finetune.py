@@ -284,7 +284,7 @@ def test_mixing_probability_and_switch_and_option_errors():
 
 def test_mixing_only_touches_training_batches_and_skips_train_score(tiny_imet_root, tmp_path):
     from src.data.cache import decode_table
-    from src.engine import build_run, callbacks_for
+    from src.engine import RunInputs, build_run, callbacks_for
     from src.engine.loop import run_epochs
     from src.formats import create_format
     from src.predict_loop import predict_probs
@@ -310,18 +310,8 @@ def test_mixing_only_touches_training_batches_and_skips_train_score(tiny_imet_ro
     original = mixup.on_batch
     mixup.on_batch = lambda run, batch: calls.append(len(batch)) or original(run, batch)
     rows = np.arange(len(table))
-    run = build_run(
-        config,
-        fmt,
-        images,
-        table.targets,
-        rows[rows % 3 != 0],
-        rows[rows % 3 == 0],
-        tmp_path / "run",
-        callbacks,
-        quiet=True,
-        log=lines.append,
-    )
+    inputs = RunInputs(config, fmt, images, table.targets, rows[rows % 3 != 0], rows[rows % 3 == 0], tmp_path / "run")
+    run = build_run(inputs, callbacks, quiet=True, log=lines.append)
     run.callbacks.call("setup", run)
     run_epochs(run)
     assert sum(calls) == len(run.train_data.loader) * 16  # once per training batch, never while validating

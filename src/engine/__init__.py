@@ -28,7 +28,7 @@ from src.engine.callbacks import (
 )
 from src.engine.context import Run, RunState
 from src.engine.loop import train_one_epoch
-from src.engine.run import build_run, train_run
+from src.engine.run import RunInputs, build_run, train_run
 
 __all__ = [
     "Batch",
@@ -36,6 +36,7 @@ __all__ = [
     "CallbackList",
     "CallbackOptions",
     "Run",
+    "RunInputs",
     "RunState",
     "TrainData",
     "Training",

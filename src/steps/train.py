@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from src.artifacts import Experiment
-from src.engine import train_run
+from src.engine import RunInputs, train_run
 from src.errors import PipelineError
 from src.steps.common import decoded_images, fold_numbers
 
@@ -53,13 +53,7 @@ def run(
             f"{0 if valid_rows is None else len(valid_rows)} valid images -> {run_dir}"
         )
         state = train_run(
-            exp.config,
-            exp.fmt,
-            images,
-            table.targets,
-            train_rows,
-            valid_rows,
-            run_dir,
+            RunInputs(exp.config, exp.fmt, images, table.targets, train_rows, valid_rows, run_dir),
             resume=resume,
             stop_after_epochs=stop_after_epochs,
             quiet=quiet,
