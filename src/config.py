@@ -317,6 +317,11 @@ class PackageConfig(Section):
 _KAGGLE_SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 
 
+def _slug_field(min_length: int, description: str) -> Any:
+    """An optional Kaggle slug: lower-case words joined by '-', `min_length` to 50 characters."""
+    return Field(None, min_length=min_length, max_length=50, pattern=_KAGGLE_SLUG, description=description)
+
+
 class KaggleConfig(Section):
     """Names of the offline kernel and its weights dataset on Kaggle (`kernel` stage); nothing secret goes here."""
 
@@ -325,19 +330,11 @@ class KaggleConfig(Section):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="owner of the kernel and dataset; null = KAGGLE_USERNAME or kaggle.json's username",
     )
-    kernel_slug: str | None = Field(
-        None, min_length=5, max_length=50, pattern=_KAGGLE_SLUG, description="null = '<experiment>-inference'"
-    )
+    kernel_slug: str | None = _slug_field(5, "null = '<experiment>-inference'")
     kernel_title: str | None = Field(
         None, min_length=5, description="must slugify to kernel_slug; null = the slug with spaces"
     )
-    dataset_slug: str | None = Field(
-        None,
-        min_length=6,
-        max_length=50,
-        pattern=_KAGGLE_SLUG,
-        description="weights dataset; null = '<experiment>-weights'",
-    )
+    dataset_slug: str | None = _slug_field(6, "weights dataset; null = '<experiment>-weights'")
     dataset_title: str | None = Field(None, min_length=6, max_length=50, description="null = '<experiment> weights'")
     dataset_license: str = Field("CC0-1.0", min_length=1, description="one Kaggle license name, e.g. CC0-1.0")
     enable_gpu: bool = Field(True, description="run the kernel on a GPU machine")
@@ -347,13 +344,7 @@ class KaggleConfig(Section):
         "(timm, albumentations, pydantic, ...) as a wheels dataset; the kernel "
         "installs those whose version differs, offline",
     )
-    wheels_slug: str | None = Field(
-        None,
-        min_length=6,
-        max_length=50,
-        pattern=_KAGGLE_SLUG,
-        description="wheels dataset; null = '<experiment>-wheels'",
-    )
+    wheels_slug: str | None = _slug_field(6, "wheels dataset; null = '<experiment>-wheels'")
     python_version: str = Field(
         "3.11",
         pattern=r"^3\.\d+$",
