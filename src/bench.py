@@ -68,42 +68,15 @@ class BenchSizes:
         return "quick" if self is QUICK else "full"
 
 
-FULL = BenchSizes(
-    train_images=960,
-    train_repeats=3,
-    predict_images=512,
-    predict_repeats=32,
-    data_path_seconds=60.0,
-    oof_rows=20_000,
-    oof_classes=IMET_CLASSES,
-    optuna_trials=200,
-    folds_ladder=(5_000, 10_000, 20_000),
-    folds_full=True,
-    demo_train=240,
-    demo_test=60,
-    stages=5,
-    allocator_pairs=2,
-    allocator_steps=(12, 8),
-    allocator_all_models=True,
-)
-QUICK = BenchSizes(
-    train_images=96,
-    train_repeats=2,
-    predict_images=128,
-    predict_repeats=4,
-    data_path_seconds=0.0,
-    oof_rows=3_000,
-    oof_classes=IMET_CLASSES,
-    optuna_trials=12,
-    folds_ladder=(1_000, 2_000, 4_000),
-    folds_full=False,
-    demo_train=96,
-    demo_test=24,
-    stages=1,
-    allocator_pairs=1,
-    allocator_steps=(3, 2),
-    allocator_all_models=False,
-)
+# fmt: off
+FULL = BenchSizes(train_images=960, train_repeats=3, predict_images=512, predict_repeats=32, data_path_seconds=60.0,
+    oof_rows=20_000, oof_classes=IMET_CLASSES, optuna_trials=200, folds_ladder=(5_000, 10_000, 20_000),
+    folds_full=True, demo_train=240, demo_test=60, stages=5, allocator_pairs=2, allocator_steps=(12, 8),
+    allocator_all_models=True)
+QUICK = BenchSizes(train_images=96, train_repeats=2, predict_images=128, predict_repeats=4, data_path_seconds=0.0,
+    oof_rows=3_000, oof_classes=IMET_CLASSES, optuna_trials=12, folds_ladder=(1_000, 2_000, 4_000), folds_full=False,
+    demo_train=96, demo_test=24, stages=1, allocator_pairs=1, allocator_steps=(3, 2), allocator_all_models=False)
+# fmt: on
 
 
 # --------------------------------------------------------------------------------------------

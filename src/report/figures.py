@@ -32,27 +32,14 @@ def training_curves_figure(runs: list[RunRecord], main_metric: str) -> Figure | 
         color = f"C{index % 10}"
         epochs = run.epochs
         marker = "o" if len(epochs) <= 30 else None
-        loss_ax.plot(epochs["epoch"], epochs["train_loss"], color=color, marker=marker, label=f"{run.name} train")
+        plot = _epoch_plotter(epochs, color, marker)
+        plot(loss_ax, "train_loss", f"{run.name} train")
         if "valid_loss" in epochs:
-            loss_ax.plot(
-                epochs["epoch"],
-                epochs["valid_loss"],
-                color=color,
-                marker=marker,
-                linestyle="--",
-                label=f"{run.name} valid",
-            )
+            plot(loss_ax, "valid_loss", f"{run.name} valid", "--")
         if "train_score" in epochs and epochs["train_score"].notna().any():
-            metric_ax.plot(
-                epochs["epoch"],
-                epochs["train_score"],
-                color=color,
-                marker=marker,
-                linestyle=":",
-                label=f"{run.name} train (augmented batches)",
-            )
+            plot(metric_ax, "train_score", f"{run.name} train (augmented batches)", ":")
         if "score" in epochs and epochs["score"].notna().any():
-            metric_ax.plot(epochs["epoch"], epochs["score"], color=color, marker=marker, label=f"{run.name} valid")
+            plot(metric_ax, "score", f"{run.name} valid")
             best = run.summary.get("best_epoch")
             if best in set(epochs["epoch"]):
                 value = float(epochs.loc[epochs["epoch"] == best, "score"].iloc[0])
@@ -66,6 +53,15 @@ def training_curves_figure(runs: list[RunRecord], main_metric: str) -> Figure | 
             ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _epoch_plotter(epochs, color: str, marker: str | None):
+    """plot(ax, column, label, linestyle="-"): one epochs.csv column against the epoch, in one run's colour."""
+
+    def plot(ax, column: str, label: str, linestyle: str = "-") -> None:
+        ax.plot(epochs["epoch"], epochs[column], color=color, marker=marker, linestyle=linestyle, label=label)
+
+    return plot
 
 
 def threshold_figure(
@@ -186,22 +182,13 @@ def pr_roc_figure(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, rankin
 
 def _draw_average_curves(pr_ax, roc_ax, ranking: Ranking, usable: np.ndarray) -> None:
     """Draws the micro curves and the macro ones (over the `usable` classes) on the PR and ROC axes."""
-    pr_ax.plot(*ranking.micro_pr, color="black", linewidth=2, label=f"micro (AP {ranking.micro_ap:.3f})")
-    pr_ax.plot(
-        CURVE_GRID,
-        ranking.macro_precision,
-        color="C0",
-        linewidth=2,
-        label=f"macro over {len(usable)} classes (mean AP {np.mean(ranking.ap[usable]):.3f})",
-    )
-    roc_ax.plot(*ranking.micro_roc, color="black", linewidth=2, label=f"micro (AUC {ranking.micro_auc:.3f})")
-    roc_ax.plot(
-        CURVE_GRID,
-        ranking.macro_tpr,
-        color="C0",
-        linewidth=2,
-        label=f"macro (mean AUC {np.mean(ranking.auc[usable]):.3f})",
-    )
+    macro_ap, macro_auc = np.mean(ranking.ap[usable]), np.mean(ranking.auc[usable])
+    thick = {"linewidth": 2}
+    pr_ax.plot(*ranking.micro_pr, color="black", label=f"micro (AP {ranking.micro_ap:.3f})", **thick)
+    pr_label = f"macro over {len(usable)} classes (mean AP {macro_ap:.3f})"
+    pr_ax.plot(CURVE_GRID, ranking.macro_precision, color="C0", label=pr_label, **thick)
+    roc_ax.plot(*ranking.micro_roc, color="black", label=f"micro (AUC {ranking.micro_auc:.3f})", **thick)
+    roc_ax.plot(CURVE_GRID, ranking.macro_tpr, color="C0", label=f"macro (mean AUC {macro_auc:.3f})", **thick)
 
 
 def _draw_worst_curves(
@@ -234,19 +221,10 @@ def _draw_worst_curves(
 def _finish_pr_roc_axes(pr_ax, roc_ax, head: HeadSpec) -> None:
     """Titles, labels, limits, grids and legends (below each plot) of the PR and ROC axes."""
     kind = "one-vs-rest, " if not head.thresholded else ""
-    pr_ax.set(
-        title=f"[{head.name}] precision-recall ({kind}OOF)",
-        xlabel="recall",
-        ylabel="precision",
-        xlim=(0, 1),
-        ylim=(0, 1.02),
-    )
+    limits = {"xlim": (0, 1), "ylim": (0, 1.02)}
+    pr_ax.set(title=f"[{head.name}] precision-recall ({kind}OOF)", xlabel="recall", ylabel="precision", **limits)
     roc_ax.set(
-        title=f"[{head.name}] ROC ({kind}OOF)",
-        xlabel="false positive rate",
-        ylabel="true positive rate",
-        xlim=(0, 1),
-        ylim=(0, 1.02),
+        title=f"[{head.name}] ROC ({kind}OOF)", xlabel="false positive rate", ylabel="true positive rate", **limits
     )
     for ax in (pr_ax, roc_ax):
         ax.grid(alpha=0.3)

@@ -16,7 +16,7 @@ from src.kaggle.local import cli, leaderboard
 from src.kaggle.local.inference_kernel import KernelBuild
 from src.kaggle.local.names import kaggle_names
 from src.kaggle.local.parity import ParityResult
-from src.kaggle.on_kaggle.install_wheels import file_sha256
+from src.kaggle.on_kaggle.install_wheels import changed_files
 
 Log = Callable[[str], None]
 
@@ -53,11 +53,7 @@ def push(
 def _refuse_unchecked(exp: Experiment, build: KernelBuild, parity: ParityResult | None, log: Log) -> None:
     """Raises when a built file changed since it was built and checked or when `parity` failed; warns when the
     kernel was not run locally (`parity` None)."""
-    changed = [
-        rel
-        for rel, digest in sorted(build.files.items())
-        if not (build.kernel_dir / rel).is_file() or file_sha256(build.kernel_dir / rel) != digest
-    ]
+    changed = changed_files(build.kernel_dir, build.files)
     if changed:
         raise PipelineError(
             f"{build.kernel_dir / changed[0]} changed after it was built and checked: not pushing; "

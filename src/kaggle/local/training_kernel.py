@@ -55,7 +55,7 @@ from src.kaggle.local.names import KaggleNames, kaggle_names
 from src.kaggle.local.offline_sandbox import run_offline
 from src.kaggle.local.push import DATASET_WAIT_S, upload_dataset
 from src.kaggle.local.secret_scan import seal
-from src.kaggle.on_kaggle.install_wheels import file_sha256, tree_sha256
+from src.kaggle.on_kaggle.install_wheels import changed_files, file_sha256, tree_sha256
 from src.kaggle.on_kaggle.train import CHECK_ENV, CONFIG_NAME, INPUTS_DIR, check_runs
 
 Log = Callable[[str], None]
@@ -375,11 +375,7 @@ def push_training(
 ) -> tuple[str, int | None]:
     """Upload the wheels and training-state datasets (each skipped when unchanged since the last push), check
     that the pretrained-weights dataset is on Kaggle, push the training kernel; return (URL, version)."""
-    changed = [
-        rel
-        for rel, digest in sorted(build.files.items())
-        if not (build.kernel_dir / rel).is_file() or file_sha256(build.kernel_dir / rel) != digest
-    ]
+    changed = changed_files(build.kernel_dir, build.files)
     if changed:
         raise PipelineError(
             f"{build.kernel_dir / changed[0]} changed after it was built: not pushing; build and "

@@ -120,6 +120,15 @@ def tree_sha256(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def changed_files(folder: Path, digests: dict[str, str]) -> list[str]:
+    """The paths in `digests` (relative to `folder`, sorted) whose file is gone or no longer has that sha256."""
+    return [
+        rel
+        for rel, digest in sorted(digests.items())
+        if not (folder / rel).is_file() or file_sha256(folder / rel) != digest
+    ]
+
+
 def folders(root: Path) -> Iterator[Path]:
     """Folders under `root`, breadth first, up to _SEARCH_DEPTH levels down (only walked when needed)."""
     level = [root]
