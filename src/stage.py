@@ -21,6 +21,15 @@ from src.steps.table import OneOf, Stage, option, train_options
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+_WEIGHTS_OPTIONS = (
+    option("--model", metavar="NAME.TAG", help="timm model tag, e.g. resnet50.a1_in1k (default: the config's)"),
+    option("--push", action="store_true", help="then create/version a Kaggle dataset of that folder"),
+)
+_DOWNLOAD_OPTIONS = (
+    option("--competition", metavar="SLUG", help="competition slug (default: the config's competition)"),
+    option("--dest", default="input", help="parent folder: files go to <dest>/<slug>/ (default: input)"),
+)
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         "folds",
@@ -90,20 +99,14 @@ STAGES: tuple[Stage, ...] = (
         "fetch a timm model's pretrained weights once (the only stage that downloads) -> input/weights/<tag>/",
         run="src.steps.weights:run",
         config="optional",
-        options=(
-            option("--model", metavar="NAME.TAG", help="timm model tag, e.g. resnet50.a1_in1k (default: the config's)"),
-            option("--push", action="store_true", help="then create/version a Kaggle dataset of that folder"),
-        ),
+        options=_WEIGHTS_OPTIONS,
     ),
     Stage(
         "download",
         "kaggle competitions download into input/<slug>/ and unzip",
         run="src.steps.download:run",
         config="optional",
-        options=(
-            option("--competition", metavar="SLUG", help="competition slug (default: the config's competition)"),
-            option("--dest", default="input", help="parent folder: files go to <dest>/<slug>/ (default: input)"),
-        ),
+        options=_DOWNLOAD_OPTIONS,
     ),
     Stage(
         "bench",

@@ -10,6 +10,7 @@ import math
 import time
 
 import numpy as np
+import pytest
 
 from src import bench
 from src.stage import stage_experiment, stage_rows
@@ -29,6 +30,7 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_quick_bench_reports_every_section(tmp_path):
     out = tmp_path / "bench.json"
     lines: list[str] = []

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import tiny_config
 
 from src.checkpoint_files import load_checkpoint
@@ -15,6 +16,7 @@ from src.stage import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_parallel_folds_do_not_clobber(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
     config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 1, "threads": 1}}, name="par")

@@ -48,6 +48,7 @@ def reference(tiny_imet_root, tmp_path_factory):
 
 # 150 images, 3 folds -> 100 train rows -> 6 batches of 16 per epoch; batch 9 is mid-epoch 2.
 @pytest.mark.parametrize("crash_at", ["batch:9", "validation:2", "write_last.pt:2"])
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights(reference, tiny_imet_root, tmp_path, crash_at):
     root, _ = tiny_imet_root
     config = tiny_config(tmp_path, "imet", root, EXTRA, name="crashy")

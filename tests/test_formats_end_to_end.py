@@ -19,6 +19,8 @@ from src.demo import build_demo, list_formats
 from src.formats import create_format, format_class
 from src.stage import main
 
+pytestmark = pytest.mark.slow  # whole stage chains and kernels (the inner loop leaves them out)
+
 ROOT = Path(__file__).resolve().parents[1]
 FAST = [
     "data.image_size=32",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import load_script
 
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 
 
+@pytest.mark.slow
 def test_cpu_mode_measures_every_part_and_writes_the_json(tmp_path):
     out = tmp_path / "gpu-check.json"
     done = subprocess.run(

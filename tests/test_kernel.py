@@ -25,6 +25,8 @@ from src.kaggle.on_kaggle.predict import find_dataset_dir, version_drift  # noqa
 from src.steps import download, oof, submit, thresholds, train  # noqa: E402
 from src.steps import kernel as kernel_step  # noqa: E402
 
+pytestmark = pytest.mark.slow  # whole stage chains and kernels (the inner loop leaves them out)
+
 COMPETITION = "demo-imet"
 KERNEL_REF = f"{FAKE_USER}/tiny-inference"
 DATASET_REF = f"{FAKE_USER}/tiny-weights"

@@ -25,6 +25,8 @@ from src.kaggle.on_kaggle.install_wheels import file_sha256  # noqa: E402
 from src.steps import kernel as kernel_step  # noqa: E402
 from src.steps import oof, submit, thresholds, train  # noqa: E402
 
+pytestmark = pytest.mark.slow  # whole stage chains and kernels (the inner loop leaves them out)
+
 COMPETITION = "demo-imet"
 TRAIN_REF = f"{FAKE_USER}/tiny-train"
 

@@ -85,6 +85,7 @@ def unpack(zip_path: Path, dest: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("format_name", ["imet", "deepfashion", "celeba", "folder"])
+@pytest.mark.slow
 def test_each_course_zip_holds_what_the_course_asks_for(packaged, tmp_path, format_name):
     made = packaged(format_name)
     exp = made.exp

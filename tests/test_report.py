@@ -81,6 +81,7 @@ def experiment(tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_report_files_and_figures(experiment):
     report_dir = experiment.dir
     assert experiment.html == experiment.exp.oof_dir / "report" / "index.html"
@@ -309,6 +310,7 @@ def synthetic(tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_softmax_head_confusion_and_per_class(synthetic):
     figures = {path.name for path in figures_of(synthetic.dir)}
     assert {
@@ -431,6 +433,7 @@ def test_report_pdf_holds_the_report_within_the_budget(experiment):
     assert "augmented samples seen" in text and "fold-0" in text
 
 
+@pytest.mark.slow
 def test_a_tighter_budget_leaves_detail_out_and_too_tight_a_budget_is_refused(synthetic, tmp_path):
     from src.errors import PipelineError
 

@@ -76,6 +76,7 @@ print(reused, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.slow
 def test_reused_memory_stops_a_fresh_tensor_from_page_faulting_in_again():
     def faults_per_tensor(mode: str) -> tuple[str, float]:
         done = subprocess.run(

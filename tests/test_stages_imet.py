@@ -13,6 +13,8 @@ from helpers import tiny_config
 
 from src.stage import main
 
+pytestmark = pytest.mark.slow  # whole stage chains and kernels (the inner loop leaves them out)
+
 
 @pytest.fixture(scope="module")
 def experiment(tiny_imet_root, tmp_path_factory):

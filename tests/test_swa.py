@@ -66,6 +66,7 @@ def test_swa_averages_the_epochs_from_start_and_recomputes_batchnorm(tiny_imet_r
         assert all(torch.equal(best["model"][key], averaged[f"module.{key}"]) for key in best["model"])
 
 
+@pytest.mark.slow
 def test_swa_resumes_exactly(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
     _assert_resume_is_exact(

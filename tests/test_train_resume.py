@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
 from helpers import tiny_config
 
@@ -49,6 +50,7 @@ def test_resume_matches_uninterrupted(tiny_imet_root, tmp_path):
     assert strip(csv_a) == strip(csv_b)
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_with_every_fine_tuning_option_on(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
     callbacks = [

@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
 from helpers import load_script
+
+pytestmark = pytest.mark.slow  # whole stage chains and kernels (the inner loop leaves them out)
 
 transfer_demo = load_script("transfer_demo")
 TAG, main = transfer_demo.TAG, transfer_demo.main

@@ -25,6 +25,8 @@ from src.kaggle.local import inference_kernel, offline_sandbox  # noqa: E402
 from src.kaggle.local import wheels_dataset as wheels  # noqa: E402
 from src.steps import submit, train  # noqa: E402
 
+pytestmark = pytest.mark.slow  # whole stage chains and kernels (the inner loop leaves them out)
+
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 OFFLINE_PIP = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INPUT": "1"}
 

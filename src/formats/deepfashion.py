@@ -43,18 +43,9 @@ CATEGORY_FILE, ATTRIBUTE_FILE = "category.csv", "attribute.csv"
 
 class DeepFashionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    n_categories: int | None = Field(
-        None,
-        ge=2,
-        description="how many categories (ids 0..n-1); null = "
-        "len(category_names), else the largest category_label in train.csv + 1",
-    )
-    n_attributes: int | None = Field(
-        None,
-        ge=1,
-        description="how many attributes (ids 0..n-1); null = "
-        "len(attribute_names), else the largest attribute id in train.csv + 1",
-    )
+    # How many ids (0..n-1) of each kind; null = len(<kind>_names), else the largest id in train.csv + 1.
+    n_categories: int | None = Field(None, ge=2, description="how many categories; null = from the names or the data")
+    n_attributes: int | None = Field(None, ge=1, description="how many attributes; null = from the names or the data")
     category_names: list[str] | None = Field(None, description="names for tables; null = the ids")
     attribute_names: list[str] | None = Field(None, description="names for tables; null = the ids")
     category_weight: float = Field(1.0, ge=0, description="weight of the category loss in the total")

@@ -119,16 +119,8 @@ def render_pdf(blocks: list[Block], out_dir: Path, figure_scale: float, left_out
         )
     title = next((block.text for block in blocks if block.kind == "h1"), "report")
     buffer = io.BytesIO()
-    doc = SimpleDocTemplate(
-        buffer,
-        pagesize=A4,
-        leftMargin=MARGIN,
-        rightMargin=MARGIN,
-        topMargin=MARGIN,
-        bottomMargin=MARGIN,
-        title=title,
-        author="src.stage report",
-    )
+    margins = {f"{side}Margin": MARGIN for side in ("left", "right", "top", "bottom")}
+    doc = SimpleDocTemplate(buffer, pagesize=A4, title=title, author="src.stage report", **margins)
 
     def footer(canvas, document) -> None:
         canvas.setFont("DejaVuSans", 7)

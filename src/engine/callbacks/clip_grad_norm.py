@@ -20,10 +20,10 @@ class ClipGradNorm(Callback):
 
     class Options(CallbackOptions):
         max_norm: float = Field(gt=0, description="the largest global gradient norm a step may take")
+        norm_type: float = Field(2.0, gt=0, description="the p of the p-norm (2 = Euclidean; inf = the largest entry)")
 
     def on_before_optimizer_step(self, run) -> None:
         training = run.training
         training.scaler.unscale_(training.optimizer)  # clip the true gradients, not the loss-scaled ones
-        torch.nn.utils.clip_grad_norm_(
-            [p for group in training.optimizer.param_groups for p in group["params"]], self.options.max_norm
-        )
+        parameters = [p for group in training.optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(parameters, self.options.max_norm, norm_type=self.options.norm_type)
