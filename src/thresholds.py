@@ -16,6 +16,7 @@ column (1.0 for a class that should never be on), so no cut hangs on a value exa
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from src.objectives import Objective, PerImageObjective
 
 # Search range of each Optuna threshold parameter.
 OPTUNA_LOW, OPTUNA_HIGH = 0.01, 0.99
+DATA_SHA256 = "data_sha256"  # the user attribute naming the data a stored study was tuned on
 # Two scores closer than this (on the objective's own 0..1 scale) count as a tie.
 _TOLERANCE = 1e-12
 # Rows per block when histogramming probabilities, to bound memory on big matrices.
@@ -139,8 +141,10 @@ def optuna_thresholds(
     One float parameter `t_<c>` per class in [OPTUNA_LOW, OPTUNA_HIGH]. A new study's first trial is
     `init` (default: the best global threshold; clipped to that range). `storage` is an Optuna URL
     (`sqlite:///path/optuna.db`, a PostgreSQL URL) or None for memory; a study found there under
-    `study_name` is resumed and only `n_trials` minus its completed trials are run. The sampler is
-    seeded with `seed` on every call, so a resumed study is reproducible but not identical to an
+    `study_name` is resumed and only `n_trials` minus its completed trials are run, provided it was tuned on
+    these very probabilities, targets and objective (their sha256 is kept in the study): a study of other data
+    (a retrained model's new OOF) is deleted and started again, since its best trial belongs to that data. The
+    sampler is seeded with `seed` on every call, so a resumed study is reproducible but not identical to an
     uninterrupted one. Returns the thresholds of the best trial.
     """
     import optuna  # only here: importing it takes about a second
@@ -158,13 +162,7 @@ def optuna_thresholds(
         return objective.score(targets, probs > thresholds)
 
     with _quiet_optuna():
-        study = optuna.create_study(
-            storage=storage,
-            study_name=study_name,
-            direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
-            load_if_exists=True,
-        )
+        study = _study_of(probs, targets, objective, storage, study_name, seed)
         _check_study(study, names, study_name)
         if not study.trials:
             study.enqueue_trial(dict(zip(names, init.tolist())))
@@ -515,6 +513,29 @@ def _coordinate_ascent(
         if not improved:
             break
     return thresholds, round_scores
+
+
+def _study_of(probs: np.ndarray, targets: np.ndarray, objective: Objective, storage, study_name: str, seed: int):
+    """The study `study_name` in `storage` for exactly this data (resumed), or a new one (another data's is deleted)."""
+    import optuna
+
+    digest = hashlib.sha256(f"{probs.shape} {probs.dtype} {targets.dtype} {objective.label}".encode())
+    digest.update(np.ascontiguousarray(probs).tobytes())
+    digest.update(np.ascontiguousarray(targets).tobytes())
+    fingerprint = digest.hexdigest()
+
+    def create():
+        sampler = optuna.samplers.TPESampler(seed=seed)
+        return optuna.create_study(
+            storage=storage, study_name=study_name, direction="maximize", sampler=sampler, load_if_exists=True
+        )
+
+    study = create()
+    if study.trials and study.user_attrs.get(DATA_SHA256) != fingerprint:
+        optuna.delete_study(study_name=study_name, storage=storage)
+        study = create()
+    study.set_user_attr(DATA_SHA256, fingerprint)
+    return study
 
 
 def _check_study(study, names: list[str], study_name: str) -> None:

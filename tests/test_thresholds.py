@@ -195,8 +195,27 @@ def test_optuna_resumes_from_sqlite(tmp_path):
     assert len(study.trials) == 8
     assert th.score(probs, targets, thresholds, F2) == pytest.approx(study.best_value, abs=1e-12)
     assert study.best_value >= th.score(probs, targets, first, F2)
-    with pytest.raises(PipelineError, match="classes"):
-        th.optuna_thresholds(probs[:, :4], targets[:, :4], F2, n_trials=9, storage=storage, study_name="f2")
+
+
+def test_a_stored_study_of_other_data_starts_again_instead_of_returning_its_old_best(tmp_path):
+    """Re-tuning after the OOF changed: the study under the same name belonged to the old OOF, so its best trial
+    (tuned on other probabilities) must not come back; the result is a fresh study's on the new data."""
+    old_probs, old_targets = scaled_data(7, n=60, c=5)
+    new_probs, new_targets = scaled_data(8, n=60, c=5)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    th.optuna_thresholds(old_probs, old_targets, F2, n_trials=6, storage=storage, study_name="f2")
+    again, study = th.optuna_thresholds(new_probs, new_targets, F2, n_trials=6, storage=storage, study_name="f2")
+    fresh, fresh_study = th.optuna_thresholds(
+        new_probs, new_targets, F2, n_trials=6, storage=f"sqlite:///{tmp_path / 'fresh.db'}", study_name="f2"
+    )
+    assert len(study.trials) == 6 and study.best_value == fresh_study.best_value
+    np.testing.assert_array_equal(again, fresh)
+    assert study.best_value == pytest.approx(th.score(new_probs, new_targets, again, F2), abs=1e-12)
+    # another shape of data is other data too: a new study, not an error
+    fewer, _ = th.optuna_thresholds(
+        new_probs[:, :4], new_targets[:, :4], F2, n_trials=3, storage=storage, study_name="f2"
+    )
+    assert fewer.shape == (4,)
 
 
 def test_shrink_toward_global():
