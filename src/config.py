@@ -118,6 +118,17 @@ class LossConfig(Section):
     )
 
 
+class SamplerConfig(Section):
+    """Which images an epoch draws (src/data/samplers.py)."""
+
+    name: Literal["uniform", "repeat_factor", "log", "class_balanced"] = Field(
+        "uniform", description="uniform = every image once per epoch, shuffled; the others draw rare classes more often"
+    )
+    head: str | None = Field(None, description="the head whose labels weigh the images; null = the format's first")
+    threshold: float = Field(0.001, gt=0, le=1, description="repeat_factor: classes rarer than this share repeat")
+    samples_per_epoch: int | None = Field(None, ge=1, description="draws per epoch; null = the training set's size")
+
+
 class TrainConfig(Section):
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -197,6 +208,7 @@ class TrainConfig(Section):
         description="also write TensorBoard event files beside epochs.csv; shorthand for the tensorboard callback",
     )
     loss: LossConfig = LossConfig()
+    sampler: SamplerConfig = SamplerConfig()
     callbacks: list[dict[str, Any]] = Field(
         [],
         description="training tricks (src/engine/callbacks/), run in list order: "

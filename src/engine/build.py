@@ -17,6 +17,7 @@ from torch.utils.data import DistributedSampler, RandomSampler, Sampler
 
 from src.config import Config, TrainConfig
 from src.data.dataset import CachedImageDataset, make_loader
+from src.data.samplers import EpochWeightedSampler, image_weights
 from src.data.transforms import transform_from_config
 from src.distributed import SINGLE_PROCESS, DistributedContext
 from src.errors import PipelineError
@@ -62,9 +63,9 @@ class TrainData:
     smallest_batch: int  # images in the smallest batch one rank sees
 
     def set_epoch(self, epoch: int) -> None:
-        """Augmentations (and under DDP the shard order) are a function of the epoch."""
+        """Augmentations (and the draws of a weighted or DDP sampler) are a function of the epoch."""
         self.dataset.set_epoch(epoch)
-        if isinstance(self.sampler, DistributedSampler):
+        if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
 
@@ -284,16 +285,35 @@ def build_train_data(
     dataset = CachedImageDataset(images, rows, targets, transform, tc.seed)
     generator = torch.Generator().manual_seed(tc.seed)
     per_rank_batch = max(1, tc.batch_size // context.world_size)
-    drop_last = len(rows) > tc.batch_size
-    if context.enabled:
-        sampler = DistributedSampler(
-            dataset, context.world_size, context.rank, shuffle=True, seed=tc.seed, drop_last=True
-        )
-    else:
-        sampler = RandomSampler(dataset, generator=generator)
+    sampler = _train_sampler(config, dataset, targets, rows, generator, context)
+    weighted = isinstance(sampler, EpochWeightedSampler)
+    drawn = len(sampler) * context.world_size if weighted else len(rows)  # images one epoch draws over all ranks
+    drop_last = drawn > tc.batch_size
     loader = make_train_loader(dataset, per_rank_batch, sampler, tc, runtime, drop_last, generator, num_workers)
-    smallest = per_rank_batch if drop_last else len(rows) // context.world_size
+    smallest = per_rank_batch if drop_last else drawn // context.world_size
     return TrainData(dataset, sampler, generator, loader, smallest)
+
+
+def _train_sampler(
+    config: Config,
+    dataset: CachedImageDataset,
+    targets: dict[str, np.ndarray],
+    rows: np.ndarray,
+    generator: torch.Generator,
+    context: DistributedContext,
+) -> Sampler:
+    """train.sampler: uniform (shuffled once through; DDP shards) or weighted towards rare classes."""
+    tc, choice = config.train, config.train.sampler
+    if choice.name != "uniform":
+        head = choice.head or next(iter(targets))
+        if head not in targets:
+            raise PipelineError(f"config train.sampler.head: no head '{head}'; the heads: {', '.join(targets)}")
+        weights = image_weights(targets[head][rows], choice.name, choice.threshold)
+        samples = choice.samples_per_epoch or len(rows)
+        return EpochWeightedSampler(weights, samples, tc.seed, context.rank, context.world_size)
+    if context.enabled:
+        return DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=tc.seed, drop_last=True)
+    return RandomSampler(dataset, generator=generator)
 
 
 def build_valid_data(
