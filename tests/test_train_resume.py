@@ -54,8 +54,14 @@ def test_resume_matches_uninterrupted(tiny_imet_root, tmp_path):
 def test_resume_matches_uninterrupted_with_every_fine_tuning_option_on(tiny_imet_root, tmp_path):
     root, _ = tiny_imet_root
     callbacks = [
-        {"name": "freeze", "epochs": 1, "stages": 3, "gradual": True},
+        {"name": "freeze", "epochs": 1, "stages": 3, "gradual": True, "rewarm": True},
         {"name": "mixup", "mixup_alpha": 0.4, "cutmix_alpha": 1.0, "prob": 0.8, "seed": 5},
+    ]
+    # Every callback at once (SWA is the one weight provider EMA excludes: tests/test_swa.py resumes it).
+    everything = [
+        *callbacks,
+        {"name": "progressive_resize", "sizes": {1: 24, 3: 32}},
+        {"name": "checkpoint_average", "k": 2},
     ]
     extra = {
         "model": {"drop_path_rate": 0.2},
@@ -67,7 +73,10 @@ def test_resume_matches_uninterrupted_with_every_fine_tuning_option_on(tiny_imet
             "head_lr_mult": 5.0,
             "clip_grad_norm": 0.5,
             "compile": True,
-            "callbacks": callbacks,
+            "early_stopping_patience": 5,
+            "tensorboard": True,
+            "sampler": {"name": "repeat_factor", "threshold": 0.3},
+            "callbacks": everything,
         },
     }
     _assert_resume_is_exact(root, tmp_path, extra)
