@@ -346,6 +346,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.cpu:
+        from src.errors import PipelineError
+        from src.runtime import check_gpu_supported
+
+        try:
+            check_gpu_supported()  # the same one-line stop as train on a GPU this torch cannot run (a P100)
+        except PipelineError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     workdir = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     started = time.perf_counter()
     try:

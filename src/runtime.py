@@ -89,10 +89,38 @@ def make_runtime(
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if not use_cuda:
         return Runtime(torch.device("cpu"), None, False)
+    check_gpu_supported(local_rank)
     # Autotuned kernels speed training; inference stays deterministic so kernel and submit agree bit for bit.
     torch.backends.cudnn.benchmark = not inference
     amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else None
     return Runtime(torch.device("cuda", local_rank), amp_dtype, channels_last)
+
+
+def gpu_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether torch built for `arch_list` (torch.cuda.get_arch_list(): 'sm_75', 'compute_90', ...) runs on a GPU of
+    compute `capability`: a cubin of the same major version at or below its minor, or PTX at or below it (JIT)."""
+    major, minor = capability
+    for arch in arch_list:
+        kind, _, number = arch.partition("_")
+        if not number.isdigit() or len(number) < 2:
+            continue
+        built = (int(number[:-1]), int(number[-1]))
+        if (kind == "sm" and built[0] == major and built[1] <= minor) or (kind == "compute" and built <= capability):
+            return True
+    return False
+
+
+def check_gpu_supported(index: int = 0) -> None:
+    """Stop in one line, before any work, when the installed torch has no kernels for this GPU (e.g. Kaggle's P100,
+    sm_60, under a torch built from sm_70 on: its first CUDA operation would fail)."""
+    capability, arch_list = torch.cuda.get_device_capability(index), torch.cuda.get_arch_list()
+    if arch_list and not gpu_supported(capability, arch_list):
+        name = torch.cuda.get_device_name(index)
+        raise PipelineError(
+            f"GPU {name} (compute capability {capability[0]}.{capability[1]}) is not supported by the installed torch "
+            f"{torch.__version__} (built for {', '.join(arch_list)}); choose another accelerator (on Kaggle: "
+            "'GPU T4 x2' instead of 'GPU P100') or train on the CPU with train.device=cpu"
+        )
 
 
 def runtime_from_config(train_config, local_rank: int = 0, inference: bool = False) -> Runtime:

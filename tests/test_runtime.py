@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+import src.runtime as runtime_module
 from src.data.dataset import CachedImageDataset
 from src.data.transforms import build_transform
+from src.errors import PipelineError
 from src.predict_loop import make_eval_loader
 from src.runtime import Runtime, loader_options, loader_workers, make_runtime
 
@@ -96,7 +98,6 @@ def test_reused_memory_stops_a_fresh_tensor_from_page_faulting_in_again():
 
 
 def test_the_config_switch_reaches_the_allocator(monkeypatch):
-    import src.runtime as runtime_module
     from src.config import TrainConfig
 
     calls = []
@@ -105,3 +106,32 @@ def test_the_config_switch_reaches_the_allocator(monkeypatch):
     assert calls == []
     runtime_module.runtime_from_config(TrainConfig(device="cpu"))
     assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    ("capability", "arch_list", "supported"),
+    [
+        ((6, 0), ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90"], False),  # Kaggle's P100 under a current torch
+        ((7, 5), ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90"], True),  # a T4
+        ((8, 9), ["sm_80", "sm_86", "sm_90"], True),  # same major, a lower minor's cubin runs
+        ((12, 0), ["sm_80", "sm_90", "compute_90"], True),  # newer than every cubin: PTX is compiled at load
+        ((12, 0), ["sm_80", "sm_90"], False),
+        ((6, 0), ["sm_50", "sm_60", "sm_70"], True),
+    ],
+)
+def test_gpu_supported_follows_cuda_compatibility(capability, arch_list, supported):
+    assert runtime_module.gpu_supported(capability, arch_list) is supported
+
+
+def test_an_unsupported_gpu_stops_in_one_line_before_any_work(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (6, 0))
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_70", "sm_75", "sm_80"])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Tesla P100-PCIE-16GB")
+    with pytest.raises(PipelineError) as error:
+        runtime_module.make_runtime("auto", reuse_memory=False)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(
+        "GPU Tesla P100-PCIE-16GB (compute capability 6.0) is not supported"
+    )
+    assert "built for sm_70, sm_75, sm_80" in message and "'GPU T4 x2' instead of 'GPU P100'" in message
