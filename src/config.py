@@ -334,6 +334,19 @@ def _slug_field(min_length: int, description: str) -> Any:
     return Field(None, min_length=min_length, max_length=50, pattern=_KAGGLE_SLUG, description=description)
 
 
+# Kaggle's machine shapes (`kaggle kernels push --accelerator`, kernel-metadata.json's machine_shape): the ones this
+# pipeline runs on, with what each machine has, and the ones it refuses, with why (kaggle-cli issues 1151, 1156, 1198).
+KAGGLE_ACCELERATORS = {
+    "NvidiaTeslaT4": "GPU T4 x2 (Kaggle's default GPU): two 16 GB T4 (sm_75), 4 CPU cores, about 29 GB RAM, 12 h"
+}
+REFUSED_ACCELERATORS = {
+    "NvidiaTeslaP100": "the P100 (sm_60) has no kernels in the torch of Kaggle's current image: its first CUDA "
+    "operation fails; use NvidiaTeslaT4",
+    "TpuV5E8": "a TPU v5e-8: this pipeline trains with torch on CUDA or the CPU; use NvidiaTeslaT4, or "
+    "kaggle.enable_gpu: false for the CPU",
+}
+
+
 class KaggleConfig(Section):
     """Names of the offline kernel and its weights dataset on Kaggle (`kernel` stage); nothing secret goes here."""
 
@@ -350,6 +363,31 @@ class KaggleConfig(Section):
     dataset_title: str | None = Field(None, min_length=6, max_length=50, description="null = '<experiment> weights'")
     dataset_license: str = Field("CC0-1.0", min_length=1, description="one Kaggle license name, e.g. CC0-1.0")
     enable_gpu: bool = Field(True, description="run the kernel on a GPU machine")
+    accelerator: str = Field(
+        "NvidiaTeslaT4",
+        description="the GPU machine (--accelerator of kaggle kernels push): "
+        + ", ".join(f"{name} = {what}" for name, what in KAGGLE_ACCELERATORS.items()),
+    )
+    session_timeout_s: int | None = Field(
+        None,
+        ge=60,
+        le=43_200,
+        description="stop a pushed kernel after this many seconds (kernels push -t); null = Kaggle's limit (12 h)",
+    )
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, value: str) -> str:
+        if value in REFUSED_ACCELERATORS:
+            raise PydanticCustomError("accelerator", REFUSED_ACCELERATORS[value])
+        if value not in KAGGLE_ACCELERATORS:
+            raise PydanticCustomError(
+                "accelerator",
+                "is not a Kaggle machine this pipeline runs on; one of {known}",
+                {"known": ", ".join(KAGGLE_ACCELERATORS)},
+            )
+        return value
+
     wheels: bool = Field(
         True,
         description="ship this environment's versions of the kernel's pure-Python packages "

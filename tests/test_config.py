@@ -81,3 +81,19 @@ def test_every_shipped_config_is_valid():
     assert configs
     for path in configs:
         load_config(path)
+
+
+def test_kaggle_accelerator_is_checked_before_anything_is_uploaded(tmp_path):
+    """Kaggle's machine shapes: T4 x2 is the default; the P100 (no kernels in the image's torch) and TPUs are refused
+    in one line saying why, an unknown name listing the known ones."""
+    path = write(tmp_path, BASE)
+    assert load_config(path).kaggle.accelerator == "NvidiaTeslaT4"
+    for value, reason in [
+        ("NvidiaTeslaP100", "the P100 (sm_60) has no kernels"),
+        ("TpuV5E8", "a TPU v5e-8"),
+        ("NvidiaA100", "is not a Kaggle machine this pipeline runs on; one of NvidiaTeslaT4"),
+    ]:
+        with pytest.raises(PipelineError) as error:
+            load_config(path, [f"kaggle.accelerator={value}"])
+        assert str(error.value).startswith(f"command-line override kaggle.accelerator: {reason}")
+        assert "\n" not in str(error.value)

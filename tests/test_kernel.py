@@ -19,7 +19,7 @@ from helpers import kaggle_demo_experiment  # noqa: E402
 from src.artifacts import Experiment, LeaderboardRecord  # noqa: E402
 from src.config import Config  # noqa: E402
 from src.errors import PipelineError  # noqa: E402
-from src.kaggle.local import inference_kernel, kernel_script, offline_sandbox, parity, push  # noqa: E402
+from src.kaggle.local import cli, inference_kernel, kernel_script, offline_sandbox, parity, push  # noqa: E402
 from src.kaggle.local.names import kaggle_names  # noqa: E402
 from src.kaggle.on_kaggle.predict import find_dataset_dir, version_drift  # noqa: E402
 from src.steps import download, oof, submit, thresholds, train  # noqa: E402
@@ -79,6 +79,7 @@ def test_build_writes_metadata_one_script_and_a_flat_weights_dataset(trained):
         "is_private": True,
         "enable_gpu": True,
         "enable_tpu": False,
+        "machine_shape": "NvidiaTeslaT4",  # without it Kaggle gives a push the P100, which its torch cannot run
         "enable_internet": False,
         "dataset_sources": [DATASET_REF, WHEELS_REF],
         "competition_sources": [COMPETITION],
@@ -252,6 +253,7 @@ def test_push_sends_exactly_what_was_built(trained, fake_kaggle, monkeypatch):
     assert pushed["text"] == build.script_path.read_text()
     assert pushed["slug"] == KERNEL_REF and pushed["newTitle"] == "tiny inference"
     assert pushed["enableInternet"] is False and pushed["isPrivate"] is True and pushed["enableGpu"] is True
+    assert pushed["machineShape"] == "NvidiaTeslaT4" and "sessionTimeoutSeconds" not in pushed
     assert pushed["datasetDataSources"] == [DATASET_REF, WHEELS_REF] and pushed["competitionDataSources"] == [
         COMPETITION
     ]
@@ -271,6 +273,9 @@ def test_push_sends_exactly_what_was_built(trained, fake_kaggle, monkeypatch):
     kernel_step.push(trained, quiet=True, log=logs.append)
     assert len(fake_kaggle.rpc_bodies("CreateDataset")) == 2 and not fake_kaggle.rpc_bodies("CreateDatasetVersion")
     assert len(fake_kaggle.rpc_bodies("SaveKernel")) == 2
+    # kaggle.session_timeout_s reaches Kaggle as the CLI's -t
+    cli.push_kernel_with_version(build.kernel_dir, timeout_s=3600)
+    assert fake_kaggle.rpc_bodies("SaveKernel")[2]["sessionTimeoutSeconds"] == 3600
     assert json.loads((build.kernel_dir / "push.json").read_text())["version"] == 2
 
 

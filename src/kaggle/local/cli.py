@@ -259,13 +259,14 @@ def dataset_status(ref: str) -> str:
     return lines[-1].lower()
 
 
-def push_kernel(folder: str | os.PathLike) -> str:
+def push_kernel(folder: str | os.PathLike, timeout_s: int | None = None) -> str:
     """Push the kernel in `folder` (kernel-metadata.json + its code file); return the kernel's URL."""
-    return push_kernel_with_version(folder)[0]
+    return push_kernel_with_version(folder, timeout_s)[0]
 
 
-def push_kernel_with_version(folder: str | os.PathLike) -> tuple[str, int | None]:
-    """`push_kernel`, also returning the version number it created (what `submit_code` needs)."""
+def push_kernel_with_version(folder: str | os.PathLike, timeout_s: int | None = None) -> tuple[str, int | None]:
+    """`push_kernel`, also returning the version number it created (what `submit_code` needs); `timeout_s` limits
+    the run (`-t`). The machine is kernel-metadata.json's `machine_shape`."""
     folder = Path(folder)
     metadata_path = folder / KERNEL_METADATA
     if not metadata_path.is_file():
@@ -274,8 +275,9 @@ def push_kernel_with_version(folder: str | os.PathLike) -> tuple[str, int | None
     code_path = folder / _read_json_field(metadata_path, "code_file")
     if not code_path.is_file():
         raise PipelineError(f"{code_path}: the kernel's code_file is missing: build the kernel folder again")
-    command = f"kaggle kernels push -p {folder}"
-    output = _run(["kernels", "push", "-p", str(folder)], command, kind="kernel", name=ref)
+    timeout = ["-t", str(int(timeout_s))] if timeout_s else []
+    command = " ".join(["kaggle kernels push -p", str(folder), *timeout])
+    output = _run(["kernels", "push", "-p", str(folder), *timeout], command, kind="kernel", name=ref)
     push_error = _line_after(output, "Kernel push error:")
     if push_error is not None:
         raise PipelineError(

@@ -41,7 +41,7 @@ from src.artifacts import (
 from src.config import Config, config_to_dict
 from src.errors import PipelineError
 from src.kaggle.local.kernel_script import code_archive, render_script, script_settings
-from src.kaggle.local.names import KaggleNames, kaggle_names
+from src.kaggle.local.names import KaggleNames, kaggle_names, machine_metadata
 from src.kaggle.local.secret_scan import seal
 from src.kaggle.on_kaggle.install_wheels import file_sha256
 from src.weights import normalisation
@@ -182,8 +182,7 @@ def kernel_metadata(exp: Experiment, names: KaggleNames, datasets: list[str]) ->
         "language": "python",
         "kernel_type": "script",
         "is_private": True,
-        "enable_gpu": exp.config.kaggle.enable_gpu,
-        "enable_tpu": False,
+        **machine_metadata(exp.config.kaggle),
         "enable_internet": False,  # the CLI defaults it to true; kernels-only competitions require it off
         "dataset_sources": datasets,
         "competition_sources": [exp.config.competition],

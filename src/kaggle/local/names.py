@@ -67,6 +67,13 @@ def kaggle_names(exp: Experiment) -> KaggleNames:
     return KaggleNames(username, kernel_slug, kernel_title, dataset_slug, dataset_title, wheels_slug)
 
 
+def machine_metadata(kaggle_config) -> dict:
+    """kernel-metadata.json's machine: GPU on or off and, with a GPU, the machine shape (`kaggle.accelerator`; without
+    it Kaggle gives a push the P100, which the image's torch cannot run)."""
+    gpu = kaggle_config.enable_gpu
+    return {"enable_gpu": gpu, "enable_tpu": False, **({"machine_shape": kaggle_config.accelerator} if gpu else {})}
+
+
 def _slugify(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 

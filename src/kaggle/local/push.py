@@ -35,7 +35,7 @@ def push(
     _refuse_unchecked(exp, build, parity, log)
     record_path = exp.kernel_push_path
     last = _upload_kernel_datasets(exp, build, PushRecord.read(record_path), record_path, wait_s, log)
-    kernel_url, version = cli.push_kernel_with_version(build.kernel_dir)
+    kernel_url, version = cli.push_kernel_with_version(build.kernel_dir, exp.config.kaggle.session_timeout_s)
     last.model_copy(
         update={
             "kernel_ref": build.names.kernel_ref,

@@ -51,7 +51,7 @@ from src.errors import PipelineError
 from src.kaggle.local import cli
 from src.kaggle.local.inference_kernel import stage_wheels, staging_dir, write_dataset_metadata, write_json
 from src.kaggle.local.kernel_script import code_archive, render_script, script_settings
-from src.kaggle.local.names import KaggleNames, kaggle_names
+from src.kaggle.local.names import KaggleNames, kaggle_names, machine_metadata
 from src.kaggle.local.offline_sandbox import run_offline
 from src.kaggle.local.push import DATASET_WAIT_S, upload_dataset
 from src.kaggle.local.secret_scan import seal
@@ -221,8 +221,7 @@ def _metadata(exp: Experiment, ref: str, code_file: str, datasets: list[str]) ->
         "language": "python",
         "kernel_type": "script",
         "is_private": True,
-        "enable_gpu": exp.config.kaggle.enable_gpu,
-        "enable_tpu": False,
+        **machine_metadata(exp.config.kaggle),
         "enable_internet": False,
         "dataset_sources": datasets,
         "competition_sources": [exp.config.competition],
@@ -404,7 +403,7 @@ def push_training(
             )
     if settings["pretrained"]:
         _require_dataset(settings["pretrained"]["dataset_ref"], settings["pretrained"]["tag"], exp)
-    url, version = cli.push_kernel_with_version(exp.train_kernel_dir)
+    url, version = cli.push_kernel_with_version(exp.train_kernel_dir, exp.config.kaggle.session_timeout_s)
     last.model_copy(
         update={"kernel_ref": build.kernel_ref, "kernel_url": url, "version": version, "runs": settings["runs"]}
     ).write(record_path)
