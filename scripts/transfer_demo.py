@@ -116,7 +116,7 @@ def pretrain(workdir: Path, settings: TransferSettings, log: Log = print) -> dic
     from safetensors.torch import save
 
     from src.checkpoint_files import load_checkpoint
-    from src.engine import train_run
+    from src.engine import RunInputs, train_run
     from src.formats import create_format
 
     root = render_digits(workdir / "pretrain-digits", settings)
@@ -138,7 +138,7 @@ def pretrain(workdir: Path, settings: TransferSettings, log: Log = print) -> dic
     log(
         f"pretrain: test_resnet names single digits, {len(table)} images, {settings.pretrain_epochs} epochs -> {run_dir}"
     )
-    train_run(config, fmt, images, table.targets, np.arange(len(table)), None, run_dir, quiet=True, log=log)
+    train_run(RunInputs(config, fmt, images, table.targets, np.arange(len(table)), None, run_dir), quiet=True, log=log)
     weights = load_checkpoint(run_dir / BEST_CHECKPOINT)["model"]
     state = {key[len("backbone.") :]: value for key, value in weights.items() if key.startswith("backbone.")}
     state.update({"fc.weight": weights["heads.label.weight"], "fc.bias": weights["heads.label.bias"]})
@@ -177,7 +177,7 @@ def compare(workdir: Path, settings: TransferSettings, log: Log = print) -> list
     import pandas as pd
 
     from src.demo import build_demo
-    from src.engine import train_run
+    from src.engine import RunInputs, train_run
     from src.formats import create_format
 
     demo = build_demo(
@@ -206,17 +206,8 @@ def compare(workdir: Path, settings: TransferSettings, log: Log = print) -> list
         images = _decoded(config, train.paths + test.paths, log) if images is None else images
         log(f"{name}: {len(train)} training mosaics, {len(test)} test mosaics, {settings.epochs} epochs")
         with contextlib.chdir(workdir):  # model.pretrained resolves input/weights/<tag>/ here, as in a project folder
-            train_run(
-                config,
-                fmt,
-                images,
-                targets,
-                np.arange(len(train)),
-                np.arange(len(train), len(train) + len(test)),
-                workdir / f"{name}-run",
-                quiet=True,
-                log=log,
-            )
+            rows = np.arange(len(train)), np.arange(len(train), len(train) + len(test))
+            train_run(RunInputs(config, fmt, images, targets, *rows, workdir / f"{name}-run"), quiet=True, log=log)
         epochs[name] = pd.read_csv(workdir / f"{name}-run" / EPOCHS_CSV)
     return [
         {
