@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
 
 from src.atomic import atomic_path, write_text
 from src.errors import PipelineError
@@ -195,6 +195,11 @@ class Experiment(Layout):
             return None
         saved = TunedThresholds.read(self.require(path, "thresholds"), rewrite_command or self.command("thresholds"))
         saved.check_heads(self.fmt.heads(), path, self.command("thresholds"))
+        if path == self.thresholds_path and self.oof_path.exists() and _newer(self.oof_path, path):
+            raise PipelineError(
+                f"{path}: tuned on an older {self.oof_path.name} (oof ran again since); tune again with: "
+                f"{self.command('thresholds')}"
+            )
         return saved
 
     def decision_rules(self, path: Path | None = None, rewrite_command: str | None = None):
@@ -202,7 +207,16 @@ class Experiment(Layout):
         `path`, `rewrite_command`: as `read_thresholds`."""
         saved = self.read_thresholds(path=path, rewrite_command=rewrite_command)
         cfg = self.config.thresholds
-        return None if saved is None else saved.rules(cfg.method, cfg.min_labels, cfg.max_labels)
+        if saved is None:
+            return None
+        for name, head in saved.heads.items():
+            if cfg.method not in head.methods:
+                raise PipelineError(
+                    f"{path or self.thresholds_path}: head {name} has no '{cfg.method}' thresholds (it has "
+                    f"{', '.join(head.methods)}); tune again with: {rewrite_command or self.command('thresholds')}, "
+                    "or set thresholds.method to one of those"
+                )
+        return saved.rules(cfg.method, cfg.min_labels, cfg.max_labels)
 
 
 # ---- course package (package stage) -------------------------------------------------------------
@@ -323,6 +337,17 @@ class HeadThresholds(_Record):
     global_threshold: float = Field(alias="global")
     methods: dict[str, list[float]]
     label_count_rule: LabelCountRule
+
+    @model_validator(mode="after")
+    def _thresholds_are_probabilities(self) -> HeadThresholds:
+        """One threshold per class, each a probability: 5.0 would switch a class off, -1 on, NaN mean nothing."""
+        for method, values in {"global": [self.global_threshold], **self.methods}.items():
+            if method != "global" and len(values) != len(self.class_names):
+                raise ValueError(f"'{method}' has {len(values)} thresholds for {len(self.class_names)} classes")
+            bad = next((value for value in values if not 0.0 <= value <= 1.0), None)  # NaN fails too
+            if bad is not None:
+                raise ValueError(f"a '{method}' threshold is {bad}, outside [0, 1]")
+        return self
 
 
 class MethodScore(_Record):
@@ -524,6 +549,11 @@ class PulledRuns(RootModel[dict[str, dict[str, str]]]):
                 "folders from being replaced: move the run folders a pull should replace out of "
                 "oof/<exp>/, delete it, then pull again"
             ) from None
+
+
+def _newer(path: Path, than: Path) -> bool:
+    """Whether `path` was written after `than` (a second's slack for coarse file-system clocks)."""
+    return path.stat().st_mtime > than.stat().st_mtime + 1.0
 
 
 def _first_error(error: ValidationError) -> str:

@@ -84,3 +84,64 @@ def test_layout_names_the_kernel_records():
     assert layout.kernel_push_path.as_posix() == "out/kernels/exp/push.json"
     assert layout.parity_path.as_posix() == "out/kernels/exp/parity.json"
     assert layout.train_push_path.as_posix() == "out/kernels/exp/train/push.json"
+
+
+def _tuned(exp, exact_value=0.4, methods=("global", "exact", "optuna")):
+    """A thresholds.json for the tiny iMet experiment's head, every method at `exact_value`."""
+    head = exp.fmt.heads()[0]
+    values = [exact_value] * len(head.class_names)
+    body = {
+        "method": "exact",
+        "heads": {
+            head.name: {
+                "class_names": list(head.class_names),
+                "global": 0.4,
+                "methods": {method: values for method in methods},
+                "label_count_rule": {"min_labels": 0, "max_labels": None},
+            }
+        },
+        "honest": {head.name: []},
+    }
+    exp.thresholds_path.parent.mkdir(parents=True, exist_ok=True)
+    exp.thresholds_path.write_text(json.dumps(body))
+
+
+@pytest.fixture
+def tiny_experiment(tiny_imet_root, tmp_path):
+    from helpers import tiny_config
+
+    from src.artifacts import Experiment
+    from src.config import load_config
+
+    root, _ = tiny_imet_root
+    path = tiny_config(tmp_path, "imet", root)
+    return Experiment(load_config(path), path)
+
+
+@pytest.mark.parametrize("value", [5.0, -1.0, float("nan")])
+def test_thresholds_outside_0_1_are_refused_with_the_command_that_rewrites_them(tiny_experiment, value):
+    _tuned(tiny_experiment, value)
+    with pytest.raises(PipelineError) as error:
+        tiny_experiment.decision_rules()
+    message = str(error.value)
+    assert "a 'global' threshold" in message or "a 'global' threshold is" not in message
+    assert "outside [0, 1]" in message and "python -m src.stage thresholds" in message and "\n" not in message
+
+
+def test_a_configured_method_missing_from_thresholds_json_is_one_line(tiny_experiment):
+    _tuned(tiny_experiment, methods=("global", "optuna"))
+    with pytest.raises(PipelineError) as error:
+        tiny_experiment.decision_rules()
+    assert "has no 'exact' thresholds (it has global, optuna); tune again with" in str(error.value)
+
+
+def test_thresholds_older_than_the_oof_they_were_tuned_on_are_refused(tiny_experiment):
+    import os
+
+    _tuned(tiny_experiment)
+    assert tiny_experiment.decision_rules() is not None
+    tiny_experiment.oof_path.write_bytes(b"a newer oof.npz")
+    stamp = tiny_experiment.thresholds_path.stat().st_mtime
+    os.utime(tiny_experiment.oof_path, (stamp + 60, stamp + 60))  # oof ran again a minute after tuning
+    with pytest.raises(PipelineError, match="tuned on an older oof.npz .oof ran again since.; tune again with"):
+        tiny_experiment.decision_rules()
