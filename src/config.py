@@ -432,6 +432,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         )
     text = path.read_text(encoding="utf-8-sig")
     try:
+        _refuse_alias_bombs(yaml.compose(text), path)
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -448,6 +449,32 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise PipelineError(_describe_error(exc, path, text, override_keys)) from None
     config.experiment = path.stem
     return config
+
+
+MAX_CONFIG_VALUES = 100_000  # a real config has hundreds; YAML aliases can make a few lines mean billions
+
+
+def _refuse_alias_bombs(root: yaml.Node | None, path: Path) -> None:
+    """Refuse a document whose aliases expand to more than MAX_CONFIG_VALUES values (a 'billion laughs' file):
+    counted on the node graph, where an alias is the node it names, so the count itself stays small."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 0  # a node that contains itself counts once
+            if isinstance(node, yaml.MappingNode):
+                sizes[id(node)] = sum(size(key) + size(value) for key, value in node.value)
+            elif isinstance(node, yaml.SequenceNode):
+                sizes[id(node)] = sum(size(item) for item in node.value)
+            else:
+                sizes[id(node)] = 1
+        return sizes[id(node)]
+
+    if root is not None and size(root) > MAX_CONFIG_VALUES:
+        raise PipelineError(
+            f"{path}: its YAML aliases expand to {size(root):,} values (more than {MAX_CONFIG_VALUES:,}); "
+            "write the values out instead of nesting aliases"
+        )
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -97,3 +97,16 @@ def test_kaggle_accelerator_is_checked_before_anything_is_uploaded(tmp_path):
             load_config(path, [f"kaggle.accelerator={value}"])
         assert str(error.value).startswith(f"command-line override kaggle.accelerator: {reason}")
         assert "\n" not in str(error.value)
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_line_without_expanding_it(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]" for level in range(1, 9)]
+    path = write(tmp_path, BASE + "\n".join(lines) + "\n")  # 10^9 values once expanded
+    with pytest.raises(PipelineError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: its YAML aliases expand to 1,111,111,1")  # the 10^9 leaves and their lists
+    assert message.endswith("values (more than 100,000); write the values out instead of nesting aliases")
+    anchors = BASE.replace("competition: imet-2019", "competition: &slug imet-2019\nkaggle: {kernel_slug: *slug}")
+    assert load_config(write(tmp_path, anchors)).kaggle.kernel_slug == "imet-2019"  # a plain alias still works
