@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -268,7 +269,7 @@ class OofPredictions:
                 fold = data["fold"].astype(np.int64)
                 probs = {key[7:]: data[key].astype(np.float32) for key in data.files if key.startswith("probs__")}
                 targets = {key[8:]: data[key] for key in data.files if key.startswith("target__")}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a truncated npz is a bad zip
             raise PipelineError(f"{path}: unreadable OOF file ({exc}); write it again with: {remake}") from None
         if len(fold) != len(ids) or any(len(v) != len(ids) for v in [*probs.values(), *targets.values()]):
             raise PipelineError(f"{path}: arrays of different lengths (damaged?); write it again with: {remake}")

@@ -145,3 +145,17 @@ def test_thresholds_older_than_the_oof_they_were_tuned_on_are_refused(tiny_exper
     os.utime(tiny_experiment.oof_path, (stamp + 60, stamp + 60))  # oof ran again a minute after tuning
     with pytest.raises(PipelineError, match="tuned on an older oof.npz .oof ran again since.; tune again with"):
         tiny_experiment.decision_rules()
+
+
+def test_a_truncated_oof_npz_is_one_line_naming_the_command(tmp_path):
+    import numpy as np
+
+    from src.artifacts import OofPredictions
+
+    path = tmp_path / "oof.npz"
+    OofPredictions(["a", "b"], np.array([0, 1]), {"h": np.ones((2, 3))}, {"h": np.zeros((2, 3))}).write(path)
+    path.write_bytes(path.read_bytes()[:40])  # cut off mid-file, as a full disk or a kill leaves it
+    with pytest.raises(PipelineError) as error:
+        OofPredictions.read(path, "python -m src.stage oof --config c.yaml")
+    assert str(error.value).startswith(f"{path}: unreadable OOF file (") and "\n" not in str(error.value)
+    assert str(error.value).endswith("write it again with: python -m src.stage oof --config c.yaml")

@@ -101,3 +101,29 @@ def test_cache_decodes_straight_into_the_file_not_into_memory(tmp_path, monkeypa
     assert issubclass(kind, np.memmap) and filename.endswith(".tmp") and filename.startswith(str(tmp_path / "cache"))
     assert built.images.shape == (4, 6, 6, 3) and built.images[3, 0, 0].tolist() == [30, 20, 30]
     assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding_or_skipped(tmp_path, monkeypatch):
+    import src.data.images as images_module
+
+    monkeypatch.setattr(images_module, "MAX_PIXELS", 30 * 30)
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    Image.new("RGB", (30, 30), (10, 20, 30)).save(small)
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(large)
+    assert load_rgb(small).shape == (30, 30, 3)
+    with pytest.raises(PipelineError) as error:
+        load_rgb(large)
+    assert str(error.value) == (
+        f"{large}: image is 40 x 30 = 1,200 pixels, more than 900 (a decompression bomb?); shrink or remove it, "
+        "or set data.skip_unreadable=true"
+    )
+    cache = load_or_build([small, large], 16, None, skip_unreadable=True, quiet=True)
+    assert list(cache.unreadable) == [1] and "more than 900" in cache.unreadable[1]
+
+
+def test_pillows_own_bomb_error_is_one_line_too(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("L", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow raises past twice its limit
+    with pytest.raises(PipelineError, match="bomb.png: unreadable image .*decompression bomb"):
+        load_rgb(path)

@@ -12,6 +12,9 @@ from src.errors import PipelineError
 
 # Truncated files must fail loudly rather than decode as grey.
 Image.LOAD_TRUNCATED_IMAGES = False
+# The largest image decoded (10000 x 10000, about 300 MB as RGB): a larger one is a decompression bomb to a pipeline
+# whose images are resized to a few hundred pixels, refused (or skipped with data.skip_unreadable) before decoding.
+MAX_PIXELS = 100_000_000
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -20,11 +23,17 @@ def load_rgb(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
+                width, height = image.size  # read from the header: nothing is decoded yet
+                if width * height > MAX_PIXELS:
+                    raise PipelineError(
+                        f"{path}: image is {width} x {height} = {width * height:,} pixels, more than {MAX_PIXELS:,} "
+                        "(a decompression bomb?); shrink or remove it, or set data.skip_unreadable=true"
+                    )
                 image = ImageOps.exif_transpose(image)
                 return np.asarray(_to_rgb(image))
     except FileNotFoundError:
         raise PipelineError(f"{path}: image file is missing; restore it or remove its row from the labels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise PipelineError(
             f"{path}: unreadable image ({exc}); replace the file or set data.skip_unreadable=true"
         ) from None
