@@ -391,3 +391,13 @@ open(_path, "w").write("\\n".join(_lines))
     assert "the kernel's submission.csv differs from" in message and "line 2: kernel" in message
     assert fake_kaggle.requests == []
     assert not json.loads((trained.kernel_dir / "parity.json").read_text())["passed"]
+
+
+def test_an_accelerator_kaggle_cannot_use_is_refused_before_anything_is_built_or_uploaded(trained, fake_kaggle):
+    before = (trained.kernel_dir / "kernel-metadata.json").read_bytes()
+    with pytest.raises(PipelineError) as error:
+        kernel_step.push(trained, accelerator="NvidiaTeslaP100", log=[].append)
+    assert str(error.value).startswith("--accelerator NvidiaTeslaP100: the P100 (sm_60) has no kernels")
+    assert not fake_kaggle.rpc_bodies("SaveKernel") and not fake_kaggle.rpc_bodies("CreateDataset")
+    assert (trained.kernel_dir / "kernel-metadata.json").read_bytes() == before
+    assert trained.config.kaggle.accelerator == "NvidiaTeslaT4"

@@ -24,6 +24,11 @@ def _check_options(check_help: str, skip_help: str) -> OneOf:
     )
 
 
+_ACCELERATOR = option(
+    "--accelerator",
+    metavar="SHAPE",
+    help="the Kaggle GPU machine (default: the config's kaggle.accelerator, NvidiaTeslaT4 = GPU T4 x2)",
+)
 _CHECK = _check_options("run the parity check even if it passed before for these files", "skip the parity check")
 _TRAIN_CHECK = _check_options(
     "require the local training check (one epoch, offline; default: run it when the images are here)",
@@ -36,14 +41,14 @@ SUBCOMMANDS: tuple[Stage, ...] = (
         "write kernels/<exp>/ (script with src embedded + weights dataset) and run it locally offline "
         "(parity with submit)",
         run="src.steps.kernel:build",
-        options=(_CHECK,),
+        options=(_CHECK, _ACCELERATOR),
     ),
     Stage(
         "push",
         "build, check, then upload the weights dataset (create or new version) and push the kernel; "
         "refused when the parity check fails",
         run="src.steps.kernel:push",
-        options=(_CHECK,),
+        options=(_CHECK, _ACCELERATOR),
     ),
     Stage("status", "state of the pushed kernel's run (kaggle kernels status)", run="src.steps.kernel:status"),
     Stage(
@@ -68,6 +73,7 @@ SUBCOMMANDS: tuple[Stage, ...] = (
             ),
             option("--push", action="store_true", help="then upload its datasets and push it"),
             _TRAIN_CHECK,
+            _ACCELERATOR,
         ),
     ),
     Stage(
@@ -78,19 +84,45 @@ SUBCOMMANDS: tuple[Stage, ...] = (
 )
 
 
-def build(exp: Experiment, check: bool | None = None, quiet: bool = False, log: Callable[[str], None] = print):
+def _use_accelerator(exp: Experiment, accelerator: str | None) -> None:
+    """--accelerator over the config's kaggle.accelerator, checked before anything is built or uploaded."""
+    if accelerator is None:
+        return
+    from pydantic import ValidationError
+
+    try:
+        exp.config.kaggle.accelerator = accelerator
+    except ValidationError as error:
+        raise PipelineError(f"--accelerator {accelerator}: {error.errors()[0]['msg']}") from None
+
+
+def build(
+    exp: Experiment,
+    check: bool | None = None,
+    accelerator: str | None = None,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+):
     """Build kernels/<exp>/ and check it (None = when the test images are here); return (build, parity)."""
     from src.kaggle.local.inference_kernel import build_kernel
 
+    _use_accelerator(exp, accelerator)
     built = build_kernel(exp, log)
     return built, _parity(exp, built, check, False, quiet, log)
 
 
-def push(exp: Experiment, check: bool | None = None, quiet: bool = False, log: Callable[[str], None] = print):
+def push(
+    exp: Experiment,
+    check: bool | None = None,
+    accelerator: str | None = None,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+):
     """Build + check, then push; return the build."""
     from src.kaggle.local import inference_kernel
     from src.kaggle.local import push as kernel_push
 
+    _use_accelerator(exp, accelerator)
     built = inference_kernel.build_kernel(exp, log)
     kernel_push.push(exp, built, _parity(exp, built, check, True, quiet, log), log)
     return built
@@ -121,6 +153,7 @@ def train(
     stop_after_epochs: int | None = None,
     push: bool = False,
     check: bool | None = None,
+    accelerator: str | None = None,
     quiet: bool = False,
     log: Callable[[str], None] = print,
 ):
@@ -129,6 +162,7 @@ def train(
     from src.kaggle.local.parity import has_images
     from src.steps import train as train_step
 
+    _use_accelerator(exp, accelerator)
     runs = {"fold": fold, "full": full, "resume": resume, "stop_after_epochs": stop_after_epochs}
     built = training_kernel.build_training_kernel(exp, runs, log)
     checked = check is True or (check is None and has_images(exp, "train"))
