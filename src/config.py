@@ -100,7 +100,10 @@ class ModelConfig(Section):
 
 
 class LossConfig(Section):
-    name: Literal["bce", "focal", "asl"] = "bce"
+    name: Literal["bce", "focal", "asl", "soft_fbeta"] = Field(
+        "bce", description="multilabel heads' loss; soft_fbeta = 1 - a differentiable per-image F-beta (a last stage)"
+    )
+    fbeta_beta: float = Field(2.0, gt=0, description="soft_fbeta's beta (iMet scores F2)")
     focal_gamma: float = 2.0
     asl_gamma_neg: float = 4.0
     asl_gamma_pos: float = 0.0
@@ -202,6 +205,11 @@ class TrainConfig(Section):
         description="glibc (Linux): freed CPU memory is kept for the next tensors "
         "instead of being returned to the OS and page-faulted in again (src.runtime."
         "reuse_freed_memory; bench's 'C allocator' line); false = glibc's defaults",
+    )
+    init_from: str | None = Field(
+        None,
+        description="staged training: start each run from this experiment's best.pt of the same fold; "
+        "shorthand for the init_from callback",
     )
     tensorboard: bool = Field(
         False,

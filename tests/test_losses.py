@@ -44,7 +44,7 @@ def test_focal_matches_torchvision_and_down_weights_easy_examples():
     assert parts["attributes"] < bce
 
 
-@pytest.mark.parametrize("name", ["bce", "focal", "asl"])
+@pytest.mark.parametrize("name", ["bce", "focal", "asl", "soft_fbeta"])
 def test_each_loss_is_finite_and_decreases_under_gradient_descent(name):
     torch.manual_seed(1)
     logits = torch.zeros(8, 4, requires_grad=True)
@@ -72,3 +72,17 @@ def test_softmax_heads_take_class_probabilities_as_they_are_and_match_indices_wh
     _, parts = loss_fn(outputs, {**targets, "category": mixed})
     expected = F.cross_entropy(outputs["category"], mixed, label_smoothing=0.1)
     assert torch.allclose(parts["category"], expected)  # soft targets are not cast to class indices
+
+
+def test_soft_fbeta_is_one_minus_the_metric_on_hard_predictions_and_falls_as_predictions_improve():
+    from src.losses import SoftFbetaLoss
+    from src.metrics import fbeta_samples
+
+    targets = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.float32)
+    predicted = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 1, 1]], dtype=torch.float32)
+    hard_logits = (predicted * 2 - 1) * 40  # sigmoid = 0 or 1 to float precision
+    loss = SoftFbetaLoss(2.0)(hard_logits, targets)
+    assert float(loss) == pytest.approx(1 - fbeta_samples(targets.numpy(), predicted.numpy(), beta=2.0), abs=1e-5)
+    closer = SoftFbetaLoss(2.0)((targets * 2 - 1) * 3.0, targets)
+    unsure = SoftFbetaLoss(2.0)(torch.zeros_like(targets), targets)
+    assert 0 <= float(closer) < float(unsure)

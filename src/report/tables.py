@@ -236,6 +236,7 @@ def losses_by_head(config: dict, heads: list[HeadSpec]) -> dict[str, str]:
     multilabel = {
         "bce": "binary cross-entropy",
         "focal": f"focal (gamma {loss.get('focal_gamma', 2.0):g})",
+        "soft_fbeta": f"soft F-beta per image (beta {loss.get('fbeta_beta', 2.0):g})",
         "asl": f"asymmetric (gamma- {loss.get('asl_gamma_neg', 4.0):g}, gamma+ {loss.get('asl_gamma_pos', 0.0):g}, "
         f"clip {loss.get('asl_clip', 0.05):g})",
     }.get(name, name)

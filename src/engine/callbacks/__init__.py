@@ -38,6 +38,7 @@ SHORTHAND: dict[str, tuple[str, str | None]] = {
     "early_stopping_patience": ("early_stopping", "patience"),
     "time_budget_s": ("time_budget", "seconds"),
     "tensorboard": ("tensorboard", None),
+    "init_from": ("init_from", "experiment"),
 }
 ALWAYS_ON = ("train_score",)  # every run: epochs.csv's train_score
 

@@ -86,6 +86,7 @@ class Callback:
     name: ClassVar[str]
     Options: ClassVar[type[CallbackOptions]] = CallbackOptions
     provides_eval_weights: ClassVar[bool] = False  # True: `eval_model` may return the weights to validate and keep
+    runs_first: ClassVar[bool] = False  # True: set up before every other callback (it changes the starting weights)
 
     def __init__(self, options: CallbackOptions):
         self.options = options
@@ -142,7 +143,7 @@ class CallbackList:
     """A run's callbacks in order: calls a hook on each, and asks which one provides the evaluation weights."""
 
     def __init__(self, callbacks: Iterable[Callback] = ()):
-        self.callbacks = list(callbacks)
+        self.callbacks = sorted(callbacks, key=lambda callback: not callback.runs_first)  # stable otherwise
         providers = [callback.name for callback in self.callbacks if callback.provides_eval_weights]
         if len(providers) > 1:
             raise PipelineError(
