@@ -96,36 +96,27 @@ def _use_accelerator(exp: Experiment, accelerator: str | None) -> None:
         raise PipelineError(f"--accelerator {accelerator}: {error.errors()[0]['msg']}") from None
 
 
-def build(
-    exp: Experiment,
-    check: bool | None = None,
-    accelerator: str | None = None,
-    quiet: bool = False,
-    log: Callable[[str], None] = print,
-):
+def build(exp: Experiment, check: bool | None = None, accelerator: str | None = None, quiet: bool = False, log=print):
     """Build kernels/<exp>/ and check it (None = when the test images are here); return (build, parity)."""
+    return _build_checked(exp, check, accelerator, False, quiet, log)
+
+
+def push(exp: Experiment, check: bool | None = None, accelerator: str | None = None, quiet: bool = False, log=print):
+    """Build + check, then push; return the build."""
+    from src.kaggle.local import push as kernel_push
+
+    built, parity = _build_checked(exp, check, accelerator, True, quiet, log)
+    kernel_push.push(exp, built, parity, log)
+    return built
+
+
+def _build_checked(exp: Experiment, check: bool | None, accelerator: str | None, pushing: bool, quiet: bool, log):
+    """(build, parity result) of the inference kernel, on --accelerator's machine when given."""
     from src.kaggle.local.inference_kernel import build_kernel
 
     _use_accelerator(exp, accelerator)
     built = build_kernel(exp, log)
-    return built, _parity(exp, built, check, False, quiet, log)
-
-
-def push(
-    exp: Experiment,
-    check: bool | None = None,
-    accelerator: str | None = None,
-    quiet: bool = False,
-    log: Callable[[str], None] = print,
-):
-    """Build + check, then push; return the build."""
-    from src.kaggle.local import inference_kernel
-    from src.kaggle.local import push as kernel_push
-
-    _use_accelerator(exp, accelerator)
-    built = inference_kernel.build_kernel(exp, log)
-    kernel_push.push(exp, built, _parity(exp, built, check, True, quiet, log), log)
-    return built
+    return built, _parity(exp, built, check, pushing, quiet, log)
 
 
 def status(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):
