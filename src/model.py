@@ -149,6 +149,13 @@ def _load_backbone_weights(backbone: nn.Module, path: Path, name: str, key: str 
     classifier = backbone.pretrained_cfg.get("classifier") or ""
     classifiers = classifier if isinstance(classifier, (list, tuple)) else [classifier]
     state = {k: v for k, v in state.items() if not any(c and (k == c or k.startswith(c + ".")) for c in classifiers)}
+    own = backbone.state_dict()
+    wrong = next((k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)), None)
+    if wrong is not None:
+        raise PipelineError(
+            f"config {key}: {path} does not fit {name} ({wrong} is {tuple(state[wrong].shape)} there, "
+            f"{tuple(own[wrong].shape)} in the model); use weights made for this model"
+        )
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if missing or unexpected:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"

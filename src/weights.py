@@ -453,7 +453,38 @@ def _checked_folder(model: ModelConfig, path: Path, config_path: Path | None) ->
             f"{folder.weight_file}: missing, or not the {folder.size} bytes {MANIFEST} records (an "
             f"incomplete copy); fetch it again: {weights_command(folder.tag, config_path)}"
         )
+    if not _hash_matches(folder):
+        raise PipelineError(
+            f"{folder.weight_file}: its SHA-256 is not the {folder.sha256[:12]}... {MANIFEST} records (a damaged or "
+            f"replaced file); fetch it again: {weights_command(folder.tag, config_path)}"
+        )
     return folder
+
+
+VERIFIED = ".verified"  # beside the weights folders: per folder, the size and mtime at which its SHA-256 last matched
+_verified_here: dict[tuple, bool] = {}  # the same, for a read-only folder (a Kaggle dataset), for this process
+
+
+def _hash_matches(folder: WeightsFolder) -> bool:
+    """Whether the weight file's SHA-256 is the manifest's, hashed once per (size, mtime): every load checks it, a
+    file replaced or flipped in place is hashed again (its mtime moves), an unchanged one costs a stat."""
+    stat = folder.weight_file.stat()
+    stamp = {"file": folder.file_name, "sha256": folder.sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    key, record = tuple(stamp.values()), folder.path.parent / VERIFIED / f"{folder.path.name}.json"
+    if key in _verified_here:
+        return True
+    try:
+        if json.loads(record.read_text(encoding="utf-8")) == stamp:
+            return True
+    except (OSError, ValueError):
+        pass
+    if file_sha256(folder.weight_file) != folder.sha256:
+        return False
+    _verified_here[key] = True
+    with contextlib.suppress(OSError):  # a read-only folder keeps the in-process record only
+        record.parent.mkdir(exist_ok=True)
+        write_text(record, json.dumps(stamp))
+    return True
 
 
 def normalisation(config: Config, weights_root: Path = WEIGHTS_ROOT) -> tuple[tuple[float, ...], tuple[float, ...]]:

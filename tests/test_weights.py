@@ -214,6 +214,37 @@ def test_fetched_weights_load_into_the_model_without_the_classifier(hub, served)
     assert "not the" in one_line(model_from_config, ModelConfig(pretrained=TAG), HEADS)
 
 
+def test_weights_are_verified_at_every_load_hashed_once_per_size_and_mtime(hub, monkeypatch):
+    import src.weights as weights_module
+
+    folder, _ = fetch_step()
+    hashed = []
+    real = weights_module.file_sha256
+    monkeypatch.setattr(weights_module, "file_sha256", lambda path: hashed.append(path) or real(path))
+    monkeypatch.setattr(weights_module, "_verified_here", {})
+    for _ in range(3):
+        model_from_config(ModelConfig(pretrained=TAG), HEADS)
+    assert len(hashed) == 1  # then the record beside the folders answers
+    data = bytearray(folder.weight_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte flipped, same size
+    folder.weight_file.write_bytes(bytes(data))
+    message = one_line(model_from_config, ModelConfig(pretrained=TAG), HEADS)
+    assert message.startswith(f"{folder.weight_file}: its SHA-256 is not the {folder.sha256[:12]}")
+    assert f"fetch it again: python -m src.stage weights --model {TAG}" in message
+
+
+def test_weights_of_the_right_names_but_wrong_shapes_are_one_line(tmp_path, served):
+    from safetensors.torch import save_file
+
+    key = next(name for name, value in served.items() if value.ndim == 4)  # the first convolution
+    shape = tuple(served[key].shape)
+    wrong = dict(served, **{key: torch.zeros(shape[0] + 1, *shape[1:])})
+    path = tmp_path / "wrong.safetensors"
+    save_file({name: value.contiguous() for name, value in wrong.items()}, str(path))
+    message = one_line(model_from_config, ModelConfig(name="test_resnet", weights=path), HEADS)
+    assert f"does not fit test_resnet ({key} is {(shape[0] + 1, *shape[1:])} there, {shape} in the model)" in message
+
+
 def test_a_folder_for_another_model_is_refused(hub):
     folder, _ = fetch_step()
     message = one_line(resolve_weights, ModelConfig(name="resnet18", weights=folder.path))
