@@ -88,6 +88,8 @@ class FakeKaggle(LocalServer):
         self.competition_files: dict[str, dict[str, bytes]] = {}  # slug -> files served as <slug>.zip
         self.competition_zips: dict[str, bytes] = {}  # slug -> raw zip bytes (overrides the files)
         self.submissions: list[dict[str, Any]] = []
+        # what `competitions submission-limits` answers (a test sets numAllowedNow 0 for a spent day)
+        self.submission_limits: dict[str, Any] = {"numToday": 1, "numTotal": 3, "numAllowedNow": 4}
         self.submission_rows: list[dict[str, Any]] = []  # what ListSubmissions shows, one per submission
         # Scoring: a submission stays PENDING for its first `pending_listings` listings, then is COMPLETE
         # with scores[slug] (public, private) as the strings the API sends (None = not shown).
@@ -241,7 +243,7 @@ class FakeKaggle(LocalServer):
             return 200, {"submissions": self._list_submissions(body.get("competitionName", ""))}, {}
 
         if rpc == "GetSubmissionLimits":
-            return 200, {"numAllowedNow": 4}, {}
+            return 200, dict(self.submission_limits), {}
 
         if rpc == "GetDatasetStatus":
             ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"

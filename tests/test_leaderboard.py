@@ -243,3 +243,23 @@ def test_a_refresh_tells_the_upload_from_older_ones_with_the_same_file_and_messa
     status.refresh_leaderboards(exp.output_dir, ["tiny"], logs.append)
     assert LeaderboardRecord.read(exp.kaggle_scores_path) == unknown
     assert any("cannot be told from older ones" in line for line in logs)
+
+
+def test_no_upload_when_no_submission_is_left_today(fake_kaggle, tmp_path):
+    exp, files = _experiment(tmp_path, "imet", {})
+    fake_kaggle.competition_files["demo-imet"] = {}
+    fake_kaggle.submission_limits = {"numToday": 5, "numTotal": 40, "numAllowedNow": 0}
+    with pytest.raises(PipelineError) as error:
+        submit_step.upload(exp, files, [].append)
+    assert str(error.value) == (
+        "demo-imet: no submission left today (5 made today); nothing was uploaded: submit again after Kaggle's daily "
+        "reset (00:00 UTC)"
+    )
+    assert not fake_kaggle.submissions and not fake_kaggle.rpc_bodies("StartSubmissionUpload")
+
+
+def test_submission_limits_are_read_from_the_cli_and_unknown_before_a_first_submission(fake_kaggle):
+    fake_kaggle.submission_limits = {"numToday": 2, "numTotal": 9, "numAllowedNow": 3}
+    assert cli.submissions_left_today("demo-imet") == (3, 2)
+    fake_kaggle.submission_limits = {}  # no team yet: Kaggle answers zeros, which is not "none left"
+    assert cli.submissions_left_today("demo-imet") is None

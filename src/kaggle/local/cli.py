@@ -167,6 +167,23 @@ def submit_code(
     return _submission_reply(output, command, slug)
 
 
+def submissions_left_today(slug: str) -> tuple[int, int] | None:
+    """(submissions left today, made today) on competition `slug` (kaggle competitions submission-limits); None when
+    Kaggle does not know yet (no team: every count 0, as before a first submission)."""
+    _check_slug(slug)
+    command = f"kaggle competitions submission-limits {slug}"
+    output = _run(["competitions", "submission-limits", slug], command, kind="competition", name=slug)
+    counts = {}
+    for label, key in (("Submissions today", "today"), ("Lifetime submissions", "total"), ("Remaining today", "left")):
+        found = re.search(rf"^{label}: (\d+)", output, re.MULTILINE)
+        if found is None:
+            raise PipelineError(f"{command}: no '{label}' in the CLI's answer: rerun it by hand to see why")
+        counts[key] = int(found.group(1))
+    if not any(counts.values()):
+        return None
+    return counts["left"], counts["today"]
+
+
 def list_submissions(slug: str, page_size: int = 50) -> list[Submission]:
     """This account's submissions to competition `slug`, newest first (the CLI's CSV output, parsed)."""
     _check_slug(slug)

@@ -55,6 +55,7 @@ def submit_files(uploads: Sequence[Upload], message: str, log: Log = print) -> t
 
     A failure after the first upload says which files went through, so nothing is uploaded twice by hand.
     """
+    refuse_without_submissions_left([upload.competition for upload in uploads])
     before = refs_listed([upload.competition for upload in uploads])
     entries: list[LeaderboardEntry] = []
     for upload in uploads:
@@ -72,6 +73,17 @@ def submit_files(uploads: Sequence[Upload], message: str, log: Log = print) -> t
         entries.append(uploaded_entry(upload.competition, str(upload.file), message, before, upload.head))
     log("submitted " + " and ".join(f"{Path(e.file).name} to {e.competition}" for e in entries))
     return entries, before
+
+
+def refuse_without_submissions_left(competitions: Sequence[str]) -> None:
+    """Stop in one line, before any upload, when a competition has no submission left today."""
+    for competition in competitions:
+        limits = cli.submissions_left_today(competition)
+        if limits is not None and limits[0] <= 0:
+            raise PipelineError(
+                f"{competition}: no submission left today ({limits[1]} made today); nothing was uploaded: submit "
+                "again after Kaggle's daily reset (00:00 UTC)"
+            )
 
 
 def refs_listed(competitions: Sequence[str]) -> dict[str, set[int]]:

@@ -188,6 +188,7 @@ def submit_kernel(exp: Experiment, log: Log = print) -> list[LeaderboardEntry]:
             f"(check with: {exp.command('kernel status')})"
         )
     competition, message = exp.config.competition, exp.config.submit.message
+    leaderboard.refuse_without_submissions_left([competition])
     before = leaderboard.refs_listed([competition])
     reply = cli.submit_code(competition, ref, version, names[0], message)
     log(f"submitted {ref} version {version} ({names[0]}) to {competition}: {reply}")
