@@ -263,3 +263,26 @@ def test_submission_limits_are_read_from_the_cli_and_unknown_before_a_first_subm
     assert cli.submissions_left_today("demo-imet") == (3, 2)
     fake_kaggle.submission_limits = {}  # no team yet: Kaggle answers zeros, which is not "none left"
     assert cli.submissions_left_today("demo-imet") is None
+
+
+def test_a_listing_with_odd_cells_records_no_false_score():
+    """Scores that are not finite numbers are no scores (the entry stays pending), a padded status still counts,
+    a ref that only looks like digits and a stray line shaped like a row are left out."""
+    header = "ref,fileName,date,description,status,publicScore,privateScore"
+    rows = [
+        "7,a.csv,2026-12-01,m,SubmissionStatus.COMPLETE ,0.91,",
+        "6,b.csv,2026-12-01,m,SubmissionStatus.COMPLETE,nan,",
+        "5,c.csv,2026-12-01,m,SubmissionStatus.COMPLETE,Infinity,",
+        '4,d.csv,2026-12-01,m,SubmissionStatus.COMPLETE,"0,95",',
+        "3,e.csv,2026-12-01,m,SubmissionStatus.PENDING,None,None",
+        "1²,f.csv,2026-12-01,m,SubmissionStatus.COMPLETE,0.5,",
+        "2,warning: retrying,soon,x,y,z,w",
+    ]
+    found = cli.parse_submissions("\n".join([header, *rows]), "kaggle competitions submissions x")
+    assert [(row.ref, row.status, row.public_score) for row in found] == [
+        (7, "complete", 0.91),
+        (6, "pending", None),
+        (5, "pending", None),
+        (4, "pending", None),
+        (3, "pending", None),
+    ]

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -212,18 +213,16 @@ def parse_submissions(output: str, command: str) -> list[Submission]:
     header = rows[0]
     found = []
     for row in rows[1:]:  # stderr follows stdout: anything that is not a full row is not a submission
-        if len(row) != len(header) or not row[0].strip().isdigit():
-            continue
         cell = dict(zip(header, row))
+        status = cell.get("status", "").strip().rpartition(".")[2].lower()
+        if len(row) != len(header) or not re.fullmatch(r"[0-9]+", row[0].strip()) or status not in _STATES:
+            continue
+        public, private = _score(cell["publicScore"]), _score(cell["privateScore"])
+        if status == "complete" and public is None and _shown(cell["publicScore"]):
+            status = "pending"  # a score that is not a finite number ("0,95", nan) is no score yet: asked again later
         found.append(
             Submission(
-                int(cell["ref"]),
-                cell["fileName"],
-                cell["date"],
-                cell["description"],
-                cell["status"].rpartition(".")[2].lower(),
-                _score(cell["publicScore"]),
-                _score(cell["privateScore"]),
+                int(row[0].strip()), cell["fileName"], cell["date"], cell["description"], status, public, private
             )
         )
     return found
@@ -604,12 +603,22 @@ def _extract_zip(archive: Path, dest: Path) -> list[Path]:
     return [root / member.filename for member in members if not member.is_dir()]
 
 
+_STATES = ("complete", "pending", "error")  # SubmissionStatus.COMPLETE etc., as the CLI prints them
+
+
 def _score(text: str) -> float | None:
-    """A score cell: the CLI prints None (or nothing) while a submission is unscored."""
+    """A score cell as a finite number; None while unscored (the CLI prints None or nothing) or when it is no number
+    (nan, Infinity, a decimal comma)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
+
+
+def _shown(text: str) -> bool:
+    """Whether a score cell shows something (not the CLI's empty or None for an unscored submission)."""
+    return text.strip() not in ("", "None")
 
 
 def _line_after(output: str, marker: str) -> str | None:
