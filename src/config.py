@@ -440,8 +440,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         )
     text = path.read_text(encoding="utf-8-sig")
     try:
-        _refuse_alias_bombs(yaml.compose(text), path)
-        raw = yaml.safe_load(text) or {}
+        raw = load_yaml_bounded(text, path) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -460,6 +459,12 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 MAX_CONFIG_VALUES = 100_000  # a real config has hundreds; YAML aliases can make a few lines mean billions
+
+
+def load_yaml_bounded(text: str, path: Path) -> Any:
+    """yaml.safe_load of `text` (from `path`), refusing a document whose aliases expand past MAX_CONFIG_VALUES."""
+    _refuse_alias_bombs(yaml.compose(text), path)
+    return yaml.safe_load(text)
 
 
 def _refuse_alias_bombs(root: yaml.Node | None, path: Path) -> None:

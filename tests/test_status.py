@@ -273,3 +273,13 @@ def test_plot_without_any_public_score_draws_nothing(tmp_path):
     lines: list[str] = []
     status.run(None, output_dir=out, configs=configs, plot=True, log=lines.append)
     assert "nothing plotted" in lines[-1] and not (out / "oof" / "_leaderboard").exists()
+
+
+def test_an_alias_bomb_among_the_configs_does_not_hang_status(tmp_path):
+    from src.steps.status import _experiment_config
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]" for level in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert _experiment_config([], bomb) == {}  # shown as an unknown config, not expanded

@@ -28,7 +28,7 @@ from src.artifacts import (
     read_test_scores,
     tuned_column,
 )
-from src.config import DataConfig
+from src.config import DataConfig, load_yaml_bounded
 from src.errors import PipelineError
 
 EMPTY = "-"
@@ -374,9 +374,9 @@ def _experiment_config(fold_dirs: list[Path], config_path: Path | None) -> dict:
             return saved
     if config_path is not None:
         try:
-            raw = yaml.safe_load(config_path.read_text(encoding="utf-8-sig")) or {}
+            raw = load_yaml_bounded(config_path.read_text(encoding="utf-8-sig"), config_path) or {}
             return raw if isinstance(raw, dict) else {}
-        except (OSError, yaml.YAMLError):
+        except (OSError, yaml.YAMLError, PipelineError):  # an unreadable or alias-bomb config shows as unknown
             return {}
     return {}
 
