@@ -260,8 +260,17 @@ class PredictConfig(Section):
     batch_size: int = Field(128, ge=1)
 
 
+ThresholdMethod = Literal["global", "exact", "optuna"]
+
+
 class ThresholdsConfig(Section):
-    method: Literal["exact", "optuna", "global"] = Field("exact", description="the thresholds submit uses")
+    method: ThresholdMethod = Field("exact", description="the thresholds submit uses (one of `methods`)")
+    methods: list[ThresholdMethod] = Field(
+        ["global", "exact", "optuna"],
+        min_length=1,
+        description="the methods tuned and scored (each also 5 times for the honest figure); at iMet size Optuna "
+        "takes most of the stage's time",
+    )
     optuna_trials: int = Field(200, ge=1)
     storage: str | None = Field(None, description="Optuna storage URL; null = SQLite under oof/<exp>/")
     shrink_strength: float = Field(
@@ -270,6 +279,23 @@ class ThresholdsConfig(Section):
     honest_folds: int = Field(5, ge=2)
     min_labels: int = Field(0, ge=0)
     max_labels: int | None = Field(None, ge=1)
+
+    @field_validator("methods")
+    @classmethod
+    def _each_once(cls, methods: list[str]) -> list[str]:
+        if len(set(methods)) != len(methods):
+            raise PydanticCustomError("methods", "names a method twice; list each once")
+        return methods
+
+    @model_validator(mode="after")
+    def _chosen_is_tuned(self) -> ThresholdsConfig:
+        if self.method not in self.methods:
+            raise PydanticCustomError(
+                "method",
+                "thresholds.method {method} is not among thresholds.methods {methods}; add it there",
+                {"method": self.method, "methods": self.methods},
+            )
+        return self
 
 
 class SubmitConfig(Section):

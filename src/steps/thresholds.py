@@ -10,6 +10,7 @@ on all OOF rows (optimistic: tuned and scored on the same rows) and by K-fold ov
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -55,12 +56,14 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     heads = [head for head in exp.fmt.heads() if head.thresholded]
     log(
         f"thresholds {exp.name}: {len(oof.ids)} OOF rows, heads {', '.join(h.name for h in heads) or '(none)'}; "
-        f"methods global, exact, optuna ({cfg.optuna_trials} trials, {exp.optuna_storage}); honest = {cfg.honest_folds}-fold over OOF rows"
+        f"methods {', '.join(cfg.methods)}"
+        + (f" ({cfg.optuna_trials} trials, {exp.optuna_storage})" if "optuna" in cfg.methods else "")
+        + f"; honest = {cfg.honest_folds}-fold over OOF rows"
     )
     result = {"method": cfg.method, "heads": {}, "honest": {}}
     for head in heads:
         result["heads"][head.name], result["honest"][head.name] = _tune_head(
-            exp, head, oof.probs[head.name], oof.targets[head.name]
+            exp, head, oof.probs[head.name], oof.targets[head.name], log
         )
         log(
             f"[{head.name}] {head.threshold_objective.label}; global threshold "
@@ -82,31 +85,38 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     log(f"wrote {exp.thresholds_path}")
 
 
-def _tune_head(exp: Experiment, head, head_probs, head_targets) -> tuple[dict, list[dict]]:
-    """(thresholds.json entry of one head, its rows of optimistic and honest scores per method)."""
+def _tune_head(exp: Experiment, head, head_probs, head_targets, log=print) -> tuple[dict, list[dict]]:
+    """(thresholds.json entry of one head, its rows of optimistic and honest scores per method); each method's time
+    is logged, as at iMet size one can take many minutes."""
     cfg = exp.config.thresholds
     objective = head.threshold_objective  # per-image F1 where the format names no objective
     tuners = _tuners(exp, head.name, objective)
     global_value, _ = th.best_global_threshold(head_probs, head_targets, objective)
-    found = {
-        "global": tuners["global"](head_probs, head_targets),
-        "exact": tuners["exact"](head_probs, head_targets),
-        "optuna": tuners["optuna"](
-            head_probs, head_targets, storage=exp.optuna_storage, study_name=f"thresholds-{head.name}"
-        ),
-    }
-    rows = []
-    for method, tuner in tuners.items():
+    found, rows = {}, []
+    for method in cfg.methods:
+        log(f"[{head.name}] {method}: tuning on {head_probs.shape[0]} rows x {head_probs.shape[1]} classes ...")
+        started = time.perf_counter()
+        if method == "optuna":
+            found[method] = tuners[method](
+                head_probs, head_targets, storage=exp.optuna_storage, study_name=f"thresholds-{head.name}"
+            )
+        else:
+            found[method] = tuners[method](head_probs, head_targets)
+        tuned_s, started = time.perf_counter() - started, time.perf_counter()
         nested = th.nested_score(
-            head_probs, head_targets, objective, tuner, n_splits=cfg.honest_folds, seed=exp.config.data.fold_seed
+            head_probs,
+            head_targets,
+            objective,
+            tuners[method],
+            n_splits=cfg.honest_folds,
+            seed=exp.config.data.fold_seed,
         )
-        rows.append(
-            {
-                "method": method,
-                "optimistic": th.score(head_probs, head_targets, found[method], objective),
-                "honest": nested["honest"],
-            }
+        log(
+            f"[{head.name}] {method}: tuned in {tuned_s:.1f} s, honest {cfg.honest_folds}-fold in "
+            f"{time.perf_counter() - started:.1f} s"
         )
+        optimistic = th.score(head_probs, head_targets, found[method], objective)
+        rows.append({"method": method, "optimistic": optimistic, "honest": nested["honest"]})
     min_labels, max_labels, count_score = th.best_label_count_rule(head_probs, head_targets, objective, global_value)
     rows.append(
         {
