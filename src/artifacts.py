@@ -217,7 +217,9 @@ class Experiment(Layout):
                     f"{', '.join(head.methods)}); tune again with: {rewrite_command or self.command('thresholds')}, "
                     "or set thresholds.method to one of those"
                 )
-        return saved.rules(cfg.method, cfg.min_labels, cfg.max_labels)
+        from src.thresholds import label_groups
+
+        return saved.rules(cfg.method, cfg.min_labels, cfg.max_labels, label_groups(cfg.groups, self.fmt.heads()))
 
 
 # ---- course package (package stage) -------------------------------------------------------------
@@ -397,10 +399,11 @@ class TunedThresholds(_Record):
     def global_thresholds(self) -> dict[str, np.ndarray]:
         return {name: np.full(len(head.class_names), float(head.global_threshold)) for name, head in self.heads.items()}
 
-    def rules(self, method: str, min_labels: int = 0, max_labels: int | None = None):
+    def rules(self, method: str, min_labels: int = 0, max_labels: int | None = None, groups=None):
+        """How submit decides with `method`'s thresholds; `groups`: {head: thresholds.LabelGroup limits}."""
         from src.formats.base import DecisionRules
 
-        return DecisionRules(self.class_thresholds(method), min_labels, max_labels)
+        return DecisionRules(self.class_thresholds(method), min_labels, max_labels, dict(groups or {}))
 
     def score_of(self, head: str, method: str) -> MethodScore | None:
         return next((row for row in self.honest.get(head, []) if row.method == method), None)

@@ -263,6 +263,14 @@ class PredictConfig(Section):
 ThresholdMethod = Literal["global", "exact", "optuna"]
 
 
+class LabelGroupConfig(Section):
+    """Label-count limits within the classes whose names start with `prefix` (iMet: culture:: and tag::)."""
+
+    prefix: str = Field(min_length=1, description="the classes of the group: names starting with this")
+    min_labels: int = Field(0, ge=0, description="every image gets at least this many of the group (top ones)")
+    max_labels: int | None = Field(None, ge=1, description="and at most this many (the most probable)")
+
+
 class ThresholdsConfig(Section):
     method: ThresholdMethod = Field("exact", description="the thresholds submit uses (one of `methods`)")
     methods: list[ThresholdMethod] = Field(
@@ -279,6 +287,9 @@ class ThresholdsConfig(Section):
     honest_folds: int = Field(5, ge=2)
     min_labels: int = Field(0, ge=0)
     max_labels: int | None = Field(None, ge=1)
+    groups: list[LabelGroupConfig] = Field(
+        [], description="label-count limits per label group, applied after the thresholds, before min/max_labels"
+    )
 
     @field_validator("methods")
     @classmethod

@@ -40,8 +40,41 @@ _TOLERANCE = 1e-12
 _ROW_BLOCK = 4096
 
 
-def apply_thresholds(probs, thresholds, min_labels: int = 0, max_labels: int | None = None) -> np.ndarray:
-    """Bool n x c predictions: `probs > thresholds`, then the per-image label-count limits.
+@dataclass(frozen=True)
+class LabelGroup:
+    """Label-count limits within some classes (iMet: at most 3 `culture::` labels, at least 1 `tag::` label)."""
+
+    name: str
+    columns: tuple[int, ...]
+    min_labels: int = 0
+    max_labels: int | None = None
+
+
+def label_groups(groups, heads) -> dict[str, tuple[LabelGroup, ...]]:
+    """{head: its LabelGroups} from `thresholds.groups` (prefix, min_labels, max_labels) over the thresholded heads'
+    class names; a prefix no class starts with is one config error line."""
+    found: dict[str, tuple[LabelGroup, ...]] = {head.name: () for head in heads if head.thresholded}
+    for index, group in enumerate(groups):
+        matched = False
+        for head in heads:
+            columns = tuple(i for i, name in enumerate(head.class_names) if name.startswith(group.prefix))
+            if head.thresholded and columns:
+                limits = LabelGroup(group.prefix, columns, group.min_labels, group.max_labels)
+                found[head.name] += (limits,)
+                matched = True
+        if not matched:
+            raise PipelineError(
+                f"config thresholds.groups[{index}].prefix: no class name starts with '{group.prefix}'; use a prefix "
+                "of the label names (e.g. culture::)"
+            )
+    return found
+
+
+def apply_thresholds(
+    probs, thresholds, min_labels: int = 0, max_labels: int | None = None, groups: tuple[LabelGroup, ...] = ()
+) -> np.ndarray:
+    """Bool n x c predictions: `probs > thresholds`, then each group's label-count limits within its columns,
+    then the per-image limits over all classes.
 
     `thresholds` is a scalar or one value per class. If more than `max_labels` labels pass, only the
     `max_labels` passing ones with the highest probabilities stay. If fewer than `min_labels` pass,
@@ -52,6 +85,17 @@ def apply_thresholds(probs, thresholds, min_labels: int = 0, max_labels: int | N
     thresholds = _threshold_vector(thresholds, probs.shape[1])
     _check_label_limits(min_labels, max_labels, probs.shape[1])
     predicted = probs > thresholds
+    for group in groups:
+        columns = np.asarray(group.columns, dtype=np.int64)
+        _check_label_limits(group.min_labels, group.max_labels, len(columns))
+        predicted[:, columns] = _limit_labels(
+            probs[:, columns], predicted[:, columns], group.min_labels, group.max_labels
+        )
+    return _limit_labels(probs, predicted, min_labels, max_labels)
+
+
+def _limit_labels(probs: np.ndarray, predicted: np.ndarray, min_labels: int, max_labels: int | None) -> np.ndarray:
+    """`predicted` with at most `max_labels` and at least `min_labels` per row, by probability."""
     if max_labels is not None:
         rows = np.flatnonzero(np.count_nonzero(predicted, axis=1) > max_labels)
         if rows.size:
@@ -196,13 +240,15 @@ def shrink_toward_global(class_thresholds, global_threshold: float, positives_pe
     return (positives * class_thresholds + strength * global_threshold) / (positives + strength)
 
 
-def nested_score(probs, targets, objective: Objective, tune: Callable, n_splits: int = 5, seed: int = 0) -> dict:
+def nested_score(
+    probs, targets, objective: Objective, tune: Callable, n_splits: int = 5, seed: int = 0, groups=()
+) -> dict:
     """How much threshold tuning flatters the score: `optimistic` against `honest`.
 
     `tune(probs, targets) -> thresholds` is any tuner. optimistic: thresholds tuned on all rows,
     scored on all rows. honest: rows split by a shuffled, seeded KFold; thresholds tuned on the
     other parts predict each held-out part; the joined held-out predictions are scored on all rows.
-    `per_split` holds each held-out part's own score.
+    `per_split` holds each held-out part's own score. `groups`: label-count limits applied after the thresholds.
     """
     # sklearn.model_selection and optuna take seconds to import; only their callers pay for it.
     from sklearn.model_selection import KFold
@@ -210,12 +256,12 @@ def nested_score(probs, targets, objective: Objective, tune: Callable, n_splits:
     probs, targets = _inputs(probs, targets)
     if not 2 <= n_splits <= probs.shape[0]:
         raise PipelineError(f"n_splits is {n_splits}; pass 2..{probs.shape[0]} (the number of rows)")
-    optimistic = objective.score(targets, apply_thresholds(probs, tune(probs, targets)))
+    optimistic = objective.score(targets, apply_thresholds(probs, tune(probs, targets), groups=groups))
     held_out = np.zeros_like(targets)
     per_split = []
     for tune_rows, held_rows in KFold(n_splits, shuffle=True, random_state=seed).split(probs):
         thresholds = tune(probs[tune_rows], targets[tune_rows])
-        held_out[held_rows] = apply_thresholds(probs[held_rows], thresholds)
+        held_out[held_rows] = apply_thresholds(probs[held_rows], thresholds, groups=groups)
         per_split.append(objective.score(targets[held_rows], held_out[held_rows]))
     honest = objective.score(targets, held_out)
     return {"optimistic": optimistic, "honest": honest, "per_split": per_split}

@@ -289,3 +289,26 @@ def test_score_curve_is_score_at_every_threshold_and_refuses_unsorted_ones(objec
     np.testing.assert_allclose(th.score_curve(probs, targets, objective, grid), expected, atol=1e-12)
     with pytest.raises(PipelineError, match="ascending"):
         th.score_curve(probs, targets, objective, grid[::-1])
+
+
+def test_label_groups_limit_labels_within_their_classes_before_the_overall_limits():
+    probs = np.array([[0.9, 0.8, 0.7, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4, 0.45]])
+    culture, tag = th.LabelGroup("c::", (0, 1, 2), 0, 1), th.LabelGroup("t::", (3, 4), 1, None)
+    got = th.apply_thresholds(probs, 0.5, groups=(culture, tag))
+    np.testing.assert_array_equal(got, [[1, 0, 0, 1, 0], [0, 0, 0, 0, 1]])  # top culture only; a tag added
+    assert th.apply_thresholds(probs, 0.5, max_labels=1, groups=(culture, tag)).sum(axis=1).tolist() == [1, 1]
+    np.testing.assert_array_equal(th.apply_thresholds(probs, 0.5), probs > 0.5)  # no groups: as before
+
+
+def test_label_groups_are_found_by_prefix_and_an_unknown_prefix_is_one_line():
+    from src.config import LabelGroupConfig
+    from src.formats.base import HeadSpec
+
+    heads = [
+        HeadSpec("attributes", "multilabel", ("culture::a", "culture::b", "tag::x")),
+        HeadSpec("c", "softmax", ("a",)),
+    ]
+    groups = th.label_groups([LabelGroupConfig(prefix="tag::", min_labels=1)], heads)
+    assert groups == {"attributes": (th.LabelGroup("tag::", (2,), 1, None),)}
+    with pytest.raises(PipelineError, match=r"config thresholds.groups\[0\].prefix: no class name starts with 'dim::'"):
+        th.label_groups([LabelGroupConfig(prefix="dim::")], heads)

@@ -50,3 +50,19 @@ def test_the_chosen_method_must_be_tuned_and_listed_once(tmp_path):
     assert "thresholds.method exact is not among thresholds.methods ['global']; add it there" in str(error.value)
     with pytest.raises(PipelineError, match="names a method twice"):
         load_config(path, ["thresholds.methods=[exact, exact]"])
+
+
+def test_label_groups_are_scored_honestly_and_decide_what_submit_writes(tiny_imet_root, tmp_path):
+    root, _ = tiny_imet_root
+    groups = [{"prefix": "digit::", "max_labels": 3}, {"prefix": "tag::", "min_labels": 1, "max_labels": 1}]
+    exp = _experiment_with_oof(tmp_path, root, {"thresholds": {"methods": ["global", "exact"], "groups": groups}})
+    thresholds_step.run(exp, quiet=True, log=[].append)
+    rows = {row["method"]: row for row in json.loads(exp.thresholds_path.read_text())["honest"]["attributes"]}
+    grouped = "exact + groups digit:: [0, 3], tag:: [1, 1]"
+    assert grouped in rows and 0 <= rows[grouped]["honest"] <= rows[grouped]["optimistic"] + 0.2
+    [head] = exp.fmt.heads()
+    probs = np.random.default_rng(1).random((50, head.n_outputs))
+    labels = exp.fmt.decide({head.name: probs}, exp.decision_rules())[head.name]
+    digits = [i for i, name in enumerate(head.class_names) if name.startswith("digit::")]
+    tags = [i for i, name in enumerate(head.class_names) if name.startswith("tag::")]
+    assert labels[:, digits].sum(axis=1).max() <= 3 and (labels[:, tags].sum(axis=1) == 1).all()

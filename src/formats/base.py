@@ -84,6 +84,7 @@ class DecisionRules:
     thresholds: dict[str, np.ndarray]
     min_labels: int = 0
     max_labels: int | None = None
+    groups: dict[str, tuple] = field(default_factory=dict)  # head -> its thresholds.LabelGroup limits
 
 
 class CompetitionFormat(ABC):
@@ -189,7 +190,8 @@ class CompetitionFormat(ABC):
                 thresholds = rules.thresholds[head.name] if rules else 0.5
                 min_labels = max(rules.min_labels if rules else 0, head.min_labels)
                 max_labels = rules.max_labels if rules else None
-                labels[head.name] = apply_thresholds(head_probs, thresholds, min_labels, max_labels)
+                groups = rules.groups.get(head.name, ()) if rules else ()
+                labels[head.name] = apply_thresholds(head_probs, thresholds, min_labels, max_labels, groups)
             else:
                 labels[head.name] = np.asarray(head_probs).argmax(axis=1)
         return labels

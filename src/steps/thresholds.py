@@ -54,6 +54,7 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     cfg = exp.config.thresholds
     oof = exp.read_oof()
     heads = [head for head in exp.fmt.heads() if head.thresholded]
+    groups = th.label_groups(cfg.groups, exp.fmt.heads())
     log(
         f"thresholds {exp.name}: {len(oof.ids)} OOF rows, heads {', '.join(h.name for h in heads) or '(none)'}; "
         f"methods {', '.join(cfg.methods)}"
@@ -63,7 +64,7 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     result = {"method": cfg.method, "heads": {}, "honest": {}}
     for head in heads:
         result["heads"][head.name], result["honest"][head.name] = _tune_head(
-            exp, head, oof.probs[head.name], oof.targets[head.name], log
+            exp, head, oof.probs[head.name], oof.targets[head.name], log, groups[head.name]
         )
         log(
             f"[{head.name}] {head.threshold_objective.label}; global threshold "
@@ -73,7 +74,7 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     tuned.write(exp.thresholds_path)
     if heads:
         column = tuned_column(cfg.method)
-        rules = {"at 0.5": None, column: tuned.rules(cfg.method, cfg.min_labels, cfg.max_labels)}
+        rules = {"at 0.5": None, column: tuned.rules(cfg.method, cfg.min_labels, cfg.max_labels, groups)}
         per_fold = ScoreTable(fold_score_rows(exp.fmt, oof.fold_of_row, oof.probs, oof.targets, rules))
         per_fold.write(exp.threshold_scores_path)
         log(
@@ -85,9 +86,19 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     log(f"wrote {exp.thresholds_path}")
 
 
-def _tune_head(exp: Experiment, head, head_probs, head_targets, log=print) -> tuple[dict, list[dict]]:
-    """(thresholds.json entry of one head, its rows of optimistic and honest scores per method); each method's time
-    is logged, as at iMet size one can take many minutes."""
+def _grouped_row(exp: Experiment, method: str, tuner, probs, targets, objective, groups) -> dict:
+    """One method's thresholds with the label groups' limits after them: tuned on all rows and scored there
+    (optimistic), and tuned on K-1 parts, limited and scored on the held-out part (honest)."""
+    nested = th.nested_score(
+        probs, targets, objective, tuner, exp.config.thresholds.honest_folds, exp.config.data.fold_seed, groups
+    )
+    limits = ", ".join(f"{g.name} [{g.min_labels}, {g.max_labels}]" for g in groups)
+    return {"method": f"{method} + groups {limits}", "optimistic": nested["optimistic"], "honest": nested["honest"]}
+
+
+def _tune_head(exp: Experiment, head, head_probs, head_targets, log=print, groups=()) -> tuple[dict, list[dict]]:
+    """(thresholds.json entry of one head, its rows of optimistic and honest scores per method, and with `groups`
+    each method again with the label groups' limits, scored the same two ways); each method's time is logged."""
     cfg = exp.config.thresholds
     objective = head.threshold_objective  # per-image F1 where the format names no objective
     tuners = _tuners(exp, head.name, objective)
@@ -117,6 +128,8 @@ def _tune_head(exp: Experiment, head, head_probs, head_targets, log=print) -> tu
         )
         optimistic = th.score(head_probs, head_targets, found[method], objective)
         rows.append({"method": method, "optimistic": optimistic, "honest": nested["honest"]})
+        if groups:
+            rows.append(_grouped_row(exp, method, tuners[method], head_probs, head_targets, objective, groups))
     min_labels, max_labels, count_score = th.best_label_count_rule(head_probs, head_targets, objective, global_value)
     rows.append(
         {
