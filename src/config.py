@@ -528,8 +528,13 @@ def _refuse_alias_bombs(root: yaml.Node | None, path: Path) -> None:
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-    """The resolved config as plain data (for saving beside artifacts)."""
-    return config.model_dump(mode="json")
+    """The resolved config as plain data (for saving beside artifacts), a storage URL's password masked: what is
+    saved travels (run folders into state datasets, course zips)."""
+    data = config.model_dump(mode="json")
+    storage = data["thresholds"].get("storage")
+    if storage:
+        data["thresholds"]["storage"] = re.sub(r"(://[^:/@\s]+:)[^@/\s]+@", r"\1***@", storage)
+    return data
 
 
 def _apply_override(raw: dict, item: str) -> str:

@@ -110,3 +110,14 @@ def test_a_yaml_alias_bomb_is_refused_in_one_line_without_expanding_it(tmp_path)
     assert message.endswith("values (more than 100,000); write the values out instead of nesting aliases")
     anchors = BASE.replace("competition: imet-2019", "competition: &slug imet-2019\nkaggle: {kernel_slug: *slug}")
     assert load_config(write(tmp_path, anchors)).kaggle.kernel_slug == "imet-2019"  # a plain alias still works
+
+
+def test_a_storage_password_is_masked_in_every_saved_config(tmp_path):
+    from src.config import config_to_dict
+
+    url = "postgresql://optuna:" + "s3cretpw@db.example.org:5432/studies"
+    config = load_config(write(tmp_path, BASE), [f"thresholds.storage={url}"])
+    assert config.thresholds.storage == url  # the run itself still reaches its database
+    assert config_to_dict(config)["thresholds"]["storage"] == "postgresql://optuna:***@db.example.org:5432/studies"
+    plain = load_config(write(tmp_path, BASE), ["thresholds.storage=sqlite:///x/optuna.db"])
+    assert config_to_dict(plain)["thresholds"]["storage"] == "sqlite:///x/optuna.db"
