@@ -189,6 +189,25 @@ def test_kernel_status_and_output(fake_kaggle, tmp_path):
     assert cli.kernel_status(KERNEL) == cli.KernelStatus("error", "CUDA out of memory")
 
 
+def test_a_hostile_output_listing_writes_nothing_outside_the_target(fake_kaggle, tmp_path):
+    """Names with .. or an absolute path would make the CLI write outside its folder: they are never downloaded."""
+    outside = tmp_path / "outside.txt"
+    fake_kaggle.kernels[KERNEL] = {"version": 1}
+    fake_kaggle.kernel_outputs[KERNEL] = {
+        "submission.csv": b"id,attribute_ids\n1,2\n",
+        "../outside.txt": b"escaped",
+        str(outside): b"absolute",
+        ".hidden": b"x",
+        "oof/exp/fold-0/best.pt": b"weights",
+    }
+    dest = tmp_path / "target" / "out"
+    files = cli.kernel_output(KERNEL, dest)
+    assert not outside.exists() and not (tmp_path / "target" / "outside.txt").exists()
+    written = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert written == [f"{KERNEL.split('/')[1]}.log", "oof/exp/fold-0/best.pt", "submission.csv"]
+    assert sorted(f.name for f in files) == sorted(p.rsplit("/", 1)[-1] for p in written)
+
+
 # ---- failures: one line each, with the fix ------------------------------------------------------
 
 RULES = "You must accept this competition's rules before you'll be able to download files."

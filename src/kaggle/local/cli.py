@@ -323,20 +323,31 @@ def kernel_status(ref: str) -> KernelStatus:
     return KernelStatus(state.group(1).lower(), failure.group(1) if failure else None)
 
 
+# An output file name the CLI may write: relative, each part starting with a letter, digit or _ (so no "..", no
+# hidden file, no absolute path), plain characters only. The CLI joins the listing's names to its target folder
+# as they come, so a hostile listing ("../x", "/tmp/x") would write outside it: such names are never downloaded.
+SAFE_OUTPUT_NAME = r"\A[A-Za-z0-9_][A-Za-z0-9_.=+-]*(/[A-Za-z0-9_][A-Za-z0-9_.=+-]*)*\Z"
+
+
 def kernel_output(ref: str, dest: str | os.PathLike) -> list[Path]:
-    """Download the output files (and log) of kernel `ref`'s latest run into `dest`; return their paths."""
+    """Download the output files (and log) of kernel `ref`'s latest run into `dest`, only names matching
+    SAFE_OUTPUT_NAME; return their paths. Anything in `dest` afterwards that is not a plain file inside it (a link)
+    is refused in one line."""
     _check_ref(ref, "kernel")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     command = f"kaggle kernels output {ref}"
     # --force: without it the CLI keeps any same-named local file that looks newer.
     output = _run(
-        ["kernels", "output", ref, "-p", str(dest), "--force"],
+        ["kernels", "output", ref, "-p", str(dest), "--force", "--file-pattern", SAFE_OUTPUT_NAME],
         command,
         kind="kernel",
         name=ref,
         timeout_s=_TRANSFER_TIMEOUT_S,
     )
+    for path in sorted(dest.rglob("*")):
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            raise PipelineError(f"{path}: not a plain file ({command} wrote a link or a device): nothing used")
     found = re.findall(r"^(?:Output file|Kernel log) downloaded to (.+?)\s*$", output, re.MULTILINE)
     return [Path(path) for path in found]
 
