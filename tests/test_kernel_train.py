@@ -162,7 +162,7 @@ def test_pull_refuses_another_config_a_changed_file_and_a_local_run(exp, fake_ka
     with pytest.raises(PipelineError, match=r"trained with another config \(train.lr 0.003 there, 0.004 here"):
         kernel_step.pull(Experiment(other, exp.config_path), log=[].append)
     fake_kaggle.kernel_outputs[TRAIN_REF]["oof/tiny/fold-0/best.pt"] = b"not the weights"
-    with pytest.raises(PipelineError, match=r"fold-0/best.pt: missing or not the file the kernel wrote"):
+    with pytest.raises(PipelineError, match=r"fold-0/best.pt: missing, a link, or not the file the kernel wrote"):
         kernel_step.pull(exp, log=[].append)
     fake_kaggle.kernel_outputs[TRAIN_REF]["oof/tiny/fold-0/best.pt"] = outputs["oof/tiny/fold-0/best.pt"]
     (exp.run_dir(1) / "epochs.csv").write_text("epoch\n1\n")  # a run changed here since the pull
@@ -170,6 +170,25 @@ def test_pull_refuses_another_config_a_changed_file_and_a_local_run(exp, fake_ka
         kernel_step.pull(exp, log=[].append)
     before["fold-1"]["epochs.csv"] = b"epoch\n1\n"
     assert _pulled_runs(exp) == before  # nothing was replaced
+
+    # A manifest cannot switch a check off or reach outside the run folders; unlisted files are not taken.
+    def pull_with(change: dict, extra: dict | None = None) -> str:
+        listed = json.loads(json.dumps(manifest))
+        listed.update(change)
+        fake_kaggle.kernel_outputs[TRAIN_REF] = {
+            **outputs,
+            **(extra or {}),
+            "kaggle-run.json": json.dumps(listed).encode(),
+        }
+        with pytest.raises(PipelineError) as error:
+            kernel_step.pull(exp, log=[].append)
+        return str(error.value)
+
+    assert "another folds file" in pull_with({"folds_sha256": None})
+    absolute = {**manifest["runs"], "fold-0": {**manifest["runs"]["fold-0"], "/etc/hostname": "0" * 64}}
+    assert "'/etc/hostname' is not a plain relative name" in pull_with({"runs": absolute})
+    assert "fold-0/UNLISTED.bin: not listed in kaggle-run.json" in pull_with({}, {"oof/tiny/fold-0/UNLISTED.bin": b"x"})
+    assert _pulled_runs(exp) == before
 
 
 def test_the_pretrained_weights_dataset_travels_with_a_pretrained_config(exp, fake_kaggle, tmp_path, monkeypatch):

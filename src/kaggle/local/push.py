@@ -6,6 +6,9 @@ processed it) serves the training kernel too.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -152,22 +155,46 @@ def kernel_status(exp: Experiment, log: Log = print) -> cli.KernelStatus:
 
 
 def fetch_output(exp: Experiment, log: Log = print) -> list[Path]:
-    """Download the latest run's output into kernels/<exp>/output/ and validate its submission when the
-    competition folder is here."""
+    """Download the latest COMPLETE run's output into kernels/<exp>/output/ (staged beside it, then swapped in whole,
+    so a previous run's files never look new and a partial download never replaces a good one) and validate its
+    submission when the competition folder is here."""
     ref = kaggle_names(exp).kernel_ref
+    status = cli.kernel_status(ref)
+    if status.state != "complete":
+        raise PipelineError(
+            f"kernel {ref} is {status.state}, not complete: no output fetched (kernels/{exp.name}/output/ is as it "
+            "was)"
+            + (f"; Kaggle says: {status.failure_message}" if status.failure_message else "")
+            + f"; check with: {exp.command('kernel status')}"
+        )
     dest = exp.kernel_output_dir
-    files = cli.kernel_output(ref, dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".output-", dir=dest.parent))
+    try:
+        files = cli.kernel_output(ref, staging)
+        _validate_output(exp, staging, log)
+    except BaseException:
+        log(f"the download stays in {staging} for a look; {dest} is as it was")
+        raise
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(staging, dest)
+    files = [dest / path.relative_to(staging) for path in files if staging in path.parents]
     log(f"kernel {ref} output -> {dest}: {', '.join(p.name for p in files) or 'nothing'}")
+    return files
+
+
+def _validate_output(exp: Experiment, folder: Path, log: Log) -> None:
+    """The output's submission files checked against the competition's format (when its folder is here)."""
     try:
         fmt = exp.fmt
     except PipelineError:
         log(f"(submission not validated: the competition folder {exp.config.data.root} is not here)")
-        return files
-    submission = [dest / name for name in fmt.submission_names()]
+        return
+    submission = [folder / name for name in fmt.submission_names()]
     if all(p.is_file() for p in submission):
         fmt.read_submission(submission)
-        log(f"validated against the competition's format: {', '.join(str(p) for p in submission)}")
-    return files
+        log(f"validated against the competition's format: {', '.join(n.name for n in submission)}")
 
 
 def submit_kernel(exp: Experiment, log: Log = print) -> list[LeaderboardEntry]:

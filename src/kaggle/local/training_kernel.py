@@ -475,22 +475,53 @@ def verify_pulled(exp: Experiment, manifest: TrainingManifest, staging: Path, pu
             f"{where}: the kernel trained with another config ({key} differs from {exp.config_path}): "
             f"not pulled; train again on Kaggle with: {exp.command('kernel train', '--push')}"
         )
-    if manifest.folds_sha256 is not None and (
-        not exp.folds_path.is_file() or file_sha256(exp.folds_path) != manifest.folds_sha256
+    if (
+        manifest.folds_sha256 is None
+        or not exp.folds_path.is_file()
+        or file_sha256(exp.folds_path) != manifest.folds_sha256
     ):
-        raise PipelineError(
-            f"{where}: the kernel trained on another folds file than {exp.folds_path}: not pulled; "
+        raise PipelineError(  # a manifest cannot switch the check off with folds_sha256: null
+            f"{where}: the kernel trained on another folds file than {exp.folds_path} (or names none): not pulled; "
             "restore that folds file or train again on Kaggle"
         )
     for run, files in sorted(manifest.runs.items()):
-        for relative, digest in sorted(files.items()):
-            path = staging / "oof" / exp.name / run / relative
-            if ".." in Path(run, relative).parts or not path.is_file() or file_sha256(path) != digest:
-                raise PipelineError(
-                    f"{path}: missing or not the file the kernel wrote (sha256 differs from "
-                    f"{TRAINING_MANIFEST}): not pulled; pull again"
-                )
+        _verify_run_files(staging / "oof" / exp.name, run, files, where)
         _refuse_local_only(exp, run, pulled)
+
+
+def _verify_run_files(runs_dir: Path, run: str, files: dict[str, str], where: Path) -> None:
+    """A pulled run folder holds exactly the plain files the manifest lists, each with its sha256: no name outside
+    the folder (absolute, ..), no link, no file it does not list."""
+    unsafe = next((name for name in [run, *files] if not _plain_relative(name)), None)
+    if unsafe is not None:
+        raise PipelineError(f"{where}: '{unsafe}' is not a plain relative name inside a run folder: not pulled")
+    run_dir = runs_dir / run
+    for relative, digest in sorted(files.items()):
+        path = run_dir / relative
+        if _linked(path, run_dir) or not path.is_file() or file_sha256(path) != digest:
+            raise PipelineError(
+                f"{path}: missing, a link, or not the file the kernel wrote (sha256 differs from "
+                f"{TRAINING_MANIFEST}): not pulled; pull again"
+            )
+    present = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_symlink() or not p.is_dir()}
+    unlisted = sorted(present - set(files))
+    if unlisted:
+        raise PipelineError(f"{run_dir / unlisted[0]}: not listed in {TRAINING_MANIFEST}: not pulled")
+
+
+def _plain_relative(name: str) -> bool:
+    """A relative posix name with no empty, '.' or '..' part and no backslash: it stays inside its folder."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and "\\" not in name and all(p not in ("", ".", "..") for p in parts)
+
+
+def _linked(path: Path, root: Path) -> bool:
+    """Whether `path` or a folder between `root` and it is a symbolic link."""
+    while path != root and path != path.parent:
+        if path.is_symlink():
+            return True
+        path = path.parent
+    return False
 
 
 def _refuse_local_only(exp: Experiment, run: str, pulled: PulledRuns) -> None:
