@@ -132,7 +132,8 @@ def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -
         doc.paragraph("(The network could not be built from the saved config, so no summary or diagram.)")
     if config:
         doc.subsection("Losses and training tricks (from the run's saved config)")
-        doc.table(tables.settings_rows(config, heads), "settings")
+        devices = [str(run.summary.get("device", "")) for run in inputs.runs if run.summary]
+        doc.table(tables.settings_rows(config, heads, devices), "settings")
 
 
 def _training_section(doc: Document, runs: list[RunRecord], metric: str) -> None:

@@ -249,12 +249,18 @@ def losses_by_head(config: dict, heads: list[HeadSpec]) -> dict[str, str]:
     }
 
 
-def settings_rows(config: dict, heads: list[HeadSpec]) -> list[dict]:
-    """The losses and training tricks of a run, one row each, from its saved (resolved) config."""
+def settings_rows(config: dict, heads: list[HeadSpec], devices: list[str] | None = None) -> list[dict]:
+    """The losses and training tricks of a run, one row each, from its saved (resolved) config; `devices` (the runs'
+    summary.json device names) says whether AMP and channels_last were in use at all."""
     model, train, augment = config.get("model", {}), config.get("train", {}), config.get("augment", {})
     predict, tuning = config.get("predict", {}), config.get("thresholds", {})
     rows = _model_rows(config, model, train, heads)
     rows += _training_rows(model, train, augment, predict)
+    if devices and all(device.startswith("cpu") for device in devices):  # both apply on CUDA only
+        rows = [
+            (key, "off: trained on the CPU (both apply on CUDA only)" if key.startswith("mixed precision") else value)
+            for key, value in rows
+        ]
     if any(head.thresholded for head in heads):
         rows.append(
             (
