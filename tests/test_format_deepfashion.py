@@ -161,6 +161,10 @@ def test_test_images_from_the_folder_when_there_is_no_test_csv(tmp_path):
             "train.csv line 3: path '../outside.jpg' escapes the competition folder",
         ),
         (",0,\n", "train.csv line 2: empty file_path"),
+        (
+            "train/a.jpg,0,\ntrain/./a.jpg,1,\n",  # the same image under a second id
+            "train.csv line 3: path 'train/./a.jpg' is not in its plain form; write it as 'train/a.jpg'",
+        ),
     ],
 )
 def test_bad_rows_stop_with_file_and_line(tmp_path, rows, message):

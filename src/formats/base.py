@@ -328,11 +328,16 @@ def refuse_duplicates(ids: list[str], path: Path, lines: list[str] | None = None
 
 
 def safe_child(root: Path, relative: str, path: Path, line: str) -> Path:
-    """`root / relative`, refusing absolute paths and `..` that would escape the competition folder."""
+    """`root / relative`, refusing absolute paths and `..` that would escape the competition folder, and paths not
+    in their plain form (`train/./a.jpg`, `train//a.jpg`): those would name an image a second time under another id."""
     candidate = Path(relative)
     if candidate.is_absolute() or ".." in candidate.parts:
         raise PipelineError(
             f"{path} line {line}: path '{relative}' escapes the competition folder; use a path relative to it"
+        )
+    if candidate.as_posix() != relative:
+        raise PipelineError(
+            f"{path} line {line}: path '{relative}' is not in its plain form; write it as '{candidate.as_posix()}'"
         )
     return root / candidate
 
