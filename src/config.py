@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from src.data.images import MAX_PIXELS
 from src.errors import PipelineError
 
 
@@ -30,6 +31,12 @@ class DataConfig(Section):
         [], description="held-apart test answers in submission format (demo) to print a test score"
     )
     skip_unreadable: bool = Field(False, description="skip (and log) unreadable training images instead of stopping")
+    max_pixels: int = Field(
+        MAX_PIXELS,
+        ge=1,
+        description="an image over this many pixels (width x height, from its header) is refused "
+        "before decoding, as a decompression bomb (skipped with skip_unreadable)",
+    )
 
     @field_validator("solution", mode="before")
     @classmethod

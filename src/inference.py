@@ -54,7 +54,9 @@ def predict_test(exp, checkpoint: Path, runtime: Runtime, quiet: bool, log: Call
 
     config, fmt = exp.config, exp.fmt
     table = fmt.read_test()
-    images, _ = decode_table(table.paths, config.data.image_size, exp.cache_dir, False, quiet, log, "test images")
+    images, _ = decode_table(
+        table.paths, config.data.image_size, exp.cache_dir, False, quiet, log, "test images", config.data.max_pixels
+    )
     model, _ = load_inference_model(checkpoint, fmt)
     return table.ids, predict_rows(model, config, fmt.heads(), images, np.arange(len(table)), runtime, quiet, "test")
 

@@ -50,10 +50,10 @@ def decodes(monkeypatch) -> list[Path]:
     lock = threading.Lock()
     real = cache_module.load_rgb
 
-    def counting(path):
+    def counting(path, *limit):
         with lock:
             seen.append(Path(path))
-        return real(path)
+        return real(path, *limit)
 
     monkeypatch.setattr(cache_module, "load_rgb", counting)
     return seen
@@ -159,11 +159,11 @@ def test_a_build_that_fails_half_way_leaves_nothing_to_trust(image_files, tmp_pa
     real = cache_module.load_rgb
     calls = []
 
-    def dies_on_the_third(path):
+    def dies_on_the_third(path, *limit):
         calls.append(path)
         if len(calls) == 3:
             raise MemoryError("killed mid-build")
-        return real(path)
+        return real(path, *limit)
 
     monkeypatch.setattr(cache_module, "load_rgb", dies_on_the_third)
     cache_dir = tmp_path / "cache"
@@ -211,10 +211,10 @@ def test_two_builders_at_once_decode_once(image_files, tmp_path, monkeypatch):
     real = cache_module.load_rgb
     calls = []
 
-    def slow(path):
+    def slow(path, *limit):
         calls.append(path)
         time.sleep(0.05)
-        return real(path)
+        return real(path, *limit)
 
     monkeypatch.setattr(cache_module, "load_rgb", slow)
     results = []

@@ -103,21 +103,19 @@ def test_cache_decodes_straight_into_the_file_not_into_memory(tmp_path, monkeypa
     assert not list((tmp_path / "cache").glob("*.tmp"))
 
 
-def test_an_image_over_the_pixel_limit_is_refused_before_decoding_or_skipped(tmp_path, monkeypatch):
-    import src.data.images as images_module
-
-    monkeypatch.setattr(images_module, "MAX_PIXELS", 30 * 30)
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding_or_skipped(tmp_path):
     small, large = tmp_path / "small.png", tmp_path / "large.png"
     Image.new("RGB", (30, 30), (10, 20, 30)).save(small)
     Image.new("RGB", (40, 30), (10, 20, 30)).save(large)
-    assert load_rgb(small).shape == (30, 30, 3)
+    assert load_rgb(small, max_pixels=900).shape == (30, 30, 3)
     with pytest.raises(PipelineError) as error:
-        load_rgb(large)
+        load_rgb(large, max_pixels=900)
     assert str(error.value) == (
         f"{large}: image is 40 x 30 = 1,200 pixels, more than 900 (a decompression bomb?); shrink or remove it, "
-        "or set data.skip_unreadable=true"
+        "raise data.max_pixels, or set data.skip_unreadable=true"
     )
-    cache = load_or_build([small, large], 16, None, skip_unreadable=True, quiet=True)
+    assert load_rgb(large).shape == (30, 40, 3)  # the default limit, 100M pixels
+    cache = load_or_build([small, large], 16, None, skip_unreadable=True, quiet=True, max_pixels=900)
     assert list(cache.unreadable) == [1] and "more than 900" in cache.unreadable[1]
 
 
@@ -127,3 +125,16 @@ def test_pillows_own_bomb_error_is_one_line_too(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow raises past twice its limit
     with pytest.raises(PipelineError, match="bomb.png: unreadable image .*decompression bomb"):
         load_rgb(path)
+
+
+def test_data_max_pixels_reaches_the_decoder_of_a_stage(tiny_imet_root, tmp_path, capsys):
+    from helpers import tiny_config
+
+    from src.stage import main
+
+    root, _ = tiny_imet_root
+    config = tiny_config(tmp_path, "imet", root, {"data": {"max_pixels": 100}, "train": {"epochs": 1}})
+    assert main(["folds", "--config", str(config), "--quiet"]) == 0
+    assert main(["train", "--config", str(config), "--fold", "0", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "pixels, more than 100 (a decompression bomb?)" in error

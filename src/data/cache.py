@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from src.atomic import atomic_path
-from src.data.images import load_rgb
+from src.data.images import MAX_PIXELS, load_rgb
 from src.errors import PipelineError
 
 CACHE_VERSION = 1  # bump when the decode/resize recipe changes
@@ -43,8 +43,10 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
-def cache_key(paths: list[Path], size: int) -> str:
-    digest = hashlib.sha1(f"v{CACHE_VERSION}:{size}".encode())
+def cache_key(paths: list[Path], size: int, max_pixels: int = MAX_PIXELS) -> str:
+    # The pixel limit decides which images are unreadable: another limit is another cache (the default keeps the key).
+    limit = "" if max_pixels == MAX_PIXELS else f":max{max_pixels}"
+    digest = hashlib.sha1(f"v{CACHE_VERSION}:{size}{limit}".encode())
     for path in paths:
         try:
             stat = path.stat()
@@ -61,14 +63,16 @@ def load_or_build(
     skip_unreadable: bool,
     quiet: bool = False,
     label: str = "images",
+    max_pixels: int = MAX_PIXELS,
 ) -> ImageCache:
-    """Decoded, resized images for `paths`, from `cache_dir` when present there (None = no disk cache)."""
+    """Decoded, resized images for `paths`, from `cache_dir` when present there (None = no disk cache); an image over
+    `max_pixels` is unreadable."""
     if cache_dir is None:
         images = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-        unreadable = _decode_into(images, paths, size, skip_unreadable, quiet, label)
+        unreadable = _decode_into(images, paths, size, skip_unreadable, quiet, label, max_pixels)
         return ImageCache(images, unreadable)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(paths, size)
+    key = cache_key(paths, size, max_pixels)
     array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -77,7 +81,7 @@ def load_or_build(
             # (109,237 iMet images at 320 px are 34 GB).
             with atomic_path(array_path) as tmp:
                 images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-                unreadable = _decode_into(images, paths, size, skip_unreadable, quiet, label)
+                unreadable = _decode_into(images, paths, size, skip_unreadable, quiet, label, max_pixels)
                 images.flush()
                 del images
             with atomic_path(meta_path) as tmp:
@@ -90,14 +94,20 @@ def load_or_build(
 
 
 def _decode_into(
-    images: np.ndarray, paths: list[Path], size: int, skip_unreadable: bool, quiet: bool, label: str
+    images: np.ndarray,
+    paths: list[Path],
+    size: int,
+    skip_unreadable: bool,
+    quiet: bool,
+    label: str,
+    max_pixels: int = MAX_PIXELS,
 ) -> dict[int, str]:
     """Fill images[row] with each decoded, resized image; return {row: reason} for the unreadable ones."""
     unreadable: dict[int, str] = {}
 
     def decode(row: int) -> None:
         try:
-            images[row] = resize_square(load_rgb(paths[row]), size)
+            images[row] = resize_square(load_rgb(paths[row], max_pixels), size)
         except PipelineError as exc:
             unreadable[row] = str(exc)
 
@@ -162,10 +172,17 @@ def clear_cache(cache_dir: Path) -> CacheUsage:
 
 
 def decode_table(
-    paths: list[Path], size: int, cache_dir: Path, skip_unreadable: bool, quiet: bool, log, label: str
+    paths: list[Path],
+    size: int,
+    cache_dir: Path,
+    skip_unreadable: bool,
+    quiet: bool,
+    log,
+    label: str,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(images [n, S, S, 3] uint8, boolean mask of readable rows) via the on-disk cache; skipped files are logged."""
-    cache = load_or_build(paths, size, cache_dir, skip_unreadable, quiet, label)
+    cache = load_or_build(paths, size, cache_dir, skip_unreadable, quiet, label, max_pixels)
     readable = np.ones(len(paths), dtype=bool)
     for row, reason in sorted(cache.unreadable.items()):
         readable[row] = False

@@ -17,17 +17,19 @@ Image.LOAD_TRUNCATED_IMAGES = False
 MAX_PIXELS = 100_000_000
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """Return the image at `path` as an H x W x 3 uint8 array; PipelineError if missing or unreadable."""
+def load_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Return the image at `path` as an H x W x 3 uint8 array; PipelineError if missing, unreadable or over
+    `max_pixels` (data.max_pixels)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
                 width, height = image.size  # read from the header: nothing is decoded yet
-                if width * height > MAX_PIXELS:
+                if width * height > max_pixels:
                     raise PipelineError(
-                        f"{path}: image is {width} x {height} = {width * height:,} pixels, more than {MAX_PIXELS:,} "
-                        "(a decompression bomb?); shrink or remove it, or set data.skip_unreadable=true"
+                        f"{path}: image is {width} x {height} = {width * height:,} pixels, more than {max_pixels:,} "
+                        "(a decompression bomb?); shrink or remove it, raise data.max_pixels, or set "
+                        "data.skip_unreadable=true"
                     )
                 image = ImageOps.exif_transpose(image)
                 return np.asarray(_to_rgb(image))

@@ -22,7 +22,8 @@ def decoded_images(
 ):
     """(images [n, S, S, 3] uint8, boolean mask of readable rows) via the on-disk cache."""
     skip = exp.config.data.skip_unreadable if skip_unreadable is None else skip_unreadable
-    return decode_table(table.paths, exp.config.data.image_size, exp.cache_dir, skip, quiet, log, label)
+    data = exp.config.data
+    return decode_table(table.paths, data.image_size, exp.cache_dir, skip, quiet, log, label, data.max_pixels)
 
 
 def table_text(rows: list[dict], float_format: str = "{:.4f}") -> str:
