@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from src.artifacts import BEST_CHECKPOINT, EPOCHS_CSV, LAST_CHECKPOINT, RUN_SUMMARY
+from src.artifacts import EPOCHS_CSV, LAST_CHECKPOINT, RUN_SUMMARY
 from src.atomic import atomic_path, write_text
 from src.distributed import (
     SINGLE_PROCESS,
@@ -27,9 +27,8 @@ from src.distributed import (
 )
 from src.engine.build import Training
 from src.engine.callbacks import NO_CALLBACKS, Batch, CallbackList
-from src.engine.checkpoint import save_best, save_resume_point
+from src.engine.checkpoint import save_resume_point
 from src.engine.context import Run, RunState
-from src.engine.validation import score_held_out
 from src.errors import PipelineError
 from src.faults import crash_point
 from src.model import backbone_stages, count_parameters
@@ -173,7 +172,7 @@ def trained_parts(training: Training) -> dict:
 def _validate(run: Run, row: dict) -> float:
     """Score the evaluation weights on the held-out rows; adds valid_loss and the metrics to `row`."""
     run.callbacks.call("on_validation_start", run)
-    score, scores = score_held_out(run, run.eval_model)
+    score, scores = run.validate(run.eval_model)
     row.update(scores)
     run.callbacks.call("on_validation_end", run, row)
     return score
@@ -196,7 +195,7 @@ def _save_epoch(run: Run, row: dict, improved: bool, score: float) -> None:
     """Rank 0's writes after an epoch: best.pt (when improved), last.pt, epochs.csv."""
     state = run.state
     if improved:  # best before last: a crash between the two re-runs this epoch and rewrites both
-        save_best(run.run_dir / BEST_CHECKPOINT, run.eval_model, run.config, run.fmt, state.next_epoch, score)
+        run.write_best(run.eval_model, state.next_epoch, score)
     save_resume_point(run.run_dir / LAST_CHECKPOINT, run)
     with atomic_path(run.run_dir / EPOCHS_CSV) as tmp:
         pd.DataFrame(state.history).to_csv(tmp, index=False, float_format="%.6g")
