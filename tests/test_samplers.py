@@ -11,11 +11,17 @@ import pytest
 from helpers import tiny_config
 from test_train_resume import _assert_resume_is_exact
 
-from src.data.samplers import EpochWeightedSampler, class_counts, expected_draws, image_weights
+from src.data.samplers import EpochWeightedSampler, class_counts, image_weights
 from src.stage import main
 
 # 10 images, 3 classes: class 0 on 8 images, class 1 on 2, class 2 on 1; image 9 has no label
 MULTI = np.array([[1, 0, 0]] * 7 + [[1, 1, 0], [0, 1, 1], [0, 0, 0]], dtype=np.uint8)
+
+
+def expected_draws(weights: np.ndarray, targets: np.ndarray, samples: int) -> np.ndarray:
+    """Expected images per class in an epoch of `samples` weighted draws (a multilabel head's 0/1 rows)."""
+    share = np.asarray(weights, dtype=np.float64) / math.fsum(weights)
+    return (share[:, None] * np.asarray(targets, dtype=np.float64)).sum(axis=0) * samples
 
 
 def test_weights_by_hand():

@@ -15,7 +15,6 @@ function of (seed, epoch) alone, the same on every DDP rank, which then takes it
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -71,11 +70,3 @@ class EpochWeightedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank
-
-
-def expected_draws(weights: np.ndarray, targets: np.ndarray, samples: int) -> np.ndarray:
-    """Expected images per class in an epoch of `samples` draws (what the report and tests compare with)."""
-    share = np.asarray(weights, dtype=np.float64) / math.fsum(weights)
-    if targets.ndim == 1:
-        return np.bincount(np.asarray(targets, dtype=np.int64), weights=share * samples)
-    return (share[:, None] * np.asarray(targets, dtype=np.float64)).sum(axis=0) * samples
