@@ -329,6 +329,11 @@ def kernel_status(ref: str) -> KernelStatus:
 SAFE_OUTPUT_NAME = r"\A[A-Za-z0-9_][A-Za-z0-9_.=+-]*(/[A-Za-z0-9_][A-Za-z0-9_.=+-]*)*\Z"
 
 
+def is_safe_output_name(name: str) -> bool:
+    """Whether `name` is one `kernel_output` downloads: a plain relative name that stays inside its folder."""
+    return re.search(SAFE_OUTPUT_NAME, name) is not None
+
+
 def kernel_output(ref: str, dest: str | os.PathLike) -> list[Path]:
     """Download the output files (and log) of kernel `ref`'s latest run into `dest`, only names matching
     SAFE_OUTPUT_NAME; return their paths. Anything in `dest` afterwards that is not a plain file inside it (a link)

@@ -492,7 +492,7 @@ def verify_pulled(exp: Experiment, manifest: TrainingManifest, staging: Path, pu
 def _verify_run_files(runs_dir: Path, run: str, files: dict[str, str], where: Path) -> None:
     """A pulled run folder holds exactly the plain files the manifest lists, each with its sha256: no name outside
     the folder (absolute, ..), no link, no file it does not list."""
-    unsafe = next((name for name in [run, *files] if not _plain_relative(name)), None)
+    unsafe = next((name for name in [run, *files] if not cli.is_safe_output_name(name)), None)
     if unsafe is not None:
         raise PipelineError(f"{where}: '{unsafe}' is not a plain relative name inside a run folder: not pulled")
     run_dir = runs_dir / run
@@ -507,12 +507,6 @@ def _verify_run_files(runs_dir: Path, run: str, files: dict[str, str], where: Pa
     unlisted = sorted(present - set(files))
     if unlisted:
         raise PipelineError(f"{run_dir / unlisted[0]}: not listed in {TRAINING_MANIFEST}: not pulled")
-
-
-def _plain_relative(name: str) -> bool:
-    """A relative posix name with no empty, '.' or '..' part and no backslash: it stays inside its folder."""
-    parts = name.split("/")
-    return bool(name) and not name.startswith("/") and "\\" not in name and all(p not in ("", ".", "..") for p in parts)
 
 
 def _linked(path: Path, root: Path) -> bool:
