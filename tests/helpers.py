@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -131,3 +133,20 @@ def small_demo(tmp_path_factory, format_name: str, n_train: int = 30, n_test: in
 
     root = tmp_path_factory.mktemp(f"demo-{format_name}")
     return build_demo(format_name, root / f"demo-{format_name}", seed=3, n_train=n_train, n_test=n_test)
+
+
+def run_torchrun(*argv: str, processes: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=<processes> -m src.stage *argv` from the repo root, one OpenMP
+    thread per process (gloo on the CPU), output captured as text; stopped after 10 minutes."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [str(torchrun), "--standalone", f"--nproc_per_node={processes}", "-m", "src.stage", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def alias_bomb_yaml(levels: int = 9) -> str:
+    """YAML whose anchors nest 10 aliases a level: `levels` levels expand to 10^levels values (a 'billion laughs')."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]" for level in range(1, levels)]
+    return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import alias_bomb_yaml
 
 from src.config import load_config
 from src.errors import PipelineError
@@ -100,9 +101,7 @@ def test_kaggle_accelerator_is_checked_before_anything_is_uploaded(tmp_path):
 
 
 def test_a_yaml_alias_bomb_is_refused_in_one_line_without_expanding_it(tmp_path):
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]" for level in range(1, 9)]
-    path = write(tmp_path, BASE + "\n".join(lines) + "\n")  # 10^9 values once expanded
+    path = write(tmp_path, BASE + alias_bomb_yaml())  # 10^9 values once expanded
     with pytest.raises(PipelineError) as error:
         load_config(path)
     message = str(error.value)

@@ -8,15 +8,12 @@ final validation loss within 10% relative and the metric within 0.15 absolute on
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import run_torchrun, tiny_config
 
 from src.stage import main
 
@@ -33,28 +30,7 @@ def test_two_process_gloo_matches_single_process(tiny_imet_root, tmp_path):
     assert main(["folds", "--config", str(single), "--quiet"]) == 0
     assert main(["train", "--config", str(single), "--fold", "0", "--quiet"]) == 0
 
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "src.stage",
-            "train",
-            "--config",
-            str(double),
-            "--fold",
-            "0",
-            "--quiet",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_torchrun("train", "--config", str(double), "--fold", "0", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
 
     one = pd.read_csv(tmp_path / "single" / "out" / "oof" / "single" / "fold-0" / "epochs.csv")
@@ -88,16 +64,7 @@ def test_two_process_learned_loss_weights_stay_identical_across_ranks(tmp_path):
     root = tmp_path / "c"
     make_competition(root, HEADER + "".join(f"train/{i}.jpg,{i % 4},{i % 5}\n" for i in range(8)))
     argv = _uncertainty_train(root, tmp_path / "out", "train.epochs=2", "train.batch_size=4")  # 2 images per rank
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "src.stage", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_torchrun(*argv)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "out" / "oof" / "demo-deepfashion" / "full"
     log_vars = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["loss"]["log_vars"]

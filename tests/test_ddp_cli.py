@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import tiny_config
+from helpers import run_torchrun, tiny_config
 
 from src.stage import main
 
@@ -27,27 +24,7 @@ def test_torchrun_train_prints_each_line_once_and_rank_0_writes_each_file_once(t
     root, _ = tiny_imet_root
     config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 2, "batch_size": 16, "threads": 1}}, name="ddp")
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "src.stage",
-            "train",
-            "--config",
-            str(config),
-            "--fold",
-            "0",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_torchrun("train", "--config", str(config), "--fold", "0")
     assert result.returncode == 0, result.stderr[-3000:]
 
     lines = [line for line in result.stdout.splitlines() if line.strip()]

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import tiny_config, tiny_training
+from helpers import run_torchrun, tiny_config, tiny_training
 
 from src.config import TrainConfig, load_config
 from src.engine import Batch, build_optimizer, create_callbacks, param_groups
@@ -181,27 +178,7 @@ def test_freezing_under_ddp_rewraps_the_model_so_both_ranks_train_what_is_unfroz
         {"train": {"epochs": 2, "clip_grad_norm": 1.0, "callbacks": [{"name": "freeze", "epochs": 1}]}},
     )
     assert main(["folds", "--config", str(config), "--quiet"]) == 0
-    torchrun = Path(sys.executable).parent / "torchrun"
-    result = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "src.stage",
-            "train",
-            "--config",
-            str(config),
-            "--fold",
-            "0",
-            "--quiet",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_torchrun("train", "--config", str(config), "--fold", "0", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     epochs = pd.read_csv(_run(tmp_path) / "epochs.csv")
     assert epochs["trainable"].tolist() == ["heads", "all"] and epochs["train_score"].between(0, 1).all()

@@ -368,31 +368,19 @@ def test_train_stage_refuses_a_weight_file_when_pretrained_is_forbidden(tmp_path
     good_competition(root)
     weights = tmp_path / "resnet.safetensors"
     weights.write_bytes(b"not really weights")
-    argv = [
-        "train",
-        "--config",
-        str(ROOT / "configs" / "demo-deepfashion.yaml"),
-        "--full",
-        "--quiet",
-        f"data.root={root}",
-        f"output_dir={tmp_path / 'out'}",
-        "format_options.n_categories=4",
-        "format_options.n_attributes=5",
-        "format_options.attribute_names=null",
-        "data.image_size=16",
-        f"model.weights={weights}",
-    ]
-    assert main(argv) == 2
+    assert main(_full_fit_on(root, tmp_path / "out", f"model.weights={weights}")) == 2
     error = capsys.readouterr().err
     assert "forbid_pretrained is true" in error and "model.weights=null" in error
     assert not (tmp_path / "out" / "oof" / "demo-deepfashion" / "full" / "last.pt").exists()
 
 
-def _uncertainty_train(root: Path, out: Path, *extra: str) -> list[str]:
+def _full_fit_on(root: Path, out: Path, *extra: str) -> list[str]:
+    """argv of a quiet `train --full` of the DeepFashion demo config on the small competition at `root`."""
+    config = str(ROOT / "configs" / "demo-deepfashion.yaml")
     return [
         "train",
         "--config",
-        str(ROOT / "configs" / "demo-deepfashion.yaml"),
+        config,
         "--full",
         "--quiet",
         f"data.root={root}",
@@ -401,6 +389,14 @@ def _uncertainty_train(root: Path, out: Path, *extra: str) -> list[str]:
         "format_options.n_attributes=5",
         "format_options.attribute_names=null",
         "data.image_size=16",
+        *extra,
+    ]
+
+
+def _uncertainty_train(root: Path, out: Path, *extra: str) -> list[str]:
+    return _full_fit_on(
+        root,
+        out,
         "model.name=test_efficientnet",
         "train.epochs=3",
         "train.batch_size=2",
@@ -408,7 +404,7 @@ def _uncertainty_train(root: Path, out: Path, *extra: str) -> list[str]:
         "train.loss.head_weighting=uncertainty",
         "train.loss.uncertainty_lr=0.05",
         *extra,
-    ]
+    )
 
 
 def test_learned_loss_weights_are_checkpointed_and_resume_exactly(tmp_path):

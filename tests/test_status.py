@@ -276,10 +276,10 @@ def test_plot_without_any_public_score_draws_nothing(tmp_path):
 
 
 def test_an_alias_bomb_among_the_configs_does_not_hang_status(tmp_path):
+    from helpers import alias_bomb_yaml
+
     from src.steps.status import _experiment_config
 
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]" for level in range(1, 9)]
     bomb = tmp_path / "bomb.yaml"
-    bomb.write_text("\n".join(lines) + "\n")
+    bomb.write_text(alias_bomb_yaml())
     assert _experiment_config([], bomb) == {}  # shown as an unknown config, not expanded
