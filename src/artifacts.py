@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import zipfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -131,7 +132,23 @@ class Experiment(Layout):
     def fmt(self):
         from src.formats import create_format
 
+        if not Path(self.config.data.root).is_dir():
+            raise PipelineError(self.missing_root_message())
         return create_format(self.config.format, self.config.data.root, self.config.format_options)
+
+    def missing_root_message(self) -> str:
+        """What to do when data.root is not there: download the competition (or build the demo) into it."""
+        root, slug = Path(self.config.data.root), self.config.competition
+        if root.name.startswith("demo-"):
+            how = f"build the demo data with: {self.command('demo')}"
+        elif root.name == slug:
+            how = f"download it with: python -m src.stage download --competition {slug} --dest {shlex.quote(str(root.parent))}"
+        else:
+            how = (
+                f"download it with: python -m src.stage download --competition {slug} (into input/{slug}/), then "
+                f"set data.root=input/{slug}"
+            )
+        return f"{root}: competition folder not found; set data.root to the folder holding the competition's files, or {how}"
 
     @property
     def folds_path(self) -> Path:
@@ -143,8 +160,10 @@ class Experiment(Layout):
         return self.config.thresholds.storage or f"sqlite:///{self.optuna_path.resolve()}"
 
     def command(self, stage: str, extra: str = "") -> str:
-        """The command line that makes an artifact (for 'run this first' messages)."""
-        return f"python -m src.stage {stage}{(' ' + extra) if extra else ''} --config {self.config_path}"
+        """The command line that makes an artifact (for 'run this first' messages), with the overrides this
+        experiment was loaded with (a hint that drops `data.root=...` would write to another folder)."""
+        words = [*shlex.split(stage), *shlex.split(extra), "--config", str(self.config_path)]
+        return "python -m src.stage " + shlex.join([*words, *self.config.overrides])
 
     def require(self, path: Path, stage: str, extra: str = "") -> Path:
         """Refuse to start when a previous stage's artifact is missing; name the command that makes it."""

@@ -67,6 +67,20 @@ class ModelConfig(Section):
         False, description="competition rules forbid pretrained weights: refuse model.pretrained and any weight file"
     )
 
+    @field_validator("forbid_pretrained")
+    @classmethod
+    def _nothing_pretrained_when_forbidden(cls, value: bool, info: ValidationInfo) -> bool:
+        # At load, before any stage works (a refusal at model build came after the image cache was decoded).
+        given = [key for key in ("pretrained", "weights") if value and info.data.get(key) is not None]
+        if given:
+            raise PydanticCustomError(
+                "forbidden_pretrained",
+                "forbid_pretrained is true (this competition forbids pretrained weights) but model.{key} is "
+                "{given}; set model.{key}=null",
+                {"key": given[0], "given": str(info.data[given[0]])},
+            )
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _name_from_tag(cls, data: Any) -> Any:
@@ -473,6 +487,8 @@ class Config(Section):
 
     # Set by load_config, not by the YAML: outputs are named after the config file.
     experiment: str = Field("", exclude=True)
+    # The `key.path=value` overrides it was loaded with, so "make it first with" hints repeat them.
+    overrides: tuple[str, ...] = Field((), exclude=True)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -499,6 +515,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     except ValidationError as exc:
         raise PipelineError(_describe_error(exc, path, text, override_keys)) from None
     config.experiment = path.stem
+    config.overrides = tuple(overrides)
     return config
 
 

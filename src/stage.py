@@ -175,6 +175,7 @@ STAGES: tuple[Stage, ...] = (
         ),
     ),
 )
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
 _ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -234,6 +235,7 @@ def own_options(args: argparse.Namespace, stage: Stage) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    _refuse_options_before_the_stage(parser, sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     # Overrides may come before or after flags; anything else unknown is a usage error.
     stray = [item for item in extra if item.startswith("-") or "=" not in item]
@@ -254,6 +256,20 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             print("interrupted: finished epochs are saved; continue with --resume", file=sys.stderr)
         return 130
+
+
+def _refuse_options_before_the_stage(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """`--config X train` would be argparse's 'invalid choice: X'; say that the stage comes first instead."""
+    if not argv or not argv[0].startswith("--") or argv[0] in ("-h", "--help"):
+        return
+    stage = next((word for word in argv if word in STAGE_NAMES), None)
+    if stage is None:
+        parser.error(
+            f"the stage comes first: python -m src.stage <stage> {' '.join(argv)} (stages: {', '.join(STAGE_NAMES)})"
+        )
+    rest = list(argv)
+    rest.remove(stage)
+    parser.error(f"the stage comes first: python -m src.stage {stage} {' '.join(rest)}")
 
 
 def run_stage(args: argparse.Namespace, rank: int = 0) -> int:

@@ -171,8 +171,28 @@ def test_status_reads_the_folds_file_the_formats_own_scheme_names(tmp_path):
     write_run(run_dir, [0.7, 0.8])
     saved = {"format": name, "format_options": {}, "data": {"root": str(root), "n_folds": 5, "fold_seed": 42}}
     (run_dir / "config.json").write_text(json.dumps(saved))
-    [row] = status.show(tmp_path / "out", tmp_path / "configs", lambda line: None)
+    lines: list[str] = []
+    [row] = status.show(tmp_path / "out", tmp_path / "configs", lines.append)
     assert (row["folds_trained"], row["n_folds"]) == (1, 1)
+    assert "1/1 (official split)" in lines[1]  # not mistaken for K folds of which one ran
+    # Before its folds file exists the official split's count is unknown: not data.n_folds' 5.
+    folds_file(root, 5, 42, folds_scheme_of(name)).unlink()
+    [row] = status.show(tmp_path / "out", tmp_path / "configs", lines.append)
+    assert row["n_folds"] is None
+
+
+def test_status_names_configs_that_do_not_load_and_says_what_each_score_is(tmp_path):
+    out, configs = make_layout(tmp_path)
+    (configs / "typo.yaml").write_text("competition: c\nformat: imet\ndata:\n  root: x\n  imge_size: 3\n")
+    lines: list[str] = []
+    status.show(out, configs, lines.append)
+    broken = [line for line in lines if "does not load" in line]
+    assert broken == [
+        f"config typo does not load: {configs / 'typo.yaml'} line 5: data.imge_size: unknown key; "
+        "did you mean 'image_size'?"
+    ]
+    legend = next(line for line in lines if line.startswith("scores:"))
+    assert "per fold = the fold's held-out rows at its best epoch" in legend and "honest (nested)" in legend
 
 
 def test_status_reports_the_image_cache_and_clean_cache_deletes_all_but_a_build_in_progress(tmp_path, capsys):

@@ -253,8 +253,13 @@ def test_a_folder_for_another_model_is_refused(hub):
     assert "not a readable weights manifest" in one_line(read_weights_folder, folder.path)
 
 
-def test_forbid_pretrained_refuses_a_pretrained_tag(hub):
-    model = ModelConfig(pretrained=TAG, forbid_pretrained=True)
+def test_forbid_pretrained_refuses_a_pretrained_tag(hub, tmp_path):
+    # Refused when the config loads, before any stage decodes an image or finds a run there.
+    path = write_config(tmp_path, f"  pretrained: {TAG}\n  forbid_pretrained: true\n")
+    message = one_line(load_config, path)
+    assert "forbid_pretrained is true" in message and "model.pretrained=null" in message
+    # The weights code refuses it too, for a config built without validation.
+    model = ModelConfig.model_construct(name=TAG.partition(".")[0], pretrained=TAG, forbid_pretrained=True)
     message = one_line(resolve_weights, model)
     assert "forbid_pretrained is true" in message and "model.pretrained=null" in message
     exp = SimpleNamespace(config=SimpleNamespace(model=model), config_path=Path("configs/deepfashion.yaml"))

@@ -69,14 +69,37 @@ def show(
     if rows:
         log(f"experiments under {output_dir.resolve()} (configs: {configs_dir}):")
         log(pd.DataFrame([_display(row) for row in rows]).to_string(index=False))
+        log(SCORE_LEGEND)
         for row in rows:
             made = [f"  {label}: {path}" for label, path in row["paths"].items()]
             if made:
                 log(f"{row['experiment']}:\n" + "\n".join(made))
     else:
         log(f"no experiments under {oof_root} or {configs_dir}")
+    for line in broken_configs(configs):
+        log(line)
     _image_cache_line(Layout(output_dir, "").cache_dir, clean_cache, log)
     return rows
+
+
+SCORE_LEGEND = (
+    "scores: per fold = the fold's held-out rows at its best epoch (labels at 0.5, argmax for single-label heads); OOF@0.5 = every fold's held-out "
+    "rows together at 0.5; tuned = the OOF with the tuned thresholds, optimistic (tuned and scored on the same rows) "
+    "/ honest (nested); CV honest / public LB = that honest OOF score beside Kaggle's public score"
+)
+
+
+def broken_configs(configs: dict[str, Path]) -> list[str]:
+    """One line per config in configs/ that does not load (a bad key or value), naming what is wrong."""
+    from src.config import load_config
+
+    lines = []
+    for name, path in sorted(configs.items()):
+        try:
+            load_config(path)
+        except PipelineError as exc:
+            lines.append(f"config {name} does not load: {exc}")
+    return lines
 
 
 def experiment_names(output_dir: Path, configs_dir: Path) -> tuple[list[str], dict[str, Path]]:
@@ -163,6 +186,7 @@ def experiment_status(output_dir: Path, name: str, config_path: Path | None) -> 
         "experiment": name,
         "config": str(config_path) if config_path else None,
         "n_folds": _configured_folds([path for _, path in fold_dirs], config_path),
+        "folds_scheme": _folds_scheme(_experiment_config([path for _, path in fold_dirs], config_path)),
         "folds": folds,
         "folds_trained": sum(1 for fold in folds if fold["best_checkpoint"]),
         "full_fit": run_status(full_dir, None) if full_dir.is_dir() else None,
@@ -297,6 +321,8 @@ def _display(row: dict) -> dict:
     folds = row["folds"]
     expected = row["n_folds"]
     trained = f"{row['folds_trained']}/{expected}" if expected else str(row["folds_trained"])
+    if row.get("folds_scheme"):
+        trained += f" ({row['folds_scheme']} split)"
     per_fold = (
         " ".join(
             f"{f['fold']}:e{f['best_epoch']}={_number(f['best_score'])}" + ("" if f["finished"] else "…")
@@ -320,7 +346,7 @@ def _display(row: dict) -> dict:
     return {
         "experiment": row["experiment"],
         "folds": trained,
-        "best epoch=score per fold": per_fold,
+        "per fold fold:epoch=score": per_fold,
         "full": EMPTY if full is None else ("yes" if full["finished"] else f"e{full['epochs_run']}…"),
         "OOF@0.5": _number(row["oof_score"]),
         "tuned optimistic/honest": found,
@@ -356,14 +382,15 @@ def _configured_folds(fold_dirs: list[Path], config_path: Path | None) -> int | 
         seed = int(data.get("fold_seed", DataConfig.model_fields["fold_seed"].default))
     except (TypeError, ValueError):
         return None
+    scheme = _folds_scheme(config)
     if data.get("root"):
-        path = folds_file(Path(data["root"]), n_folds, seed, _folds_scheme(config))
+        path = folds_file(Path(data["root"]), n_folds, seed, scheme)
         try:
             folds = pd.read_csv(path, usecols=["fold"])["fold"]
             return int(folds[folds >= 0].nunique())
         except (OSError, ValueError, KeyError):
             pass
-    return n_folds
+    return None if scheme else n_folds  # a format's own split ignores data.n_folds: unknown until its file exists
 
 
 def _experiment_config(fold_dirs: list[Path], config_path: Path | None) -> dict:

@@ -55,12 +55,13 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     oof = exp.read_oof()
     heads = [head for head in exp.fmt.heads() if head.thresholded]
     groups = th.label_groups(cfg.groups, exp.fmt.heads())
-    log(
-        f"thresholds {exp.name}: {len(oof.ids)} OOF rows, heads {', '.join(h.name for h in heads) or '(none)'}; "
-        f"methods {', '.join(cfg.methods)}"
-        + (f" ({cfg.optuna_trials} trials, {exp.optuna_storage})" if "optuna" in cfg.methods else "")
-        + f"; honest = {cfg.honest_folds}-fold over OOF rows"
-    )
+    if heads:  # a softmax-only run has no methods to run: only the "nothing to tune" line below
+        log(
+            f"thresholds {exp.name}: {len(oof.ids)} OOF rows, heads {', '.join(h.name for h in heads)}; "
+            f"methods {', '.join(cfg.methods)}"
+            + (f" ({cfg.optuna_trials} trials, {exp.optuna_storage})" if "optuna" in cfg.methods else "")
+            + f"; honest = {cfg.honest_folds}-fold over OOF rows"
+        )
     result = {"method": cfg.method, "heads": {}, "honest": {}}
     for head in heads:
         result["heads"][head.name], result["honest"][head.name] = _tune_head(
@@ -82,7 +83,7 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
             + table_text(per_fold.rows)
         )
     else:
-        log("no multi-label head: nothing to tune (softmax heads use argmax)")
+        log(f"thresholds {exp.name}: no multi-label head, nothing to tune (softmax heads use argmax)")
     log(f"wrote {exp.thresholds_path}")
 
 
