@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_serializer, model_validator
 
 from src.atomic import atomic_path, write_text
 from src.errors import PipelineError
@@ -236,6 +236,11 @@ class Experiment(Layout):
                     f"{', '.join(head.methods)}); tune again with: {rewrite_command or self.command('thresholds')}, "
                     "or set thresholds.method to one of those"
                 )
+            if cfg.method == "relative" and head.relative_ratio is None:
+                raise PipelineError(
+                    f"{path or self.thresholds_path}: head {name} has 'relative' thresholds but no relative_ratio "
+                    f"(damaged); tune again with: {rewrite_command or self.command('thresholds')}"
+                )
         from src.thresholds import label_groups
 
         return saved.rules(cfg.method, cfg.min_labels, cfg.max_labels, label_groups(cfg.groups, self.fmt.heads()))
@@ -359,6 +364,16 @@ class HeadThresholds(_Record):
     global_threshold: float = Field(alias="global")
     methods: dict[str, list[float]]
     label_count_rule: LabelCountRule
+    # The `relative` method's ratio: its labels pass min(threshold, ratio x the image's top probability).
+    relative_ratio: float | None = Field(None, ge=0.0, le=1.0)
+
+    @model_serializer(mode="wrap")
+    def _ratio_only_when_tuned(self, handler) -> dict:
+        """A file without the `relative` method has no ratio key (its bytes stay what they were before the key)."""
+        dumped = handler(self)
+        if dumped.get("relative_ratio") is None:
+            dumped.pop("relative_ratio", None)
+        return dumped
 
     @model_validator(mode="after")
     def _thresholds_are_probabilities(self) -> HeadThresholds:
@@ -422,7 +437,8 @@ class TunedThresholds(_Record):
         """How submit decides with `method`'s thresholds; `groups`: {head: thresholds.LabelGroup limits}."""
         from src.formats.base import DecisionRules
 
-        return DecisionRules(self.class_thresholds(method), min_labels, max_labels, dict(groups or {}))
+        ratios = {name: head.relative_ratio for name, head in self.heads.items()} if method == "relative" else {}
+        return DecisionRules(self.class_thresholds(method), min_labels, max_labels, dict(groups or {}), ratios)
 
     def score_of(self, head: str, method: str) -> MethodScore | None:
         return next((row for row in self.honest.get(head, []) if row.method == method), None)

@@ -281,7 +281,7 @@ class PredictConfig(Section):
     batch_size: int = Field(128, ge=1)
 
 
-ThresholdMethod = Literal["global", "exact", "optuna"]
+ThresholdMethod = Literal["global", "exact", "optuna", "relative"]
 
 
 class LabelGroupConfig(Section):

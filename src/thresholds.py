@@ -70,20 +70,45 @@ def label_groups(groups, heads) -> dict[str, tuple[LabelGroup, ...]]:
     return found
 
 
+@dataclass(frozen=True)
+class RelativeThresholds:
+    """A per-image rule (iMet 6th place): a label is on when its probability passes min(its threshold, `ratio` x the
+    image's top probability), so a confident image keeps the threshold and an unsure one still names the labels
+    near its top one (the top label itself is always on: `ratio` < 1)."""
+
+    thresholds: np.ndarray
+    ratio: float
+
+
+RELATIVE_RATIOS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))  # the ratios `relative_thresholds` tries
+
+
 def apply_thresholds(
-    probs, thresholds, min_labels: int = 0, max_labels: int | None = None, groups: tuple[LabelGroup, ...] = ()
+    probs,
+    thresholds,
+    min_labels: int = 0,
+    max_labels: int | None = None,
+    groups: tuple[LabelGroup, ...] = (),
+    relative_ratio: float | None = None,
 ) -> np.ndarray:
     """Bool n x c predictions: `probs > thresholds`, then each group's label-count limits within its columns,
     then the per-image limits over all classes.
 
-    `thresholds` is a scalar or one value per class. If more than `max_labels` labels pass, only the
-    `max_labels` passing ones with the highest probabilities stay. If fewer than `min_labels` pass,
-    the highest-probability labels that did not pass are added until there are `min_labels`. Among
-    equal probabilities the lower class index is taken first.
+    `thresholds` is a scalar or one value per class (a RelativeThresholds carries its own ratio); with
+    `relative_ratio` each image's thresholds are lowered to at most that ratio of its top probability. If more
+    than `max_labels` labels pass, only the `max_labels` passing ones with the highest probabilities stay. If
+    fewer than `min_labels` pass, the highest-probability labels that did not pass are added until there are
+    `min_labels`. Among equal probabilities the lower class index is taken first.
     """
     probs = _prob_matrix(probs)
+    if isinstance(thresholds, RelativeThresholds):
+        thresholds, relative_ratio = thresholds.thresholds, thresholds.ratio
     thresholds = _threshold_vector(thresholds, probs.shape[1])
     _check_label_limits(min_labels, max_labels, probs.shape[1])
+    if relative_ratio is not None:
+        if not 0.0 <= relative_ratio <= 1.0:
+            raise PipelineError(f"relative ratio {relative_ratio}: pass a fraction of the top probability in [0, 1]")
+        thresholds = np.minimum(thresholds, relative_ratio * probs.max(axis=1, keepdims=True))
     predicted = probs > thresholds
     for group in groups:
         columns = np.asarray(group.columns, dtype=np.int64)
@@ -146,6 +171,24 @@ def best_global_threshold(probs, targets, objective: Objective) -> tuple[float, 
     index = int(np.flatnonzero(curve >= best - _TOLERANCE)[-1])
     threshold = float(candidates[index])
     return threshold, objective.score(targets, probs > threshold)
+
+
+def relative_thresholds(probs, targets, objective: Objective, ratios=RELATIVE_RATIOS) -> RelativeThresholds:
+    """The best (global threshold, ratio) pair of the per-image rule RelativeThresholds on these rows: for each ratio
+    the labels near the top are on whatever the threshold, so one pass over the global candidates scores them all."""
+    probs, targets = _inputs(probs, targets)
+    candidates = _global_candidates(probs, targets)
+    candidates = candidates[candidates < 1.0]  # a raised label (1.0) must pass every candidate
+    best = (-np.inf, 1.0, float(ratios[0]))
+    top = probs.max(axis=1, keepdims=True)
+    for ratio in ratios:
+        near_top = probs > ratio * top
+        raised = np.where(near_top, np.float32(1.0), probs)
+        curve = _global_curve(raised, targets, objective, candidates)
+        index = int(np.flatnonzero(curve >= curve.max() - _TOLERANCE)[-1])
+        if curve[index] > best[0] + _TOLERANCE:
+            best = (float(curve[index]), float(candidates[index]), float(ratio))
+    return RelativeThresholds(np.full(probs.shape[1], best[1], dtype=np.float64), best[2])
 
 
 def exact_thresholds(

@@ -312,3 +312,36 @@ def test_label_groups_are_found_by_prefix_and_an_unknown_prefix_is_one_line():
     assert groups == {"attributes": (th.LabelGroup("tag::", (2,), 1, None),)}
     with pytest.raises(PipelineError, match=r"config thresholds.groups\[0\].prefix: no class name starts with 'dim::'"):
         th.label_groups([LabelGroupConfig(prefix="dim::")], heads)
+
+
+def test_relative_rule_is_the_per_image_minimum_of_threshold_and_ratio_of_the_top():
+    probs = np.array([[0.9, 0.5, 0.3], [0.2, 0.15, 0.05]], dtype=np.float32)
+    # Row 0 is confident: the threshold 0.4 decides. Row 1 is unsure: labels above 0.5 x 0.2 are on.
+    rule = th.RelativeThresholds(np.full(3, 0.4), 0.5)
+    assert th.apply_thresholds(probs, rule).tolist() == [[True, True, False], [True, True, False]]
+    assert th.apply_thresholds(probs, 0.4, relative_ratio=0.5).tolist() == [[True, True, False], [True, True, False]]
+    assert th.apply_thresholds(probs, 0.4).tolist() == [[True, True, False], [False, False, False]]
+    with pytest.raises(PipelineError, match="relative ratio 1.5"):
+        th.apply_thresholds(probs, 0.4, relative_ratio=1.5)
+
+
+@pytest.mark.parametrize("objective", [F2, ColumnFbeta(beta=1.0)])
+def test_relative_tuning_finds_the_brute_force_best_pair(objective):
+    rng = np.random.default_rng(4)
+    # Images whose probabilities are all scaled down by a random confidence: a fixed threshold misses them.
+    targets = rng.random((300, 8)) < 0.25
+    signal = np.where(targets, rng.beta(5, 2, targets.shape), rng.beta(2, 5, targets.shape))
+    probs = (signal * rng.uniform(0.1, 1.0, (300, 1))).astype(np.float32)
+    found = th.relative_thresholds(probs, targets, objective)
+    assert found.ratio in th.RELATIVE_RATIOS and np.all(found.thresholds == found.thresholds[0])
+    tuned = th.score(probs, targets, found, objective)
+    candidates = th._global_candidates(probs, targets)
+    brute = max(
+        th.score(probs, targets, th.RelativeThresholds(np.full(8, t), r), objective)
+        for r in th.RELATIVE_RATIOS
+        for t in candidates[candidates < 1.0]
+    )
+    assert tuned == pytest.approx(brute, abs=1e-12)
+    assert tuned > th.best_global_threshold(probs, targets, objective)[1]  # the rule helps on such images
+    nested = th.nested_score(probs, targets, objective, lambda p, t: th.relative_thresholds(p, t, objective))
+    assert nested["honest"] <= nested["optimistic"] + 1e-12

@@ -66,3 +66,30 @@ def test_label_groups_are_scored_honestly_and_decide_what_submit_writes(tiny_ime
     digits = [i for i, name in enumerate(head.class_names) if name.startswith("digit::")]
     tags = [i for i, name in enumerate(head.class_names) if name.startswith("tag::")]
     assert labels[:, digits].sum(axis=1).max() <= 3 and (labels[:, tags].sum(axis=1) == 1).all()
+
+
+def test_the_relative_rule_is_tuned_scored_and_used_by_submit(tiny_imet_root, tmp_path):
+    from src.thresholds import RelativeThresholds, apply_thresholds
+
+    root, _ = tiny_imet_root
+    exp = _experiment_with_oof(
+        tmp_path, root, {"thresholds": {"methods": ["global", "relative"], "method": "relative"}}
+    )
+    thresholds_step.run(exp, quiet=True, log=[].append)
+    saved = json.loads(exp.thresholds_path.read_text())["heads"]["attributes"]
+    ratio = saved["relative_ratio"]
+    assert 0 < ratio < 1 and len(set(saved["methods"]["relative"])) == 1
+    honest = {row["method"] for row in json.loads(exp.thresholds_path.read_text())["honest"]["attributes"]}
+    assert "relative" in honest  # scored optimistic and honest like every method
+    rules = exp.decision_rules()
+    assert rules.relative_ratios == {"attributes": ratio}
+    oof = exp.read_oof()
+    decided = exp.fmt.decide(oof.probs, rules)["attributes"]
+    expected = apply_thresholds(
+        oof.probs["attributes"], RelativeThresholds(np.asarray(saved["methods"]["relative"]), ratio)
+    )
+    assert np.array_equal(decided, expected)
+    # Without the method the file carries no ratio key at all (older files and their bytes stay as they were).
+    exp = _experiment_with_oof(tmp_path / "plain", root, {"thresholds": {"methods": ["global", "exact"]}})
+    thresholds_step.run(exp, quiet=True, log=[].append)
+    assert "relative_ratio" not in exp.thresholds_path.read_text()

@@ -85,6 +85,7 @@ class DecisionRules:
     min_labels: int = 0
     max_labels: int | None = None
     groups: dict[str, tuple] = field(default_factory=dict)  # head -> its thresholds.LabelGroup limits
+    relative_ratios: dict[str, float] = field(default_factory=dict)  # head -> the `relative` rule's ratio
 
 
 class CompetitionFormat(ABC):
@@ -191,7 +192,8 @@ class CompetitionFormat(ABC):
                 min_labels = max(rules.min_labels if rules else 0, head.min_labels)
                 max_labels = rules.max_labels if rules else None
                 groups = rules.groups.get(head.name, ()) if rules else ()
-                labels[head.name] = apply_thresholds(head_probs, thresholds, min_labels, max_labels, groups)
+                ratio = rules.relative_ratios.get(head.name) if rules else None
+                labels[head.name] = apply_thresholds(head_probs, thresholds, min_labels, max_labels, groups, ratio)
             else:
                 labels[head.name] = np.asarray(head_probs).argmax(axis=1)
         return labels

@@ -47,7 +47,10 @@ def _tuners(exp: Experiment, head_name: str, objective) -> dict[str, Callable]:
         )
         return shrunk(tuned, probs, targets)
 
-    return {"global": global_tuner, "exact": exact_tuner, "optuna": optuna_tuner}
+    def relative_tuner(probs, targets):
+        return th.relative_thresholds(probs, targets, objective)
+
+    return {"global": global_tuner, "exact": exact_tuner, "optuna": optuna_tuner, "relative": relative_tuner}
 
 
 def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print) -> None:
@@ -85,6 +88,11 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     else:
         log(f"thresholds {exp.name}: no multi-label head, nothing to tune (softmax heads use argmax)")
     log(f"wrote {exp.thresholds_path}")
+
+
+def _class_thresholds(found) -> np.ndarray:
+    """The per-class thresholds of a tuner's result (the `relative` rule's ratio is saved beside them)."""
+    return found.thresholds if isinstance(found, th.RelativeThresholds) else found
 
 
 def _grouped_row(exp: Experiment, method: str, tuner, probs, targets, objective, groups) -> dict:
@@ -144,7 +152,9 @@ def _tune_head(exp: Experiment, head, head_probs, head_targets, log=print, group
     entry = {
         "class_names": list(head.class_names),
         "global": global_value,
-        "methods": {method: values.tolist() for method, values in found.items()},
+        "methods": {method: _class_thresholds(values).tolist() for method, values in found.items()},
         "label_count_rule": {"min_labels": min_labels, "max_labels": max_labels},
     }
+    if "relative" in found:
+        entry["relative_ratio"] = found["relative"].ratio
     return entry, rows
