@@ -153,6 +153,11 @@ class SamplerConfig(Section):
     samples_per_epoch: int | None = Field(None, ge=1, description="draws per epoch; null = the training set's size")
 
 
+class DropNoisyConfig(Section):
+    experiment: str = Field(min_length=1, description="the earlier experiment whose oof.npz ranks the rows")
+    quantile: float = Field(gt=0.0, lt=1.0, description="the share of each run's training rows left out")
+
+
 class TrainConfig(Section):
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -226,6 +231,11 @@ class TrainConfig(Section):
         description="glibc (Linux): freed CPU memory is kept for the next tensors "
         "instead of being returned to the OS and page-faulted in again (src.runtime."
         "reuse_freed_memory; bench's 'C allocator' line); false = glibc's defaults",
+    )
+    drop_noisy: DropNoisyConfig | None = Field(
+        None,
+        description="OOF-driven cleaning: leave out the training rows an earlier experiment's OOF contradicts most, "
+        "e.g. {experiment: imet-stage1, quantile: 0.05}",
     )
     init_from: str | None = Field(
         None,

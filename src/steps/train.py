@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from src.artifacts import Experiment
+from src.artifacts import Experiment, Layout, OofPredictions
+from src.cleaning import noisy_training_rows, write_dropped
 from src.engine import RunInputs, train_run
 from src.errors import PipelineError
 from src.steps.common import decoded_images, fold_numbers
@@ -43,9 +44,12 @@ def run(
         f"{exp.config.data.image_size}px, batch {tc.batch_size}x{tc.accumulate_steps}, {tc.epochs} epochs, loss {tc.loss.name}, "
         f"runs: {', '.join('full' if k is None else f'fold {k}' for k in targets)} -> {exp.oof_dir}"
     )
+    earlier_oof = _earlier_oof(exp)  # before the images are decoded: a missing stage is one line at once
     images, readable = decoded_images(exp, table, quiet, log, "train images")
     for k in targets:
         train_rows = np.flatnonzero(readable & (fold_of_row != k)) if k is not None else np.flatnonzero(readable)
+        if earlier_oof is not None:
+            train_rows = _without_noisy_rows(exp, earlier_oof, table.ids, train_rows, exp.run_dir(k), log)
         valid_rows = np.flatnonzero(readable & (fold_of_row == k)) if k is not None else None
         run_dir = exp.run_dir(k)
         log(
@@ -66,3 +70,30 @@ def run(
             )
         elif state.finished:
             log(f"full fit done: {state.next_epoch} epochs -> {run_dir / 'best.pt'}")
+
+
+def _earlier_oof(exp: Experiment):
+    """train.drop_noisy's earlier experiment's oof.npz (its heads checked), or None without drop_noisy."""
+    drop = exp.config.train.drop_noisy
+    if drop is None:
+        return None
+    source = Layout(exp.config.output_dir, drop.experiment)
+    command = f"python -m src.stage oof --config configs/{drop.experiment}.yaml"
+    if not source.oof_path.is_file():
+        raise PipelineError(f"{source.oof_path} is missing: train.drop_noisy ranks rows by it; make it with: {command}")
+    oof = OofPredictions.read(source.oof_path, command)
+    oof.check_heads(exp.fmt.heads(), source.oof_path, command)
+    return oof
+
+
+def _without_noisy_rows(exp: Experiment, oof, ids: list[str], train_rows: np.ndarray, run_dir, log) -> np.ndarray:
+    """`train_rows` less the share drop_noisy leaves out (ranked among these rows only), listed in dropped.csv."""
+    drop = exp.config.train.drop_noisy
+    source = Layout(exp.config.output_dir, drop.experiment).oof_path
+    noisy = noisy_training_rows(oof, source, exp.fmt.heads(), ids, train_rows, drop.quantile)
+    path = write_dropped(run_dir, ids, noisy)
+    log(
+        f"drop_noisy: {len(noisy.rows)} of {len(train_rows)} training images left out (OOF loss >= "
+        f"{noisy.threshold:.3f} in {source}) -> {path}"
+    )
+    return np.setdiff1d(train_rows, noisy.rows)
