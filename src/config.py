@@ -439,6 +439,12 @@ class KaggleConfig(Section):
     dataset_title: str | None = Field(None, min_length=6, max_length=50, description="null = '<experiment> weights'")
     dataset_license: str = Field("CC0-1.0", min_length=1, description="one Kaggle license name, e.g. CC0-1.0")
     enable_gpu: bool = Field(True, description="run the kernel on a GPU machine")
+    train_processes: int | None = Field(
+        None,
+        ge=1,
+        description="training kernel: null = one DDP process per visible GPU (both T4s of Kaggle's default machine); "
+        "N forces N (gloo on a CPU-only machine, as the local check of the multi-process path does)",
+    )
     accelerator: str = Field(
         "NvidiaTeslaT4",
         description="the GPU machine (--accelerator of kaggle kernels push): "

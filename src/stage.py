@@ -17,10 +17,7 @@ from pathlib import Path
 
 from src.steps.table import OneOf, Stage, option, train_options
 
-# No hub downloads, ever (the `weights` stage lifts this for its own call): weights come from local files.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
+# No hub downloads (the `weights` stage lifts this for its own call) and no version checks: see src/__init__.py.
 _WEIGHTS_OPTIONS = (
     option("--model", metavar="NAME.TAG", help="timm model tag, e.g. resnet50.a1_in1k (default: the config's)"),
     option("--push", action="store_true", help="then create/version a Kaggle dataset of that folder"),

@@ -111,7 +111,7 @@ def file_sha256(path: Path) -> str:
 def hub_online() -> Iterator[None]:
     """Lift huggingface_hub's offline mode for one call (the `weights` stage, the one place that downloads).
 
-    src/stage.py sets HF_HUB_OFFLINE=1 for every stage; huggingface_hub reads it once, at import, into
+    src/__init__.py sets HF_HUB_OFFLINE=1 wherever the package is imported; huggingface_hub reads it once, at import, into
     `constants.HF_HUB_OFFLINE`, which every request checks. That value is switched off here and restored after.
     """
     from huggingface_hub import constants

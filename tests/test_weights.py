@@ -79,7 +79,9 @@ def fetch_step(**options) -> tuple[object, list[str]]:
 def test_step_downloads_timms_file_once_then_verifies_it_offline(hub, monkeypatch):
     from huggingface_hub import constants
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as src/stage.py leaves it: the stage lifts it for its call
+    monkeypatch.setattr(
+        constants, "HF_HUB_OFFLINE", True
+    )  # as src/__init__.py leaves it: the stage lifts it for its call
     folder, lines = fetch_step()
 
     served_bytes = hub.repos[REPO]["model.safetensors"]

@@ -56,7 +56,7 @@ from src.kaggle.local.offline_sandbox import run_offline
 from src.kaggle.local.push import DATASET_WAIT_S, upload_dataset
 from src.kaggle.local.secret_scan import seal
 from src.kaggle.on_kaggle.install_wheels import changed_files, file_sha256, tree_sha256
-from src.kaggle.on_kaggle.train import CHECK_ENV, CONFIG_NAME, INPUTS_DIR, check_runs
+from src.kaggle.on_kaggle.train import CHECK_ENV, CONFIG_NAME, INPUTS_DIR, check_runs, train_under_torchrun
 
 Log = Callable[[str], None]
 STAGE = "src.steps.train:run"  # what the kernel runs: the local train stage's own function
@@ -117,6 +117,7 @@ def build_training_kernel(exp: Experiment, runs: dict, log: Log = print) -> Trai
             "competition": exp.config.competition,
             "kernel_ref": names.ref(slug),
             "runs": runs,
+            "processes": exp.config.kaggle.train_processes,
             "folds_file": folds.name if folds else None,
             "wheels": stage_wheels(exp, names, staging / KERNEL_WHEELS_DIR, log),
             "pretrained": _pretrained(exp, names),
@@ -245,6 +246,8 @@ def _move_into_place(exp: Experiment, staging: Path) -> None:
         os.replace(path, exp.train_kernel_dir / path.name)
 
 
+_PROJECT_ROOT = Path(__file__).resolve().parents[3]  # where `src` is, for the local check's torchrun
+
 # ---- the local check ----------------------------------------------------------------------------
 
 
@@ -295,7 +298,12 @@ def _reference_runs(exp: Experiment, settings: dict, scratch: Path, run_train: C
     for relative in (settings["resume"] or {}).get("paths", {}).values():
         (local.oof_dir / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(exp.oof_dir / relative, local.oof_dir / relative)
-    run_train(local, **check_runs(settings["runs"]))
+    processes = settings.get("processes") or 1
+    if processes > 1:  # the kernel's DDP ranks against as many here: the same shards, the same weights
+        overrides = (*exp.config.overrides, f"output_dir={scratch}")
+        train_under_torchrun(exp.config_path, check_runs(settings["runs"]), processes, [str(_PROJECT_ROOT)], overrides)
+    else:
+        run_train(local, **check_runs(settings["runs"]))
     return {
         run.name: {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
         for run in sorted(local.oof_dir.iterdir())

@@ -43,8 +43,17 @@ def run_training(settings: dict, input_root: str, working_root: str, code_dir: s
             exp = training_experiment(settings, Path(input_root), Path(working_root), Path(code_dir), Path(scratch))
             restore_state(settings, Path(input_root), exp)
             runs = check_runs(settings["runs"]) if os.environ.get(CHECK_ENV) == "1" else settings["runs"]
-            print(f"training kernel {exp.name}: {runs} on {exp.config.data.root} -> {exp.oof_dir}", flush=True)
-            train_stage(exp, **runs, quiet=True, log=lambda line: print(line, flush=True))
+            processes = process_count(settings.get("processes"))
+            print(
+                f"training kernel {exp.name}: {runs} on {exp.config.data.root} -> {exp.oof_dir}"
+                + (f" ({processes} processes, DDP)" if processes > 1 else ""),
+                flush=True,
+            )
+            if processes > 1:
+                code = [str(Path(code_dir) / "code"), str(Path(code_dir) / "vendor")]
+                train_under_torchrun(exp.config_path, runs, processes, code)
+            else:
+                train_stage(exp, **runs, quiet=True, log=lambda line: print(line, flush=True))
             write_manifest(exp, settings, Path(working_root))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -52,6 +61,40 @@ def run_training(settings: dict, input_root: str, working_root: str, code_dir: s
     finally:
         os.chdir(start_dir)
     return 0
+
+
+def process_count(configured: int | None) -> int:
+    """How many training processes: `kaggle.train_processes` when set, else one per visible GPU (Kaggle's default
+    machine has two T4s; one process would leave one idle), else one."""
+    if configured:
+        return int(configured)
+    import torch
+
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+def train_under_torchrun(
+    config_path: Path, runs: dict, processes: int, python_path: list[str], overrides: tuple[str, ...] = ()
+) -> None:
+    """The `train` stage of `config_path` (with `overrides`) under torchrun: `processes` DDP ranks (nccl on GPUs,
+    gloo on the CPU), the global batch still train.batch_size; rank 0 prints. `python_path` finds `src`. A failed
+    rank is one error line (its own line printed above it)."""
+    import subprocess
+
+    from src.errors import PipelineError
+
+    argv = ["--fold", str(runs["fold"])] if runs.get("fold") is not None else ["--full"]
+    argv += ["--resume"] if runs.get("resume") else []
+    if runs.get("stop_after_epochs"):
+        argv += ["--stop-after-epochs", str(runs["stop_after_epochs"])]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command += ["-m", "src.stage", "train", "--config", str(config_path), *argv, *overrides, "--quiet"]
+    paths = [*python_path, os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+    env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, said once instead of its warning per rank
+    finished = subprocess.run(command, env=env, check=False)
+    if finished.returncode != 0:
+        raise PipelineError(f"the {processes} training processes stopped with exit status {finished.returncode}")
 
 
 def check_runs(runs: dict) -> dict:
