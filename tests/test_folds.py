@@ -53,3 +53,26 @@ def test_official_and_kfold_schemes_never_share_a_folds_file(tmp_path):
     kfold = create_format("celeba", root, {"fold_mode": "kfold"}).folds_scheme()
     assert folds_file(root, 5, 42, official) != folds_file(root, 5, 42, kfold)
     assert folds_file(root, 5, 42, kfold).name == "folds-k5-seed42.csv"
+
+
+def _iterstrat_folds(labels: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    folds = np.full(len(labels), -1)
+    splitter = MultilabelStratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        folds[held_out] = fold
+    return folds
+
+
+def test_the_same_folds_as_iterstrat_draw_by_draw():
+    """The fast stratification keeps every folds file (and so every demo's outputs) what iterstrat made."""
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        n_rows, n_classes, n_splits = int(rng.integers(6, 250)), int(rng.integers(2, 30)), int(rng.integers(2, 6))
+        labels = (rng.random((n_rows, n_classes)) < rng.uniform(0.01, 0.5, n_classes)).astype(np.uint8)
+        if seed % 4 == 0:
+            labels[: n_rows // 3] = 0  # rows with no label at all take the last branch
+        if seed % 7 == 0:
+            labels[:, 0] = 1  # a label on every row: ties on every draw
+        assert np.array_equal(make_folds(labels, n_splits, seed), _iterstrat_folds(labels, n_splits, seed)), seed
