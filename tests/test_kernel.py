@@ -4,6 +4,7 @@ src/steps/download.py): built, checked by running it offline, pushed through the
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -160,6 +161,27 @@ def test_names_come_from_kaggle_json_and_the_title_must_match_the_slug(trained, 
     config.kaggle.kernel_title = "My Great Kernel"
     with pytest.raises(PipelineError, match="URL slug 'my-great-kernel', not 'tiny-inference'"):
         kaggle_names(exp)
+
+
+def test_a_build_needs_no_username_until_something_is_pushed(trained, tmp_path, monkeypatch):
+    from src.kaggle.local.names import UNKNOWN_OWNER
+    from src.steps import kernel as kernel_step
+
+    monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))
+    for name in ("KAGGLE_USERNAME", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    config = trained.config.model_copy(deep=True)
+    config.kaggle.username = None
+    config.output_dir = tmp_path / "out"
+    shutil.copytree(trained.output_dir / "oof", config.output_dir / "oof")
+    exp = Experiment(config, trained.config_path)
+    logs: list[str] = []
+    built, _ = kernel_step.build(exp, check=False, log=logs.append)
+    metadata = json.loads((exp.kernel_dir / "kernel-metadata.json").read_text())
+    assert metadata["id"] == f"{UNKNOWN_OWNER}/tiny-inference"
+    assert any("no Kaggle username" in line and "before `kernel push`" in line for line in logs)
+    with pytest.raises(PipelineError, match="no Kaggle username"):
+        kernel_step.push(exp, check=False, log=[].append)  # refused before anything is uploaded
 
 
 # ---- parity -------------------------------------------------------------------------------------

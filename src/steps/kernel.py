@@ -115,7 +115,7 @@ def _build_checked(exp: Experiment, check: bool | None, accelerator: str | None,
     from src.kaggle.local.inference_kernel import build_kernel
 
     _use_accelerator(exp, accelerator)
-    built = build_kernel(exp, log)
+    built = build_kernel(exp, log, pushing)
     return built, _parity(exp, built, check, pushing, quiet, log)
 
 

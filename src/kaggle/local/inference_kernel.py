@@ -41,7 +41,7 @@ from src.artifacts import (
 from src.config import Config, config_to_dict
 from src.errors import PipelineError
 from src.kaggle.local.kernel_script import code_archive, render_script, script_settings
-from src.kaggle.local.names import KaggleNames, kaggle_names, machine_metadata
+from src.kaggle.local.names import UNKNOWN_OWNER, KaggleNames, kaggle_names, machine_metadata
 from src.kaggle.local.secret_scan import seal
 from src.kaggle.on_kaggle.install_wheels import file_sha256
 from src.weights import normalisation
@@ -82,15 +82,17 @@ class KernelBuild:
         }
 
 
-def build_kernel(exp: Experiment, log: Log = print) -> KernelBuild:
+def build_kernel(exp: Experiment, log: Log = print, pushing: bool = False) -> KernelBuild:
     """Write `kernels/<exp>/` (script, kernel metadata, flat weights dataset, flat wheels dataset) from the
-    trained experiment.
+    trained experiment (without a Kaggle username, unless `pushing`, owned by names.UNKNOWN_OWNER).
 
     Everything is built in a staging folder and scanned for credentials first: a file holding one is
     never moved into place. The same experiment gives the same bytes (the archive is reproducible).
     """
     config, fmt = exp.config, exp.fmt
-    names = kaggle_names(exp)
+    names = kaggle_names(exp, pushing)
+    if names.username == UNKNOWN_OWNER:
+        log(f"no Kaggle username: the kernel names its owner {UNKNOWN_OWNER}; set kaggle.username before `kernel push`")
     checkpoint = exp.submission_checkpoint()
     _check_weights_only(checkpoint)
     thresholds = exp.thresholds_path if exp.read_thresholds() is not None else None

@@ -39,10 +39,14 @@ class KaggleNames:
         return f"{self.kernel_slug}.py"
 
 
-def kaggle_names(exp: Experiment) -> KaggleNames:
-    """Kernel and dataset names from the config's `kaggle:` section, defaults derived from the experiment."""
+UNKNOWN_OWNER = "your-kaggle-username"  # a build without a username names this owner; nothing is pushed under it
+
+
+def kaggle_names(exp: Experiment, pushing: bool = True) -> KaggleNames:
+    """Kernel and dataset names from the config's `kaggle:` section, defaults derived from the experiment. Without
+    a username a build (`pushing` False) names the owner UNKNOWN_OWNER; anything that talks to Kaggle refuses."""
     settings = exp.config.kaggle
-    username = settings.username or username_from_credentials()
+    username = settings.username or username_from_credentials() or (None if pushing else UNKNOWN_OWNER)
     if not username:
         raise PipelineError(
             f"{exp.config_path}: no Kaggle username: set kaggle.username (the owner of the kernel "
