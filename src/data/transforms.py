@@ -96,7 +96,7 @@ class ImagePipeline:
 def build_transform(steps: list[dict[str, Any]], image_size: int, mean, std, where: str) -> ImagePipeline:
     """The configured steps as an albumentations pipeline on uint8 images, and the batch normalisation after it.
 
-    A step that takes a `size` (crops) gets `(image_size, image_size)` unless the config names one; images reach
+    A step that takes a `size` or `height`/`width` (crops) gets `image_size` unless the config names one; images reach
     the pipeline as cached (`transform_from_config` adds the crop a cache larger than `image_size` needs).
     `where` (e.g. 'augment.train') goes into error messages.
     """
@@ -120,6 +120,9 @@ def _build_step(step: dict[str, Any], index: int, image_size: int, where: str) -
     accepted = inspect.signature(transform_cls.__init__).parameters
     if "size" in accepted and "size" not in params:
         params["size"] = (image_size, image_size)
+    for side in ("height", "width"):  # RandomCrop, CenterCrop: the model's input unless the config names one
+        if side in accepted and side not in params and {"height", "width"} <= set(accepted):
+            params[side] = image_size
     unknown = sorted(key for key in params if key not in accepted)
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         # albumentations only warns and then runs with the defaults: a typo would silently change the recipe

@@ -129,6 +129,8 @@ def _image_cache_line(cache_dir: Path, clean: bool, log: Callable[[str], None]) 
             f"image cache: {usage.entries} decoded image set(s), {usage.bytes / 2**30:.2f} GB in {cache_dir} "
             "(rebuilt on demand; `status --clean-cache` deletes them)"
         )
+    for what, size in usage.sets:
+        log(f"  {size / 2**30:8.3f} GB  {what}")
 
 
 def experiment_status(output_dir: Path, name: str, config_path: Path | None) -> dict:
