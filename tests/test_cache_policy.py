@@ -262,3 +262,59 @@ def test_crop_tta_averages_the_crops_predictions(photos, tmp_path):
     ]
     assert not np.allclose(each[0]["labels"], each[1]["labels"])  # the crops really differ
     np.testing.assert_allclose(averaged["labels"], np.mean([e["labels"] for e in each], axis=0), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_chain_on_aspect_keeping_crops_from_a_packed_cache_read_by_loader_workers(tmp_path):
+    from src.config import load_config
+    from src.demo import build_demo
+    from src.formats import create_format
+    from src.stage import main
+
+    paths = build_demo("folder", tmp_path / "demo-folder", n_train=120, n_test=30, seed=3)  # images of 24..80 px
+    overrides = [
+        f"output_dir={tmp_path / 'out'}",
+        f"data.root={paths.root}",
+        f"data.solution=[{paths.solution_files[0]}]",
+        "data.image_size=32",
+        "data.n_folds=2",
+        "data.resize=short_side",
+        "data.cache_size=40",
+        "data.cache=packed",
+        "data.cache_format=png",
+        "augment.train=[{name: RandomCrop}, {name: HorizontalFlip}]",
+        "predict.tta_crops=3",
+        "model.name=test_efficientnet",
+        "train.epochs=2",
+        "train.batch_size=16",
+        "train.threads=1",
+        "train.num_workers=2",  # forked workers decode the packed images
+        "thresholds.honest_folds=2",
+        "submit.checkpoint=fold-0",
+        "--quiet",
+    ]
+    config = ROOT / "configs" / "demo-folder.yaml"
+    for stage in (["folds"], ["train", "--fold", "all"], ["oof"], ["thresholds"], ["submit"]):
+        assert main([stage[0], "--config", str(config), *stage[1:], *overrides]) == 0, stage
+    cache_dir = tmp_path / "out" / "oof" / "_image_cache"
+    packs = sorted(cache_dir.glob("*.pack"))
+    assert len(packs) == 2 and not list(cache_dir.glob("*.npy")) and not list(cache_dir.glob("*.partial"))
+    shapes = {PackedImages(pack)[row].shape[:2] for pack in packs for row in range(10)}
+    assert min(min(shape) for shape in shapes) == 40 and any(max(shape) > 40 for shape in shapes)
+    fmt = create_format("folder", paths.root, load_config(config).format_options)
+    ids, _ = fmt.read_submission([tmp_path / "out" / "submissions" / "demo-folder" / "submission.csv"])
+    assert ids == fmt.read_test().ids
+
+
+def test_status_lists_each_cache_set_with_its_size(photos, tmp_path):
+    from src.steps import status
+
+    cache_dir = tmp_path / "out" / "oof" / "_image_cache"
+    load_or_build(photos, 16, cache_dir, False, quiet=True)
+    load_or_build(photos, 16, cache_dir, False, quiet=True, policy=CachePolicy(20, resize="short_side", kind="packed"))
+    lines: list[str] = []
+    status.show(tmp_path / "out", tmp_path / "configs", lines.append)
+    sets = [line for line in lines if line.strip().endswith("px") and "B  " in line]
+    assert len(sets) == 2 and "raw 6 images at 16 px" in sets[1] and "jpeg 6 images, short_side at 20 px" in sets[0]
+    raw_bytes = next(cache_dir.glob("*.npy")).stat().st_size
+    assert raw_bytes > 6 * 16 * 16 * 3 and sets[1].split()[:2] == [f"{raw_bytes / 1024:.1f}", "KB"]

@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from src.atomic import atomic_path
-from src.data.crops import cached_source, resize_square  # noqa: F401 (resize_square: imported from here too)
+from src.data.crops import cached_source
 from src.data.images import MAX_PIXELS, load_rgb
 from src.data.packed import PackedImages, build_packed
 from src.errors import PipelineError
