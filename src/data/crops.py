@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import albumentations as A
 import cv2
 import numpy as np
 
@@ -73,17 +72,3 @@ def crop_at(image: np.ndarray, size: int, mode: EvalCrop = "center", position: s
     top = {"top": 0, "bottom": height - size}.get(position.split("_")[0], (height - size) // 2)
     left = {"left": 0, "right": width - size}.get(position.split("_")[-1], (width - size) // 2)
     return np.ascontiguousarray(image[top : top + size, left : left + size])
-
-
-class FixedCrop(A.ImageOnlyTransform):
-    """`crop_at` as an albumentations step: deterministic (no random draw), so seeded pipelines keep their streams."""
-
-    def __init__(self, size: int, mode: EvalCrop = "center", position: str = "center", p: float = 1.0):
-        super().__init__(p=p)
-        self.size, self.mode, self.position = size, mode, position
-
-    def apply(self, img: np.ndarray, **params) -> np.ndarray:
-        return crop_at(img, self.size, self.mode, self.position)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("size", "mode", "position")

@@ -11,7 +11,7 @@ import albumentations as A
 import numpy as np
 import torch
 
-from src.data.crops import FixedCrop
+from src.data.crops import EvalCrop, crop_at
 from src.data.image_affine import image_only_twin
 from src.errors import PipelineError
 
@@ -79,6 +79,20 @@ class BatchNormalize:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["mean"], state["std"])
+
+
+class FixedCrop(A.ImageOnlyTransform):
+    """`crop_at` as an albumentations step: deterministic (no random draw), so seeded pipelines keep their streams."""
+
+    def __init__(self, size: int, mode: EvalCrop = "center", position: str = "center", p: float = 1.0):
+        super().__init__(p=p)
+        self.size, self.mode, self.position = size, mode, position
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        return crop_at(img, self.size, self.mode, self.position)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("size", "mode", "position")
 
 
 @dataclass
