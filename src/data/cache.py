@@ -1,9 +1,12 @@
-"""One-time cache of decoded images resized to the training resolution (uint8, memory-mapped).
+"""One-time cache of decoded images resized to the cache size (`CachePolicy`: data.resize, data.cache_size,
+data.cache): raw uint8 memory-mapped squares by default, or a packed folder (src/data/packed.py) of images of any
+shape, encoded or raw.
 
 Reused across folds, epochs and experiments. Invalidation rule: the cache file's name is a hash of
-the image size and, for every image, its path, byte size and modification time; change any image
-(or the size) and a new cache is built. Builds are atomic and serialised by a file lock, so two
-trainers starting together build it once and never read a torn file.
+the image size, the policy and, for every image, its path, byte size and modification time; change any image
+(or the size or policy) and a new cache is built. Builds are atomic (a packed one resumable by chunk) and serialised
+by a file lock, so two trainers starting together build it once and never read a torn file. The free disk is
+checked before a build, and a full disk during one is one line, never a SIGBUS or a half-written file.
 """
 
 from __future__ import annotations
@@ -165,6 +168,8 @@ def load_or_build(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (array_path.exists() and meta_path.exists()):
             shape = (len(paths), size, size, 3)
+            for stale in cache_dir.glob(f".{key}.npy.*.tmp"):  # a killed build's: its space counts as free
+                stale.unlink()
             check_free_space(cache_dir, int(np.prod(shape)), f"raw image cache of {len(paths):,} images at {size} px")
             # Decoded straight into the memory-mapped file: RAM stays flat however large the image set
             # (109,237 iMet images at 320 px are 34 GB).

@@ -53,7 +53,7 @@ class PackedImages:
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self.index = np.load(self.folder / "index.npy")
         self.codec, self.size = self.meta["codec"], self.meta["size"]
-        self._bytes: np.ndarray | None = None  # opened on first read: each forked loader worker maps it itself
+        self._bytes: np.ndarray | None = None  # mapped on first read (a spawned worker maps its own: __getstate__)
 
     def __len__(self) -> int:
         return len(self.index)
