@@ -102,6 +102,7 @@ def test_packed_png_is_the_raw_cache_bit_for_bit_and_jpeg_is_smaller_and_close(p
         assert np.abs(jpeg.images[row].astype(int) - raw.images[row]).mean() < 4
     jpeg_bytes = (jpeg.images.folder / "images.bin").stat().st_size
     assert jpeg_bytes < raw.images.nbytes
+    assert (jpeg.images.folder / "names.txt").read_text().splitlines() == [path.name for path in photos]
     meta = json.loads((jpeg.images.folder / "meta.json").read_text())
     assert (meta["codec"], meta["quality"], meta["count"]) == ("jpeg", 90, len(photos))
     usage = cache_usage(tmp_path / "cache")

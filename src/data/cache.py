@@ -227,14 +227,23 @@ def _load_or_build_packed(paths, policy, kind, cache_dir, skip_unreadable, quiet
             check_free_space(cache_dir, max(0, needed - done), what)
             meta = {"version": CACHE_VERSION, "size": policy.size, "resize": policy.resize, "max_pixels": max_pixels}
             source = _source(paths, policy, max_pixels)
-            build_packed(
-                folder, len(paths), source, codec, policy.quality, meta, f"pack {label} @{policy.size}px", quiet
-            )
+            desc = f"pack {label} @{policy.size}px"
+            build_packed(folder, len(paths), source, codec, policy.quality, meta, desc, quiet, _relative_names(paths))
     store = PackedImages(folder)
     unreadable = {int(row): reason for row, reason in store.meta["unreadable"].items()}
     if unreadable and not skip_unreadable:
         raise PipelineError(unreadable[min(unreadable)])
     return ImageCache(store, unreadable)
+
+
+def _relative_names(paths: list[Path]) -> list[str]:
+    """Each path relative to the folder all of them share (a file name alone when there is one image)."""
+    try:
+        root = Path(os.path.commonpath([str(path) for path in paths]))
+        root = root.parent if root in set(map(Path, paths)) else root  # one file (or copies of it)
+        return [str(Path(path).relative_to(root)) for path in paths]
+    except ValueError:  # no paths, or absolute and relative ones mixed: the paths as given
+        return [str(path) for path in paths]
 
 
 def _in_memory(paths, policy, skip_unreadable, quiet, label, max_pixels) -> ImageCache:

@@ -2,8 +2,8 @@
 JPEG or WebP) and decoded per image in the loader workers when the raw cache would not fit the disk, or stored raw
 (uint8 pixels, read in place) for the aspect-keeping `short_side` policy whose images differ in shape.
 
-The folder is self-contained (`images.bin`, `index.npy` [n, 4] int64 of offset, length, height, width, and
-`meta.json`), so it can be copied or uploaded as a dataset as is. It is built chunk by chunk in `<name>.partial/`:
+The folder is self-contained (`images.bin`, `index.npy` [n, 4] int64 of offset, length, height, width,
+`names.txt` (each row's image file, relative to their common folder) and `meta.json`), so it can be copied or uploaded as a dataset as is. It is built chunk by chunk in `<name>.partial/`:
 after each chunk the bytes and index rows are flushed and `progress.json` is replaced atomically, so a build killed
 (or stopped by a session limit) resumes from its last completed chunk; the finished folder is renamed into place.
 """
@@ -92,9 +92,11 @@ def build_packed(
     meta: dict,
     progress_label: str,
     quiet: bool,
+    names: list[str] | None = None,
 ) -> dict[int, str]:
     """Build the packed folder of `count` images (`source(row)`: the cached image, PipelineError if unreadable),
-    resuming a killed build's `<folder>.partial`; return {row: reason} of the unreadable rows."""
+    resuming a killed build's `<folder>.partial`; return {row: reason} of the unreadable rows. `names` (each row's
+    file, relative to the image folder) go into `names.txt`, so a copied folder still says which image is which."""
     partial = folder.with_name(folder.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     progress = _resume(partial, {**meta, "codec": codec, "quality": quality, "count": count})
@@ -117,6 +119,8 @@ def build_packed(
             crash_point("cache_chunk")
     np.save(partial / "index.npy", np.fromfile(partial / "index.bin", dtype=np.int64).reshape(-1, INDEX_COLUMNS))
     (partial / "index.bin").unlink()
+    if names is not None:
+        write_text(partial / "names.txt", "".join(f"{name}\n" for name in names))
     write_text(partial / "meta.json", json.dumps({**progress["meta"], "unreadable": progress["unreadable"]}))
     (partial / "progress.json").unlink()
     os.replace(partial, folder)
