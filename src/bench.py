@@ -8,6 +8,8 @@ also for a minimum time), and reports the median of the per-round ratios with it
   `engine.train_one_epoch`) against the same step on batches already normalised on the device; inference
   images/s of `predict_probs` over the loader oof/submit build, with and without flip TTA, against
   forward-only on batches already on the device;
+- image cache: the raw uint8 cache against packed sets (PNG, JPEG, WebP) of the same images, bytes on disk and
+  images/s read back one image at a time, each as a ratio to raw;
 - thresholds: exact coordinate ascent, an Optuna study and one global threshold on a synthetic OOF
   matrix with iMet-like long-tail label frequencies;
 - folds: seconds and peak memory of `make_folds` on iMet-like label matrices, in fresh processes;
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +160,7 @@ class DemoData:
     images: np.ndarray  # [n, S, S, 3] uint8, memory-mapped from the cache
     targets: dict[str, np.ndarray]
     heads: list
+    paths: list = field(default_factory=list)  # the image files (the cache comparison builds its own sets from them)
 
 
 def demo_data(workdir: Path, image_size: int, n_train: int, log: Callable[[str], None]) -> DemoData:
@@ -172,7 +175,72 @@ def demo_data(workdir: Path, image_size: int, n_train: int, log: Callable[[str],
     started = time.perf_counter()
     cache = load_or_build(table.paths, image_size, workdir / "cache", skip_unreadable=False, quiet=True)
     log(f"  decoded {len(table)} demo images into the cache at {image_size}px in {time.perf_counter() - started:.1f}s")
-    return DemoData(cache.images, table.targets, fmt.heads())
+    return DemoData(cache.images, table.targets, fmt.heads(), list(table.paths))
+
+
+PACKED_CODECS = (("png", 0), ("jpeg", 95), ("jpeg", 90), ("webp", 90))
+
+
+def bench_cache(
+    paths: list, image_size: int, workdir: Path, repeats: int, min_seconds: float = 0.0, codecs=PACKED_CODECS
+) -> dict:
+    """The raw cache against each packed codec on the same images: bytes on disk, build seconds and images/s read back
+    one image at a time (as a loader worker reads them), in interleaved rounds; ratios packed / raw."""
+    from src.data.cache import CachePolicy, load_or_build
+
+    sets, build_seconds = {}, {}
+    policies = {"raw": CachePolicy(image_size)}
+    for codec, quality in codecs:
+        name = codec if codec == "png" else f"{codec}{quality}"  # PNG is lossless: no quality
+        policies[name] = CachePolicy(image_size, kind="packed", codec=codec, quality=quality)
+    for name, policy in policies.items():
+        started = time.perf_counter()
+        cache_dir = workdir / f"cache-{name}"
+        sets[name] = load_or_build(paths, image_size, cache_dir, False, quiet=True, policy=policy).images
+        build_seconds[name] = time.perf_counter() - started
+
+    def reader(store) -> Callable[[], int]:
+        def read_all() -> int:
+            for row in range(len(store)):
+                np.array(store[row])  # a copy: the raw side really reads its pages, as a batch does
+            return len(store)
+
+        return read_all
+
+    rates = interleaved({name: reader(store) for name, store in sets.items()}, repeats, min_seconds)
+    bytes_on_disk = {name: _bytes_in(workdir / f"cache-{name}") for name in sets}
+    return {
+        "images": len(paths),
+        "image_size": image_size,
+        "sets": {
+            name: {
+                "bytes": bytes_on_disk[name],
+                "bytes_ratio": bytes_on_disk[name] / bytes_on_disk["raw"],
+                "build_seconds": build_seconds[name],
+                "images_per_s": statistics.median(rates[name]),
+                "speed_ratio": ratio_summary(rates, name, "raw"),
+            }
+            for name in sets
+        },
+    }
+
+
+def _bytes_in(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and path.suffix != ".lock")
+
+
+def cache_lines(section: dict) -> list[str]:
+    """One line per cache set: bytes on disk and images/s read back, each as a ratio to the raw cache."""
+    lines = [
+        f"{'image cache':<12} {section['images']} demo images at {section['image_size']} px: "
+        "MB on disk (/ raw)      images/s read (/ raw [95% interval])   build s"
+    ]
+    for name, entry in section["sets"].items():
+        lines.append(
+            f"{'':<12} {name:<8} {entry['bytes'] / 2**20:>10.2f} ({entry['bytes_ratio']:.3f})"
+            f"{entry['images_per_s']:>18.0f} ({_ratio(entry['speed_ratio'])})   {entry['build_seconds']:.1f}"
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -892,6 +960,15 @@ def _measure_sections(
         lambda: bench_data_path(config, data, sizes, models, log),
         log,
     )
+    _record_section(
+        result,
+        "cache",
+        "image cache: raw vs packed (png, jpeg, webp) on the same images, bytes on disk and images/s read back",
+        lambda: bench_cache(
+            data.paths, config.data.image_size, workdir, sizes.predict_repeats, sizes.data_path_seconds
+        ),
+        log,
+    )
     allocator_models = models if sizes.allocator_all_models else models[:1]
     _record_section(
         result,
@@ -949,6 +1026,7 @@ def summary_table(result: dict) -> str:
         "",
         *allocator_lines(result["allocator"]["models"]),
         "",
+        *(cache_lines(result["cache"]) + [""] if "cache" in result else []),
         f"thresholds   {th['rows']} x {th['classes']} synthetic OOF ({th['labels_per_image']:.1f} labels/image): "
         f"per-image F2",
         "             method   F2 tuned rows   F2 fresh rows   seconds",

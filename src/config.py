@@ -37,6 +37,56 @@ class DataConfig(Section):
         description="an image over this many pixels (width x height, from its header) is refused "
         "before decoding, as a decompression bomb (skipped with skip_unreadable)",
     )
+    # Decode, crop and cache policy (README "Image cache"); the defaults are today's square cache at image_size.
+    resize: Literal["squash", "short_side", "pad"] = Field(
+        "squash",
+        description="how the cache stores an image: squash to a square, short_side (keep the aspect, shorter side "
+        "at cache_size) or pad (letterbox onto a square)",
+    )
+    cache_size: int | None = Field(
+        None,
+        ge=8,
+        description="the cached side (short_side: the shorter side); null = image_size; crops of "
+        "image_size are cut from it",
+    )
+    eval_crop: Literal["center", "resize"] = Field(
+        "center",
+        description="eval view of a cache larger than image_size: center (a crop at the cached scale) or resize "
+        "(shorter side to image_size, then the central square)",
+    )
+    cache: Literal["raw", "packed", "auto"] = Field(
+        "raw",
+        description="raw (decoded uint8, fastest), packed (encoded once into one file + offset index, decoded per "
+        "image in the loader workers) or auto (raw when it fits cache_disk_budget_gb and the free disk)",
+    )
+    cache_format: Literal["png", "jpeg", "webp"] = Field("jpeg", description="the packed cache's codec (png: lossless)")
+    cache_quality: int = Field(95, ge=1, le=100, description="jpeg/webp quality of the packed cache")
+    cache_disk_budget_gb: float | None = Field(
+        None, gt=0, description="data.cache: auto takes raw only when it needs at most this much disk (null: free disk)"
+    )
+
+    @property
+    def source_size(self) -> int:
+        """The cached side: cache_size, else image_size."""
+        return self.cache_size or self.image_size
+
+    @property
+    def source_is_input(self) -> bool:
+        """True when the cached images are already the model's image_size x image_size input (no crop to cut)."""
+        return self.resize != "short_side" and self.source_size == self.image_size
+
+    @field_validator("cache_size")
+    @classmethod
+    def _cache_not_below_input(cls, value: int | None, info: ValidationInfo) -> int | None:
+        size = info.data.get("image_size")
+        if value is not None and size is not None and value < size:
+            raise PydanticCustomError(
+                "cache_size",
+                "is below data.image_size ({size}): crops are cut from the cache; set cache_size >= image_size or "
+                "leave it null",
+                {"size": size},
+            )
+        return value
 
     @field_validator("solution", mode="before")
     @classmethod
@@ -288,6 +338,13 @@ class AugmentConfig(Section):
 
 class PredictConfig(Section):
     tta_flip: bool = True
+    tta_crops: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="N-crop TTA over a cache larger than image_size: centre, then the corners (top-left, top-right, "
+        "bottom-left, bottom-right), probabilities averaged; 1 = the eval crop alone",
+    )
     batch_size: int = Field(128, ge=1)
 
 
@@ -506,6 +563,17 @@ class Config(Section):
     # The `key.path=value` overrides it was loaded with, so "make it first with" hints repeat them.
     overrides: tuple[str, ...] = Field((), exclude=True)
 
+    @model_validator(mode="after")
+    def _crops_differ(self) -> Config:
+        if self.predict.tta_crops > 1 and self.data.source_is_input:
+            raise PydanticCustomError(
+                "tta_crops",
+                "predict.tta_crops: {n} crops of a {size} px square cache at image_size {size} are all the same image; "
+                "set data.cache_size above data.image_size (or data.resize: short_side), or tta_crops: 1",
+                {"n": self.predict.tta_crops, "size": self.data.image_size},
+            )
+        return self
+
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read `path`, apply `key.path=value` overrides, validate; raise PipelineError naming file, line and key."""
@@ -619,6 +687,8 @@ def _describe_error(exc: ValidationError, path: Path, text: str, override_keys: 
     if error["type"] == "missing":
         return f"{where}: required key is missing; add it to the config"
     got = error.get("input")
+    if isinstance(got, dict):  # a check across keys: its message names them, the whole section adds nothing
+        return f"{where.rstrip(': ')}: {error['msg']}"
     return f"{where}: {error['msg']} (got {got!r}); fix the value"
 
 

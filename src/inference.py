@@ -17,7 +17,7 @@ import torch
 from src.checkpoint_files import load_checkpoint
 from src.formats.base import CompetitionFormat
 from src.model import MultiHeadModel, build_model
-from src.predict_loop import config_eval_loader, predict_probs
+from src.predict_loop import predict_config_probs
 from src.runtime import Runtime
 
 
@@ -43,19 +43,18 @@ def predict_rows(
     model.to(runtime.device)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)  # as the batches are: no layout change per convolution
-    loader = config_eval_loader(config, images, rows, runtime)
-    probs, _ = predict_probs(model, loader, heads, runtime, tta_flip=config.predict.tta_flip, quiet=quiet, desc=desc)
-    return probs
+    return predict_config_probs(model, config, heads, images, rows, runtime, quiet, desc)
 
 
 def predict_test(exp, checkpoint: Path, runtime: Runtime, quiet: bool, log: Callable[[str], None]):
     """(test ids, probabilities per head) from the one model at `checkpoint`."""
-    from src.data.cache import decode_table
+    from src.data.cache import CachePolicy, decode_table
 
     config, fmt = exp.config, exp.fmt
-    table = fmt.read_test()
+    table, data = fmt.read_test(), config.data
+    policy = CachePolicy.from_data(data)
     images, _ = decode_table(
-        table.paths, config.data.image_size, exp.cache_dir, False, quiet, log, "test images", config.data.max_pixels
+        table.paths, data.image_size, exp.cache_dir, False, quiet, log, "test images", data.max_pixels, policy
     )
     model, _ = load_inference_model(checkpoint, fmt)
     return table.ids, predict_rows(model, config, fmt.heads(), images, np.arange(len(table)), runtime, quiet, "test")

@@ -1,5 +1,5 @@
 """The no-grad prediction loop shared by validation and inference (src.inference): eval loaders, probabilities per head,
-optional flip TTA."""
+optional flip TTA and N-crop TTA."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from src.data.crops import CROP_POSITIONS
 from src.data.dataset import CachedImageDataset, make_loader
 from src.data.transforms import transform_from_config
 from src.formats.base import HeadSpec
@@ -41,11 +42,13 @@ def config_eval_loader(
     runtime: Runtime,
     targets: dict[str, np.ndarray] | None = None,
     sampler=None,
+    crop_position: str | None = None,
 ) -> DeviceLoader:
-    """`make_eval_loader` over the cached `images[rows]` as the config predicts: its eval pipeline, predict batch
-    size and loader settings (`train.num_workers`, persistent workers, prefetch factor)."""
+    """`make_eval_loader` over the cached `images[rows]` as the config predicts: its eval pipeline (with the TTA
+    crop at `crop_position` when given), predict batch size and loader settings (`train.num_workers`, persistent
+    workers, prefetch factor)."""
     tc = config.train
-    dataset = CachedImageDataset(images, rows, targets, transform_from_config(config, "eval"))
+    dataset = CachedImageDataset(images, rows, targets, transform_from_config(config, "eval", crop_position))
     return make_eval_loader(
         dataset, config.predict.batch_size, tc.num_workers, runtime, sampler, tc.persistent_workers, tc.prefetch_factor
     )
@@ -91,3 +94,21 @@ def predict_probs(
     empty = {head.name: np.zeros((0, head.n_outputs), np.float32) for head in heads}  # a fold with no readable rows
     probs = {name: np.concatenate(parts) if parts else empty[name] for name, parts in collected.items()}
     return probs, (loss_sum / seen if seen else None)
+
+
+def predict_config_probs(
+    model: nn.Module, config, heads: list[HeadSpec], images, rows: np.ndarray, runtime: Runtime, quiet: bool, desc: str
+) -> dict[str, np.ndarray]:
+    """{head: probs} of the cached `images[rows]` as the config predicts: flip TTA (predict.tta_flip) and, with
+    predict.tta_crops N > 1, the mean over N deterministic crops (centre, then the corners; src.data.crops)."""
+    flip = config.predict.tta_flip
+    if config.predict.tta_crops == 1:
+        loader = config_eval_loader(config, images, rows, runtime)
+        return predict_probs(model, loader, heads, runtime, tta_flip=flip, quiet=quiet, desc=desc)[0]
+    total: dict[str, np.ndarray] = {}
+    positions = CROP_POSITIONS[: config.predict.tta_crops]
+    for position in positions:
+        loader = config_eval_loader(config, images, rows, runtime, crop_position=position)
+        probs, _ = predict_probs(model, loader, heads, runtime, tta_flip=flip, quiet=quiet, desc=f"{desc} {position}")
+        total = {name: total.get(name, 0) + values for name, values in probs.items()}
+    return {name: (values / len(positions)).astype(np.float32) for name, values in total.items()}

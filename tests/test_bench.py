@@ -191,3 +191,22 @@ def test_goal_line_says_when_the_goal_is_inside_the_interval():
         "met (measured 0.970, 95% interval 0.960-0.980)"
     )
     assert bench.goal_line({"goal": "exact", "measured": 1.5, "met": True}) == "goal: exact: met (measured 1.500)"
+
+
+def test_cache_comparison_reports_bytes_and_read_speed_of_raw_and_packed_side_by_side(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i in range(12):
+        y, x = np.mgrid[0:40, 0 : 30 + i]
+        image = np.stack([x * 6, y * 5, (x + y + i) * 3], -1).astype(np.uint8)
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    section = bench.bench_cache(paths, 32, tmp_path / "work", repeats=2, codecs=(("png", 0), ("jpeg", 90)))
+    sets = section["sets"]
+    assert list(sets) == ["raw", "png", "jpeg90"] and sets["raw"]["bytes_ratio"] == 1.0
+    assert sets["raw"]["bytes"] >= 12 * 32 * 32 * 3 and sets["jpeg90"]["bytes"] < sets["raw"]["bytes"]
+    for entry in sets.values():
+        assert _positive(entry["images_per_s"]) and entry["speed_ratio"]["pairs"] == 2
+    lines = bench.cache_lines(section)
+    assert len(lines) == 4 and "jpeg90" in lines[-1] and "/ raw" in lines[0]

@@ -103,9 +103,9 @@ def test_an_unknown_transform_is_refused_naming_the_key(step):
     [
         ({"name": "HorizontalFlip", "p": 2.0}, "HorizontalFlip"),
         ({"name": "Rotate", "limit": "wide"}, "Rotate"),
-        ({"name": "RandomCrop"}, "RandomCrop"),
+        ({"name": "RandomCrop", "height": 0}, "RandomCrop"),
     ],
-)  # height and width are required
+)  # a crop needs a positive height (left out, height and width are image_size: tests/test_cache_policy.py)
 def test_a_bad_argument_is_refused_naming_the_key(step, reason):
     message = refusal([step], "augment.eval")
     assert message.startswith(f"config augment.eval.0: {reason}(") and "rejected" in message

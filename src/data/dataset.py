@@ -34,7 +34,8 @@ class CachedImageDataset(Dataset):
     ):
         # A plain ndarray over the same memory: np.memmap's Python-level __getitem__/__array_finalize__ on every
         # row and batch read cost about 0.3 ms per 128-image batch (measured), more than the read itself.
-        self.images = np.asarray(images)
+        # Any other store (a packed cache, images of several sizes) is read one image at a time.
+        self.images = np.asarray(images) if isinstance(images, np.ndarray) else images
         self.rows = np.asarray(rows, dtype=np.int64)
         self.targets = targets or {}
         self.pipeline = pipeline
@@ -70,11 +71,17 @@ class CachedImageDataset(Dataset):
         rows = self.rows[np.asarray(positions, dtype=np.int64)]
         epoch = self.epoch if epoch is None else epoch
         if self.reseed:
-            images = np.stack([self._augmented(int(row), epoch) for row in rows]) if len(rows) else self.images[rows]
-        else:
+            images = np.stack([self._augmented(int(row), epoch) for row in rows]) if len(rows) else self._none()
+        elif isinstance(self.images, np.ndarray):
             images = np.ascontiguousarray(self.images[rows])  # one read of the memmap, no per-image work
+        else:
+            images = np.stack([self.images[int(row)] for row in rows])
         targets = {name: torch.from_numpy(np.ascontiguousarray(values[rows])) for name, values in self.targets.items()}
         return torch.from_numpy(images), targets, torch.from_numpy(rows)
+
+    def _none(self) -> np.ndarray:
+        empty = np.zeros(0, dtype=np.int64)
+        return self.images[empty] if isinstance(self.images, np.ndarray) else np.zeros((0, 0, 0, 3), np.uint8)
 
     def _augmented(self, row: int, epoch: int) -> np.ndarray:
         seed = augmentation_seed(self.seed, epoch, row)

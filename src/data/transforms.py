@@ -11,6 +11,7 @@ import albumentations as A
 import numpy as np
 import torch
 
+from src.data.crops import EvalCrop, crop_at
 from src.data.image_affine import image_only_twin
 from src.errors import PipelineError
 
@@ -80,6 +81,20 @@ class BatchNormalize:
         self.__init__(state["mean"], state["std"])
 
 
+class FixedCrop(A.ImageOnlyTransform):
+    """`crop_at` as an albumentations step: deterministic (no random draw), so seeded pipelines keep their streams."""
+
+    def __init__(self, size: int, mode: EvalCrop = "center", position: str = "center", p: float = 1.0):
+        super().__init__(p=p)
+        self.size, self.mode, self.position = size, mode, position
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        return crop_at(img, self.size, self.mode, self.position)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("size", "mode", "position")
+
+
 @dataclass
 class ImagePipeline:
     """`augment` runs per image on uint8 HWC arrays (empty = no per-image work); `normalize` once per batch."""
@@ -95,8 +110,8 @@ class ImagePipeline:
 def build_transform(steps: list[dict[str, Any]], image_size: int, mean, std, where: str) -> ImagePipeline:
     """The configured steps as an albumentations pipeline on uint8 images, and the batch normalisation after it.
 
-    Images reach the pipeline already resized to `image_size` (see the dataset), so a step that
-    takes a `size` (crops) gets `(image_size, image_size)` unless the config names one.
+    A step that takes a `size` or `height`/`width` (crops) gets `image_size` unless the config names one; images reach
+    the pipeline as cached (`transform_from_config` adds the crop a cache larger than `image_size` needs).
     `where` (e.g. 'augment.train') goes into error messages.
     """
     # Only `image` is ever passed, so Compose's cross-target shape check has nothing to compare (and costs ~10 us/image).
@@ -119,6 +134,9 @@ def _build_step(step: dict[str, Any], index: int, image_size: int, where: str) -
     accepted = inspect.signature(transform_cls.__init__).parameters
     if "size" in accepted and "size" not in params:
         params["size"] = (image_size, image_size)
+    for side in ("height", "width"):  # RandomCrop, CenterCrop: the model's input unless the config names one
+        if side in accepted and side not in params and {"height", "width"} <= set(accepted):
+            params[side] = image_size
     unknown = sorted(key for key in params if key not in accepted)
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         # albumentations only warns and then runs with the defaults: a typo would silently change the recipe
@@ -134,10 +152,27 @@ def _build_step(step: dict[str, Any], index: int, image_size: int, where: str) -
         raise PipelineError(f"config {where}.{index}: {name}({params}) rejected: {str(exc).splitlines()[0]}") from None
 
 
-def transform_from_config(config, which: str) -> ImagePipeline:
+def transform_from_config(config, which: str, crop_position: str | None = None) -> ImagePipeline:
     """The `augment.train` or `augment.eval` pipeline of a config, normalised as its weights expect
-    (`augment.mean`/`std`, else the pretrained weights' own, else ImageNet's)."""
+    (`augment.mean`/`std`, else the pretrained weights' own, else ImageNet's).
+
+    A cache larger than the input (data.cache_size, data.resize: short_side) gets its crop to image_size: train
+    crops (RandomCrop, RandomResizedCrop) in `augment.train` cut from the whole cached source, and a last fixed crop
+    (data.eval_crop) fits whatever is still larger; eval starts with data.eval_crop, or with the TTA crop at
+    `crop_position` (one of src.data.crops.CROP_POSITIONS, cut at the cached scale). A cache already at the input
+    size adds no step (today's pipelines, bit for bit)."""
     from src.weights import normalisation
 
     mean, std = normalisation(config)
-    return build_transform(getattr(config.augment, which), config.data.image_size, mean, std, f"augment.{which}")
+    data = config.data
+    pipeline = build_transform(getattr(config.augment, which), data.image_size, mean, std, f"augment.{which}")
+    if data.source_is_input:
+        return pipeline
+    steps = list(pipeline.augment.transforms)
+    if which == "train":
+        steps.append(FixedCrop(data.image_size, data.eval_crop))
+    elif crop_position is None:
+        steps.insert(0, FixedCrop(data.image_size, data.eval_crop))
+    else:
+        steps.insert(0, FixedCrop(data.image_size, "center", crop_position))
+    return ImagePipeline(A.Compose(steps, is_check_shapes=False), pipeline.normalize)

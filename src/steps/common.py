@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from src.artifacts import Experiment
-from src.data.cache import decode_table
+from src.data.cache import CachePolicy, decode_table
 from src.formats.base import ImageTable
 
 
@@ -20,10 +20,12 @@ def decoded_images(
     label: str,
     skip_unreadable: bool | None = None,
 ):
-    """(images [n, S, S, 3] uint8, boolean mask of readable rows) via the on-disk cache."""
+    """(cached images: [n, S, S, 3] uint8 or a packed store, boolean mask of readable rows) via the on-disk cache,
+    as the config's data section caches them."""
     skip = exp.config.data.skip_unreadable if skip_unreadable is None else skip_unreadable
     data = exp.config.data
-    return decode_table(table.paths, data.image_size, exp.cache_dir, skip, quiet, log, label, data.max_pixels)
+    policy = CachePolicy.from_data(data)
+    return decode_table(table.paths, data.image_size, exp.cache_dir, skip, quiet, log, label, data.max_pixels, policy)
 
 
 def table_text(rows: list[dict], float_format: str = "{:.4f}") -> str:

@@ -152,6 +152,15 @@ def _image_cache_line(cache_dir: Path, clean: bool, log: Callable[[str], None]) 
             f"image cache: {usage.entries} decoded image set(s), {usage.bytes / 2**30:.2f} GB in {cache_dir} "
             "(rebuilt on demand; `status --clean-cache` deletes them)"
         )
+    for what, size in usage.sets:
+        log(f"  {_readable_size(size):>10}  {what}")
+
+
+def _readable_size(count: int) -> str:
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
 
 
 def experiment_status(output_dir: Path, name: str, config_path: Path | None) -> dict:
