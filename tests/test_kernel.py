@@ -310,10 +310,11 @@ def test_status_output_and_code_submission(trained, fake_kaggle):
         kernel_step.output(trained, log=logs.append)
     fake_kaggle.kernel_status[KERNEL_REF] = ("COMPLETE", None)
     fake_kaggle.kernel_outputs[KERNEL_REF] = {"submission.csv": submission[: len(submission) // 2]}  # cut off
-    with pytest.raises(PipelineError):
+    with pytest.raises(PipelineError, match="the download stays in") as raised:
         kernel_step.output(trained, log=logs.append)
     assert (trained.kernel_dir / "output" / "submission.csv").read_bytes() == submission
-    assert any("the download stays in" in line for line in logs)
+    kept = Path(str(raised.value).rsplit("the download stays in ", 1)[1].removesuffix(" for a look"))
+    assert (kept / "submission.csv").read_bytes() == submission[: len(submission) // 2]  # kept for a look
 
 
 def test_download_unzips_into_input_slug(fake_kaggle, tmp_path):
