@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from src.errors import PipelineError
+from src.watchdog import watch_process
 
 KERNEL_NAME = "src-stage-python"
 CELL_TIMEOUT_S = 1800
@@ -113,7 +114,12 @@ def execute_notebook(notebook, folder: Path, shown_as: Path):
             resources={"metadata": {"path": str(folder)}},
         )
         try:
-            client.execute()
+            with watch_process(
+                lambda: getattr(manager.provisioner, "pid", None),
+                f"{shown_as}: the notebook's kernel",
+                "check memory (a smaller batch or image size), then package again",
+            ):
+                client.execute()
         except CellExecutionError as exc:
             error = next((line for line in reversed(str(exc).splitlines()) if line.strip()), "a cell failed")
             raise PipelineError(
