@@ -305,7 +305,7 @@ def test_status_output_and_code_submission(trained, fake_kaggle):
     assert (scored.competition, scored.status, scored.public_score, scored.ref) == (COMPETITION, "complete", 0.5, 1000)
 
     # A failed run, or a partial download, never replaces the output a complete run left, nor looks like a new one.
-    fake_kaggle.kernel_status[KERNEL_REF] = ("ERROR", "CUDA out of memory")
+    fake_kaggle.fail_run(KERNEL_REF, "CUDA out of memory")  # its listing still shows the previous run's output
     with pytest.raises(PipelineError, match="is error, not complete: no output fetched .* Kaggle says: CUDA out of"):
         kernel_step.output(trained, log=logs.append)
     fake_kaggle.kernel_status[KERNEL_REF] = ("COMPLETE", None)
