@@ -27,7 +27,7 @@ from src.errors import PipelineError
 SAFE_NAME = r"\A[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*(/[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*)*\Z"
 _MAX_PART_BYTES = 255  # a longer file name cannot be created (ENAMETOOLONG)
 # A zip member that inflates more than this many times (and past _BOMB_FLOOR) is a decompression bomb, not data.
-_MAX_RATIO = 1000
+_MAX_RATIO = 500
 _BOMB_FLOOR = 64 << 20
 
 
@@ -59,15 +59,15 @@ def plain_files(folder: Path, what: str) -> list[str]:
     return sorted(names)
 
 
-def expected_files(folder: Path, expected: Collection[str], what: str) -> list[str]:
-    """`plain_files`, refusing any file not in `expected` and any expected one missing."""
-    names = plain_files(folder, what)
+def expected_files(folder: Path, expected: Collection[str], listed_in: str) -> list[str]:
+    """`plain_files`, refusing any file not in `expected` (what `listed_in` names) and any expected one missing."""
+    names = plain_files(folder, f"the download {listed_in} lists")
     extra = sorted(set(names) - set(expected))
     if extra:
-        raise PipelineError(f"{folder / extra[0]}: {what} brought a file nobody asked for: nothing used")
+        raise PipelineError(f"{folder / extra[0]}: not listed in {listed_in}: nothing used")
     missing = sorted(set(expected) - set(names))
     if missing:
-        raise PipelineError(f"{folder / missing[0]}: {what} did not bring it: nothing used; rerun")
+        raise PipelineError(f"{folder / missing[0]}: listed in {listed_in} but not downloaded: nothing used; rerun")
     return names
 
 
