@@ -111,19 +111,37 @@ def move_files(staging_dir: Path, names: list[str], dest: Path) -> list[Path]:
 def extract_zip(archive: Path, into: Path) -> list[str]:
     """Unzip `archive` into the empty folder `into` after checking every member: a plain relative name (no
     absolute path, no `..`, no backslash: no zip-slip), a regular file or folder (no link), no name twice, and
-    sizes that fit (no decompression bomb, no more than the free disk space); return the files' names."""
+    sizes that fit (no decompression bomb, no more than the free disk space); return the files' names. Hidden
+    members (`.DS_Store`, `__MACOSX/._x`: any part starting with a dot, otherwise plain) are left out."""
     try:
         with zipfile.ZipFile(archive) as zipped:
-            members = [m for m in zipped.infolist() if not m.is_dir()]
-            _check_members(archive, zipped.infolist(), into)
-            for member in members:
+            members = [m for m in zipped.infolist() if not _hidden(m.filename.removesuffix("/"))]
+            _check_members(archive, members, into)
+            files = [m for m in members if not m.is_dir()]
+            for member in files:
                 target = into / member.filename
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zipped.open(member) as source, open(target, "xb") as sink:  # "x": never an existing name
-                    shutil.copyfileobj(source, sink, 1 << 20)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zipped.open(member) as source, open(target, "xb") as sink:  # "x": never an existing name
+                        shutil.copyfileobj(source, sink, 1 << 20)
+                except OSError as exc:
+                    raise PipelineError(
+                        f"{archive}: member {member.filename!r} cannot be written ({exc.strerror or exc}; a file and "
+                        "a folder of one name?): refusing to unzip it; inspect the archive by hand"
+                    ) from None
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError) as exc:
         raise PipelineError(f"{archive}: not a valid zip ({exc}): rerun the download") from None
-    return sorted(m.filename for m in members)
+    return sorted(m.filename for m in files)
+
+
+def _hidden(name: str) -> bool:
+    """Whether `name` is plain but for a part that starts with a dot (a hidden file, not a way out)."""
+    parts = name.split("/")
+    return (
+        any(p.startswith(".") for p in parts)
+        and all(p not in ("", ".", "..") for p in parts)
+        and (is_safe_name("/".join(f"h{p}" for p in parts)))
+    )
 
 
 def _check_members(archive: Path, members: list[zipfile.ZipInfo], into: Path) -> None:

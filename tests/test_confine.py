@@ -51,7 +51,7 @@ def test_no_zip_member_is_written_outside_its_folder(tmp_path, names):
     archive = box / "d.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
         for name in names:
-            zipped.writestr(name or "empty", b"data")
+            zipped.writestr(name.split("\0")[0] or "empty", b"data")  # a zip name ends at NUL (zipfile cuts it)
     try:
         written = confine.extract_zip(archive, into)
     except PipelineError as exc:
@@ -61,6 +61,22 @@ def test_no_zip_member_is_written_outside_its_folder(tmp_path, names):
     outside = [p for p in box.rglob("*") if not p.is_dir() and not _inside(str(p), str(into))]
     assert outside == []
     assert all((into / name).is_file() and confine.is_safe_name(name) for name in written)
+
+
+def test_hidden_members_are_left_out_and_a_file_folder_clash_is_one_line(tmp_path):
+    archive = tmp_path / "d.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name in ["train.csv", "train/a.png", ".DS_Store", "__MACOSX/._train.csv", "train/.hidden/x"]:
+            zipped.writestr(name, b"x")
+    (tmp_path / "into").mkdir()
+    assert confine.extract_zip(archive, tmp_path / "into") == ["train.csv", "train/a.png"]
+    assert confine.plain_files(tmp_path / "into", "the test") == ["train.csv", "train/a.png"]
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("train", b"a file")
+        zipped.writestr("train/a.png", b"and a folder")
+    (tmp_path / "again").mkdir()
+    with pytest.raises(PipelineError, match=r"member 'train/a.png' cannot be written .* refusing to unzip it"):
+        confine.extract_zip(archive, tmp_path / "again")
 
 
 def test_links_and_devices_are_refused(tmp_path):
