@@ -291,7 +291,7 @@ def _finish_folder(staging: Path, model_tag: str, cfg: dict, repo_id: str, downl
     )  # huggingface_hub's local_dir bookkeeping: keep the folder flat
     path, root = download.path.absolute(), staging.absolute()
     name = path.relative_to(root).as_posix() if path.is_relative_to(root) else ""
-    confine.expected_files(staging, [name] if name else [], f"{download.url} (only the weight file)")
+    confine.expected_files(staging, [name] if name else [], f"the hub's answer ({download.url})")
     sha256 = file_sha256(download.path)
     # An LFS file's ETag is its SHA-256; a small git-stored file has a git SHA-1 instead, nothing to compare.
     if re.fullmatch(r"[0-9a-f]{64}", download.etag) and download.etag != sha256:

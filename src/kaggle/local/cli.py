@@ -101,11 +101,11 @@ def download_competition(slug: str, dest_dir: str | os.PathLike) -> list[Path]:
         )
         if not fetched.is_dir() or not any(fetched.iterdir()):
             raise PipelineError(f"{command}: the CLI finished but downloaded nothing: rerun it by hand to see why")
-        confine.expected_files(fetched, [f"{slug}.zip"], command)
+        confine.expected_files(fetched, [f"{slug}.zip"], f"what {command} writes ({slug}.zip)")
         unzipped = staging / "files"
         unzipped.mkdir()
         names = confine.extract_zip(fetched / f"{slug}.zip", unzipped)
-        names = confine.expected_files(unzipped, names, f"{slug}.zip")
+        names = confine.expected_files(unzipped, names, f"{slug}.zip")  # nothing but the members
         return confine.move_files(unzipped, names, dest)
 
 

@@ -497,7 +497,7 @@ def _verify_run_files(runs_dir: Path, run: str, files: dict[str, str], where: Pa
     if unsafe is not None:
         raise PipelineError(f"{where}: '{unsafe}' is not a plain relative name inside a run folder: not pulled")
     run_dir = runs_dir / run
-    present = confine.expected_files(run_dir, files, f"{TRAINING_MANIFEST} of run {run}") if run_dir.is_dir() else []
+    present = confine.expected_files(run_dir, files, TRAINING_MANIFEST) if run_dir.is_dir() else []
     for relative, digest in sorted(files.items()):
         path = run_dir / relative
         if relative not in present or file_sha256(path) != digest:
