@@ -10,11 +10,14 @@ every stage first (folds, train, oof, thresholds, submit). The kernel is this pr
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
 from src.errors import PipelineError
+from src.watchdog import process_alive, watch_process
 
 KERNEL_NAME = "src-stage-python"
 CELL_TIMEOUT_S = 1800
@@ -113,7 +116,12 @@ def execute_notebook(notebook, folder: Path, shown_as: Path):
             resources={"metadata": {"path": str(folder)}},
         )
         try:
-            client.execute()
+            with watch_process(
+                lambda: getattr(manager.provisioner, "pid", None),
+                f"{shown_as}: the notebook's kernel",
+                "check memory (a smaller batch or image size), then package again",
+            ):
+                client.execute()
         except CellExecutionError as exc:
             error = next((line for line in reversed(str(exc).splitlines()) if line.strip()), "a cell failed")
             raise PipelineError(
@@ -127,9 +135,22 @@ def execute_notebook(notebook, folder: Path, shown_as: Path):
             ) from None
         finally:
             if manager.has_kernel:  # nbclient leaves a kernel it was handed running
-                manager.shutdown_kernel()
+                _stop_kernel(manager)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return notebook
+
+
+def _stop_kernel(manager) -> None:
+    """Shut the kernel down; when its sockets are gone already (nbclient closed them after the kernel died), kill
+    its process instead of raising over the error that is being reported."""
+    import zmq
+
+    try:
+        manager.shutdown_kernel()
+    except zmq.ZMQError:
+        pid = getattr(manager.provisioner, "pid", None)
+        if pid is not None and process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def error_outputs(notebook) -> list[str]:

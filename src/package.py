@@ -27,6 +27,7 @@ from src.artifacts import BEST_CHECKPOINT, EPOCHS_CSV, FULL_RUN, PACKAGE_PIECES,
 from src.atomic import atomic_path, write_text
 from src.config import config_to_dict, load_config
 from src.errors import PipelineError
+from src.tracked import refuse_untracked
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -244,6 +245,7 @@ def _copy(source: Path, target: Path) -> None:
 def _copy_code(exp: Experiment, staging: Path, code: str) -> dict[str, str]:
     """src/ (Python files), requirements.txt and the resolved config, its paths made absolute."""
     described = {}
+    refuse_untracked(PROJECT_ROOT / "src")  # the code that ships is what git tracks
     for path in sorted((PROJECT_ROOT / "src").rglob("*.py")):
         relative = path.relative_to(PROJECT_ROOT).as_posix()
         _copy(path, staging / code / relative)

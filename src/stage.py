@@ -240,10 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     args.overrides = list(args.overrides) + extra
     from src.errors import PipelineError
+    from src.watchdog import stop_on_sigterm
 
     rank = int(os.environ.get("RANK", "0") or 0)
     try:
-        return run_stage(args, rank)
+        with stop_on_sigterm(f"stage {args.stage}"):  # SIGTERM unwinds the stage: children stopped, temp files gone
+            return run_stage(args, rank)
     except PipelineError as exc:
         if args.debug:
             traceback.print_exc()

@@ -19,12 +19,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from src import confine
 from src.artifacts import WEIGHTS_ROOT
 from src.atomic import _fsync_dir, write_text
 from src.errors import PipelineError
@@ -200,14 +200,12 @@ def fetch_weights(
         if local is not None:
             return local
     repo_id, revision, names = _hub_source(model_tag, cfg)
-    staging = _fresh_staging(dest_root, model_tag)
-    try:
+    with confine.staging(_cleared(dest_root, model_tag), f".{model_tag}.", ".download") as staging:
+        os.chmod(staging, dest_root.stat().st_mode & 0o777)  # mkdtemp makes 0700; the folder gets its parent's mode
         with _hub_errors(model_tag, repo_id, folder):
             download = _download(repo_id, revision, names, staging, log, quiet)
         fetched = _finish_folder(staging, model_tag, cfg, repo_id, download)
         _move_into_place(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return dataclasses.replace(fetched, path=folder)
 
 
@@ -230,18 +228,18 @@ def _verified_local(folder: Path, model_tag: str, log: Log) -> WeightsFolder | N
     return None
 
 
-def _fresh_staging(dest_root: Path, model_tag: str) -> Path:
+def _cleared(dest_root: Path, model_tag: str) -> Path:
+    """`dest_root`, made, without the staging folders of earlier downloads of `model_tag` (each tag has one writer:
+    a killed download left them, or a failed check kept one for a look until this next run)."""
     try:
         dest_root.mkdir(parents=True, exist_ok=True)
-        for stale in dest_root.glob(f".{glob.escape(model_tag)}.*.download"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a download that was killed; each tag has one writer
-        staging = Path(tempfile.mkdtemp(prefix=f".{model_tag}.", suffix=".download", dir=dest_root))
-        os.chmod(staging, dest_root.stat().st_mode & 0o777)  # mkdtemp makes 0700; the folder gets its parent's mode
-        return staging
     except OSError as exc:
         raise PipelineError(
             f"{dest_root}: cannot write ({exc.strerror or exc}); make it writable or free space"
         ) from None
+    for stale in dest_root.glob(f".{glob.escape(model_tag)}.*.download"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return dest_root
 
 
 def _download(repo_id: str, revision: str | None, names: list[str], staging: Path, log: Log, quiet: bool) -> _Download:
@@ -252,6 +250,9 @@ def _download(repo_id: str, revision: str | None, names: list[str], staging: Pat
     from huggingface_hub.utils.tqdm import silent_tqdm
     from timm.models._hub import hf_hub_download  # huggingface_hub's, tagged library_name="timm" as timm calls it
 
+    unsafe = [name for name in names if not confine.is_safe_name(name)]
+    if unsafe:
+        raise PipelineError(f"{repo_id}: timm names the file {unsafe[0]!r}, not a plain relative name: not downloaded")
     for name in names:
         try:
             meta = get_hf_file_metadata(
@@ -288,6 +289,9 @@ def _finish_folder(staging: Path, model_tag: str, cfg: dict, repo_id: str, downl
     shutil.rmtree(
         staging / ".cache", ignore_errors=True
     )  # huggingface_hub's local_dir bookkeeping: keep the folder flat
+    path, root = download.path.absolute(), staging.absolute()
+    name = path.relative_to(root).as_posix() if path.is_relative_to(root) else ""
+    confine.expected_files(staging, [name] if name else [], f"the hub's answer ({download.url})")
     sha256 = file_sha256(download.path)
     # An LFS file's ETag is its SHA-256; a small git-stored file has a git SHA-1 instead, nothing to compare.
     if re.fullmatch(r"[0-9a-f]{64}", download.etag) and download.etag != sha256:

@@ -55,6 +55,7 @@ class FakeHub(LocalServer):
         self.commits: dict[str, str] = {}
         self.requests: list[HubRequest] = []
         self.failures: dict[str, int] = {}  # file name -> HTTP status to answer instead
+        self.claimed_sha256: dict[str, str] = {}  # file name -> the SHA-256 its ETag claims (a damaged transfer)
 
     def add_repo(self, repo_id: str, files: dict[str, bytes]) -> str:
         """Serve `files` as the latest commit of `repo_id`; return that commit's hash."""
@@ -96,7 +97,7 @@ class FakeHub(LocalServer):
                 {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found", "X-Repo-Commit": commit},
             )
         data = self.repos[repo_id][name]
-        sha256 = hashlib.sha256(data).hexdigest()
+        sha256 = self.claimed_sha256.get(name) or hashlib.sha256(data).hexdigest()
         return (
             200,
             data,

@@ -169,6 +169,27 @@ class FakeKaggle(LocalServer):
         )
         return env
 
+    # ---- hostile listings (what src/confine.py must refuse) ---------------------------------
+    def serve_hostile_output(self, ref: str, files: dict[str, bytes], escape_to: Path) -> None:
+        """Kernel `ref`'s output is `files` plus names that would land outside any target folder (`..`, absolute,
+        into `escape_to`), hidden or odd names, and an extra file nobody listed."""
+        self.kernels.setdefault(ref, {"version": 1})
+        self.kernel_status[ref] = ("COMPLETE", None)
+        self.kernel_outputs[ref] = {**files, **{name: b"hostile" for name in hostile_names(escape_to)}}
+
+    def fail_run(self, ref: str, message: str = "CUDA out of memory") -> None:
+        """Kernel `ref`'s latest run failed; the listing still shows the output of the run before it."""
+        self.kernels.setdefault(ref, {"version": 1})
+        self.kernel_status[ref] = ("ERROR", message)
+
+    def serve_zip(self, slug: str, members: list[tuple[zipfile.ZipInfo | str, bytes]]) -> None:
+        """Competition `slug`'s download is a zip of exactly these members (names, types and sizes as given)."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for info, data in members:
+                archive.writestr(info, data)
+        self.competition_zips[slug] = buffer.getvalue()
+
     # ---- request handling (called from server threads) -------------------------------------
     def _new_token(self, prefix: str) -> str:
         with self._lock:
@@ -377,6 +398,28 @@ class FakeKaggle(LocalServer):
             if data is not None:
                 return 200, data, "application/octet-stream"
         return 404, b"not found", "text/plain"
+
+
+def hostile_names(escape_to: Path) -> list[str]:
+    """Output names a hostile listing gives: each would write outside the target folder, or is not a plain name."""
+    return [
+        "../escaped.txt",
+        "oof/../../escaped-deep.txt",
+        str(escape_to / "absolute.txt"),
+        "..\\backslash.txt",
+        ".hidden",
+        "./dot.txt",
+        "a//empty-part.txt",
+        "UNLISTED.bin",
+    ]
+
+
+def symlink_member(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    """A zip member that unzips (with a naive extractor) to a symbolic link `name` -> `target`."""
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3  # unix: the mode bits below are read
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target.encode()
 
 
 def _materialize(folder: Path, files: dict[str, bytes]) -> Path:

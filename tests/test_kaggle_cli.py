@@ -90,7 +90,8 @@ def test_download_refuses_a_zip_member_escaping_dest(fake_kaggle, tmp_path):
 
     assert "'../escaped.txt'" in message and "refusing" in message
     assert not (tmp_path / "escaped.txt").exists() and not (dest / "ok.csv").exists()
-    assert list(dest.iterdir()) == []
+    [kept] = list(dest.iterdir())  # the staging folder, kept for a look and named in the message
+    assert f"the download stays in {kept} for a look" in message and (kept / "fetched" / f"{SLUG}.zip").is_file()
 
 
 def test_submit_file_uploads_the_exact_bytes(fake_kaggle, tmp_path):

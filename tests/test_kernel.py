@@ -327,15 +327,16 @@ def test_status_output_and_code_submission(trained, fake_kaggle):
     assert (scored.competition, scored.status, scored.public_score, scored.ref) == (COMPETITION, "complete", 0.5, 1000)
 
     # A failed run, or a partial download, never replaces the output a complete run left, nor looks like a new one.
-    fake_kaggle.kernel_status[KERNEL_REF] = ("ERROR", "CUDA out of memory")
+    fake_kaggle.fail_run(KERNEL_REF, "CUDA out of memory")  # its listing still shows the previous run's output
     with pytest.raises(PipelineError, match="is error, not complete: no output fetched .* Kaggle says: CUDA out of"):
         kernel_step.output(trained, log=logs.append)
     fake_kaggle.kernel_status[KERNEL_REF] = ("COMPLETE", None)
     fake_kaggle.kernel_outputs[KERNEL_REF] = {"submission.csv": submission[: len(submission) // 2]}  # cut off
-    with pytest.raises(PipelineError):
+    with pytest.raises(PipelineError, match="the download stays in") as raised:
         kernel_step.output(trained, log=logs.append)
     assert (trained.kernel_dir / "output" / "submission.csv").read_bytes() == submission
-    assert any("the download stays in" in line for line in logs)
+    kept = Path(str(raised.value).rsplit("the download stays in ", 1)[1].removesuffix(" for a look"))
+    assert (kept / "submission.csv").read_bytes() == submission[: len(submission) // 2]  # kept for a look
 
 
 def test_download_unzips_into_input_slug(fake_kaggle, tmp_path):

@@ -209,3 +209,58 @@ def test_a_credential_in_a_packaged_file_stops_the_package(packaged, capsys, mon
     assert run(["package", "--name", "leaky"], made.config, [*made.overrides, "submit.message=s3cr3t-value-123"]) == 2
     assert "holds the value of $COURSE_API_TOKEN" in capsys.readouterr().err
     assert not (made.exp.package_dir / "leaky.zip").exists() and not (made.exp.package_dir / "leaky").exists()
+
+
+# ---- what ships, and a dead notebook kernel (src/tracked.py, src/watchdog.py) ------------------------------------
+
+
+@pytest.mark.slow
+def test_an_untracked_source_file_stops_the_package_by_name(packaged, capsys):
+    made = packaged("imet")
+    planted = ROOT / "src" / f"planted_{os.getpid()}.py"
+    planted.write_text("TOKEN = 'not for the course zip'\n")
+    try:
+        assert run(["package", "--name", "untracked"], made.config, made.overrides) == 2
+    finally:
+        planted.unlink()
+    assert f"error: {planted}: not tracked by git, so it is not shipped" in capsys.readouterr().err
+    assert not (made.exp.package_dir / "untracked.zip").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_notebook_kernel_stops_the_package_with_one_line(packaged, capsys):
+    """As an out-of-memory kill would: SIGKILL to the notebook's kernel while it runs; before, package hung for good."""
+    import signal
+    import threading
+    import time
+
+    made = packaged("folder")
+    capsys.readouterr()
+    done, killed = threading.Event(), []
+
+    def kill_the_kernel() -> None:
+        while not done.is_set() and not killed:
+            for children in Path("/proc/self/task").glob("*/children"):
+                for pid in children.read_text().split():
+                    if b"ipykernel_launcher" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        time.sleep(3)  # started, and running the notebook's cells (the report stage takes longer)
+                        os.kill(int(pid), signal.SIGKILL)
+                        killed.append(int(pid))
+            time.sleep(0.05)
+        if not done.wait(120):  # the watchdog missed it: interrupt the wait, so the test fails instead of hanging
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    killer = threading.Thread(target=kill_the_kernel, daemon=True)
+    killer.start()
+    try:
+        code = run(["package", "--name", "killed"], made.config, made.overrides)
+    finally:
+        done.set()
+        killer.join()
+    error = capsys.readouterr().err.strip().splitlines()
+    assert killed and code == 2
+    assert error == [
+        f"error: {made.exp.package_dir / 'killed.ipynb'}: the notebook's kernel died (its process is "
+        "gone: killed, e.g. out of memory); check memory (a smaller batch or image size), then package again"
+    ]
+    assert not (made.exp.package_dir / "killed.zip").exists()

@@ -136,6 +136,14 @@ def test_safetensors_preferred_else_the_pickled_file_as_timm_does(hub, served):
     ]
 
 
+def test_a_file_that_is_not_the_hubs_is_refused_and_kept_for_a_look(hub):
+    hub.claimed_sha256["model.safetensors"] = "0" * 64
+    message = one_line(fetch_step)
+    assert f"SHA-256 {hashlib.sha256(hub.repos[REPO]['model.safetensors']).hexdigest()} is not the hub's" in message
+    [kept] = Path("input/weights").iterdir()  # the staging folder only: nothing was moved into place
+    assert message.endswith(f"the download stays in {kept} for a look") and (kept / "model.safetensors").is_file()
+
+
 def test_progress_bar_unless_quiet(hub, capfd, monkeypatch):
     monkeypatch.setenv("TQDM_POSITION", "-1")  # huggingface_hub shows its bar even without a terminal
     with hub_online():

@@ -18,15 +18,13 @@ import math
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
-import tempfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from src import confine
 from src.artifacts import DATASET_METADATA, KERNEL_METADATA
 from src.errors import PipelineError
 
@@ -84,37 +82,31 @@ def kaggle_executable() -> Path:
 def download_competition(slug: str, dest_dir: str | os.PathLike) -> list[Path]:
     """Download competition `slug`'s data into `dest_dir`, unzip it there, and return the files written.
 
-    Every downloaded zip is checked before extraction (a member that would land outside `dest_dir`
-    is refused) and removed afterwards.
+    The CLI writes into a fresh staging folder, where only `<slug>.zip` is accepted; it is unzipped there under
+    src.confine's rule (no member outside the folder, no link, no bomb), and only then is each file renamed into
+    `dest_dir`. When a check fails nothing reaches `dest_dir` and the staging folder is kept and named.
     """
     _check_slug(slug)
     dest = Path(dest_dir)
-    dest.mkdir(parents=True, exist_ok=True)
     command = f"kaggle competitions download {slug}"
-    # A fresh staging folder: the CLI skips files it finds already present, and only what this
-    # call fetched gets unzipped.
-    staging = Path(tempfile.mkdtemp(prefix=".kaggle-download-", dir=dest))
-    try:
+    # A fresh staging folder: the CLI skips files it finds already present, and only what this call fetched is used.
+    with confine.staging(dest, ".kaggle-download-") as staging:
+        fetched = staging / "fetched"
         _run(
-            ["competitions", "download", slug, "-p", str(staging), "-q"],
+            ["competitions", "download", slug, "-p", str(fetched), "-q"],
             command,
             kind="competition",
             name=slug,
             timeout_s=_TRANSFER_TIMEOUT_S,
         )
-        downloaded = sorted(p for p in staging.iterdir() if not p.name.endswith(".kaggle-partial"))
-        if not downloaded:
+        if not fetched.is_dir() or not any(fetched.iterdir()):
             raise PipelineError(f"{command}: the CLI finished but downloaded nothing: rerun it by hand to see why")
-        written: list[Path] = []
-        for path in downloaded:
-            if path.suffix.lower() == ".zip":
-                written += _extract_zip(path, dest)
-            else:
-                os.replace(path, dest / path.name)
-                written.append(dest / path.name)
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        confine.expected_files(fetched, [f"{slug}.zip"], f"what {command} writes ({slug}.zip)")
+        unzipped = staging / "files"
+        unzipped.mkdir()
+        names = confine.extract_zip(fetched / f"{slug}.zip", unzipped)
+        names = confine.expected_files(unzipped, names, f"{slug}.zip")  # nothing but the members
+        return confine.move_files(unzipped, names, dest)
 
 
 def submit_file(slug: str, file: str | os.PathLike, message: str) -> str:
@@ -323,36 +315,24 @@ def kernel_status(ref: str) -> KernelStatus:
     return KernelStatus(state.group(1).lower(), failure.group(1) if failure else None)
 
 
-# An output file name the CLI may write: relative, each part starting with a letter, digit or _ (so no "..", no
-# hidden file, no absolute path), plain characters only. The CLI joins the listing's names to its target folder
-# as they come, so a hostile listing ("../x", "/tmp/x") would write outside it: such names are never downloaded.
-SAFE_OUTPUT_NAME = r"\A[A-Za-z0-9_][A-Za-z0-9_.=+-]*(/[A-Za-z0-9_][A-Za-z0-9_.=+-]*)*\Z"
-
-
-def is_safe_output_name(name: str) -> bool:
-    """Whether `name` is one `kernel_output` downloads: a plain relative name that stays inside its folder."""
-    return re.search(SAFE_OUTPUT_NAME, name) is not None
-
-
 def kernel_output(ref: str, dest: str | os.PathLike) -> list[Path]:
-    """Download the output files (and log) of kernel `ref`'s latest run into `dest`, only names matching
-    SAFE_OUTPUT_NAME; return their paths. Anything in `dest` afterwards that is not a plain file inside it (a link)
-    is refused in one line."""
+    """Download the output files (and log) of kernel `ref`'s latest run into `dest` (a fresh staging folder: the
+    caller checks and moves), only names matching src.confine.SAFE_NAME (the CLI joins the listing's names to its
+    folder as they come: "../x" or "/tmp/x" would land outside it); return their paths. Anything in `dest`
+    afterwards that is not a plain file inside it (a link) is refused in one line."""
     _check_ref(ref, "kernel")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     command = f"kaggle kernels output {ref}"
     # --force: without it the CLI keeps any same-named local file that looks newer.
     output = _run(
-        ["kernels", "output", ref, "-p", str(dest), "--force", "--file-pattern", SAFE_OUTPUT_NAME],
+        ["kernels", "output", ref, "-p", str(dest), "--force", "--file-pattern", confine.SAFE_NAME],
         command,
         kind="kernel",
         name=ref,
         timeout_s=_TRANSFER_TIMEOUT_S,
     )
-    for path in sorted(dest.rglob("*")):
-        if path.is_symlink() or not (path.is_file() or path.is_dir()):
-            raise PipelineError(f"{path}: not a plain file ({command} wrote a link or a device): nothing used")
+    confine.plain_files(dest, command)
     found = re.findall(r"^(?:Output file|Kernel log) downloaded to (.+?)\s*$", output, re.MULTILINE)
     return [Path(path) for path in found]
 
@@ -590,33 +570,6 @@ def _read_json_field(path: Path, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise PipelineError(f"{path}: no {field!r} in it: add one")
     return value
-
-
-def _extract_zip(archive: Path, dest: Path) -> list[Path]:
-    """Unzip `archive` into `dest` after checking that no member lands outside it; return the files."""
-    root = dest.resolve()
-    try:
-        with zipfile.ZipFile(archive) as zipped:
-            members = zipped.infolist()
-            for member in members:
-                name = member.filename
-                is_link = stat.S_ISLNK(member.external_attr >> 16)
-                target = (root / name).resolve()
-                if (
-                    is_link
-                    or name.startswith(("/", "\\"))
-                    or ".." in PurePosixPath(name.replace("\\", "/")).parts
-                    or not target.is_relative_to(root)
-                ):
-                    raise PipelineError(
-                        f"{archive.name}: member {name!r} would be written outside {dest}: "
-                        "refusing to unzip it; inspect the archive by hand"
-                    )
-            zipped.extractall(root, members)
-    except zipfile.BadZipFile:
-        raise PipelineError(f"{archive.name}: the downloaded file is not a valid zip: rerun the download") from None
-    archive.unlink()
-    return [root / member.filename for member in members if not member.is_dir()]
 
 
 _STATES = ("complete", "pending", "error")  # SubmissionStatus.COMPLETE etc., as the CLI prints them

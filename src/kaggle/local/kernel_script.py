@@ -20,6 +20,7 @@ from pathlib import Path
 
 from src.errors import PipelineError
 from src.kaggle.on_kaggle.predict import package_versions
+from src.tracked import refuse_untracked
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "on_kaggle" / "script_template.py"
 _SETTINGS_LINE = "SETTINGS = {}  # filled in by the builder"
@@ -56,6 +57,7 @@ def code_archive(extra: dict[str, bytes] | None = None) -> bytes:
     import src
 
     members: dict[str, bytes] = dict(extra or {})
+    refuse_untracked(Path(src.__file__).parent)  # the code that ships is what git tracks
     members.update(_package_files(Path(src.__file__).parent, "code/src"))
     for name in _VENDORED:
         spec = importlib.util.find_spec(name)

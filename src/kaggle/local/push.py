@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from src import confine
 from src.artifacts import KERNEL_MODEL_FILE, KERNEL_WHEELS_DIR, Experiment, LeaderboardEntry, PushRecord
 from src.errors import PipelineError
 from src.kaggle.local import cli, leaderboard
@@ -169,16 +169,12 @@ def fetch_output(exp: Experiment, log: Log = print) -> list[Path]:
         )
     dest = exp.kernel_output_dir
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".output-", dir=dest.parent))
-    try:
+    with confine.staging(dest.parent, ".output-") as staging:  # kept, and named, when a check fails
         files = cli.kernel_output(ref, staging)
         _validate_output(exp, staging, log)
-    except BaseException:
-        log(f"the download stays in {staging} for a look; {dest} is as it was")
-        raise
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(staging, dest)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staging, dest)
     files = [dest / path.relative_to(staging) for path in files if staging in path.parents]
     log(f"kernel {ref} output -> {dest}: {', '.join(p.name for p in files) or 'nothing'}")
     return files

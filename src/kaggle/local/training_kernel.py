@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from src import confine
 from src.artifacts import (
     DATASET_METADATA,
     KERNEL_METADATA,
@@ -458,13 +459,13 @@ def pull_training(exp: Experiment, log: Log = print) -> list[Path]:
         )
     pulled = PulledRuns.read(exp.train_pull_path)  # read once, before the download: a damaged one stops it
     exp.train_kernel_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pull-", dir=exp.train_kernel_dir) as staging:
+    with confine.staging(exp.train_kernel_dir, ".pull-") as staging:  # kept, and named, when a check fails
         cli.kernel_output(ref, staging)
         manifest = TrainingManifest.read(
-            Path(staging) / TRAINING_MANIFEST, f"kernel {ref} did not finish its runs: see its log in {staging}"
+            staging / TRAINING_MANIFEST, f"kernel {ref} did not finish its runs: see its log in {staging}"
         )
-        verify_pulled(exp, manifest, Path(staging), pulled)
-        moved = _move_runs(exp, manifest, Path(staging), pulled)
+        verify_pulled(exp, manifest, staging, pulled)
+        moved = _move_runs(exp, manifest, staging, pulled)
     log(
         f"pulled {ref}: {', '.join(str(p) for p in moved)} (checksums verified; same config and folds file); "
         f"continue here with: {exp.command('oof')}"
@@ -500,30 +501,18 @@ def verify_pulled(exp: Experiment, manifest: TrainingManifest, staging: Path, pu
 def _verify_run_files(runs_dir: Path, run: str, files: dict[str, str], where: Path) -> None:
     """A pulled run folder holds exactly the plain files the manifest lists, each with its sha256: no name outside
     the folder (absolute, ..), no link, no file it does not list."""
-    unsafe = next((name for name in [run, *files] if not cli.is_safe_output_name(name)), None)
+    unsafe = next((name for name in [run, *files] if not confine.is_safe_name(name)), None)
     if unsafe is not None:
         raise PipelineError(f"{where}: '{unsafe}' is not a plain relative name inside a run folder: not pulled")
     run_dir = runs_dir / run
+    present = confine.expected_files(run_dir, files, TRAINING_MANIFEST) if run_dir.is_dir() else []
     for relative, digest in sorted(files.items()):
         path = run_dir / relative
-        if _linked(path, run_dir) or not path.is_file() or file_sha256(path) != digest:
+        if relative not in present or file_sha256(path) != digest:
             raise PipelineError(
-                f"{path}: missing, a link, or not the file the kernel wrote (sha256 differs from "
+                f"{path}: missing, or not the file the kernel wrote (sha256 differs from "
                 f"{TRAINING_MANIFEST}): not pulled; pull again"
             )
-    present = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_symlink() or not p.is_dir()}
-    unlisted = sorted(present - set(files))
-    if unlisted:
-        raise PipelineError(f"{run_dir / unlisted[0]}: not listed in {TRAINING_MANIFEST}: not pulled")
-
-
-def _linked(path: Path, root: Path) -> bool:
-    """Whether `path` or a folder between `root` and it is a symbolic link."""
-    while path != root and path != path.parent:
-        if path.is_symlink():
-            return True
-        path = path.parent
-    return False
 
 
 def _refuse_local_only(exp: Experiment, run: str, pulled: PulledRuns) -> None:
