@@ -12,6 +12,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI (CI=true) replays the same examples every run, so main cannot go red on a draw; a local run explores anew.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 from fake_hub_server import fake_hub  # noqa: E402,F401 (fixture for every test module)
 from fake_kaggle_server import fake_kaggle  # noqa: E402,F401 (fixture for every test module)
 
