@@ -82,6 +82,7 @@ STAGES: tuple[Stage, ...] = (
                 help="the student's name or roll number the files are named after, "
                 "e.g. RollNumber_06 (default: package.name, else the experiment)",
             ),
+            option("--author", metavar="NAME", help="the author line of the report and Readme (sets package.author)"),
         ),
     ),
     Stage(
