@@ -28,6 +28,7 @@ TRAIN = False      # True: train every fold and the submitted run again from DAT
 DATA_ROOT = None   # the competition folder; None = the test images this zip ships in code/ (no training images)"""
 
 SETUP = """\
+%matplotlib inline
 import sys, json, warnings
 from pathlib import Path
 
