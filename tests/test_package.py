@@ -31,6 +31,7 @@ FAST = [
     "data.image_size=32",
     "data.n_folds=2",
     "model.name=test_resnet",
+    "model.pretrained=null",  # demo-folder.yaml fine-tunes from weights its demo stage makes; these train from scratch
     "train.epochs=1",
     "train.batch_size=16",
     "train.threads=1",
