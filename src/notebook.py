@@ -11,6 +11,7 @@ copy of the competition, and TRAIN = True with DATA_ROOT trains every run again 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -177,9 +178,9 @@ fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(11, 3.4))
 for run in runs:
     epochs = pd.read_csv(run / 'epochs.csv')
     line, = loss_ax.plot(epochs['epoch'], epochs['train_loss'], label=f'{run.name} train')
-    if epochs['valid_loss'].notna().any():
+    if 'valid_loss' in epochs and epochs['valid_loss'].notna().any():  # a full fit has no held-out rows
         loss_ax.plot(epochs['epoch'], epochs['valid_loss'], '--', color=line.get_color(), label=f'{run.name} valid')
-    if epochs['score'].notna().any():
+    if 'score' in epochs and epochs['score'].notna().any():
         score_ax.plot(epochs['epoch'], epochs['score'], color=line.get_color(), label=run.name)
 loss_ax.set(title='loss per epoch', xlabel='epoch')
 score_ax.set(title=f'held-out {fmt.main_metric} per epoch', xlabel='epoch')
@@ -241,7 +242,9 @@ _MARKDOWN = {
     "training": "## 3. Training\n\n`src.engine.train_run` trains one run from the config (AdamW, warm-up + "
     "cosine, the config's augmentations and callbacks) and keeps the best epoch's weights by the held-out "
     "score: every fold (for honest out-of-fold scores), then the run that predicts the test set. It runs only "
-    "with `TRAIN = True`; as saved, the trained runs shipped in `code/oof/` are used.",
+    "with `TRAIN = True`; as saved, the trained runs shipped in `code/oof/` are used. A config with "
+    "`model.pretrained` fine-tunes from `input/weights/<tag>/` beside this notebook (the `weights` stage fetches "
+    "it once; the folder demo's `demo` stage makes its own).",
     "oof": "## 4. Evaluation\n\nEvery training image predicted by the fold model that held it out (out-of-fold, "
     "OOF), the decision rules (thresholds for multilabel heads), the score per fold and overall, the curves per "
     "epoch and the confusion matrix.",
@@ -321,7 +324,8 @@ def execute_notebook(notebook, folder: Path, shown_as: Path):
         try:
             client.execute()
         except CellExecutionError as exc:
-            error = next((line for line in reversed(str(exc).splitlines()) if line.strip()), "a cell failed")
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # the kernel's traceback is coloured
+            error = next((line for line in reversed(text.splitlines()) if line.strip()), "a cell failed")
             raise PipelineError(
                 f"{shown_as}: a notebook cell failed ({error[:200]}); run the stages it runs by hand "
                 "to see the full error"
