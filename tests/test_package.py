@@ -344,3 +344,13 @@ def test_weights_or_test_images_over_their_limit_are_refused_in_one_line(package
         error = capsys.readouterr().err.strip()
         assert what in error and f"over package.{key}=0.001" in error and "\n" not in error
     assert not (made.exp.package_dir / "too_big.zip").exists()
+
+
+def test_another_course_gets_the_notebook_from_a_name_pattern_and_it_predicts_from_the_zip(packaged, tmp_path):
+    made = packaged("imet")
+    pattern = ['package.names.notebook="{name_lower_first}-notebook.ipynb"']
+    assert run(["package", "--name", "Imet_Nb"], made.config, [*made.overrides, *pattern]) == 0
+    names = unpack(made.exp.package_dir / "Imet_Nb.zip", tmp_path)
+    assert "imet_Nb-notebook.ipynb" in names and f"code/input/{made.exp.config.competition}/labels.csv" in names
+    text = (tmp_path / "imet_Nb-notebook.ipynb").read_text()
+    assert "notebook_outputs/predictions/submission.csv vs submission.csv in the zip: byte-identical" in text
