@@ -72,8 +72,8 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "package",
-        "the course's deliverable: prediction file(s) named as the course asks, report PDF, code, Readme "
-        "(+ an executed notebook for the folder course) -> submissions/<exp>/package/<name>.zip",
+        "the course's deliverable: prediction file(s) named as the course asks, report PDF, code + trained weights, "
+        "Readme (+ an executed notebook that re-runs from the zip) -> submissions/<exp>/package/<name>.zip",
         run="src.steps.package:run",
         options=(
             option(
