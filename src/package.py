@@ -313,9 +313,9 @@ def _copy_trained_run(exp: Experiment, staging: Path, code: str) -> dict[str, st
     size_mb = checkpoint.stat().st_size / 2**20
     if size_mb > limit:
         raise PipelineError(
-            f"{checkpoint}: {size_mb:.1f} MB of weights, over package.max_weights_mb={limit:g}; the notebook needs "
-            "them in the zip: raise the limit (e.g. package.max_weights_mb="
-            + f"{int(size_mb) + 1}) or train a smaller model"
+            f"{checkpoint}: {size_mb:.1f} MB of weights, over package.max_weights_mb={limit:g}; the zip ships them "
+            f"for predicting without retraining: raise the limit (package.max_weights_mb={int(size_mb) + 1}) if the "
+            "course accepts that size, or train a smaller model"
         )
     shipped = Path(code) / "oof" / exp.name
     runs = {checkpoint.parent.name: checkpoint.parent, **{path.name: path for _, path in exp.fold_run_dirs()}}
@@ -327,10 +327,11 @@ def _copy_trained_run(exp: Experiment, staging: Path, code: str) -> dict[str, st
         f"{shipped.as_posix()}/{checkpoint.parent.name}/{BEST_CHECKPOINT}.sha256": "its size and SHA-256 (checked on load)",
     }
     _copy(checkpoint, staging / shipped / checkpoint.parent.name / BEST_CHECKPOINT)
-    _copy(
-        checkpoint.with_name(checkpoint.name + ".sha256"),
-        staging / shipped / checkpoint.parent.name / f"{BEST_CHECKPOINT}.sha256",
-    )
+    sidecar = checkpoint.with_name(checkpoint.name + ".sha256")
+    if sidecar.is_file():  # without it the loader still takes the file, as its only candidate
+        _copy(sidecar, staging / shipped / checkpoint.parent.name / f"{BEST_CHECKPOINT}.sha256")
+    else:
+        described.pop(f"{shipped.as_posix()}/{checkpoint.parent.name}/{BEST_CHECKPOINT}.sha256")
     for run_name, run_dir in sorted(runs.items()):
         if (run_dir / EPOCHS_CSV).is_file():
             _copy(run_dir / EPOCHS_CSV, staging / shipped / run_name / EPOCHS_CSV)
