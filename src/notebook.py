@@ -120,7 +120,11 @@ if TRAIN:
         print(f'{exp.run_dir(k).name}: {state.next_epoch} epochs, best epoch {state.best_epoch}')
 else:
     print('TRAIN = False: the runs shipped in code/oof/:',
-          ', '.join(p.name for p in sorted(exp.oof_dir.iterdir()) if p.is_dir()))"""
+          ', '.join(p.name for p in sorted(exp.oof_dir.iterdir()) if p.is_dir()))
+for run in sorted(p for p in exp.oof_dir.iterdir() if (p / 'epochs.csv').is_file()):
+    trainable = pd.read_csv(run / 'epochs.csv').get('trainable')  # the freezing schedule: what trained each epoch
+    if trainable is not None:
+        print(f'{run.name}, epochs 1..{len(trainable)} trained:', ' '.join(trainable.astype(str)))"""
 
 OOF = """\
 from src.artifacts import OofPredictions
@@ -217,7 +221,7 @@ for ax, image, index in zip(axes, test_images, range(len(test))):
     ax.imshow(image)
     predicted = labels[first.name][index]
     shown = first.class_names[int(predicted)] if first.kind == 'softmax' else int(np.sum(predicted))
-    ax.set_title(f'{first.name}: {shown}', fontsize=8)
+    ax.set_title(f'predicted {first.name}: {shown}', fontsize=8)
 for ax in axes:
     ax.axis('off')
 plt.show()"""
