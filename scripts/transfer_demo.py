@@ -35,13 +35,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as `python scripts/transfer_demo.py` from anywhere
 
-from src.artifacts import BEST_CHECKPOINT, EPOCHS_CSV  # noqa: E402 (after the path above)
+from src.artifacts import EPOCHS_CSV  # noqa: E402 (after the path above)
 from src.config import Config, load_config  # noqa: E402
+from src.demo_pretrain import DEMO_TAG as TAG  # noqa: E402 (a real timm tag: hf_hub_id timm/<tag>)
 
-TAG = "test_resnet.r160_in1k"  # a real timm tag whose pretrained config names hf_hub_id timm/<tag>
 HUB_REPO = f"timm/{TAG}"
 _NORMALISE = [0.5, 0.5, 0.5]  # the tag's own mean and std: scratch runs use them too, so only the weights differ
-_CANVAS = 64  # the iMet demo's mosaic side: pretraining digits are drawn at the same scale
 Log = Callable[[str], None]
 # The runs compared: name -> (model.pretrained, train settings over the shared ones). The recipe is the configs'
 # fine-tuning schedule: heads alone for an epoch (backbone frozen, its lr held at 0), then layer-wise lr decay.
@@ -88,61 +87,17 @@ def run_transfer_demo(
     return compare(workdir, settings, log)
 
 
-# ---- 1. pretraining -----------------------------------------------------------------------------
-
-
-def render_digits(root: Path, settings: TransferSettings) -> Path:
-    """A folder-format competition `root/train/<digit>/<n>.png`: each train-pool digit drawn `pretrain_copies` times
-    at a random size, place and colour over a dim photo crop (the demo's own drawing, src.demo_drawing)."""
-    from src.demo_drawing import bright_color, digit_pools, photo_crop, place_digit, to_image
-
-    pools = digit_pools(settings.seed)  # the demo's split: the test pool stays unseen
-    rng = np.random.default_rng([settings.seed, 7])
-    for digit, pool in enumerate(pools.train):
-        folder = root / "train" / str(digit)
-        folder.mkdir(parents=True, exist_ok=True)
-        for index in range(len(pool) * settings.pretrain_copies):
-            canvas = photo_crop(rng, _CANVAS, _CANVAS) * 0.3
-            size = int(rng.integers(20, 44))
-            top, left = (int(value) for value in rng.integers(0, _CANVAS - size + 1, size=2))
-            place_digit(canvas, pool[index % len(pool)], size, top, left, bright_color(rng), rng)
-            to_image(canvas).save(folder / f"{index}.png")
-    (root / "test").mkdir(exist_ok=True)
-    return root
+# ---- 1. pretraining (src/demo_pretrain.py: the folder demo installs the same files without a hub) -------------
 
 
 def pretrain(workdir: Path, settings: TransferSettings, log: Log = print) -> dict[str, bytes]:
     """Train the digit classifier (a full fit with the engine); return the hub repository's files for TAG."""
-    from safetensors.torch import save
+    from src.demo_pretrain import PretrainSettings, pretrain_hub_files
 
-    from src.checkpoint_files import load_checkpoint
-    from src.engine import RunInputs, train_run
-    from src.formats import create_format
-
-    root = render_digits(workdir / "pretrain-digits", settings)
-    config = _config(
-        workdir,
-        "pretrain-digits",
-        {
-            "competition": "digits",
-            "format": "folder",
-            "data": {"root": str(root), "image_size": settings.image_size},
-            "model": {"name": "test_resnet"},
-            "train": {**_train_settings(settings), "epochs": settings.pretrain_epochs},
-        },
+    pretraining = PretrainSettings(
+        settings.pretrain_copies, settings.pretrain_epochs, settings.image_size, settings.seed, settings.threads
     )
-    fmt = create_format("folder", root)
-    table = fmt.read_train()
-    images = _decoded(config, table.paths, log)
-    run_dir = workdir / "pretrain-run"
-    log(
-        f"pretrain: test_resnet names single digits, {len(table)} images, {settings.pretrain_epochs} epochs -> {run_dir}"
-    )
-    train_run(RunInputs(config, fmt, images, table.targets, np.arange(len(table)), None, run_dir), quiet=True, log=log)
-    weights = load_checkpoint(run_dir / BEST_CHECKPOINT)["model"]
-    state = {key[len("backbone.") :]: value for key, value in weights.items() if key.startswith("backbone.")}
-    state.update({"fc.weight": weights["heads.label.weight"], "fc.bias": weights["heads.label.bias"]})
-    return {"model.safetensors": save({key: value.contiguous() for key, value in state.items()}), "config.json": b"{}"}
+    return pretrain_hub_files(workdir, pretraining, log)
 
 
 # ---- 3. fetching ---------------------------------------------------------------------------------

@@ -455,7 +455,21 @@ class PackageConfig(Section):
         {},
         description="where a piece goes in the zip, over the course's own layout: keys report, notebook, readme, "
         "code, zip, submission (each submission file) or one submission file's name; {name} = the "
-        "package name, {file} = the submission file's own name; null leaves the piece out",
+        "package name ({name_lower_first} / {name_upper_first}: its first letter lower / upper case), {file} = the "
+        "submission file's own name; null leaves the piece out",
+    )
+    author: str | None = None
+    max_weights_mb: float = Field(
+        200.0,
+        gt=0,
+        description="largest trained-weights file (best.pt) the zip may ship for the notebook and the Readme's "
+        "predict command; a larger one is refused (a course upload has a size limit)",
+    )
+    max_test_images_mb: float = Field(
+        100.0,
+        gt=0,
+        description="largest total of test images the zip may ship so its notebook predicts from the zip alone "
+        "(only packages with a notebook ship them); more is refused",
     )
 
 

@@ -69,8 +69,8 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "package",
-        "the course's deliverable: prediction file(s) named as the course asks, report PDF, code, Readme "
-        "(+ an executed notebook for the folder course) -> submissions/<exp>/package/<name>.zip",
+        "the course's deliverable: prediction file(s) named as the course asks, report PDF, code + trained weights, "
+        "Readme (+ an executed notebook that re-runs from the zip) -> submissions/<exp>/package/<name>.zip",
         run="src.steps.package:run",
         options=(
             option(
@@ -79,6 +79,7 @@ STAGES: tuple[Stage, ...] = (
                 help="the student's name or roll number the files are named after, "
                 "e.g. RollNumber_06 (default: package.name, else the experiment)",
             ),
+            option("--author", metavar="NAME", help="the author line of the report and Readme (sets package.author)"),
         ),
     ),
     Stage(

@@ -26,6 +26,7 @@ FAST = [
     "data.image_size=32",
     "data.n_folds=2",
     "model.name=test_efficientnet",
+    "model.pretrained=null",  # demo-folder.yaml fine-tunes from weights its demo stage makes; these train from scratch
     "train.epochs=6",
     "train.batch_size=16",
     "train.lr=0.01",

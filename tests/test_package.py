@@ -31,6 +31,7 @@ FAST = [
     "data.image_size=32",
     "data.n_folds=2",
     "model.name=test_resnet",
+    "model.pretrained=null",  # demo-folder.yaml fine-tunes from weights its demo stage makes; these train from scratch
     "train.epochs=1",
     "train.batch_size=16",
     "train.threads=1",
@@ -44,10 +45,17 @@ STAGES = (["folds"], ["train", "--fold", "all"], ["oof"], ["thresholds"], ["subm
 # What each course's zip holds besides the code folder.
 COURSE_FILES = {
     "imet": {"Readme.txt", "report.pdf", "submission.csv"},
-    "deepfashion": {"Readme.txt", "report.pdf", "category.csv", "attribute.csv"},
+    "deepfashion": {"Readme.txt", "report.pdf", "category.csv", "attribute.csv", "assignment4.ipynb"},
     "celeba": {"Readme.txt", "report.pdf", "predictions/predictions.txt"},
-    "folder": {"Readme.txt", f"{NAME}.pdf", f"{NAME}.csv", f"{NAME}.ipynb"},
+    # As the folder course's hand-out spells them: the notebook and csv start lower-case, the PDF upper-case.
+    "folder": {"Readme.txt", "RollNumber_06.pdf", "rollNumber_06.csv", "rollNumber_06.ipynb"},
 }
+# Where each course's zip puts the files `submit` wrote, when not under their own names.
+INSIDE = {
+    "folder": {"submission.csv": "rollNumber_06.csv"},
+    "celeba": {"predictions.txt": "predictions/predictions.txt"},
+}
+NOTEBOOK = {"folder": "rollNumber_06.ipynb", "deepfashion": "assignment4.ipynb"}
 
 
 def run(stage: list[str], config: Path, overrides: list[str]) -> int:
@@ -65,7 +73,11 @@ def packaged(tmp_path_factory):
             paths = build_demo(format_name, tmp / f"demo-{format_name}", n_train=60, n_test=10, seed=4)
             config = ROOT / "configs" / f"demo-{format_name}.yaml"
             overrides = [f"output_dir={tmp / 'out'}", f"data.root={paths.root}", *FAST]
-            for stage in STAGES:
+            stages = STAGES
+            if format_name == "folder":  # the course's zip ships the full fit's weights (no held-out rows)
+                overrides.append("submit.checkpoint=full")
+                stages = (*STAGES[:2], ["train", "--full"], *STAGES[2:])
+            for stage in stages:
                 assert run(stage, config, overrides) == 0, stage
             assert run(["package", "--name", NAME], config, overrides) == 0
             exp = Experiment(load_config(config, overrides), config)
@@ -106,18 +118,14 @@ def test_each_course_zip_holds_what_the_course_asks_for(packaged, tmp_path, form
 
     # The predictions pass the format's own validator and equal what submit wrote.
     fmt = exp.fmt
-    inside = {
-        "folder": {fmt.submission_names()[0]: f"{NAME}.csv"},
-        "celeba": {"predictions.txt": "predictions/predictions.txt"},
-    }
-    files = [tmp_path / inside.get(format_name, {}).get(name, name) for name in fmt.submission_names()]
+    files = [tmp_path / INSIDE.get(format_name, {}).get(name, name) for name in fmt.submission_names()]
     ids, _ = fmt.read_submission(files)
     assert ids == fmt.read_test().ids
     for file, name in zip(files, fmt.submission_names()):
         assert file.read_bytes() == (exp.submission_dir / name).read_bytes()
 
     # The PDF: within the budget, its text searchable and holding the figures the report printed.
-    report_pdf = tmp_path / ("report.pdf" if format_name != "folder" else f"{NAME}.pdf")
+    report_pdf = tmp_path / ("report.pdf" if format_name != "folder" else "RollNumber_06.pdf")
     reader = PdfReader(str(report_pdf))
     assert 1 <= len(reader.pages) <= exp.config.report.max_pages == 5
     text = " ".join(page.extract_text() for page in reader.pages)
@@ -129,13 +137,19 @@ def test_each_course_zip_holds_what_the_course_asks_for(packaged, tmp_path, form
         mean = tables["attribute_accuracy_attributes"][-1]
         assert mean["attribute"] == "mean" and f"{mean['accuracy tuned']:.4f}" in text
 
-    # The Readme names every file, the libraries at their installed versions, and the commands.
+    # The Readme names every file (test images by their folder), the libraries at their installed versions with
+    # their PyPI page, and the commands.
     readme = (tmp_path / "Readme.txt").read_text()
     for name in names:
-        assert f"  {name} " in readme, name
+        shown = f"{Path(name).parent.as_posix()}/" if name.startswith(f"code/input/{exp.name}/") else name
+        assert f"  {shown} " in readme, name
     for library in ("torch", "timm", "reportlab", "torchinfo"):
-        assert f"  {library} {importlib.metadata.version(library)}\n" in readme
+        version = importlib.metadata.version(library)
+        assert f"  {library} {version}  https://pypi.org/project/{library}/{version}/ https://" in readme
     assert f"python -m src.stage train --fold all --config configs/{exp.name}.yaml" in readme
+    assert f"python -m src.stage submit --config configs/{exp.name}.yaml data.root=/path/to/competition" in readme
+    run = exp.submission_checkpoint().parent.name  # the weights `submit.checkpoint` names
+    assert f"code/oof/{exp.name}/{run}/best.pt" in names and run == ("full" if format_name == "folder" else "fold-0")
     assert load_config(tmp_path / "code" / "configs" / f"{exp.name}.yaml").model.name == "test_resnet"
 
 
@@ -144,15 +158,27 @@ def test_the_folder_course_notebook_ran_headless_with_no_error(packaged, tmp_pat
 
     made = packaged("folder")
     unpack(made.zip, tmp_path)
-    notebook = nbformat.read(str(tmp_path / f"{NAME}.ipynb"), as_version=4)
+    notebook = nbformat.read(str(tmp_path / "rollNumber_06.ipynb"), as_version=4)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert code and all(cell.execution_count for cell in code)
     outputs = [output for cell in code for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
-    assert len(images) >= 4  # network, curves, confusion, ROC / PR, examples
+    assert len(images) >= 4  # test images, curves, confusion matrix, predicted test images
     printed = "".join(output.get("text", "") for output in outputs)
-    assert "wrote" in printed and "report.pdf" in printed and "TRAIN = False" in printed
+    assert "TRAIN = False" in printed and "vs rollNumber_06.csv in the zip: byte-identical" in printed
+    sources = "\n".join(cell.source for cell in code)
+    # The code a grader reads: the project's functions for each step, not a driver of stage commands.
+    for call in (
+        "fmt.read_test()",
+        "build_model(",
+        "MultiHeadLoss(",
+        "train_run(",
+        "predict_rows(",
+        "write_submission(",
+    ):
+        assert call in sources, call
+    assert "src.stage" not in sources and "main([" not in sources
     assert notebook.metadata.kernelspec.name == "python3"
 
 
@@ -264,3 +290,122 @@ def test_a_killed_notebook_kernel_stops_the_package_with_one_line(packaged, caps
         "gone: killed, e.g. out of memory); check memory (a smaller batch or image size), then package again"
     ]
     assert not (made.exp.package_dir / "killed.zip").exists()
+
+
+def execute_unzipped(notebook_path: Path, parameters: str | None = None):
+    """Execute a notebook of an unzipped package in its own folder (as a grader would: nbclient, this Python);
+    `parameters` replaces the source of its parameters cell (the first code cell)."""
+    import nbformat
+
+    from src.notebook import execute_notebook
+
+    notebook = nbformat.read(str(notebook_path), as_version=4)
+    if parameters is not None:
+        next(cell for cell in notebook.cells if cell.cell_type == "code").source = parameters
+    return execute_notebook(notebook, notebook_path.parent, notebook_path)
+
+
+def moved_away(*paths: Path):
+    """Context: the given folders renamed away meanwhile (the build machine's data and outputs are not there)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def away():
+        for path in paths:
+            path.rename(path.with_name(path.name + ".away"))
+        try:
+            yield
+        finally:
+            for path in paths:
+                path.with_name(path.name + ".away").rename(path)
+
+    return away()
+
+
+@pytest.mark.parametrize("format_name", ["folder", "deepfashion"])
+@pytest.mark.slow
+def test_the_notebook_runs_again_from_the_unzipped_folder_alone_and_writes_the_same_predictions(
+    packaged, tmp_path, format_name
+):
+    made = packaged(format_name)
+    unpack(made.zip, tmp_path)
+    assert not {"input", "oof", "submissions"} & {path.name for path in tmp_path.iterdir()}
+    with moved_away(made.paths.root, made.tmp / "out"):
+        notebook = execute_unzipped(tmp_path / NOTEBOOK[format_name])
+    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+    written = tmp_path / "notebook_outputs" / "predictions"
+    for name in made.exp.fmt.submission_names():
+        shipped = tmp_path / INSIDE.get(format_name, {}).get(name, name)
+        assert (written / name).read_bytes() == shipped.read_bytes(), name
+        assert f"notebook_outputs/predictions/{name} vs {shipped.name} in the zip: byte-identical" in printed
+
+
+@pytest.mark.slow
+def test_the_notebook_retrains_with_train_true_and_data_root(packaged, tmp_path):
+    made = packaged("folder")
+    unpack(made.zip, tmp_path)
+    execute_unzipped(tmp_path / "rollNumber_06.ipynb", f"TRAIN = True\nDATA_ROOT = {str(made.paths.root)!r}")
+    retrained = tmp_path / "notebook_outputs" / "retrained" / "oof" / made.exp.name
+    assert (retrained / "fold-0" / "best.pt").is_file() and (retrained / "fold-1" / "best.pt").is_file()
+    assert (retrained / "oof.npz").is_file()
+    ids, _ = made.exp.fmt.read_submission([tmp_path / "notebook_outputs" / "predictions" / "submission.csv"])
+    assert ids == made.exp.fmt.read_test().ids
+
+
+@pytest.mark.slow
+def test_the_readme_predict_commands_work_as_written_from_the_unzipped_code(packaged, tmp_path):
+    import subprocess
+    import sys
+
+    made = packaged("folder")
+    unpack(made.zip, tmp_path)
+    readme = (tmp_path / "Readme.txt").read_text()
+    command = f"python -m src.stage submit --config configs/{made.exp.name}.yaml"
+    assert command in readme and f"{command} data.root=/path/to/competition format_options.test_dir=" in readme
+    new_test = tmp_path / "new_test"
+    new_test.mkdir()
+    shipped_test = sorted((tmp_path / "code" / "input" / made.exp.config.competition / "test").iterdir())[:3]
+    for image in shipped_test:
+        shutil.copy(image, new_test / image.name)
+    written = tmp_path / "code" / "submissions" / made.exp.name / "submission.csv"
+    shipped_rows = (tmp_path / "rollNumber_06.csv").read_text().splitlines()
+    with moved_away(made.paths.root, made.tmp / "out"):
+        shipped_root = tmp_path / "code" / "input" / made.exp.config.competition
+        new = [f"data.root={shipped_root}", f"format_options.test_dir={new_test}"]
+        for extra, expected in (([], shipped_rows), (new, shipped_rows[:4])):
+            argv = [sys.executable, *command.split()[1:], *extra, "--quiet"]
+            result = subprocess.run(argv, cwd=tmp_path / "code", capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, result.stderr[-2000:]
+            assert written.read_text().splitlines() == expected
+
+
+def test_nothing_of_the_building_machine_is_in_the_zip_but_the_report(packaged, tmp_path):
+    made = packaged("folder")
+    names = unpack(made.zip, tmp_path)
+    machine = [str(ROOT), str(made.tmp), str(Path.home())]
+    for name in names:
+        if Path(name).suffix.lower() in (".pdf", ".pt", ".npz", ".png", ".jpg"):
+            continue  # binary (the report's text is REPORT's, checked there)
+        text = (tmp_path / name).read_text(encoding="utf-8")
+        assert not [path for path in machine if path in text], name
+    config = load_config(tmp_path / "code" / "configs" / f"{made.exp.name}.yaml")
+    assert str(config.output_dir) == "." and not config.data.root.is_absolute() and config.data.solution == []
+
+
+def test_weights_or_test_images_over_their_limit_are_refused_in_one_line(packaged, capsys):
+    made = packaged("folder")
+    for key, what in (("max_weights_mb", "MB of weights"), ("max_test_images_mb", "MB of test files")):
+        assert run(["package", "--name", "too_big"], made.config, [*made.overrides, f"package.{key}=0.001"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert what in error and f"over package.{key}=0.001" in error and "\n" not in error
+    assert not (made.exp.package_dir / "too_big.zip").exists()
+
+
+def test_another_course_gets_the_notebook_from_a_name_pattern_and_it_predicts_from_the_zip(packaged, tmp_path):
+    made = packaged("imet")
+    pattern = ['package.names.notebook="{name_lower_first}-notebook.ipynb"']
+    assert run(["package", "--name", "Imet_Nb"], made.config, [*made.overrides, *pattern]) == 0
+    names = unpack(made.exp.package_dir / "Imet_Nb.zip", tmp_path)
+    assert "imet_Nb-notebook.ipynb" in names and f"code/input/{made.exp.config.competition}/labels.csv" in names
+    text = (tmp_path / "imet_Nb-notebook.ipynb").read_text()
+    assert "notebook_outputs/predictions/submission.csv vs submission.csv in the zip: byte-identical" in text

@@ -149,6 +149,17 @@ class CompetitionFormat(ABC):
         """File names the submission consists of."""
         return ["submission.csv"]
 
+    # --- a course package that predicts without the training files -------------------------
+    def standalone_options(self) -> dict[str, Any]:
+        """format_options that let this format name its heads without the training files (the course package's
+        notebook predicts from the shipped test images alone); {} = the format needs its label files for that."""
+        return {}
+
+    def test_input_files(self) -> list[Path]:
+        """Every file `read_test` and the submission validator read (under `root`): what a package ships so the
+        test set can be predicted and checked from the zip alone."""
+        return list(self.read_test().paths)
+
     # --- folds -------------------------------------------------------------------------------
     def stratify_matrix(self, table: ImageTable) -> np.ndarray:
         """A 0/1 matrix whose columns the folds should balance: every head's labels, one-hot for softmax."""

@@ -62,20 +62,27 @@ class FolderFormat(CompetitionFormat):
     name = "folder"
     main_metric = "accuracy"
     Options = FolderOptions
-    # The course's zip: three files named after the student (+ the code and Readme the notebook runs from).
-    course_package_names = {"submission": "{name}.csv", "report": "{name}.pdf", "notebook": "{name}.ipynb"}
+    # The course's zip: three files named after the student, spelled as the hand-out does (`rollNumber_06.ipynb`,
+    # `rollNumber_06.csv`, `RollNumber_06.pdf`), + the code, weights and Readme the notebook runs from.
+    course_package_names = {
+        "submission": "{name_lower_first}.csv",
+        "report": "{name_upper_first}.pdf",
+        "notebook": "{name_lower_first}.ipynb",
+    }
     demo_solution_names = ("solution.csv",)
     demo_margin_over_chance = 0.3
 
     @cached_property
     def class_names(self) -> list[str]:
-        found = self._class_folders()
-        if self.options.classes is None:
-            return sorted(found, key=natural_key)
         chosen = self.options.classes
+        if chosen is None:
+            return sorted(self._class_folders(), key=natural_key)
         duplicated = sorted({name for name in chosen if chosen.count(name) > 1})
         if duplicated:
             raise PipelineError(f"config format_options.classes: '{duplicated[0]}' listed twice; list each class once")
+        if not (self.root / self.options.train_dir).is_dir():
+            return list(chosen)  # predicting only (a course package's test images): the listed classes are the heads
+        found = self._class_folders()
         unknown = [name for name in found if name not in chosen]
         if unknown:
             raise PipelineError(
@@ -110,6 +117,9 @@ class FolderFormat(CompetitionFormat):
 
     def submission_names(self) -> list[str]:
         return [self.options.submission_file]
+
+    def standalone_options(self) -> dict[str, Any]:
+        return {"classes": list(self.class_names)}
 
     # --- reading -----------------------------------------------------------------------------
     def read_train(self) -> ImageTable:

@@ -100,6 +100,10 @@ class ImetFormat(CompetitionFormat):
         require_images(paths, path, lines)
         return ImageTable(ids, paths, {HEAD: targets})
 
+    def test_input_files(self) -> list[Path]:
+        # labels.csv names the head's classes; sample_submission.csv lists the test ids the validator expects.
+        return [self.root / "labels.csv", self.root / "sample_submission.csv", *self.read_test().paths]
+
     def read_test(self) -> ImageTable:
         path = self.root / "sample_submission.csv"
         rows = read_csv_rows(path, ["id", "attribute_ids"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from src.artifacts import Experiment, ScoreTable, read_test_scores, tuned_column
+from src.artifacts import WEIGHTS_ROOT, Experiment, ScoreTable, read_test_scores, tuned_column
 from src.demo import build_demo
+from src.demo_pretrain import ensure_demo_weights
 from src.steps import folds, oof, report, submit, thresholds, train
 
 
@@ -17,6 +18,8 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     paths = build_demo(config.format, config.data.root, answers_root=answers)
     log(f"demo competition ({config.format}) at {paths.root}; test answers kept apart in {answers}")
     exp.__dict__.pop("fmt", None)  # the folder may have just been created
+    # The demo's pretrained weights are made here, offline (src/demo_pretrain.py); another tag is the weights stage's.
+    ensure_demo_weights(config.model.pretrained, exp.output_dir / "oof" / "_demo_pretrain", WEIGHTS_ROOT, log)
     folds.run(exp, log=log)
     train.run(exp, "all", resume=True, quiet=quiet, log=log)
     train.run(exp, "all", full=True, resume=True, quiet=quiet, log=log)

@@ -14,8 +14,16 @@ from src.artifacts import Experiment
 from src.package import build_package
 
 
-def run(exp: Experiment, name: str | None = None, quiet: bool = False, log: Callable[[str], None] = print) -> Path:
-    """Build the package; return the zip's path."""
+def run(
+    exp: Experiment,
+    name: str | None = None,
+    author: str | None = None,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Build the package (`author`: package.author, for the report's and the Readme's author line); return the zip."""
+    if author is not None:
+        exp.config.package.author = author
     log(
         f"package {exp.name}: the {exp.config.format} course's files from {exp.submission_dir} and {exp.report_dir} "
         f"-> {exp.package_dir}"
