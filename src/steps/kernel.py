@@ -169,6 +169,7 @@ def train(
     force: bool = False,
     quiet: bool = False,
     log: Callable[[str], None] = print,
+    sleep: Callable[[float], None] | None = None,
 ):
     """Build the training kernel for these runs, check it (None = when the training images are here), push it;
     --plan only estimates, --follow pushes and pulls session after session until the runs are finished."""
@@ -188,7 +189,7 @@ def train(
             checks[0] = False
             return training_kernel.push_training(exp, built, checked, log)[1]
 
-        return following.follow(exp, wanted, push_session, force, log)
+        return following.follow(exp, wanted, push_session, force, log, **({"sleep": sleep} if sleep else {}))
     runs = {"fold": fold, "full": full, "resume": resume, "stop_after_epochs": stop_after_epochs}
     built, checked = _build_training(exp, runs, check, log)
     if push:
