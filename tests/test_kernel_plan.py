@@ -122,3 +122,13 @@ def test_push_refuses_when_the_quota_left_is_smaller_than_a_session(exp, fake_ka
     fake_kaggle.gpu_used_s = fake_kaggle.gpu_total_s
     kernel_step.train(exp, fold="0", push=True, check=False, force=True, log=logs.append)
     assert len(fake_kaggle.rpc_bodies("SaveKernel")) == 2 and any("--force: pushing anyway" in line for line in logs)
+
+
+def test_push_goes_on_when_kaggle_quota_does_not_answer(exp, fake_kaggle):
+    fake_kaggle.fail("GetAcceleratorQuotaStatistics", 500, "backend error")
+    logs: list[str] = []
+
+    kernel_step.train(exp, fold="0", push=True, check=False, log=logs.append)
+
+    assert len(fake_kaggle.rpc_bodies("SaveKernel")) == 1
+    assert any(line.startswith("warning: quota unknown, not checked: kaggle quota: ") for line in logs)

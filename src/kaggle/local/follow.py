@@ -209,7 +209,7 @@ def refuse_small_quota(exp: Experiment, runs: list[str], force: bool, log: Log) 
         found = planning.make_plan(exp, runs, exp.config.kaggle.accelerator, quota=cli.gpu_quota)
     except PipelineError as error:
         log(f"plan: no estimate ({error})")
-        found, left, needed = None, cli.gpu_quota().left_h, session_h
+        found, left, needed = None, _quota_left(log), session_h
     else:
         log(found.summary())
         left, needed = found.quota_left_h, found.next_session_h
@@ -222,3 +222,12 @@ def refuse_small_quota(exp: Experiment, runs: list[str], force: bool, log: Log) 
             raise PipelineError(message)
         log(f"warning: {message.replace(': not pushed', '')} (--force: pushing anyway)")
     return found
+
+
+def _quota_left(log: Log) -> float | None:
+    """GPU hours left this week, or None (logged) when `kaggle quota` does not answer: the push is not judged then."""
+    try:
+        return cli.gpu_quota().left_h
+    except PipelineError as error:
+        log(f"warning: quota unknown, not checked: {error}")
+        return None
