@@ -119,6 +119,12 @@ def test_a_failed_session_fetches_its_log_and_stops_with_its_last_error(exp, fak
     assert len(fake_kaggle.rpc_bodies("ListKernelSessionOutput")) == 1 and not exp.oof_dir.exists()
     [session] = json.loads((exp.train_kernel_dir / "follow.json").read_text())["sessions"]
     assert session["status"] == "failed"
+    logs: list[str] = []
+    kernel_step.status(exp, log=logs.append)
+    assert logs[-2:] == [
+        f"training kernel {TRAIN_REF}: error: Kernel failed",
+        "follow of fold-0: session 1 (fold-0, v1) failed",
+    ]
 
 
 def test_no_push_when_the_weeks_quota_is_spent(exp, fake_kaggle):
@@ -131,10 +137,15 @@ def test_no_push_when_the_weeks_quota_is_spent(exp, fake_kaggle):
     assert not (exp.train_kernel_dir / "follow.json").exists()
 
 
-def test_a_session_killed_before_its_push_reached_kaggle_is_pushed_once_on_rerun(exp, fake_kaggle, monkeypatch):
+@pytest.mark.parametrize("reached_kaggle", [False, True])
+def test_a_session_killed_while_pushing_is_pushed_once_on_rerun(exp, fake_kaggle, monkeypatch, reached_kaggle):
     from src.kaggle.local import cli
 
+    real_push = cli.push_kernel_with_version
+
     def killed_pushing(*args, **kwargs):
+        if reached_kaggle:  # the CLI's push went through; the process died before push.json was written
+            real_push(*args, **kwargs)
         raise Killed
 
     with monkeypatch.context() as patch:
@@ -142,13 +153,17 @@ def test_a_session_killed_before_its_push_reached_kaggle_is_pushed_once_on_rerun
         with pytest.raises(Killed):
             kernel_step.train(exp, fold="0", follow=True, check=False, log=[].append)
     [session] = json.loads((exp.train_kernel_dir / "follow.json").read_text())["sessions"]
-    assert session["status"] == "pushing" and not fake_kaggle.rpc_bodies("SaveKernel")
+    assert session["status"] == "pushing" and len(fake_kaggle.rpc_bodies("SaveKernel")) == int(reached_kaggle)
 
-    def fails(seconds: float) -> None:  # ends the re-run quickly once it has pushed
+    def fails(seconds: float) -> None:  # ends the re-run quickly once a session is on Kaggle
         fake_kaggle.kernel_status[TRAIN_REF] = ("ERROR", "stop")
 
     logs: list[str] = []
     with pytest.raises(PipelineError, match="ended error"):
         kernel_step.train(exp, fold="0", follow=True, check=False, log=logs.append, sleep=fails)
     assert len(fake_kaggle.rpc_bodies("SaveKernel")) == 1
-    assert "follow: session 1 (fold-0) never reached Kaggle: pushing it again" in logs
+    expected = (
+        "was pushed before the restart: waiting for it" if reached_kaggle else "never reached Kaggle: pushing it again"
+    )
+    assert f"follow: session 1 (fold-0) {expected}" in logs
+    assert json.loads(exp.train_push_path.read_text())["kernel_ref"] == TRAIN_REF  # kernel pull / status find it

@@ -3,7 +3,8 @@
 `build` writes kernels/<exp>/ (script + weights and wheels datasets) and runs the parity check when the
 competition's test images are here (`--check` always, `--no-check` never); `push` builds, checks
 and uploads (refused when the check fails); `status`, `output` and `submit` follow the pushed kernel.
-`train` builds (and checks, and with --push pushes) the training kernel; `pull` brings its runs back.
+`train` builds (and checks, and with --push pushes) the training kernel; `pull` brings its runs back;
+`train --plan` only estimates what the runs cost, `train --follow` pushes and pulls sessions until they are done.
 Adding a sub-command is one row and one function here. src.kaggle is imported only when one runs.
 """
 
@@ -140,6 +141,7 @@ def _build_checked(exp: Experiment, check: bool | None, accelerator: str | None,
 def status(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):
     """State of the pushed inference kernel's run, and of the training kernel's when one was pushed."""
     from src.kaggle.local import cli, training_kernel
+    from src.kaggle.local import follow as following
     from src.kaggle.local.push import kernel_status
 
     training = training_kernel.pushed_training_ref(exp)
@@ -151,6 +153,9 @@ def status(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = pr
             + (f": {state.failure_message}" if state.failure_message else "")
         )
         found = state if found is None else found
+        described = following.describe(exp)
+        if described:
+            log(described)
     return found
 
 

@@ -119,6 +119,20 @@ def follow(
         state.write(path)
 
 
+def describe(exp: Experiment) -> str | None:
+    """One line on the last --follow of this experiment (None when there was none): runs, sessions, the last one."""
+    path = exp.train_kernel_dir / FOLLOW_STATE
+    if not path.is_file():
+        return None
+    try:
+        state = FollowState.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return f"follow: {path} is not readable: delete it (the next --follow starts afresh)"
+    last = state.sessions[-1] if state.sessions else None
+    where = f"session {len(state.sessions)} ({last.run}, v{last.version}) {last.status}" if last else "no session yet"
+    return f"follow of {', '.join(state.runs)}: {where}"
+
+
 def session_options(run: str, resume: bool) -> dict:
     """The `train` options of a session that trains `run` (a fold's or the full fit's run folder)."""
     full = run == fold_run_name(None)
@@ -134,15 +148,33 @@ def _settle_pushing(exp: Experiment, state: FollowState, session: Session, path:
     """A session marked `pushing` by a process that was killed: pushed when push.json moved on or Kaggle runs it."""
     record = PushRecord.read(exp.train_push_path)
     pushed = record.version is not None and record.version != session.known_version
-    if not pushed and record.kernel_ref is not None:
-        pushed = cli.kernel_status(record.kernel_ref).state in _RUNNING
+    if not pushed:  # killed after the CLI's push but before push.json: Kaggle knows
+        pushed = _kaggle_runs_it(exp)
     if pushed:
         session.version, session.status = record.version, "pushed"
+        if record.kernel_ref is None:  # the first push ever: `kernel pull` finds the kernel through push.json
+            record.model_copy(update={"kernel_ref": _training_ref(exp)}).write(exp.train_push_path)
         log(f"follow: session {len(state.sessions)} ({session.run}) was pushed before the restart: waiting for it")
     else:
         state.sessions.pop()
         log(f"follow: session {len(state.sessions) + 1} ({session.run}) never reached Kaggle: pushing it again")
     state.write(path)
+
+
+def _training_ref(exp: Experiment) -> str:
+    """The training kernel's owner/slug: as push.json recorded it, else the name it is pushed under."""
+    from src.kaggle.local.names import kaggle_names
+    from src.kaggle.local.training_kernel import training_slugs
+
+    return PushRecord.read(exp.train_push_path).kernel_ref or kaggle_names(exp).ref(training_slugs(exp)[0])
+
+
+def _kaggle_runs_it(exp: Experiment) -> bool:
+    """Whether the training kernel is queued or running on Kaggle now."""
+    try:
+        return cli.kernel_status(_training_ref(exp)).state in _RUNNING
+    except PipelineError:  # never pushed: Kaggle does not know it
+        return False
 
 
 def _wait(
@@ -151,11 +183,11 @@ def _wait(
     """Poll the kernel's status until its run ends (each wait doubles, poll_s .. poll_max_s); a failed run's log is
     saved under train/logs/ and stops everything with its last error line."""
     settings = exp.config.kaggle
-    ref = PushRecord.read(exp.train_push_path).kernel_ref
-    if ref is None:
-        raise PipelineError(f"{exp.train_push_path}: no training kernel recorded: delete follow.json and rerun")
+    ref = _training_ref(exp)
     wait, started = settings.poll_s, time.monotonic()
     while True:
+        sleep(wait)  # first: right after a push Kaggle may still show the previous run's state
+        wait = min(wait * 2, settings.poll_max_s)
         status = cli.kernel_status(ref)
         if status.state == "complete":
             return status
@@ -166,8 +198,6 @@ def _wait(
         log(
             f"follow: {ref} v{session.version} is {status.state} ({time.monotonic() - started:.0f} s); next look in {wait:.0f} s"
         )
-        sleep(wait)
-        wait = min(wait * 2, settings.poll_max_s)
 
 
 def _stop_failed(exp: Experiment, ref: str, session: Session, status: cli.KernelStatus) -> None:
