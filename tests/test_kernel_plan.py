@@ -3,6 +3,7 @@ iMet demo, against the fake Kaggle server's `kaggle quota` through the REAL `kag
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -132,3 +133,32 @@ def test_push_goes_on_when_kaggle_quota_does_not_answer(exp, fake_kaggle):
 
     assert len(fake_kaggle.rpc_bodies("SaveKernel")) == 1
     assert any(line.startswith("warning: quota unknown, not checked: kaggle quota: ") for line in logs)
+
+
+def test_gpu_check_figures_measured_on_the_machines_gpu_come_before_the_table(exp, fake_kaggle):
+    figures = exp.config.output_dir / "oof" / "_bench" / "gpu-check.json"
+    figures.parent.mkdir(parents=True, exist_ok=True)
+    variants = {
+        "fp32 NCHW": {"train_images_per_s": 90.0},
+        "fp32 channels_last": {"train_images_per_s": 100.0},
+        "fp16 NCHW": {"train_images_per_s": 250.0},
+        "fp16 channels_last": {"train_images_per_s": 300.0},
+        "fp16 channels_last compile": {"error": "RuntimeError: no triton"},
+    }
+    result = {
+        "machine": {"cuda": "Tesla T4"},
+        "sizes": {"model": "resnet50", "image_size": 224},
+        "parts": {"model_speed": {"variants": variants}},
+    }
+    figures.write_text(json.dumps(result))
+    resnet = _with(exp, model__name="resnet50", data__image_size=448)
+    try:
+        t4 = kernel_step.train(resnet, fold="0", plan=True, log=[].append)
+        fp32 = kernel_step.train(_with(resnet, train__amp=False), fold="0", plan=True, log=[].append)
+        p100 = kernel_step.train(resnet, fold="0", plan=True, machine="p100", log=[].append)
+    finally:
+        figures.unlink()
+
+    assert t4.images_per_s == 300.0 / 4 and "measured on Tesla T4 (fp16 channels_last, 224 px)" in t4.throughput_source
+    assert fp32.images_per_s == 100.0 / 4
+    assert p100.throughput_source.startswith("table: resnet50 on NvidiaTeslaP100")  # measured on another GPU

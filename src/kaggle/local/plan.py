@@ -4,8 +4,8 @@ For the config and a machine (a Kaggle accelerator name, or `this` machine) it e
 (raw uint8 = images x size^2 x 3 bytes; packed at PACKED_BYTES_PER_PIXEL), the RAM that cache wants, the time of an
 epoch and of a run, the sessions the runs need within `kaggle.session_timeout_s` (and `train.time_budget_s`), and the
 GPU hours against what `kaggle quota` says is left. Throughput (training images/s on one GPU): `kaggle.images_per_s`
-when set, a short measured run on `this` machine, else TRAIN_IMAGES_PER_S_224 below. It says plainly what will not
-fit and what to change.
+when set, a short measured run on `this` machine, scripts/gpu_check.py's figures when they were measured on the
+machine's GPU, else TRAIN_IMAGES_PER_S_224 below. It says plainly what will not fit and what to change.
 """
 
 from __future__ import annotations
@@ -207,6 +207,9 @@ def _throughput(exp: Experiment, key: str, measure: Callable[[Experiment], float
             raise PipelineError("the plan for this machine needs a measured run: none was given")
         return measure(exp), f"measured here: a short training run of {config.model.name}"
     arch = config.model.name.split(".")[0]
+    measured = gpu_check_rate(exp, key, arch)
+    if measured is not None:
+        return measured
     rates = TRAIN_IMAGES_PER_S_224.get((key, arch))
     if rates is None:
         known = ", ".join(sorted({name for machine, name in TRAIN_IMAGES_PER_S_224 if machine == key}))
@@ -219,6 +222,35 @@ def _throughput(exp: Experiment, key: str, measure: Callable[[Experiment], float
     return rate, f"table: {arch} on {key} at 224 px, AMP {'on' if config.train.amp else 'off'}, scaled to " + (
         f"{config.data.image_size} px; {THROUGHPUT_SOURCE}"
     )
+
+
+GPU_CHECK = "gpu-check.json"  # what scripts/gpu_check.py writes under <output_dir>/oof/_bench/
+GPU_NAMES = {"T4": "NvidiaTeslaT4", "P100": "NvidiaTeslaP100"}  # a part of torch.cuda.get_device_name -> machine
+
+
+def gpu_check_rate(exp: Experiment, key: str, arch: str) -> tuple[float, str] | None:
+    """(images/s, source) from scripts/gpu_check.py's figures when they were measured on `key`'s GPU for `arch`: its
+    channels_last training rate with AMP (or fp32, as the config trains), scaled to the config's size; else None."""
+    import json
+
+    path = exp.config.output_dir / "oof" / "_bench" / GPU_CHECK
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        gpu, sizes, variants = (
+            result["machine"]["cuda"] or "",
+            result["sizes"],
+            result["parts"]["model_speed"]["variants"],
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if sizes.get("model") != arch or not any(part in gpu and GPU_NAMES[part] == key for part in GPU_NAMES):
+        return None
+    precisions = ("bf16", "fp16") if exp.config.train.amp else ("fp32",)
+    for name, row in variants.items():
+        if name.split(" ")[0] in precisions and name.endswith(" channels_last") and "train_images_per_s" in row:
+            rate = row["train_images_per_s"] * (sizes["image_size"] / exp.config.data.image_size) ** 2
+            return rate, f"{path}: measured on {gpu} ({name}, {sizes['image_size']} px), scaled to the config's size"
+    return None
 
 
 def _check_fit(plan: Plan, exp: Experiment, per_session: int, usable_s: float) -> None:
