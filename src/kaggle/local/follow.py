@@ -237,12 +237,14 @@ def refuse_small_quota(exp: Experiment, runs: list[str], force: bool, log: Log) 
     session_h = (exp.config.kaggle.session_timeout_s or planning.KAGGLE_SESSION_S) / 3600
     try:
         found = planning.make_plan(exp, runs, exp.config.kaggle.accelerator, quota=cli.gpu_quota)
-    except PipelineError as error:
+    except PipelineError as error:  # no plan (e.g. the training table is not here): the quota alone decides
         log(f"plan: no estimate ({error})")
         found, left, needed = None, _quota_left(log), session_h
     else:
         log(found.summary())
         left, needed = found.quota_left_h, found.next_session_h
+        if left is None and found.quota_note:
+            log(f"warning: {found.quota_note}: not checked")
     if left is not None and left < needed:
         message = (
             f"kaggle quota: {left:.1f} GPU hours left this week, the next session may take {needed:.1f}: not pushed; "

@@ -72,12 +72,12 @@ class Plan:
     image_size: int
     raw_cache_gb: float
     packed_cache_gb: float
-    images_per_s: float
+    images_per_s: float | None  # None: no figure for this model and machine (throughput_source says why)
     throughput_source: str
-    epoch_s: float
+    epoch_s: float | None
     session_s: float
-    sessions: int
-    gpu_hours: float
+    sessions: int | None
+    gpu_hours: float | None
     quota_left_h: float | None = None
     quota_note: str = ""
     problems: list[str] = field(default_factory=list)
@@ -86,16 +86,25 @@ class Plan:
     @property
     def next_session_h(self) -> float:
         """The GPU hours the next session may spend: a whole session, or what is left of the work when less."""
-        return min(self.session_s / 3600, self.gpu_hours)
+        return self.session_s / 3600 if self.gpu_hours is None else min(self.session_s / 3600, self.gpu_hours)
+
+    @property
+    def hours_name(self) -> str:
+        return "machine hours" if self.machine == THIS else "GPU hours"
 
     def summary(self) -> str:
         """One line: what, where, how long, how many sessions and GPU hours, and whether it fits."""
         quota = f", {self.quota_left_h:.1f} h left this week" if self.quota_left_h is not None else ""
         verdict = "fits" if not self.problems else f"WILL NOT FIT: {self.problems[0]}"
+        timing = (
+            f"{_hours(self.epoch_s)}/epoch at {self.images_per_s:.0f} images/s, {self.sessions} session(s), "
+            f"{self.gpu_hours:.1f} {self.hours_name}"
+            if self.epoch_s is not None
+            else "time unknown (no throughput figure)"
+        )
         return (
             f"plan on {self.title}: {len(self.runs)} run(s), {sum(self.epochs_left.values())} epoch(s) left, "
-            f"{_hours(self.epoch_s)}/epoch at {self.images_per_s:.0f} images/s, {self.sessions} session(s), "
-            f"{self.gpu_hours:.1f} GPU h{quota}; raw cache {self.raw_cache_gb:.1f} GB; {verdict}"
+            f"{timing}{quota}; raw cache {_size(self.raw_cache_gb)}; {verdict}"
         )
 
     def lines(self) -> list[str]:
@@ -104,20 +113,36 @@ class Plan:
         return [
             f"plan for {self.title} ({self.machine}):",
             f"  runs: {runs}",
-            f"  image cache: {self.n_images} images at {self.image_size} px: raw {self.raw_cache_gb:.2f} GB, packed "
-            f"about {self.packed_cache_gb:.2f} GB ({PACKED_BYTES_PER_PIXEL} bytes/pixel, JPEG at ~2 bits/pixel: "
+            f"  image cache: {self.n_images} images at {self.image_size} px: raw {_size(self.raw_cache_gb)}, packed "
+            f"about {_size(self.packed_cache_gb)} ({PACKED_BYTES_PER_PIXEL} bytes/pixel, JPEG at ~2 bits/pixel: "
             "Wallace 1991)",
-            f"  RAM: the memory-mapped raw cache wants {self.raw_cache_gb:.2f} GB of page cache",
-            f"  throughput: {self.images_per_s:.1f} training images/s ({self.throughput_source})",
-            f"  time: {_hours(self.epoch_s)} per epoch, {_hours(self.epoch_s * max(self.epochs_left.values(), default=0))}"
-            f" for the longest run",
-            f"  sessions: {self.sessions} of at most {_hours(self.session_s)} each (one run per session)",
-            f"  GPU hours: {self.gpu_hours:.1f}"
-            + (f" of {self.quota_left_h:.1f} left this week" if self.quota_left_h is not None else "")
-            + (f" ({self.quota_note})" if self.quota_note else ""),
+            f"  RAM: the memory-mapped raw cache wants {_size(self.raw_cache_gb)} of page cache",
+            *self._timing_lines(),
             *(f"  note: {note}" for note in self.notes),
             *(f"  WILL NOT FIT: {problem}" for problem in self.problems),
         ]
+
+    def _timing_lines(self) -> list[str]:
+        if self.images_per_s is None or self.epoch_s is None:
+            return [f"  throughput: unknown: {self.throughput_source}", "  time, sessions, hours: unknown"]
+        longest = self.epoch_s * max(self.epochs_left.values(), default=0)
+        sessions = (
+            f"  sessions: {self.sessions} of at most {_hours(self.session_s)} each (one run per session)"
+            if self.machine != THIS
+            else "  sessions: none here (no session limit on this machine)"
+        )
+        return [
+            f"  throughput: {self.images_per_s:.1f} training images/s ({self.throughput_source})",
+            f"  time: {_hours(self.epoch_s)} per epoch, {_hours(longest)} for the longest run",
+            sessions,
+            f"  {self.hours_name}: {self.gpu_hours:.1f}"
+            + (f" of {self.quota_left_h:.1f} left this week" if self.quota_left_h is not None else "")
+            + (f" ({self.quota_note})" if self.quota_note else ""),
+        ]
+
+
+def _size(gigabytes: float) -> str:
+    return f"{gigabytes:.2f} GB" if gigabytes >= 1 else f"{gigabytes * 1000:.1f} MB"
 
 
 def _hours(seconds: float) -> str:
@@ -169,12 +194,20 @@ def make_plan(
     rate, source = _throughput(exp, key, measure)
     full = runs == [fold_run_name(None)]
     train_images = config.train.sampler.samples_per_epoch or (n_images if full else n_images * (k - 1) / k)
-    epoch_s = train_images / rate + (0 if full else n_images / k / (rate * TRAIN_TO_INFERENCE))
+    epoch_s = (
+        None if rate is None else train_images / rate + (0 if full else n_images / k / (rate * TRAIN_TO_INFERENCE))
+    )
     session_s = float(config.kaggle.session_timeout_s or KAGGLE_SESSION_S)
     usable_s = min(session_s, config.train.time_budget_s or session_s)
     left = {run: epochs_left(exp, run) for run in runs}
-    per_session = math.floor(usable_s / epoch_s) if epoch_s > 0 else 0
-    sessions = sum(math.ceil(n / per_session) for n in left.values() if n) if per_session else 0
+    per_session = None if epoch_s is None else math.floor(usable_s / epoch_s) if epoch_s > 0 else 0
+    sessions = (
+        None
+        if per_session is None
+        else sum(math.ceil(n / per_session) for n in left.values() if n)
+        if per_session
+        else 0
+    )
     plan = Plan(
         key,
         "this machine" if key == THIS else MACHINES[key].title,
@@ -189,7 +222,7 @@ def make_plan(
         epoch_s,
         session_s,
         sessions,
-        sum(left.values()) * epoch_s / 3600,
+        None if epoch_s is None else sum(left.values()) * epoch_s / 3600,
     )
     _check_fit(plan, exp, per_session, usable_s)
     if key != THIS and quota is not None:
@@ -197,8 +230,9 @@ def make_plan(
     return plan
 
 
-def _throughput(exp: Experiment, key: str, measure: Callable[[Experiment], float] | None) -> tuple[float, str]:
-    """(training images/s of the kernel: one process, one GPU, where the figure came from)."""
+def _throughput(exp: Experiment, key: str, measure: Callable[[Experiment], float] | None) -> tuple[float | None, str]:
+    """(training images/s of the kernel: one process, one GPU, where the figure came from); (None, what to do) when
+    there is no figure for the model on that machine."""
     config = exp.config
     if config.kaggle.images_per_s is not None:
         return config.kaggle.images_per_s, "kaggle.images_per_s in the config"
@@ -213,7 +247,7 @@ def _throughput(exp: Experiment, key: str, measure: Callable[[Experiment], float
     rates = TRAIN_IMAGES_PER_S_224.get((key, arch))
     if rates is None:
         known = ", ".join(sorted({name for machine, name in TRAIN_IMAGES_PER_S_224 if machine == key}))
-        raise PipelineError(
+        return None, (
             f"no throughput figure for {arch} on {key} (the table has {known}): measure it on such a GPU "
             f"(python scripts/gpu_check.py, or `kernel train --plan --machine this` there) and set "
             f"kaggle.images_per_s in {exp.config_path}"
@@ -253,7 +287,7 @@ def gpu_check_rate(exp: Experiment, key: str, arch: str) -> tuple[float, str] | 
     return None
 
 
-def _check_fit(plan: Plan, exp: Experiment, per_session: int, usable_s: float) -> None:
+def _check_fit(plan: Plan, exp: Experiment, per_session: int | None, usable_s: float) -> None:
     """What will not fit on the machine, each with what to change."""
     config, machine = exp.config, MACHINES.get(plan.machine)
     if machine is not None and machine.refused:
@@ -264,7 +298,7 @@ def _check_fit(plan: Plan, exp: Experiment, per_session: int, usable_s: float) -
         fits = int(math.sqrt(machine.disk_gb * GB * 0.9 / (plan.n_images * 3)))
         plan.problems.append(
             f"the raw image cache ({plan.raw_cache_gb:.1f} GB) is larger than the session's {machine.disk_gb:.0f} GB "
-            f"disk (/kaggle/working): lower data.image_size to {fits} px or less, or use the packed cache "
+            f"disk (/kaggle/working): lower data.image_size to {fits} px or less, or a packed cache "
             f"(about {plan.packed_cache_gb:.1f} GB)"
         )
     if machine is not None and plan.raw_cache_gb > machine.ram_gb:
@@ -272,6 +306,8 @@ def _check_fit(plan: Plan, exp: Experiment, per_session: int, usable_s: float) -
             f"the raw cache ({plan.raw_cache_gb:.1f} GB) exceeds the {machine.ram_gb:.0f} GB of RAM: every epoch "
             "reads part of it from disk"
         )
+    if machine is None or plan.epoch_s is None or per_session is None:  # no session limit here, or no timing
+        return
     if any(plan.epochs_left.values()) and per_session == 0:
         plan.problems.append(
             f"one epoch ({_hours(plan.epoch_s)}) is longer than a session's {_hours(usable_s)} "
@@ -293,7 +329,7 @@ def _add_quota(plan: Plan, quota: Callable[[], object]) -> None:
         plan.quota_note = f"quota unknown: {error}"
         return
     plan.quota_left_h, plan.quota_note = found.left_h, f"refreshes {found.refresh_at}" if found.refresh_at else ""
-    if plan.gpu_hours > found.left_h:
+    if plan.gpu_hours is not None and plan.gpu_hours > found.left_h:
         plan.problems.append(
             f"the runs need {plan.gpu_hours:.1f} GPU hours, {found.left_h:.1f} are left this week: train fewer "
             "folds now (--fold K) and the rest after the quota refreshes"
