@@ -167,3 +167,16 @@ def test_a_session_killed_while_pushing_is_pushed_once_on_rerun(exp, fake_kaggle
     )
     assert f"follow: session 1 (fold-0) {expected}" in logs
     assert json.loads(exp.train_push_path.read_text())["kernel_ref"] == TRAIN_REF  # kernel pull / status find it
+
+
+def test_no_push_when_the_plan_says_a_session_cannot_finish_an_epoch(exp, fake_kaggle):
+    config = exp.config.model_copy(deep=True)
+    config.kaggle.images_per_s, config.kaggle.session_timeout_s = 0.01, 60  # an epoch takes hours, a session 1 min
+    slow = Experiment(config, exp.config_path)
+
+    with pytest.raises(
+        PipelineError, match=r"the plan says it will not fit: one epoch \(.*\) is longer than a session's 1.0 min"
+    ):
+        kernel_step.train(slow, fold="0", follow=True, check=False, log=[].append)
+
+    assert not fake_kaggle.rpc_bodies("SaveKernel")

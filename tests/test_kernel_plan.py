@@ -79,7 +79,8 @@ def test_the_plan_says_what_will_not_fit_and_what_to_change(exp, fake_kaggle):
     fake_kaggle.gpu_used_s = fake_kaggle.gpu_total_s - 60
     over = _with(exp, kaggle__images_per_s=1.0)
     assert any(
-        "0.0 are left this week" in p for p in kernel_step.train(over, fold="all", plan=True, log=[].append).problems
+        "0.0 are left this week" in p
+        for p in kernel_step.train(over, fold="all", plan=True, log=[].append).all_problems
     )
 
     logs: list[str] = []
@@ -163,3 +164,12 @@ def test_gpu_check_figures_measured_on_the_machines_gpu_come_before_the_table(ex
     assert t4.images_per_s == 300.0 / 4 and "measured on Tesla T4 (fp16 channels_last, 224 px)" in t4.throughput_source
     assert fp32.images_per_s == 100.0 / 4
     assert p100.throughput_source.startswith("table: resnet50 on NvidiaTeslaP100")  # measured on another GPU
+
+
+def test_sessions_follow_the_time_budget_one_epoch_at_least(exp, fake_kaggle):
+    fast = _with(exp, kaggle__images_per_s=1000.0)
+    assert kernel_step.train(fast, fold="all", plan=True, log=[].append).sessions == 2  # both epochs fit one session
+
+    paused = _with(fast, train__time_budget_s=0.001)  # the budget pauses after every epoch, never before the first
+    found = kernel_step.train(paused, fold="all", plan=True, log=[].append)
+    assert found.sessions == 4 and not found.problems

@@ -4,7 +4,8 @@ One session trains one run (a fold, or the full fit) until it finishes or `train
 pushes a session, waits (polling `kaggle kernels status`, each wait twice the last, from kaggle.poll_s up to
 kaggle.poll_max_s), pulls and verifies the runs (training_kernel.pull_training), and pushes the next session
 (`--resume` once the run has a last.pt) until every requested run is finished, the week's GPU quota is smaller than
-the next session, or a session finished no epoch. A failed session's log goes to kernels/<exp>/train/logs/ and the
+the next session, the plan says the runs will not fit (a cache over the disk, an epoch longer than a session), or a
+session finished no epoch. A failed session's log goes to kernels/<exp>/train/logs/ and the
 loop stops with its last error line.
 
 Its state is kernels/<exp>/train/follow.json, written atomically before and after each push and pull: a killed
@@ -103,7 +104,14 @@ def follow(
         if not todo:
             log(f"follow: every run is finished ({', '.join(runs)}) after {len(state.sessions)} session(s)")
             return state
-        refuse_small_quota(exp, todo, force, log)
+        found = refuse_small_quota(exp, todo, force, log)
+        if found is not None and found.problems:  # the plan says stop: a session would fail or never finish
+            if not force:
+                raise PipelineError(
+                    f"the plan says it will not fit: {found.problems[0]}: not pushed (`kernel train --plan` for the "
+                    "whole plan; --force pushes anyway)"
+                )
+            log(f"warning: the plan says it will not fit: {found.problems[0]} (--force: pushing anyway)")
         run = todo[0]
         session = Session(
             run=run,

@@ -80,7 +80,8 @@ class Plan:
     gpu_hours: float | None
     quota_left_h: float | None = None
     quota_note: str = ""
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what will not fit the machine or a session
+    quota_problem: str | None = None  # more GPU hours than the week has left
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -89,13 +90,17 @@ class Plan:
         return self.session_s / 3600 if self.gpu_hours is None else min(self.session_s / 3600, self.gpu_hours)
 
     @property
+    def all_problems(self) -> list[str]:
+        return [*self.problems, *([self.quota_problem] if self.quota_problem else [])]
+
+    @property
     def hours_name(self) -> str:
         return "machine hours" if self.machine == THIS else "GPU hours"
 
     def summary(self) -> str:
         """One line: what, where, how long, how many sessions and GPU hours, and whether it fits."""
         quota = f", {self.quota_left_h:.1f} h left this week" if self.quota_left_h is not None else ""
-        verdict = "fits" if not self.problems else f"WILL NOT FIT: {self.problems[0]}"
+        verdict = "fits" if not self.all_problems else f"WILL NOT FIT: {self.all_problems[0]}"
         timing = (
             f"{_hours(self.epoch_s)}/epoch at {self.images_per_s:.0f} images/s, {self.sessions} session(s), "
             f"{self.gpu_hours:.1f} {self.hours_name}"
@@ -119,7 +124,7 @@ class Plan:
             f"  RAM: the memory-mapped raw cache wants {_size(self.raw_cache_gb)} of page cache",
             *self._timing_lines(),
             *(f"  note: {note}" for note in self.notes),
-            *(f"  WILL NOT FIT: {problem}" for problem in self.problems),
+            *(f"  WILL NOT FIT: {problem}" for problem in self.all_problems),
         ]
 
     def _timing_lines(self) -> list[str]:
@@ -200,7 +205,7 @@ def make_plan(
     session_s = float(config.kaggle.session_timeout_s or KAGGLE_SESSION_S)
     usable_s = min(session_s, config.train.time_budget_s or session_s)
     left = {run: epochs_left(exp, run) for run in runs}
-    per_session = None if epoch_s is None else math.floor(usable_s / epoch_s) if epoch_s > 0 else 0
+    per_session = None if epoch_s is None else _epochs_per_session(epoch_s, session_s, usable_s)
     sessions = (
         None
         if per_session is None
@@ -224,10 +229,18 @@ def make_plan(
         sessions,
         None if epoch_s is None else sum(left.values()) * epoch_s / 3600,
     )
-    _check_fit(plan, exp, per_session, usable_s)
+    _check_fit(plan, exp, per_session)
     if key != THIS and quota is not None:
         _add_quota(plan, quota)
     return plan
+
+
+def _epochs_per_session(epoch_s: float, session_s: float, usable_s: float) -> int:
+    """Whole epochs a session trains: as many as the time budget allows, at least the one that starts it (the budget
+    is judged after an epoch), none when one epoch outlasts the session itself (Kaggle stops it)."""
+    if epoch_s > session_s:
+        return 0
+    return max(1, math.floor(usable_s / epoch_s)) if epoch_s > 0 else 1
 
 
 def _throughput(exp: Experiment, key: str, measure: Callable[[Experiment], float] | None) -> tuple[float | None, str]:
@@ -287,7 +300,7 @@ def gpu_check_rate(exp: Experiment, key: str, arch: str) -> tuple[float, str] | 
     return None
 
 
-def _check_fit(plan: Plan, exp: Experiment, per_session: int | None, usable_s: float) -> None:
+def _check_fit(plan: Plan, exp: Experiment, per_session: int | None) -> None:
     """What will not fit on the machine, each with what to change."""
     config, machine = exp.config, MACHINES.get(plan.machine)
     if machine is not None and machine.refused:
@@ -310,8 +323,8 @@ def _check_fit(plan: Plan, exp: Experiment, per_session: int | None, usable_s: f
         return
     if any(plan.epochs_left.values()) and per_session == 0:
         plan.problems.append(
-            f"one epoch ({_hours(plan.epoch_s)}) is longer than a session's {_hours(usable_s)} "
-            "(kaggle.session_timeout_s, train.time_budget_s): lower data.image_size or "
+            f"one epoch ({_hours(plan.epoch_s)}) is longer than a session's {_hours(plan.session_s)} "
+            "(kaggle.session_timeout_s; Kaggle's limit 12 h): lower data.image_size or "
             "train.sampler.samples_per_epoch"
         )
     if config.train.time_budget_s is None and plan.sessions > len([n for n in plan.epochs_left.values() if n]):
@@ -330,7 +343,7 @@ def _add_quota(plan: Plan, quota: Callable[[], object]) -> None:
         return
     plan.quota_left_h, plan.quota_note = found.left_h, f"refreshes {found.refresh_at}" if found.refresh_at else ""
     if plan.gpu_hours is not None and plan.gpu_hours > found.left_h:
-        plan.problems.append(
+        plan.quota_problem = (
             f"the runs need {plan.gpu_hours:.1f} GPU hours, {found.left_h:.1f} are left this week: train fewer "
             "folds now (--fold K) and the rest after the quota refreshes"
             + (f" ({found.refresh_at})" if found.refresh_at else "")
