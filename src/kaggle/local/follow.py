@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,7 +31,6 @@ from src.kaggle.local import cli
 from src.kaggle.local import plan as planning
 
 Log = Callable[[str], None]
-FOLLOW_STATE = "follow.json"
 _RUNNING = ("queued", "running", "new", "pending")
 _FAILED = ("error", "cancel_requested", "cancel_acknowledged", "cancelled", "canceled")
 
@@ -43,7 +43,7 @@ class Session(BaseModel):
     run: str
     resume: bool
     epochs_left: int  # before the session: a session that leaves as many made no progress
-    status: str  # pushing, pushed, pulled, failed
+    status: Literal["pushing", "pushed", "pulled", "failed"]
     version: int | None = None
     known_version: int | None = None  # push.json's version before this push
 
@@ -89,7 +89,7 @@ def follow(
     """Push, wait, pull until every run of `runs` is finished; `push_session(train options)` builds and pushes one
     session and returns its kernel version. Returns the final state; stops with one line on a failed session, a
     spent quota (unless `force`) or a session that finished no epoch."""
-    path = exp.train_kernel_dir / FOLLOW_STATE
+    path = exp.train_follow_path
     state = FollowState.read(path, runs)
     while True:
         last = state.sessions[-1] if state.sessions else None
@@ -129,7 +129,7 @@ def follow(
 
 def describe(exp: Experiment) -> str | None:
     """One line on the last --follow of this experiment (None when there was none): runs, sessions, the last one."""
-    path = exp.train_kernel_dir / FOLLOW_STATE
+    path = exp.train_follow_path
     if not path.is_file():
         return None
     try:
@@ -210,7 +210,7 @@ def _wait(
 
 def _stop_failed(exp: Experiment, ref: str, session: Session, status: cli.KernelStatus) -> None:
     """Save the failed session's log under train/logs/; stop with its last error line."""
-    logs_dir = exp.train_kernel_dir / "logs"
+    logs_dir = exp.train_logs_dir
     text = cli.kernel_logs(ref)
     target = logs_dir / f"{session.run}-v{session.version}.log"
     logs_dir.mkdir(parents=True, exist_ok=True)

@@ -271,7 +271,6 @@ def _throughput(exp: Experiment, key: str, measure: Callable[[Experiment], float
     )
 
 
-GPU_CHECK = "gpu-check.json"  # what scripts/gpu_check.py writes under <output_dir>/oof/_bench/
 GPU_NAMES = {"T4": "NvidiaTeslaT4", "P100": "NvidiaTeslaP100"}  # a part of torch.cuda.get_device_name -> machine
 
 
@@ -280,7 +279,7 @@ def gpu_check_rate(exp: Experiment, key: str, arch: str) -> tuple[float, str] | 
     channels_last training rate with AMP (or fp32, as the config trains), scaled to the config's size; else None."""
     import json
 
-    path = exp.config.output_dir / "oof" / "_bench" / GPU_CHECK
+    path = exp.gpu_check_path
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
         gpu, sizes, variants = (
