@@ -180,3 +180,15 @@ def test_no_push_when_the_plan_says_a_session_cannot_finish_an_epoch(exp, fake_k
         kernel_step.train(slow, fold="0", follow=True, check=False, log=[].append)
 
     assert not fake_kaggle.rpc_bodies("SaveKernel")
+
+
+def test_a_damaged_or_other_follow_state_is_one_line(exp):
+    exp.train_kernel_dir.mkdir(parents=True, exist_ok=True)
+    exp.train_follow_path.write_text('{"runs": ["fold-0"], "sessions": [{"run": "fold-0"')  # torn by hand
+    with pytest.raises(PipelineError, match=r"follow.json: not a follow state \(.*\): delete it and rerun$"):
+        kernel_step.train(exp, fold="0", follow=True, check=False, log=[].append)
+
+    pending = {"run": "fold-1", "resume": False, "epochs_left": 2, "status": "pushed", "version": 3}
+    exp.train_follow_path.write_text(json.dumps({"runs": ["fold-1"], "sessions": [pending]}))
+    with pytest.raises(PipelineError, match=r"a session of fold-1 for the runs \['fold-1'\] is still on Kaggle: rerun"):
+        kernel_step.train(exp, fold="0", follow=True, check=False, log=[].append)
