@@ -207,11 +207,7 @@ def make_plan(
     left = {run: epochs_left(exp, run) for run in runs}
     per_session = None if epoch_s is None else _epochs_per_session(epoch_s, session_s, usable_s)
     sessions = (
-        None
-        if per_session is None
-        else sum(math.ceil(n / per_session) for n in left.values() if n)
-        if per_session
-        else 0
+        None if per_session is None else sum(math.ceil(n / per_session) for n in left.values() if n and per_session)
     )
     plan = Plan(
         key,
