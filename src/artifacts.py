@@ -94,6 +94,9 @@ class Layout:
             self.train_kernel_dir / "pull.json",
         )
         self.train_check_log = self.train_kernel_dir / "check.log"  # the local run of the training script
+        self.train_follow_path = self.train_kernel_dir / "follow.json"  # kernel train --follow: its sessions
+        self.train_logs_dir = self.train_kernel_dir / "logs"  # --follow: a failed session's `kaggle kernels logs`
+        self.gpu_check_path = self.output_dir / "oof" / "_bench" / "gpu-check.json"  # scripts/gpu_check.py's figures
         # Over every experiment of the output folder: honest OOF vs public score (status --plot).
         self.leaderboard_plot_path = self.output_dir / "oof" / "_leaderboard" / "cv-vs-public.png"
 

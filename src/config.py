@@ -528,6 +528,17 @@ class KaggleConfig(Section):
         description="stop a pushed kernel after this many seconds (kernels push -t); null = Kaggle's limit (12 h)",
     )
 
+    images_per_s: float | None = Field(
+        None,
+        gt=0,
+        description="training images/s of one GPU for `kernel train --plan` (a measured figure); null = the plan's "
+        "table for the model and machine, or a short run on `--machine this`",
+    )
+    poll_s: float = Field(60.0, gt=0, description="`kernel train --follow`: first wait between status polls")
+    poll_max_s: float = Field(
+        900.0, gt=0, description="`kernel train --follow`: the longest wait between polls (each wait doubles)"
+    )
+
     @field_validator("accelerator")
     @classmethod
     def _known_accelerator(cls, value: str) -> str:

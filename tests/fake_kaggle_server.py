@@ -99,7 +99,11 @@ class FakeKaggle(LocalServer):
         self.kernels: dict[str, dict[str, Any]] = {}  # "owner/slug" -> SaveKernel body + "version"
         self.kernel_status: dict[str, tuple[str, str | None]] = {}  # ref -> (status, failure message)
         self.kernel_outputs: dict[str, dict[str, bytes]] = {}  # ref -> output files
-        self.kernel_logs: dict[str, str] = {}  # ref -> what its last run printed
+        self.kernel_logs: dict[str, str] = {}  # ref -> what its last run printed (served as Kaggle's JSON events)
+        # `kaggle quota`: the week's GPU hours; a GPU run adds its wall-clock seconds times `gpu_seconds_per_second`
+        # (a test makes one short run cost a Kaggle session's hours); a test sets gpu_used_s for a spent week
+        self.gpu_used_s, self.gpu_total_s, self.gpu_seconds_per_second = 0.0, 30 * 3600.0, 1.0
+        self.quota_refresh_time = "2026-12-07T00:00:00Z"
         # With run_pushed, a pushed kernel is run (src.kaggle.local.offline_sandbox.run_offline: network blocked) on the
         # competition files and datasets it names, in a thread; its working folder becomes its output.
         self.run_pushed = False
@@ -304,6 +308,19 @@ class FakeKaggle(LocalServer):
                 {},
             )
 
+        if rpc == "GetAcceleratorQuotaStatistics":
+            with self._lock:
+                used, total = self.gpu_used_s, self.gpu_total_s
+            return (
+                200,
+                {
+                    "quotaRefreshTime": self.quota_refresh_time,
+                    "gpuQuota": {"timeUsed": f"{used:.3f}s", "totalTimeAllowed": f"{total:.0f}s"},
+                    "tpuQuota": {"timeUsed": "0s", "totalTimeAllowed": f"{20 * 3600}s"},
+                },
+                {},
+            )
+
         if rpc in ("GetKernelSessionStatus", "ListKernelSessionOutput"):
             ref = f"{body.get('userName')}/{body.get('kernelSlug')}"
             if ref not in self.kernels and ref not in self.kernel_status:
@@ -315,7 +332,7 @@ class FakeKaggle(LocalServer):
                 {"url": f"http://localhost/kernel-output/{ref}/{name}", "fileName": name}
                 for name in sorted(self.kernel_outputs.get(ref, {}))
             ]
-            return 200, {"files": files, "log": self.kernel_logs.get(ref, "[]")}, {}
+            return 200, {"files": files, "log": _log_events(self.kernel_logs.get(ref, ""))}, {}
 
         return 404, {"code": 404, "message": f"fake Kaggle has no RPC {rpc}"}, {}
 
@@ -341,9 +358,12 @@ class FakeKaggle(LocalServer):
                     )
             script = Path(tmp, "script.py")
             script.write_text(body.get("text", ""), encoding="utf-8")
-            run = run_offline(script, inputs, timeout_s=600)
+            # the push's -t (sessionTimeoutSeconds) limits the run, as on Kaggle
+            run = run_offline(script, inputs, timeout_s=min(600, body.get("sessionTimeoutSeconds") or 600))
         with self._lock:
             self.kernel_outputs[ref], self.kernel_logs[ref] = run.files, run.output
+            if body.get("enableGpu"):
+                self.gpu_used_s += run.seconds * self.gpu_seconds_per_second
             tail = run.output.strip().splitlines()[-1:] or ["no output"]
             self.kernel_status[ref] = ("COMPLETE", None) if run.returncode == 0 else ("ERROR", tail[0])
 
@@ -420,6 +440,12 @@ def symlink_member(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
     info.create_system = 3  # unix: the mode bits below are read
     info.external_attr = (stat.S_IFLNK | 0o777) << 16
     return info, target.encode()
+
+
+def _log_events(text: str) -> str:
+    """A run's output as Kaggle serves a finished session's log: a JSON array of {stream_name, time, data}."""
+    lines = text.splitlines(keepends=True)
+    return json.dumps([{"stream_name": "stdout", "time": 0.1 * i, "data": line} for i, line in enumerate(lines)])
 
 
 def _materialize(folder: Path, files: dict[str, bytes]) -> Path:

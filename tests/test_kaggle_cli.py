@@ -190,6 +190,51 @@ def test_kernel_status_and_output(fake_kaggle, tmp_path):
     assert cli.kernel_status(KERNEL) == cli.KernelStatus("error", "CUDA out of memory")
 
 
+def test_quota_reads_the_weeks_gpu_hours(fake_kaggle):
+    fake_kaggle.gpu_used_s = 12.5 * 3600
+
+    quota = cli.gpu_quota()
+
+    assert quota == cli.GpuQuota(12.5, 30.0, "2026-12-07T00:00:00") and quota.left_h == 17.5
+    fake_kaggle.gpu_used_s = 31 * 3600  # over the quota: nothing left, not a negative number
+    assert cli.gpu_quota().left_h == 0.0
+    assert len(fake_kaggle.rpc_bodies("GetAcceleratorQuotaStatistics")) == 2
+
+
+def test_kernel_logs_joins_kaggles_log_events(fake_kaggle):
+    fake_kaggle.kernels[KERNEL] = {"version": 1}
+    fake_kaggle.kernel_logs[KERNEL] = 'epoch 1 "done" é\nTraceback (most recent call last):\nValueError: boom\n'
+
+    assert cli.kernel_logs(KERNEL) == fake_kaggle.kernel_logs[KERNEL]
+    assert "[]" not in cli.kernel_logs(KERNEL)
+    message = _error(cli.kernel_logs, f"{FAKE_USER}/no-such-kernel")
+    assert "was not found on Kaggle (404)" in message
+
+
+def test_a_pushed_script_runs_on_the_machine_and_within_the_timeout_it_was_pushed_with(fake_kaggle, tmp_path):
+    fake_kaggle.run_pushed = True
+    folder = tmp_path / "kernel"
+    metadata = _write_kernel(folder)
+    metadata.update(machine_shape="NvidiaTeslaT4", dataset_sources=[])
+    (folder / "kernel-metadata.json").write_text(json.dumps(metadata))
+    (folder / "inference.py").write_text("import time\nprint('started', flush=True)\ntime.sleep(30)\n")
+
+    cli.push_kernel_with_version(folder, timeout_s=2)
+    fake_kaggle.wait_for_runs()
+
+    [pushed] = fake_kaggle.rpc_bodies("SaveKernel")
+    assert pushed["machineShape"] == "NvidiaTeslaT4" and pushed["sessionTimeoutSeconds"] == 2
+    assert cli.kernel_status(KERNEL).state == "error"  # stopped at its -t, as Kaggle stops a session
+    assert cli.kernel_logs(KERNEL).startswith("started\n")
+    assert 2 <= fake_kaggle.gpu_used_s < 30  # a GPU run spends the week's quota by its length
+
+    (folder / "inference.py").write_text("print('fine')\nopen('out.txt', 'w').write('x')\n")
+    cli.push_kernel_with_version(folder)
+    fake_kaggle.wait_for_runs()
+    assert cli.kernel_status(KERNEL).state == "complete" and fake_kaggle.kernel_outputs[KERNEL] == {"out.txt": b"x"}
+    assert "sessionTimeoutSeconds" not in fake_kaggle.rpc_bodies("SaveKernel")[1]
+
+
 def test_a_hostile_output_listing_writes_nothing_outside_the_target(fake_kaggle, tmp_path):
     """Names with .. or an absolute path would make the CLI write outside its folder: they are never downloaded."""
     outside = tmp_path / "outside.txt"

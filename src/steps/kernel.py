@@ -3,7 +3,8 @@
 `build` writes kernels/<exp>/ (script + weights and wheels datasets) and runs the parity check when the
 competition's test images are here (`--check` always, `--no-check` never); `push` builds, checks
 and uploads (refused when the check fails); `status`, `output` and `submit` follow the pushed kernel.
-`train` builds (and checks, and with --push pushes) the training kernel; `pull` brings its runs back.
+`train` builds (and checks, and with --push pushes) the training kernel; `pull` brings its runs back;
+`train --plan` only estimates what the runs cost, `train --follow` pushes and pulls sessions until they are done.
 Adding a sub-command is one row and one function here. src.kaggle is imported only when one runs.
 """
 
@@ -74,6 +75,24 @@ SUBCOMMANDS: tuple[Stage, ...] = (
             option("--push", action="store_true", help="then upload its datasets and push it"),
             _TRAIN_CHECK,
             _ACCELERATOR,
+            option(
+                "--plan",
+                action="store_true",
+                help="only estimate: cache size, RAM, time per epoch and run, sessions, GPU hours vs kaggle quota",
+            ),
+            option(
+                "--machine",
+                metavar="NAME",
+                help="--plan's machine: NvidiaTeslaT4 (t4x2), NvidiaTeslaP100 (p100) or this (measured here); "
+                "default kaggle.accelerator",
+            ),
+            option(
+                "--follow",
+                action="store_true",
+                help="push, wait, pull and push the next --resume session until every run is finished "
+                "(state in kernels/<exp>/train/follow.json: rerun the same command after an interruption)",
+            ),
+            option("--force", action="store_true", help="push even when kaggle quota has less left than a session"),
         ),
     ),
     Stage(
@@ -122,6 +141,7 @@ def _build_checked(exp: Experiment, check: bool | None, accelerator: str | None,
 def status(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):
     """State of the pushed inference kernel's run, and of the training kernel's when one was pushed."""
     from src.kaggle.local import cli, training_kernel
+    from src.kaggle.local import follow as following
     from src.kaggle.local.push import kernel_status
 
     training = training_kernel.pushed_training_ref(exp)
@@ -133,6 +153,9 @@ def status(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = pr
             + (f": {state.failure_message}" if state.failure_message else "")
         )
         found = state if found is None else found
+        described = following.describe(exp)
+        if described:
+            log(described)
     return found
 
 
@@ -145,16 +168,65 @@ def train(
     push: bool = False,
     check: bool | None = None,
     accelerator: str | None = None,
+    plan: bool = False,
+    machine: str | None = None,
+    follow: bool = False,
+    force: bool = False,
     quiet: bool = False,
     log: Callable[[str], None] = print,
+    sleep: Callable[[float], None] | None = None,
 ):
-    """Build the training kernel for these runs, check it (None = when the training images are here), push it."""
+    """Build the training kernel for these runs, check it (None = when the training images are here), push it;
+    --plan only estimates, --follow pushes and pulls session after session until the runs are finished."""
+    from src.kaggle.local import follow as following
+    from src.kaggle.local import plan as planning
+    from src.kaggle.local import training_kernel
+
+    _use_accelerator(exp, accelerator)
+    wanted = planning.requested_runs(exp, fold, full)
+    if plan:
+        return _plan(exp, wanted, machine or exp.config.kaggle.accelerator, log)
+    if follow:
+        checks = [check]  # the first session pushed by this process is checked as `kernel train --push` checks
+
+        def push_session(options: dict) -> int | None:
+            built, checked = _build_training(exp, {**options, "stop_after_epochs": stop_after_epochs}, checks[0], log)
+            checks[0] = False
+            return training_kernel.push_training(exp, built, checked, log)[1]
+
+        return following.follow(exp, wanted, push_session, force, log, **({"sleep": sleep} if sleep else {}))
+    runs = {"fold": fold, "full": full, "resume": resume, "stop_after_epochs": stop_after_epochs}
+    built, checked = _build_training(exp, runs, check, log)
+    if push:
+        following.refuse_small_quota(exp, wanted, force, log)
+        training_kernel.push_training(exp, built, checked, log)
+    return built
+
+
+def _plan(exp: Experiment, runs: list[str], machine: str, log: Callable[[str], None]):
+    """Print the plan for `runs` on `machine` (this machine: timed here; a Kaggle one: with `kaggle quota`)."""
+    from src.kaggle.local import cli
+    from src.kaggle.local import plan as planning
+
+    key = planning.machine_key(machine)
+    found = planning.make_plan(
+        exp,
+        runs,
+        key,
+        measure=lambda e: planning.measure_images_per_s(e, log=log),
+        quota=None if key == planning.THIS else cli.gpu_quota,
+    )
+    for line in found.lines():
+        log(line)
+    return found
+
+
+def _build_training(exp: Experiment, runs: dict, check: bool | None, log: Callable[[str], None]):
+    """(the built training kernel for `runs`, whether it was checked: None = when the training images are here)."""
     from src.kaggle.local import training_kernel
     from src.kaggle.local.parity import has_images
     from src.steps import train as train_step
 
-    _use_accelerator(exp, accelerator)
-    runs = {"fold": fold, "full": full, "resume": resume, "stop_after_epochs": stop_after_epochs}
     built = training_kernel.build_training_kernel(exp, runs, log)
     checked = check is True or (check is None and has_images(exp, "train"))
     if checked:
@@ -170,9 +242,7 @@ def train(
                 else f": the competition's training images are not in {exp.config.data.root}"
             )
         )
-    if push:
-        training_kernel.push_training(exp, built, checked, log)
-    return built
+    return built, checked
 
 
 def pull(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):

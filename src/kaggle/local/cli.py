@@ -49,6 +49,19 @@ class KernelStatus:
 
 
 @dataclass(frozen=True)
+class GpuQuota:
+    """This week's GPU hours on Kaggle (`kaggle quota`): used, total, and when the week starts again."""
+
+    used_h: float
+    total_h: float
+    refresh_at: str
+
+    @property
+    def left_h(self) -> float:
+        return max(0.0, self.total_h - self.used_h)
+
+
+@dataclass(frozen=True)
 class Submission:
     """One row of `kaggle competitions submissions`: `status` is pending, complete or error; the scores are
     None until Kaggle has scored it (the private one until the competition has closed)."""
@@ -313,6 +326,39 @@ def kernel_status(ref: str) -> KernelStatus:
         raise PipelineError(f"{command}: no status in the CLI's output: rerun it by hand to see why")
     failure = re.search(r'^Failure message: "(.*)"\s*$', output, re.MULTILINE)
     return KernelStatus(state.group(1).lower(), failure.group(1) if failure else None)
+
+
+def kernel_logs(ref: str) -> str:
+    """The log of kernel `ref`'s latest run as text (`kaggle kernels logs`; Kaggle sends a JSON array of
+    {stream_name, time, data} events, whose `data` are joined; anything else is returned as it came)."""
+    _check_ref(ref, "kernel")
+    command = f"kaggle kernels logs {ref}"
+    output = _run(["kernels", "logs", ref], command, kind="kernel", name=ref)
+    start = output.find("[")
+    try:
+        events = json.loads(output[start:].strip()) if start >= 0 else None
+    except ValueError:
+        events = None
+    if isinstance(events, list) and all(isinstance(event, dict) for event in events):
+        return "".join(str(event.get("data", "")) for event in events)
+    return output.strip() + "\n"
+
+
+def gpu_quota() -> GpuQuota:
+    """This account's weekly GPU quota (`kaggle quota -v`: CSV rows resource,used,remaining,total,refreshAt)."""
+    command = "kaggle quota"
+    output = _run(["quota", "-v"], command, kind="account", name="quota")
+    start = output.find("resource,used")
+    for row in csv.DictReader(io.StringIO(output[start:])) if start >= 0 else []:
+        if row.get("resource") == "GPU":
+            try:
+                used, total = (float(row[key].rstrip("h")) for key in ("used", "total"))
+            except (KeyError, ValueError, AttributeError):
+                break
+            return GpuQuota(used, total, row.get("refreshAt") or "")
+    raise PipelineError(
+        f"{command}: no GPU row in the CLI's answer ({_last_line(output) or 'empty'}): rerun it by hand to see why"
+    )
 
 
 def kernel_output(ref: str, dest: str | os.PathLike) -> list[Path]:
