@@ -194,9 +194,12 @@ def make_plan(
     """The plan for `runs` on `machine` (a key of MACHINES or `this`); `measure` times this machine (images/s),
     `quota` reads `kaggle quota` (a cli.GpuQuota); either may be None to leave it out."""
     config, key = exp.config, machine_key(machine)
-    n_images, size = len(exp.fmt.read_train()), config.data.image_size
+    n_images, size = len(exp.fmt.read_train()), config.data.source_size  # the cached side (data.cache_size)
     k = config.data.n_folds
     rate, source = _throughput(exp, key, measure)
+    processes = kernel_processes(exp, key)  # the table and gpu_check figures are one GPU's; images_per_s the kernel's
+    if rate is not None and processes > 1 and key != THIS and config.kaggle.images_per_s is None:
+        rate, source = rate * processes * DDP_EFFICIENCY, f"{source}; x {processes} DDP processes x {DDP_EFFICIENCY}"
     full = runs == [fold_run_name(None)]
     train_images = config.train.sampler.samples_per_epoch or (n_images if full else n_images * (k - 1) / k)
     epoch_s = (
@@ -229,6 +232,19 @@ def make_plan(
     if key != THIS and quota is not None:
         _add_quota(plan, quota)
     return plan
+
+
+# Two GPUs train a ResNet-50 about 1.8-1.9x as fast as one under DDP (NVIDIA DeepLearningExamples' multi-GPU training
+# tables scale about that well); 0.9 per GPU is assumed, not measured here.
+DDP_EFFICIENCY = 0.9
+
+
+def kernel_processes(exp: Experiment, key: str) -> int:
+    """The training kernel's processes on machine `key`: kaggle.train_processes, else one per GPU (1 here)."""
+    if exp.config.kaggle.train_processes:
+        return exp.config.kaggle.train_processes
+    machine = MACHINES.get(key)
+    return machine.gpus if machine is not None else 1
 
 
 def _epochs_per_session(epoch_s: float, session_s: float, usable_s: float) -> int:
@@ -301,13 +317,22 @@ def _check_fit(plan: Plan, exp: Experiment, per_session: int | None) -> None:
     if machine is not None and machine.refused:
         plan.problems.append(f"{plan.machine}: {machine.refused}")
     if machine is not None and machine.gpus > 1:
-        plan.notes.append(f"the kernel trains in one process, on 1 of the {machine.gpus} GPUs")
-    if machine is not None and plan.raw_cache_gb > machine.disk_gb:
+        processes = kernel_processes(exp, plan.machine)
+        plan.notes.append(
+            f"the kernel trains in {processes} DDP process(es) on the {machine.gpus} GPUs (kaggle.train_processes)"
+        )
+    packed = _packed_cache_chosen(config.data, plan.raw_cache_gb, machine)
+    if machine is not None and packed and plan.packed_cache_gb > machine.disk_gb:
+        plan.problems.append(
+            f"even the packed image cache (about {plan.packed_cache_gb:.1f} GB) is larger than the session's "
+            f"{machine.disk_gb:.0f} GB disk: lower data.cache_size or data.cache_quality"
+        )
+    if machine is not None and not packed and plan.raw_cache_gb > machine.disk_gb:
         fits = int(math.sqrt(machine.disk_gb * GB * 0.9 / (plan.n_images * 3)))
         plan.problems.append(
             f"the raw image cache ({plan.raw_cache_gb:.1f} GB) is larger than the session's {machine.disk_gb:.0f} GB "
-            f"disk (/kaggle/working): lower data.image_size to {fits} px or less, or a packed cache "
-            f"(about {plan.packed_cache_gb:.1f} GB)"
+            f"disk (/kaggle/working): lower data.cache_size (or data.image_size) to {fits} px or less, or set "
+            f"data.cache: packed (about {plan.packed_cache_gb:.1f} GB)"
         )
     if machine is not None and plan.raw_cache_gb > machine.ram_gb:
         plan.notes.append(
@@ -327,6 +352,15 @@ def _check_fit(plan: Plan, exp: Experiment, per_session: int | None) -> None:
             "train.time_budget_s is not set: a session cut off by Kaggle loses its epoch in progress; set it "
             f"about one epoch below the session ({plan.session_s - plan.epoch_s:.0f} s)"
         )
+
+
+def _packed_cache_chosen(data, raw_gb: float, machine) -> bool:
+    """Whether the run's image cache is the packed one: data.cache says so, or `auto` finds raw over its budget (or
+    over the session's disk when no budget is set)."""
+    if data.cache != "auto":
+        return data.cache == "packed"
+    budget = data.cache_disk_budget_gb or (machine.disk_gb if machine is not None else None)
+    return budget is not None and raw_gb > budget
 
 
 def _add_quota(plan: Plan, quota: Callable[[], object]) -> None:
