@@ -35,7 +35,7 @@ def test_a_table_is_never_cut_across_pages(tmp_path):
     assert "row-00" in texts[holding[0]] and "row-44" in texts[holding[0]] and "The long table" in texts[holding[0]]
 
 
-def test_blocks_past_the_budget_are_left_out_by_priority_and_named(tmp_path):
+def test_blocks_past_the_budget_are_left_out_by_priority_named_and_put_back_where_they_fit(tmp_path):
     doc = Document(tmp_path)
     doc.title("Budget test")
     doc.section("Essential")
@@ -49,8 +49,10 @@ def test_blocks_past_the_budget_are_left_out_by_priority_and_named(tmp_path):
     layout = write_pdf(doc.blocks, tmp_path, tmp_path / "out.pdf", max_pages=1)
     text = " ".join(page_texts(tmp_path / "out.pdf"))
     assert layout.pages == 1 and "must stay" in text and "never in the PDF" not in text
-    assert layout.left_out == ["Optional 0", "Optional 1", "Optional 2"]
+    # Left out whole, then put back most needed first while the page still holds it: the first figure fits.
+    assert layout.left_out == ["Optional 1", "Optional 2"] and "Optional 0" in text and "figure 0" in text
     assert "Left out of this PDF to fit the page budget" in text and "Optional 2" in text
+    assert "index.html" not in text, "the PDF travels without the HTML: it must not send the reader there"
     # A heading whose content is all left out goes too.
     assert [block.text for block in visible_blocks(doc.blocks, 0) if block.kind == "h2"] == ["Essential"]
 
