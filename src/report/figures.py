@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -444,6 +445,8 @@ def wrap_to_width(text: str, width_in: float, size: float, bold: bool = False) -
 
 
 def _pieces(word: str, width_in: float, size: float, bold: bool) -> list[str]:
+    if _text_width_in(word, size, bold) <= width_in:
+        return [word]
     pieces, piece = [], ""
     for char in word:
         if piece and _text_width_in(piece + char, size, bold) > width_in:
@@ -453,12 +456,24 @@ def _pieces(word: str, width_in: float, size: float, bold: bool) -> list[str]:
     return [*pieces, piece]
 
 
+@lru_cache(maxsize=4096)
 def _text_width_in(text: str, size: float, bold: bool = False) -> float:
+    """The rendered width of one line of text in inches (matplotlib's own font metrics)."""
+    return _text_to_path().get_text_width_height_descent(text, _font(size, bold), ismath=False)[0] / 72
+
+
+@lru_cache(maxsize=8)
+def _font(size: float, bold: bool):
     from matplotlib.font_manager import FontProperties
+
+    return FontProperties(size=size, weight="bold" if bold else "normal")
+
+
+@lru_cache(maxsize=1)
+def _text_to_path():
     from matplotlib.textpath import TextToPath
 
-    properties = FontProperties(size=size, weight="bold" if bold else "normal")
-    return TextToPath().get_text_width_height_descent(text, properties, ismath=False)[0] / 72
+    return TextToPath()
 
 
 def _network_chain(network) -> list[tuple[str, str, str, str]]:

@@ -56,7 +56,7 @@ CELL_PADDING = 2.5
 # (regular, bold, italic, fixed-width) faces of each report.font.
 FACES = {
     "dejavu": ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSansMono"),
-    "arial": ("Helvetica", "Helvetica-Bold", "Helvetica-Oblique", "Courier"),
+    "arial": ("Helvetica", "Helvetica-Bold", "Helvetica-Oblique", "Helvetica"),  # a course asking for Arial: code too
 }
 # Characters the base-14 fonts (WinAnsi) lack, as the nearest ASCII.
 _ASCII_FOR = str.maketrans({"→": "->", "←": "<-", "≥": ">=", "≤": "<=", "−": "-", "≈": "~", "✓": "v", "✗": "x"})
