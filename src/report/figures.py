@@ -18,10 +18,8 @@ from src.report.text import count_text, finite, short_text
 
 # Classes drawn one by one in the PR/ROC figure (the worst by average precision).
 N_WORST_CURVES = 4
-# Images per row of the example grid (one row of right ones, one of wrong ones), and the characters of a caption
-# line that fit one column at 8 pt.
+# Images per row of the example grid (one row of right ones, one of wrong ones).
 GRID_COLUMNS = 5
-CAPTION_CHARS = 21
 # A confusion matrix names its classes up to this many (at 8 pt they would overlap beyond).
 MAX_NAMED_CLASSES = 40
 # Figures are drawn at the size the PDF shows them: the frame's width (A4 less the margins), text at 8 pt and up.
@@ -351,19 +349,34 @@ def example_grid_figure(
                     ax.text(0.5, 0.5, "image\nnot found", ha="center", va="center", transform=ax.transAxes)
                 else:
                     ax.imshow(image)
+                    _square_view(ax, image.shape[0], image.shape[1])
                 # "best" when not even the best images are fully right (an early or weak model).
                 verdict = "wrong" if group == "wrong" else ("right" if scores[row] >= 1.0 - 1e-9 else "best")
                 text = [f"{verdict} {scores[row]:.2f} {Path(ids[row]).name}"]
                 for head in heads:
                     text += _label_lines(head, targets[head.name][row], labels[head.name][row], len(heads) > 1)
                 # Each line cut to the column's width at 8 pt, so neighbouring captions never run into each other.
-                lines = [short_text(line, CAPTION_CHARS) for line in text]
+                lines = [_fit_line(line, FIGURE_WIDTH_IN / GRID_COLUMNS - 0.15) for line in text]
                 ax.set_title("\n".join(lines), fontsize=FIGURE_FONT_PT, color=color, loc="left")
                 for spine in ax.spines.values():
                     spine.set_edgecolor(color)
             line += 1
     fig.tight_layout()
     return fig
+
+
+def _fit_line(line: str, width_in: float) -> str:
+    """`line` cut (with an ellipsis) to at most `width_in` inches at the figures' text size."""
+    while len(line) > 1 and _text_width_in(line, FIGURE_FONT_PT) > width_in:
+        line = line[:-2] + "…"
+    return line
+
+
+def _square_view(ax, height: int, width: int) -> None:
+    """Shows an image centred in a square view, so every cell of the grid (and its caption) has the same height."""
+    side = max(height, width)
+    ax.set_xlim(-0.5 - (side - width) / 2, width - 0.5 + (side - width) / 2)
+    ax.set_ylim(height - 0.5 + (side - height) / 2, -0.5 - (side - height) / 2)
 
 
 def _label_lines(head: HeadSpec, true, pred, with_head: bool) -> list[str]:
