@@ -335,7 +335,10 @@ def example_grid_figure(
     """OOF images, right ones (green) then wrong ones (red), titled with true and predicted labels."""
     groups = [("right", rows_right, "#1a7f37"), ("wrong", rows_wrong, "#cf222e")]
     n_rows = sum(math.ceil(len(rows) / GRID_COLUMNS) for _, rows, _ in groups if len(rows)) or 1
-    fig = Figure(figsize=(FIGURE_WIDTH_IN, 1.95 * n_rows), dpi=100)
+    # Each row: a square image as wide as its column, under its caption (one line, then each head's lines).
+    caption_lines = 1 + sum(1 if h.thresholded and h.threshold_objective.counts_true_negatives else 2 for h in heads)
+    row_in = FIGURE_WIDTH_IN / GRID_COLUMNS - 0.1 + caption_lines * LINE_IN + 0.3
+    fig = Figure(figsize=(FIGURE_WIDTH_IN, row_in * n_rows), dpi=100)
     axes = np.atleast_1d(fig.subplots(n_rows, GRID_COLUMNS)).reshape(n_rows, GRID_COLUMNS)
     for ax in axes.ravel():
         ax.set_axis_off()
