@@ -284,11 +284,9 @@ def _thresholds_part(doc: Document, inputs: ReportInputs, head: HeadSpec) -> Non
     saved_head = saved.heads.get(head.name) if saved else None
     probs, targets = inputs.probs[head.name], inputs.targets[head.name]
     doc.subsection("Thresholds: optimistic and honest", priority=1)
-    honest_rows = (
-        [{**row.model_dump(), "method": method_label(row.method)} for row in saved.honest.get(head.name, [])]
-        if saved
-        else None
-    )
+    saved_rows = [row.model_dump() for row in saved.honest.get(head.name, [])] if saved else None
+    # Shown with the label-count rule in words; tables.json keeps thresholds.json's own method names.
+    honest_rows = [{**row, "method": method_label(row["method"])} for row in saved_rows] if saved_rows else None
     if honest_rows:
         best_global = f" Best global threshold: {saved_head.global_threshold:.3f}." if saved_head else ""
         doc.paragraph(
@@ -296,7 +294,7 @@ def _thresholds_part(doc: Document, inputs: ReportInputs, head: HeadSpec) -> Non
             "and scored on all OOF rows; *honest*: K-fold over the OOF rows, tuned on the other parts "
             f"and scored on the held-out part. Submit uses `{method}`.{best_global}"
         )
-        doc.table(honest_rows, f"honest_{head.name}")
+        doc.table(honest_rows, f"honest_{head.name}", full_rows=saved_rows)
         _sentences(doc, discussion.threshold_sentences(honest_rows, method, head.threshold_objective.label))
     else:
         doc.paragraph("No tuned thresholds yet: run the thresholds stage for them and for the honest figure.")
