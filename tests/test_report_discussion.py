@@ -46,6 +46,18 @@ def test_threshold_gap_and_what_tuning_bought():
     assert discussion.threshold_sentences(rows, "optuna", "F2") == [], "no sentence for a method not tuned"
 
 
+def test_fold_spread_names_the_lowest_and_highest_fold():
+    rows = [
+        {"rows": "fold 0", "images": 10, "argmax": 0.81},
+        {"rows": "fold 1", "images": 10, "argmax": 0.77},
+        {"rows": "fold 2", "images": 10, "argmax": 0.84},
+        {"rows": "overall", "images": 30, "argmax": 0.99},  # not a fold: never the highest
+    ]
+    [sentence] = discussion.fold_sentences(rows, "argmax", "accuracy")
+    assert "from 0.7700 (fold 1) to 0.8400 (fold 2), 0.0700 apart" in sentence
+    assert discussion.fold_sentences(rows[:1] + rows[-1:], "argmax", "accuracy") == [], "one fold: nothing to compare"
+
+
 def test_overfitting_is_named_with_its_epoch_only_when_valid_loss_rose_while_train_loss_fell():
     overfit = run_record("fold-0", [1.0, 0.8, 0.6, 0.4, 0.3], [0.9, 0.7, 0.65, 0.75, 0.9])
     steady = run_record("fold-1", [1.0, 0.8, 0.6, 0.4, 0.3], [0.9, 0.7, 0.6, 0.55, 0.5])

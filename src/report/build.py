@@ -73,6 +73,7 @@ def build_report(
     doc.paragraph(
         f"`{metric}` on the OOF rows of each fold and on all of them, for each set of decision rules.{tuned_note}"
     )
+    _sentences(doc, discussion.fold_sentences(score_rows, inputs.chosen_rules, metric))
     doc.table(score_rows, "oof_scores")
     doc.subsection("Every metric of the format, all OOF rows", priority=2)
     doc.table(tables.metric_rows(fmt, inputs.probs, inputs.targets, inputs.rules), "oof_metrics")
@@ -116,6 +117,12 @@ def _summary_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec],
                 )
     doc.section("Summary")
     doc.table(headline, "summary")
+    for head in heads if inputs.saved_thresholds else []:
+        rows = [row.model_dump() for row in inputs.saved_thresholds.honest.get(head.name, [])]
+        sentences = discussion.threshold_sentences(rows, inputs.chosen_method, head.threshold_objective.label)
+        _sentences(
+            doc, [f"[{head.name}] {sentences[0]}", *sentences[1:]] if len(heads) > 1 and sentences else sentences
+        )
 
 
 def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -> None:
@@ -295,7 +302,6 @@ def _thresholds_part(doc: Document, inputs: ReportInputs, head: HeadSpec) -> Non
             f"and scored on the held-out part. Submit uses `{method}`.{best_global}"
         )
         doc.table(honest_rows, f"honest_{head.name}", full_rows=saved_rows)
-        _sentences(doc, discussion.threshold_sentences(honest_rows, method, head.threshold_objective.label))
     else:
         doc.paragraph("No tuned thresholds yet: run the thresholds stage for them and for the honest figure.")
     # The saved best global threshold joins the grid so the figure shows its exact score.

@@ -66,6 +66,21 @@ def threshold_sentences(honest_rows: list[dict], chosen_method: str | None, labe
     return sentences
 
 
+def fold_sentences(score_rows: list[dict], column: str, metric: str) -> list[str]:
+    """How far apart the folds' scores are under the decision rules `column` (rows as scores.fold_score_rows)."""
+    folds = [row for row in score_rows if str(row.get("rows", "")).startswith("fold") and finite(row.get(column))]
+    if len(folds) < 2:
+        return []
+    low = min(folds, key=lambda row: float(row[column]))
+    high = max(folds, key=lambda row: float(row[column]))
+    spread = float(high[column]) - float(low[column])
+    return [
+        f"Over the folds, {metric} ({column}) ranges from {float(low[column]):.4f} ({low['rows']}) to "
+        f"{float(high[column]):.4f} ({high['rows']}), {spread:.4f} apart: differences between models smaller than "
+        "that are within the noise of the split."
+    ]
+
+
 def overfitting_sentences(runs: list[RunRecord]) -> list[str]:
     """Per run with a validation loss: whether it rose after its lowest epoch while the training loss kept falling."""
     risen, steady = [], []
@@ -189,6 +204,7 @@ def resolve_notes(notes: str | None, config_path: Path) -> Path | None:
 
 __all__ = [
     "confusion_sentences",
+    "fold_sentences",
     "overfitting_sentences",
     "read_notes",
     "resolve_notes",
