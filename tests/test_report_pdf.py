@@ -294,3 +294,17 @@ def test_pdf_fonts_and_sizes_read_back(tmp_path, font, size, family):
     )  # the body (or tables a point under it)
     assert size in regular
     assert "Body text" in " ".join(page_texts(tmp_path / "out.pdf"))
+
+
+def test_smallest_font_sees_legends_and_ticks_but_not_hidden_axes(tmp_path):
+    from src.report.document import smallest_font
+
+    def drawn(build) -> float:
+        fig = Figure(figsize=(7, 3))
+        build(fig.subplots())
+        fig.savefig(tmp_path / "f.png")
+        return smallest_font(fig)
+
+    assert drawn(lambda ax: (ax.plot([1, 2], label="x"), ax.legend(fontsize=7))) == 7.0
+    assert drawn(lambda ax: ax.set_xticks([0, 1], ["a", "b"], fontsize=6)) == 6.0
+    assert drawn(lambda ax: (ax.set_axis_off(), ax.set_title("t", fontsize=9))) == 9.0
