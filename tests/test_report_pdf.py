@@ -127,7 +127,7 @@ def test_settings_name_the_losses_and_tricks_of_the_saved_config():
     assert "early stopping after 3" in rows["schedule"] and rows["test-time augmentation"].startswith("horizontal flip")
     assert rows["mixed precision, channels_last"] == "AMP on, channels_last on (CUDA only)"
     on_cpu = {row["setting"]: row["value"] for row in settings_rows(config, heads, ["cpu (2 threads)"])}
-    assert on_cpu["mixed precision, channels_last"] == "off: trained on the CPU (both apply on CUDA only)"
+    assert on_cpu["mixed precision, channels_last"] == "off: trained on the CPU in float32 (both apply on CUDA only)"
     on_gpu = {row["setting"]: row["value"] for row in settings_rows(config, heads, ["NVIDIA H200", "cpu (2 threads)"])}
     assert on_gpu["mixed precision, channels_last"] == "AMP on, channels_last on (CUDA only)"
 
