@@ -438,7 +438,24 @@ class ReportConfig(Section):
         ge=1,
         le=100,
         description="report.pdf holds at most this many A4 pages (the CelebA course "
-        "allows 5): detail is left out and figures shrink until it fits",
+        "allows 5): detail is left out, least needed first, until it fits (text never shrinks)",
+    )
+    font: Literal["dejavu", "arial"] | None = Field(
+        None,
+        description="report.pdf's typeface: dejavu (DejaVu Sans, embedded) or arial (the PDF's base-14 Helvetica, "
+        "which viewers show as Arial; courses that ask for Arial); null = the format's course default",
+    )
+    font_size: float | None = Field(
+        None,
+        ge=8,
+        le=14,
+        description="report.pdf's body text in pt (no text in the PDF is below 8 pt); null = the format's course "
+        "default (CelebA: 10, else 8.5)",
+    )
+    notes: str | None = Field(
+        None,
+        description="a Markdown file with the student's own discussion, shown as the report's Discussion section "
+        "(a path relative to the config file, else to the working directory)",
     )
 
 
@@ -450,6 +467,13 @@ class PackageConfig(Section):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="the student's name or roll number the course names files after, e.g. "
         "RollNumber_06 (`package --name` overrides it); null = the experiment's name",
+    )
+    author: str | None = Field(
+        None,
+        min_length=1,
+        max_length=120,
+        description="the author line under the report's title (a name or roll number, e.g. RollNumber_06); "
+        "null = no author line",
     )
     names: dict[str, str | None] = Field(
         {},

@@ -448,3 +448,35 @@ def test_a_tighter_budget_leaves_detail_out_and_too_tight_a_budget_is_refused(sy
     assert f"{mean:.4f}" in text  # the per-attribute table and its average are never left out
     with pytest.raises(PipelineError, match="config report.max_pages: .* raise report.max_pages \\(now 1\\)"):
         build_report(synthetic.inputs, tmp_path / "one", max_pages=1)
+
+
+def test_report_with_author_notes_and_arial_reads_as_a_course_hand_in(experiment, tmp_path):
+    """package.author, report.notes and report.font/font_size through the stage's loading, read back from the PDF."""
+    from test_report_pdf import pdf_font_sizes
+
+    from src.errors import PipelineError
+    from src.report.document import Typography
+    from src.steps.report import load_inputs, report_typography
+
+    (experiment.config.parent / "my-notes.md").write_text(
+        "# What I learned\n\nThe honest figure is the one to quote.\n", encoding="utf-8"
+    )
+    overrides = ["package.author=RollNumber_06", "report.notes=my-notes.md", "report.font=arial", "report.font_size=10"]
+    exp = Experiment(load_config(experiment.config, overrides), experiment.config)
+    assert report_typography(exp) == Typography("arial", 10.0)
+    build_report(load_inputs(exp, log=lambda message: None), tmp_path, typography=report_typography(exp))
+    pages, text = pdf_text(tmp_path / "report.pdf")
+    assert pages <= 5
+    assert "Author: RollNumber_06" in text
+    assert "Discussion" in text and "What I learned" in text and "The honest figure is the one to quote." in text
+    # Generated prose: the per-class spread, the threshold gap, the resources (2 epochs say nothing of overfitting).
+    assert "The best class is" in text and "overstates by" in text and "Training took" in text
+    # The PDF travels without the HTML, the CSVs and the run's JSON files: it points at none of them.
+    for name in ("index.html", ".csv", ".json", "labels per image in [0, None]"):
+        assert name not in text, name
+    sizes = pdf_font_sizes(tmp_path / "report.pdf")
+    assert {name.split("+")[-1].lstrip("/") for name, _ in sizes} <= {"Helvetica", "Helvetica-Bold"}
+    assert min(point for _, point in sizes) >= 8.0 and ("/Helvetica", 10.0) in sizes
+    missing = Experiment(load_config(experiment.config, ["report.notes=nowhere.md"]), experiment.config)
+    with pytest.raises(PipelineError, match=r"^config report.notes: .*nowhere.md not found"):
+        load_inputs(missing, log=lambda message: None)

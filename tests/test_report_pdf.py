@@ -35,7 +35,7 @@ def test_a_table_is_never_cut_across_pages(tmp_path):
     assert "row-00" in texts[holding[0]] and "row-44" in texts[holding[0]] and "The long table" in texts[holding[0]]
 
 
-def test_blocks_past_the_budget_are_left_out_by_priority_and_named(tmp_path):
+def test_blocks_past_the_budget_are_left_out_by_priority_named_and_put_back_where_they_fit(tmp_path):
     doc = Document(tmp_path)
     doc.title("Budget test")
     doc.section("Essential")
@@ -49,8 +49,10 @@ def test_blocks_past_the_budget_are_left_out_by_priority_and_named(tmp_path):
     layout = write_pdf(doc.blocks, tmp_path, tmp_path / "out.pdf", max_pages=1)
     text = " ".join(page_texts(tmp_path / "out.pdf"))
     assert layout.pages == 1 and "must stay" in text and "never in the PDF" not in text
-    assert layout.left_out == ["Optional 0", "Optional 1", "Optional 2"]
+    # Left out whole, then put back most needed first while the page still holds it: the first figure fits.
+    assert layout.left_out == ["Optional 1", "Optional 2"] and "Optional 0" in text and "figure 0" in text
     assert "Left out of this PDF to fit the page budget" in text and "Optional 2" in text
+    assert "index.html" not in text, "the PDF travels without the HTML: it must not send the reader there"
     # A heading whose content is all left out goes too.
     assert [block.text for block in visible_blocks(doc.blocks, 0) if block.kind == "h2"] == ["Essential"]
 
@@ -125,7 +127,7 @@ def test_settings_name_the_losses_and_tricks_of_the_saved_config():
     assert "early stopping after 3" in rows["schedule"] and rows["test-time augmentation"].startswith("horizontal flip")
     assert rows["mixed precision, channels_last"] == "AMP on, channels_last on (CUDA only)"
     on_cpu = {row["setting"]: row["value"] for row in settings_rows(config, heads, ["cpu (2 threads)"])}
-    assert on_cpu["mixed precision, channels_last"] == "off: trained on the CPU (both apply on CUDA only)"
+    assert on_cpu["mixed precision, channels_last"] == "off: trained on the CPU in float32 (both apply on CUDA only)"
     on_gpu = {row["setting"]: row["value"] for row in settings_rows(config, heads, ["NVIDIA H200", "cpu (2 threads)"])}
     assert on_gpu["mixed precision, channels_last"] == "AMP on, channels_last on (CUDA only)"
 
@@ -138,3 +140,171 @@ def test_inline_markup_is_escaped(text, markup):
     from src.report.pdf import inline_markup
 
     assert inline_markup(text) == markup
+
+
+# --- typography: the fonts and sizes read back from the PDF, figures' text as placed ------------------------
+
+
+def pdf_font_sizes(data_or_path) -> dict[tuple[str, float], int]:
+    """{(base font, size in pt): characters set in it} over every page, from the content streams' Tf and Tj/TJ
+    operators (a text matrix or transformation that scales text would change the size: the test refuses those)."""
+    import io
+
+    from pypdf.generic import ContentStream
+
+    reader = PdfReader(io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else str(data_or_path))
+    counts: dict[tuple[str, float], int] = {}
+    for page in reader.pages:
+        fonts = page["/Resources"]["/Font"]
+        current = None
+        for operands, operator in ContentStream(page.get_contents(), reader).operations:
+            if operator == b"Tf":
+                current = (str(fonts[operands[0]].get_object()["/BaseFont"]), float(operands[1]))
+            elif operator == b"Tm":
+                assert abs(float(operands[0])) == 1 and abs(float(operands[3])) == 1, f"scaled text matrix {operands}"
+            elif operator in (b"Tj", b"'", b'"', b"TJ") and current is not None:
+                text = operands[-1]
+                shown = (
+                    sum(len(part) for part in text if not isinstance(part, (int, float)))
+                    if operator == b"TJ"
+                    else len(text)
+                )
+                counts[current] = counts.get(current, 0) + shown
+    return counts
+
+
+def figure_blocks(tmp_path):
+    """A Document holding one of each of the report's figures, drawn from small hand-made inputs."""
+    import pandas as pd
+
+    from src.report import figures
+    from src.report.inputs import RunRecord
+    from src.report.ranking import ranking_scores
+
+    rng = np.random.default_rng(0)
+    multi = HeadSpec("attributes", "multilabel", tuple(f"Attribute_number_{i}" for i in range(12)))
+    single = HeadSpec("category", "softmax", tuple(f"class_{i}" for i in range(6)))
+    many = HeadSpec("many", "softmax", tuple(f"a_rather_long_class_name_{i}" for i in range(30)))
+    doc = Document(tmp_path)
+    epochs = pd.DataFrame(
+        {
+            "epoch": range(1, 9),
+            "train_loss": np.linspace(1.0, 0.2, 8),
+            "valid_loss": [0.9, 0.7, 0.6, 0.55, 0.6, 0.7, 0.8, 0.9],
+            "score": np.linspace(0.5, 0.8, 8),
+            "train_score": np.linspace(0.5, 0.95, 8),
+        }
+    )
+    runs = [RunRecord(f"fold-{k}", k, tmp_path, epochs=epochs, summary={"best_epoch": 4}) for k in range(5)]
+    doc.figure("curves.png", figures.training_curves_figure(runs, "mean_accuracy"), "curves")
+    true = rng.random((200, 12)) < 0.3
+    probs = np.clip(true * 0.4 + rng.random((200, 12)) * 0.6, 0, 1)
+    ranking = ranking_scores(true, probs)
+    doc.figure("pr.png", figures.pr_roc_figure(multi, probs, true.astype(np.uint8), ranking), "pr")
+    grid = np.linspace(0.01, 0.99, 99)
+    honest = [
+        {"method": "exact", "optimistic": 0.81, "honest": 0.79},
+        {"method": "global, at least 1 and at most 3 labels per image", "optimistic": 0.8, "honest": float("nan")},
+        {"method": "0.5 (no tuning)", "optimistic": 0.7, "honest": 0.7},
+    ]
+    doc.figure("th.png", figures.threshold_figure(multi, np.sin(grid * 3), grid, None, honest, "exact"), "th")
+    for head in (single, many):
+        matrix = rng.integers(0, 30, (head.n_outputs, head.n_outputs))
+        doc.figure(f"confusion_{head.name}.png", figures.confusion_figure(head, matrix), "confusion")
+    rows = np.arange(10)
+    thumbs = {int(r): rng.integers(0, 255, (112, 112, 3), dtype=np.uint8) for r in rows}
+    labels = {"attributes": probs > 0.5, "category": rng.integers(0, 6, 200)}
+    targets = {"attributes": true.astype(np.uint8), "category": rng.integers(0, 6, 200)}
+    scores = rng.random(200)
+    ids = [f"images/a_long_file_name_{i:05d}.jpg" for i in range(200)]
+    grid_fig = figures.example_grid_figure([single, multi], rows[:5], rows[5:], thumbs, ids, targets, labels, scores)
+    doc.figure("examples.png", grid_fig, "examples")
+    network = describe_network("test_efficientnet", [single, multi], 32, drop_rate=0.2)
+    losses = {"category": "cross-entropy (label smoothing 0.1)", "attributes": "binary cross-entropy, weight 4"}
+    doc.figure("network.png", figures.network_figure(network, losses), "network")
+    return doc
+
+
+def test_every_figure_text_is_at_least_8pt_as_placed_on_the_page(tmp_path):
+    from src.report.pdf import figure_placement
+
+    doc = figure_blocks(tmp_path)
+    placed = [block for block in doc.blocks if block.kind == "figure"]
+    assert len(placed) == 7
+    for block in placed:
+        width, _ = figure_placement(block, tmp_path)
+        scale = width / (block.size_in[0] * 72)
+        assert block.min_font * scale >= 8.0 - 1e-6, f"{block.name}: smallest text {block.min_font * scale:.2f} pt"
+
+
+def test_network_box_text_stays_inside_its_box():
+    from matplotlib.patches import FancyBboxPatch
+
+    from src.report import figures
+
+    heads = [HeadSpec("category", "softmax", tuple("abcd")), HeadSpec("attributes", "multilabel", tuple("xyz"))]
+    network = describe_network("test_efficientnet", heads, 32, drop_rate=0.2)
+    losses = {
+        "category": "cross-entropy (label smoothing 0.1)",
+        "attributes": "binary cross-entropy, weight 4 and a loss name longer than any box is wide",
+    }
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures.network_figure(network, losses)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = [patch.get_window_extent(renderer) for patch in ax.patches if isinstance(patch, FancyBboxPatch)]
+    texts = [text for text in ax.texts if text.get_text().strip()]
+    inside = 0
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        holder = [box for box in boxes if box.contains(*extent.intervalx.mean(keepdims=True), extent.intervaly.mean())]
+        if not holder:
+            continue  # the title above the diagram
+        box = holder[0]
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1, (
+            text.get_text()
+        )
+        inside += 1
+    assert inside >= len(boxes) * 2, "every box holds at least a title and a line of text"
+    shown = " ".join(text.get_text() for text in texts).replace("\n", " ")
+    assert "label smoothing 0.1)" in shown and "wide" in shown, "the loss is shown whole, wrapped, not cut"
+
+
+@pytest.mark.parametrize("font, size, family", [("dejavu", 8.5, "DejaVuSans"), ("arial", 10.0, "Helvetica")])
+def test_pdf_fonts_and_sizes_read_back(tmp_path, font, size, family):
+    from src.report.document import Typography
+
+    doc = figure_blocks(tmp_path)
+    doc.blocks.insert(0, type(doc.blocks[0])("h1", "Typography test"))
+    doc.section("A section")
+    doc.paragraph("Body text " * 60 + "with `code` and →.")
+    doc.table([{"name": f"row {i}", "value": i / 3} for i in range(30)], "t")
+    doc.table([{"run": "fold-0", **{f"a very wide column {i}": "some text" for i in range(14)}}], "wide")
+    layout = write_pdf(doc.blocks, tmp_path, tmp_path / "out.pdf", max_pages=20, typography=Typography(font, size))
+    sizes = pdf_font_sizes(tmp_path / "out.pdf")
+    assert layout.pages >= 2 and sizes
+    assert all(name.split("+")[-1].lstrip("/").startswith(family) for name, _ in sizes), sorted(sizes)
+    assert min(point for _, point in sizes) >= 8.0, sorted(sizes)
+    regular = {point: count for (name, point), count in sizes.items() if name.split("+")[-1].lstrip("/") == family}
+    assert max(regular, key=regular.get) in (size, max(size - 1.0, 8.0)), (
+        regular
+    )  # the body (or tables a point under it)
+    assert size in regular
+    assert "Body text" in " ".join(page_texts(tmp_path / "out.pdf"))
+
+
+def test_smallest_font_sees_legends_and_ticks_but_not_hidden_axes(tmp_path):
+    from src.report.document import smallest_font
+
+    def drawn(build) -> float:
+        fig = Figure(figsize=(7, 3))
+        build(fig.subplots())
+        fig.savefig(tmp_path / "f.png")
+        return smallest_font(fig)
+
+    assert drawn(lambda ax: (ax.plot([1, 2], label="x"), ax.legend(fontsize=7))) == 7.0
+    assert drawn(lambda ax: ax.set_xticks([0, 1], ["a", "b"], fontsize=6)) == 6.0
+    assert drawn(lambda ax: (ax.set_axis_off(), ax.set_title("t", fontsize=9))) == 9.0

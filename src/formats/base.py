@@ -96,6 +96,9 @@ class CompetitionFormat(ABC):
     Options: ClassVar[type[BaseModel]] = NoOptions
     # Where the course's zip puts each piece (`package` stage), over artifacts.PACKAGE_NAMES; {} = the defaults.
     course_package_names: ClassVar[dict[str, str | None]] = {}
+    # The report PDF's typeface and body size in pt when report.font / report.font_size are null (the course's
+    # rule where it has one: 'dejavu' (DejaVu Sans, embedded) or 'arial' (base-14 Helvetica, shown as Arial).
+    report_typography: ClassVar[tuple[str, float]] = ("dejavu", 8.5)
     # The demo (src/demo.py builds it): the answers files `write_demo` writes, and its default train / test sizes.
     demo_solution_names: ClassVar[tuple[str, ...]] = ()
     demo_sizes: ClassVar[tuple[int, int]] = (1200, 300)

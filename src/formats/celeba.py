@@ -84,6 +84,8 @@ class CelebAFormat(CompetitionFormat):
     Options = CelebAOptions
     # The course's zip: the PDF report, a folder with predictions.txt, the code, Readme.txt.
     course_package_names = {"submission": "predictions/{file}"}
+    # The course asks for "not more than five A4 pages (Arial 10 font)".
+    report_typography = ("arial", 10.0)
     demo_solution_names = (SUBMISSION_FILE,)
     demo_margin_over_chance = 0.05
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from src import metrics
 from src.formats.base import HeadSpec
-from src.report import figures, tables
-from src.report.document import Document
+from src.report import discussion, figures, tables
+from src.report.document import DEFAULT_TYPOGRAPHY, PDF_NEVER, Document, Typography
 from src.report.inputs import ReportInputs, RunRecord
 from src.report.ranking import ranking_scores
 from src.report.text import NA, finite, slug, write_csv
@@ -23,7 +23,7 @@ from src.scores import fold_score_rows
 
 # Tables longer than this show the worst rows only; the full table goes to a CSV beside the report.
 MAX_TABLE_ROWS = 40
-GRID_ROWS_EACH = 2
+GRID_ROWS_EACH = 1
 THUMBNAIL_PX = 112
 DEFAULT_MAX_PAGES = 5
 
@@ -33,9 +33,10 @@ def build_report(
     out_dir: Path,
     thumbnails: dict[int, np.ndarray | None] | None = None,
     max_pages: int = DEFAULT_MAX_PAGES,
+    typography: Typography = DEFAULT_TYPOGRAPHY,
 ) -> Path:
-    """Write figures, CSVs, `report.md`, `index.html` and `report.pdf` (at most `max_pages` A4 pages) into
-    `out_dir`; return the HTML path.
+    """Write figures, CSVs, `report.md`, `index.html` and `report.pdf` (at most `max_pages` A4 pages, set in
+    `typography`) into `out_dir`; return the HTML path.
 
     `thumbnails` maps an OOF row to an RGB image for the example grid; when None they are read
     from `inputs.image_paths` (the original files) for the chosen rows only.
@@ -47,6 +48,8 @@ def build_report(
     labels = fmt.decide(inputs.probs, inputs.rules[inputs.chosen_rules])
     metric = fmt.main_metric
     doc.title(f"Experiment report: {inputs.experiment}")
+    if inputs.author:
+        doc.paragraph(f"**Author: {inputs.author}**")
     folds = sorted(int(k) for k in np.unique(inputs.fold_of_row))
     doc.paragraph(
         f"Format `{fmt.name}`, main metric `{metric}`. {len(inputs.ids)} out-of-fold (OOF) images over "
@@ -70,14 +73,34 @@ def build_report(
     doc.paragraph(
         f"`{metric}` on the OOF rows of each fold and on all of them, for each set of decision rules.{tuned_note}"
     )
+    _sentences(doc, discussion.fold_sentences(score_rows, inputs.chosen_rules, metric))
     doc.table(score_rows, "oof_scores")
     doc.subsection("Every metric of the format, all OOF rows", priority=2)
     doc.table(tables.metric_rows(fmt, inputs.probs, inputs.targets, inputs.rules), "oof_metrics")
     for head in heads:
         _head_sections(doc, inputs, head, labels)
     _examples_section(doc, inputs, heads, labels, thumbnails)
+    _discussion_section(doc, inputs)
     _resources_section(doc, inputs, metric)
-    return doc.write(max_pages)
+    return doc.write(max_pages, typography)
+
+
+def _discussion_section(doc: Document, inputs: ReportInputs) -> None:
+    """The student's own discussion (report.notes), where the results have all been shown."""
+    if not inputs.discussion:
+        return
+    doc.section("Discussion")
+    for kind, text in inputs.discussion:
+        if kind == "h3":
+            doc.subsection(text)
+        else:
+            doc.paragraph(text)
+
+
+def _sentences(doc: Document, sentences: list[str], priority: int | None = None) -> None:
+    """Generated discussion: one paragraph of the sentences the data supports (none when it supports none)."""
+    if sentences:
+        doc.paragraph(" ".join(sentences), priority)
 
 
 def _summary_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec], overall: dict) -> None:
@@ -94,6 +117,12 @@ def _summary_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec],
                 )
     doc.section("Summary")
     doc.table(headline, "summary")
+    for head in heads if inputs.saved_thresholds else []:
+        rows = [row.model_dump() for row in inputs.saved_thresholds.honest.get(head.name, [])]
+        sentences = discussion.threshold_sentences(rows, inputs.chosen_method, head.threshold_objective.label)
+        _sentences(
+            doc, [f"[{head.name}] {sentences[0]}", *sentences[1:]] if len(heads) > 1 and sentences else sentences
+        )
 
 
 def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -> None:
@@ -139,6 +168,7 @@ def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -
 def _training_section(doc: Document, runs: list[RunRecord], metric: str) -> None:
     doc.section("Training curves")
     has_train = any(run.epochs is not None and "train_score" in run.epochs for run in runs)
+    _sentences(doc, discussion.overfitting_sentences(runs))
     doc.figure(
         "training_curves.png",
         figures.training_curves_figure(runs, metric),
@@ -196,22 +226,24 @@ def _resources_section(doc: Document, inputs: ReportInputs, metric: str) -> None
     doc.section("Resources")
     resources = tables.resource_rows(inputs.runs, metric)
     if resources:
+        _sentences(doc, discussion.resource_sentences(inputs.runs))
         doc.paragraph(
-            "Per training run, from summary.json, config.json and epochs.csv. Training time is the sum of "
+            "Per training run, from its saved summary, config and per-epoch log. Training time is the sum of "
             "the epoch times; peak memory is the CUDA allocator's peak on a GPU, the process's resident set "
             "on CPU; losses and metrics are at the best epoch; images/s is the mean over epochs. Every "
             "epoch sees each training image once under a fresh random augmentation, so the samples seen "
             "are train images x epochs; validation images are not augmented. "
-            f"`train {metric}` is epochs.csv's train_score at the best epoch: the format's validation score "
+            f"`train {metric}` is the per-epoch log's train_score at the best epoch: the format's validation score "
             "(multi-label heads at their best global threshold) over that epoch's training batches as the "
             "model saw them, augmented and in training mode; n/a where the run did not record it (a run "
-            "from before it was recorded, or one with a mixing callback such as mixup, whose targets are blends)."
+            "from before it was recorded, or one with a mixing callback such as mixup, whose targets are blends).",
+            priority=1,
         )
         doc.table(resources, "resources")
     else:
         doc.paragraph("No training runs found.")
     if inputs.sources:
-        doc.section("Files read", priority=3)
+        doc.section("Files read", priority=PDF_NEVER)  # this machine's paths: not for the PDF a grader reads
         doc.table([{"artifact": name, "path": str(path)} for name, path in inputs.sources.items()], "files")
 
 
@@ -230,14 +262,17 @@ def _head_sections(doc: Document, inputs: ReportInputs, head: HeadSpec, labels: 
     if accuracy_head:
         doc.subsection("Per-attribute accuracy")
         doc.paragraph("Accuracy of each attribute on the OOF images; the last row is the average over attributes.")
-        doc.table(
-            tables.attribute_accuracy_rows(head, probs, targets, labels[head.name], class_thresholds),
-            f"attribute_accuracy_{head.name}",
+        accuracy_rows = tables.attribute_accuracy_rows(head, probs, targets, labels[head.name], class_thresholds)
+        _sentences(
+            doc,
+            discussion.spread_sentences(accuracy_rows[:-1], "attribute", "accuracy tuned", ("attribute", "attributes")),
         )
+        doc.table(accuracy_rows, f"attribute_accuracy_{head.name}")
     _per_class_part(doc, inputs, head, labels, class_thresholds, ranking, priority=1 if accuracy_head else 0)
     if not head.thresholded:
         matrix = metrics.confusion(targets, labels[head.name], head.n_outputs)
         doc.subsection("Confusion matrix", priority=1 if head.n_outputs <= 20 else 2)
+        _sentences(doc, discussion.confusion_sentences(matrix, head.class_names))
         doc.figure(
             f"confusion_{slug(head.name)}.png",
             figures.confusion_figure(head, matrix),
@@ -256,17 +291,19 @@ def _thresholds_part(doc: Document, inputs: ReportInputs, head: HeadSpec) -> Non
     saved_head = saved.heads.get(head.name) if saved else None
     probs, targets = inputs.probs[head.name], inputs.targets[head.name]
     doc.subsection("Thresholds: optimistic and honest", priority=1)
-    honest_rows = [row.model_dump() for row in saved.honest.get(head.name, [])] if saved else None
+    saved_rows = [row.model_dump() for row in saved.honest.get(head.name, [])] if saved else None
+    # Shown with the label-count rule in words; tables.json keeps thresholds.json's own method names.
+    honest_rows = [{**row, "method": method_label(row["method"])} for row in saved_rows] if saved_rows else None
     if honest_rows:
         best_global = f" Best global threshold: {saved_head.global_threshold:.3f}." if saved_head else ""
         doc.paragraph(
-            f"Thresholds by method (from thresholds.json); {head.threshold_objective.label}. *optimistic*: tuned "
+            f"Thresholds by method (from the thresholds stage); {head.threshold_objective.label}. *optimistic*: tuned "
             "and scored on all OOF rows; *honest*: K-fold over the OOF rows, tuned on the other parts "
             f"and scored on the held-out part. Submit uses `{method}`.{best_global}"
         )
-        doc.table(honest_rows, f"honest_{head.name}")
+        doc.table(honest_rows, f"honest_{head.name}", full_rows=saved_rows)
     else:
-        doc.paragraph("No thresholds.json yet: run the thresholds stage for tuned thresholds and the honest figure.")
+        doc.paragraph("No tuned thresholds yet: run the thresholds stage for them and for the honest figure.")
     # The saved best global threshold joins the grid so the figure shows its exact score.
     grid = np.unique(np.r_[tables.THRESHOLD_GRID, [saved_head.global_threshold] if saved_head else []])
     curve = tables.global_threshold_curve(probs, targets, head, grid)
@@ -298,11 +335,16 @@ def _per_class_part(
         if len(shown) == len(rows)
         else f"The {len(shown)} worst of {len(rows)} classes; all are in `{csv_name}`."
     )
-    doc.paragraph(
+    lead = (
         "Support = true OOF images of the class, predicted = images given the class; AP (average "
-        f"precision) and AUC (ROC) rank the class's probabilities, whatever the threshold. {where} "
-        "The last row is the mean over all classes (macro average)."
+        "precision) and AUC (ROC) rank the class's probabilities, whatever the threshold."
     )
+    last = "The last row is the mean over all classes (macro average)."
+    shown_only = "" if len(shown) == len(rows) else f" The {len(shown)} worst of {len(rows)} classes."
+    # The CSV stays beside the HTML; the PDF travels without it, so it does not point there.
+    doc.paragraph(f"{lead} {where} {last}", pdf_text=f"{lead}{shown_only} {last}")
+    f_name = next(key for key in rows[0] if key.startswith("F")) if rows else "F1"
+    _sentences(doc, discussion.spread_sentences(rows, "class", f_name, ("class", "classes")))
     doc.table(shown + [tables.per_class_mean(rows)], f"per_class_{head.name}", full_rows=rows)
 
 
@@ -328,3 +370,17 @@ def _load_thumbnails(inputs: ReportInputs, rows: np.ndarray) -> dict[int, np.nda
                 )
         thumbnails[int(row)] = None if image is None else np.asarray(image)
     return thumbnails
+
+
+def method_label(method: str) -> str:
+    """A threshold method's name as the report shows it: the label-count rule in words ('[0, None]' says nothing)."""
+    import re
+
+    match = re.fullmatch(r"global \+ labels per image in \[(\d+), (\w+)\]", method)
+    if match is None:
+        return method
+    low, high = int(match.group(1)), None if match.group(2) == "None" else int(match.group(2))
+    if low == 0 and high is None:
+        return "global, no labels-per-image limit (none helps)"
+    limits = [f"at least {low}" if low else "", f"at most {high}" if high is not None else ""]
+    return "global, " + " and ".join(part for part in limits if part) + " labels per image"

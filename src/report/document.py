@@ -21,6 +21,20 @@ from src.report.text import NA, cell_text, jsonable
 PDF_NEVER = 9
 
 
+@dataclass(frozen=True)
+class Typography:
+    """The PDF's typeface ('dejavu': DejaVu Sans, embedded; 'arial': base-14 Helvetica, shown as Arial) and body
+    size in pt; headings are larger, and nothing (tables, captions, the footer) is set below MIN_FONT_PT."""
+
+    font: str = "dejavu"
+    size: float = 8.5
+
+
+DEFAULT_TYPOGRAPHY = Typography()
+# No text in the PDF is smaller than this, figures' text as placed on the page included.
+MIN_FONT_PT = 8.0
+
+
 @dataclass
 class Block:
     """One piece of the report. `kind`: h1, h2, h3, p, table, figure or pre."""
@@ -31,6 +45,9 @@ class Block:
     columns: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
     priority: int = 0
+    pdf_text: str | None = None  # the PDF's wording where it differs (no pointer to a file the PDF travels without)
+    size_in: tuple[float, float] = (0.0, 0.0)  # a figure's drawn width and height in inches
+    min_font: float = 0.0  # a figure's smallest text in pt at its drawn size
 
 
 class Document:
@@ -59,8 +76,9 @@ class Document:
         self._subsection_priority = max(self._section_priority, priority)
         self.blocks.append(Block("h3", text, priority=self._subsection_priority))
 
-    def paragraph(self, text: str, priority: int | None = None) -> None:
-        self._add(Block("p", text), priority)
+    def paragraph(self, text: str, priority: int | None = None, pdf_text: str | None = None) -> None:
+        """A paragraph; `pdf_text` is the PDF's wording where it must differ (e.g. without a pointer to a CSV)."""
+        self._add(Block("p", text, pdf_text=pdf_text), priority)
 
     def preformatted(self, text: str, priority: int | None = PDF_NEVER) -> None:
         """Fixed-width text (e.g. the layer-by-layer model summary); by default not in the PDF."""
@@ -89,11 +107,12 @@ class Document:
             return
         path = self.out_dir / name
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100, facecolor="white")
+            fig.savefig(tmp, format="png", dpi=FIGURE_DPI, facecolor="white")
         self.figures.append(path)
-        self._add(Block("figure", caption, name=name), priority)
+        width, height = (float(v) for v in fig.get_size_inches())
+        self._add(Block("figure", caption, name=name, size_in=(width, height), min_font=smallest_font(fig)), priority)
 
-    def write(self, max_pages: int) -> Path:
+    def write(self, max_pages: int, typography: Typography = DEFAULT_TYPOGRAPHY) -> Path:
         """tables.json, report.md, index.html and report.pdf (at most `max_pages` A4 pages); return the HTML's path."""
         from src.report.markup import to_html, to_markdown
         from src.report.pdf import write_pdf
@@ -102,5 +121,27 @@ class Document:
         write_text(self.out_dir / REPORT_MD, to_markdown(self.blocks))
         html_path = self.out_dir / REPORT_HTML
         write_text(html_path, to_html(self.blocks, self.out_dir))
-        write_pdf(self.blocks, self.out_dir, self.out_dir / REPORT_PDF, max_pages)
+        write_pdf(self.blocks, self.out_dir, self.out_dir / REPORT_PDF, max_pages, typography)
         return html_path
+
+
+# PNG resolution: the PDF places figures at their drawn size in inches, so this only sets their sharpness.
+FIGURE_DPI = 150
+
+
+def smallest_font(fig: Figure) -> float:
+    """The smallest font size (pt, at the figure's drawn size) of the visible, non-empty text in a drawn `fig`."""
+    from matplotlib.text import Text
+
+    sizes = [
+        float(text.get_fontsize())
+        for text in fig.findobj(Text)
+        if text.get_visible() and text.get_text().strip() and _on_canvas(text)
+    ]
+    return min(sizes, default=0.0)
+
+
+def _on_canvas(text) -> bool:
+    """Whether a text is drawn: an axes' hidden ticks' labels and texts of an axes switched off are not."""
+    axes = text.axes
+    return axes is None or axes.axison or text in axes.texts or text is axes.title or text in axes.get_children()

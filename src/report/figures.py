@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -13,53 +14,79 @@ from src.formats.base import HeadSpec
 from src.report.inputs import RunRecord
 from src.report.ranking import CURVE_GRID, Ranking, class_curves
 from src.report.tables import target_matrix
-from src.report.text import count_text, finite, short_text, wrap_text
+from src.report.text import count_text, finite, short_text
 
 # Classes drawn one by one in the PR/ROC figure (the worst by average precision).
 N_WORST_CURVES = 4
-# Images per row of the example grid, and rows of right / wrong examples.
-GRID_COLUMNS = 6
+# Images per row of the example grid (one row of right ones, one of wrong ones).
+GRID_COLUMNS = 5
+# A confusion matrix names its classes up to this many (at 8 pt they would overlap beyond).
+MAX_NAMED_CLASSES = 40
+# Figures are drawn at the size the PDF shows them: the frame's width (A4 less the margins), text at 8 pt and up.
+FIGURE_WIDTH_IN = 7.1
+FIGURE_FONT_PT = 8.0
+# The network diagram's geometry in inches (its axes span the figure, one data unit = one inch).
+CHAIN_BOX_IN, HEAD_BOX_IN, BOX_GAP_IN, ROW_GAP_IN = 1.05, 2.05, 0.3, 0.35
+LINE_IN = FIGURE_FONT_PT * 1.25 / 72
+BOX_PAD_IN = 0.07
 
 
 def training_curves_figure(runs: list[RunRecord], main_metric: str) -> Figure | None:
-    """Loss (train solid, valid dashed) and the metric per epoch (valid solid, train dotted when recorded), one colour per run."""
+    """Loss (train solid, valid dashed) and the metric per epoch (valid solid, train dotted when recorded), one colour
+    per run; one legend below both plots (runs by colour, curves by line style)."""
+    from matplotlib.lines import Line2D
+
     runs = [run for run in runs if run.epochs is not None and len(run.epochs)]
     if not runs:
         return None
-    fig = Figure(figsize=(11, 4.2), dpi=100)
+    fig = Figure(figsize=(FIGURE_WIDTH_IN, 3.9), dpi=100)
     loss_ax, metric_ax = fig.subplots(1, 2)
+    has_train_score = False
     for index, run in enumerate(runs):
         color = f"C{index % 10}"
         epochs = run.epochs
-        marker = "o" if len(epochs) <= 30 else None
-        plot = _epoch_plotter(epochs, color, marker)
-        plot(loss_ax, "train_loss", f"{run.name} train")
+        plot = _epoch_plotter(epochs, color, "o" if len(epochs) <= 30 else None)
+        plot(loss_ax, "train_loss")
         if "valid_loss" in epochs:
-            plot(loss_ax, "valid_loss", f"{run.name} valid", "--")
+            plot(loss_ax, "valid_loss", "--")
         if "train_score" in epochs and epochs["train_score"].notna().any():
-            plot(metric_ax, "train_score", f"{run.name} train (augmented batches)", ":")
+            plot(metric_ax, "train_score", ":")
+            has_train_score = True
         if "score" in epochs and epochs["score"].notna().any():
-            plot(metric_ax, "score", f"{run.name} valid")
+            plot(metric_ax, "score")
             best = run.summary.get("best_epoch")
             if best in set(epochs["epoch"]):
                 value = float(epochs.loc[epochs["epoch"] == best, "score"].iloc[0])
-                metric_ax.scatter([best], [value], s=140, facecolors="none", edgecolors=color, linewidths=2)
-    loss_ax.set(title="loss per epoch (solid train, dashed valid)", xlabel="epoch", ylabel="loss")
-    metric_ax.set(title=f"{main_metric} per epoch (ring = best epoch)", xlabel="epoch", ylabel=main_metric)
+                metric_ax.scatter([best], [value], s=90, facecolors="none", edgecolors=color, linewidths=1.5)
+    loss_ax.set_title("loss per epoch", fontsize=FIGURE_FONT_PT + 1)
+    loss_ax.set(xlabel="epoch", ylabel="loss")
+    metric_ax.set_title(f"{main_metric} per epoch (ring: best epoch)", fontsize=FIGURE_FONT_PT + 1)
+    metric_ax.set(xlabel="epoch", ylabel=main_metric)
     for ax in (loss_ax, metric_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.tick_params(labelsize=FIGURE_FONT_PT)
+        ax.xaxis.label.set_size(FIGURE_FONT_PT)
+        ax.yaxis.label.set_size(FIGURE_FONT_PT)
+    handles = [Line2D([], [], color=f"C{i % 10}", label=run.name) for i, run in enumerate(runs)]
+    handles += [
+        Line2D([], [], color="black", label="train loss, valid metric"),
+        Line2D([], [], color="black", linestyle="--", label="valid loss"),
+    ]
+    if has_train_score:
+        handles.append(Line2D([], [], color="black", linestyle=":", label="train metric (augmented batches)"))
+    columns = min(len(handles), 4)
+    fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=FIGURE_FONT_PT, frameon=False)
+    legend_in = math.ceil(len(handles) / columns) * LINE_IN * 1.4 + 0.1
+    fig.tight_layout(rect=(0, legend_in / 3.9, 1, 1))
     return fig
 
 
 def _epoch_plotter(epochs, color: str, marker: str | None):
-    """plot(ax, column, label, linestyle="-"): one epochs.csv column against the epoch, in one run's colour."""
+    """plot(ax, column, linestyle="-"): one epochs.csv column against the epoch, in one run's colour."""
 
-    def plot(ax, column: str, label: str, linestyle: str = "-") -> None:
-        ax.plot(epochs["epoch"], epochs[column], color=color, marker=marker, linestyle=linestyle, label=label)
+    def plot(ax, column: str, linestyle: str = "-") -> None:
+        ax.plot(epochs["epoch"], epochs[column], color=color, marker=marker, markersize=4, linestyle=linestyle)
 
     return plot
 
@@ -73,7 +100,7 @@ def threshold_figure(
     chosen_method: str,
 ) -> Figure:
     """Left: the objective vs one global threshold. Right: optimistic vs honest (nested) score per method."""
-    fig = Figure(figsize=(12, 5.2), dpi=100)
+    fig = Figure(figsize=(FIGURE_WIDTH_IN, 4.9), dpi=100)
     curve_ax, honest_ax = fig.subplots(1, 2)
     _draw_global_curve(curve_ax, head, curve, grid, saved_head)
     if honest_rows:
@@ -83,8 +110,10 @@ def threshold_figure(
     if rows:
         _draw_honest_bars(honest_ax, head, rows)
     else:
-        honest_ax.text(0.5, 0.5, "no thresholds.json yet:\nrun the thresholds stage", ha="center", va="center")
+        honest_ax.text(0.5, 0.5, "no tuned thresholds yet:\nrun the thresholds stage", ha="center", va="center")
         honest_ax.set_axis_off()
+    for ax in (curve_ax, honest_ax):
+        _compact(ax)
     fig.tight_layout()
     return fig
 
@@ -93,7 +122,7 @@ def _draw_global_curve(
     ax, head: HeadSpec, curve: np.ndarray, grid: np.ndarray, saved_head: HeadThresholds | None
 ) -> None:
     """Draws the objective over `grid` for one global threshold, with 0.5 and the saved best global marked."""
-    ax.plot(grid, curve, color="C0", linewidth=2, label="one global threshold for every class")
+    ax.plot(grid, curve, color="C0", linewidth=2, label="one global threshold, every class")
     ax.axvline(0.5, color="grey", linestyle=":", label=f"0.5: {np.interp(0.5, grid, curve):.4f}")
     if saved_head is not None:
         best = float(saved_head.global_threshold)
@@ -111,14 +140,14 @@ def _draw_chosen_scores(ax, honest_rows: list[dict], chosen_method: str) -> None
         chosen["optimistic"],
         color="C2",
         linestyle="-.",
-        label=f"'{chosen_method}' per-class, optimistic: {chosen['optimistic']:.4f}",
+        label=f"{chosen_method} per class, optimistic: {chosen['optimistic']:.4f}",
     )
     if finite(chosen.get("honest")):
         ax.axhline(
             chosen["honest"],
             color="C3",
             linestyle="-.",
-            label=f"'{chosen_method}' per-class, honest: {chosen['honest']:.4f}",
+            label=f"{chosen_method} per class, honest: {chosen['honest']:.4f}",
         )
 
 
@@ -133,7 +162,7 @@ def _finish_global_curve(ax, head: HeadSpec, curve: np.ndarray) -> None:
         ylim=(0, min(1.05, max(float(np.max(curve)), 0.05) * 1.35)),
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    _legend_below(ax, 1)
 
 
 def _draw_honest_bars(ax, head: HeadSpec, rows: list[dict]) -> None:
@@ -141,26 +170,54 @@ def _draw_honest_bars(ax, head: HeadSpec, rows: list[dict]) -> None:
     positions = np.arange(len(rows))
     optimistic = np.array([row["optimistic"] for row in rows], float)
     honest = np.array([row["honest"] if finite(row.get("honest")) else np.nan for row in rows], float)
-    ax.bar(positions - 0.2, optimistic, width=0.4, color="C2", label="optimistic: tuned and scored on all OOF rows")
+    ax.bar(positions - 0.2, optimistic, width=0.4, color="C2", label="optimistic: tuned and scored on all OOF")
     ax.bar(
         positions + 0.2,
         np.nan_to_num(honest),
         width=0.4,
         color="C3",
-        label="honest (nested): tuned on other parts, scored on the held-out part",
+        label="honest: tuned on other parts, scored held out",
     )
     for x, value in zip(positions, optimistic):
-        ax.text(x - 0.2, value, f"{value:.3f}", ha="center", va="bottom", fontsize=7)
+        ax.text(x - 0.2, value, f"{value:.2f}", ha="center", va="bottom", fontsize=FIGURE_FONT_PT, rotation=90)
     for x, value in zip(positions, honest):
         if np.isfinite(value):
-            ax.text(x + 0.2, value, f"{value:.3f}", ha="center", va="bottom", fontsize=7)
-    names = [wrap_text(row["method"], 14) + ("" if finite(row.get("honest")) else "\n(no honest)") for row in rows]
-    ax.set_xticks(positions, names, fontsize=7)
+            ax.text(x + 0.2, value, f"{value:.2f}", ha="center", va="bottom", fontsize=FIGURE_FONT_PT, rotation=90)
+    names = [short_text(row["method"], 14) + ("*" if not finite(row.get("honest")) else "") for row in rows]
+    ax.set_xticks(positions, names, fontsize=FIGURE_FONT_PT, rotation=30, ha="right")
     values = np.concatenate([optimistic, honest[np.isfinite(honest)]])
-    ax.set_ylim(max(0.0, float(values.min()) - 0.1), min(1.0, float(values.max()) + 0.12))
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set(title=f"[{head.name}] optimistic vs honest, per method", ylabel=head.threshold_objective.label)
+    ax.set_ylim(max(0.0, float(values.min()) - 0.1), min(1.0, float(values.max()) + 0.2))
+    _legend_below(ax, 1, extra="* no honest figure" if not np.isfinite(honest).all() else None)
+    ax.set(title=f"[{head.name}] optimistic vs honest", ylabel=head.threshold_objective.label)
     ax.grid(alpha=0.3, axis="y")
+
+
+def _compact(ax) -> None:
+    """Axis labels and ticks at the figures' text size, the title a point larger (the figure is drawn at the size
+    it is placed, so these are their sizes on the page)."""
+    ax.tick_params(labelsize=FIGURE_FONT_PT)
+    ax.xaxis.label.set_size(FIGURE_FONT_PT)
+    ax.yaxis.label.set_size(FIGURE_FONT_PT)
+    ax.title.set_size(FIGURE_FONT_PT + 1)
+
+
+def _legend_below(ax, columns: int, extra: str | None = None) -> None:
+    """The axes' legend under it, at the figures' text size (a note as its last line when `extra`)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if extra:
+        from matplotlib.lines import Line2D
+
+        handles, labels = [*handles, Line2D([], [], linestyle="none")], [*labels, extra]
+    if handles:
+        ax.legend(
+            handles,
+            labels,
+            fontsize=FIGURE_FONT_PT,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.2),
+            ncol=columns,
+            frameon=False,
+        )
 
 
 def pr_roc_figure(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, ranking: Ranking) -> Figure | None:
@@ -169,7 +226,7 @@ def pr_roc_figure(head: HeadSpec, probs: np.ndarray, targets: np.ndarray, rankin
         return None
     true = target_matrix(head, targets)
     usable = np.flatnonzero(np.isfinite(ranking.ap))
-    fig = Figure(figsize=(12, 6.2), dpi=100)
+    fig = Figure(figsize=(FIGURE_WIDTH_IN, 4.5), dpi=100)
     pr_ax, roc_ax = fig.subplots(1, 2)
     _draw_average_curves(pr_ax, roc_ax, ranking, usable)
     if len(usable) > 1:
@@ -185,10 +242,10 @@ def _draw_average_curves(pr_ax, roc_ax, ranking: Ranking, usable: np.ndarray) ->
     macro_ap, macro_auc = np.mean(ranking.ap[usable]), np.mean(ranking.auc[usable])
     thick = {"linewidth": 2}
     pr_ax.plot(*ranking.micro_pr, color="black", label=f"micro (AP {ranking.micro_ap:.3f})", **thick)
-    pr_label = f"macro over {len(usable)} classes (mean AP {macro_ap:.3f})"
+    pr_label = f"macro, {len(usable)} classes (AP {macro_ap:.3f})"
     pr_ax.plot(CURVE_GRID, ranking.macro_precision, color="C0", label=pr_label, **thick)
     roc_ax.plot(*ranking.micro_roc, color="black", label=f"micro (AUC {ranking.micro_auc:.3f})", **thick)
-    roc_ax.plot(CURVE_GRID, ranking.macro_tpr, color="C0", label=f"macro (mean AUC {macro_auc:.3f})", **thick)
+    roc_ax.plot(CURVE_GRID, ranking.macro_tpr, color="C0", label=f"macro (AUC {macro_auc:.3f})", **thick)
 
 
 def _draw_worst_curves(
@@ -197,7 +254,7 @@ def _draw_worst_curves(
     """Draws the PR and ROC curves of the `usable` classes with the lowest AP, one colour each."""
     worst = usable[np.argsort(ranking.ap[usable], kind="stable")[:N_WORST_CURVES]]
     for rank, column in enumerate(worst):
-        name, color = short_text(head.class_names[column], 24), f"C{rank + 1}"
+        name, color = short_text(head.class_names[column], 20), f"C{rank + 1}"
         recall, precision, fpr, tpr = class_curves(true[:, column], probs[:, column])
         pr_ax.plot(
             recall,
@@ -206,16 +263,9 @@ def _draw_worst_curves(
             linewidth=1,
             alpha=0.8,
             drawstyle="steps-pre",
-            label=f"worst {rank + 1}: {name} (AP {ranking.ap[column]:.3f}, n={int(true[:, column].sum())})",
+            label=f"{name} (AP {ranking.ap[column]:.3f}, n={int(true[:, column].sum())})",
         )
-        roc_ax.plot(
-            fpr,
-            tpr,
-            color=color,
-            linewidth=1,
-            alpha=0.8,
-            label=f"worst {rank + 1}: {name} (AUC {ranking.auc[column]:.3f})",
-        )
+        roc_ax.plot(fpr, tpr, color=color, linewidth=1, alpha=0.8, label=f"{name} (AUC {ranking.auc[column]:.3f})")
 
 
 def _finish_pr_roc_axes(pr_ax, roc_ax, head: HeadSpec) -> None:
@@ -228,14 +278,15 @@ def _finish_pr_roc_axes(pr_ax, roc_ax, head: HeadSpec) -> None:
     )
     for ax in (pr_ax, roc_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+        _compact(ax)
+        _legend_below(ax, 1)
 
 
 def confusion_figure(head: HeadSpec, matrix: np.ndarray) -> Figure:
     """Row-normalised confusion matrix (colour = share of the true class), counts written when it fits."""
     n = len(matrix)
-    side = float(np.clip(0.45 * n + 2.5, 5.0, 16.0))
-    fig = Figure(figsize=(side + 1.2, side), dpi=100)
+    width = FIGURE_WIDTH_IN if n > 8 else 5.6
+    fig = Figure(figsize=(width, width - 0.6), dpi=100)
     ax = fig.subplots()
     row_totals = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, row_totals, out=np.zeros(matrix.shape, float), where=row_totals > 0)
@@ -251,19 +302,22 @@ def confusion_figure(head: HeadSpec, matrix: np.ndarray) -> Figure:
                         str(matrix[i, j]),
                         ha="center",
                         va="center",
-                        fontsize=8,
+                        fontsize=FIGURE_FONT_PT,
                         color="white" if shares[i, j] > 0.5 else "black",
                     )
-    if n <= 60:
-        names = [short_text(name, 18) for name in head.class_names]
-        ax.set_xticks(range(n), names, rotation=90, fontsize=7 if n > 20 else 9)
-        ax.set_yticks(range(n), names, fontsize=7 if n > 20 else 9)
+    if n <= MAX_NAMED_CLASSES:  # more names than that would not fit at 8 pt: the per-class table names them
+        names = [short_text(name, 16) for name in head.class_names]
+        ax.set_xticks(range(n), names, rotation=90, fontsize=FIGURE_FONT_PT)
+        ax.set_yticks(range(n), names, fontsize=FIGURE_FONT_PT)
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
     ax.set(
-        title=f"[{head.name}] confusion matrix, OOF argmax (accuracy {accuracy:.4f})",
+        title=f"[{head.name}] confusion, OOF argmax (accuracy {accuracy:.4f})",
         xlabel="predicted class",
         ylabel="true class",
     )
+    _compact(ax)
+    fig.axes[-1].tick_params(labelsize=FIGURE_FONT_PT)
+    fig.axes[-1].yaxis.label.set_size(FIGURE_FONT_PT)
     fig.tight_layout()
     return fig
 
@@ -281,7 +335,10 @@ def example_grid_figure(
     """OOF images, right ones (green) then wrong ones (red), titled with true and predicted labels."""
     groups = [("right", rows_right, "#1a7f37"), ("wrong", rows_wrong, "#cf222e")]
     n_rows = sum(math.ceil(len(rows) / GRID_COLUMNS) for _, rows, _ in groups if len(rows)) or 1
-    fig = Figure(figsize=(2.3 * GRID_COLUMNS, 3.1 * n_rows), dpi=100)
+    # Each row: a square image as wide as its column, under its caption (one line, then each head's lines).
+    caption_lines = 1 + sum(1 if h.thresholded and h.threshold_objective.counts_true_negatives else 2 for h in heads)
+    row_in = FIGURE_WIDTH_IN / GRID_COLUMNS - 0.1 + caption_lines * LINE_IN + 0.3
+    fig = Figure(figsize=(FIGURE_WIDTH_IN, row_in * n_rows), dpi=100)
     axes = np.atleast_1d(fig.subplots(n_rows, GRID_COLUMNS)).reshape(n_rows, GRID_COLUMNS)
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -295,17 +352,34 @@ def example_grid_figure(
                     ax.text(0.5, 0.5, "image\nnot found", ha="center", va="center", transform=ax.transAxes)
                 else:
                     ax.imshow(image)
+                    _square_view(ax, image.shape[0], image.shape[1])
                 # "best" when not even the best images are fully right (an early or weak model).
                 verdict = "wrong" if group == "wrong" else ("right" if scores[row] >= 1.0 - 1e-9 else "best")
-                text = [f"{verdict.upper()} ({scores[row]:.2f}) {short_text(Path(ids[row]).name, 16)}"]
+                text = [f"{verdict} {scores[row]:.2f} {Path(ids[row]).name}"]
                 for head in heads:
                     text += _label_lines(head, targets[head.name][row], labels[head.name][row], len(heads) > 1)
-                ax.set_title("\n".join(text), fontsize=7, color=color, loc="left")
+                # Each line cut to the column's width at 8 pt, so neighbouring captions never run into each other.
+                lines = [_fit_line(line, FIGURE_WIDTH_IN / GRID_COLUMNS - 0.15) for line in text]
+                ax.set_title("\n".join(lines), fontsize=FIGURE_FONT_PT, color=color, loc="left")
                 for spine in ax.spines.values():
                     spine.set_edgecolor(color)
             line += 1
     fig.tight_layout()
     return fig
+
+
+def _fit_line(line: str, width_in: float) -> str:
+    """`line` cut (with an ellipsis) to at most `width_in` inches at the figures' text size."""
+    while len(line) > 1 and _text_width_in(line, FIGURE_FONT_PT) > width_in:
+        line = line[:-2] + "…"
+    return line
+
+
+def _square_view(ax, height: int, width: int) -> None:
+    """Shows an image centred in a square view, so every cell of the grid (and its caption) has the same height."""
+    side = max(height, width)
+    ax.set_xlim(-0.5 - (side - width) / 2, width - 0.5 + (side - width) / 2)
+    ax.set_ylim(height - 0.5 + (side - height) / 2, -0.5 - (side - height) / 2)
 
 
 def _label_lines(head: HeadSpec, true, pred, with_head: bool) -> list[str]:
@@ -320,10 +394,10 @@ def _label_lines(head: HeadSpec, true, pred, with_head: bool) -> list[str]:
         wrong = np.flatnonzero(np.asarray(true).astype(bool) != np.asarray(pred, dtype=bool))
         if not len(wrong):
             return [f"{prefix}all {len(names)} right"]
-        return [f"{prefix}wrong: " + _name_list([names[i] for i in wrong], 30)]
+        return [f"{prefix}wrong: " + _name_list([names[i] for i in wrong], 12)]
     return [
-        f"{prefix}T " + _name_list([names[i] for i in true_set], 30),
-        f"{prefix}P " + _name_list([names[i] for i in pred_set], 30),
+        f"{prefix}T " + _name_list([names[i] for i in true_set], 16),
+        f"{prefix}P " + _name_list([names[i] for i in pred_set], 16),
     ]
 
 
@@ -340,27 +414,82 @@ def _name_list(names: list[str], width: int) -> str:
 
 
 def network_figure(network, losses: dict[str, str]) -> Figure:
-    """The network as boxes: input -> stem -> stages -> pooling -> features, then one box per head (with its loss)."""
+    """The network as boxes: input -> stem -> stages -> pooling -> features, then one box per head (with its loss).
+
+    Drawn at the page's width in inches with 8 pt text; every box is as tall as its text, wrapped to its width."""
     chain = _network_chain(network)
-    per_row = min(len(chain), 6)  # wrapped into short rows: the PDF shrinks a wide figure's text too much
-    rows, step = math.ceil(len(chain) / per_row), 1.4
-    heads_x = per_row * step + 0.1
-    feature_row = (len(chain) - 1) // per_row
-    height = max(rows, feature_row + len(network.heads) * 0.85) * step
-    fig = Figure(figsize=(0.8 * (heads_x + 2.1), 0.45 + 0.8 * height), dpi=100)
-    ax = fig.subplots()
-    ax.set_axis_off()
-    ax.set(xlim=(-0.05, heads_x + 2.05), ylim=(-height + 0.25, 0.3))
-    features_at = _draw_chain(ax, chain, per_row, step)
-    _draw_heads(ax, network.heads, losses, features_at, heads_x, step)
-    ax.set_title(
+    heads = [_head_box_text(head, losses) for head in network.heads]
+    per_row = max(1, int((FIGURE_WIDTH_IN - HEAD_BOX_IN - 0.5 + BOX_GAP_IN) // (CHAIN_BOX_IN + BOX_GAP_IN)))
+    title = (
         f"{network.model}: {network.total_params:,} parameters ({network.trainable_params:,} trainable), "
-        f"{network.mult_adds / 1e6:,.1f} M multiply-adds per {network.image_size} px image",
-        fontsize=9,
-        loc="left",
+        f"{network.mult_adds / 1e6:,.1f} M multiply-adds per {network.image_size} px image"
     )
-    fig.tight_layout()
+    title_lines = wrap_to_width(title, FIGURE_WIDTH_IN - 0.1, FIGURE_FONT_PT)
+    top = -(0.1 + len(title_lines) * LINE_IN + 0.12)
+    chain_rows = [chain[start : start + per_row] for start in range(0, len(chain), per_row)]
+    row_heights = [max(_box_height(box, CHAIN_BOX_IN) for box in row) for row in chain_rows]
+    last_row_top = top - sum(row_heights[:-1]) - ROW_GAP_IN * (len(chain_rows) - 1)
+    head_heights = [_box_height(box, HEAD_BOX_IN) for box in heads]
+    bottom = min(last_row_top - row_heights[-1], last_row_top - sum(head_heights) - BOX_GAP_IN * max(len(heads) - 1, 0))
+    height = -bottom + 0.1
+    fig = Figure(figsize=(FIGURE_WIDTH_IN, height), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.set(xlim=(0, FIGURE_WIDTH_IN), ylim=(-height, 0))
+    ax.text(0.05, -0.1, "\n".join(title_lines), ha="left", va="top", fontsize=FIGURE_FONT_PT, linespacing=1.25)
+    features = _draw_chain(ax, chain_rows, row_heights, top)
+    _draw_heads(ax, heads, head_heights, features, last_row_top)
     return fig
+
+
+def wrap_to_width(text: str, width_in: float, size: float, bold: bool = False) -> list[str]:
+    """`text` (its own line breaks kept) as lines no wider than `width_in` inches at `size` pt, by measuring the
+    rendered words (a word wider than a line is cut into pieces that fit)."""
+    lines: list[str] = []
+    for paragraph in str(text).split("\n"):
+        line = ""
+        for word in paragraph.split():
+            for piece in _pieces(word, width_in, size, bold):
+                candidate = f"{line} {piece}".strip()
+                if line and _text_width_in(candidate, size, bold) > width_in:
+                    lines.append(line)
+                    line = piece
+                else:
+                    line = candidate
+        lines.append(line)
+    return lines
+
+
+def _pieces(word: str, width_in: float, size: float, bold: bool) -> list[str]:
+    if _text_width_in(word, size, bold) <= width_in:
+        return [word]
+    pieces, piece = [], ""
+    for char in word:
+        if piece and _text_width_in(piece + char, size, bold) > width_in:
+            pieces.append(piece)
+            piece = ""
+        piece += char
+    return [*pieces, piece]
+
+
+@lru_cache(maxsize=4096)
+def _text_width_in(text: str, size: float, bold: bool = False) -> float:
+    """The rendered width of one line of text in inches (matplotlib's own font metrics)."""
+    return _text_to_path().get_text_width_height_descent(text, _font(size, bold), ismath=False)[0] / 72
+
+
+@lru_cache(maxsize=8)
+def _font(size: float, bold: bool):
+    from matplotlib.font_manager import FontProperties
+
+    return FontProperties(size=size, weight="bold" if bold else "normal")
+
+
+@lru_cache(maxsize=1)
+def _text_to_path():
+    from matplotlib.textpath import TextToPath
+
+    return TextToPath()
 
 
 def _network_chain(network) -> list[tuple[str, str, str, str]]:
@@ -380,44 +509,58 @@ def _network_chain(network) -> list[tuple[str, str, str, str]]:
     return chain
 
 
-def _draw_chain(ax, chain: list[tuple[str, str, str, str]], per_row: int, step: float) -> tuple[float, float]:
-    """Draws the `chain` boxes `per_row` to a row, each linked to the one before; returns the last box's corner."""
-    centres = []
-    for index, (title, middle, bottom, color) in enumerate(chain):
-        x, y = (index % per_row) * step, -(index // per_row) * step
-        _box(ax, x, y, 1.12, 1.1, color, title, middle, bottom)
-        if centres:
-            px, py = centres[-1]
-            same_row = py == y
-            _arrow(
-                ax,
-                (px + 1.12, py - 0.55) if same_row else (px + 0.56, py - 1.1),
-                (x, y - 0.55) if same_row else (x + 0.56, y),
-            )
-        centres.append((x, y))
-    return centres[-1]
+def _head_box_text(head: dict, losses: dict[str, str]) -> tuple[str, str, str, str]:
+    softmax = head["activation"].startswith("softmax")
+    return (
+        f"head {head['head']}",
+        f"{head['layer']}, {'softmax' if softmax else 'sigmoid'}",
+        f"{head['outputs']} outputs, {_params_text(head['params'])}\nloss: {losses.get(head['head'], '?')}",
+        "#fde2c4" if softmax else "#d3f0d6",
+    )
 
 
-def _draw_heads(
-    ax, heads: list[dict], losses: dict[str, str], features_at: tuple[float, float], heads_x: float, step: float
-) -> None:
-    """Draws one box per head (layer, activation, outputs, loss) at `heads_x`, each linked from the features box."""
-    fx, fy = features_at
-    for index, head in enumerate(heads):
-        y = fy - index * 0.85 * step
-        softmax = head["activation"].startswith("softmax")
-        _box(
-            ax,
-            heads_x,
-            y,
-            1.95,
-            1.1,
-            "#fde2c4" if softmax else "#d3f0d6",
-            f"head {short_text(head['head'], 18)}",
-            f"{head['layer']}, {'softmax' if softmax else 'sigmoid'}",
-            f"{head['outputs']} outputs, {_params_text(head['params'])}\nloss: {short_text(losses.get(head['head'], '?'), 34)}",
-        )
-        _arrow(ax, (fx + 1.12, fy - 0.55), (heads_x, y - 0.55))
+def _box_lines(box: tuple[str, str, str, str], width_in: float) -> tuple[list[str], list[str]]:
+    """(bold title lines, body lines) of a box's text wrapped inside its width."""
+    title, middle, bottom, _ = box
+    inner = width_in - 2 * BOX_PAD_IN
+    body = wrap_to_width(middle, inner, FIGURE_FONT_PT) + (
+        wrap_to_width(bottom, inner, FIGURE_FONT_PT) if bottom else []
+    )
+    return wrap_to_width(title, inner, FIGURE_FONT_PT, bold=True), body
+
+
+def _box_height(box: tuple[str, str, str, str], width_in: float) -> float:
+    title, body = _box_lines(box, width_in)
+    return (len(title) + len(body)) * LINE_IN + 2 * BOX_PAD_IN + 0.04
+
+
+def _draw_chain(ax, rows: list[list], row_heights: list[float], top: float) -> tuple[float, float, float]:
+    """Draws the chain's boxes row by row, each linked to the one before; returns the last box's (x, top, height)."""
+    previous = None
+    y = top
+    for row, height in zip(rows, row_heights):
+        for column, box in enumerate(row):
+            x = 0.05 + column * (CHAIN_BOX_IN + BOX_GAP_IN)
+            _box(ax, x, y, CHAIN_BOX_IN, height, box)
+            if previous is not None:
+                px, py, ph = previous
+                if py == y:
+                    _arrow(ax, (px + CHAIN_BOX_IN, y - LINE_IN), (x, y - LINE_IN))
+                else:  # to the next row: from the last box's foot to the first box's top, through the gap
+                    _arrow(ax, (px + CHAIN_BOX_IN / 2, py - ph), (x + CHAIN_BOX_IN / 2, y))
+            previous = (x, y, height)
+        y -= height + ROW_GAP_IN
+    return previous
+
+
+def _draw_heads(ax, heads: list, heights: list[float], features: tuple[float, float, float], top: float) -> None:
+    """Draws one box per head (layer, activation, outputs, loss) at the right, each linked from the features box."""
+    fx, fy, fh = features
+    x, y = FIGURE_WIDTH_IN - HEAD_BOX_IN - 0.05, top
+    for box, height in zip(heads, heights):
+        _box(ax, x, y, HEAD_BOX_IN, height, box)
+        _arrow(ax, (fx + CHAIN_BOX_IN, fy - min(fh, height) / 2), (x, y - min(fh, height) / 2))
+        y -= height + BOX_GAP_IN
 
 
 def _arrow(ax, start: tuple[float, float], end: tuple[float, float]) -> None:
@@ -425,7 +568,9 @@ def _arrow(ax, start: tuple[float, float], end: tuple[float, float]) -> None:
     ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", color="#57606a", lw=1.1))
 
 
-def _box(ax, x: float, y: float, width: float, height: float, color: str, title: str, middle: str, bottom: str) -> None:
+def _box(ax, x: float, y: float, width: float, height: float, box: tuple[str, str, str, str]) -> None:
+    """Draws a rounded box with its top-left corner at (x, y): the bold title lines, then the body lines, all
+    wrapped inside it (the box was sized to them)."""
     from matplotlib.patches import FancyBboxPatch
 
     ax.add_patch(
@@ -433,23 +578,18 @@ def _box(ax, x: float, y: float, width: float, height: float, color: str, title:
             (x, y - height),
             width,
             height,
-            boxstyle="round,pad=0.02,rounding_size=0.06",
-            facecolor=color,
+            boxstyle="round,pad=0,rounding_size=0.06",
+            facecolor=box[3],
             edgecolor="#57606a",
             linewidth=0.8,
         )
     )
-    ax.text(x + width / 2, y - 0.16, short_text(title, 18), ha="center", va="center", fontsize=8.5, fontweight="bold")
-    ax.text(
-        x + width / 2,
-        y - 0.48,
-        wrap_text(short_text(middle, 44), 18 if width < 1.5 else 30),
-        ha="center",
-        va="center",
-        fontsize=7.5,
-    )
-    if bottom:
-        ax.text(x + width / 2, y - height + 0.22, bottom, ha="center", va="center", fontsize=7.5, color="#24292f")
+    title, body = _box_lines(box, width)
+    line_y = y - BOX_PAD_IN - 0.02
+    for lines, weight in ((title, "bold"), (body, "normal")):
+        for line in lines:
+            ax.text(x + width / 2, line_y, line, ha="center", va="top", fontsize=FIGURE_FONT_PT, fontweight=weight)
+            line_y -= LINE_IN
 
 
 def _params_text(count: int) -> str:

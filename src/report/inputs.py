@@ -45,3 +45,5 @@ class ReportInputs:
     notes: list[str] = field(default_factory=list)
     sources: dict[str, Path] = field(default_factory=dict)  # what was read, for the "files" section
     network: NetworkSummary | None = None  # the model's stages, heads and counts (the model section)
+    author: str | None = None  # the author line under the title (package.author)
+    discussion: list[tuple[str, str]] = field(default_factory=list)  # report.notes as ('h3' | 'p', text) blocks

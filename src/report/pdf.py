@@ -1,10 +1,13 @@
 """The report as an A4 PDF within a page budget, from the same blocks as the HTML (reportlab platypus).
 
-What fits is chosen, never cut: the PDF is laid out with every block at full size first; while it runs
-over `max_pages`, the figures shrink and the blocks of the highest PDF priority are left out (the
-HTML keeps everything). A table always stays on one page (KeepTogether; its font shrinks to fit the
-page's width and height, and a wide table with few rows is turned on its side). Text is real text in
-embedded DejaVu fonts (matplotlib ships them), so the PDF is searchable and needs no system library.
+What fits is chosen, never shrunk: while the PDF runs over `max_pages`, the blocks of the highest PDF
+priority are left out (the HTML keeps everything); then what was left out is put back, most needed
+first, wherever it still fits the budget, so the last pages are not left half empty. No text is set
+below MIN_FONT_PT (8 pt): figures are drawn at the size they are placed (their text sized for it), and a
+table keeps to one page (KeepTogether; its font from a point under the body down to 8 pt, text columns
+wrapped, and a wide table with few rows turned on its side). Text is real text: DejaVu Sans embedded
+from matplotlib's copy, or the base-14 Helvetica (`arial`: viewers show Arial), so the PDF is searchable
+and needs no system library.
 """
 
 from __future__ import annotations
@@ -37,18 +40,26 @@ from reportlab.platypus import (
 
 from src.atomic import write_bytes
 from src.errors import PipelineError
-from src.report.document import PDF_NEVER, Block
+from src.report.document import DEFAULT_TYPOGRAPHY, MIN_FONT_PT, PDF_NEVER, Block, Typography
 from src.report.markup import numeric_columns
 
 MARGIN = 1.4 * cm
 FRAME_WIDTH = A4[0] - 2 * MARGIN
 FRAME_HEIGHT = A4[1] - 2 * MARGIN - 12  # the frame's own padding
-# Tries in order: (highest PDF priority kept, figure scale); the first that fits the budget is written.
-ATTEMPTS = ((3, 1.0), (3, 0.85), (2, 0.85), (2, 0.7), (1, 0.7), (1, 0.6), (0, 0.6), (0, 0.5), (0, 0.42))
+# Tries in order: the highest PDF priority kept; the first that fits the budget is filled up and written.
+KEEP_LEVELS = (3, 2, 1, 0)
+# Left-out groups tried back in after that (each try lays the PDF out again).
+MAX_FILL_TRIES = 10
 # A wide table with at most this many rows is shown transposed (its columns become rows).
 TRANSPOSE_MIN_COLUMNS, TRANSPOSE_MAX_ROWS = 10, 12
-FONT_SIZES = (7.5, 7.0, 6.5, 6.0, 5.5, 5.0, 4.5)
 CELL_PADDING = 2.5
+# (regular, bold, italic, fixed-width) faces of each report.font.
+FACES = {
+    "dejavu": ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSansMono"),
+    "arial": ("Helvetica", "Helvetica-Bold", "Helvetica-Oblique", "Helvetica"),  # a course asking for Arial: code too
+}
+# Characters the base-14 fonts (WinAnsi) lack, as the nearest ASCII.
+_ASCII_FOR = str.maketrans({"→": "->", "←": "<-", "≥": ">=", "≤": "<=", "−": "-", "≈": "~", "✓": "v", "✗": "x"})
 
 
 @dataclass
@@ -60,29 +71,98 @@ class PdfLayout:
     left_out: list[str]
 
 
-def write_pdf(blocks: list[Block], out_dir: Path, path: Path, max_pages: int) -> PdfLayout:
+def write_pdf(
+    blocks: list[Block], out_dir: Path, path: Path, max_pages: int, typography: Typography = DEFAULT_TYPOGRAPHY
+) -> PdfLayout:
     """Lay the blocks out on at most `max_pages` A4 pages (see the module docstring) and write `path`."""
+    if typography.font == "arial":
+        blocks = [_winansi(block) for block in blocks]
     pages = 0
-    for keep, scale in ATTEMPTS:
-        shown = visible_blocks(blocks, keep)
-        left_out = [
-            block.text
-            for block in blocks
-            if block.kind in ("h2", "h3") and block.priority != PDF_NEVER and not any(b is block for b in shown)
-        ]
-        data, pages = render_pdf(shown, Path(out_dir), scale, left_out)
+    for keep in KEEP_LEVELS:
+        chosen = {id(block) for block in blocks if block.priority <= keep and block.priority != PDF_NEVER}
+        data, pages, left_out = _render_chosen(blocks, chosen, Path(out_dir), typography)
         if pages <= max_pages:
-            write_bytes(path, data)
-            return PdfLayout(pages, scale, left_out)
-    raise PipelineError(
-        f"config report.max_pages: the report's essential content needs {pages} A4 pages even with "
-        f"figures at {ATTEMPTS[-1][1]:.0%} size; raise report.max_pages (now {max_pages})"
+            break
+    else:
+        raise PipelineError(
+            f"config report.max_pages: the report's essential content alone needs {pages} A4 pages; raise "
+            f"report.max_pages (now {max_pages})"
+        )
+    for group in _left_out_groups(blocks, chosen)[:MAX_FILL_TRIES]:
+        if not _parent_shown(blocks, group[0], chosen):
+            continue
+        more = chosen | {id(blocks[index]) for index in group}
+        tried = _render_chosen(blocks, more, Path(out_dir), typography)
+        if tried[1] <= max_pages:
+            chosen, (data, pages, left_out) = more, tried
+    write_bytes(path, data)
+    return PdfLayout(pages, 1.0, left_out)
+
+
+def _render_chosen(
+    blocks: list[Block], chosen: set[int], out_dir: Path, typography: Typography
+) -> tuple[bytes, int, list[str]]:
+    """(PDF bytes, pages, headings left out) of the `chosen` blocks (by id) without headings left empty."""
+    shown = _without_empty_headings([block for block in blocks if id(block) in chosen])
+    left_out = [
+        block.text
+        for block in blocks
+        if block.kind in ("h2", "h3") and block.priority != PDF_NEVER and not any(b is block for b in shown)
+    ]
+    data, pages = render_pdf(shown, out_dir, 1.0, left_out, typography)
+    return data, pages, left_out
+
+
+def _left_out_groups(blocks: list[Block], chosen: set[int]) -> list[list[int]]:
+    """Runs of left-out blocks (indices), each from a heading or a change of priority, most needed first."""
+    groups: list[list[int]] = []
+    for index, block in enumerate(blocks):
+        if id(block) in chosen or block.priority == PDF_NEVER:
+            continue
+        previous = groups[-1][-1] if groups else None
+        starts = previous != index - 1 or block.kind in ("h2", "h3") or blocks[previous].priority != block.priority
+        if starts:
+            groups.append([index])
+        else:
+            groups[-1].append(index)
+    return sorted(groups, key=lambda group: (blocks[group[0]].priority, group[0]))
+
+
+def _parent_shown(blocks: list[Block], first: int, chosen: set[int]) -> bool:
+    """Whether the heading a group at `first` sits under is in the PDF (a subsection never comes back alone)."""
+    level = int(blocks[first].kind[1]) if blocks[first].kind in ("h2", "h3") else 9
+    parent = next(
+        (b for b in reversed(blocks[:first]) if b.kind in ("h1", "h2", "h3") and int(b.kind[1]) < level), None
+    )
+    return parent is None or id(parent) in chosen
+
+
+def _winansi(block: Block) -> Block:
+    """The block with text the base-14 fonts can show (their WinAnsi encoding has no arrows or maths signs)."""
+    from dataclasses import replace
+
+    def plain(text: str) -> str:
+        return text.translate(_ASCII_FOR).encode("cp1252", "replace").decode("cp1252")
+
+    return replace(
+        block,
+        text=plain(block.text),
+        pdf_text=None if block.pdf_text is None else plain(block.pdf_text),
+        columns=[plain(c) for c in block.columns],
+        rows=[[plain(v) for v in row] for row in block.rows],
     )
 
 
 def visible_blocks(blocks: list[Block], keep: int) -> list[Block]:
     """The blocks of PDF priority <= `keep`, without headings left with nothing under them."""
-    kept = [block for block in blocks if block.priority <= keep and block.priority != PDF_NEVER]
+    return _without_empty_headings(
+        [block for block in blocks if block.priority <= keep and block.priority != PDF_NEVER]
+    )
+
+
+def _without_empty_headings(kept: list[Block]) -> list[Block]:
+    """`kept` less the headings with nothing under them (the next block is another heading of the same or a
+    higher level, or none)."""
     shown = []
     for index, block in enumerate(kept):
         if block.kind in ("h2", "h3"):
@@ -96,34 +176,33 @@ def visible_blocks(blocks: list[Block], keep: int) -> list[Block]:
     return shown
 
 
-def render_pdf(blocks: list[Block], out_dir: Path, figure_scale: float, left_out: list[str]) -> tuple[bytes, int]:
-    """(PDF bytes, page count) of the blocks laid out with figures at `figure_scale` of the frame's width."""
-    styles, story, pending = _styles(), [], []
+def render_pdf(
+    blocks: list[Block],
+    out_dir: Path,
+    figure_scale: float,
+    left_out: list[str],
+    typography: Typography = DEFAULT_TYPOGRAPHY,
+) -> tuple[bytes, int]:
+    """(PDF bytes, page count) of the blocks laid out with figures at `figure_scale` of their drawn size."""
+    styles, story, pending = _styles(typography), [], []
     for block in blocks:
         if block.kind in ("h1", "h2", "h3", "p"):
-            pending.append((block.kind, Paragraph(inline_markup(block.text), styles[block.kind])))
+            text = block.pdf_text if block.pdf_text is not None else block.text
+            pending.append((block.kind, Paragraph(inline_markup(text, styles["mono"]), styles[block.kind])))
             continue
         story += _kept_with_text(pending, _flowables(block, out_dir, figure_scale, styles))
         pending = []
     story += [flowable for _, flowable in pending]
     if left_out:
-        story.append(
-            Paragraph(
-                escape(
-                    "Left out of this PDF to fit the page budget (all of it is in index.html): "
-                    + "; ".join(left_out)
-                    + "."
-                ),
-                styles["note"],
-            )
-        )
+        note = "Left out of this PDF to fit the page budget: " + "; ".join(left_out) + "."
+        story.append(Paragraph(escape(note), styles["note"]))
     title = next((block.text for block in blocks if block.kind == "h1"), "report")
     buffer = io.BytesIO()
     margins = {f"{side}Margin": MARGIN for side in ("left", "right", "top", "bottom")}
     doc = SimpleDocTemplate(buffer, pagesize=A4, title=title, author="src.stage report", **margins)
 
     def footer(canvas, document) -> None:
-        canvas.setFont("DejaVuSans", 7)
+        canvas.setFont(styles["p"].fontName, MIN_FONT_PT)
         canvas.setFillColor(colors.grey)
         canvas.drawRightString(A4[0] - MARGIN, MARGIN / 2, f"{title} - page {document.page}")
 
@@ -156,38 +235,48 @@ def _flowables(block: Block, out_dir: Path, figure_scale: float, styles: dict) -
     if block.kind == "pre":
         return [Preformatted(block.text, styles["pre"])]
     if block.kind == "table":
-        return [table_flowable(block.columns, block.rows), Spacer(1, 5)]
-    return _figure(out_dir / block.name, block.text, figure_scale, styles)
+        return [table_flowable(block.columns, block.rows, styles["table_sizes"], styles["faces"]), Spacer(1, 5)]
+    width, height = figure_placement(block, out_dir)
+    return [
+        Image(str(out_dir / block.name), width=width * figure_scale, height=height * figure_scale),
+        Paragraph(escape(block.text), styles["caption"]),
+    ]
 
 
-def _figure(path: Path, caption: str, scale: float, styles: dict) -> list:
-    """The PNG at `scale` of the frame's width (never wider than it was drawn), then its caption."""
-    with PILImage.open(path) as image:
-        width_px, height_px = image.size
-    width = min(FRAME_WIDTH, width_px * 0.72) * scale  # drawn at 100 dpi: 0.72 pt per pixel at full size
-    height = width * height_px / width_px
-    limit = FRAME_HEIGHT * 0.6 * scale
-    if height > limit:  # a tall figure (a confusion matrix) is bounded by the page's height instead
-        width, height = width * limit / height, limit
-    return [Image(str(path), width=width, height=height), Paragraph(escape(caption), styles["caption"])]
+def figure_placement(block: Block, out_dir: Path) -> tuple[float, float]:
+    """A figure's width and height on the page in pt: its drawn size (figures are drawn for the page, so their text
+    keeps its size), scaled down only where it is wider than the frame or taller than most of a page."""
+    width_in, height_in = block.size_in
+    if not width_in:  # a PNG the document did not draw: its pixels at 100 dpi
+        with PILImage.open(out_dir / block.name) as image:
+            width_in, height_in = image.size[0] / 100, image.size[1] / 100
+    width, height = width_in * 72, height_in * 72
+    scale = min(1.0, FRAME_WIDTH / width, FRAME_HEIGHT * 0.85 / height)
+    return width * scale, height * scale
 
 
-def table_flowable(columns: list[str], rows: list[list[str]]) -> Table:
-    """A table that fits the frame: transposed when wide with few rows, the largest font that fits, text wrapped."""
+def table_flowable(
+    columns: list[str],
+    rows: list[list[str]],
+    sizes: tuple[float, ...] = (8.0,),
+    faces: tuple[str, ...] = FACES["dejavu"],
+) -> Table:
+    """A table that fits the frame: transposed when wide with few rows, the largest of `sizes` that fits, text
+    wrapped; set in `faces` (regular, bold, italic, fixed-width)."""
     if len(columns) >= TRANSPOSE_MIN_COLUMNS and len(rows) <= TRANSPOSE_MAX_ROWS:
         columns, rows = (
             [columns[0], *(row[0] for row in rows)],
             [[name, *(row[i] for row in rows)] for i, name in enumerate(columns) if i],
         )
     numeric = numeric_columns(rows, len(columns))
-    size, widths = _fit_font(columns, rows, numeric)
-    cell = ParagraphStyle("cell", fontName="DejaVuSans", fontSize=size, leading=size * 1.18)
-    header = ParagraphStyle("header", parent=cell, fontName="DejaVuSans-Bold")
+    size, widths = _fit_font(columns, rows, numeric, sizes, faces)
+    cell = ParagraphStyle("cell", fontName=faces[0], fontSize=size, leading=size * 1.18)
+    header = ParagraphStyle("header", parent=cell, fontName=faces[1])
     data = [[Paragraph(escape(name), header) for name in columns]]
     data += [[value if numeric[i] else Paragraph(escape(value), cell) for i, value in enumerate(row)] for row in rows]
     table = Table(data, colWidths=widths, repeatRows=1)
     style = [
-        ("FONT", (0, 0), (-1, -1), "DejaVuSans", size),
+        ("FONT", (0, 0), (-1, -1), faces[0], size),
         ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#b0b7c0")),
         ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eef1f4")),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
@@ -200,16 +289,19 @@ def table_flowable(columns: list[str], rows: list[list[str]]) -> Table:
     return table
 
 
-def _fit_font(columns: list[str], rows: list[list[str]], numeric: list[bool]) -> tuple[float, list[float]]:
-    """The largest font at which the table fits the page's height and width, and its column widths; when none
-    fits the width, the largest that fits the height, numbers at their width and text columns wrapped."""
-    tall_enough = [size for size in FONT_SIZES if (len(rows) + 1) * (size * 1.18 + 2.5) <= FRAME_HEIGHT * 0.9]
+def _fit_font(
+    columns: list[str], rows: list[list[str]], numeric: list[bool], sizes: tuple[float, ...], faces: tuple[str, ...]
+) -> tuple[float, list[float]]:
+    """The largest of `sizes` at which the table fits the page's height and width, and its column widths; when
+    none fits the width, the largest that fits the height (else the smallest), numbers at their width and text
+    columns wrapped."""
+    tall_enough = [size for size in sizes if (len(rows) + 1) * (size * 1.18 + 2.5) <= FRAME_HEIGHT * 0.9]
     for size in tall_enough:
-        natural = _natural_widths(columns, rows, size)
+        natural = _natural_widths(columns, rows, size, faces)
         if sum(natural) <= FRAME_WIDTH:
             return size, natural
-    size = (tall_enough or FONT_SIZES[-1:])[0]
-    natural = _natural_widths(columns, rows, size)
+    size = (tall_enough or sizes[-1:])[0]
+    natural = _natural_widths(columns, rows, size, faces)
     fixed = sum(width for width, right in zip(natural, numeric) if right)
     text_total = sum(width for width, right in zip(natural, numeric) if not right) or 1.0
     room = max(FRAME_WIDTH - fixed, FRAME_WIDTH * 0.25)
@@ -218,43 +310,57 @@ def _fit_font(columns: list[str], rows: list[list[str]], numeric: list[bool]) ->
     return size, [width * scale for width in widths]
 
 
-def _natural_widths(columns: list[str], rows: list[list[str]], size: float) -> list[float]:
+def _natural_widths(columns: list[str], rows: list[list[str]], size: float, faces: tuple[str, ...]) -> list[float]:
     """Each column's width on one line: its widest cell, the header in bold, plus the padding."""
+    _register_fonts()
     return [
-        max(stringWidth(name, "DejaVuSans-Bold", size), *(stringWidth(row[i], "DejaVuSans", size) for row in rows))
+        max(stringWidth(name, faces[1], size), *(stringWidth(row[i], faces[0], size) for row in rows))
         + 2 * CELL_PADDING
         + 1
         for i, name in enumerate(columns)
     ]
 
 
-def inline_markup(text: str) -> str:
-    """Markdown-ish `code` and **bold** as reportlab paragraph markup (the text itself escaped)."""
+def inline_markup(text: str, mono: str = "DejaVuSansMono") -> str:
+    """Markdown-ish `code` and **bold** as reportlab paragraph markup (the text itself escaped), code in `mono`."""
     parts = escape(text).split("`")
-    text = "".join(f"<font face='DejaVuSansMono'>{p}</font>" if i % 2 else p for i, p in enumerate(parts))
+    text = "".join(f"<font face='{mono}'>{p}</font>" if i % 2 else p for i, p in enumerate(parts))
     parts = text.split("**")
     return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
-@lru_cache(maxsize=1)
-def _styles() -> dict[str, ParagraphStyle]:
+@lru_cache(maxsize=4)
+def _styles(typography: Typography = DEFAULT_TYPOGRAPHY) -> dict:
+    """Paragraph styles for `typography` (body at its size; headings larger; captions and notes a point under the
+    body, never below MIN_FONT_PT), the table font sizes to try and the faces."""
     _register_fonts()
-    body = ParagraphStyle("p", fontName="DejaVuSans", fontSize=8.5, leading=11, spaceAfter=4)
+    faces = FACES[typography.font]
+    size = max(float(typography.size), MIN_FONT_PT)
+    small = max(size - 1.0, MIN_FONT_PT)
+    body = ParagraphStyle("p", fontName=faces[0], fontSize=size, leading=size * 1.3, spaceAfter=4)
+    bold = {"parent": body, "fontName": faces[1]}
     return {
-        "h1": ParagraphStyle("h1", parent=body, fontName="DejaVuSans-Bold", fontSize=15, leading=19, spaceAfter=6),
+        "h1": ParagraphStyle("h1", **bold, fontSize=size + 6.5, leading=(size + 6.5) * 1.25, spaceAfter=6),
         "h2": ParagraphStyle(
-            "h2", parent=body, fontName="DejaVuSans-Bold", fontSize=12, leading=15, spaceBefore=8, spaceAfter=4
+            "h2", **bold, fontSize=size + 3.5, leading=(size + 3.5) * 1.25, spaceBefore=8, spaceAfter=4
         ),
-        "h3": ParagraphStyle(
-            "h3", parent=body, fontName="DejaVuSans-Bold", fontSize=9.5, leading=12, spaceBefore=5, spaceAfter=3
-        ),
+        "h3": ParagraphStyle("h3", **bold, fontSize=size + 1, leading=(size + 1) * 1.25, spaceBefore=5, spaceAfter=3),
         "p": body,
-        "caption": ParagraphStyle("caption", parent=body, fontSize=7, leading=9, textColor=colors.HexColor("#59636e")),
-        "note": ParagraphStyle("note", parent=body, fontSize=7.5, textColor=colors.HexColor("#59636e"), spaceBefore=6),
-        "pre": ParagraphStyle("pre", parent=body, fontName="DejaVuSansMono", fontSize=5.5, leading=6.5),
+        "caption": ParagraphStyle(
+            "caption", parent=body, fontSize=small, leading=small * 1.25, textColor=colors.HexColor("#59636e")
+        ),
+        "note": ParagraphStyle(
+            "note", parent=body, fontSize=small, textColor=colors.HexColor("#59636e"), spaceBefore=6
+        ),
+        "pre": ParagraphStyle("pre", parent=body, fontName=faces[3], fontSize=MIN_FONT_PT, leading=MIN_FONT_PT * 1.2),
+        "mono": faces[3],
+        "faces": faces,
+        # Tables: from a point under the body down to the floor, in half points.
+        "table_sizes": tuple(small - 0.5 * step for step in range(int((small - MIN_FONT_PT) * 2) + 1)),
     }
 
 
+@lru_cache(maxsize=1)
 def _register_fonts() -> None:
     import matplotlib
     from reportlab.pdfbase.pdfmetrics import registerFontFamily

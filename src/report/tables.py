@@ -258,7 +258,12 @@ def settings_rows(config: dict, heads: list[HeadSpec], devices: list[str] | None
     rows += _training_rows(model, train, augment, predict)
     if devices and all(device.startswith("cpu") for device in devices):  # both apply on CUDA only
         rows = [
-            (key, "off: trained on the CPU (both apply on CUDA only)" if key.startswith("mixed precision") else value)
+            (
+                key,
+                "off: trained on the CPU in float32 (both apply on CUDA only)"
+                if key.startswith("mixed precision")
+                else value,
+            )
             for key, value in rows
         ]
     if any(head.thresholded for head in heads):

@@ -18,6 +18,8 @@ from src.artifacts import EPOCHS_CSV, REPORT_MD, Experiment, read_run_config, re
 from src.errors import PipelineError
 from src.formats.base import DecisionRules
 from src.report import NetworkSummary, ReportInputs, RunRecord, build_report, describe_network
+from src.report.discussion import read_notes, resolve_notes
+from src.report.document import Typography
 from src.report.pdf import page_count
 
 
@@ -25,13 +27,22 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     """Build the report; return the path of index.html."""
     log(f"report {exp.name}: from {exp.oof_dir} (no retraining) -> {exp.report_dir}")
     inputs = load_inputs(exp, log)
-    html_path = build_report(inputs, exp.report_dir, max_pages=exp.config.report.max_pages)
+    html_path = build_report(
+        inputs, exp.report_dir, max_pages=exp.config.report.max_pages, typography=report_typography(exp)
+    )
     pages = page_count(exp.report_pdf)
     log(
         f"wrote {html_path} (open it in a browser), {exp.report_dir / REPORT_MD} and {exp.report_pdf} "
         f"({pages} A4 page{'s' if pages != 1 else ''}, budget {exp.config.report.max_pages})"
     )
     return html_path
+
+
+def report_typography(exp: Experiment) -> Typography:
+    """report.font and report.font_size, each from the format's course default where the config leaves it null."""
+    font, size = exp.fmt.report_typography
+    cfg = exp.config.report
+    return Typography(cfg.font or font, float(cfg.font_size or size))
 
 
 def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportInputs:
@@ -56,6 +67,9 @@ def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportIn
         notes.append(
             f"{exp.thresholds_path} not found: scores are at 0.5 only; make it with {exp.command('thresholds')}"
         )
+    # The student's discussion is read first: a wrong report.notes path fails before any work.
+    notes_path = resolve_notes(exp.config.report.notes, exp.config_path)
+    student_discussion = read_notes(notes_path) if notes_path is not None else []
     runs = load_runs(exp)
     for run in runs:
         sources[f"{run.name} epochs"] = run.path / EPOCHS_CSV
@@ -82,6 +96,8 @@ def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportIn
         notes=notes,
         sources=sources,
         network=_network(exp, runs, notes),
+        author=exp.config.package.author,
+        discussion=student_discussion,
     )
 
 
