@@ -482,7 +482,6 @@ class PackageConfig(Section):
         "package name ({name_lower_first} / {name_upper_first}: its first letter lower / upper case), {file} = the "
         "submission file's own name; null leaves the piece out",
     )
-    author: str | None = None
     max_weights_mb: float = Field(
         200.0,
         gt=0,
