@@ -328,8 +328,16 @@ def test_status_output_and_code_submission(trained, fake_kaggle):
 
     # A failed run, or a partial download, never replaces the output a complete run left, nor looks like a new one.
     fake_kaggle.fail_run(KERNEL_REF, "CUDA out of memory")  # its listing still shows the previous run's output
-    with pytest.raises(PipelineError, match="is error, not complete: no output fetched .* Kaggle says: CUDA out of"):
+    fake_kaggle.kernel_logs[KERNEL_REF] = "loading the model\nRuntimeError: CUDA out of memory. Tried 2 GiB\n"
+    with pytest.raises(PipelineError) as failed:
         kernel_step.output(trained, log=logs.append)
+    log_file = trained.kernel_dir / "logs" / "tiny-inference.log"
+    assert str(failed.value) == (
+        f"kernel {KERNEL_REF} ended error: RuntimeError: CUDA out of memory. Tried 2 GiB; no output fetched "
+        f"(kernels/{trained.name}/output/ is as it was); its log is {log_file}"
+    )
+    assert "loading the model" in log_file.read_text()  # the log instead of an output
+    assert (trained.kernel_dir / "output" / "submission.csv").read_bytes() == submission
     fake_kaggle.kernel_status[KERNEL_REF] = ("COMPLETE", None)
     fake_kaggle.kernel_outputs[KERNEL_REF] = {"submission.csv": submission[: len(submission) // 2]}  # cut off
     with pytest.raises(PipelineError, match="the download stays in") as raised:

@@ -3,6 +3,8 @@ the command that fills it, a stage after --config is put first, a softmax-only r
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from helpers import tiny_config
@@ -15,7 +17,8 @@ from src.steps import thresholds as thresholds_step
 
 
 def test_make_it_first_hint_repeats_the_overrides(tiny_imet_root, tmp_path, capsys):
-    root, _ = tiny_imet_root
+    root = tmp_path / "competition"  # a copy without a folds file (other tests write one into the shared root)
+    shutil.copytree(tiny_imet_root[0], root, ignore=shutil.ignore_patterns("folds-*"))
     config = tiny_config(tmp_path, "imet", tmp_path / "elsewhere")
     assert main(["oof", "--config", str(config), f"data.root={root}", "train.epochs=2", "--quiet"]) == 2
     err = capsys.readouterr().err

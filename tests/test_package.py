@@ -409,3 +409,19 @@ def test_another_course_gets_the_notebook_from_a_name_pattern_and_it_predicts_fr
     assert "imet_Nb-notebook.ipynb" in names and f"code/input/{made.exp.config.competition}/labels.csv" in names
     text = (tmp_path / "imet_Nb-notebook.ipynb").read_text()
     assert "notebook_outputs/predictions/submission.csv vs submission.csv in the zip: byte-identical" in text
+
+
+@pytest.mark.slow
+def test_package_author_reaches_the_pdf_and_the_readme(packaged, tmp_path, capsys):
+    """`package --author` after the report was made: the report is made again, so the zip's PDF names the author."""
+    from src.report.pdf import author_of
+
+    made = packaged("celeba")
+    assert author_of(made.exp.report_pdf) is None
+    capsys.readouterr()
+    assert run(["package", "--name", "authored", "--author", "RollNumber_06"], made.config, made.overrides) == 0
+    assert "report: made again for the author line 'RollNumber_06'" in capsys.readouterr().out
+    names = unpack(made.exp.package_dir / "authored.zip", tmp_path)
+    [pdf] = [name for name in names if name.endswith(".pdf")]
+    assert author_of(tmp_path / pdf) == "RollNumber_06"
+    assert "Author: RollNumber_06" in (tmp_path / "Readme.txt").read_text()

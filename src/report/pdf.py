@@ -391,3 +391,17 @@ def page_count(path: Path) -> int | None:
         return len(PdfReader(str(path)).pages)
     except Exception:  # pypdf raises many kinds on a damaged file; None says "not a readable PDF"
         return None
+
+
+def author_of(path: Path) -> str | None:
+    """The author line ("Author: X") on a written report's first page; None without one or when unreadable."""
+    import re
+
+    try:
+        from pypdf import PdfReader
+
+        text = PdfReader(str(path)).pages[0].extract_text() or ""
+    except Exception:  # as page_count: a damaged or missing file has no author line to read
+        return None
+    found = re.search(r"Author: ([^\n]+)", text)
+    return found.group(1).strip() if found else None

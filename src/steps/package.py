@@ -24,6 +24,7 @@ def run(
     """Build the package (`author`: package.author, for the report's and the Readme's author line); return the zip."""
     if author is not None:
         exp.config.package.author = author
+    _report_for_the_author(exp, quiet, log)
     log(
         f"package {exp.name}: the {exp.config.format} course's files from {exp.submission_dir} and {exp.report_dir} "
         f"-> {exp.package_dir}"
@@ -37,3 +38,17 @@ def run(
         + (f"\n  ... and {len(package.files) - len(shown)} code files" if len(shown) < len(package.files) else "")
     )
     return package.zip_path
+
+
+def _report_for_the_author(exp: Experiment, quiet: bool, log: Callable[[str], None]) -> None:
+    """A report.pdf whose author line is not package.author's (`--author` given after the report was made) is made
+    again first, so the zip's PDF and Readme name the same author."""
+    from src.report.pdf import author_of
+
+    wanted = exp.config.package.author
+    if not exp.report_pdf.is_file() or author_of(exp.report_pdf) == wanted:
+        return
+    from src.steps import report as report_step
+
+    log(f"report: made again for the author line {wanted!r} (package.author)" if wanted else "report: made again")
+    report_step.run(exp, quiet=quiet, log=log)

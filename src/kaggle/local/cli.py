@@ -344,6 +344,13 @@ def kernel_logs(ref: str) -> str:
     return output.strip() + "\n"
 
 
+def last_error_line(log_text: str, fallback: str) -> str:
+    """The line of a kernel's log that says what went wrong: its last error line, else its last line."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith("error") or "Error" in line]
+    return (errors or lines or [fallback])[-1][:300]
+
+
 def gpu_quota() -> GpuQuota:
     """This account's weekly GPU quota (`kaggle quota -v`: CSV rows resource,used,remaining,total,refreshAt)."""
     command = "kaggle quota"

@@ -29,10 +29,11 @@ from src.atomic import write_text
 from src.errors import PipelineError
 from src.kaggle.local import cli
 from src.kaggle.local import plan as planning
+from src.kaggle.local.push import FAILED_STATES
 
 Log = Callable[[str], None]
 _RUNNING = ("queued", "running", "new", "pending")
-_FAILED = ("error", "cancel_requested", "cancel_acknowledged", "cancelled", "canceled")
+_FAILED = FAILED_STATES
 
 
 class Session(BaseModel):
@@ -215,11 +216,9 @@ def _stop_failed(exp: Experiment, ref: str, session: Session, status: cli.Kernel
     target = logs_dir / f"{session.run}-v{session.version}.log"
     logs_dir.mkdir(parents=True, exist_ok=True)
     write_text(target, text)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if line.lower().startswith("error") or "Error" in line]
-    last = (errors or lines or [status.failure_message or "no log"])[-1]
+    last = cli.last_error_line(text, status.failure_message or "no log")
     raise PipelineError(
-        f"kernel {ref} v{session.version} ({session.run}) ended {status.state}: {last[:300]}; its log is {target}; "
+        f"kernel {ref} v{session.version} ({session.run}) ended {status.state}: {last}; its log is {target}; "
         "fix it and rerun the same command"
     )
 

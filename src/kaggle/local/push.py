@@ -14,6 +14,7 @@ from pathlib import Path
 
 from src import confine
 from src.artifacts import KERNEL_MODEL_FILE, KERNEL_WHEELS_DIR, Experiment, LeaderboardEntry, PushRecord
+from src.atomic import write_text
 from src.errors import PipelineError
 from src.kaggle.local import cli, leaderboard
 from src.kaggle.local.inference_kernel import KernelBuild
@@ -160,6 +161,8 @@ def fetch_output(exp: Experiment, log: Log = print) -> list[Path]:
     submission when the competition folder is here."""
     ref = kaggle_names(exp).kernel_ref
     status = cli.kernel_status(ref)
+    if status.state in FAILED_STATES:
+        _stop_with_the_log(exp, ref, status)
     if status.state != "complete":
         raise PipelineError(
             f"kernel {ref} is {status.state}, not complete: no output fetched (kernels/{exp.name}/output/ is as it "
@@ -178,6 +181,21 @@ def fetch_output(exp: Experiment, log: Log = print) -> list[Path]:
     files = [dest / path.relative_to(staging) for path in files if staging in path.parents]
     log(f"kernel {ref} output -> {dest}: {', '.join(p.name for p in files) or 'nothing'}")
     return files
+
+
+FAILED_STATES = ("error", "cancel_requested", "cancel_acknowledged", "cancelled", "canceled")  # Kaggle's, lower case
+
+
+def _stop_with_the_log(exp: Experiment, ref: str, status: cli.KernelStatus) -> None:
+    """A failed run: its log (`kaggle kernels logs`) into kernels/<exp>/logs/ instead of an output, and one line."""
+    target = exp.kernel_dir / "logs" / f"{ref.split('/')[1]}.log"
+    text = cli.kernel_logs(ref)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_text(target, text)
+    raise PipelineError(
+        f"kernel {ref} ended {status.state}: {cli.last_error_line(text, status.failure_message or 'no log')}; no "
+        f"output fetched (kernels/{exp.name}/output/ is as it was); its log is {target}"
+    )
 
 
 def _validate_output(exp: Experiment, folder: Path, log: Log) -> None:
