@@ -11,7 +11,8 @@ wrong label set (one true label dropped or one false label added, as iMet's sing
 answers are clean. Every variant trains resnet10t from scratch, 3 folds + the full fit, the same number of epochs:
 
     baseline      squash to 32 px, uniform sampling, exact per-class thresholds, one stage
-    crops         data.resize short_side at cache 40 px, RandomCrop 32 in training, centre crop at eval (point 1)
+    crops         data.resize short_side at cache 40 px, RandomCrop 32 in training, centre + 4 corner crops at
+                  eval (predict.tta_crops 5) (point 1)
     sampler       train.sampler log (the iMet winner's 1 + ln(n_max / n_c)) (point 3)
     thresholds    the baseline's OOF and test probabilities, decided by label groups + the relative rule (point 4)
     staged        epochs-2 epochs as the baseline, then 2 epochs of soft F2 loss from them (train.init_from) (point 5)
@@ -119,6 +120,7 @@ def variant_configs(trick: str, base: dict, name: str, epochs: int, baseline: st
     if trick == "crops":
         config["data"].update({"resize": "short_side", "cache_size": 40, "eval_crop": "center"})
         config["augment"]["train"] = [{"name": "RandomCrop"}, *config["augment"]["train"]]
+        config["predict"]["tta_crops"] = 5  # centre + 4 corners: a wide image's ends are seen at eval too
     elif trick == "sampler":
         config["train"]["sampler"] = {"name": "log"}
     elif trick == "thresholds":
