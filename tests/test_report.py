@@ -480,3 +480,29 @@ def test_report_with_author_notes_and_arial_reads_as_a_course_hand_in(experiment
     missing = Experiment(load_config(experiment.config, ["report.notes=nowhere.md"]), experiment.config)
     with pytest.raises(PipelineError, match=r"^config report.notes: .*nowhere.md not found"):
         load_inputs(missing, log=lambda message: None)
+
+
+def test_the_rows_drop_noisy_left_out_are_listed_with_their_labels(experiment, tmp_path):
+    """A run's dropped.csv (train.drop_noisy) becomes a section: rows per run, the surest ones with labels, images."""
+    import pandas as pd
+
+    from src.cleaning import DROPPED_CSV
+    from src.steps.report import load_inputs
+
+    exp = experiment.exp
+    ids = exp.read_oof().ids
+    dropped = pd.DataFrame({"id": ids[:3], "oof_loss": [0.9, 0.7, 0.5]})
+    dropped.to_csv(exp.run_dir(0) / DROPPED_CSV, index=False)
+    try:
+        build_report(load_inputs(exp, log=lambda message: None), tmp_path)
+    finally:
+        (exp.run_dir(0) / DROPPED_CSV).unlink()
+    tables = json.loads((tmp_path / "tables.json").read_text())
+    assert tables["dropped_runs"] == [{"run": "fold-0", "rows left out": 3, "lowest OOF loss left out": 0.5}]
+    shown = tables["dropped"]
+    assert [row["id"] for row in shown] == ids[:3] and [row["OOF loss"] for row in shown] == [0.9, 0.7, 0.5]
+    [head] = exp.fmt.heads()
+    labels = exp.read_oof().targets[head.name][0]
+    assert shown[0]["labels"] == ", ".join(head.class_names[c] for c in np.flatnonzero(labels)) or "-"
+    check_png(tmp_path / "dropped_examples.png")
+    assert "Training rows left out (train.drop_noisy)" in (tmp_path / "report.md").read_text()

@@ -63,6 +63,7 @@ def build_report(
     _summary_section(doc, inputs, heads, score_rows[-1])
     _model_section(doc, inputs, heads)
     _training_section(doc, inputs.runs, metric)
+    _cleaning_section(doc, inputs, heads)
     doc.section("OOF score per fold and overall", priority=1)
     tuned_note = (
         " Tuned thresholds are chosen on these same rows, so their column is optimistic; the honest "
@@ -83,6 +84,46 @@ def build_report(
     _discussion_section(doc, inputs)
     _resources_section(doc, inputs, metric)
     return doc.write(max_pages, typography)
+
+
+DROPPED_SHOWN = 10  # rows of the dropped-rows table, and images of its grid (the highest OOF losses)
+
+
+def _cleaning_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -> None:
+    """train.drop_noisy: per run how many training rows were left out, the ones with the highest OOF loss, their
+    labels and a few of their images (labels an earlier stage's OOF contradicts most: noise, or hard images)."""
+    runs = [run for run in inputs.runs if run.dropped is not None]
+    if not runs:
+        return
+    doc.section("Training rows left out (train.drop_noisy)", priority=1)
+    doc.paragraph(
+        "Each run left out its own training rows with the highest loss under an earlier experiment's OOF "
+        "predictions (its validation rows are never ranked nor left out). Per run, then the rows left out most "
+        "surely, with the labels they carry and the earlier model's top predictions."
+    )
+    doc.table(
+        [
+            {
+                "run": run.name,
+                "rows left out": len(run.dropped),
+                "lowest OOF loss left out": run.dropped["oof_loss"].min(),
+            }
+            for run in runs
+        ],
+        "dropped_runs",
+    )
+    shown = max(runs, key=lambda run: len(run.dropped)).dropped.head(DROPPED_SHOWN)
+    position = {image_id: row for row, image_id in enumerate(inputs.ids)}
+    rows = [position[image_id] for image_id in shown["id"] if image_id in position]
+    doc.table([tables.dropped_row(inputs, heads, row, loss) for row, loss in zip(rows, shown["oof_loss"])], "dropped")
+    thumbnails = _load_thumbnails(inputs, np.asarray(rows, dtype=np.int64))
+    captions = [f"{Path(inputs.ids[row]).name} loss {loss:.2f}" for row, loss in zip(rows, shown["oof_loss"])]
+    doc.figure(
+        "dropped_examples.png",
+        figures.thumbnail_grid_figure([thumbnails.get(row) for row in rows], captions),
+        "Training images left out, highest OOF loss first.",
+        priority=2,
+    )
 
 
 def _discussion_section(doc: Document, inputs: ReportInputs) -> None:

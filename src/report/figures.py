@@ -594,3 +594,23 @@ def _box(ax, x: float, y: float, width: float, height: float, box: tuple[str, st
 
 def _params_text(count: int) -> str:
     return f"{count_text(count)} params" if count else "no params"
+
+
+def thumbnail_grid_figure(images: list[np.ndarray | None], captions: list[str]) -> Figure:
+    """Images in rows of GRID_COLUMNS, each under a one-line caption at the figures' text size."""
+    n_rows = max(1, math.ceil(len(images) / GRID_COLUMNS))
+    row_in = FIGURE_WIDTH_IN / GRID_COLUMNS - 0.1 + LINE_IN + 0.3
+    fig = Figure(figsize=(FIGURE_WIDTH_IN, row_in * n_rows), dpi=100)
+    axes = np.atleast_1d(fig.subplots(n_rows, GRID_COLUMNS)).reshape(n_rows, GRID_COLUMNS)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for index, (image, caption) in enumerate(zip(images, captions)):
+        ax = axes[index // GRID_COLUMNS, index % GRID_COLUMNS]
+        if image is None:
+            ax.text(0.5, 0.5, "image\nnot found", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.imshow(image)
+            _square_view(ax, image.shape[0], image.shape[1])
+        ax.set_title(_fit_line(caption, FIGURE_WIDTH_IN / GRID_COLUMNS - 0.15), fontsize=FIGURE_FONT_PT, loc="left")
+    fig.tight_layout()
+    return fig

@@ -24,6 +24,7 @@ class RunRecord:
     summary: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     params: tuple[int, int] | None = None  # (total, trainable), when known
+    dropped: pd.DataFrame | None = None  # dropped.csv: the training rows train.drop_noisy left out (id, oof_loss)
 
 
 @dataclass

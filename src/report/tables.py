@@ -372,3 +372,20 @@ def _spread(rows: np.ndarray, count: int) -> np.ndarray:
     if len(rows) <= count:
         return np.asarray(rows, dtype=np.int64)
     return np.asarray(rows)[np.linspace(0, len(rows) - 1, count).round().astype(int)].astype(np.int64)
+
+
+def dropped_row(inputs, heads: list[HeadSpec], row: int, loss: float) -> dict:
+    """One training row train.drop_noisy left out: its id, OOF loss, its labels and the OOF's top predictions."""
+    found = {"id": inputs.ids[row], "OOF loss": float(loss)}
+    for head in heads:
+        prefix = f"{head.name} " if len(heads) > 1 else ""
+        probs, target = inputs.probs[head.name][row], inputs.targets[head.name][row]
+        if head.thresholded:
+            labelled = [head.class_names[c] for c in np.flatnonzero(np.asarray(target).astype(bool))]
+            top = [head.class_names[c] for c in np.argsort(-probs, kind="stable")[: max(1, len(labelled))]]
+        else:
+            labelled = [head.class_names[int(target)]] if int(target) >= 0 else []
+            top = [head.class_names[int(np.argmax(probs))]]
+        found[f"{prefix}labels"] = ", ".join(labelled) or "-"
+        found[f"{prefix}OOF top"] = ", ".join(top)
+    return found

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from src.artifacts import EPOCHS_CSV, REPORT_MD, Experiment, read_run_config, read_run_summary, tuned_column
+from src.cleaning import DROPPED_CSV
 from src.errors import PipelineError
 from src.formats.base import DecisionRules
 from src.report import NetworkSummary, ReportInputs, RunRecord, build_report, describe_network
@@ -127,6 +128,7 @@ def load_runs(exp: Experiment) -> list[RunRecord]:
             epochs=_read_csv(path / EPOCHS_CSV),
             summary=read_run_summary(path),
             config=read_run_config(path),
+            dropped=_read_csv(path / DROPPED_CSV),
         )
         run.params = _parameter_counts(exp, run)
         runs.append(run)
