@@ -140,26 +140,12 @@ def variant_configs(trick: str, base: dict, name: str, epochs: int, baseline: st
     return [(name, config)]
 
 
+CHAIN = (["folds"], ["train", "--fold", "all"], ["train", "--full"], ["oof"], ["thresholds"], ["submit"])
+
+
 def run_chain(configs_dir: Path, name: str, config: dict) -> dict:
     """Write the config, run folds -> train (all folds + full) -> oof -> thresholds -> submit; the scores."""
-    path = configs_dir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    stages = [["folds"], ["train", "--fold", "all"], ["train", "--full"], ["oof"], ["thresholds"], ["submit"]]
-    for argv in stages:
-        done = subprocess.run(
-            [sys.executable, "-m", "src.stage", *argv, "--config", str(path), "--quiet"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            sys.exit(f"ablation: {name}: `{' '.join(argv)}` failed: {done.stderr.strip()[-600:]}")
-    out = Path(config["output_dir"])
-    honest = json.loads((out / "oof" / name / "thresholds.json").read_text())["honest"]["attributes"]
-    method = config["thresholds"]["method"]
-    row = next(r for r in honest if r["method"] == method)
-    test = json.loads((out / "submissions" / name / "test_scores.json").read_text())
-    return {"honest": row["honest"], "test": float(test["f2"])}
+    return _run_stages(configs_dir, name, config, CHAIN, config["thresholds"]["method"])
 
 
 def thresholds_only(configs_dir: Path, base_name: str, name: str, config: dict) -> dict:
@@ -168,19 +154,22 @@ def thresholds_only(configs_dir: Path, base_name: str, name: str, config: dict) 
     shutil.copytree(out / "oof" / base_name, out / "oof" / name, dirs_exist_ok=True)
     for stale in ("thresholds.json", "threshold_scores.json", "optuna.db"):
         (out / "oof" / name / stale).unlink(missing_ok=True)
+    return _run_stages(configs_dir, name, config, (["thresholds"], ["submit"]), "relative + groups")
+
+
+def _run_stages(configs_dir: Path, name: str, config: dict, stages, method: str) -> dict:
+    """Write `name`'s config, run `stages` in their own processes; the honest OOF F2 of the threshold row whose
+    method starts with `method`, and the test F2 of the submission."""
     path = configs_dir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    for argv in (["thresholds"], ["submit"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "src.stage", *argv, "--config", str(path), "--quiet"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
+    for argv in stages:
+        command = [sys.executable, "-m", "src.stage", *argv, "--config", str(path), "--quiet"]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"ablation: {name}: `{' '.join(argv)}` failed: {done.stderr.strip()[-600:]}")
+    out = Path(config["output_dir"])
     honest = json.loads((out / "oof" / name / "thresholds.json").read_text())["honest"]["attributes"]
-    row = next(r for r in honest if r["method"].startswith("relative + groups"))
+    row = next(r for r in honest if r["method"] == method or r["method"].startswith(f"{method} "))
     test = json.loads((out / "submissions" / name / "test_scores.json").read_text())
     return {"honest": row["honest"], "test": float(test["f2"])}
 

@@ -181,6 +181,17 @@ class FakeKaggle(LocalServer):
         self.kernel_status[ref] = ("COMPLETE", None)
         self.kernel_outputs[ref] = {**files, **{name: b"hostile" for name in hostile_names(escape_to)}}
 
+    def serve_competition_of(self, exp) -> None:
+        """Kaggle holds experiment `exp`'s competition files (its data folder less the local folds file) and runs
+        what is pushed, as a training kernel needs."""
+        root = Path(exp.config.data.root)
+        self.competition_files[exp.config.competition] = {
+            p.relative_to(root).as_posix(): p.read_bytes()
+            for p in root.rglob("*")
+            if p.is_file() and p != exp.folds_path
+        }
+        self.run_pushed = True
+
     def fail_run(self, ref: str, message: str = "CUDA out of memory") -> None:
         """Kernel `ref`'s latest run failed; the listing still shows the output of the run before it."""
         self.kernels.setdefault(ref, {"version": 1})

@@ -47,13 +47,6 @@ def exp(tmp_path) -> Experiment:
     )
 
 
-def _serve_competition(fake, exp: Experiment) -> None:
-    root = Path(exp.config.data.root)
-    fake.competition_files[COMPETITION] = {
-        p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file() and p != exp.folds_path
-    }
-
-
 def _weights(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
     return {
         name: torch.load(io.BytesIO((run_dir / name).read_bytes()), map_location="cpu", weights_only=True)["model"]
@@ -62,8 +55,7 @@ def _weights(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def test_two_sessions_killed_and_rerun_end_with_the_weights_of_one_local_run(exp, fake_kaggle, tmp_path):
-    fake_kaggle.run_pushed = True
-    _serve_competition(fake_kaggle, exp)
+    fake_kaggle.serve_competition_of(exp)
     logs: list[str] = []
 
     def killed(seconds: float) -> None:

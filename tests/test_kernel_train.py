@@ -97,11 +97,7 @@ def test_run_folders_are_compared_by_content_not_timings():
 
 
 def test_train_on_kaggle_stop_resume_pull_then_continue_here(exp, fake_kaggle, tmp_path):
-    fake_kaggle.run_pushed = True
-    root = Path(exp.config.data.root)
-    fake_kaggle.competition_files[COMPETITION] = {
-        p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file() and p != exp.folds_path
-    }
+    fake_kaggle.serve_competition_of(exp)
     logs: list[str] = []
 
     kernel_step.train(exp, fold="all", stop_after_epochs=1, push=True, check=False, log=logs.append)

@@ -40,11 +40,7 @@ def test_two_processes_on_kaggle_resume_bit_exactly(tmp_path, fake_kaggle):
         10,
         {"kaggle": {"username": FAKE_USER, "train_processes": 2}, "train": {"epochs": 2, "batch_size": 8}},
     )
-    fake_kaggle.run_pushed = True
-    root = Path(exp.config.data.root)
-    fake_kaggle.competition_files[COMPETITION] = {
-        p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file() and p != exp.folds_path
-    }
+    fake_kaggle.serve_competition_of(exp)
     logs: list[str] = []
     # The local check runs the very script that is pushed, in two processes, against two processes here.
     kernel_step.train(exp, fold="0", stop_after_epochs=1, push=True, check=True, log=logs.append)
