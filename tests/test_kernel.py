@@ -312,10 +312,16 @@ def test_status_output_and_code_submission(trained, fake_kaggle):
         kernel_step.submit(trained, log=logs.append)
 
     fake_kaggle.kernel_status[KERNEL_REF] = ("COMPLETE", None)
-    fake_kaggle.kernel_outputs[KERNEL_REF] = {"submission.csv": submission}
+    # A listing with files the inference kernel never writes: they are named and not kept.
+    fake_kaggle.kernel_outputs[KERNEL_REF] = {"submission.csv": submission, "UNLISTED.bin": b"x", "sub/x.py": b"1"}
     kernel_step.status(trained, log=logs.append)
     kernel_step.output(trained, log=logs.append)
     kernel_step.submit(trained, log=logs.append)
+    assert "not kept (not an output of the inference kernel): UNLISTED.bin, sub/x.py" in logs
+    assert sorted(p.name for p in (trained.kernel_dir / "output").rglob("*")) == [
+        "submission.csv",
+        "tiny-inference.log",
+    ]
 
     assert f"kernel {KERNEL_REF}: complete" in logs
     assert (trained.kernel_dir / "output" / "submission.csv").read_bytes() == submission

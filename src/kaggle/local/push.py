@@ -173,7 +173,7 @@ def fetch_output(exp: Experiment, log: Log = print) -> list[Path]:
     dest = exp.kernel_output_dir
     dest.parent.mkdir(parents=True, exist_ok=True)
     with confine.staging(dest.parent, ".output-") as staging:  # kept, and named, when a check fails
-        files = cli.kernel_output(ref, staging)
+        files = _expected_only(exp, ref, cli.kernel_output(ref, staging), staging, log)
         _validate_output(exp, staging, log)
         if dest.exists():
             shutil.rmtree(dest)
@@ -181,6 +181,28 @@ def fetch_output(exp: Experiment, log: Log = print) -> list[Path]:
     files = [dest / path.relative_to(staging) for path in files if staging in path.parents]
     log(f"kernel {ref} output -> {dest}: {', '.join(p.name for p in files) or 'nothing'}")
     return files
+
+
+def _expected_only(exp: Experiment, ref: str, files: list[Path], staging: Path, log: Log) -> list[Path]:
+    """The downloaded files the inference kernel writes (the format's submission files, and the run's log); any
+    other file a listing brought is deleted from staging and named, never moved into kernels/<exp>/output/."""
+    try:
+        expected = {*exp.fmt.submission_names(), f"{ref.split('/')[1]}.log"}
+    except PipelineError:  # no competition folder here: the names are unknown, the confinement rule still held
+        return files
+    extra = sorted(
+        path for path in staging.rglob("*") if path.is_file() and path.relative_to(staging).as_posix() not in expected
+    )
+    for path in extra:
+        path.unlink()
+    for folder in sorted((p for p in staging.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if extra:
+        log(
+            f"not kept (not an output of the inference kernel): {', '.join(p.relative_to(staging).as_posix() for p in extra)}"
+        )
+    return [path for path in files if path.is_file()]
 
 
 FAILED_STATES = ("error", "cancel_requested", "cancel_acknowledged", "cancelled", "canceled")  # Kaggle's, lower case
