@@ -617,6 +617,8 @@ class TrainingManifest(_Record):
     config: dict[str, Any]
     folds_sha256: str | None
     runs: dict[str, dict[str, str]]
+    # The OOF predictions the kernel made once every fold was trained (oof.npz, oof_scores.json): name -> sha256.
+    predictions: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def read(cls, path: Path, remake: str) -> TrainingManifest:

@@ -127,7 +127,12 @@ def test_train_on_kaggle_stop_resume_pull_then_continue_here(exp, fake_kaggle, t
     written_here = json.dumps(config_to_dict(exp.config), indent=2).encode()  # what a local train writes
     assert [files["config.json"] for files in _pulled_runs(exp).values()] == [written_here] * 2
 
+    # Every fold finished on "Kaggle", so the kernel predicted the OOF rows there too: pulled, verified, and the
+    # same bytes as the oof stage makes here from the pulled runs.
+    assert any("OOF predicted on Kaggle (oof.npz, oof_scores.json)" in line for line in logs), logs[-3:]
+    from_kaggle = exp.oof_path.read_bytes(), exp.oof_scores_path.read_bytes()
     oof.run(exp, quiet=True, log=[].append)  # the pulled runs carry on here
+    assert (exp.oof_path.read_bytes(), exp.oof_scores_path.read_bytes()) == from_kaggle
     thresholds.run(exp, quiet=True, log=[].append)
     submit.run(exp, quiet=True, log=[].append)
     kernel_step.build(exp, check=False, quiet=True, log=[].append)
@@ -186,6 +191,10 @@ def test_pull_refuses_another_config_a_changed_file_and_a_local_run(exp, fake_ka
     absolute = {**manifest["runs"], "fold-0": {**manifest["runs"]["fold-0"], "/etc/hostname": "0" * 64}}
     assert "'/etc/hostname' is not a plain relative name" in pull_with({"runs": absolute})
     assert "fold-0/UNLISTED.bin: not listed in kaggle-run.json" in pull_with({}, {"oof/tiny/fold-0/UNLISTED.bin": b"x"})
+    # The OOF files a kernel predicted: only their own names, each with its sha256.
+    assert "predictions name '../oof.npz', not an OOF file" in pull_with({"predictions": {"../oof.npz": "0" * 64}})
+    changed = pull_with({"predictions": {"oof.npz": "0" * 64}}, {"oof/tiny/oof.npz": b"not the predictions"})
+    assert "oof/tiny/oof.npz: missing, or not the file whose sha256" in changed
     assert _pulled_runs(exp) == before
 
 

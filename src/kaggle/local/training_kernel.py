@@ -61,6 +61,7 @@ from src.kaggle.on_kaggle.train import CHECK_ENV, CONFIG_NAME, INPUTS_DIR, check
 
 Log = Callable[[str], None]
 STAGE = "src.steps.train:run"  # what the kernel runs: the local train stage's own function
+OOF_STAGE = "src.steps.oof:run"  # and, once every fold is trained, the oof stage's (on Kaggle's GPU)
 _TIMING = ("seconds", "images_per_s", "train_seconds", "peak_memory_mb")  # may differ between two identical runs
 _FLAT = "--"  # state/ is flat: fold-0/last.pt travels as fold-0--last.pt
 
@@ -114,6 +115,7 @@ def build_training_kernel(exp: Experiment, runs: dict, log: Log = print) -> Trai
         settings = {
             "kind": "training",
             "stage": STAGE,
+            "oof_stage": OOF_STAGE,
             "experiment": exp.name,
             "competition": exp.config.competition,
             "kernel_ref": names.ref(slug),
@@ -466,9 +468,11 @@ def pull_training(exp: Experiment, log: Log = print) -> list[Path]:
         )
         verify_pulled(exp, manifest, staging, pulled)
         moved = _move_runs(exp, manifest, staging, pulled)
+        predictions = _move_predictions(exp, manifest, staging)
+    made = f"OOF predicted on Kaggle ({', '.join(p.name for p in predictions)}); " if predictions else ""
     log(
-        f"pulled {ref}: {', '.join(str(p) for p in moved)} (checksums verified; same config and folds file); "
-        f"continue here with: {exp.command('oof')}"
+        f"pulled {ref}: {', '.join(str(p) for p in [*moved, *predictions])} (checksums verified; same config and "
+        f"folds file); {made}continue here with: {exp.command('thresholds' if predictions else 'oof')}"
     )
     return moved
 
@@ -493,6 +497,7 @@ def verify_pulled(exp: Experiment, manifest: TrainingManifest, staging: Path, pu
             f"{where}: the kernel trained on another folds file than {exp.folds_path} (or names none): not pulled; "
             "restore that folds file or train again on Kaggle"
         )
+    _verify_predictions(exp, manifest, staging)
     for run, files in sorted(manifest.runs.items()):
         _verify_run_files(staging / "oof" / exp.name, run, files, where)
         _refuse_local_only(exp, run, pulled)
@@ -542,6 +547,30 @@ def _move_runs(exp: Experiment, manifest: TrainingManifest, staging: Path, pulle
         moved.append(target)
     PulledRuns(known).write(exp.train_pull_path)
     return moved
+
+
+PREDICTION_FILES = ("oof.npz", "oof_scores.json")  # what a training kernel may predict (its manifest's predictions)
+
+
+def _verify_predictions(exp: Experiment, manifest: TrainingManifest, staging: Path) -> None:
+    """The kernel's OOF files: only the known names, each a plain file with the manifest's sha256."""
+    where = staging / TRAINING_MANIFEST
+    unknown = sorted(set(manifest.predictions) - set(PREDICTION_FILES))
+    if unknown:
+        raise PipelineError(
+            f"{where}: predictions name {unknown[0]!r}, not an OOF file ({', '.join(PREDICTION_FILES)}): not pulled"
+        )
+    for name, digest in sorted(manifest.predictions.items()):
+        source = staging / "oof" / exp.name / name
+        if not source.is_file() or source.is_symlink() or file_sha256(source) != digest:
+            raise PipelineError(f"{source}: missing, or not the file whose sha256 {where} records: not pulled")
+
+
+def _move_predictions(exp: Experiment, manifest: TrainingManifest, staging: Path) -> list[Path]:
+    """The verified OOF files moved into oof/<exp>/, after the runs they come from (so they are the newer)."""
+    for name in sorted(manifest.predictions):
+        os.replace(staging / "oof" / exp.name / name, exp.oof_dir / name)
+    return [exp.oof_dir / name for name in sorted(manifest.predictions)]
 
 
 def _first_difference(theirs: dict, ours: dict, prefix: str = "") -> str:

@@ -90,9 +90,14 @@ def train(code_dir, input_root, working_root):
     """A training kernel: the `train` stage's own run function on Kaggle's copy of the data."""
     from src.kaggle.on_kaggle.train import run_training
 
-    module, _, name = SETTINGS["stage"].partition(":")
-    stage = getattr(importlib.import_module(module), name)
-    return run_training(SETTINGS, input_root, working_root, code_dir, stage)
+    stage, oof_stage = (_function(SETTINGS[key]) if SETTINGS.get(key) else None for key in ("stage", "oof_stage"))
+    return run_training(SETTINGS, input_root, working_root, code_dir, stage, oof_stage)
+
+
+def _function(where):
+    """The function "module:name" names (a stage's run function, handed to the core, which never imports one)."""
+    module, _, name = where.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,17 @@ CONFIG_NAME = "config.yaml"
 CHECK_ENV = "KERNEL_CHECK"
 
 
-def run_training(settings: dict, input_root: str, working_root: str, code_dir: str, train_stage: Callable) -> int:
-    """Train the runs `settings["runs"]` names into `working_root`; 0, or 2 after printing one error line."""
+def run_training(
+    settings: dict,
+    input_root: str,
+    working_root: str,
+    code_dir: str,
+    train_stage: Callable,
+    oof_stage: Callable | None = None,
+) -> int:
+    """Train the runs `settings["runs"]` names into `working_root`, then, once every fold is trained, predict the
+    OOF rows here on the GPU with `oof_stage` (the local oof stage's own function: on a CPU at real size it takes
+    a day); 0, or 2 after printing one error line."""
     from src.errors import PipelineError
 
     start_dir = os.getcwd()
@@ -54,6 +63,8 @@ def run_training(settings: dict, input_root: str, working_root: str, code_dir: s
                 train_under_torchrun(exp.config_path, runs, processes, code)
             else:
                 train_stage(exp, **runs, quiet=True, log=lambda line: print(line, flush=True))
+            if oof_stage is not None and every_fold_finished(exp) and os.environ.get(CHECK_ENV) != "1":
+                oof_stage(exp, quiet=True, log=lambda line: print(line, flush=True))
             write_manifest(exp, settings, Path(working_root))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -160,6 +171,18 @@ def restore_state(settings: dict, input_root: Path, exp) -> None:
     print(f"resuming from {len(state['paths'])} shipped file(s) of {', '.join(sorted(state['runs']))}", flush=True)
 
 
+def every_fold_finished(exp) -> bool:
+    """Whether a finished fold-K run is there for every fold the folds file holds out (then the OOF can be made)."""
+    import pandas as pd
+
+    from src.artifacts import read_run_summary
+
+    if not exp.folds_path.is_file():
+        return False
+    folds = sorted(int(k) for k in pd.read_csv(exp.folds_path, usecols=["fold"])["fold"].unique() if k >= 0)
+    return bool(folds) and all(read_run_summary(exp.run_dir(k)).get("finished") for k in folds)
+
+
 def write_manifest(exp, settings: dict, working_root: Path) -> Path:
     """kaggle-run.json in the working folder: config, folds file sum, every run file's sum."""
     from src.artifacts import TRAINING_MANIFEST, TrainingManifest, portable_config
@@ -174,6 +197,7 @@ def write_manifest(exp, settings: dict, working_root: Path) -> Path:
         config=portable_config(config_to_dict(exp.config)),
         folds_sha256=file_sha256(folds) if folds is not None else None,
         runs=runs,
+        predictions={path.name: file_sha256(path) for path in (exp.oof_path, exp.oof_scores_path) if path.is_file()},
     )
     path = working_root / TRAINING_MANIFEST
     manifest.write(path)
