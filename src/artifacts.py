@@ -73,6 +73,7 @@ class Layout:
         self.report_dir = self.oof_dir / "report"
         # By the stage that writes them: oof, thresholds (+ its Optuna study), report, submit, kernel.
         self.oof_path, self.oof_scores_path = self.oof_dir / "oof.npz", self.oof_dir / "oof_scores.json"
+        self.kaggle_test_probs_path = self.oof_dir / KAGGLE_TEST_PROBS  # a training kernel's test predictions
         self.thresholds_path = self.oof_dir / "thresholds.json"
         self.threshold_scores_path, self.optuna_path = (
             self.oof_dir / "threshold_scores.json",
@@ -460,6 +461,28 @@ def write_test_probs(path: Path, ids: list[str], probs: dict[str, np.ndarray]) -
     _write_npz(
         path, {"ids": np.asarray(ids, dtype=str), **{f"probs__{k}": v.astype(np.float16) for k, v in probs.items()}}
     )
+
+
+KAGGLE_TEST_PROBS = "test_probs.kaggle.npz"
+
+
+def write_predicted_test(path: Path, ids: list[str], probs: dict[str, np.ndarray], made_with: dict) -> None:
+    """Test probabilities a training kernel predicted (float32, as submit decides from them) and what made them
+    (`made_with`: the checkpoint's sha256 and the predict settings), so submit uses them only for that model."""
+    arrays = {"ids": np.asarray(ids, dtype=str), "made_with": np.asarray(json.dumps(made_with, sort_keys=True))}
+    _write_npz(path, {**arrays, **{f"probs__{k}": v.astype(np.float32) for k, v in probs.items()}})
+
+
+def read_predicted_test(path: Path) -> tuple[list[str], dict[str, np.ndarray], dict] | None:
+    """(ids, probabilities, made_with) of write_predicted_test's file; None when it is missing or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ids = [str(value) for value in data["ids"]]
+            made_with = json.loads(str(data["made_with"]))
+            probs = {key[7:]: data[key] for key in data.files if key.startswith("probs__")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return ids, probs, made_with
 
 
 def write_test_scores(path: Path, scores: dict) -> None:

@@ -63,7 +63,34 @@ def predict_test(exp, checkpoint: Path, runtime: Runtime, quiet: bool, log: Call
 def make_submission(
     exp, checkpoint: Path, rules, out_dir: Path, runtime: Runtime, quiet: bool, log: Callable[[str], None]
 ) -> tuple[list[Path], list[str], dict[str, np.ndarray]]:
-    """(files written + validated in `out_dir`, test ids, probabilities): one model, `rules`, the format's writer."""
-    ids, probs = predict_test(exp, checkpoint, runtime, quiet, log)
+    """(files written + validated in `out_dir`, test ids, probabilities): one model, `rules`, the format's writer.
+    The probabilities a training kernel already predicted for this very checkpoint and predict settings are used
+    instead of predicting again."""
+    found = predicted_on_kaggle(exp, checkpoint)
+    if found is not None:
+        log(f"test probabilities: the training kernel's ({exp.kaggle_test_probs_path}: same checkpoint and settings)")
+    ids, probs = found if found is not None else predict_test(exp, checkpoint, runtime, quiet, log)
     labels = exp.fmt.decide(probs, rules)
     return exp.fmt.write_submission(Path(out_dir), ids, labels, probs), ids, probs
+
+
+def prediction_stamp(exp, checkpoint: Path) -> dict:
+    """What test probabilities depend on beyond the images: the checkpoint's bytes and the predict settings."""
+    from src.weights import file_sha256
+
+    predict = exp.config.predict.model_dump(mode="json")
+    return {"checkpoint_sha256": file_sha256(checkpoint), "predict": predict, "image_size": exp.config.data.image_size}
+
+
+def predicted_on_kaggle(exp, checkpoint: Path) -> tuple[list[str], dict[str, np.ndarray]] | None:
+    """(ids, probabilities) a training kernel predicted for `checkpoint` with today's predict settings and test ids;
+    None when there are none, or they were made for another model, setting or test set."""
+    from src.artifacts import read_predicted_test
+
+    found = read_predicted_test(exp.kaggle_test_probs_path) if exp.kaggle_test_probs_path.is_file() else None
+    if found is None:
+        return None
+    ids, probs, made_with = found
+    if made_with != prediction_stamp(exp, checkpoint) or ids != exp.fmt.read_test().ids:
+        return None
+    return ids, probs

@@ -129,12 +129,22 @@ def test_train_on_kaggle_stop_resume_pull_then_continue_here(exp, fake_kaggle, t
 
     # Every fold finished on "Kaggle", so the kernel predicted the OOF rows there too: pulled, verified, and the
     # same bytes as the oof stage makes here from the pulled runs.
-    assert any("OOF predicted on Kaggle (oof.npz, oof_scores.json)" in line for line in logs), logs[-3:]
+    assert any("OOF predicted on Kaggle (oof.npz, oof_scores.json, test_probs.kaggle.npz)" in line for line in logs)
     from_kaggle = exp.oof_path.read_bytes(), exp.oof_scores_path.read_bytes()
     oof.run(exp, quiet=True, log=[].append)  # the pulled runs carry on here
     assert (exp.oof_path.read_bytes(), exp.oof_scores_path.read_bytes()) == from_kaggle
     thresholds.run(exp, quiet=True, log=[].append)
-    submit.run(exp, quiet=True, log=[].append)
+    # fold-0 (submit.checkpoint) finished on "Kaggle": its test probabilities came with the pull and submit uses
+    # them; predicted here instead they are the same numbers, so the same files.
+    submitted: list[str] = []
+    submit.run(exp, quiet=True, log=submitted.append)
+    assert any(line.startswith("test probabilities: the training kernel's") for line in submitted), submitted
+    from_kaggle = {path.name: path.read_bytes() for path in exp.submission_dir.iterdir() if path.is_file()}
+    exp.kaggle_test_probs_path.rename(exp.kaggle_test_probs_path.with_suffix(".away"))
+    submitted.clear()
+    submit.run(exp, quiet=True, log=submitted.append)
+    assert not any(line.startswith("test probabilities: the training kernel's") for line in submitted)
+    assert {path.name: path.read_bytes() for path in exp.submission_dir.iterdir() if path.is_file()} == from_kaggle
     kernel_step.build(exp, check=False, quiet=True, log=[].append)
     assert (exp.kernel_dir / "dataset" / "model.pt").read_bytes() == (exp.run_dir(0) / "best.pt").read_bytes()
 

@@ -33,6 +33,7 @@ import yaml
 from src import confine
 from src.artifacts import (
     DATASET_METADATA,
+    KAGGLE_TEST_PROBS,
     KERNEL_METADATA,
     KERNEL_WHEELS_DIR,
     LAST_CHECKPOINT,
@@ -116,6 +117,7 @@ def build_training_kernel(exp: Experiment, runs: dict, log: Log = print) -> Trai
             "kind": "training",
             "stage": STAGE,
             "oof_stage": OOF_STAGE,
+            "submit_checkpoint": exp.config.submit.checkpoint,  # the run whose test predictions the kernel makes
             "experiment": exp.name,
             "competition": exp.config.competition,
             "kernel_ref": names.ref(slug),
@@ -549,7 +551,11 @@ def _move_runs(exp: Experiment, manifest: TrainingManifest, staging: Path, pulle
     return moved
 
 
-PREDICTION_FILES = ("oof.npz", "oof_scores.json")  # what a training kernel may predict (its manifest's predictions)
+PREDICTION_FILES = (
+    "oof.npz",
+    "oof_scores.json",
+    KAGGLE_TEST_PROBS,
+)  # what a training kernel may predict (its manifest's predictions)
 
 
 def _verify_predictions(exp: Experiment, manifest: TrainingManifest, staging: Path) -> None:

@@ -63,8 +63,9 @@ def run_training(
                 train_under_torchrun(exp.config_path, runs, processes, code)
             else:
                 train_stage(exp, **runs, quiet=True, log=lambda line: print(line, flush=True))
-            if oof_stage is not None and every_fold_finished(exp) and os.environ.get(CHECK_ENV) != "1":
-                oof_stage(exp, quiet=True, log=lambda line: print(line, flush=True))
+            if os.environ.get(CHECK_ENV) != "1":
+                exp.config.submit.checkpoint = settings.get("submit_checkpoint") or exp.config.submit.checkpoint
+                predict_here(exp, oof_stage)
             write_manifest(exp, settings, Path(working_root))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -171,6 +172,31 @@ def restore_state(settings: dict, input_root: Path, exp) -> None:
     print(f"resuming from {len(state['paths'])} shipped file(s) of {', '.join(sorted(state['runs']))}", flush=True)
 
 
+def predict_here(exp, oof_stage: Callable | None) -> None:
+    """On the GPU, what would take a day on a CPU at real size: the OOF rows once every fold is finished, and the
+    test images once the run submit uses (submit.checkpoint) is finished."""
+    from src.artifacts import read_run_summary, write_predicted_test
+    from src.errors import PipelineError
+    from src.inference import predict_test, prediction_stamp
+    from src.runtime import runtime_from_config
+
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if oof_stage is not None and every_fold_finished(exp):
+        oof_stage(exp, quiet=True, log=log)
+    try:
+        checkpoint = exp.submission_checkpoint()
+    except PipelineError:  # that run is not trained here (yet)
+        return
+    if not read_run_summary(checkpoint.parent).get("finished"):
+        return
+    runtime = runtime_from_config(exp.config.train, inference=True)
+    ids, probs = predict_test(exp, checkpoint, runtime, True, log)
+    write_predicted_test(exp.kaggle_test_probs_path, ids, probs, prediction_stamp(exp, checkpoint))
+    log(
+        f"predicted {len(ids)} test images with {checkpoint.parent.name}/{checkpoint.name} -> {exp.kaggle_test_probs_path}"
+    )
+
+
 def every_fold_finished(exp) -> bool:
     """Whether a finished fold-K run is there for every fold the folds file holds out (then the OOF can be made)."""
     import pandas as pd
@@ -197,7 +223,11 @@ def write_manifest(exp, settings: dict, working_root: Path) -> Path:
         config=portable_config(config_to_dict(exp.config)),
         folds_sha256=file_sha256(folds) if folds is not None else None,
         runs=runs,
-        predictions={path.name: file_sha256(path) for path in (exp.oof_path, exp.oof_scores_path) if path.is_file()},
+        predictions={
+            path.name: file_sha256(path)
+            for path in (exp.oof_path, exp.oof_scores_path, exp.kaggle_test_probs_path)
+            if path.is_file()
+        },
     )
     path = working_root / TRAINING_MANIFEST
     manifest.write(path)
