@@ -31,6 +31,12 @@ class DataConfig(Section):
         [], description="held-apart test answers in submission format (demo) to print a test score"
     )
     skip_unreadable: bool = Field(False, description="skip (and log) unreadable training images instead of stopping")
+    train_subset: int | None = Field(
+        None,
+        ge=2,
+        description="train on about this many training images only, the first of each fold in the folds file's "
+        "order (a quick check: the training kernel's local check uses it); null = all",
+    )
     max_pixels: int = Field(
         MAX_PIXELS,
         ge=1,

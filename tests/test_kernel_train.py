@@ -55,7 +55,8 @@ def _pulled_runs(exp: Experiment) -> dict[str, dict[str, bytes]]:
     return {path.name: _run_files(path) for _, path in exp.fold_run_dirs()}
 
 
-def test_the_training_kernel_is_built_and_matches_a_local_train(exp):
+def test_the_training_kernel_is_built_and_matches_a_local_train(exp, monkeypatch):
+    monkeypatch.setattr(training_kernel, "CHECK_IMAGES", 20)  # the check trains a share, not the whole set
     logs: list[str] = []
 
     built = kernel_step.train(exp, fold="0", check=True, quiet=True, log=logs.append)
@@ -76,6 +77,7 @@ def test_the_training_kernel_is_built_and_matches_a_local_train(exp):
     assert str(exp.config.data.root) not in shipped and str(exp.config.output_dir) not in shipped
     assert "code/src/kaggle/on_kaggle/train.py" in embedded and "code/src/steps/train.py" in embedded
     assert any(line.startswith("training check: passed") for line in logs), logs
+    assert "data.train_subset: 20 training images" in exp.train_check_log.read_text()  # the kernel's side of it
     assert not exp.oof_dir.exists()  # the check trains in scratch folders only
 
 

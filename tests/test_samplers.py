@@ -81,3 +81,12 @@ def test_an_epoch_has_samples_per_epoch_draws_and_an_unknown_head_is_one_line(ti
     config.train.sampler.head = "category"
     with pytest.raises(PipelineError, match="config train.sampler.head: no head 'category'; the heads: attributes"):
         build_train_data(config, images, np.arange(100), targets, make_runtime("cpu", threads=1))
+
+
+def test_a_train_subset_keeps_the_first_rows_of_every_fold():
+    from src.steps.train import subset_rows
+
+    fold_of_row = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    assert subset_rows(fold_of_row, 6).tolist() == [0, 1, 2, 3, 4, 5]  # two of each fold, in file order
+    assert subset_rows(np.full(10, -1), 4).tolist() == [0, 1, 2, 3]  # a full fit: the first rows
+    assert subset_rows(fold_of_row, 100).tolist() == list(range(10))

@@ -23,21 +23,7 @@ def run(
     log: Callable[[str], None] = print,
 ) -> None:
     """`fold` is 'all' or a fold number; `full` trains one model on every training image instead."""
-    table = exp.fmt.read_train()
-    if full:
-        targets = [None]
-        fold_of_row = np.full(len(table), -1)
-    else:
-        fold_of_row = exp.fold_of_row(table.ids)
-        available = fold_numbers(fold_of_row)
-        if fold == "all":
-            targets = available
-        else:
-            if not str(fold).isdigit() or int(fold) not in available:
-                raise PipelineError(
-                    f"--fold {fold}: not a fold of {exp.folds_path} (folds: {', '.join(map(str, available))}, or 'all')"
-                )
-            targets = [int(fold)]
+    table, fold_of_row, targets = _table_and_runs(exp, fold, full, log)
     tc, model = exp.config.train, exp.config.model
     log(
         f"train {exp.name}: {model.name} ({model.pretrained or model.weights or 'scratch'}), "
@@ -97,3 +83,30 @@ def _without_noisy_rows(exp: Experiment, oof, ids: list[str], train_rows: np.nda
         f"{noisy.threshold:.3f} in {source}) -> {path}"
     )
     return np.setdiff1d(train_rows, noisy.rows)
+
+
+def subset_rows(fold_of_row: np.ndarray, size: int) -> np.ndarray:
+    """About `size` rows: the first of each fold (each fold keeps a share), or the first `size` without folds."""
+    groups = [np.flatnonzero(fold_of_row == k) for k in np.unique(fold_of_row)]
+    per_group = -(-size // len(groups))
+    return np.sort(np.concatenate([group[:per_group] for group in groups]))
+
+
+def _table_and_runs(exp: Experiment, fold: str, full: bool, log) -> tuple:
+    """(training table, fold of each row, the runs to train: fold numbers or [None] for the full fit)."""
+    table = exp.fmt.read_train()
+    fold_of_row = np.full(len(table), -1) if full else exp.fold_of_row(table.ids)
+    if exp.config.data.train_subset is not None:
+        rows = subset_rows(fold_of_row, exp.config.data.train_subset)
+        table, fold_of_row = table.subset(rows), fold_of_row[rows]
+        log(f"data.train_subset: {len(rows)} training images, the first of each fold (a quick check, not a run)")
+    if full:
+        return table, fold_of_row, [None]
+    available = fold_numbers(fold_of_row)
+    if fold == "all":
+        return table, fold_of_row, available
+    if not str(fold).isdigit() or int(fold) not in available:
+        raise PipelineError(
+            f"--fold {fold}: not a fold of {exp.folds_path} (folds: {', '.join(map(str, available))}, or 'all')"
+        )
+    return table, fold_of_row, [int(fold)]

@@ -62,6 +62,8 @@ from src.kaggle.on_kaggle.train import CHECK_ENV, CONFIG_NAME, INPUTS_DIR, check
 
 Log = Callable[[str], None]
 STAGE = "src.steps.train:run"  # what the kernel runs: the local train stage's own function
+# The local check trains this many images (data.train_subset), not two more full-size image caches.
+CHECK_IMAGES = 256
 OOF_STAGE = "src.steps.oof:run"  # and, once every fold is trained, the oof stage's (on Kaggle's GPU)
 _TIMING = ("seconds", "images_per_s", "train_seconds", "peak_memory_mb")  # may differ between two identical runs
 _FLAT = "--"  # state/ is flat: fold-0/last.pt travels as fold-0--last.pt
@@ -118,6 +120,7 @@ def build_training_kernel(exp: Experiment, runs: dict, log: Log = print) -> Trai
             "stage": STAGE,
             "oof_stage": OOF_STAGE,
             "submit_checkpoint": exp.config.submit.checkpoint,  # the run whose test predictions the kernel makes
+            "check_images": CHECK_IMAGES,
             "experiment": exp.name,
             "competition": exp.config.competition,
             "kernel_ref": names.ref(slug),
@@ -299,13 +302,18 @@ def _reference_runs(exp: Experiment, settings: dict, scratch: Path, run_train: C
     """The local `train` stage's run folders for what the check runs, written under `scratch`."""
     config = exp.config.model_copy(deep=True)
     config.output_dir = scratch
+    config.data.train_subset = settings.get("check_images")  # as the kernel's check trains
     local = Experiment(config, exp.config_path)
     for relative in (settings["resume"] or {}).get("paths", {}).values():
         (local.oof_dir / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(exp.oof_dir / relative, local.oof_dir / relative)
     processes = settings.get("processes") or 1
     if processes > 1:  # the kernel's DDP ranks against as many here: the same shards, the same weights
-        overrides = (*exp.config.overrides, f"output_dir={scratch}")
+        overrides = (
+            *exp.config.overrides,
+            f"output_dir={scratch}",
+            f"data.train_subset={settings.get('check_images')}",
+        )
         train_under_torchrun(exp.config_path, check_runs(settings["runs"]), processes, [str(_PROJECT_ROOT)], overrides)
     else:
         run_train(local, **check_runs(settings["runs"]))

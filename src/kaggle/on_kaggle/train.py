@@ -133,6 +133,8 @@ def training_experiment(settings: dict, input_root: Path, working_root: Path, co
         shutil.copyfile(inputs / settings["folds_file"], data_root / settings["folds_file"])
     raw = yaml.safe_load((inputs / CONFIG_NAME).read_text(encoding="utf-8"))
     raw["data"]["root"], raw["output_dir"] = str(data_root), str(scratch / "out")
+    if os.environ.get(CHECK_ENV) == "1" and settings.get("check_images"):  # the local check: a small share only
+        raw["data"]["train_subset"] = settings["check_images"]
     config_path = scratch / "config" / f"{settings['experiment']}.yaml"  # the experiment is named after the file
     config_path.parent.mkdir()
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
