@@ -285,6 +285,7 @@ def test_a_chain_on_aspect_keeping_crops_from_a_packed_cache_read_by_loader_work
         "data.cache_format=png",
         "augment.train=[{name: RandomCrop}, {name: HorizontalFlip}]",
         "predict.tta_crops=3",
+        "model.pretrained=null",
         "model.name=test_efficientnet",
         "train.epochs=2",
         "train.batch_size=16",
