@@ -69,5 +69,6 @@ def test_the_folder_demo_fine_tunes_offline_from_weights_it_makes_with_the_freez
         assert (backbone_lrs.iloc[0] == 0).all() and (backbone_lrs.iloc[1] > 0).all(), run
     report = (tmp_path / "oof" / "demo-folder" / "report" / "report.md").read_text()
     assert "freeze" in report
+    assert "The freezing schedule, held-out accuracy: fold-0:" in report  # what training everything brought
     scores = json.loads((tmp_path / "submissions" / "demo-folder" / "test_scores.json").read_text())
     assert scores["accuracy"] > 0.5  # ten classes: chance is 0.1

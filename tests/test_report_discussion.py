@@ -150,3 +150,17 @@ def test_report_config_keys_are_validated(tmp_path):
         ReportConfig(font_size=7.5)  # below the 8 pt floor
     with pytest.raises(ValidationError):
         ReportConfig(font="comic")
+
+
+def test_the_freezing_schedule_says_what_unfreezing_brought():
+    frozen = run_record("fold-0", [1.0, 0.8, 0.6, 0.5], [0.9, 0.8, 0.7, 0.6])
+    frozen.epochs["trainable"] = ["heads", "all", "all", "all"]
+    frozen.epochs["score"] = [0.41, 0.80, 0.93, 0.90]
+    [sentence] = discussion.freezing_sentences([frozen], "accuracy")
+    assert sentence == (
+        "The freezing schedule, held-out accuracy: fold-0: 0.4100 after 1 epoch(s) training heads only, 0.9300 at "
+        "epoch 3 with everything training (+0.5200)."
+    )
+    always = run_record("fold-1", [1.0, 0.8], [0.9, 0.8])
+    always.epochs["trainable"], always.epochs["score"] = ["all", "all"], [0.5, 0.6]
+    assert discussion.freezing_sentences([always], "accuracy") == [], "nothing frozen: nothing said"

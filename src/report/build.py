@@ -209,7 +209,7 @@ def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -
 def _training_section(doc: Document, runs: list[RunRecord], metric: str) -> None:
     doc.section("Training curves")
     has_train = any(run.epochs is not None and "train_score" in run.epochs for run in runs)
-    _sentences(doc, discussion.overfitting_sentences(runs))
+    _sentences(doc, discussion.overfitting_sentences(runs) + discussion.freezing_sentences(runs, metric))
     doc.figure(
         "training_curves.png",
         figures.training_curves_figure(runs, metric),

@@ -116,6 +116,30 @@ def overfitting_sentences(runs: list[RunRecord]) -> list[str]:
     return sentences
 
 
+def freezing_sentences(runs: list[RunRecord], metric: str) -> list[str]:
+    """Per run whose backbone was partly frozen (epochs.csv's `trainable` not 'all'): what it scored at the end of
+    the frozen epochs and what training everything brought after them, best held-out score and epoch."""
+    parts = []
+    for run in runs:
+        epochs = run.epochs
+        if epochs is None or "trainable" not in epochs or "score" not in epochs:
+            continue
+        frozen = (epochs["trainable"].astype(str) != "all").to_numpy()
+        if not frozen.any() or frozen.all() or not frozen[0]:
+            continue
+        last_frozen = int(np.flatnonzero(frozen)[-1])
+        scores = epochs["score"].to_numpy(float)
+        after = last_frozen + 1 + int(np.nanargmax(scores[last_frozen + 1 :]))
+        parts.append(
+            f"{run.name}: {scores[last_frozen]:.4f} after {last_frozen + 1} epoch(s) training "
+            f"{epochs['trainable'].iloc[last_frozen]} only, {scores[after]:.4f} at epoch {int(epochs['epoch'].iloc[after])} "
+            f"with everything training ({scores[after] - scores[last_frozen]:+.4f})"
+        )
+    if not parts:
+        return []
+    return [f"The freezing schedule, held-out {metric}: " + "; ".join(parts) + "."]
+
+
 def confusion_sentences(matrix: np.ndarray, class_names: tuple[str, ...] | list[str]) -> list[str]:
     """The largest off-diagonal cells of a confusion matrix (rows true, columns predicted) with their share of the
     true class."""
