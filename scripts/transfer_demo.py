@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))  # run as `python scripts/transfer_demo.py` from a
 from src.artifacts import EPOCHS_CSV  # noqa: E402 (after the path above)
 from src.config import Config, load_config  # noqa: E402
 from src.demo_pretrain import DEMO_TAG as TAG  # noqa: E402 (a real timm tag: hf_hub_id timm/<tag>)
+from src.demo_pretrain import NORMALISE, train_settings  # noqa: E402
 
 HUB_REPO = f"timm/{TAG}"
-_NORMALISE = [0.5, 0.5, 0.5]  # the tag's own mean and std: scratch runs use them too, so only the weights differ
 Log = Callable[[str], None]
 # The runs compared: name -> (model.pretrained, train settings over the shared ones). The recipe is the configs'
 # fine-tuning schedule: heads alone for an epoch (backbone frozen, its lr held at 0), then layer-wise lr decay.
@@ -155,7 +155,7 @@ def compare(workdir: Path, settings: TransferSettings, log: Log = print) -> list
                 "format": "imet",
                 "data": {"root": str(demo.root), "image_size": settings.image_size},
                 "model": {"name": "test_resnet", "pretrained": pretrained},
-                "train": {**_train_settings(settings), **recipe},
+                "train": {**train_settings(settings.epochs, settings.seed, settings.threads), **recipe},
             },
         )
         images = _decoded(config, train.paths + test.paths, log) if images is None else images
@@ -174,17 +174,6 @@ def compare(workdir: Path, settings: TransferSettings, log: Log = print) -> list
     ]
 
 
-def _train_settings(settings: TransferSettings) -> dict:
-    return {
-        "epochs": settings.epochs,
-        "batch_size": 32,
-        "lr": 0.003,
-        "warmup_epochs": 1,
-        "seed": settings.seed,
-        "threads": settings.threads,
-    }
-
-
 def _config(workdir: Path, name: str, body: dict) -> Config:
     """Write `workdir/configs/<name>.yaml` (to rerun or read) and load it like any config."""
     body = {
@@ -193,8 +182,8 @@ def _config(workdir: Path, name: str, body: dict) -> Config:
         "predict": {"tta_flip": False},
         "augment": {
             "train": [{"name": "Affine", "translate_percent": [-0.06, 0.06], "scale": [0.9, 1.1], "p": 0.7}],
-            "mean": _NORMALISE,
-            "std": _NORMALISE,
+            "mean": NORMALISE,  # the tag's own: scratch runs use them too, so only the weights differ
+            "std": NORMALISE,
         },
     }
     path = workdir / "configs" / f"{name}.yaml"

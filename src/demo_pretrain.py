@@ -93,6 +93,11 @@ def pretrain_hub_files(workdir: Path, settings: PretrainSettings, log: Log = pri
     return {"model.safetensors": save({key: value.contiguous() for key, value in state.items()}), "config.json": b"{}"}
 
 
+def train_settings(epochs: int, seed: int, threads: int | None) -> dict:
+    """The `train:` section of the pretraining run, and of the transfer proof's runs that fine-tune from it."""
+    return {"epochs": epochs, "batch_size": 32, "lr": 0.003, "warmup_epochs": 1, "seed": seed, "threads": threads}
+
+
 def _write_config(workdir: Path, root: Path, settings: PretrainSettings) -> Path:
     """`workdir/configs/pretrain-digits.yaml` (to rerun or read): the pretraining run's config."""
     body = {
@@ -100,14 +105,7 @@ def _write_config(workdir: Path, root: Path, settings: PretrainSettings) -> Path
         "format": "folder",
         "data": {"root": str(root), "image_size": settings.image_size},
         "model": {"name": "test_resnet"},
-        "train": {
-            "epochs": settings.epochs,
-            "batch_size": 32,
-            "lr": 0.003,
-            "warmup_epochs": 1,
-            "seed": settings.seed,
-            "threads": settings.threads,
-        },
+        "train": train_settings(settings.epochs, settings.seed, settings.threads),
         "output_dir": str(workdir / "out"),
         "predict": {"tta_flip": False},
         "augment": {
