@@ -116,10 +116,15 @@ def resolve_kind(
             return kind, f"data.cache auto -> {kind} (already on disk)"
     needed = raw_bytes_estimate(paths, policy)
     free = shutil.disk_usage(_existing(cache_dir)).free
-    limit = min(free, policy.budget_gb * 2**30) if policy.budget_gb else free
-    kind = "raw" if needed <= limit else "packed"
+    kind = "raw" if raw_fits(needed, free, policy.budget_gb) else "packed"
     budget = f", budget {policy.budget_gb:g} GB" if policy.budget_gb else ""
     return kind, f"data.cache auto -> {kind} (raw needs {_gb(needed)}; {_gb(free)} free{budget})"
+
+
+def raw_fits(needed_bytes: float, free_bytes: float, budget_gb: float | None) -> bool:
+    """`data.cache: auto`'s rule: raw when its bytes fit the free disk and data.cache_disk_budget_gb (when set)."""
+    limit = min(free_bytes, budget_gb * 2**30) if budget_gb else free_bytes
+    return needed_bytes <= limit
 
 
 def check_free_space(cache_dir: Path, needed: int, what: str) -> None:

@@ -355,12 +355,14 @@ def _check_fit(plan: Plan, exp: Experiment, per_session: int | None) -> None:
 
 
 def _packed_cache_chosen(data, raw_gb: float, machine) -> bool:
-    """Whether the run's image cache is the packed one: data.cache says so, or `auto` finds raw over its budget (or
-    over the session's disk when no budget is set)."""
+    """Whether the run's image cache is the packed one: data.cache says so, or `auto` finds that raw does not fit
+    (the cache's own rule, with the session's disk as the free space; none known here: the budget alone)."""
+    from src.data.cache import raw_fits
+
     if data.cache != "auto":
         return data.cache == "packed"
-    budget = data.cache_disk_budget_gb or (machine.disk_gb if machine is not None else None)
-    return budget is not None and raw_gb > budget
+    free = machine.disk_gb * GB if machine is not None else math.inf
+    return not raw_fits(raw_gb * GB, free, data.cache_disk_budget_gb)
 
 
 def _add_quota(plan: Plan, quota: Callable[[], object]) -> None:
