@@ -29,11 +29,10 @@ from src.atomic import write_text
 from src.errors import PipelineError
 from src.kaggle.local import cli
 from src.kaggle.local import plan as planning
-from src.kaggle.local.push import FAILED_STATES
+from src.kaggle.local.push import FAILED_STATES, save_failed_log
 
 Log = Callable[[str], None]
 _RUNNING = ("queued", "running", "new", "pending")
-_FAILED = FAILED_STATES
 
 
 class Session(BaseModel):
@@ -200,7 +199,7 @@ def _wait(
         status = cli.kernel_status(ref)
         if status.state == "complete":
             return status
-        if status.state in _FAILED:
+        if status.state in FAILED_STATES:
             session.status = "failed"
             state.write(path)
             _stop_failed(exp, ref, session, status)
@@ -211,12 +210,8 @@ def _wait(
 
 def _stop_failed(exp: Experiment, ref: str, session: Session, status: cli.KernelStatus) -> None:
     """Save the failed session's log under train/logs/; stop with its last error line."""
-    logs_dir = exp.train_logs_dir
-    text = cli.kernel_logs(ref)
-    target = logs_dir / f"{session.run}-v{session.version}.log"
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    write_text(target, text)
-    last = cli.last_error_line(text, status.failure_message or "no log")
+    target = exp.train_logs_dir / f"{session.run}-v{session.version}.log"
+    last = save_failed_log(ref, target, status)
     raise PipelineError(
         f"kernel {ref} v{session.version} ({session.run}) ended {status.state}: {last}; its log is {target}; "
         "fix it and rerun the same command"

@@ -208,15 +208,21 @@ def _expected_only(exp: Experiment, ref: str, files: list[Path], staging: Path, 
 FAILED_STATES = ("error", "cancel_requested", "cancel_acknowledged", "cancelled", "canceled")  # Kaggle's, lower case
 
 
-def _stop_with_the_log(exp: Experiment, ref: str, status: cli.KernelStatus) -> None:
-    """A failed run: its log (`kaggle kernels logs`) into kernels/<exp>/logs/ instead of an output, and one line."""
-    target = exp.kernel_dir / "logs" / f"{ref.split('/')[1]}.log"
+def save_failed_log(ref: str, target: Path, status: cli.KernelStatus) -> str:
+    """A failed run's log (`kaggle kernels logs`) saved at `target`; its last error line (else Kaggle's message)."""
     text = cli.kernel_logs(ref)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_text(target, text)
+    return cli.last_error_line(text, status.failure_message or "no log")
+
+
+def _stop_with_the_log(exp: Experiment, ref: str, status: cli.KernelStatus) -> None:
+    """A failed run: its log into kernels/<exp>/logs/ instead of an output, and one line."""
+    target = exp.kernel_dir / "logs" / f"{ref.split('/')[1]}.log"
+    last = save_failed_log(ref, target, status)
     raise PipelineError(
-        f"kernel {ref} ended {status.state}: {cli.last_error_line(text, status.failure_message or 'no log')}; no "
-        f"output fetched (kernels/{exp.name}/output/ is as it was); its log is {target}"
+        f"kernel {ref} ended {status.state}: {last}; no output fetched (kernels/{exp.name}/output/ is as it was); "
+        f"its log is {target}"
     )
 
 
