@@ -68,6 +68,8 @@ class Layout:
         self.output_dir, self.name = Path(output_dir), name
         self.oof_dir = self.output_dir / "oof" / name
         self.cache_dir = self.output_dir / "oof" / "_image_cache"  # shared by every experiment
+        # `kernel cache`: the training images' packed caches as datasets, one per competition and pixel settings
+        self.shipped_caches_dir = self.output_dir / "kernels" / "_image-cache"
         self.submission_dir = self.output_dir / "submissions" / name
         self.kernel_dir = self.output_dir / "kernels" / name
         self.report_dir = self.oof_dir / "report"
@@ -528,7 +530,8 @@ class LeaderboardRecord(_Record):
 
 # ---- Kaggle pushes and local kernel checks (kernels/<exp>/push.json, parity.json, train/push.json, train/pull.json)
 
-UPLOADS = ("dataset", "wheels", "state")  # the datasets a push uploads: weights, wheels, a training kernel's state
+# The datasets a push uploads: weights, wheels, a training kernel's state, the training images' packed cache.
+UPLOADS = ("dataset", "wheels", "state", "images")
 
 
 class PushRecord(_Record):
@@ -542,6 +545,8 @@ class PushRecord(_Record):
     wheels_files: dict[str, str] | None = None
     state_ref: str | None = None
     state_files: dict[str, str] | None = None
+    images_ref: str | None = None
+    images_files: dict[str, str] | None = None
     kernel_ref: str | None = None
     kernel_url: str | None = None
     version: int | None = None
@@ -642,6 +647,8 @@ class TrainingManifest(_Record):
     runs: dict[str, dict[str, str]]
     # The OOF predictions the kernel made once every fold was trained (oof.npz, oof_scores.json): name -> sha256.
     predictions: dict[str, str] = Field(default_factory=dict)
+    # The image-cache dataset the runs read their training images from ("ref (codec)"); None: decoded on Kaggle.
+    image_cache: str | None = None
 
     @classmethod
     def read(cls, path: Path, remake: str) -> TrainingManifest:
@@ -656,8 +663,10 @@ TRAINING_SECTIONS = ("competition", "format", "format_options", "data", "model",
 
 def portable_config(config: dict) -> dict:
     """The part of a resolved config that shapes a training run, without what differs between this machine
-    and Kaggle (data.root, the held-apart answers): what a training kernel carries and is compared on."""
-    data = {key: value for key, value in config.get("data", {}).items() if key not in ("root", "solution")}
+    and Kaggle (data.root, the held-apart answers, where a prebuilt image cache lies): what a training kernel carries
+    and is compared on."""
+    local = ("root", "solution", "prebuilt_cache")
+    data = {key: value for key, value in config.get("data", {}).items() if key not in local}
     return {**{key: config[key] for key in TRAINING_SECTIONS if key in config}, "data": data}
 
 

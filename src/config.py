@@ -67,6 +67,12 @@ class DataConfig(Section):
     )
     cache_format: Literal["png", "jpeg", "webp"] = Field("jpeg", description="the packed cache's codec (png: lossless)")
     cache_quality: int = Field(95, ge=1, le=100, description="jpeg/webp quality of the packed cache")
+    prebuilt_cache: Path | None = Field(
+        None,
+        description="a packed cache of the training images built on another machine (`kernel cache`; a training "
+        "kernel sets it to the attached dataset): read in place instead of building one; it must hold every training "
+        "image at this resize and cache size",
+    )
     cache_disk_budget_gb: float | None = Field(
         None, gt=0, description="data.cache: auto takes raw only when it needs at most this much disk (null: free disk)"
     )

@@ -84,7 +84,8 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "kernel",
-        "offline Kaggle kernel: build (+ local parity check), push, status, output, submit -> kernels/<exp>/",
+        "Kaggle kernels: the offline inference kernel (build + local parity check, push, status, output, submit), "
+        "the training kernel (train, pull) and its image-cache dataset (cache) -> kernels/<exp>/",
         subcommands="src.steps.kernel:SUBCOMMANDS",
     ),
     Stage(

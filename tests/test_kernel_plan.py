@@ -185,3 +185,21 @@ def test_sessions_follow_the_time_budget_one_epoch_at_least(exp, fake_kaggle):
     paused = _with(fast, train__time_budget_s=0.001)  # the budget pauses after every epoch, never before the first
     found = kernel_step.train(paused, fold="all", plan=True, log=[].append)
     assert found.sessions == 4 and not found.problems
+
+
+def test_a_shipped_image_cache_takes_the_training_images_off_the_sessions_disk(exp, fake_kaggle, monkeypatch):
+    import dataclasses
+
+    small = _with(exp, data__image_size=48)
+    tiny_disk = dataclasses.replace(planning.MACHINES["NvidiaTeslaT4"], disk_gb=1e-6)
+    monkeypatch.setitem(planning.MACHINES, "NvidiaTeslaT4", tiny_disk)
+    before = kernel_step.train(small, fold="0", plan=True, machine="t4x2", log=[].append)
+    assert any("larger than the session's" in p for p in before.problems) and not before.shipped_cache
+
+    built = kernel_step.cache(small, quiet=True, log=[].append)
+    logs: list[str] = []
+    after = kernel_step.train(small, fold="0", plan=True, machine="t4x2", log=logs.append)
+
+    assert not [p for p in after.problems if "disk" in p]
+    assert any(line.startswith(f"  image cache shipped: {built.folder}") for line in logs), logs
+    assert "nothing is decoded or written to the session's disk" in after.shipped_cache

@@ -29,6 +29,7 @@ from src.atomic import atomic_path
 from src.data.crops import cached_source
 from src.data.images import MAX_PIXELS, load_rgb
 from src.data.packed import PackedImages, build_packed
+from src.data.prebuilt import CacheSettings, PrebuiltImages, open_prebuilt
 from src.errors import PipelineError
 
 CACHE_VERSION = 1  # bump when the decode/resize recipe changes
@@ -383,20 +384,35 @@ def decode_table(
     label: str,
     max_pixels: int = MAX_PIXELS,
     policy: CachePolicy | None = None,
-) -> tuple[np.ndarray | PackedImages, np.ndarray]:
-    """(images: [n, S, S, 3] uint8 or a PackedImages store, boolean mask of readable rows) via the on-disk cache;
-    skipped files are logged. `policy` (data.resize/cache_size/cache...): default a raw square at `size`."""
+    prebuilt: Path | None = None,
+    root: Path | None = None,
+) -> tuple[np.ndarray | PackedImages | PrebuiltImages, np.ndarray]:
+    """(images: [n, S, S, 3] uint8 or a packed store, boolean mask of readable rows) via the on-disk cache, or read
+    from the `prebuilt` cache folder (matched by path under `root`, data.root); skipped files are logged. `policy`
+    (data.resize/cache_size/cache...): default a raw square at `size`."""
     policy = policy or CachePolicy(size)
+    if prebuilt is not None:
+        settings = CacheSettings(CACHE_VERSION, policy.size, policy.resize, max_pixels)
+        images, unreadable = open_prebuilt(Path(prebuilt), paths, Path(root), settings)
+        if unreadable and not skip_unreadable:
+            raise PipelineError(unreadable[min(unreadable)])
+        log(f"{label}: {len(paths):,} images read from the prebuilt cache {prebuilt} ({images.store.codec})")
+        return images, _readable_mask(len(paths), unreadable, log)
     if policy.kind == "auto" and cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         kind, why = resolve_kind(paths, policy, cache_dir, max_pixels)
         log(f"{label}: {why}")
         policy = replace(policy, kind=kind)
     cache = load_or_build(paths, size, cache_dir, skip_unreadable, quiet, label, max_pixels, policy)
-    readable = np.ones(len(paths), dtype=bool)
-    for row, reason in sorted(cache.unreadable.items()):
+    return cache.images, _readable_mask(len(paths), cache.unreadable, log)
+
+
+def _readable_mask(count: int, unreadable: dict[int, str], log) -> np.ndarray:
+    """The boolean mask of readable rows, each skipped row logged."""
+    readable = np.ones(count, dtype=bool)
+    for row, reason in sorted(unreadable.items()):
         readable[row] = False
         log(f"skipped unreadable image: {reason}")
-    if cache.unreadable:
-        log(f"skipped {len(cache.unreadable)} unreadable image(s) of {len(paths)} (data.skip_unreadable=true)")
-    return cache.images, readable
+    if unreadable:
+        log(f"skipped {len(unreadable)} unreadable image(s) of {count} (data.skip_unreadable=true)")
+    return readable

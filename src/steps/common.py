@@ -20,12 +20,24 @@ def decoded_images(
     label: str,
     skip_unreadable: bool | None = None,
 ):
-    """(cached images: [n, S, S, 3] uint8 or a packed store, boolean mask of readable rows) via the on-disk cache,
-    as the config's data section caches them."""
+    """(cached images: [n, S, S, 3] uint8 or a packed store, boolean mask of readable rows) of a TRAINING table via
+    the on-disk cache, as the config's data section caches them (or from data.prebuilt_cache when set)."""
     skip = exp.config.data.skip_unreadable if skip_unreadable is None else skip_unreadable
     data = exp.config.data
     policy = CachePolicy.from_data(data)
-    return decode_table(table.paths, data.image_size, exp.cache_dir, skip, quiet, log, label, data.max_pixels, policy)
+    return decode_table(
+        table.paths,
+        data.image_size,
+        exp.cache_dir,
+        skip,
+        quiet,
+        log,
+        label,
+        data.max_pixels,
+        policy,
+        data.prebuilt_cache,
+        data.root,
+    )
 
 
 def table_text(rows: list[dict], float_format: str = "{:.4f}") -> str:

@@ -4,7 +4,8 @@
 competition's test images are here (`--check` always, `--no-check` never); `push` builds, checks
 and uploads (refused when the check fails); `status`, `output` and `submit` follow the pushed kernel.
 `train` builds (and checks, and with --push pushes) the training kernel; `pull` brings its runs back;
-`train --plan` only estimates what the runs cost, `train --follow` pushes and pulls sessions until they are done.
+`train --plan` only estimates what the runs cost, `train --follow` pushes and pulls sessions until they are done;
+`cache` ships the training images' packed cache as a dataset the training kernel reads.
 Adding a sub-command is one row and one function here. src.kaggle is imported only when one runs.
 """
 
@@ -94,6 +95,13 @@ SUBCOMMANDS: tuple[Stage, ...] = (
             ),
             option("--force", action="store_true", help="push even when kaggle quota has less left than a session"),
         ),
+    ),
+    Stage(
+        "cache",
+        "pack every training image once here (resumable) into kernels/_image-cache/<slug>/, a dataset the training "
+        "kernel attaches and reads in place instead of decoding the images in each session; --push uploads it",
+        run="src.steps.kernel:cache",
+        options=(option("--push", action="store_true", help="then upload it (create, or a new version if changed)"),),
     ),
     Stage(
         "pull",
@@ -243,6 +251,16 @@ def _build_training(exp: Experiment, runs: dict, check: bool | None, log: Callab
             )
         )
     return built, checked
+
+
+def cache(exp: Experiment, push: bool = False, quiet: bool = False, log: Callable[[str], None] = print):
+    """Build the training images' packed cache and its dataset folder; --push uploads it."""
+    from src.kaggle.local import image_cache_dataset
+
+    built = image_cache_dataset.build_image_cache_dataset(exp, quiet, log)
+    if push:
+        image_cache_dataset.push_image_cache_dataset(exp, built, log)
+    return built
 
 
 def pull(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print):

@@ -78,7 +78,7 @@ def show(
         log(f"no experiments under {oof_root} or {configs_dir}")
     for line in broken_configs(configs):
         log(line)
-    _image_cache_line(Layout(output_dir, "").cache_dir, clean_cache, log)
+    _image_cache_line(Layout(output_dir, ""), clean_cache, log)
     return rows
 
 
@@ -137,9 +137,10 @@ def refresh_leaderboards(output_dir: Path, names: list[str], log: Callable[[str]
         log("leaderboard: no upload is waiting for a score")
 
 
-def _image_cache_line(cache_dir: Path, clean: bool, log: Callable[[str], None]) -> None:
+def _image_cache_line(layout: Layout, clean: bool, log: Callable[[str], None]) -> None:
     from src.data.cache import cache_usage, clear_cache
 
+    cache_dir = layout.cache_dir
     if clean:
         removed = clear_cache(cache_dir)
         busy = f"; {removed.in_use} being built, left alone" if removed.in_use else ""
@@ -154,6 +155,22 @@ def _image_cache_line(cache_dir: Path, clean: bool, log: Callable[[str], None]) 
         )
     for what, size in usage.sets:
         log(f"  {_readable_size(size):>10}  {what}")
+    _shipped_cache_lines(layout.shipped_caches_dir, log)
+
+
+def _shipped_cache_lines(folder: Path, log: Callable[[str], None]) -> None:
+    """The training images' packed caches `kernel cache` made as datasets (hard links: no second copy of the bytes
+    while the decoded set above is there), each with whether and as what it was uploaded."""
+    from src.artifacts import PushRecord
+
+    shipped = sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
+    if shipped:
+        log(f"image-cache datasets (kernel cache) in {folder}:")
+    for dataset in shipped:
+        size = sum(path.stat().st_size for path in dataset.iterdir() if path.is_file())
+        record = dataset.with_name(dataset.name + ".push.json")
+        ref = PushRecord.read(record).images_ref if record.is_file() else None
+        log(f"  {_readable_size(size):>10}  {dataset.name}: {f'uploaded as {ref}' if ref else 'not uploaded yet'}")
 
 
 def _readable_size(count: int) -> str:

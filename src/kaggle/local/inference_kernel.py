@@ -198,6 +198,7 @@ def kaggle_config(exp: Experiment) -> dict:
     raw = config_to_dict(exp.config)
     raw["output_dir"] = "/kaggle/temp"  # replaced by a scratch folder when the kernel runs
     raw["data"]["root"] = f"{KAGGLE_INPUT}/{exp.config.competition}"
+    raw["data"]["prebuilt_cache"] = None  # a folder of this machine; the kernel decodes the test images itself
     raw["data"]["solution"] = []  # held-apart answers exist only here
     raw["model"]["weights"] = None  # the checkpoint holds every weight
     raw["thresholds"]["storage"] = None  # a database URL may carry a password; the kernel never tunes

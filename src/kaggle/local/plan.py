@@ -83,6 +83,7 @@ class Plan:
     problems: list[str] = field(default_factory=list)  # what will not fit the machine or a session
     quota_problem: str | None = None  # more GPU hours than the week has left
     notes: list[str] = field(default_factory=list)
+    shipped_cache: str = ""  # the image-cache dataset `kernel cache` made, in words ("": the kernel builds its cache)
 
     @property
     def next_session_h(self) -> float:
@@ -121,6 +122,7 @@ class Plan:
             f"  image cache: {self.n_images} images at {self.image_size} px: raw {_size(self.raw_cache_gb)}, packed "
             f"about {_size(self.packed_cache_gb)} ({PACKED_BYTES_PER_PIXEL} bytes/pixel, JPEG at ~2 bits/pixel: "
             "Wallace 1991)",
+            *([f"  image cache shipped: {self.shipped_cache}"] if self.shipped_cache else []),
             f"  RAM: the memory-mapped raw cache wants {_size(self.raw_cache_gb)} of page cache",
             *self._timing_lines(),
             *(f"  note: {note}" for note in self.notes),
@@ -228,6 +230,7 @@ def make_plan(
         sessions,
         None if epoch_s is None else sum(left.values()) * epoch_s / 3600,
     )
+    plan.shipped_cache = _shipped_cache(exp)
     _check_fit(plan, exp, per_session)
     if key != THIS and quota is not None:
         _add_quota(plan, quota)
@@ -321,24 +324,7 @@ def _check_fit(plan: Plan, exp: Experiment, per_session: int | None) -> None:
         plan.notes.append(
             f"the kernel trains in {processes} DDP process(es) on the {machine.gpus} GPUs (kaggle.train_processes)"
         )
-    packed = _packed_cache_chosen(config.data, plan.raw_cache_gb, machine)
-    if machine is not None and packed and plan.packed_cache_gb > machine.disk_gb:
-        plan.problems.append(
-            f"even the packed image cache (about {plan.packed_cache_gb:.1f} GB) is larger than the session's "
-            f"{machine.disk_gb:.0f} GB disk: lower data.cache_size or data.cache_quality"
-        )
-    if machine is not None and not packed and plan.raw_cache_gb > machine.disk_gb:
-        fits = int(math.sqrt(machine.disk_gb * GB * 0.9 / (plan.n_images * 3)))
-        plan.problems.append(
-            f"the raw image cache ({plan.raw_cache_gb:.1f} GB) is larger than the session's {machine.disk_gb:.0f} GB "
-            f"disk (/kaggle/working): lower data.cache_size (or data.image_size) to {fits} px or less, or set "
-            f"data.cache: packed (about {plan.packed_cache_gb:.1f} GB)"
-        )
-    if machine is not None and plan.raw_cache_gb > machine.ram_gb:
-        plan.notes.append(
-            f"the raw cache ({plan.raw_cache_gb:.1f} GB) exceeds the {machine.ram_gb:.0f} GB of RAM: every epoch "
-            "reads part of it from disk"
-        )
+    _check_cache_fit(plan, config.data, machine)
     if machine is None or plan.epoch_s is None or per_session is None:  # no session limit here, or no timing
         return
     if any(plan.epochs_left.values()) and per_session == 0:
@@ -352,6 +338,45 @@ def _check_fit(plan: Plan, exp: Experiment, per_session: int | None) -> None:
             "train.time_budget_s is not set: a session cut off by Kaggle loses its epoch in progress; set it "
             f"about one epoch below the session ({plan.session_s - plan.epoch_s:.0f} s)"
         )
+
+
+def _check_cache_fit(plan: Plan, data, machine) -> None:
+    """Whether the training images' cache fits the session's disk (and the raw one its RAM), unless shipped."""
+    if plan.shipped_cache or machine is None:  # shipped: read-only from a dataset, no cache in the session
+        return
+    packed = _packed_cache_chosen(data, plan.raw_cache_gb, machine)
+    if packed and plan.packed_cache_gb > machine.disk_gb:
+        plan.problems.append(
+            f"even the packed image cache (about {plan.packed_cache_gb:.1f} GB) is larger than the session's "
+            f"{machine.disk_gb:.0f} GB disk: lower data.cache_size or data.cache_quality"
+        )
+    elif not packed and plan.raw_cache_gb > machine.disk_gb:
+        fits = int(math.sqrt(machine.disk_gb * GB * 0.9 / (plan.n_images * 3)))
+        plan.problems.append(
+            f"the raw image cache ({plan.raw_cache_gb:.1f} GB) is larger than the session's {machine.disk_gb:.0f} GB "
+            f"disk (/kaggle/working): lower data.cache_size (or data.image_size) to {fits} px or less, or set "
+            f"data.cache: packed (about {plan.packed_cache_gb:.1f} GB)"
+        )
+    if not packed and plan.raw_cache_gb > machine.ram_gb:
+        plan.notes.append(
+            f"the raw cache ({plan.raw_cache_gb:.1f} GB) exceeds the {machine.ram_gb:.0f} GB of RAM: every epoch "
+            "reads part of it from disk"
+        )
+
+
+def _shipped_cache(exp: Experiment) -> str:
+    """The image-cache dataset `kernel cache` made for this config, in words ("" when there is none)."""
+    from src.data.prebuilt import SOURCE_FILE
+    from src.kaggle.local.image_cache_dataset import image_cache_folder
+
+    folder = image_cache_folder(exp)
+    if not (folder / SOURCE_FILE).is_file():
+        return ""
+    size = sum(path.stat().st_size for path in folder.iterdir() if path.is_file()) / GB
+    return (
+        f"{folder} ({_size(size)}), attached by `kernel train`: read in place from /kaggle/input, so nothing is "
+        "decoded or written to the session's disk for the training images"
+    )
 
 
 def _packed_cache_chosen(data, raw_gb: float, machine) -> bool:

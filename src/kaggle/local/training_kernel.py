@@ -51,6 +51,7 @@ from src.atomic import write_text
 from src.config import config_to_dict
 from src.errors import PipelineError
 from src.kaggle.local import cli
+from src.kaggle.local.image_cache_dataset import find_image_cache_dataset, image_cache_folder, push_image_cache_dataset
 from src.kaggle.local.inference_kernel import stage_wheels, staging_dir, write_dataset_metadata, write_json
 from src.kaggle.local.kernel_script import code_archive, render_script, script_settings
 from src.kaggle.local.names import KaggleNames, kaggle_names, machine_metadata
@@ -129,15 +130,15 @@ def build_training_kernel(exp: Experiment, runs: dict, log: Log = print) -> Trai
             "folds_file": folds.name if folds else None,
             "wheels": stage_wheels(exp, names, staging / KERNEL_WHEELS_DIR, log),
             "pretrained": _pretrained(exp, names),
+            "image_cache": _image_cache(exp, log),
             **script_settings(archive),
             "resume": _stage_state(exp, runs, names.ref(state_slug), staging / _relative(exp, exp.train_state_dir)),
         }
         train_dir = staging / _relative(exp, exp.train_kernel_dir)
         train_dir.mkdir(parents=True, exist_ok=True)
         (train_dir / f"{slug}.py").write_text(render_script(settings, archive), encoding="utf-8")
-        sources = [
-            part["dataset_ref"] for part in (settings["wheels"], settings["pretrained"], settings["resume"]) if part
-        ]
+        parts = (settings["wheels"], settings["pretrained"], settings["resume"], settings["image_cache"])
+        sources = [part["dataset_ref"] for part in parts if part]
         write_json(train_dir / KERNEL_METADATA, _metadata(exp, names.ref(slug), f"{slug}.py", sources))
         files = seal(staging)
         _move_into_place(exp, staging)
@@ -161,7 +162,7 @@ def _inputs(exp: Experiment, folds: Path | None) -> dict[str, bytes]:
     """What the script carries beside the code: the config's training part and the folds file."""
     config = {
         **portable_config(config_to_dict(exp.config)),
-        "data": {**config_to_dict(exp.config)["data"], "root": "/kaggle/input", "solution": []},
+        "data": {**config_to_dict(exp.config)["data"], "root": "/kaggle/input", "solution": [], "prebuilt_cache": None},
     }
     files = {f"{INPUTS_DIR}/{CONFIG_NAME}": yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode()}
     if folds is not None:
@@ -185,6 +186,19 @@ def _pretrained(exp: Experiment, names: KaggleNames) -> dict:
     weights = read_weights_folder(folder)
     files = {name: file_sha256(folder / name) for name in (MANIFEST, PRETRAINED_CFG, weights.file_name)}
     return {"dataset_ref": names.ref(kaggle_slug(tag)), "tag": tag, "files": files, "local": str(folder)}
+
+
+def _image_cache(exp: Experiment, log: Log) -> dict:
+    """The image-cache dataset `kernel cache` made for this config's data settings ({} without one: the kernel
+    decodes the competition's images into its own cache on Kaggle)."""
+    found = find_image_cache_dataset(exp)
+    if found is None:
+        log(
+            f"no image-cache dataset in {image_cache_folder(exp)}: the kernel decodes the training images on Kaggle "
+            f"(ship them once with: {exp.command('kernel cache')})"
+        )
+        return {}
+    return found.settings()
 
 
 def _stage_state(exp: Experiment, runs: dict, ref: str, dest: Path) -> dict:
@@ -269,6 +283,8 @@ def check_training(exp: Experiment, build: TrainingBuild, run_train: Callable, l
             inputs[part["dataset_ref"].split("/")[1]] = folder
     if settings["pretrained"]:
         inputs[settings["pretrained"]["dataset_ref"].split("/")[1]] = Path(settings["pretrained"]["local"])
+    if settings.get("image_cache"):
+        inputs[settings["image_cache"]["dataset_ref"].split("/")[1]] = image_cache_folder(exp)
     log(
         f"training check: {build.script_path.name} offline (network blocked), one epoch of the first run, "
         "against a local `train` of the same"
@@ -303,6 +319,8 @@ def _reference_runs(exp: Experiment, settings: dict, scratch: Path, run_train: C
     config = exp.config.model_copy(deep=True)
     config.output_dir = scratch
     config.data.train_subset = settings.get("check_images")  # as the kernel's check trains
+    shipped = image_cache_folder(exp) if settings.get("image_cache") else None
+    config.data.prebuilt_cache = shipped  # the very pixels the kernel reads
     local = Experiment(config, exp.config_path)
     for relative in (settings["resume"] or {}).get("paths", {}).values():
         (local.oof_dir / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -313,6 +331,7 @@ def _reference_runs(exp: Experiment, settings: dict, scratch: Path, run_train: C
             *exp.config.overrides,
             f"output_dir={scratch}",
             f"data.train_subset={settings.get('check_images')}",
+            f"data.prebuilt_cache={shipped if shipped is not None else 'null'}",
         )
         train_under_torchrun(exp.config_path, check_runs(settings["runs"]), processes, [str(_PROJECT_ROOT)], overrides)
     else:
@@ -393,7 +412,7 @@ def _same(a, b) -> bool:
 def push_training(
     exp: Experiment, build: TrainingBuild, checked: bool, log: Log = print, wait_s: float = DATASET_WAIT_S
 ) -> tuple[str, int | None]:
-    """Upload the wheels and training-state datasets (each skipped when unchanged since the last push), check
+    """Upload the wheels, training-state and image-cache datasets (each skipped when unchanged since its last push), check
     that the pretrained-weights dataset is on Kaggle, push the training kernel; return (URL, version)."""
     changed = changed_files(build.kernel_dir, build.files)
     if changed:
@@ -422,6 +441,14 @@ def push_training(
                 wait_s,
                 log,
             )
+    if settings.get("image_cache"):
+        shipped = find_image_cache_dataset(exp)
+        if shipped is None or shipped.files != settings["image_cache"]["files"]:
+            raise PipelineError(
+                f"{image_cache_folder(exp)} changed after the kernel was built: not pushing; build and push again "
+                f"with: {exp.command('kernel train', '--push')}"
+            )
+        push_image_cache_dataset(exp, shipped, log, wait_s)
     if settings["pretrained"]:
         _require_dataset(settings["pretrained"]["dataset_ref"], settings["pretrained"]["tag"], exp)
     url, version = cli.push_kernel_with_version(exp.train_kernel_dir, exp.config.kaggle.session_timeout_s)
@@ -480,6 +507,7 @@ def pull_training(exp: Experiment, log: Log = print) -> list[Path]:
         moved = _move_runs(exp, manifest, staging, pulled)
         predictions = _move_predictions(exp, manifest, staging)
     made = f"OOF predicted on Kaggle ({', '.join(p.name for p in predictions)}); " if predictions else ""
+    made += f"training images read from {manifest.image_cache}; " if manifest.image_cache else ""
     log(
         f"pulled {ref}: {', '.join(str(p) for p in [*moved, *predictions])} (checksums verified; same config and "
         f"folds file); {made}continue here with: {exp.command('thresholds' if predictions else 'oof')}"

@@ -135,6 +135,7 @@ def training_experiment(settings: dict, input_root: Path, working_root: Path, co
     raw["data"]["root"], raw["output_dir"] = str(data_root), str(scratch / "out")
     if os.environ.get(CHECK_ENV) == "1" and settings.get("check_images"):  # the local check: a small share only
         raw["data"]["train_subset"] = settings["check_images"]
+    raw["data"]["prebuilt_cache"] = _attached_image_cache(settings, input_root)
     config_path = scratch / "config" / f"{settings['experiment']}.yaml"  # the experiment is named after the file
     config_path.parent.mkdir()
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
@@ -145,6 +146,16 @@ def training_experiment(settings: dict, input_root: Path, working_root: Path, co
     exp.oof_dir.symlink_to(written, target_is_directory=True)
     _link_pretrained(settings, input_root, scratch)
     return exp
+
+
+def _attached_image_cache(settings: dict, input_root: Path) -> str | None:
+    """The attached image-cache dataset's folder, every file's sum checked (None without one: the run decodes the
+    competition's images into its own cache)."""
+    shipped = settings.get("image_cache")
+    if not shipped:
+        return None
+    print(f"checking the image-cache dataset {shipped['dataset_ref']} ({shipped['count']:,} images)", flush=True)
+    return str(find_dataset_dir(input_root, shipped["dataset_ref"], shipped["files"], "image-cache dataset"))
 
 
 def _link_pretrained(settings: dict, input_root: Path, scratch: Path) -> None:
@@ -230,6 +241,11 @@ def write_manifest(exp, settings: dict, working_root: Path) -> Path:
             for path in (exp.oof_path, exp.oof_scores_path, exp.kaggle_test_probs_path)
             if path.is_file()
         },
+        image_cache=(
+            f"{settings['image_cache']['dataset_ref']} ({settings['image_cache']['codec']})"
+            if settings.get("image_cache")
+            else None
+        ),
     )
     path = working_root / TRAINING_MANIFEST
     manifest.write(path)
