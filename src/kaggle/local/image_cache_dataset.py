@@ -97,7 +97,7 @@ def build_image_cache_dataset(exp: Experiment, quiet: bool = False, log: Log = p
         raise
     built = _dataset(folder, names.ref(folder.name), sums, cache.images.codec, len(table))
     log(
-        f"image-cache dataset {built.ref}: {folder} ({built.count:,} images, {built.size_bytes() / 2**30:.2f} GB "
+        f"image-cache dataset {built.ref}: {folder} ({built.count:,} images, {built.size_bytes() / 2**20:,.1f} MB "
         f"{built.codec}); `kernel train` attaches it from now on"
     )
     return built
