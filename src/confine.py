@@ -29,6 +29,9 @@ _MAX_PART_BYTES = 255  # a longer file name cannot be created (ENAMETOOLONG)
 # A zip member that inflates more than this many times (and past _BOMB_FLOOR) is a decompression bomb, not data.
 _MAX_RATIO = 500
 _BOMB_FLOOR = 64 << 20
+# More members than any image competition ships (Google Landmarks v2: about 4.1 M images) is a hostile listing, not
+# data: its central directory alone would take gigabytes of memory to read, so the count is checked before that.
+MAX_ZIP_MEMBERS = 10_000_000
 
 
 def is_safe_name(name: object) -> bool:
@@ -114,6 +117,7 @@ def extract_zip(archive: Path, into: Path) -> list[str]:
     sizes that fit (no decompression bomb, no more than the free disk space); return the files' names. Hidden
     members (`.DS_Store`, `__MACOSX/._x`: any part starting with a dot, otherwise plain) are left out."""
     try:
+        _check_member_count(archive)
         with zipfile.ZipFile(archive) as zipped:
             members = [m for m in zipped.infolist() if not _hidden(m.filename.removesuffix("/"))]
             _check_members(archive, members, into)
@@ -132,6 +136,30 @@ def extract_zip(archive: Path, into: Path) -> list[str]:
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError) as exc:
         raise PipelineError(f"{archive}: not a valid zip ({exc}): rerun the download") from None
     return sorted(m.filename for m in files)
+
+
+def _check_member_count(archive: Path) -> None:
+    """Refuse, from the zip's end record alone, an archive declaring more than MAX_ZIP_MEMBERS members."""
+    with open(archive, "rb") as handle:
+        end = zipfile._EndRecData(handle)  # the stdlib's own end-record reader (zip64 included), before the listing
+    if end is None:
+        raise zipfile.BadZipFile("no end of central directory record")
+    declared = end[zipfile._ECD_ENTRIES_TOTAL]
+    if declared > MAX_ZIP_MEMBERS:
+        raise PipelineError(
+            f"{archive}: declares {declared:,} members, more than any image competition ships ({MAX_ZIP_MEMBERS:,}): "
+            "refusing to read its listing; inspect the archive by hand"
+        )
+
+
+def _check_inodes(archive: Path, count: int, into: Path) -> None:
+    """Refuse a zip with more members than the disk has free inodes (a file system that reports none is skipped)."""
+    disk = os.statvfs(into)
+    if disk.f_files and count > disk.f_favail:
+        raise PipelineError(
+            f"{archive}: holds {count:,} members but {into}'s disk has {disk.f_favail:,} free inodes (files): "
+            "unzip it on another disk (point the download elsewhere), or free files there"
+        )
 
 
 def _hidden(name: str) -> bool:
@@ -163,6 +191,7 @@ def _check_members(archive: Path, members: list[zipfile.ZipInfo], into: Path) ->
                 "(a decompression bomb): refusing to unzip it"
             )
         total += member.file_size
+    _check_inodes(archive, len(members), into)
     free = shutil.disk_usage(into).free
     if total > free:
         raise PipelineError(

@@ -151,3 +151,37 @@ def test_a_hostile_output_listing_gives_only_plain_names_inside_the_target(fake_
     )
     assert not any(p.name.startswith(("escaped", "absolute", "dot", "empty")) for p in everything)
     assert "..\\backslash.txt" in hostile_names(tmp_path)  # served, and refused by name
+
+
+def test_a_listing_longer_than_any_competition_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for i in range(3):
+            zipped.writestr(f"train/{i}.png", b"x")
+    data = bytearray(archive.read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    data[end + 8 : end + 12] = (60_000).to_bytes(2, "little") * 2  # entries on this disk, entries in all
+    archive.write_bytes(bytes(data))
+    monkeypatch.setattr(confine, "MAX_ZIP_MEMBERS", 50_000)
+    (tmp_path / "into").mkdir()
+
+    # Read first, the listing would be "not a valid zip" (it holds 3 of the 60,000 it declares): the count came first.
+    with pytest.raises(PipelineError, match=r"many.zip: declares 60,000 members, more than any image competition"):
+        confine.extract_zip(archive, tmp_path / "into")
+    assert list((tmp_path / "into").iterdir()) == []
+
+
+def test_more_members_than_free_inodes_is_one_line(tmp_path, monkeypatch):
+    archive = tmp_path / "d.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for i in range(3):
+            zipped.writestr(f"train/{i}.png", b"x")
+    (tmp_path / "into").mkdir()
+    real = os.statvfs(tmp_path)
+    monkeypatch.setattr(
+        confine.os, "statvfs", lambda path: os.statvfs_result((*real[:5], 100, 2, 2, *real[8:]))
+    )  # f_files, f_ffree, f_favail
+
+    with pytest.raises(PipelineError, match=r"holds 3 members but .* has 2 free inodes"):
+        confine.extract_zip(archive, tmp_path / "into")
+    assert list((tmp_path / "into").iterdir()) == []
