@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"{'' if rank == 0 else f'rank {rank}: '}error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)  # 143 after SIGTERM (src.watchdog.Stopped), else 2
     except KeyboardInterrupt:
         if rank == 0:
             print("interrupted: finished epochs are saved; continue with --resume", file=sys.stderr)

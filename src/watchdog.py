@@ -23,7 +23,13 @@ _WAKE = signal.SIGUSR2  # what the watching thread sends the main thread when th
 
 
 class Stopped(PipelineError):
-    """The stage was stopped from outside (SIGTERM) or a child it waited on died."""
+    """The stage was stopped from outside (SIGTERM) or a child it waited on died; `exit_status` is what the process
+    should exit with: 128 + the signal's number for a signal (143 for SIGTERM, as a shell reports a process it ended,
+    so a caller can tell a stop from a failure), 2 (a failure) otherwise."""
+
+    def __init__(self, message: str, exit_status: int = 2):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def process_alive(pid: int) -> bool:
@@ -61,7 +67,9 @@ def stop_on_sigterm(what: str = "the stage") -> Iterator[None]:
 
     def stop(signum: int, frame: object) -> None:
         terminate_children()
-        raise Stopped(f"{what} was stopped (SIGTERM): its children were stopped too; rerun it when wanted")
+        raise Stopped(
+            f"{what} was stopped (SIGTERM): its children were stopped too; rerun it when wanted", 128 + signum
+        )
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
