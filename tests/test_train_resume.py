@@ -220,3 +220,24 @@ def test_head_warmup_epochs_names_its_new_spelling_in_one_line(tiny_imet_root, t
     assert (
         main(["folds", "--config", str(config), "--quiet", "train.head_warmup_epochs=0"]) == 0
     )  # as saved configs hold
+
+
+def test_the_time_budget_counts_the_whole_call_so_fold_all_does_not_start_a_run_it_cannot_fit(
+    tiny_imet_root, tmp_path, capsys
+):
+    """`--fold all` in one Kaggle session: once the call's budget is spent, the next fold is not started (the budget
+    was per run, so every fold got the whole session); --resume continues with the first unfinished one."""
+    root, _ = tiny_imet_root
+    config = tiny_config(tmp_path, "imet", root, {"train": {"epochs": 2}}, name="budget")
+    assert main(["folds", "--config", str(config), "--quiet"]) == 0
+    oof_dir = tmp_path / "out" / "oof" / "budget"
+
+    assert main(["train", "--config", str(config), "--fold", "all", "--quiet", "train.time_budget_s=0.001"]) == 0
+
+    out = capsys.readouterr().out
+    assert "stopped after 1 epoch(s): another would pass train.time_budget_s 0.001 s" in out
+    assert "fold-1 not started: its first epoch would pass this call's train.time_budget_s 0.001 s" in out
+    assert len((oof_dir / "fold-0" / "epochs.csv").read_text().splitlines()) == 2  # header + one whole epoch
+    assert not (oof_dir / "fold-1" / "last.pt").exists()
+    assert main(["train", "--config", str(config), "--fold", "all", "--quiet", "--resume"]) == 0
+    assert all((oof_dir / f"fold-{k}" / "summary.json").exists() for k in (0, 1))

@@ -5,6 +5,7 @@ ask of it (finish, pause, the evaluation weights, scoring other weights on the h
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,15 @@ class RunState:
 
 
 @dataclass
+class CallClock:
+    """The clock of one `train` call, shared by all its runs (`--fold all` trains them one after another in one
+    Kaggle session): when the call started and its longest epoch so far, what a time budget per call counts."""
+
+    started: float = field(default_factory=time.perf_counter)
+    longest_epoch_s: float = 0.0
+
+
+@dataclass
 class Run:
     """A training run as its callbacks see it (built once by `src.engine.run.build_run`)."""
 
@@ -55,6 +65,7 @@ class Run:
     epoch: int = 0  # the epoch under way, from 0
     pause_reason: str | None = None  # set by `pause`: the loop stops before the next epoch
     summary: dict[str, Any] = field(default_factory=dict)  # extra summary.json keys callbacks add
+    clock: CallClock = field(default_factory=CallClock)  # this call's, shared by its runs
 
     @property
     def epochs(self) -> int:

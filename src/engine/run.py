@@ -18,7 +18,7 @@ from src.distributed import init_from_env
 from src.engine import build
 from src.engine.callbacks import CallbackList, callbacks_for
 from src.engine.checkpoint import restore
-from src.engine.context import Run, RunState
+from src.engine.context import CallClock, Run, RunState
 from src.engine.loop import run_epochs, write_summary
 from src.errors import PipelineError
 from src.formats.base import CompetitionFormat
@@ -38,6 +38,7 @@ class RunInputs:
     train_rows: np.ndarray
     valid_rows: np.ndarray | None
     run_dir: Path
+    clock: CallClock | None = None  # the call's clock when it trains several runs (None: this run's own)
 
 
 def train_run(
@@ -98,4 +99,6 @@ def build_run(
     optimizer = build.build_optimizer(model, loss_fn, tc)
     scheduler = build.build_scheduler(optimizer, tc, build.steps_per_epoch(len(train_data.loader), tc.accumulate_steps))
     training = build.Training(model, trained, loss_fn, optimizer, scheduler, build.build_grad_scaler(runtime), wrap)
-    return Run(config, fmt, heads, training, train_data, valid_data, runtime, context, callbacks, run_dir, quiet, log)
+    run = Run(config, fmt, heads, training, train_data, valid_data, runtime, context, callbacks, run_dir, quiet, log)
+    run.clock = inputs.clock or run.clock
+    return run

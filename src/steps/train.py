@@ -9,6 +9,7 @@ import numpy as np
 from src.artifacts import Experiment, Layout, OofPredictions
 from src.cleaning import noisy_training_rows, write_dropped
 from src.engine import RunInputs, train_run
+from src.engine.context import CallClock
 from src.errors import PipelineError
 from src.steps.common import decoded_images, fold_numbers
 
@@ -23,6 +24,7 @@ def run(
     log: Callable[[str], None] = print,
 ) -> None:
     """`fold` is 'all' or a fold number; `full` trains one model on every training image instead."""
+    clock = CallClock()  # the time budget counts this whole call, its decoding and every run
     table, fold_of_row, targets = _table_and_runs(exp, fold, full, log)
     tc, model = exp.config.train, exp.config.model
     log(
@@ -43,7 +45,7 @@ def run(
             f"{0 if valid_rows is None else len(valid_rows)} valid images -> {run_dir}"
         )
         state = train_run(
-            RunInputs(exp.config, exp.fmt, images, table.targets, train_rows, valid_rows, run_dir),
+            RunInputs(exp.config, exp.fmt, images, table.targets, train_rows, valid_rows, run_dir, clock),
             resume=resume,
             stop_after_epochs=stop_after_epochs,
             quiet=quiet,
