@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"{'' if rank == 0 else f'rank {rank}: '}error: {exc}", file=sys.stderr)
+        # One write: print() writes the text and the newline apart, so two ranks' lines could interleave on one stderr.
+        sys.stderr.write(f"{'' if rank == 0 else f'rank {rank}: '}error: {exc}\n")
+        sys.stderr.flush()
         return getattr(exc, "exit_status", 2)  # 143 after SIGTERM (src.watchdog.Stopped), else 2
     except KeyboardInterrupt:
         if rank == 0:

@@ -65,15 +65,27 @@ def stop_on_sigterm(what: str = "the stage") -> Iterator[None]:
         yield
         return
 
-    def stop(signum: int, frame: object) -> None:
-        terminate_children()
-        raise Stopped(
+    received: list[int] = []
+
+    def stopped(signum: int) -> Stopped:
+        return Stopped(
             f"{what} was stopped (SIGTERM): its children were stopped too; rerun it when wanted", 128 + signum
         )
+
+    def stop(signum: int, frame: object) -> None:
+        received.append(signum)
+        terminate_children()
+        raise stopped(signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
+    except Exception as exc:
+        # What a stop brings about is the stop: e.g. a DDP rank whose peer stopped first fails in its collective
+        # ("Connection closed by peer") before its own handler runs; that is this stop, not a second error.
+        if received and not isinstance(exc, Stopped):
+            raise stopped(received[0]) from None
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
 
