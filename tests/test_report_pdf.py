@@ -308,3 +308,61 @@ def test_smallest_font_sees_legends_and_ticks_but_not_hidden_axes(tmp_path):
     assert drawn(lambda ax: (ax.plot([1, 2], label="x"), ax.legend(fontsize=7))) == 7.0
     assert drawn(lambda ax: ax.set_xticks([0, 1], ["a", "b"], fontsize=6)) == 6.0
     assert drawn(lambda ax: (ax.set_axis_off(), ax.set_title("t", fontsize=9))) == 9.0
+
+
+# --- filling the pages: no page but the last left more than a third empty ------------------------------------------
+
+
+def test_empty_share_of_a_page_is_measured_from_the_pdf(tmp_path):
+    """The measure sees a page that a figure too tall for what is left of it leaves half empty (so it can fail)."""
+    from helpers import pdf_empty_shares
+
+    doc = Document(tmp_path)
+    doc.title("Gap test")
+    doc.paragraph("Words to fill the top of the page. " * 120)
+    fig = Figure(figsize=(7, 7.5))
+    fig.subplots().plot(np.arange(10))
+    doc.figure("tall.png", fig, "a figure taller than what is left of page 1")
+    data, pages = render_pdf(doc.blocks, tmp_path, 1.0, [])
+    (tmp_path / "gap.pdf").write_bytes(data)
+    shares = pdf_empty_shares(tmp_path / "gap.pdf")
+    assert pages == len(shares) == 2
+    assert shares[0] > 0.4, shares  # the figure went to page 2, leaving the rest of page 1 empty
+    assert shares[1] < 0.3, shares
+
+
+def test_text_before_a_table_fills_the_page_and_left_out_detail_fills_the_last_page(tmp_path):
+    """Paragraphs before a table that moves to the next page stay behind to fill the page (only its last paragraph and
+    heading go with it); detail that does not fit in place but fits after the last section goes there, named."""
+    from helpers import pdf_empty_shares
+
+    doc = Document(tmp_path)
+    doc.title("Fill test")
+    doc.section("Text then a table")
+    for index in range(6):
+        doc.paragraph(f"Paragraph {index}. " + "Words that fill the page before the table. " * 30)
+    doc.subsection("The table")
+    doc.paragraph("The table below.")
+    doc.table([{"row": f"row-{i:02d}", "value": i / 7} for i in range(40)], "long")
+    layout = write_pdf(doc.blocks, tmp_path, tmp_path / "flow.pdf", max_pages=3)
+    texts, shares = page_texts(tmp_path / "flow.pdf"), pdf_empty_shares(tmp_path / "flow.pdf")
+    assert layout.pages == len(texts) == 2 and shares[0] < 1 / 3, shares
+    assert "Paragraph 5" in texts[0], "the text before the table fills page 1"
+    assert "The table below." in texts[1] and "row-00" in texts[1] and "row-39" in texts[1]
+
+    doc = Document(tmp_path)
+    doc.title("Appendix test")
+    doc.section("Detail", priority=1)
+    doc.paragraph("Detail text. " * 40)
+    doc.table([{"k": f"d-{i}", "v": i} for i in range(6)], "detail")
+    doc.section("A long table")
+    doc.table([{"row": f"row-{i:02d}", "value": i / 7} for i in range(50)], "long")
+    doc.section("Closing")
+    doc.paragraph("The end. " * 350)
+    layout = write_pdf(doc.blocks, tmp_path, tmp_path / "out.pdf", max_pages=2)
+    texts = page_texts(tmp_path / "out.pdf")
+    assert layout.pages == len(texts) == 2 and layout.left_out == []
+    # In place, the detail would push the table to page 2 and the closing text onto a third page.
+    assert "row-00" in texts[0] and "row-49" in texts[0] and "Detail text" not in texts[0]
+    end = texts[-1]
+    assert end.index("The end.") < end.index("More detail (placed here to fit the pages)") < end.index("d-5")

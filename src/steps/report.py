@@ -29,7 +29,7 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     log(f"report {exp.name}: from {exp.oof_dir} (no retraining) -> {exp.report_dir}")
     inputs = load_inputs(exp, log)
     html_path = build_report(
-        inputs, exp.report_dir, max_pages=exp.config.report.max_pages, typography=report_typography(exp)
+        inputs, exp.report_dir, max_pages=exp.config.report.max_pages, typography=report_typography(exp), log=log
     )
     pages = page_count(exp.report_pdf)
     log(
