@@ -366,3 +366,34 @@ def test_text_before_a_table_fills_the_page_and_left_out_detail_fills_the_last_p
     assert "row-00" in texts[0] and "row-49" in texts[0] and "Detail text" not in texts[0]
     end = texts[-1]
     assert end.index("The end.") < end.index("More detail (placed here to fit the pages)") < end.index("d-5")
+
+
+def test_over_budget_essentials_drop_figures_in_the_stated_order_and_only_too_long_notes_are_refused(tmp_path):
+    """Past the detail, the expendable figures go in their order (examples first), each named in one logged line;
+    the required table and the notes always stay; notes too long for the pages alone are refused in one line."""
+    from src.errors import PipelineError
+
+    def document(notes: int) -> Document:
+        doc = Document(tmp_path)
+        doc.title("Fallback test")
+        doc.section("Required")
+        doc.table([{"attribute": f"attr-{i}", "accuracy": i / 40} for i in range(20)], "required")
+        for rank, name in ((2, "secondary"), (1, "examples")):
+            fig = Figure(figsize=(7, 4))
+            fig.subplots().plot(np.arange(10) * rank)
+            doc.figure(f"{name}.png", fig, f"the {name} figure", fallback=rank, label=f"{name} figure")
+        doc.section("Discussion")
+        for index in range(notes):
+            doc.paragraph(f"Note {index}. " + "What the numbers say, in the student's words. " * 12)
+        return doc
+
+    logged: list[str] = []
+    layout = write_pdf(document(14).blocks, tmp_path, tmp_path / "out.pdf", max_pages=2, log=logged.append)
+    text = " ".join(page_texts(tmp_path / "out.pdf"))
+    assert layout.pages <= 2 and "attr-19" in text and "Note 13." in text
+    assert layout.left_out == ["examples figure"] and "the secondary figure" in text
+    assert logged == ["report.pdf: left out 'examples figure' to fit report.max_pages=2"]
+    with pytest.raises(PipelineError) as error:
+        write_pdf(document(60).blocks, tmp_path, tmp_path / "out.pdf", max_pages=2)
+    assert str(error.value).startswith("config report.max_pages: the report's required content alone")
+    assert "shorten report.notes or raise report.max_pages (now 2)" in str(error.value) and "\n" not in str(error.value)
