@@ -63,6 +63,7 @@ def build_report(
         doc.paragraph(f"Note: {note}", priority=1)
     score_rows = fold_score_rows(fmt, inputs.fold_of_row, inputs.probs, inputs.targets, inputs.rules)
     _summary_section(doc, inputs, heads, score_rows[-1])
+    _comparison_section(doc, inputs)
     _model_section(doc, inputs, heads)
     _training_section(doc, inputs.runs, metric)
     _cleaning_section(doc, inputs, heads)
@@ -166,6 +167,22 @@ def _summary_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec],
         _sentences(
             doc, [f"[{head.name}] {sentences[0]}", *sentences[1:]] if len(heads) > 1 and sentences else sentences
         )
+
+
+def _comparison_section(doc: Document, inputs: ReportInputs) -> None:
+    """report.compare: this run beside the experiments it is compared with (e.g. fine-tuned vs from scratch)."""
+    if not inputs.comparison:
+        return
+    from src.report.compare import comparison_sentences
+
+    metric = inputs.fmt.main_metric
+    doc.section("Compared with other experiments")
+    doc.paragraph(
+        "Each experiment's honest OOF score (nothing tuned on the rows it scores) and its test score where known, "
+        "with what its training config sets differently from this run's."
+    )
+    _sentences(doc, comparison_sentences(inputs.comparison, metric))
+    doc.table(inputs.comparison, "comparison")
 
 
 def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -> None:
