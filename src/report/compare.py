@@ -76,10 +76,10 @@ def comparison_sentences(rows: list[dict], metric: str) -> list[str]:
 
 
 def differences(base: dict, other: dict) -> str:
-    """`key: other value` for every training setting the other run saved differently (`key: -` where it has none)."""
+    """`key: this run's value -> the other's` for every training setting the other run saved differently."""
     mine, theirs = _flat(base), _flat(other)
     changed = [
-        f"{key}: {_shown(theirs.get(key))}"
+        f"{key}: {_shown(mine.get(key))} -> {_shown(theirs.get(key))}"
         for key in sorted(set(mine) | set(theirs))
         if key not in _MACHINE_KEYS and mine.get(key) != theirs.get(key)
     ]
