@@ -425,3 +425,31 @@ def test_package_author_reaches_the_pdf_and_the_readme(packaged, tmp_path, capsy
     [pdf] = [name for name in names if name.endswith(".pdf")]
     assert author_of(tmp_path / pdf) == "RollNumber_06"
     assert "Author: RollNumber_06" in (tmp_path / "Readme.txt").read_text()
+
+
+@pytest.mark.parametrize("format_name", ["celeba", "csv"])
+@pytest.mark.slow
+def test_a_notebook_of_a_format_naming_its_heads_from_training_files_runs_from_the_zip_alone(
+    packaged, tmp_path, format_name
+):
+    """CelebA's attribute names and the csv format's classes come from training label files the zip does not ship:
+    the packaged config pins them (and the listing the test images are read from ships), so the notebook re-runs with
+    TRAIN = False from the unzipped folder alone, the build machine's data and outputs moved away."""
+    made = packaged(format_name)
+    pattern = ['package.names.notebook="{name_lower_first}.ipynb"']
+    assert run(["package", "--name", "Nb_06"], made.config, [*made.overrides, *pattern]) == 0
+    names = unpack(made.exp.package_dir / "Nb_06.zip", tmp_path)
+    competition = made.exp.config.competition
+    assert not [name for name in names if name.endswith(("list_attr_celeba.txt", "train.csv"))], names
+    assert any(name.startswith(f"code/input/{competition}/") for name in names)
+    with moved_away(made.paths.root, made.tmp / "out"):
+        notebook = execute_unzipped(tmp_path / "nb_06.ipynb")
+    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+    assert "no test images here" not in printed
+    for name in made.exp.fmt.submission_names():
+        shipped = tmp_path / INSIDE.get(format_name, {}).get(name, name)
+        written = tmp_path / "notebook_outputs" / "predictions" / name
+        assert written.read_bytes() == shipped.read_bytes(), name
+        assert f"notebook_outputs/predictions/{name} vs {shipped.relative_to(tmp_path)} in the zip: byte-identical" in (
+            printed
+        )
