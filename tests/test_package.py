@@ -458,3 +458,15 @@ def test_a_notebook_of_a_format_naming_its_heads_from_training_files_runs_from_t
         assert f"notebook_outputs/predictions/{name} vs {shipped.relative_to(tmp_path)} in the zip: byte-identical" in (
             printed
         )
+    # A copy without the test images: one line says what to set, and every other cell still runs.
+    shutil.rmtree(tmp_path / "notebook_outputs")
+    for image in made.exp.fmt.read_test().paths:
+        (tmp_path / "code" / "input" / competition / image.relative_to(made.paths.root)).unlink()
+    with moved_away(made.paths.root, made.tmp / "out"):
+        notebook = execute_unzipped(tmp_path / "nb_06.ipynb")
+    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+    said = [line for line in printed.splitlines() if line.startswith("no test images here")]
+    assert len(said) == 1 and said[0].endswith("set DATA_ROOT to the competition folder to predict them"), said
+    assert (
+        "nothing to predict (set DATA_ROOT)" in printed and not (tmp_path / "notebook_outputs" / "predictions").exists()
+    )

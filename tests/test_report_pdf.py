@@ -397,3 +397,30 @@ def test_over_budget_essentials_drop_figures_in_the_stated_order_and_only_too_lo
         write_pdf(document(60).blocks, tmp_path, tmp_path / "out.pdf", max_pages=2)
     assert str(error.value).startswith("config report.max_pages: the report's required content alone")
     assert "shorten report.notes or raise report.max_pages (now 2)" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_detail_subsection_trades_places_with_its_neighbour_when_that_fills_the_page(tmp_path):
+    """A required table too tall for what is left of a page moves on; the detail subsection after it (a small table)
+    is laid out before it instead, so the page is filled rather than left a third empty."""
+    from helpers import pdf_empty_shares
+
+    doc = Document(tmp_path)
+    doc.title("Order test")
+    doc.section("Model")
+    fig = Figure(figsize=(7, 6.2))
+    fig.subplots().plot(np.arange(10))
+    doc.figure("diagram.png", fig, "the diagram")
+    doc.subsection("Settings")
+    doc.table([{"setting": f"setting-{i:02d}", "value": i} for i in range(24)], "settings")
+    doc.subsection("Layers", priority=1)
+    doc.table([{"layer": f"layer-{i}", "params": i * 100} for i in range(8)], "layers")
+    doc.section("Closing")
+    doc.paragraph("The end. " * 40)
+    data, _ = render_pdf(visible_blocks(doc.blocks, 9), tmp_path, 1.0, [])
+    (tmp_path / "as-written.pdf").write_bytes(data)
+    assert pdf_empty_shares(tmp_path / "as-written.pdf")[0] > 1 / 3, "as written, the settings leave page 1 a gap"
+    write_pdf(doc.blocks, tmp_path, tmp_path / "out.pdf", max_pages=3)
+    texts, shares = page_texts(tmp_path / "out.pdf"), pdf_empty_shares(tmp_path / "out.pdf")
+    assert "layer-7" in texts[0] and "setting-00" not in texts[0], "the layers fill page 1, the settings follow"
+    assert "setting-00" in texts[1] and "setting-23" in texts[1]
+    assert all(share < 1 / 3 for share in shares[:-1]), shares

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 from xml.sax.saxutils import escape
 
 from PIL import Image as PILImage
@@ -81,10 +82,27 @@ def write_pdf(
     log: Callable[[str], None] | None = None,
 ) -> PdfLayout:
     """Lay the blocks out on at most `max_pages` A4 pages (see the module docstring) and write `path`; `log` gets one
-    line per thing left out."""
+    line per thing left out. Where a detail subsection may go before its previous sibling, both orders are laid out
+    and the one showing the most, then leaving the least empty space on a page but the last, is kept."""
     if typography.font == "arial":
         blocks = [_winansi(block) for block in blocks]
-    chosen, (data, pages, left_out) = _fit_budget(blocks, Path(out_dir), max_pages, typography)
+    best = None
+    for order in _orders(blocks):
+        shown, layout = _layout(order, Path(out_dir), max_pages, typography)
+        worst_gap = max(layout.gaps[:-1], default=0.0)
+        if best is None or (-shown, round(worst_gap, 2)) < (-best[0], round(best[1], 2)):
+            best = (shown, worst_gap, layout)
+    data, pages, left_out, _ = best[2]
+    write_bytes(path, data)
+    for thing in left_out:
+        (log or (lambda line: None))(f"report.pdf: left out {thing!r} to fit report.max_pages={max_pages}")
+    return PdfLayout(pages, 1.0, left_out)
+
+
+def _layout(blocks: list[Block], out_dir: Path, max_pages: int, typography: Typography) -> tuple[int, Rendered]:
+    """(blocks shown, the layout) of the blocks in this order: fitted to the budget, then left-out detail put back
+    where it belongs, else after the last section, most needed first, while the pages hold it."""
+    chosen, rendered = _fit_budget(blocks, out_dir, max_pages, typography)
     appended: list[list[int]] = []
     for group in _left_out_groups(blocks, chosen)[:MAX_FILL_TRIES]:
         parent = _parent_index(blocks, group[0])
@@ -97,35 +115,52 @@ def write_pdf(
         more = chosen | {id(blocks[index]) for index in group}
         for tried_appended in tries:
             at_end = {id(blocks[i]) for g in tried_appended for i in g}
-            tried = _render_chosen(blocks, more - at_end, Path(out_dir), typography, tried_appended)
-            if tried[1] <= max_pages:
-                chosen, appended, (data, pages, left_out) = more, tried_appended, tried
+            tried = _render_chosen(blocks, more - at_end, out_dir, typography, tried_appended)
+            if tried.pages <= max_pages:
+                chosen, appended, rendered = more, tried_appended, tried
                 break
-    write_bytes(path, data)
-    for thing in left_out:
-        (log or (lambda line: None))(f"report.pdf: left out {thing!r} to fit report.max_pages={max_pages}")
-    return PdfLayout(pages, 1.0, left_out)
+    return len(chosen), rendered
+
+
+def _orders(blocks: list[Block]) -> list[list[Block]]:
+    """The blocks as given, and with each detail subsection (an h3 of a higher PDF priority than its section) moved
+    before its previous sibling subsection: detail may trade places with its neighbour to fill a page."""
+    heads = [i for i, block in enumerate(blocks) if block.kind in ("h1", "h2", "h3")]
+    ends = {
+        start: next((i for i in heads if i > start and int(blocks[i].kind[1]) <= 3), len(blocks)) for start in heads
+    }
+    orders = [blocks]
+    for index, start in enumerate(heads):
+        previous = heads[index - 1] if index else None
+        if blocks[start].kind != "h3" or previous is None or blocks[previous].kind != "h3":
+            continue
+        section = next((blocks[i] for i in reversed(heads[:index]) if blocks[i].kind == "h2"), None)
+        if section is None or blocks[start].priority <= section.priority or blocks[start].priority == PDF_NEVER:
+            continue
+        end = ends[start]
+        orders.append(blocks[:previous] + blocks[start:end] + blocks[previous:start] + blocks[end:])
+    return orders
 
 
 def _fit_budget(
     blocks: list[Block], out_dir: Path, max_pages: int, typography: Typography
-) -> tuple[set[int], tuple[bytes, int, list[str]]]:
+) -> tuple[set[int], Rendered]:
     """The blocks (by id) of the first layout within the budget, and that layout: detail left out by priority
     (highest first), then, when the essential content alone is too long, its expendable figures in their stated
     order (Block.fallback: 1 first); refused when what is left (the notes, the required tables) cannot fit."""
     for keep in KEEP_LEVELS:
         chosen = {id(block) for block in blocks if block.priority <= keep and block.priority != PDF_NEVER}
         rendered = _render_chosen(blocks, chosen, out_dir, typography)
-        if rendered[1] <= max_pages:
+        if rendered.pages <= max_pages:
             return chosen, rendered
     for rank in sorted({block.fallback for block in blocks if block.fallback}):
         chosen -= {id(block) for block in blocks if block.fallback == rank}
         rendered = _render_chosen(blocks, chosen, out_dir, typography)
-        if rendered[1] <= max_pages:
+        if rendered.pages <= max_pages:
             return chosen, rendered
     raise PipelineError(
         f"config report.max_pages: the report's required content alone (the summary, the required tables and "
-        f"report.notes) needs {rendered[1]} A4 pages; shorten report.notes or raise report.max_pages (now {max_pages})"
+        f"report.notes) needs {rendered.pages} A4 pages; shorten report.notes or raise report.max_pages (now {max_pages})"
     )
 
 
@@ -135,16 +170,25 @@ def _render_chosen(
     out_dir: Path,
     typography: Typography,
     appended: list[list[int]] | None = None,
-) -> tuple[bytes, int, list[str]]:
-    """(PDF bytes, pages, what was left out) of the `chosen` blocks (by id) in order, then the `appended` groups
+) -> Rendered:
+    """The PDF of the `chosen` blocks (by id) in order, then the `appended` groups
     (indices) under a closing section, without headings left empty."""
     shown = _without_empty_headings([block for block in blocks if id(block) in chosen])
     if appended:
         shown += [Block("h2", APPENDIX_HEADING)] + [_moved(blocks, index) for group in appended for index in group]
     placed = {id(block) for block in shown} | {id(blocks[i]) for group in appended or [] for i in group}
     left_out = _left_out_names(blocks, placed)
-    data, pages = render_pdf(shown, out_dir, 1.0, left_out, typography)
-    return data, pages, left_out
+    data, pages, gaps = _build(shown, out_dir, left_out, typography)
+    return Rendered(data, pages, left_out, gaps)
+
+
+class Rendered(NamedTuple):
+    """A laid-out PDF: its bytes, pages, what was left out, and each page's empty share of the frame's height."""
+
+    data: bytes
+    pages: int
+    left_out: list[str]
+    gaps: list[float]
 
 
 # Detail that did not fit where it belongs but fits after the last section goes under this heading.
@@ -252,6 +296,14 @@ def render_pdf(
     typography: Typography = DEFAULT_TYPOGRAPHY,
 ) -> tuple[bytes, int]:
     """(PDF bytes, page count) of the blocks laid out with figures at `figure_scale` of their drawn size."""
+    data, pages, _ = _build(blocks, out_dir, left_out, typography, figure_scale)
+    return data, pages
+
+
+def _build(
+    blocks: list[Block], out_dir: Path, left_out: list[str], typography: Typography, figure_scale: float = 1.0
+) -> tuple[bytes, int, list[float]]:
+    """(PDF bytes, page count, each page's share of the frame's height left empty at its foot)."""
     styles, story, pending = _styles(typography), [], []
     for block in blocks:
         if block.kind in ("h1", "h2", "h3", "p"):
@@ -267,7 +319,7 @@ def render_pdf(
     title = next((block.text for block in blocks if block.kind == "h1"), "report")
     buffer = io.BytesIO()
     margins = {f"{side}Margin": MARGIN for side in ("left", "right", "top", "bottom")}
-    doc = SimpleDocTemplate(buffer, pagesize=A4, title=title, author="src.stage report", **margins)
+    doc = _GapsDocTemplate(buffer, pagesize=A4, title=title, author="src.stage report", **margins)
 
     def footer(canvas, document) -> None:
         canvas.setFont(styles["p"].fontName, MIN_FONT_PT)
@@ -275,7 +327,15 @@ def render_pdf(
         canvas.drawRightString(A4[0] - MARGIN, MARGIN / 2, f"{title} - page {document.page}")
 
     doc.build(story, onFirstPage=footer, onLaterPages=footer)
-    return buffer.getvalue(), doc.page
+    return buffer.getvalue(), doc.page, doc.gaps
+
+
+class _GapsDocTemplate(SimpleDocTemplate):
+    """SimpleDocTemplate that notes, as each page ends, the share of its frame's height left empty at the foot."""
+
+    def afterPage(self) -> None:
+        frame = self.frame
+        self.__dict__.setdefault("gaps", []).append(max(0.0, (frame._y - frame._y1p) / frame._aH))
 
 
 def _kept_with_text(text: list[tuple[str, object]], content: list) -> list:
