@@ -397,6 +397,18 @@ def test_nothing_of_the_building_machine_is_in_the_zip_but_the_report(packaged, 
     assert str(config.output_dir) == "." and not config.data.root.is_absolute() and config.data.solution == []
 
 
+def test_the_packaged_config_compares_with_no_experiment_the_zip_does_not_ship(packaged):
+    """report.compare names runs of this machine: the zip's config drops it, so the Readme's retrain commands (report
+    included) work from the zip alone."""
+    from src.package import packaged_config
+
+    made = packaged("folder")
+    overrides = [override for override in made.overrides if not override.startswith("report.compare")]
+    exp = Experiment(load_config(made.config, overrides), made.config)
+    assert exp.config.report.compare == ["demo-folder-scratch"]
+    assert packaged_config(exp)["report"]["compare"] == []
+
+
 def test_weights_or_test_images_over_their_limit_are_refused_in_one_line(packaged, capsys):
     made = packaged("folder")
     for key, what in (("max_weights_mb", "MB of weights"), ("max_test_images_mb", "MB of test files")):
