@@ -8,10 +8,19 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from src.data.images import MAX_PIXELS
@@ -468,6 +477,11 @@ class ReportConfig(Section):
         None,
         description="a Markdown file with the student's own discussion, shown as the report's Discussion section "
         "(a path relative to the config file, else to the working directory)",
+    )
+    compare: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]] = Field(
+        default_factory=list,
+        description="other experiments of the same output folder to compare with (e.g. the same model trained from "
+        "scratch): a table of what their configs set differently, their honest OOF and test scores, and a sentence",
     )
 
 

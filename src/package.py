@@ -283,7 +283,8 @@ def packaged_data_root(exp: Experiment) -> str:
 
 def packaged_config(exp: Experiment) -> dict:
     """The run's resolved config with nothing of the building machine in it: output_dir is code/ itself, data.root
-    a relative folder, the demo's answers dropped, a weight file by name only; the format's options name the heads
+    a relative folder, the demo's answers dropped, a weight file by name only, no report.compare (those experiments'
+    runs are not shipped); the format's options name the heads
     (`standalone_options`), so predicting needs only test images."""
     config = config_to_dict(exp.config)
     config["output_dir"] = "."
@@ -292,6 +293,8 @@ def packaged_config(exp: Experiment) -> dict:
     if config["model"].get("weights"):
         config["model"]["weights"] = f"input/weights/{Path(config['model']['weights']).name}"
     config["thresholds"]["storage"] = None  # a database URL may carry a password; tuning again makes a local study
+    # The experiments the report compared with are not shipped: a report made from the zip compares with none.
+    config["report"]["compare"] = []
     config["format_options"] = {**(config.get("format_options") or {}), **exp.fmt.standalone_options()}
     return _without_machine_paths(config)
 

@@ -150,3 +150,40 @@ def alias_bomb_yaml(levels: int = 9) -> str:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]" for level in range(1, levels)]
     return "\n".join(lines) + "\n"
+
+
+def pdf_empty_shares(pdf_path: Path) -> list[float]:
+    """Per page of a report PDF, the share of the text frame's height left empty below its lowest drawn text, image or
+    rule (read from the page's drawing operators as placed, the footer under the frame not counted)."""
+    from pypdf import PdfReader
+
+    from src.report.pdf import FRAME_HEIGHT, MARGIN
+
+    shares = []
+    for page in PdfReader(str(pdf_path)).pages:
+        lowest = _lowest_drawn(page, MARGIN * 0.95, float(page.mediabox.height) - MARGIN)
+        shares.append(max(0.0, (lowest - MARGIN) / FRAME_HEIGHT))
+    return shares
+
+
+def _lowest_drawn(page, floor: float, top: float) -> float:
+    """The lowest y (pt) at which the page draws text, an image or a rectangle, between `floor` and `top`."""
+    found = [top]
+
+    def place(x: float, y: float, cm) -> None:
+        y_on_page = cm[1] * x + cm[3] * y + cm[5]
+        if floor <= y_on_page <= top:
+            found.append(y_on_page)
+
+    def operator(op, args, cm, tm) -> None:
+        if op == b"Do":  # an image: the unit square under the current transformation
+            place(0.0, 0.0, cm)
+        elif op == b"re":
+            place(float(args[0]), float(args[1]), cm)
+
+    def text(value, cm, tm, font, size) -> None:
+        if value.strip():
+            place(tm[4], tm[5], cm)
+
+    page.extract_text(visitor_operand_before=operator, visitor_text=text)
+    return min(found)

@@ -72,3 +72,13 @@ def test_the_folder_demo_fine_tunes_offline_from_weights_it_makes_with_the_freez
     assert "The freezing schedule, held-out accuracy: fold-0:" in report  # what training everything brought
     scores = json.loads((tmp_path / "submissions" / "demo-folder" / "test_scores.json").read_text())
     assert scores["accuracy"] > 0.5  # ten classes: chance is 0.1
+    # report.compare: the demo also trained the same model from scratch, and the report says what fine-tuning bought.
+    scratch = json.loads((tmp_path / "oof" / "demo-folder-scratch" / "fold-0" / "config.json").read_text())
+    assert scratch["model"]["pretrained"] is None and scratch["train"]["callbacks"] == []
+    assert (tmp_path / "submissions" / "demo-folder-scratch" / "test_scores.json").is_file()
+    assert "Compared with other experiments" in report and "Against demo-folder-scratch (model.pretrained: " in report
+    rows = {
+        row["experiment"]: row
+        for row in json.loads((tmp_path / "oof" / "demo-folder" / "report" / "tables.json").read_text())["comparison"]
+    }
+    assert rows["demo-folder (this report)"]["test accuracy"] == scores["accuracy"]

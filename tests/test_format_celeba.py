@@ -238,6 +238,31 @@ def test_subset_writes_every_column_with_the_others_filled(tmp_path, other, expe
     np.testing.assert_array_equal(read_labels["attributes"], labels["attributes"])
 
 
+def test_standalone_options_predict_the_same_file_without_the_attribute_file(tmp_path):
+    """The course package's copy: the partition file and the test images, no attribute file; the options the package
+    pins (every column's name, the value written for columns not predicted) give the same heads and the same file."""
+    import shutil
+
+    options = {"attributes": ["Eyeglasses", "Young"]}
+    fmt = make_competition(tmp_path / "c", options=options)
+    pinned = fmt.standalone_options()
+    assert pinned == {"attribute_names": NAMES, "other_values": [1, -1, 1, -1]}
+    assert set(fmt.test_input_files()) == {tmp_path / "c" / "list_eval_partition.txt", *fmt.read_test().paths}
+    labels = {"attributes": np.array([[1, 1], [0, 0]], dtype=bool)}
+    expected = fmt.write_submission(tmp_path / "sub", fmt.read_test().ids, labels, {})[0].read_bytes()
+    copy = tmp_path / "copy"
+    for file in fmt.test_input_files():
+        (copy / file.relative_to(tmp_path / "c")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(file, copy / file.relative_to(tmp_path / "c"))
+    alone = create_format("celeba", copy, {**options, **pinned})
+    assert alone.heads() == fmt.heads() and alone.all_attribute_names() == NAMES
+    written = alone.write_submission(tmp_path / "sub2", alone.read_test().ids, labels, {})
+    assert written[0].read_bytes() == expected
+    # Without the pinned names the copy cannot name its heads: the missing file is named.
+    with pytest.raises(PipelineError, match="list_attr_celeba.txt"):
+        create_format("celeba", copy, options).heads()
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -168,3 +168,28 @@ def test_demo_layout(demo):
     assert len(fmt.read_train()) == 30 and fmt.read_test().ids == sample.id.tolist()
     ids, labels = fmt.read_submission(list(demo.solution_files))
     assert [fmt.class_names[i] for i in labels["label"]] == solution.label.tolist()
+
+
+def test_pinned_classes_predict_without_train_csv_and_a_label_outside_them_is_one_line(tmp_path):
+    """The course package pins the classes and ships sample_submission.csv with the test images: a copy without
+    train.csv names the same heads and writes the same file; a training label outside pinned classes is refused."""
+    import shutil
+
+    fmt = make_competition(tmp_path / "c")
+    pinned = fmt.standalone_options()
+    assert pinned == {"classes": ["2", "10", "cat", "dog"]}
+    assert fmt.test_input_files()[0] == tmp_path / "c" / "sample_submission.csv"
+    labels = {"label": np.array([3, 0, 2])}
+    expected = fmt.write_submission(tmp_path / "sub", fmt.read_test().ids, labels, {})[0].read_bytes()
+    copy = tmp_path / "copy"
+    for file in fmt.test_input_files():
+        (copy / file.relative_to(tmp_path / "c")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(file, copy / file.relative_to(tmp_path / "c"))
+    alone = create_format("csv", copy, pinned)
+    assert alone.heads() == fmt.heads()
+    assert alone.write_submission(tmp_path / "sub2", alone.read_test().ids, labels, {})[0].read_bytes() == expected
+    narrow = create_format("csv", tmp_path / "c", {"classes": ["cat", "dog"]})
+    with pytest.raises(PipelineError) as error:
+        narrow.read_train()
+    assert "train.csv line 4: label '10' is not in format_options.classes" in str(error.value)
+    assert "\n" not in str(error.value)

@@ -75,7 +75,8 @@ def packaged(tmp_path_factory):
             overrides = [f"output_dir={tmp / 'out'}", f"data.root={paths.root}", *FAST]
             stages = STAGES
             if format_name == "folder":  # the course's zip ships the full fit's weights (no held-out rows)
-                overrides.append("submit.checkpoint=full")
+                # Its report.compare names the scratch run only the demo stage trains; these stages make one run.
+                overrides += ["submit.checkpoint=full", "report.compare=[]"]
                 stages = (*STAGES[:2], ["train", "--full"], *STAGES[2:])
             for stage in stages:
                 assert run(stage, config, overrides) == 0, stage
@@ -136,6 +137,10 @@ def test_each_course_zip_holds_what_the_course_asks_for(packaged, tmp_path, form
     if format_name == "celeba":
         mean = tables["attribute_accuracy_attributes"][-1]
         assert mean["attribute"] == "mean" and f"{mean['accuracy tuned']:.4f}" in text
+    from helpers import pdf_empty_shares
+
+    shares = pdf_empty_shares(report_pdf)
+    assert all(share < 1 / 3 for share in shares[:-1]), f"pages left more than a third empty: {shares}"
 
     # The Readme names every file (test images by their folder), the libraries at their installed versions with
     # their PyPI page, and the commands.
@@ -392,6 +397,18 @@ def test_nothing_of_the_building_machine_is_in_the_zip_but_the_report(packaged, 
     assert str(config.output_dir) == "." and not config.data.root.is_absolute() and config.data.solution == []
 
 
+def test_the_packaged_config_compares_with_no_experiment_the_zip_does_not_ship(packaged):
+    """report.compare names runs of this machine: the zip's config drops it, so the Readme's retrain commands (report
+    included) work from the zip alone."""
+    from src.package import packaged_config
+
+    made = packaged("folder")
+    overrides = [override for override in made.overrides if not override.startswith("report.compare")]
+    exp = Experiment(load_config(made.config, overrides), made.config)
+    assert exp.config.report.compare == ["demo-folder-scratch"]
+    assert packaged_config(exp)["report"]["compare"] == []
+
+
 def test_weights_or_test_images_over_their_limit_are_refused_in_one_line(packaged, capsys):
     made = packaged("folder")
     for key, what in (("max_weights_mb", "MB of weights"), ("max_test_images_mb", "MB of test files")):
@@ -425,3 +442,43 @@ def test_package_author_reaches_the_pdf_and_the_readme(packaged, tmp_path, capsy
     [pdf] = [name for name in names if name.endswith(".pdf")]
     assert author_of(tmp_path / pdf) == "RollNumber_06"
     assert "Author: RollNumber_06" in (tmp_path / "Readme.txt").read_text()
+
+
+@pytest.mark.parametrize("format_name", ["celeba", "csv"])
+@pytest.mark.slow
+def test_a_notebook_of_a_format_naming_its_heads_from_training_files_runs_from_the_zip_alone(
+    packaged, tmp_path, format_name
+):
+    """CelebA's attribute names and the csv format's classes come from training label files the zip does not ship:
+    the packaged config pins them (and the listing the test images are read from ships), so the notebook re-runs with
+    TRAIN = False from the unzipped folder alone, the build machine's data and outputs moved away."""
+    made = packaged(format_name)
+    pattern = ['package.names.notebook="{name_lower_first}.ipynb"']
+    assert run(["package", "--name", "Nb_06"], made.config, [*made.overrides, *pattern]) == 0
+    names = unpack(made.exp.package_dir / "Nb_06.zip", tmp_path)
+    competition = made.exp.config.competition
+    assert not [name for name in names if name.endswith(("list_attr_celeba.txt", "train.csv"))], names
+    assert any(name.startswith(f"code/input/{competition}/") for name in names)
+    with moved_away(made.paths.root, made.tmp / "out"):
+        notebook = execute_unzipped(tmp_path / "nb_06.ipynb")
+    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+    assert "no test images here" not in printed
+    for name in made.exp.fmt.submission_names():
+        shipped = tmp_path / INSIDE.get(format_name, {}).get(name, name)
+        written = tmp_path / "notebook_outputs" / "predictions" / name
+        assert written.read_bytes() == shipped.read_bytes(), name
+        assert f"notebook_outputs/predictions/{name} vs {shipped.relative_to(tmp_path)} in the zip: byte-identical" in (
+            printed
+        )
+    # A copy without the test images: one line says what to set, and every other cell still runs.
+    shutil.rmtree(tmp_path / "notebook_outputs")
+    for image in made.exp.fmt.read_test().paths:
+        (tmp_path / "code" / "input" / competition / image.relative_to(made.paths.root)).unlink()
+    with moved_away(made.paths.root, made.tmp / "out"):
+        notebook = execute_unzipped(tmp_path / "nb_06.ipynb")
+    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+    said = [line for line in printed.splitlines() if line.startswith("no test images here")]
+    assert len(said) == 1 and said[0].endswith("set DATA_ROOT to the competition folder to predict them"), said
+    assert (
+        "nothing to predict (set DATA_ROOT)" in printed and not (tmp_path / "notebook_outputs" / "predictions").exists()
+    )

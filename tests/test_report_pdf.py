@@ -308,3 +308,119 @@ def test_smallest_font_sees_legends_and_ticks_but_not_hidden_axes(tmp_path):
     assert drawn(lambda ax: (ax.plot([1, 2], label="x"), ax.legend(fontsize=7))) == 7.0
     assert drawn(lambda ax: ax.set_xticks([0, 1], ["a", "b"], fontsize=6)) == 6.0
     assert drawn(lambda ax: (ax.set_axis_off(), ax.set_title("t", fontsize=9))) == 9.0
+
+
+# --- filling the pages: no page but the last left more than a third empty ------------------------------------------
+
+
+def test_empty_share_of_a_page_is_measured_from_the_pdf(tmp_path):
+    """The measure sees a page that a figure too tall for what is left of it leaves half empty (so it can fail)."""
+    from helpers import pdf_empty_shares
+
+    doc = Document(tmp_path)
+    doc.title("Gap test")
+    doc.paragraph("Words to fill the top of the page. " * 120)
+    fig = Figure(figsize=(7, 7.5))
+    fig.subplots().plot(np.arange(10))
+    doc.figure("tall.png", fig, "a figure taller than what is left of page 1")
+    data, pages = render_pdf(doc.blocks, tmp_path, 1.0, [])
+    (tmp_path / "gap.pdf").write_bytes(data)
+    shares = pdf_empty_shares(tmp_path / "gap.pdf")
+    assert pages == len(shares) == 2
+    assert shares[0] > 0.4, shares  # the figure went to page 2, leaving the rest of page 1 empty
+    assert shares[1] < 0.3, shares
+
+
+def test_text_before_a_table_fills_the_page_and_left_out_detail_fills_the_last_page(tmp_path):
+    """Paragraphs before a table that moves to the next page stay behind to fill the page (only its last paragraph and
+    heading go with it); detail that does not fit in place but fits after the last section goes there, named."""
+    from helpers import pdf_empty_shares
+
+    doc = Document(tmp_path)
+    doc.title("Fill test")
+    doc.section("Text then a table")
+    for index in range(6):
+        doc.paragraph(f"Paragraph {index}. " + "Words that fill the page before the table. " * 30)
+    doc.subsection("The table")
+    doc.paragraph("The table below.")
+    doc.table([{"row": f"row-{i:02d}", "value": i / 7} for i in range(40)], "long")
+    layout = write_pdf(doc.blocks, tmp_path, tmp_path / "flow.pdf", max_pages=3)
+    texts, shares = page_texts(tmp_path / "flow.pdf"), pdf_empty_shares(tmp_path / "flow.pdf")
+    assert layout.pages == len(texts) == 2 and shares[0] < 1 / 3, shares
+    assert "Paragraph 5" in texts[0], "the text before the table fills page 1"
+    assert "The table below." in texts[1] and "row-00" in texts[1] and "row-39" in texts[1]
+
+    doc = Document(tmp_path)
+    doc.title("Appendix test")
+    doc.section("Detail", priority=1)
+    doc.paragraph("Detail text. " * 40)
+    doc.table([{"k": f"d-{i}", "v": i} for i in range(6)], "detail")
+    doc.section("A long table")
+    doc.table([{"row": f"row-{i:02d}", "value": i / 7} for i in range(50)], "long")
+    doc.section("Closing")
+    doc.paragraph("The end. " * 350)
+    layout = write_pdf(doc.blocks, tmp_path, tmp_path / "out.pdf", max_pages=2)
+    texts = page_texts(tmp_path / "out.pdf")
+    assert layout.pages == len(texts) == 2 and layout.left_out == []
+    # In place, the detail would push the table to page 2 and the closing text onto a third page.
+    assert "row-00" in texts[0] and "row-49" in texts[0] and "Detail text" not in texts[0]
+    end = texts[-1]
+    assert end.index("The end.") < end.index("More detail (placed here to fit the pages)") < end.index("d-5")
+
+
+def test_over_budget_essentials_drop_figures_in_the_stated_order_and_only_too_long_notes_are_refused(tmp_path):
+    """Past the detail, the expendable figures go in their order (examples first), each named in one logged line;
+    the required table and the notes always stay; notes too long for the pages alone are refused in one line."""
+    from src.errors import PipelineError
+
+    def document(notes: int) -> Document:
+        doc = Document(tmp_path)
+        doc.title("Fallback test")
+        doc.section("Required")
+        doc.table([{"attribute": f"attr-{i}", "accuracy": i / 40} for i in range(20)], "required")
+        for rank, name in ((2, "secondary"), (1, "examples")):
+            fig = Figure(figsize=(7, 4))
+            fig.subplots().plot(np.arange(10) * rank)
+            doc.figure(f"{name}.png", fig, f"the {name} figure", fallback=rank, label=f"{name} figure")
+        doc.section("Discussion")
+        for index in range(notes):
+            doc.paragraph(f"Note {index}. " + "What the numbers say, in the student's words. " * 12)
+        return doc
+
+    logged: list[str] = []
+    layout = write_pdf(document(14).blocks, tmp_path, tmp_path / "out.pdf", max_pages=2, log=logged.append)
+    text = " ".join(page_texts(tmp_path / "out.pdf"))
+    assert layout.pages <= 2 and "attr-19" in text and "Note 13." in text
+    assert layout.left_out == ["examples figure"] and "the secondary figure" in text
+    assert logged == ["report.pdf: left out 'examples figure' to fit report.max_pages=2"]
+    with pytest.raises(PipelineError) as error:
+        write_pdf(document(60).blocks, tmp_path, tmp_path / "out.pdf", max_pages=2)
+    assert str(error.value).startswith("config report.max_pages: the report's required content alone")
+    assert "shorten report.notes or raise report.max_pages (now 2)" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_detail_subsection_trades_places_with_its_neighbour_when_that_fills_the_page(tmp_path):
+    """A required table too tall for what is left of a page moves on; the detail subsection after it (a small table)
+    is laid out before it instead, so the page is filled rather than left a third empty."""
+    from helpers import pdf_empty_shares
+
+    doc = Document(tmp_path)
+    doc.title("Order test")
+    doc.section("Model")
+    fig = Figure(figsize=(7, 6.2))
+    fig.subplots().plot(np.arange(10))
+    doc.figure("diagram.png", fig, "the diagram")
+    doc.subsection("Settings")
+    doc.table([{"setting": f"setting-{i:02d}", "value": i} for i in range(24)], "settings")
+    doc.subsection("Layers", priority=1)
+    doc.table([{"layer": f"layer-{i}", "params": i * 100} for i in range(8)], "layers")
+    doc.section("Closing")
+    doc.paragraph("The end. " * 40)
+    data, _ = render_pdf(visible_blocks(doc.blocks, 9), tmp_path, 1.0, [])
+    (tmp_path / "as-written.pdf").write_bytes(data)
+    assert pdf_empty_shares(tmp_path / "as-written.pdf")[0] > 1 / 3, "as written, the settings leave page 1 a gap"
+    write_pdf(doc.blocks, tmp_path, tmp_path / "out.pdf", max_pages=3)
+    texts, shares = page_texts(tmp_path / "out.pdf"), pdf_empty_shares(tmp_path / "out.pdf")
+    assert "layer-7" in texts[0] and "setting-00" not in texts[0], "the layers fill page 1, the settings follow"
+    assert "setting-00" in texts[1] and "setting-23" in texts[1]
+    assert all(share < 1 / 3 for share in shares[:-1]), shares

@@ -67,6 +67,13 @@ class CelebAOptions(BaseModel):
         "the partition file does not list; null = partition 2",
     )
     test_list: str | None = Field(None, description="with test_dir: a file of the image names to predict, one per line")
+    # What predicting needs of the attribute file, for a copy without it (the course package's notebook and Readme).
+    attribute_names: list[str] | None = Field(
+        None, description="every column of the attribute file, in its order; used only where that file is absent"
+    )
+    other_values: list[Literal[1, -1]] | None = Field(
+        None, description="with attribute_names: the value predictions.txt writes for each column outside `attributes`"
+    )
 
 
 class _Labels:
@@ -177,9 +184,25 @@ class CelebAFormat(CompetitionFormat):
         return _Labels(names, images, matrix, row_lines)
 
     @cached_property
+    def _names(self) -> list[str]:
+        """The attribute file's columns in order; from format_options.attribute_names where the file is absent."""
+        if self._attr_path.exists() or self.options.attribute_names is None:
+            return self._labels.names
+        return list(self.options.attribute_names)
+
+    def standalone_options(self) -> dict[str, Any]:
+        """The columns and the values written for the ones not predicted: predicting then needs no attribute file."""
+        other = [1 if value else -1 for value in self._other_values()]
+        return {"attribute_names": self._names, "other_values": other}
+
+    def test_input_files(self) -> list[Path]:
+        listing = [] if self.options.test_dir is not None else [self._partition_path]
+        return listing + list(self.read_test().paths)
+
+    @cached_property
     def _columns(self) -> list[int]:
         """Columns of the attribute file the model is trained on (the chosen subset, in the chosen order)."""
-        names = self._labels.names
+        names = self._names
         chosen = self.options.attributes
         if chosen is None:
             return list(range(len(names)))
@@ -202,7 +225,7 @@ class CelebAFormat(CompetitionFormat):
 
     def all_attribute_names(self) -> list[str]:
         """Every attribute of the file, in its order (the columns of predictions.txt)."""
-        return list(self._labels.names)
+        return list(self._names)
 
     @classmethod
     def folds_scheme_of(cls, options: CelebAOptions) -> str:
@@ -210,7 +233,7 @@ class CelebAFormat(CompetitionFormat):
         return "official" if options.fold_mode == "official" else ""
 
     def heads(self) -> list[HeadSpec]:
-        names = tuple(self._labels.names[column] for column in self._columns)
+        names = tuple(self._names[column] for column in self._columns)
         return [HeadSpec(HEAD, "multilabel", names, ColumnAccuracy())]
 
     def submission_names(self) -> list[str]:
@@ -381,6 +404,14 @@ class CelebAFormat(CompetitionFormat):
     # --- submission --------------------------------------------------------------------------
     def _other_values(self) -> np.ndarray:
         """0/1 per attribute of the file for the columns the model does not predict."""
+        if not self._attr_path.exists() and self.options.attribute_names is not None:
+            saved = self.options.other_values or [-1] * len(self._names)
+            if len(saved) != len(self._names):
+                raise PipelineError(
+                    f"config format_options.other_values: {len(saved)} values for {len(self._names)} attribute_names; "
+                    "give one 1/-1 per attribute"
+                )
+            return (np.asarray(saved) > 0).astype(np.uint8)
         labels = self._labels
         if self.options.other_attributes == "negative":
             return np.zeros(len(labels.names), dtype=np.uint8)
@@ -408,7 +439,7 @@ class CelebAFormat(CompetitionFormat):
 
     def _read_predictions(self, path: Path, shown_as: Path) -> tuple[list[str], np.ndarray]:
         """Check a predictions.txt: the test images in submission order, one 1/-1 per attribute of the file."""
-        names = self._labels.names
+        names = self._names
         expected, _ = self._test_images()
         ids, values = [], []
         for line, tokens in _token_lines(path, shown_as):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from src.atomic import write_validated
 from src.demo_drawing import digit_pools, hex_names, save_image, split_rng, write_lines
@@ -49,6 +49,10 @@ class CsvOptions(BaseModel):
     id_column: str = "id"
     label_column: str = "label"
     submission_file: str = "submission.csv"
+    # The course package pins them, so predicting needs no train.csv (the notebook runs from the zip alone).
+    classes: list[str] | None = Field(
+        None, description="the class names in order; null = train.csv's labels, natural order"
+    )
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> CsvOptions:
@@ -86,11 +90,19 @@ class CsvFormat(CompetitionFormat):
 
     @cached_property
     def class_names(self) -> list[str]:
-        """train.csv's distinct labels in natural order ('2' before '10')."""
+        """format_options.classes, else train.csv's distinct labels in natural order ('2' before '10')."""
+        if self.options.classes is not None:
+            return list(self.options.classes)
         return sorted({row[self.options.label_column] for row in self._train_rows}, key=natural_key)
 
     def heads(self) -> list[HeadSpec]:
         return [HeadSpec(HEAD, "softmax", tuple(self.class_names))]
+
+    def standalone_options(self) -> dict[str, Any]:
+        return {"classes": list(self.class_names)}
+
+    def test_input_files(self) -> list[Path]:
+        return [self._sample_path, *self.read_test().paths]
 
     def submission_names(self) -> list[str]:
         return [self.options.submission_file]
@@ -100,6 +112,12 @@ class CsvFormat(CompetitionFormat):
         rows, options = self._train_rows, self.options
         index_of = {name: index for index, name in enumerate(self.class_names)}
         train_csv = self.root / options.train_file
+        unknown = next((row for row in rows if row[options.label_column] not in index_of), None)
+        if unknown is not None:
+            raise PipelineError(
+                f"{train_csv} line {unknown['__line__']}: {options.label_column} '{unknown[options.label_column]}' is "
+                "not in format_options.classes; add it there, or set classes to null"
+            )
         paths = _ImageFolder(self.root / options.train_dir).paths(rows, options.id_column, train_csv)
         labels = np.asarray([index_of[row[options.label_column]] for row in rows], dtype=np.int64)
         return ImageTable([row[options.id_column] for row in rows], paths, {HEAD: labels})

@@ -8,6 +8,7 @@ short (fold scores, threshold methods, confusion matrices, every metric, the fil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,10 @@ def build_report(
     thumbnails: dict[int, np.ndarray | None] | None = None,
     max_pages: int = DEFAULT_MAX_PAGES,
     typography: Typography = DEFAULT_TYPOGRAPHY,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write figures, CSVs, `report.md`, `index.html` and `report.pdf` (at most `max_pages` A4 pages, set in
-    `typography`) into `out_dir`; return the HTML path.
+    `typography`) into `out_dir`; return the HTML path. `log` gets one line per thing the PDF leaves out.
 
     `thumbnails` maps an OOF row to an RGB image for the example grid; when None they are read
     from `inputs.image_paths` (the original files) for the chosen rows only.
@@ -61,6 +63,7 @@ def build_report(
         doc.paragraph(f"Note: {note}", priority=1)
     score_rows = fold_score_rows(fmt, inputs.fold_of_row, inputs.probs, inputs.targets, inputs.rules)
     _summary_section(doc, inputs, heads, score_rows[-1])
+    _comparison_section(doc, inputs)
     _model_section(doc, inputs, heads)
     _training_section(doc, inputs.runs, metric)
     _cleaning_section(doc, inputs, heads)
@@ -83,7 +86,7 @@ def build_report(
     _examples_section(doc, inputs, heads, labels, thumbnails)
     _discussion_section(doc, inputs)
     _resources_section(doc, inputs, metric)
-    return doc.write(max_pages, typography)
+    return doc.write(max_pages, typography, log)
 
 
 DROPPED_SHOWN = 10  # rows of the dropped-rows table, and images of its grid (the highest OOF losses)
@@ -166,6 +169,22 @@ def _summary_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec],
         )
 
 
+def _comparison_section(doc: Document, inputs: ReportInputs) -> None:
+    """report.compare: this run beside the experiments it is compared with (e.g. fine-tuned vs from scratch)."""
+    if not inputs.comparison:
+        return
+    from src.report.compare import comparison_sentences
+
+    metric = inputs.fmt.main_metric
+    doc.section("Compared with other experiments")
+    doc.paragraph(
+        "Each experiment's honest OOF score (nothing tuned on the rows it scores) and its test score where known, "
+        "with what its training config sets differently from this run's."
+    )
+    _sentences(doc, comparison_sentences(inputs.comparison, metric))
+    doc.table(inputs.comparison, "comparison")
+
+
 def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -> None:
     """The network (torchinfo's counts, a diagram) and the losses and tricks of the saved config."""
     network, config = inputs.network, inputs.runs[0].config if inputs.runs else {}
@@ -182,7 +201,18 @@ def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -
             "network.png",
             figures.network_figure(network, losses),
             "The network: backbone stages, pooled features, heads.",
+            fallback=FALLBACK["network diagram"],
+            label="network diagram",
         )
+    else:
+        doc.paragraph("(The network could not be built from the saved config, so no summary or diagram.)")
+    if config:
+        doc.subsection("Losses and training tricks (from the run's saved config)")
+        devices = [str(run.summary.get("device", "")) for run in inputs.runs if run.summary]
+        doc.table(tables.settings_rows(config, heads, devices), "settings")
+    if network is not None:
+        # After the settings: the layer table repeats the diagram's numbers, so it is detail the PDF may leave out.
+        doc.subsection("Layers and parameters (torchinfo)", priority=1)
         doc.table(
             network.parts
             + [
@@ -195,15 +225,13 @@ def _model_section(doc: Document, inputs: ReportInputs, heads: list[HeadSpec]) -
                 for h in network.heads
             ],
             "network",
-            priority=1,
         )
         doc.preformatted(network.text)
-    else:
-        doc.paragraph("(The network could not be built from the saved config, so no summary or diagram.)")
-    if config:
-        doc.subsection("Losses and training tricks (from the run's saved config)")
-        devices = [str(run.summary.get("device", "")) for run in inputs.runs if run.summary]
-        doc.table(tables.settings_rows(config, heads, devices), "settings")
+
+
+# Essential figures the PDF still leaves out, in this order, when the required content alone is over the page budget
+# (e.g. a long report.notes at 10 pt): the example images first, then secondary figures, the network diagram last.
+FALLBACK = {"example images": 1, "precision-recall and ROC curves": 2, "training curves": 3, "network diagram": 4}
 
 
 def _training_section(doc: Document, runs: list[RunRecord], metric: str) -> None:
@@ -215,6 +243,8 @@ def _training_section(doc: Document, runs: list[RunRecord], metric: str) -> None
         figures.training_curves_figure(runs, metric),
         f"Loss and {metric} per epoch, one colour per run"
         + (" (dotted: on the augmented training batches during the epoch)." if has_train else "."),
+        fallback=FALLBACK["training curves"],
+        label="training curves",
     )
     # A full fit has no validation rows: its "best" epoch is simply the last one.
     fold_runs = [
@@ -243,6 +273,7 @@ def _examples_section(
     right, wrong = tables.pick_examples(scores, figures.GRID_COLUMNS * GRID_ROWS_EACH)
     if thumbnails is None:
         thumbnails = _load_thumbnails(inputs, np.concatenate([right, wrong]))
+    fallback = FALLBACK["example images"]
     doc.paragraph(
         "Green: images the model got fully right (its best ones when none is); red: the worst ones. "
         "The number is how right the image is (per-image score, averaged over heads). "
@@ -251,13 +282,16 @@ def _examples_section(
             "; for attribute heads only the attributes it got wrong are listed."
             if any(h.thresholded and h.threshold_objective.counts_true_negatives for h in heads)
             else "."
-        )
+        ),
+        fallback=fallback,
     )
     if any(image is not None for image in thumbnails.values()):
         doc.figure(
             "examples.png",
             figures.example_grid_figure(heads, right, wrong, thumbnails, inputs.ids, inputs.targets, labels, scores),
             "OOF images predicted right and wrong.",
+            fallback=fallback,
+            label="example images",
         )
     else:
         doc.paragraph("(No example grid: the training images could not be read; check data.root.)")
@@ -324,6 +358,8 @@ def _head_sections(doc: Document, inputs: ReportInputs, head: HeadSpec, labels: 
         f"pr_roc_{slug(head.name)}.png",
         figures.pr_roc_figure(head, probs, targets, ranking),
         f"[{head.name}] micro, macro and the {figures.N_WORST_CURVES} worst classes by average precision.",
+        fallback=FALLBACK["precision-recall and ROC curves"],
+        label=f"[{head.name}] precision-recall and ROC curves",
     )
 
 

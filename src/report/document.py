@@ -48,6 +48,10 @@ class Block:
     pdf_text: str | None = None  # the PDF's wording where it differs (no pointer to a file the PDF travels without)
     size_in: tuple[float, float] = (0.0, 0.0)  # a figure's drawn width and height in inches
     min_font: float = 0.0  # a figure's smallest text in pt at its drawn size
+    # Essential content the PDF may still drop when it alone is over the page budget: 0 never, else in this order
+    # (1 first; see build.py); `label` names it in the line that says it was left out.
+    fallback: int = 0
+    label: str = ""
 
 
 class Document:
@@ -76,9 +80,9 @@ class Document:
         self._subsection_priority = max(self._section_priority, priority)
         self.blocks.append(Block("h3", text, priority=self._subsection_priority))
 
-    def paragraph(self, text: str, priority: int | None = None, pdf_text: str | None = None) -> None:
+    def paragraph(self, text: str, priority: int | None = None, pdf_text: str | None = None, fallback: int = 0) -> None:
         """A paragraph; `pdf_text` is the PDF's wording where it must differ (e.g. without a pointer to a CSV)."""
-        self._add(Block("p", text, pdf_text=pdf_text), priority)
+        self._add(Block("p", text, pdf_text=pdf_text, fallback=fallback), priority)
 
     def preformatted(self, text: str, priority: int | None = PDF_NEVER) -> None:
         """Fixed-width text (e.g. the layer-by-layer model summary); by default not in the PDF."""
@@ -101,7 +105,16 @@ class Document:
                 priority,
             )
 
-    def figure(self, name: str, fig: Figure | None, caption: str, priority: int | None = None) -> None:
+    def figure(
+        self,
+        name: str,
+        fig: Figure | None,
+        caption: str,
+        priority: int | None = None,
+        fallback: int = 0,
+        label: str = "",
+    ) -> None:
+        """A drawn figure saved as `name`; `fallback` and `label`: see Block."""
         if fig is None:
             self.paragraph(f"({caption} Nothing to draw.)", priority)
             return
@@ -110,10 +123,13 @@ class Document:
             fig.savefig(tmp, format="png", dpi=FIGURE_DPI, facecolor="white")
         self.figures.append(path)
         width, height = (float(v) for v in fig.get_size_inches())
-        self._add(Block("figure", caption, name=name, size_in=(width, height), min_font=smallest_font(fig)), priority)
+        block = Block("figure", caption, name=name, size_in=(width, height), min_font=smallest_font(fig))
+        block.fallback, block.label = fallback, label
+        self._add(block, priority)
 
-    def write(self, max_pages: int, typography: Typography = DEFAULT_TYPOGRAPHY) -> Path:
-        """tables.json, report.md, index.html and report.pdf (at most `max_pages` A4 pages); return the HTML's path."""
+    def write(self, max_pages: int, typography: Typography = DEFAULT_TYPOGRAPHY, log=None) -> Path:
+        """tables.json, report.md, index.html and report.pdf (at most `max_pages` A4 pages; `log` gets a line per
+        thing the PDF leaves out); return the HTML's path."""
         from src.report.markup import to_html, to_markdown
         from src.report.pdf import write_pdf
 
@@ -121,7 +137,7 @@ class Document:
         write_text(self.out_dir / REPORT_MD, to_markdown(self.blocks))
         html_path = self.out_dir / REPORT_HTML
         write_text(html_path, to_html(self.blocks, self.out_dir))
-        write_pdf(self.blocks, self.out_dir, self.out_dir / REPORT_PDF, max_pages, typography)
+        write_pdf(self.blocks, self.out_dir, self.out_dir / REPORT_PDF, max_pages, typography, log)
         return html_path
 
 

@@ -48,3 +48,4 @@ class ReportInputs:
     network: NetworkSummary | None = None  # the model's stages, heads and counts (the model section)
     author: str | None = None  # the author line under the title (package.author)
     discussion: list[tuple[str, str]] = field(default_factory=list)  # report.notes as ('h3' | 'p', text) blocks
+    comparison: list[dict] = field(default_factory=list)  # report.compare: this experiment's row, then the others

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 from xml.sax.saxutils import escape
 
 from PIL import Image as PILImage
@@ -72,45 +74,151 @@ class PdfLayout:
 
 
 def write_pdf(
-    blocks: list[Block], out_dir: Path, path: Path, max_pages: int, typography: Typography = DEFAULT_TYPOGRAPHY
+    blocks: list[Block],
+    out_dir: Path,
+    path: Path,
+    max_pages: int,
+    typography: Typography = DEFAULT_TYPOGRAPHY,
+    log: Callable[[str], None] | None = None,
 ) -> PdfLayout:
-    """Lay the blocks out on at most `max_pages` A4 pages (see the module docstring) and write `path`."""
+    """Lay the blocks out on at most `max_pages` A4 pages (see the module docstring) and write `path`; `log` gets one
+    line per thing left out. Where a detail subsection may go before its previous sibling, both orders are laid out
+    and the one showing the most, then leaving the least empty space on a page but the last, is kept."""
     if typography.font == "arial":
         blocks = [_winansi(block) for block in blocks]
-    pages = 0
-    for keep in KEEP_LEVELS:
-        chosen = {id(block) for block in blocks if block.priority <= keep and block.priority != PDF_NEVER}
-        data, pages, left_out = _render_chosen(blocks, chosen, Path(out_dir), typography)
-        if pages <= max_pages:
-            break
-    else:
-        raise PipelineError(
-            f"config report.max_pages: the report's essential content alone needs {pages} A4 pages; raise "
-            f"report.max_pages (now {max_pages})"
-        )
-    for group in _left_out_groups(blocks, chosen)[:MAX_FILL_TRIES]:
-        if not _parent_shown(blocks, group[0], chosen):
-            continue
-        more = chosen | {id(blocks[index]) for index in group}
-        tried = _render_chosen(blocks, more, Path(out_dir), typography)
-        if tried[1] <= max_pages:
-            chosen, (data, pages, left_out) = more, tried
+    best = None
+    for order in _orders(blocks):
+        shown, layout = _layout(order, Path(out_dir), max_pages, typography)
+        worst_gap = max(layout.gaps[:-1], default=0.0)
+        if best is None or (-shown, round(worst_gap, 2)) < (-best[0], round(best[1], 2)):
+            best = (shown, worst_gap, layout)
+    data, pages, left_out, _ = best[2]
     write_bytes(path, data)
+    for thing in left_out:
+        (log or (lambda line: None))(f"report.pdf: left out {thing!r} to fit report.max_pages={max_pages}")
     return PdfLayout(pages, 1.0, left_out)
 
 
+def _layout(blocks: list[Block], out_dir: Path, max_pages: int, typography: Typography) -> tuple[int, Rendered]:
+    """(blocks shown, the layout) of the blocks in this order: fitted to the budget, then left-out detail put back
+    where it belongs, else after the last section, most needed first, while the pages hold it."""
+    chosen, rendered = _fit_budget(blocks, out_dir, max_pages, typography)
+    appended: list[list[int]] = []
+    for group in _left_out_groups(blocks, chosen)[:MAX_FILL_TRIES]:
+        parent = _parent_index(blocks, group[0])
+        if parent is not None and id(blocks[parent]) not in chosen:
+            continue
+        parent_at_end = any(parent in g for g in appended)
+        tries = [] if parent_at_end else [appended]  # in place; a subsection of a moved section only after it
+        if blocks[group[0]].kind in ("h2", "h3"):
+            tries.append([*appended, group])
+        more = chosen | {id(blocks[index]) for index in group}
+        for tried_appended in tries:
+            at_end = {id(blocks[i]) for g in tried_appended for i in g}
+            tried = _render_chosen(blocks, more - at_end, out_dir, typography, tried_appended)
+            if tried.pages <= max_pages:
+                chosen, appended, rendered = more, tried_appended, tried
+                break
+    return len(chosen), rendered
+
+
+def _orders(blocks: list[Block]) -> list[list[Block]]:
+    """The blocks as given, and with each detail subsection (an h3 of a higher PDF priority than its section) moved
+    before its previous sibling subsection: detail may trade places with its neighbour to fill a page."""
+    heads = [i for i, block in enumerate(blocks) if block.kind in ("h1", "h2", "h3")]
+    ends = {
+        start: next((i for i in heads if i > start and int(blocks[i].kind[1]) <= 3), len(blocks)) for start in heads
+    }
+    orders = [blocks]
+    for index, start in enumerate(heads):
+        previous = heads[index - 1] if index else None
+        if blocks[start].kind != "h3" or previous is None or blocks[previous].kind != "h3":
+            continue
+        section = next((blocks[i] for i in reversed(heads[:index]) if blocks[i].kind == "h2"), None)
+        if section is None or blocks[start].priority <= section.priority or blocks[start].priority == PDF_NEVER:
+            continue
+        end = ends[start]
+        orders.append(blocks[:previous] + blocks[start:end] + blocks[previous:start] + blocks[end:])
+    return orders
+
+
+def _fit_budget(
+    blocks: list[Block], out_dir: Path, max_pages: int, typography: Typography
+) -> tuple[set[int], Rendered]:
+    """The blocks (by id) of the first layout within the budget, and that layout: detail left out by priority
+    (highest first), then, when the essential content alone is too long, its expendable figures in their stated
+    order (Block.fallback: 1 first); refused when what is left (the notes, the required tables) cannot fit."""
+    for keep in KEEP_LEVELS:
+        chosen = {id(block) for block in blocks if block.priority <= keep and block.priority != PDF_NEVER}
+        rendered = _render_chosen(blocks, chosen, out_dir, typography)
+        if rendered.pages <= max_pages:
+            return chosen, rendered
+    for rank in sorted({block.fallback for block in blocks if block.fallback}):
+        chosen -= {id(block) for block in blocks if block.fallback == rank}
+        rendered = _render_chosen(blocks, chosen, out_dir, typography)
+        if rendered.pages <= max_pages:
+            return chosen, rendered
+    raise PipelineError(
+        f"config report.max_pages: the report's required content alone (the summary, the required tables and "
+        f"report.notes) needs {rendered.pages} A4 pages; shorten report.notes or raise report.max_pages (now {max_pages})"
+    )
+
+
 def _render_chosen(
-    blocks: list[Block], chosen: set[int], out_dir: Path, typography: Typography
-) -> tuple[bytes, int, list[str]]:
-    """(PDF bytes, pages, headings left out) of the `chosen` blocks (by id) without headings left empty."""
+    blocks: list[Block],
+    chosen: set[int],
+    out_dir: Path,
+    typography: Typography,
+    appended: list[list[int]] | None = None,
+) -> Rendered:
+    """The PDF of the `chosen` blocks (by id) in order, then the `appended` groups
+    (indices) under a closing section, without headings left empty."""
     shown = _without_empty_headings([block for block in blocks if id(block) in chosen])
-    left_out = [
-        block.text
-        for block in blocks
-        if block.kind in ("h2", "h3") and block.priority != PDF_NEVER and not any(b is block for b in shown)
-    ]
-    data, pages = render_pdf(shown, out_dir, 1.0, left_out, typography)
-    return data, pages, left_out
+    if appended:
+        shown += [Block("h2", APPENDIX_HEADING)] + [_moved(blocks, index) for group in appended for index in group]
+    placed = {id(block) for block in shown} | {id(blocks[i]) for group in appended or [] for i in group}
+    left_out = _left_out_names(blocks, placed)
+    data, pages, gaps = _build(shown, out_dir, left_out, typography)
+    return Rendered(data, pages, left_out, gaps)
+
+
+class Rendered(NamedTuple):
+    """A laid-out PDF: its bytes, pages, what was left out, and each page's empty share of the frame's height."""
+
+    data: bytes
+    pages: int
+    left_out: list[str]
+    gaps: list[float]
+
+
+# Detail that did not fit where it belongs but fits after the last section goes under this heading.
+APPENDIX_HEADING = "More detail (placed here to fit the pages)"
+
+
+def _moved(blocks: list[Block], index: int) -> Block:
+    """A block as shown under APPENDIX_HEADING: a heading one level down and naming the section it comes from."""
+    from dataclasses import replace
+
+    block = blocks[index]
+    if block.kind not in ("h2", "h3"):
+        return block
+    parent = next((b.text for b in reversed(blocks[:index]) if b.kind == "h2"), "") if block.kind == "h3" else ""
+    return replace(block, kind="h3", text=f"{block.text} ({parent})" if parent else block.text)
+
+
+def _left_out_names(blocks: list[Block], placed: set[int]) -> list[str]:
+    """The headings left out, and each labelled block (a figure the budget dropped) left out under a heading shown."""
+    names, heading_shown = [], True
+    for block in blocks:
+        if block.priority == PDF_NEVER:
+            continue
+        if block.kind in ("h1", "h2", "h3"):
+            heading_shown = id(block) in placed
+            if not heading_shown and block.kind != "h1":
+                names.append(block.text)
+        elif block.label and heading_shown and id(block) not in placed:
+            names.append(block.label)
+    return names
 
 
 def _left_out_groups(blocks: list[Block], chosen: set[int]) -> list[list[int]]:
@@ -128,13 +236,17 @@ def _left_out_groups(blocks: list[Block], chosen: set[int]) -> list[list[int]]:
     return sorted(groups, key=lambda group: (blocks[group[0]].priority, group[0]))
 
 
-def _parent_shown(blocks: list[Block], first: int, chosen: set[int]) -> bool:
-    """Whether the heading a group at `first` sits under is in the PDF (a subsection never comes back alone)."""
+def _parent_index(blocks: list[Block], first: int) -> int | None:
+    """Index of the heading a group at `first` sits under (None at the top), so a subsection never comes back alone."""
     level = int(blocks[first].kind[1]) if blocks[first].kind in ("h2", "h3") else 9
-    parent = next(
-        (b for b in reversed(blocks[:first]) if b.kind in ("h1", "h2", "h3") and int(b.kind[1]) < level), None
+    return next(
+        (
+            i
+            for i in range(first - 1, -1, -1)
+            if blocks[i].kind in ("h1", "h2", "h3") and int(blocks[i].kind[1]) < level
+        ),
+        None,
     )
-    return parent is None or id(parent) in chosen
 
 
 def _winansi(block: Block) -> Block:
@@ -184,6 +296,14 @@ def render_pdf(
     typography: Typography = DEFAULT_TYPOGRAPHY,
 ) -> tuple[bytes, int]:
     """(PDF bytes, page count) of the blocks laid out with figures at `figure_scale` of their drawn size."""
+    data, pages, _ = _build(blocks, out_dir, left_out, typography, figure_scale)
+    return data, pages
+
+
+def _build(
+    blocks: list[Block], out_dir: Path, left_out: list[str], typography: Typography, figure_scale: float = 1.0
+) -> tuple[bytes, int, list[float]]:
+    """(PDF bytes, page count, each page's share of the frame's height left empty at its foot)."""
     styles, story, pending = _styles(typography), [], []
     for block in blocks:
         if block.kind in ("h1", "h2", "h3", "p"):
@@ -199,7 +319,7 @@ def render_pdf(
     title = next((block.text for block in blocks if block.kind == "h1"), "report")
     buffer = io.BytesIO()
     margins = {f"{side}Margin": MARGIN for side in ("left", "right", "top", "bottom")}
-    doc = SimpleDocTemplate(buffer, pagesize=A4, title=title, author="src.stage report", **margins)
+    doc = _GapsDocTemplate(buffer, pagesize=A4, title=title, author="src.stage report", **margins)
 
     def footer(canvas, document) -> None:
         canvas.setFont(styles["p"].fontName, MIN_FONT_PT)
@@ -207,19 +327,31 @@ def render_pdf(
         canvas.drawRightString(A4[0] - MARGIN, MARGIN / 2, f"{title} - page {document.page}")
 
     doc.build(story, onFirstPage=footer, onLaterPages=footer)
-    return buffer.getvalue(), doc.page
+    return buffer.getvalue(), doc.page, doc.gaps
+
+
+class _GapsDocTemplate(SimpleDocTemplate):
+    """SimpleDocTemplate that notes, as each page ends, the share of its frame's height left empty at the foot."""
+
+    def afterPage(self) -> None:
+        frame = self.frame
+        self.__dict__.setdefault("gaps", []).append(max(0.0, (frame._y - frame._y1p) / frame._aH))
 
 
 def _kept_with_text(text: list[tuple[str, object]], content: list) -> list:
-    """A table or figure kept on one page with the headings and text before it (never a heading alone at a page's
-    foot); when all of that is taller than a page, only the text from the last heading on stays with it."""
+    """A table or figure kept on one page with the text just before it: the headings right before it, or its last
+    paragraph and the headings right before that (so no heading is left alone at a page's foot); earlier text is free
+    to fill the page before it (headings keep with what follows them)."""
     flowables = [flowable for _, flowable in text]
-    if _height([*flowables, *content]) <= FRAME_HEIGHT:
-        return [KeepTogether([*flowables, *content])]
-    last_heading = max((i for i, (kind, _) in enumerate(text) if kind != "p"), default=len(text))
-    lead, tail = flowables[:last_heading], flowables[last_heading:]
-    if _height([*tail, *content]) <= FRAME_HEIGHT:
-        return [*lead, KeepTogether([*tail, *content])]
+    start = len(text)
+    while start and text[start - 1][0] != "p":
+        start -= 1
+    if start == len(text) and start:  # the text ends in a paragraph: it goes with the content, with its headings
+        start -= 1
+        while start and text[start - 1][0] != "p":
+            start -= 1
+    if _height([*flowables[start:], *content]) <= FRAME_HEIGHT:
+        return [*flowables[:start], KeepTogether([*flowables[start:], *content])]
     return [*flowables, KeepTogether(content)]
 
 
@@ -338,13 +470,15 @@ def _styles(typography: Typography = DEFAULT_TYPOGRAPHY) -> dict:
     size = max(float(typography.size), MIN_FONT_PT)
     small = max(size - 1.0, MIN_FONT_PT)
     body = ParagraphStyle("p", fontName=faces[0], fontSize=size, leading=size * 1.3, spaceAfter=4)
-    bold = {"parent": body, "fontName": faces[1]}
+    heading = {"parent": body, "fontName": faces[1], "keepWithNext": 1}  # never alone at a page's foot
     return {
-        "h1": ParagraphStyle("h1", **bold, fontSize=size + 6.5, leading=(size + 6.5) * 1.25, spaceAfter=6),
+        "h1": ParagraphStyle("h1", **heading, fontSize=size + 6.5, leading=(size + 6.5) * 1.25, spaceAfter=6),
         "h2": ParagraphStyle(
-            "h2", **bold, fontSize=size + 3.5, leading=(size + 3.5) * 1.25, spaceBefore=8, spaceAfter=4
+            "h2", **heading, fontSize=size + 3.5, leading=(size + 3.5) * 1.25, spaceBefore=8, spaceAfter=4
         ),
-        "h3": ParagraphStyle("h3", **bold, fontSize=size + 1, leading=(size + 1) * 1.25, spaceBefore=5, spaceAfter=3),
+        "h3": ParagraphStyle(
+            "h3", **heading, fontSize=size + 1, leading=(size + 1) * 1.25, spaceBefore=5, spaceAfter=3
+        ),
         "p": body,
         "caption": ParagraphStyle(
             "caption", parent=body, fontSize=small, leading=small * 1.25, textColor=colors.HexColor("#59636e")

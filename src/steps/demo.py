@@ -26,11 +26,37 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     oof.run(exp, quiet=quiet, log=log)
     thresholds.run(exp, quiet=quiet, log=log)
     files = submit.run(exp, quiet=quiet, log=log)
+    for other in compared_demos(exp):
+        log(f"report.compare: training {other.name} ({other.config_path}) for the report's comparison")
+        _chain(other, quiet, log)
     report_path = report.run(exp, quiet=quiet, log=log)
     summary = _summary(exp, files, time.perf_counter() - started)
     summary["report (open in a browser)"] = str(report_path)
     log("\n=== demo summary ===\n" + "\n".join(f"{key}: {value}" for key, value in summary.items()))
     return summary
+
+
+def compared_demos(exp: Experiment) -> list[Experiment]:
+    """The experiments report.compare names that have a config beside this one (with this run's overrides)."""
+    from src.config import load_config
+
+    found = []
+    for name in exp.config.report.compare:
+        path = exp.config_path.parent / f"{name}.yaml"
+        if path.is_file():
+            found.append(Experiment(load_config(path, list(exp.config.overrides)), path))
+    return found
+
+
+def _chain(exp: Experiment, quiet: bool, log: Callable[[str], None]) -> None:
+    """folds -> train (every fold, and the full fit when it submits from it) -> oof -> thresholds -> submit."""
+    folds.run(exp, log=log)
+    train.run(exp, "all", resume=True, quiet=quiet, log=log)
+    if exp.config.submit.checkpoint == "full":
+        train.run(exp, "all", full=True, resume=True, quiet=quiet, log=log)
+    oof.run(exp, quiet=quiet, log=log)
+    thresholds.run(exp, quiet=quiet, log=log)
+    submit.run(exp, quiet=quiet, log=log)
 
 
 def _summary(exp: Experiment, files, seconds: float) -> dict:

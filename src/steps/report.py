@@ -29,7 +29,7 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     log(f"report {exp.name}: from {exp.oof_dir} (no retraining) -> {exp.report_dir}")
     inputs = load_inputs(exp, log)
     html_path = build_report(
-        inputs, exp.report_dir, max_pages=exp.config.report.max_pages, typography=report_typography(exp)
+        inputs, exp.report_dir, max_pages=exp.config.report.max_pages, typography=report_typography(exp), log=log
     )
     pages = page_count(exp.report_pdf)
     log(
@@ -71,6 +71,7 @@ def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportIn
     # The student's discussion is read first: a wrong report.notes path fails before any work.
     notes_path = resolve_notes(exp.config.report.notes, exp.config_path)
     student_discussion = read_notes(notes_path) if notes_path is not None else []
+    comparison = _comparison(exp, method)
     runs = load_runs(exp)
     for run in runs:
         sources[f"{run.name} epochs"] = run.path / EPOCHS_CSV
@@ -99,6 +100,24 @@ def load_inputs(exp: Experiment, log: Callable[[str], None] = print) -> ReportIn
         network=_network(exp, runs, notes),
         author=exp.config.package.author,
         discussion=student_discussion,
+        comparison=comparison,
+    )
+
+
+def _comparison(exp: Experiment, method: str | None) -> list[dict]:
+    """report.compare's rows (none when it names no experiment); a missing one is refused with the command making it."""
+    if not exp.config.report.compare:
+        return []
+    from src.report.compare import comparison_rows
+
+    def how_to_make(name: str) -> str:
+        config = exp.config_path.parent / f"{name}.yaml"
+        if exp.config.data.solution and config.is_file():  # a demo config: its demo stage trains what it compares with
+            return exp.command("demo")
+        return f"python -m src.stage train --config {config} --fold all, then oof and thresholds with the same config"
+
+    return comparison_rows(
+        exp.output_dir, exp.name, exp.config.report.compare, exp.fmt.main_metric, method, how_to_make
     )
 
 
