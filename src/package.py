@@ -185,6 +185,7 @@ _MACHINE_KEYS = {
     "data.root",
     "data.solution",
     "data.skip_unreadable",
+    "data.prebuilt_cache",  # where the same cached pixels lie on this machine
     "train.threads",
     "train.num_workers",
     "train.device",
@@ -293,6 +294,7 @@ def packaged_config(exp: Experiment) -> dict:
     if config["model"].get("weights"):
         config["model"]["weights"] = f"input/weights/{Path(config['model']['weights']).name}"
     config["thresholds"]["storage"] = None  # a database URL may carry a password; tuning again makes a local study
+    config["data"]["prebuilt_cache"] = None  # a folder of the building machine; the zip's notebook decodes its own
     # The experiments the report compared with are not shipped: a report made from the zip compares with none.
     config["report"]["compare"] = []
     config["format_options"] = {**(config.get("format_options") or {}), **exp.fmt.standalone_options()}
