@@ -6,6 +6,7 @@ import contextlib
 import errno
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -100,3 +101,27 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_folder(final_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder beside `final_dir`; on success it replaces `final_dir` whole (the old one is
+    renamed away, the new one renamed in, then the old one deleted). On any exception the staging folder is removed
+    and `final_dir` is left as it was: a refused or crashed rebuild never leaves half its files beside the old."""
+    final_dir = Path(final_dir)
+    staging = final_dir.with_name(f".{final_dir.name}.partial")
+    old = final_dir.with_name(f".{final_dir.name}.old")
+    if old.exists() and not final_dir.exists():  # killed between its two renames: the old folder comes back
+        os.replace(old, final_dir)
+    for leftover in (staging, old):  # a killed rebuild's
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if final_dir.exists():
+        os.replace(final_dir, old)
+    os.replace(staging, final_dir)
+    shutil.rmtree(old, ignore_errors=True)

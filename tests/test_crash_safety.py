@@ -137,3 +137,25 @@ def test_a_submission_that_fails_validation_moves_no_file_into_place(tmp_path):
 
     assert write_validated({first: "a\n", second: "b\n"}, lambda temp, final: None) == [first, second]
     assert (first.read_text(), second.read_text()) == ("a\n", "b\n")
+
+
+def test_atomic_folder_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    from src.atomic import atomic_folder
+
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "index.html").write_text("old")
+    with pytest.raises(RuntimeError), atomic_folder(report) as staging:
+        (staging / "index.html").write_text("half")
+        raise RuntimeError("the PDF was refused")
+    assert [p.name for p in tmp_path.iterdir()] == ["report"] and (report / "index.html").read_text() == "old"
+
+    with atomic_folder(report) as staging:
+        (staging / "index.html").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["report"] and (report / "index.html").read_text() == "new"
+
+    report.rename(tmp_path / ".report.old")  # killed between its two renames: no report, the old one aside
+    with atomic_folder(report) as staging:
+        assert (report / "index.html").read_text() == "new"  # back in place while the rebuild runs
+        (staging / "index.html").write_text("newer")
+    assert [p.name for p in tmp_path.iterdir()] == ["report"] and (report / "index.html").read_text() == "newer"

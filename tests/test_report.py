@@ -506,3 +506,24 @@ def test_the_rows_drop_noisy_left_out_are_listed_with_their_labels(experiment, t
     assert shown[0]["labels"] == ", ".join(head.class_names[c] for c in np.flatnonzero(labels)) or "-"
     check_png(tmp_path / "dropped_examples.png")
     assert "Training rows left out (train.drop_noisy)" in (tmp_path / "report.md").read_text()
+
+
+def test_a_refused_rebuild_leaves_the_last_report_whole(experiment):
+    """The PDF is laid out last; refused (notes too long for report.max_pages), the report stage used to have
+    rewritten index.html, report.md and tables.json already, beside the old PDF. Now nothing of the folder changes."""
+    from src.errors import PipelineError
+    from src.steps import report
+
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(experiment.dir.iterdir()) if p.is_file()}
+
+    before = files()
+    (experiment.config.parent / "long-notes.md").write_text("Long notes. " * 20_000, encoding="utf-8")
+    too_long = Experiment(
+        load_config(experiment.config, ["report.notes=long-notes.md", "report.max_pages=1"]), experiment.config
+    )
+    with pytest.raises(PipelineError, match="shorten report.notes"):
+        report.run(too_long, quiet=True, log=lambda message: None)
+
+    assert files() == before
+    assert sorted(p.name for p in experiment.dir.parent.iterdir() if p.name.startswith(".")) == []

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from src.artifacts import EPOCHS_CSV, REPORT_MD, Experiment, read_run_config, read_run_summary, tuned_column
+from src.atomic import atomic_folder
 from src.cleaning import DROPPED_CSV
 from src.errors import PipelineError
 from src.formats.base import DecisionRules
@@ -28,9 +29,9 @@ def run(exp: Experiment, quiet: bool = False, log: Callable[[str], None] = print
     """Build the report; return the path of index.html."""
     log(f"report {exp.name}: from {exp.oof_dir} (no retraining) -> {exp.report_dir}")
     inputs = load_inputs(exp, log)
-    html_path = build_report(
-        inputs, exp.report_dir, max_pages=exp.config.report.max_pages, typography=report_typography(exp), log=log
-    )
+    with atomic_folder(exp.report_dir) as staging:  # a refused PDF leaves the last report whole, not half rewritten
+        build_report(inputs, staging, max_pages=exp.config.report.max_pages, typography=report_typography(exp), log=log)
+    html_path = exp.report_html
     pages = page_count(exp.report_pdf)
     log(
         f"wrote {html_path} (open it in a browser), {exp.report_dir / REPORT_MD} and {exp.report_pdf} "
