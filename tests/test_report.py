@@ -518,7 +518,7 @@ def test_a_refused_rebuild_leaves_the_last_report_whole(experiment):
         return {p.name: p.read_bytes() for p in sorted(experiment.dir.iterdir()) if p.is_file()}
 
     before = files()
-    (experiment.config.parent / "long-notes.md").write_text("Long notes. " * 20_000, encoding="utf-8")
+    (experiment.config.parent / "long-notes.md").write_text("Long notes. " * 3_000, encoding="utf-8")
     too_long = Experiment(
         load_config(experiment.config, ["report.notes=long-notes.md", "report.max_pages=1"]), experiment.config
     )

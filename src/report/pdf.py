@@ -30,6 +30,7 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import (
+    Flowable,
     Image,
     KeepTogether,
     Paragraph,
@@ -92,8 +93,10 @@ def write_pdf(
         worst_gap = max(layout.gaps[:-1], default=0.0)
         if best is None or (-shown, round(worst_gap, 2)) < (-best[0], round(best[1], 2)):
             best = (shown, worst_gap, layout)
-    data, pages, left_out, _ = best[2]
+    chosen = best[2]
+    data, pages, _ = _build(chosen.shown, Path(out_dir), chosen.left_out, typography)  # now with the images
     write_bytes(path, data)
+    left_out = chosen.left_out
     for thing in left_out:
         (log or (lambda line: None))(f"report.pdf: left out {thing!r} to fit report.max_pages={max_pages}")
     return PdfLayout(pages, 1.0, left_out)
@@ -178,14 +181,15 @@ def _render_chosen(
         shown += [Block("h2", APPENDIX_HEADING)] + [_moved(blocks, index) for group in appended for index in group]
     placed = {id(block) for block in shown} | {id(blocks[i]) for group in appended or [] for i in group}
     left_out = _left_out_names(blocks, placed)
-    data, pages, gaps = _build(shown, out_dir, left_out, typography)
-    return Rendered(data, pages, left_out, gaps)
+    _, pages, gaps = _build(shown, out_dir, left_out, typography, draft=True)
+    return Rendered(shown, pages, left_out, gaps)
 
 
 class Rendered(NamedTuple):
-    """A laid-out PDF: its bytes, pages, what was left out, and each page's empty share of the frame's height."""
+    """A trial layout: the blocks it shows, its pages, what was left out, and each page's empty share of the frame's
+    height."""
 
-    data: bytes
+    shown: list[Block]
     pages: int
     left_out: list[str]
     gaps: list[float]
@@ -301,16 +305,22 @@ def render_pdf(
 
 
 def _build(
-    blocks: list[Block], out_dir: Path, left_out: list[str], typography: Typography, figure_scale: float = 1.0
+    blocks: list[Block],
+    out_dir: Path,
+    left_out: list[str],
+    typography: Typography,
+    figure_scale: float = 1.0,
+    draft: bool = False,
 ) -> tuple[bytes, int, list[float]]:
-    """(PDF bytes, page count, each page's share of the frame's height left empty at its foot)."""
+    """(PDF bytes, page count, each page's share of the frame's height left empty at its foot); a `draft` holds each
+    figure's place but not its pixels (the same pages, for a trial layout)."""
     styles, story, pending = _styles(typography), [], []
     for block in blocks:
         if block.kind in ("h1", "h2", "h3", "p"):
             text = block.pdf_text if block.pdf_text is not None else block.text
             pending.append((block.kind, Paragraph(inline_markup(text, styles["mono"]), styles[block.kind])))
             continue
-        story += _kept_with_text(pending, _flowables(block, out_dir, figure_scale, styles))
+        story += _kept_with_text(pending, _flowables(block, out_dir, figure_scale, styles, draft))
         pending = []
     story += [flowable for _, flowable in pending]
     if left_out:
@@ -363,16 +373,30 @@ def _height(flowables: list) -> float:
     return total
 
 
-def _flowables(block: Block, out_dir: Path, figure_scale: float, styles: dict) -> list:
+def _flowables(block: Block, out_dir: Path, figure_scale: float, styles: dict, draft: bool = False) -> list:
     if block.kind == "pre":
         return [Preformatted(block.text, styles["pre"])]
     if block.kind == "table":
         return [table_flowable(block.columns, block.rows, styles["table_sizes"], styles["faces"]), Spacer(1, 5)]
     width, height = figure_placement(block, out_dir)
-    return [
-        Image(str(out_dir / block.name), width=width * figure_scale, height=height * figure_scale),
-        Paragraph(escape(block.text), styles["caption"]),
-    ]
+    size = {"width": width * figure_scale, "height": height * figure_scale}
+    image = _FigurePlace(**size) if draft else Image(str(out_dir / block.name), **size)
+    return [image, Paragraph(escape(block.text), styles["caption"])]
+
+
+class _FigurePlace(Flowable):
+    """A figure's place on the page without its pixels. Trial layouts only count pages; encoding every PNG into each
+    of them took most of the report stage's time (about 40 trials for a course report, 17 s of it ASCII85)."""
+
+    def __init__(self, width: float, height: float):
+        super().__init__()
+        self.width, self.height = width, height
+
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        return self.width, self.height
+
+    def draw(self) -> None:
+        pass
 
 
 def figure_placement(block: Block, out_dir: Path) -> tuple[float, float]:
