@@ -709,6 +709,41 @@ def _refuse_alias_bombs(root: yaml.Node | None, path: Path) -> None:
         )
 
 
+# Settings that differ between machines or copies of the data without changing what is trained.
+MACHINE_SETTINGS = frozenset(
+    {
+        "data.root",
+        "data.solution",
+        "data.skip_unreadable",
+        "data.prebuilt_cache",  # where the same cached pixels lie on this machine
+        "train.threads",
+        "train.num_workers",
+        "train.device",
+        "train.tensorboard",
+        "train.persistent_workers",
+        "train.prefetch_factor",
+        "model.weights",
+    }
+)
+
+
+def training_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config's (`config_to_dict`, or a run's config.json) training settings as {"section.key": value},
+    nested sections flattened ("train.loss.name"), the MACHINE_SETTINGS left out: what two runs are compared on."""
+    flat: dict[str, Any] = {}
+
+    def walk(tree: dict, prefix: str) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}.{key}")
+            elif f"{prefix}.{key}" not in MACHINE_SETTINGS:
+                flat[f"{prefix}.{key}"] = value
+
+    for section in ("model", "train", "augment", "data"):
+        walk(config.get(section) or {}, section)
+    return flat
+
+
 def config_to_dict(config: Config) -> dict[str, Any]:
     """The resolved config as plain data (for saving beside artifacts), a storage URL's password masked: what is
     saved travels (run folders into state datasets, course zips)."""

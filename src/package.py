@@ -25,7 +25,7 @@ import yaml
 
 from src.artifacts import BEST_CHECKPOINT, EPOCHS_CSV, FULL_RUN, PACKAGE_PIECES, RUN_SUMMARY, Experiment, package_names
 from src.atomic import atomic_path, write_text
-from src.config import config_to_dict, load_config
+from src.config import config_to_dict, load_config, training_settings
 from src.errors import PipelineError
 from src.tracked import refuse_untracked
 
@@ -170,40 +170,8 @@ def trained_differently(exp: Experiment) -> list[tuple[str, Any, Any]]:
     from src.artifacts import read_run_config
 
     checkpoint = exp.submission_checkpoint()
-    saved, now = read_run_config(checkpoint.parent), config_to_dict(exp.config)
-    differences = []
-    for section in ("model", "train", "augment", "data"):
-        for key, value in _flat(saved.get(section, {}), section).items():
-            current = _flat(now.get(section, {}), section).get(key, value)
-            if current != value and key not in _MACHINE_KEYS:
-                differences.append((key, value, current))
-    return differences
-
-
-# Settings that differ between machines without changing what is trained.
-_MACHINE_KEYS = {
-    "data.root",
-    "data.solution",
-    "data.skip_unreadable",
-    "data.prebuilt_cache",  # where the same cached pixels lie on this machine
-    "train.threads",
-    "train.num_workers",
-    "train.device",
-    "train.tensorboard",
-    "train.persistent_workers",
-    "train.prefetch_factor",
-    "model.weights",
-}
-
-
-def _flat(tree: dict, prefix: str) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}.{key}"))
-        else:
-            flat[f"{prefix}.{key}"] = value
-    return flat
+    saved, now = training_settings(read_run_config(checkpoint.parent)), training_settings(config_to_dict(exp.config))
+    return [(key, value, now.get(key, value)) for key, value in saved.items() if now.get(key, value) != value]
 
 
 def _assemble(

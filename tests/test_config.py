@@ -120,3 +120,21 @@ def test_a_storage_password_is_masked_in_every_saved_config(tmp_path):
     assert config_to_dict(config)["thresholds"]["storage"] == "postgresql://optuna:***@db.example.org:5432/studies"
     plain = load_config(write(tmp_path, BASE), ["thresholds.storage=sqlite:///x/optuna.db"])
     assert config_to_dict(plain)["thresholds"]["storage"] == "sqlite:///x/optuna.db"
+
+
+def test_training_settings_flatten_nested_sections_and_leave_machine_settings_out():
+    from src.config import training_settings
+
+    saved = {
+        "data": {"root": "/home/me/data", "image_size": 64, "prebuilt_cache": "/mnt/cache"},
+        "train": {"loss": {"name": "bce", "label_smoothing": 0.0}, "threads": 8, "callbacks": [{"name": "freeze"}]},
+        "model": {"name": "resnet10t", "weights": "/home/me/w.pt"},
+        "output_dir": "/home/me/out",
+    }
+    assert training_settings(saved) == {
+        "data.image_size": 64,
+        "train.loss.name": "bce",
+        "train.loss.label_smoothing": 0.0,
+        "train.callbacks": [{"name": "freeze"}],
+        "model.name": "resnet10t",
+    }

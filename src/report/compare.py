@@ -13,22 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from src.artifacts import Layout, ScoreTable, read_run_config, read_test_scores
+from src.config import training_settings
 from src.errors import PipelineError
-
-# Settings that differ between machines or copies of the data without changing what is trained.
-_MACHINE_KEYS = {
-    "data.root",
-    "data.solution",
-    "data.skip_unreadable",
-    "train.threads",
-    "train.num_workers",
-    "train.device",
-    "train.tensorboard",
-    "train.persistent_workers",
-    "train.prefetch_factor",
-    "model.weights",
-}
-_SECTIONS = ("model", "train", "augment", "data")
 
 
 def comparison_rows(
@@ -77,11 +63,11 @@ def comparison_sentences(rows: list[dict], metric: str) -> list[str]:
 
 def differences(base: dict, other: dict) -> str:
     """`key: this run's value -> the other's` for every training setting the other run saved differently."""
-    mine, theirs = _flat(base), _flat(other)
+    mine, theirs = training_settings(base), training_settings(other)
     changed = [
         f"{key}: {_shown(mine.get(key))} -> {_shown(theirs.get(key))}"
         for key in sorted(set(mine) | set(theirs))
-        if key not in _MACHINE_KEYS and mine.get(key) != theirs.get(key)
+        if mine.get(key) != theirs.get(key)
     ]
     return "; ".join(changed) if changed else "nothing in the training config"
 
@@ -99,14 +85,6 @@ def _run_config(layout: Layout) -> dict:
     """The saved config of the experiment's first run (its folds and full fit share it)."""
     runs = [path for _, path in layout.fold_run_dirs()] + [layout.run_dir(None)]
     return next((config for config in map(read_run_config, runs) if config), {})
-
-
-def _flat(config: dict) -> dict:
-    flat = {}
-    for section in _SECTIONS:
-        for key, value in (config.get(section) or {}).items():
-            flat[f"{section}.{key}"] = value
-    return flat
 
 
 def _honest(layout: Layout, oof: ScoreTable, method: str | None) -> float | str:
