@@ -308,7 +308,8 @@ class CacheUsage:
     sets: list[tuple[str, int]] = field(default_factory=list)  # (what each set is, its bytes on disk)
 
 
-def _size_on_disk(path: Path) -> int:
+def size_on_disk(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
     if path.is_dir():
         return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
     return path.stat().st_size
@@ -336,8 +337,8 @@ def cache_usage(cache_dir: Path) -> CacheUsage:
     sets = sorted(path for path in items if path.suffix in (".npy", ".pack", ".partial"))
     return CacheUsage(
         sum(path.suffix in (".npy", ".pack") for path in sets),
-        sum(_size_on_disk(path) for path in items),
-        sets=[(_describe_set(path), _size_on_disk(path)) for path in sets],
+        sum(size_on_disk(path) for path in items),
+        sets=[(_describe_set(path), size_on_disk(path)) for path in sets],
     )
 
 
@@ -369,7 +370,7 @@ def clear_cache(cache_dir: Path) -> CacheUsage:
                 cache_dir / f"{key}.lock",
             ]:
                 if path.exists():
-                    removed.bytes += _size_on_disk(path)
+                    removed.bytes += size_on_disk(path)
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
     return removed
 

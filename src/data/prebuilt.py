@@ -134,7 +134,10 @@ def open_prebuilt(folder: Path, paths: list[Path], root: Path, wanted: CacheSett
         )
     rows = np.array([cached_row[name] for name in names], dtype=np.int64)
     for path, name, row in zip(paths, names, rows, strict=True):
-        size = Path(path).stat().st_size if Path(path).exists() else None
+        try:
+            size = Path(path).stat().st_size
+        except FileNotFoundError:
+            size = None
         if size != source["sizes"][row]:
             shown = "missing" if size is None else f"{size:,} bytes"
             raise PipelineError(

@@ -99,6 +99,5 @@ def build_run(
     optimizer = build.build_optimizer(model, loss_fn, tc)
     scheduler = build.build_scheduler(optimizer, tc, build.steps_per_epoch(len(train_data.loader), tc.accumulate_steps))
     training = build.Training(model, trained, loss_fn, optimizer, scheduler, build.build_grad_scaler(runtime), wrap)
-    run = Run(config, fmt, heads, training, train_data, valid_data, runtime, context, callbacks, run_dir, quiet, log)
-    run.clock = inputs.clock or run.clock
-    return run
+    parts = (config, fmt, heads, training, train_data, valid_data, runtime, context, callbacks, run_dir, quiet, log)
+    return Run(*parts, clock=inputs.clock or CallClock())

@@ -162,12 +162,13 @@ def _shipped_cache_lines(folder: Path, log: Callable[[str], None]) -> None:
     """The training images' packed caches `kernel cache` made as datasets (hard links: no second copy of the bytes
     while the decoded set above is there), each with whether and as what it was uploaded."""
     from src.artifacts import PushRecord
+    from src.data.cache import size_on_disk
 
     shipped = sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
     if shipped:
         log(f"image-cache datasets (kernel cache) in {folder}:")
     for dataset in shipped:
-        size = sum(path.stat().st_size for path in dataset.iterdir() if path.is_file())
+        size = size_on_disk(dataset)
         record = dataset.with_name(dataset.name + ".push.json")
         ref = PushRecord.read(record).images_ref if record.is_file() else None
         log(f"  {_readable_size(size):>10}  {dataset.name}: {f'uploaded as {ref}' if ref else 'not uploaded yet'}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from src.artifacts import Experiment, PushRecord
-from src.data.cache import CachePolicy, load_or_build
+from src.data.cache import CachePolicy, decode_table, size_on_disk
 from src.data.images import MAX_PIXELS
 from src.data.prebuilt import export_prebuilt
 from src.errors import PipelineError
@@ -50,9 +50,6 @@ class ImageCacheDataset:
         """What the training kernel's settings carry about it (the files' sums are checked on Kaggle)."""
         return {"dataset_ref": self.ref, "files": self.files, "codec": self.codec, "count": self.count}
 
-    def size_bytes(self) -> int:
-        return sum((self.folder / name).stat().st_size for name in self.files)
-
 
 def image_cache_slug(exp: Experiment) -> str:
     """<competition>-<resize>-<cached side>-<codec><quality>: what the cached pixels depend on (the pixel limit too
@@ -74,20 +71,19 @@ def build_image_cache_dataset(exp: Experiment, quiet: bool = False, log: Log = p
     table = exp.fmt.read_train()
     policy = replace(CachePolicy.from_data(data), kind="packed")
     log(f"kernel cache: {len(table):,} training images, {data.resize} at {data.source_size} px, {data.cache_format}")
-    cache = load_or_build(
+    images, _ = decode_table(
         table.paths,
         data.image_size,
         exp.cache_dir,
         data.skip_unreadable,
         quiet,
+        log,
         "train images",
         data.max_pixels,
         policy,
     )
-    for _, reason in sorted(cache.unreadable.items()):
-        log(f"skipped unreadable image: {reason}")
     folder = image_cache_folder(exp)
-    export_prebuilt(cache.images.folder, folder, table.paths, data.root)
+    export_prebuilt(images.folder, folder, table.paths, data.root)
     names = kaggle_names(exp, pushing=False)
     write_dataset_metadata(folder, names.ref(folder.name), _title(exp), exp.config.kaggle.dataset_license)
     try:
@@ -95,9 +91,9 @@ def build_image_cache_dataset(exp: Experiment, quiet: bool = False, log: Log = p
     except PipelineError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    built = _dataset(folder, names.ref(folder.name), sums, cache.images.codec, len(table))
+    built = _dataset(folder, names.ref(folder.name), sums, images.codec, len(table))
     log(
-        f"image-cache dataset {built.ref}: {folder} ({built.count:,} images, {built.size_bytes() / 2**20:,.1f} MB "
+        f"image-cache dataset {built.ref}: {folder} ({built.count:,} images, {size_on_disk(folder) / 2**20:,.1f} MB "
         f"{built.codec}); `kernel train` attaches it from now on"
     )
     return built

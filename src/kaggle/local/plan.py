@@ -366,13 +366,14 @@ def _check_cache_fit(plan: Plan, data, machine) -> None:
 
 def _shipped_cache(exp: Experiment) -> str:
     """The image-cache dataset `kernel cache` made for this config, in words ("" when there is none)."""
+    from src.data.cache import size_on_disk
     from src.data.prebuilt import SOURCE_FILE
     from src.kaggle.local.image_cache_dataset import image_cache_folder
 
     folder = image_cache_folder(exp)
     if not (folder / SOURCE_FILE).is_file():
         return ""
-    size = sum(path.stat().st_size for path in folder.iterdir() if path.is_file()) / GB
+    size = size_on_disk(folder) / GB
     return (
         f"{folder} ({_size(size)}), attached by `kernel train`: read in place from /kaggle/input, so nothing is "
         "decoded or written to the session's disk for the training images"
